@@ -1,0 +1,1 @@
+"""Cloud sync: hub to central, and the central service."""

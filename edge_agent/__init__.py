@@ -1,0 +1,1 @@
+"""Edge agent: probe requests in, privacy-safe visits out over MQTT."""

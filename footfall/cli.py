@@ -1,0 +1,57 @@
+"""``footfall``: one command, a subcommand per step of the data flow.
+
+Each part registers its own subcommands (``edge_agent/cli.py``, ``hub/cli.py``,
+``tools/cli.py``, ...), so the CLI mirrors the library and no part edits another's parser.
+Parts whose optional dependencies are not installed (a sensor has no hub extras) simply
+do not register.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from footfall import __version__
+
+PARTS = (
+    "footfall.edge_agent.cli",
+    "footfall.hub.cli",
+    "footfall.cloud_sync.cli",
+    "footfall.tools.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="footfall", description="Wi-Fi presence analytics: capture -> visit -> hub -> segment -> sync."
+    )
+    parser.add_argument("--version", action="version", version=f"footfall {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in PARTS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            # A sensor install lacks the hub's extras: its commands are simply absent.
+            logging.getLogger(__name__).debug("part %s not available: %s", name, exc)
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

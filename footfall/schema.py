@@ -1,0 +1,254 @@
+"""Versioned JSON payloads on the MQTT topic tree (see ``footfall.topics``).
+
+Every payload is a JSON object with ``v`` (schema version) and ``type`` (the topic kind).
+Messages that the hub must not double-count carry ``id``: a deterministic message id derived
+from the content's identity (site, sensor, device, visit start), so that a message replayed
+after a crash or a broker reconnect has the same id and the hub drops it.
+
+The agent builds payloads with the ``*_payload`` helpers; the hub checks every incoming
+payload with :func:`validate`, which raises :class:`SchemaError` with a reason a person can
+read. Nothing here ever sees a raw MAC address: ``device`` is already a keyed hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+VERSION = 1
+MAX_PAYLOAD_BYTES = 64 * 1024
+VISIT_CLASSES = ("visitor", "passerby")
+STATUS_STATES = ("online", "offline")
+
+
+class SchemaError(ValueError):
+    """A payload that is not a valid Footfall message; ``str()`` says why."""
+
+
+def message_id(*parts: object) -> str:
+    """Deterministic id: the same logical message always gets the same id."""
+    raw = "\x1f".join(str(p) for p in parts).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def visit_id(site: str, sensor: str, device: str, first_seen: float) -> str:
+    # Millisecond resolution: the visit start is what identifies a visit of a device.
+    return message_id("visit", site, sensor, device, round(first_seen * 1000))
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+# Field specs: name -> (types, required). bool is checked before int on purpose.
+_NUM = (int, float)
+_VISIT_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "id": ((str,), True),
+    "site": ((str,), True),
+    "sensor": ((str,), True),
+    "device": ((str,), True),
+    "randomized": ((bool,), True),
+    "partner_hash": ((str, type(None)), False),
+    "first_seen": (_NUM, True),
+    "last_seen": (_NUM, True),
+    "dwell_s": (_NUM, True),
+    "inside_s": (_NUM, True),
+    "sightings": ((int,), True),
+    "rssi_max": ((int, type(None)), True),
+    "rssi_mean": ((int, float, type(None)), True),
+    "class": ((str,), True),
+    "long_stay": ((bool,), True),
+    "fingerprint": ((str,), True),
+    "ie_ids": ((list,), True),
+    "seq_first": ((int, type(None)), False),
+    "seq_last": ((int, type(None)), False),
+    "channels": ((list,), False),
+    "closed_by": ((str,), False),
+    # Linking evidence for the hub's device estimator (randomized MACs): keyed hashes of the
+    # SSIDs the device asked for by name, and its typical gap between probe bursts.
+    "ssid_hashes": ((list,), False),
+    "burst_gap_s": ((int, float, type(None)), False),
+}
+_PRESENCE_FIELDS = {
+    "id": ((str,), True),
+    "site": ((str,), True),
+    "sensor": ((str,), True),
+    "ts": (_NUM, True),
+    "window_s": (_NUM, True),
+    "devices": ((int,), True),
+    "inside": ((int,), True),
+}
+_STATUS_FIELDS = {
+    "site": ((str,), True),
+    "sensor": ((str,), True),
+    "state": ((str,), True),
+    "ts": (_NUM, True),
+    "version": ((str,), False),
+    "started": (_NUM, False),
+}
+_HEALTH_FIELDS = {
+    "id": ((str,), True),
+    "site": ((str,), True),
+    "sensor": ((str,), True),
+    "ts": (_NUM, True),
+    "version": ((str,), True),
+    "uptime_s": (_NUM, True),
+    "frames": ((int,), True),
+    "frames_per_s": (_NUM, True),
+    "rejected": ((int,), True),
+    "devices_tracked": ((int,), True),
+    "backlog": ((int,), True),
+    "dropped": ((int,), True),
+    "cpu_temp_c": ((int, float, type(None)), False),
+}
+_CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    # Every key optional: the hub sends only what it changes. The agent knows the rest.
+}
+SPECS = {
+    "visit": _VISIT_FIELDS,
+    "presence": _PRESENCE_FIELDS,
+    "status": _STATUS_FIELDS,
+    "health": _HEALTH_FIELDS,
+    "config": _CONFIG_FIELDS,
+}
+
+
+def _check_fields(payload: dict[str, Any], spec: dict[str, tuple[tuple[type, ...], bool]]) -> None:
+    for name, (types, required) in spec.items():
+        if name not in payload:
+            if required:
+                raise SchemaError(f"missing field {name!r}")
+            continue
+        value = payload[name]
+        if isinstance(value, bool) and bool not in types:
+            raise SchemaError(f"field {name!r} must not be a boolean")
+        if not isinstance(value, types):
+            names = "/".join("null" if t is type(None) else t.__name__ for t in types)
+            raise SchemaError(f"field {name!r} must be {names}, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SchemaError(f"field {name!r} must be finite")
+
+
+def validate(raw: bytes | str, kind: str | None = None) -> dict[str, Any]:
+    """Parse and check one payload; return it as a dict or raise SchemaError.
+
+    ``kind`` is the topic's last level; the payload's ``type`` must agree with it.
+    """
+    if isinstance(raw, (bytes, bytearray)) and len(raw) > MAX_PAYLOAD_BYTES:
+        raise SchemaError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SchemaError(f"not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise SchemaError("payload must be a JSON object")
+    version = payload.get("v")
+    if version != VERSION:
+        raise SchemaError(f"unsupported schema version {version!r} (this build reads {VERSION})")
+    ptype = payload.get("type")
+    if ptype not in SPECS:
+        raise SchemaError(f"unknown message type {ptype!r}")
+    if kind is not None and ptype != kind:
+        raise SchemaError(f"message type {ptype!r} on a {kind!r} topic")
+    _check_fields(payload, SPECS[ptype])
+    if ptype == "visit":
+        if payload["class"] not in VISIT_CLASSES:
+            raise SchemaError(f"class must be one of {VISIT_CLASSES}")
+        if payload["last_seen"] < payload["first_seen"]:
+            raise SchemaError("last_seen is before first_seen")
+        if payload["dwell_s"] < 0 or payload["inside_s"] < 0 or payload["sightings"] < 1:
+            raise SchemaError("dwell_s, inside_s must be >= 0 and sightings >= 1")
+        if not all(isinstance(i, int) and 0 <= i <= 255 for i in payload["ie_ids"]):
+            raise SchemaError("ie_ids must be element ids 0-255")
+    elif ptype == "status" and payload["state"] not in STATUS_STATES:
+        raise SchemaError(f"state must be one of {STATUS_STATES}")
+    return payload
+
+
+def visit_payload(
+    *,
+    site: str,
+    sensor: str,
+    device: str,
+    randomized: bool,
+    first_seen: float,
+    last_seen: float,
+    inside_s: float,
+    sightings: int,
+    rssi_max: int | None,
+    rssi_mean: float | None,
+    visit_class: str,
+    long_stay: bool,
+    fingerprint: str,
+    ie_ids: list[int],
+    partner_hash: str | None = None,
+    seq_first: int | None = None,
+    seq_last: int | None = None,
+    channels: list[int] | None = None,
+    closed_by: str = "gap",
+    ssid_hashes: list[str] | None = None,
+    burst_gap_s: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "type": "visit",
+        "id": visit_id(site, sensor, device, first_seen),
+        "site": site,
+        "sensor": sensor,
+        "device": device,
+        "randomized": randomized,
+        "partner_hash": partner_hash,
+        "first_seen": round(first_seen, 3),
+        "last_seen": round(last_seen, 3),
+        "dwell_s": round(last_seen - first_seen, 3),
+        "inside_s": round(inside_s, 3),
+        "sightings": sightings,
+        "rssi_max": rssi_max,
+        "rssi_mean": None if rssi_mean is None else round(rssi_mean, 1),
+        "class": visit_class,
+        "long_stay": long_stay,
+        "fingerprint": fingerprint,
+        "ie_ids": list(ie_ids),
+        "seq_first": seq_first,
+        "seq_last": seq_last,
+        "channels": sorted(channels or []),
+        "closed_by": closed_by,
+        "ssid_hashes": sorted(ssid_hashes or []),
+        "burst_gap_s": None if burst_gap_s is None else round(burst_gap_s, 2),
+    }
+
+
+def presence_payload(
+    *, site: str, sensor: str, ts: float, window_s: float, devices: int, inside: int
+) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "type": "presence",
+        "id": message_id("presence", site, sensor, round(ts * 1000)),
+        "site": site,
+        "sensor": sensor,
+        "ts": round(ts, 3),
+        "window_s": window_s,
+        "devices": devices,
+        "inside": inside,
+    }
+
+
+def status_payload(
+    *, site: str, sensor: str, state: str, ts: float, version: str = "", started: float | None = None
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "v": VERSION,
+        "type": "status",
+        "site": site,
+        "sensor": sensor,
+        "state": state,
+        "ts": round(ts, 3),
+    }
+    if version:
+        payload["version"] = version
+    if started is not None:
+        payload["started"] = round(started, 3)
+    return payload

@@ -1,0 +1,1 @@
+"""Store hub: ingest, storage, metrics and the store manager's dashboard."""

@@ -1,0 +1,1 @@
+"""Simulator, reference servers, provisioning and benchmarks."""
