@@ -1,0 +1,189 @@
+"""The hub's SQLite database: schema, versioned migrations, and opening it right.
+
+One file per store (``hub.db``), WAL mode so the dashboard reads while ingest writes.
+Times are UNIX seconds (REAL, UTC); ``day``/``hour`` columns are in the store's local time
+zone, computed once at write time, because every footfall report is by local day and hour.
+
+Tables (the contract between ingest, metrics, the dashboard and sync):
+
+- ``sensor_visits``: one row per visit message as a sensor published it (primary key: the
+  message id, which makes replays and QoS-1 duplicates harmless).
+- ``visits``: store visits. One device seen by several sensors in overlapping or adjacent
+  visits is one store visit; ``best_sensor``/``best_rssi`` say which sensor (zone) saw it
+  strongest. ``device_key`` is the device estimator's id (see ``hub/devices.py``): every
+  metric counts ``device_key``, never raw hashes, because MAC randomization inflates
+  distinct-hash counts many times over.
+- ``devices``: one row per ``device_key``: first/last seen, visit count, total dwell,
+  ``excluded`` (staff and fixed equipment: left out of every metric by default).
+- ``sensors``: health from status/last-will messages, heartbeats and health reports.
+- ``presence``: the sensors' periodic live counts.
+- ``hourly``: aggregates by local day, hour and zone; raw visits older than the retention
+  window are rolled up here before deletion, so totals survive retention.
+- ``ingest_rejects``: counts of rejected messages by reason (garbage, schema, unknown sensor).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+# Each entry migrates from version i to i+1. Never edit a released entry: append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE sensor_visits (
+        id TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        device TEXT NOT NULL,
+        randomized INTEGER NOT NULL,
+        partner_hash TEXT,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        dwell_s REAL NOT NULL,
+        inside_s REAL NOT NULL,
+        sightings INTEGER NOT NULL,
+        rssi_max INTEGER,
+        rssi_mean REAL,
+        class TEXT NOT NULL,
+        long_stay INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        ie_ids TEXT NOT NULL,
+        seq_first INTEGER,
+        seq_last INTEGER,
+        channels TEXT,
+        ssid_hashes TEXT,
+        burst_gap_s REAL,
+        received REAL NOT NULL,
+        visit_id INTEGER
+    );
+    CREATE INDEX sensor_visits_device ON sensor_visits(device, first_seen);
+    CREATE INDEX sensor_visits_first_seen ON sensor_visits(first_seen);
+
+    CREATE TABLE visits (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL,
+        device TEXT NOT NULL,
+        device_key TEXT NOT NULL,
+        randomized INTEGER NOT NULL,
+        partner_hash TEXT,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        dwell_s REAL NOT NULL,
+        inside_s REAL NOT NULL,
+        class TEXT NOT NULL,
+        long_stay INTEGER NOT NULL,
+        excluded INTEGER NOT NULL DEFAULT 0,
+        best_sensor TEXT NOT NULL,
+        best_rssi INTEGER,
+        sensors TEXT NOT NULL,
+        n_sensor_visits INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        hour INTEGER NOT NULL
+    );
+    CREATE INDEX visits_first_seen ON visits(first_seen);
+    CREATE INDEX visits_day ON visits(day, hour);
+    CREATE INDEX visits_device_key ON visits(device_key, first_seen);
+    CREATE INDEX visits_device ON visits(device, last_seen);
+
+    CREATE TABLE devices (
+        device_key TEXT PRIMARY KEY,
+        randomized INTEGER NOT NULL,
+        partner_hash TEXT,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        visit_count INTEGER NOT NULL,
+        total_dwell_s REAL NOT NULL,
+        excluded INTEGER NOT NULL DEFAULT 0,
+        excluded_reason TEXT
+    );
+
+    CREATE TABLE sensors (
+        site TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        version TEXT,
+        online_since REAL,
+        offline_since REAL,
+        last_message REAL,
+        messages INTEGER NOT NULL DEFAULT 0,
+        message_rate REAL,
+        backlog INTEGER,
+        dropped INTEGER,
+        health TEXT,
+        PRIMARY KEY (site, sensor)
+    );
+
+    CREATE TABLE presence (
+        site TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        ts REAL NOT NULL,
+        devices INTEGER NOT NULL,
+        inside INTEGER NOT NULL,
+        PRIMARY KEY (site, sensor, ts)
+    );
+
+    CREATE TABLE hourly (
+        site TEXT NOT NULL,
+        day TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        zone TEXT NOT NULL,
+        visitors INTEGER NOT NULL,
+        passersby INTEGER NOT NULL,
+        dwell_s_sum REAL NOT NULL,
+        new_visitors INTEGER NOT NULL,
+        returning_visitors INTEGER NOT NULL,
+        rolled_up INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (site, day, hour, zone)
+    );
+
+    CREATE TABLE ingest_rejects (
+        reason TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        last_at REAL NOT NULL,
+        last_detail TEXT
+    );
+    """,
+]
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database to the newest schema; returns the version it is at."""
+    version = schema_version(conn)
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this build knows ({len(MIGRATIONS)}); upgrade footfall"
+        )
+    for target in range(version, len(MIGRATIONS)):
+        with conn:
+            conn.executescript("BEGIN;" + MIGRATIONS[target] + f"; PRAGMA user_version = {target + 1};")
+    return schema_version(conn)
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (and migrate) the hub database with the pragmas every user of it needs."""
+    path = Path(path)
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 5000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode is durable against process crashes (kill -9); only an OS crash
+        # can lose the last transactions, which the agents' QoS-1 redelivery then restores.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+    return conn
+
+
+def open_db(path: str | Path) -> sqlite_utils.Database:
+    """The same database through sqlite-utils, for code that prefers its table API."""
+    return sqlite_utils.Database(connect(path))
