@@ -1,9 +1,203 @@
-"""Subcommands of this part; registered by ``footfall.cli``."""
+"""``footfall agent ...``: run the sensor agent live, or replay a capture file through it."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("footfall.agent")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this part's subcommands to ``footfall``."""
+    agent = sub.add_parser("agent", help="the sensor agent: capture probe requests, publish visits")
+    asub = agent.add_subparsers(dest="agent_command", metavar="ACTION")
+
+    run = asub.add_parser("run", help="run live from the configured capture source")
+    run.add_argument("--config", required=True, help="agent TOML file")
+    run.set_defaults(func=cmd_run)
+
+    replay = asub.add_parser("replay", help="replay pcap/pcapng files through the agent")
+    replay.add_argument("pcaps", nargs="+", help="capture files (radiotap)")
+    replay.add_argument("--config", help="agent TOML file (the options below override it)")
+    replay.add_argument("--site", help="site id")
+    replay.add_argument("--sensor", help="sensor id")
+    replay.add_argument("--broker", help="HOST:PORT of the MQTT broker")
+    replay.add_argument("--hash-key-file", help="file holding the site's hex hash key (created if absent)")
+    replay.add_argument("--buffer", help="disk buffer path (default: a temporary file)")
+    replay.add_argument("--realtime", action="store_true", help="replay at the capture's original pace")
+    replay.add_argument("--stdout", action="store_true", help="print messages as JSON lines instead of MQTT")
+    replay.add_argument("--partner-format", help="enable partner hashes in this MAC normal form")
+    replay.add_argument("--flush-timeout", type=float, default=60.0, help="seconds to wait for delivery")
+    replay.set_defaults(func=cmd_replay)
+
+    agent.set_defaults(func=lambda args: agent.print_help() or 2)
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    from footfall.edge_agent.config import AgentConfig, ConfigError
+
+    try:
+        if getattr(args, "config", None):
+            cfg = AgentConfig.load(args.config)
+        else:
+            if not (args.site and args.sensor):
+                raise ConfigError("give --config, or --site and --sensor")
+            cfg = AgentConfig(site=args.site, sensor=args.sensor)
+        if getattr(args, "site", None):
+            cfg.site = args.site
+        if getattr(args, "sensor", None):
+            cfg.sensor = args.sensor
+        cfg.__post_init__()
+    except ConfigError as exc:
+        raise SystemExit(f"footfall agent: {exc}") from None
+    return cfg
+
+
+def open_publisher(cfg: Any) -> Any:
+    """A store-and-forward publisher for this agent's config."""
+    from footfall import __version__
+    from footfall.edge_agent.buffer import DiskBuffer
+    from footfall.edge_agent.publish import Publisher, TLSOptions
+
+    buffer = DiskBuffer(cfg.buffer_path, max_bytes=cfg.buffer_max_bytes)
+    m = cfg.mqtt
+    tls = None
+    if m.ca_certs or m.certfile:
+        tls = TLSOptions(ca_certs=m.ca_certs, certfile=m.certfile, keyfile=m.keyfile, insecure=m.tls_insecure)
+    return Publisher(
+        cfg.site,
+        cfg.sensor,
+        m.host,
+        m.port,
+        buffer,
+        username=m.username,
+        password=m.password(),
+        tls=tls,
+        keepalive=m.keepalive,
+        version=__version__,
+    ).start()
+
+
+def _stdout_sink(kind: str, payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps({"kind": kind, **payload}, separators=(",", ":")) + "\n")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from footfall.edge_agent.agent import Agent
+    from footfall.edge_agent.config import ConfigError
+    from footfall.edge_agent.identity import load_key
+    from footfall.edge_agent.pcapfile import PcapError, PcapSource
+
+    cfg = _load_config(args)
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        cfg.mqtt.host, cfg.mqtt.port = host or "127.0.0.1", int(port)
+    if args.partner_format:
+        cfg.partner_enabled, cfg.partner_mac_format = True, args.partner_format
+    if args.hash_key_file:
+        load_key(args.hash_key_file, create=True)
+        cfg.hash_key_file = args.hash_key_file
+    elif not (cfg.hash_key_file or os.environ.get("FOOTFALL_HASH_KEY")):
+        raise SystemExit("footfall agent: no hash key: give --hash-key-file or set FOOTFALL_HASH_KEY")
+    tmpdir = None
+    if args.buffer:
+        cfg.buffer_path = args.buffer
+    elif not args.config:
+        tmpdir = tempfile.TemporaryDirectory(prefix="footfall-agent-")
+        cfg.buffer_path = str(Path(tmpdir.name) / "buffer.db")
+
+    publisher = None
+    if args.stdout:
+        sink = _stdout_sink
+    else:
+        publisher = open_publisher(cfg)
+        sink = publisher.publish
+    try:
+        agent = Agent(cfg, sink, backlog=_backlog(publisher))
+    except ConfigError as exc:
+        raise SystemExit(f"footfall agent: {exc}") from None
+    try:
+        for path in args.pcaps:
+            try:
+                source = PcapSource(path, realtime=args.realtime)
+            except (OSError, PcapError) as exc:
+                log.error("cannot read %s: %s", path, exc)
+                return 1
+            agent.process(source)
+            if source.stats.get("truncated"):
+                log.warning("%s is truncated: read %s frames up to the cut", path, source.stats.get("frames"))
+        agent.finish("end_of_capture")
+        stats = dict(agent.parser.stats)
+        log.info("replayed %d frames: %s; %d visits", agent.frames, stats, agent.visits_sent)
+        if publisher is not None and not publisher.flush(args.flush_timeout):
+            log.error("broker did not acknowledge everything within %.0fs; the rest stays buffered", args.flush_timeout)
+            return 1
+    finally:
+        if publisher is not None:
+            publisher.close()
+        if tmpdir is not None:
+            tmpdir.cleanup()
+    print(f"{agent.frames} frames, {stats.get('ok', 0)} probe requests, {agent.visits_sent} visits", file=sys.stderr)
+    return 0
+
+
+def _backlog(publisher: Any) -> Any:
+    if publisher is None:
+        return None
+
+    def backlog() -> tuple[int, int]:
+        s = publisher.stats()
+        return int(s.get("backlog", 0)), int(s.get("dropped", 0))
+
+    return backlog
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from footfall.edge_agent.agent import Agent
+    from footfall.edge_agent.capture import CaptureError, open_source
+    from footfall.edge_agent.config import ConfigError
+
+    cfg = _load_config(args)
+    if not cfg.source:
+        raise SystemExit("footfall agent: [capture] source is not set")
+    publisher = open_publisher(cfg)
+    try:
+        agent = Agent(cfg, publisher.publish, backlog=_backlog(publisher))
+    except ConfigError as exc:
+        publisher.close()
+        raise SystemExit(f"footfall agent: {exc}") from None
+    publisher.subscribe_config(agent.apply_config)
+    hopper = None
+    try:
+        source = open_source(cfg.source, realtime=cfg.realtime)
+    except CaptureError as exc:
+        publisher.close()
+        raise SystemExit(f"footfall agent: {exc}") from None
+    if cfg.channels and cfg.source.startswith(("iface:", "scapy:")):
+        from footfall.edge_agent.channels import ChannelHopper
+
+        hopper = ChannelHopper(cfg.source.split(":", 1)[1], channels=tuple(cfg.channels), dwell_s=cfg.dwell_s)
+        hopper.start()
+
+    def stop(signum: int, frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.stop()
+        source.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        agent.run_live(source)
+    finally:
+        if hopper is not None:
+            hopper.stop()
+        publisher.flush(5.0)
+        publisher.close()
+    return 0

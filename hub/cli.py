@@ -1,9 +1,166 @@
-"""Subcommands of this part; registered by ``footfall.cli``."""
+"""``footfall hub ...``: the store hub's subcommands.
+
+Each subcommand is one ``add_<name>(hub_sub)`` function listed in ``COMMANDS``; a new one
+(e.g. ``serve``) is a function appended there, nothing else changes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _load_config(args: argparse.Namespace):  # -> HubConfig
+    from footfall.hub import config
+
+    cfg = config.load(args.config)
+    if getattr(args, "db", None):
+        cfg.db = args.db
+    return cfg
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, help="hub TOML settings (default: defaults + FOOTFALL_HUB_* env)")
+    p.add_argument("--db", help="database file (overrides the config's db)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from footfall.hub.ingest import Ingestor
+
+    cfg = _load_config(args)
+    ingestor = Ingestor(cfg)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: ingestor.stop())
+    log.warning("hub ingest for site %s: %s:%d -> %s", cfg.site, cfg.mqtt.host, cfg.mqtt.port, cfg.db)
+    ingestor.run()
+    s = ingestor.stats
+    log.warning(
+        "stopped: %d received, %d stored, %d duplicates, %d rejected",
+        s.received,
+        s.stored,
+        s.duplicates,
+        s.rejected_total,
+    )
+    return 0
+
+
+def add_run(hub_sub: argparse._SubParsersAction) -> None:
+    p = hub_sub.add_parser("run", help="ingest the site's MQTT messages into the hub database (blocking)")
+    _config_args(p)
+    p.set_defaults(func=_run)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    """Store JSON payloads from files (or stdin): one JSON object per line, on ``--topic``."""
+    from footfall.hub import store
+    from footfall.hub.ingest import ingest_many
+
+    cfg = _load_config(args)
+    conn = store.connect(cfg.db)
+    sources = args.files or ["-"]
+    messages = []
+    for src in sources:
+        text = sys.stdin.read() if src == "-" else Path(src).read_text()
+        messages += [(args.topic, line.encode()) for line in text.splitlines() if line.strip()]
+    outcomes = ingest_many(conn, messages, cfg)
+    summary: dict[str, int] = {}
+    for o in outcomes:
+        summary[o] = summary.get(o, 0) + 1
+    print(json.dumps(summary, sort_keys=True))
+    return 0 if not any(o.startswith("rejected") for o in outcomes) else 1
+
+
+def add_ingest(hub_sub: argparse._SubParsersAction) -> None:
+    p = hub_sub.add_parser("ingest", help="store payloads from files (one JSON per line) without MQTT")
+    _config_args(p)
+    p.add_argument("--topic", required=True, help="topic the payloads arrived on, e.g. footfall/store/s1/visit")
+    p.add_argument("files", nargs="*", help="files of JSON lines (default: stdin)")
+    p.set_defaults(func=_ingest)
+
+
+def _sensors(args: argparse.Namespace) -> int:
+    from footfall.hub import store
+    from footfall.hub.sensors import sensor_health
+
+    cfg = _load_config(args)
+    conn = store.connect(cfg.db)
+    for s in sensor_health(conn, heartbeat_s=cfg.heartbeat_s, site=cfg.site):
+        print(json.dumps(asdict(s), sort_keys=True))
+    for r in conn.execute("SELECT reason, count, last_at, last_detail FROM ingest_rejects ORDER BY reason"):
+        print(
+            json.dumps(
+                {"rejected": r["reason"], "count": r["count"], "last_at": r["last_at"], "last_detail": r["last_detail"]}
+            )
+        )
+    return 0
+
+
+def add_sensors(hub_sub: argparse._SubParsersAction) -> None:
+    p = hub_sub.add_parser("sensors", help="sensor health and ingest reject counts, as JSON lines")
+    _config_args(p)
+    p.set_defaults(func=_sensors)
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from footfall.hub import retention, store
+
+    cfg = _load_config(args)
+    result = retention.apply(store.connect(cfg.db), cfg, now=time.time())
+    print(json.dumps(asdict(result), sort_keys=True))
+    return 0
+
+
+def add_retention(hub_sub: argparse._SubParsersAction) -> None:
+    p = hub_sub.add_parser("retention", help="roll up and delete data older than the retention window now")
+    _config_args(p)
+    p.set_defaults(func=_retention)
+
+
+def _remerge(args: argparse.Namespace) -> int:
+    from footfall.hub import devices, merge, store
+
+    cfg = _load_config(args)
+    conn = store.connect(cfg.db)
+    with conn:
+        result = merge.remerge_all(
+            conn,
+            gap_s=cfg.merge_gap_s,
+            tz=cfg.tz,
+            estimator=devices.HashEstimator(),
+            excluded=devices.excluded_keys(conn),
+        )
+    print(json.dumps({"visits": result.created}))
+    return 0
+
+
+def add_remerge(hub_sub: argparse._SubParsersAction) -> None:
+    p = hub_sub.add_parser("remerge", help="rebuild store visits from sensor visits (after changing merge_gap_s)")
+    _config_args(p)
+    p.set_defaults(func=_remerge)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_run,
+    add_ingest,
+    add_sensors,
+    add_retention,
+    add_remerge,
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this part's subcommands to ``footfall``."""
+    """Add ``footfall hub <command>`` for every entry of ``COMMANDS``."""
+    hub = sub.add_parser("hub", help="the store hub: ingest, storage, metrics, dashboard")
+    hub_sub = hub.add_subparsers(dest="hub_command", metavar="COMMAND")
+    hub.set_defaults(func=lambda args: hub.print_help() or 2)
+    for add in COMMANDS:
+        add(hub_sub)

@@ -145,6 +145,72 @@ MIGRATIONS: list[str] = [
         last_detail TEXT
     );
     """,
+    # 2: dashboard. Per-day summary tables, so that every dashboard query reads a few
+    # thousand rows instead of millions. They are derived data, rebuilt from ``visits`` by
+    # ``metrics.refresh_summaries`` (the dashboard server runs it every few seconds) and
+    # never written by ingest, which therefore pays nothing for them. ``summary_days``
+    # records each summarized day with a fingerprint of its raw visits, so that late or
+    # changed visits are noticed and the day recomputed. ``visitor_days`` has one row per
+    # device, day and staff flag with a visitor visit; its ``prev_day`` and ``days_30``
+    # (distinct visit days in the 30 days to this day) make new vs returning, unique
+    # visitors over any period and visit frequency sums over small per-day tables.
+    # Then the login tables (users, server-side sessions, API keys; secrets only hashed).
+    """
+    CREATE TABLE summary_days (
+        day TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        refreshed REAL NOT NULL,
+        frozen INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE agg_hour (
+        day TEXT NOT NULL, hour INTEGER NOT NULL, zone TEXT NOT NULL, class TEXT NOT NULL,
+        excl INTEGER NOT NULL, visits INTEGER NOT NULL, dwell_s REAL NOT NULL,
+        PRIMARY KEY (day, hour, zone, class, excl)
+    ) WITHOUT ROWID;
+    CREATE TABLE agg_dwell (
+        day TEXT NOT NULL, zone TEXT NOT NULL, class TEXT NOT NULL, excl INTEGER NOT NULL,
+        bin INTEGER NOT NULL, visits INTEGER NOT NULL, dwell_s REAL NOT NULL,
+        PRIMARY KEY (day, zone, class, excl, bin)
+    ) WITHOUT ROWID;
+    CREATE TABLE visitor_days (
+        device_key TEXT NOT NULL, excl INTEGER NOT NULL, day TEXT NOT NULL,
+        visits INTEGER NOT NULL, dwell_s REAL NOT NULL, prev_day TEXT, days_30 INTEGER NOT NULL,
+        PRIMARY KEY (device_key, excl, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX visitor_days_day ON visitor_days(day);
+    CREATE TABLE agg_gap (
+        day TEXT NOT NULL, excl INTEGER NOT NULL, gap INTEGER NOT NULL, visitors INTEGER NOT NULL,
+        PRIMARY KEY (day, excl, gap)
+    ) WITHOUT ROWID;
+    CREATE TABLE agg_freq (
+        day TEXT NOT NULL, excl INTEGER NOT NULL, days_30 INTEGER NOT NULL, visitors INTEGER NOT NULL,
+        PRIMARY KEY (day, excl, days_30)
+    ) WITHOUT ROWID;
+    CREATE INDEX presence_ts ON presence(ts);
+
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions(user_id);
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        revoked REAL
+    );
+    """,
 ]
 
 

@@ -1,0 +1,209 @@
+"""The agent: capture -> parse -> keyed identity -> visits -> MQTT, in one process.
+
+The raw MAC exists only between ``Parser.parse`` and ``Identifier.identify`` inside the hot
+loop below; everything after (visits, payloads, the disk buffer, logs) sees the keyed hash.
+
+Timers run on capture time (the frames' timestamps), so a replayed file produces exactly
+the visits and presence counts that a live sensor would have produced at the time; in live
+mode a ticker thread also advances them while the air is quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from footfall import __version__, schema
+from footfall.edge_agent.config import AgentConfig
+from footfall.edge_agent.identity import Identifier
+from footfall.edge_agent.parse import Parser
+from footfall.edge_agent.visits import VisitTracker, freq_to_channel
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[str, dict[str, Any]], None]
+
+
+def cpu_temperature() -> float | None:
+    """SoC temperature where the board exposes one (Raspberry Pi, most OpenWrt routers)."""
+    try:
+        return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000.0
+    except (OSError, ValueError):
+        return None
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, sink: Sink, *, backlog: Callable[[], tuple[int, int]] | None = None):
+        self.config = config
+        self.sink = sink
+        self.backlog = backlog or (lambda: (0, 0))
+        self.parser = Parser()
+        self.identifier = Identifier(
+            config.hash_key(),
+            partner_format=config.partner_mac_format if config.partner_enabled else None,
+            optout=config.optout(),
+        )
+        self.tracker = VisitTracker(config.site, config.sensor, self._emit_visit, config.visits)
+        self.frames = 0
+        self.visits_sent = 0
+        self.started = time.time()
+        self._lock: threading.Lock | nullcontext[None] = nullcontext()
+        self._next_presence = 0.0
+        self._next_health = 0.0
+        self._last_health: tuple[float, int] | None = None
+        self._stop = threading.Event()
+
+    # -- outputs ---------------------------------------------------------------------------
+    def _emit_visit(self, payload: dict[str, Any]) -> None:
+        self.visits_sent += 1
+        self.sink("visit", payload)
+
+    def tick(self, now: float) -> None:
+        """Periodic work: expire visits, live presence counts, health heartbeat."""
+        cfg = self.config
+        self.tracker.expire(now)
+        if now >= self._next_presence:
+            self._next_presence = now + cfg.presence_interval_s
+            devices, inside = self.tracker.presence(now, cfg.presence_interval_s)
+            self.sink(
+                "presence",
+                schema.presence_payload(
+                    site=cfg.site,
+                    sensor=cfg.sensor,
+                    ts=now,
+                    window_s=cfg.presence_interval_s,
+                    devices=devices,
+                    inside=inside,
+                ),
+            )
+        if now >= self._next_health:
+            self._next_health = now + cfg.health_interval_s
+            self.sink("health", self.health(now))
+
+    def health(self, now: float) -> dict[str, Any]:
+        cfg = self.config
+        rate = 0.0
+        if self._last_health is not None and now > self._last_health[0]:
+            rate = (self.frames - self._last_health[1]) / (now - self._last_health[0])
+        self._last_health = (now, self.frames)
+        backlog, dropped = self.backlog()
+        stats = self.parser.stats
+        return {
+            "v": schema.VERSION,
+            "type": "health",
+            "id": schema.message_id("health", cfg.site, cfg.sensor, round(now * 1000)),
+            "site": cfg.site,
+            "sensor": cfg.sensor,
+            "ts": round(now, 3),
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started, 1),
+            "frames": self.frames,
+            "frames_per_s": round(rate, 1),
+            "rejected": sum(v for k, v in stats.items() if k != "ok"),
+            "devices_tracked": len(self.tracker.open),
+            "backlog": backlog,
+            "dropped": dropped,
+            "cpu_temp_c": cpu_temperature(),
+            "optout_dropped": self.identifier.optout_hits,
+        }
+
+    # -- config from the hub ---------------------------------------------------------------
+    def apply_config(self, values: dict[str, Any]) -> list[str]:
+        """Apply a (retained) config message from the hub; unknown keys are ignored."""
+        changed: list[str] = []
+        try:
+            if isinstance(values.get("visits"), dict):
+                changed += [f"visits.{k}" for k in self.config.visits.update(values["visits"])]
+            if isinstance(values.get("optout"), list):
+                hashes = [h for h in values["optout"] if isinstance(h, str)]
+                self.identifier.set_optout(hashes + self.config.optout())
+                changed.append("optout")
+            for key in ("presence_interval_s", "health_interval_s"):
+                if key in values:
+                    setattr(self.config, key, float(values[key]))
+                    changed.append(key)
+        except (TypeError, ValueError) as exc:
+            log.warning("config message rejected: %s", exc)
+            return changed
+        if changed:
+            log.info("applied config from hub: %s", ", ".join(changed))
+        return changed
+
+    # -- the hot loop ----------------------------------------------------------------------
+    def process(self, frames: Iterable[tuple[float, bytes]]) -> None:
+        """Consume frames until the source ends or :meth:`stop` is called."""
+        parse = self.parser.decoder(getattr(frames, "linktype", 127))
+        identify = self.identifier.identify
+        ssid_hash = self.identifier.ssid_hash
+        observe = self.tracker.observe
+        channel_of: dict[int | None, int] = {}
+        lock = self._lock
+        stop = self._stop
+        next_tick = 0.0
+        n = 0
+        for ts, frame in frames:
+            n += 1
+            with lock:
+                p = parse(frame, ts)
+                if p is None:
+                    continue
+                ident = identify(p.sa)
+                if ident is None:
+                    continue
+                freq = p.freq
+                chan = channel_of.get(freq)
+                if chan is None:
+                    chan = channel_of[freq] = freq_to_channel(freq)
+                el = p.elements
+                ssid = el.ssid
+                observe(
+                    ts,
+                    ident[0],
+                    ident[1],
+                    ident[2],
+                    p.rssi,
+                    p.seq,
+                    el.fingerprint,
+                    el.ie_ids,
+                    chan,
+                    ssid_hash(ssid) if ssid else None,
+                )
+                if ts >= next_tick:
+                    self.frames += n
+                    n = 0
+                    self.tick(ts)
+                    next_tick = ts + 1.0
+                    if stop.is_set():
+                        break
+        self.frames += n
+
+    def finish(self, reason: str = "shutdown") -> None:
+        """Close every open visit (end of a replayed file, or the agent stopping)."""
+        with self._lock:
+            self.tracker.flush(reason)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_live(self, frames: Iterable[tuple[float, bytes]]) -> None:
+        """Live capture: also tick from a thread, so quiet air still expires visits."""
+        self._lock = threading.Lock()
+
+        def ticker() -> None:
+            while not self._stop.wait(1.0):
+                with self._lock:
+                    self.tick(time.time())
+
+        thread = threading.Thread(target=ticker, name="footfall-ticker", daemon=True)
+        thread.start()
+        try:
+            self.process(frames)
+        finally:
+            self._stop.set()
+            thread.join(timeout=2)
+            self.finish()

@@ -1,0 +1,140 @@
+"""Turn a raw MAC address into the only identities that leave the parsing step.
+
+- ``device``: HMAC-SHA256 of the MAC under the site's secret key (or a chain-wide key so
+  that one device is one id in every store), truncated to 128 bits, hex. Without the key
+  nobody can test a guessed MAC against it; the 2^48 MAC space (2^24 per vendor prefix)
+  makes an unkeyed hash trivially reversible, which is why we never use one as the id.
+- ``partner_hash``: MD5 of the MAC written in the partner's normal form, the way telecom
+  partners index their subscriber databases (seed 004). Computed only when partner matching
+  is enabled, and only for globally administered MACs: a randomized MAC is in nobody's
+  database, and hashing it would only leak more than needed.
+- ``randomized``: the locally administered bit (0x02 of the first octet). Modern phones set
+  it on the random addresses they probe from.
+
+The raw MAC is never stored here: a small bounded cache maps MAC bytes to the computed
+identity so the hot path does not run HMAC per frame; it lives only in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+# Partner normal forms: how a partner writes a MAC before hashing it with MD5.
+MAC_FORMATS = {
+    "colon-upper": ("{:02X}", ":"),  # AA:BB:CC:DD:EE:FF
+    "colon-lower": ("{:02x}", ":"),  # aa:bb:cc:dd:ee:ff
+    "dash-upper": ("{:02X}", "-"),  # AA-BB-CC-DD-EE-FF
+    "dash-lower": ("{:02x}", "-"),
+    "plain-upper": ("{:02X}", ""),  # AABBCCDDEEFF
+    "plain-lower": ("{:02x}", ""),
+}
+CACHE_LIMIT = 200_000
+KEY_BYTES = 32
+
+
+def is_randomized(mac: bytes) -> bool:
+    return bool(mac[0] & 0x02)
+
+
+def format_mac(mac: bytes, style: str = "colon-lower") -> str:
+    try:
+        fmt, sep = MAC_FORMATS[style]
+    except KeyError:
+        raise ValueError(f"unknown MAC format {style!r}; choose one of {sorted(MAC_FORMATS)}") from None
+    return sep.join(fmt.format(b) for b in mac)
+
+
+def parse_mac(text: str) -> bytes:
+    """Accept AA:BB:.., aa-bb-.., aabb.ccdd.eeff or aabbccddeeff; raise ValueError otherwise."""
+    digits = "".join(ch for ch in text.strip() if ch not in ":-. ")
+    if len(digits) != 12:
+        raise ValueError("a MAC address has 12 hex digits")
+    try:
+        return bytes.fromhex(digits)
+    except ValueError:
+        raise ValueError("a MAC address has 12 hex digits") from None
+
+
+def partner_hash(mac: bytes, style: str = "colon-upper") -> str:
+    return hashlib.md5(format_mac(mac, style).encode()).hexdigest()
+
+
+def load_key(path: str | Path, *, create: bool = False) -> bytes:
+    """Read the site's hashing secret; with ``create``, make one (0600) if absent."""
+    p = Path(path)
+    if not p.exists():
+        if not create:
+            raise FileNotFoundError(f"hash key file {p} does not exist (footfall provision writes one)")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch(mode=0o600)
+        p.write_text(secrets.token_hex(KEY_BYTES) + "\n")
+    text = p.read_text().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"hash key file {p} must hold hex digits") from None
+    if len(key) < 16:
+        raise ValueError(f"hash key in {p} is too short: at least 16 bytes (32 hex digits)")
+    return key
+
+
+class Identifier:
+    """Keyed hashing of MACs with an opt-out list; one per agent (one key, one site)."""
+
+    __slots__ = ("_key", "_cache", "partner_format", "optout", "optout_hits")
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        partner_format: str | None = None,
+        optout: Iterable[str] = (),
+    ) -> None:
+        if len(key) < 16:
+            raise ValueError("hash key must be at least 16 bytes")
+        if partner_format is not None and partner_format not in MAC_FORMATS:
+            raise ValueError(f"unknown partner MAC format {partner_format!r}")
+        self._key = key
+        self._cache: dict[bytes, tuple[str, bool, str | None] | None] = {}
+        self.partner_format = partner_format
+        self.optout: frozenset[str] = frozenset(optout)
+        self.optout_hits = 0
+
+    def device_id(self, mac: bytes) -> str:
+        return hmac.new(self._key, mac, hashlib.sha256).hexdigest()[:32]
+
+    def ssid_hash(self, ssid: bytes) -> str:
+        """Keyed short hash of a directed SSID: linking evidence that reveals no network name."""
+        return hmac.new(self._key, b"ssid\x00" + ssid, hashlib.sha256).hexdigest()[:12]
+
+    def set_optout(self, hashes: Iterable[str]) -> None:
+        self.optout = frozenset(h.lower() for h in hashes)
+        self._cache.clear()
+
+    def identify(self, mac: bytes) -> tuple[str, bool, str | None] | None:
+        """(device id, randomized, partner hash or None), or None for an opted-out device."""
+        cached = self._cache.get(mac, False)
+        if cached is not False:
+            if cached is None:
+                self.optout_hits += 1
+            return cached
+        if len(self._cache) >= CACHE_LIMIT:
+            # Randomized MACs are mostly seen once: a full reset is cheaper than an LRU.
+            self._cache.clear()
+        device = self.device_id(mac)
+        result: tuple[str, bool, str | None] | None
+        if device in self.optout:
+            result = None
+            self.optout_hits += 1
+        else:
+            randomized = is_randomized(mac)
+            phash = None
+            if self.partner_format is not None and not randomized:
+                phash = partner_hash(mac, self.partner_format)
+            result = (device, randomized, phash)
+        self._cache[mac] = result
+        return result

@@ -1,0 +1,817 @@
+"""Probe-request decoding on the hot path: radiotap + 802.11 management header + elements.
+
+Plain ``struct``, no scapy: the agent has to keep up with a busy mall on one router core.
+Three caches make the common frame cheap:
+
+* radiotap layouts are compiled once per distinct tuple of present words into one
+  ``struct.Struct`` (with pad bytes for the fields we skip) plus a tiny generated extractor;
+* the element blob (everything after the 24-byte header, FCS stripped) is decoded once per
+  distinct blob: a device repeats the same few blobs, so decoding and the fingerprint hash are
+  paid once per blob, not per frame (bounded: cleared at ``IE_CACHE_MAX`` entries);
+* ``Probe`` keeps the shared decoded :class:`Elements` by reference and exposes its fields as
+  read-only properties, so a frame costs one small object.
+
+Counters (``Parser.stats``): every frame given to ``parse``/``parse_80211`` ends in exactly one.
+
+* ``ok``: a probe request, returned.
+* ``bad_ie``: a probe request whose element list is malformed (an element runs past the end of
+  the frame, e.g. FCS present but not flagged): it IS returned, with the elements that parsed
+  before the damage and ``Probe.ies_complete`` False. The header fields (addresses, sequence
+  number, signal) are intact, and dropping the frame would lose a sighting.
+* ``not_probe``: any other frame type/subtype (beacons, data, ACKs...).
+* ``truncated``: shorter than its radiotap header says, or a probe request shorter than the
+  24-byte management header.
+* ``bad_radiotap``: radiotap version not 0, length below 8, present words running past the
+  header, or fields running past the header length.
+* ``bad_fcs``: the driver flagged a failed FCS check (radiotap flag 0x40): the bytes are corrupt.
+* ``oversized``: 802.11 part longer than ``MAX_MPDU`` (2346 octets, FCS included).
+* ``garbage``: an unexpected internal error on hostile input (should stay 0; never raised).
+
+Returned frames are ``ok + bad_ie``.
+
+Radiotap: extended present bitmaps are followed (bit 31), radiotap-namespace resets (bit 29)
+restart the bit numbering as the spec says, vendor namespaces (bit 30) are skipped with their
+``skip_length``; fields are aligned to their natural size relative to the header start. An
+unknown field stops field decoding (its size is unknowable) but keeps what was read. ``rssi`` is
+the first dBm antenna signal; ``chain_rssi`` holds the dBm antenna signals of the 2nd+ present
+words (per-chain values as Linux mac80211 writes them).
+
+Fingerprint (``Elements.fingerprint``, 16 hex chars, blake2b-64): what identifies the device
+model/configuration across MAC rotation. It hashes the ordered element list (id; extension id
+for 255; OUI and type for 221) and the content of every element except the ones that change
+from probe to probe:
+
+* SSID (0) - which network is asked for; DS parameter set (3) - the channel being scanned;
+* FILS request parameters (255/2) - counts up per probe on the Android captures;
+* the current operating class byte of Supported Operating Classes (59) - follows the channel;
+* the UUID-E attribute of the WPS element (OUI 00:50:f2 type 4) and the whole Wi-Fi P2P
+  element (50:6f:9a type 9): both can embed a (randomised) MAC address.
+
+On the 11 real captures this gives 1-3 distinct fingerprints per device file (measured by
+``tests/test_parse.py``); the counts are stable per MAC. Same-model phones on the same OS share a
+fingerprint (all iPhone 11/12 on iOS 16.4 do): it narrows who a device can be, it is not an
+identity. Elements that vary by mode but not per frame (HT capabilities in power-save, extended
+capabilities bits) are kept: they separate models more than they split one device.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from hashlib import blake2b
+from operator import attrgetter
+
+__all__ = ["Elements", "MAX_MPDU", "Parser", "Probe", "decode_elements"]
+
+MAX_MPDU = 2346
+IE_CACHE_MAX = 65536
+LAYOUT_CACHE_MAX = 1024
+
+LINKTYPE_IEEE802_11 = 105
+LINKTYPE_RADIOTAP = 127
+
+_RT_HDR = struct.Struct("<BxHI").unpack_from
+# frame control byte 1, addr1 (DA), addr2 (SA/TA), addr3 (BSSID), sequence control
+_MGMT_HDR = struct.Struct("<xBxx6s6s6sH").unpack_from
+_U16 = struct.Struct("<H").unpack_from
+
+_PROBE_REQ_FC0 = 0x40  # version 0, type management, subtype 4
+_FLAG_FCS = 0x10
+_FLAG_BAD_FCS = 0x40
+
+# radiotap field bit -> (alignment, size); from the radiotap.org field list
+_RT_FIELDS: dict[int, tuple[int, int]] = {
+    0: (8, 8),  # TSFT
+    1: (1, 1),  # Flags
+    2: (1, 1),  # Rate
+    3: (2, 4),  # Channel: u16 freq, u16 flags
+    4: (1, 2),  # FHSS
+    5: (1, 1),  # dBm antenna signal
+    6: (1, 1),  # dBm antenna noise
+    7: (2, 2),  # lock quality
+    8: (2, 2),  # TX attenuation
+    9: (2, 2),  # dB TX attenuation
+    10: (1, 1),  # dBm TX power
+    11: (1, 1),  # antenna
+    12: (1, 1),  # dB antenna signal
+    13: (1, 1),  # dB antenna noise
+    14: (2, 2),  # RX flags
+    15: (2, 2),  # TX flags
+    16: (1, 1),  # RTS retries
+    17: (1, 1),  # data retries
+    18: (4, 8),  # XChannel
+    19: (1, 3),  # MCS
+    20: (4, 8),  # A-MPDU status
+    21: (2, 12),  # VHT
+    22: (8, 12),  # timestamp
+    23: (2, 12),  # HE
+    24: (2, 12),  # HE-MU
+    25: (2, 6),  # HE-MU-other-user
+    26: (1, 1),  # 0-length PSDU
+    27: (2, 4),  # L-SIG
+}
+# fields we keep: bit -> (slot, struct code)
+_RT_WANTED = {0: ("tsft", "Q"), 1: ("flags", "B"), 2: ("rate", "B"), 3: ("chan", "HH"), 5: ("sig", "b")}
+_BIT_RT_NS = 1 << 29
+_BIT_VENDOR_NS = 1 << 30
+_BIT_EXT = 1 << 31
+
+_EMPTY: tuple = ()
+
+
+class _Layout:
+    """Compiled radiotap layout: bytes needed and an extractor of the 7 values we keep."""
+
+    __slots__ = ("min_len", "extract")
+
+    def __init__(self, min_len: int, extract: Callable[[bytes], tuple]) -> None:
+        self.min_len = min_len
+        self.extract = extract
+
+
+def _present_words(buf: bytes, rtlen: int) -> list[int] | None:
+    """The chain of present words, or None when it runs past the header."""
+    words = []
+    off = 4
+    while True:
+        if off + 4 > rtlen:
+            return None
+        (w,) = struct.unpack_from("<I", buf, off)
+        words.append(w)
+        off += 4
+        if not w & _BIT_EXT:
+            return words
+
+
+def _plan(words: list[int], buf: bytes, rtlen: int) -> tuple[list[tuple[str, int, str]], int, bool] | None:
+    """Walk the fields: ([(slot, offset, code)], bytes needed, uses vendor namespace).
+
+    None when a vendor namespace header runs past the radiotap header."""
+    off = 4 + 4 * len(words)
+    need = off
+    items: list[tuple[str, int, str]] = []
+    seen: set[str] = set()
+    in_vendor = False
+    vendor_skip = 0
+    has_vendor = False
+    base = 0  # bit numbering offset within the current namespace
+    for k, w in enumerate(words):
+        if in_vendor:
+            # the vendor's data is opaque: skip_length covers all of it
+            off += vendor_skip
+            vendor_skip = 0
+            need = max(need, off)
+        else:
+            bits = w & 0x1FFFFFFF
+            b = 0
+            while bits:
+                if bits & 1:
+                    spec = _RT_FIELDS.get(base + b)
+                    if spec is None:
+                        # unknown size: nothing after it can be located, keep what we have
+                        return items, need, has_vendor
+                    align, size = spec
+                    off = (off + align - 1) & ~(align - 1)
+                    want = _RT_WANTED.get(base + b)
+                    if want is not None:
+                        slot, code = want
+                        if slot == "sig":
+                            items.append(("rssi" if k == 0 else "chain", off, code))
+                        elif slot not in seen:
+                            seen.add(slot)
+                            items.append((slot, off, code))
+                    off += size
+                    need = off
+                bits >>= 1
+                b += 1
+        if w & _BIT_VENDOR_NS and not w & _BIT_RT_NS:
+            off = (off + 1) & ~1
+            if off + 6 > rtlen:
+                return None
+            (vendor_skip,) = _U16(buf, off + 4)
+            off += 6
+            need = off
+            in_vendor = True
+            has_vendor = True
+            base = 0
+        elif w & _BIT_RT_NS:
+            in_vendor = False
+            base = 0
+        else:
+            base += 32
+    return items, need, has_vendor
+
+
+def _struct_plan(items: list[tuple[str, int, str]]) -> tuple[str, int, list[str], list[str]]:
+    """Struct format (pad bytes for the skipped fields), its size, value names, and the source
+    expressions of the 7 kept values (tsft, flags, rate, freq, chan_flags, rssi, chains)."""
+    fmt = ["<"]
+    cur = 0
+    names: list[str] = []
+    slots: dict[str, list[str]] = {}
+    for slot, off, code in items:
+        if off > cur:
+            fmt.append(f"{off - cur}x")
+        fmt.append(code)
+        cur = off + struct.calcsize("<" + code)
+        for _ in code:
+            name = f"v{len(names)}"
+            names.append(name)
+            slots.setdefault(slot, []).append(name)
+    chains = slots.get("chain", [])
+    rssi = slots["rssi"][0] if "rssi" in slots else (chains[0] if chains else "None")
+    chan = slots.get("chan", ["None", "None"])
+    exprs = [
+        slots.get("tsft", ["None"])[0],
+        slots.get("flags", ["None"])[0],
+        slots.get("rate", ["None"])[0],
+        chan[0],
+        chan[1],
+        rssi,
+        "(" + "".join(c + ", " for c in chains) + ")" if chains else "_EMPTY",
+    ]
+    return "".join(fmt), cur, names, exprs
+
+
+def _exec(src: str, ns: dict) -> Callable:
+    # Generated code because it is the cheapest way to map one struct result onto fixed
+    # fields: no per-frame dicts, lookups or branches on which fields a layout has.
+    exec(compile(src, "<radiotap-layout>", "exec"), ns)  # noqa: S102 - source built from constants here
+    return ns["fn"]
+
+
+def _compile(items: list[tuple[str, int, str]], need: int) -> _Layout:
+    """Radiotap-only extractor for a layout (the general path)."""
+    fmt, _, names, exprs = _struct_plan(items)
+    if not names:
+        const = (None, None, None, None, None, None, _EMPTY)
+        return _Layout(need, lambda buf: const)
+    src = f"def fn(buf):\n    {', '.join(names)}, = _unpack(buf, 0)\n    return {', '.join(exprs)}\n"
+    return _Layout(need, _exec(src, {"_unpack": struct.Struct(fmt).unpack_from, "_EMPTY": _EMPTY}))
+
+
+def _one_off(items: list[tuple[str, int, str]], need: int) -> _Layout:
+    """Extractor for a layout that cannot be cached (vendor namespace lengths live in the data):
+    interpreted, so a vendor-namespace stream does not pay a code generation per frame."""
+    fmt, _, names, exprs = _struct_plan(items)
+    unpack = struct.Struct(fmt).unpack_from
+    index = {name: i for i, name in enumerate(names)}
+
+    def value(expr: str, vals: tuple) -> object:
+        if expr == "None":
+            return None
+        if expr == "_EMPTY":
+            return _EMPTY
+        if expr.startswith("("):
+            return tuple(vals[index[x]] for x in expr.strip("(), ").split(", "))
+        return vals[index[expr]]
+
+    def extract(buf: bytes) -> tuple:
+        vals = unpack(buf, 0)
+        return tuple(value(e, vals) for e in exprs)
+
+    return _Layout(need, extract)
+
+
+_FAST_SRC = """def fn(buf, ts):
+    n = len(buf)
+    if n < {need}{tail_check}:
+        return _SLOW
+    {names}fc0, fc1, da, sa, bssid, sc = _unpack(buf, 0)
+{flags_block}
+    if n > {max_n}:
+        stats["oversized"] += 1
+        return None
+    if fc0 != 64:
+        stats["not_probe"] += 1
+        return None
+    if end < {need}:
+        stats["truncated"] += 1
+        return None
+    el = ies_get(buf[{body}:end] if not fc1 & 128 else buf[{body_htc}:end])
+    if el is None:
+        el = decode(buf[{body}:end] if not fc1 & 128 else buf[{body_htc}:end])
+    p = new(Probe)
+    p.ts = ts
+    p.sa = sa
+    p.da = da
+    p.bssid = bssid
+    p.seq = sc >> 4
+    p.frag = sc & 15
+    p.rssi = {rssi}
+    p.chain_rssi = {chains}
+    p.freq = {freq}
+    p.chan_flags = {chan_flags}
+    p.flags = {flags}
+    p.tsft = {tsft}
+    p.rate = {rate}
+    p.fcs = fcs
+    p.elements = el
+    if el.complete:
+        stats["ok"] += 1
+    else:
+        stats["bad_ie"] += 1
+    return p
+"""
+
+_FLAGS_BLOCK = """    if {flags} & 64:
+        stats["bad_fcs"] += 1
+        return None
+    if {flags} & 16:
+        end = n - 4
+        fcs = True
+    else:
+        end = n
+        fcs = False"""
+
+
+def _gen_fast(
+    items: list[tuple[str, int, str]], rtlen: int, tail: bytes, stats: dict, ies_get: Callable, decode: Callable
+) -> Callable:
+    """Whole-frame decoder for one exact radiotap prefix (version, length, present words): one
+    struct call reads the kept radiotap fields and the management header together.
+
+    Mirrors ``Parser._slow`` check for check (same counter for every frame) and returns
+    ``_SLOW`` for what it does not handle: short frames, other present-word tails."""
+    fmt, _, names, exprs = _struct_plan(items)
+    tsft, flags, rate, freq, chan_flags, rssi, chains = exprs
+    fmt += f"{rtlen - struct.calcsize(fmt)}xBB2x6s6s6sH"
+    need = rtlen + 24
+    src = _FAST_SRC.format(
+        need=need,
+        tail_check=f" or buf[8:{8 + len(tail)}] != _TAIL" if tail else "",
+        names="".join(x + ", " for x in names),
+        flags_block=_FLAGS_BLOCK.format(flags=flags) if flags != "None" else "    end = n\n    fcs = False",
+        max_n=rtlen + MAX_MPDU,
+        body=rtlen + 24,
+        body_htc=rtlen + 28,
+        rssi=rssi,
+        chains=chains,
+        freq=freq,
+        chan_flags=chan_flags,
+        flags=flags,
+        tsft=tsft,
+        rate=rate,
+    )
+    ns = {
+        "_unpack": struct.Struct(fmt).unpack_from,
+        "_EMPTY": _EMPTY,
+        "_SLOW": _SLOW,
+        "_TAIL": tail,
+        "stats": stats,
+        "ies_get": ies_get,
+        "decode": decode,
+        "new": object.__new__,
+        "Probe": Probe,
+    }
+    return _exec(src, ns)
+
+
+_SLOW = object()  # the fast decoder's "not mine, take the general path"
+
+
+# ---------------------------------------------------------------------------------------------
+# elements
+
+
+class Elements:
+    """The decoded element list of one probe request; shared by every frame with the same blob."""
+
+    __slots__ = (
+        "ssid",
+        "ie_ids",
+        "ext_ids",
+        "ds_channel",
+        "rates",
+        "ext_rates",
+        "ht_cap",
+        "vht_cap",
+        "he_cap",
+        "ext_cap",
+        "vendors",
+        "fingerprint",
+        "complete",
+    )
+
+    def __init__(
+        self,
+        ssid: bytes = b"",
+        ie_ids: tuple[int, ...] = (),
+        ext_ids: tuple[int, ...] = (),
+        ds_channel: int | None = None,
+        rates: bytes = b"",
+        ext_rates: bytes = b"",
+        ht_cap: bytes | None = None,
+        vht_cap: bytes | None = None,
+        he_cap: bytes | None = None,
+        ext_cap: bytes | None = None,
+        vendors: tuple[tuple[int, int], ...] = (),
+        fingerprint: str = "",
+        complete: bool = True,
+    ) -> None:
+        self.ssid = ssid
+        self.ie_ids = ie_ids
+        self.ext_ids = ext_ids
+        self.ds_channel = ds_channel
+        self.rates = rates
+        self.ext_rates = ext_rates
+        self.ht_cap = ht_cap
+        self.vht_cap = vht_cap
+        self.he_cap = he_cap
+        self.ext_cap = ext_cap
+        self.vendors = vendors
+        self.fingerprint = fingerprint
+        self.complete = complete
+
+
+_OUI_WPS = 0x0050F2
+_OUI_WFA = 0x506F9A
+_EXT_FILS_REQ = 2
+_EXT_HE_CAP = 35
+_VOLATILE = b"\x00"  # stands in for excluded content, so presence still counts
+
+
+def _wps_without_uuid(body: bytes) -> bytes:
+    """WPS TLVs minus UUID-E (0x1047), which some stacks derive from the current MAC."""
+    out = []
+    i = 4
+    n = len(body)
+    while i + 4 <= n:
+        t, ln = struct.unpack_from(">HH", body, i)
+        if t != 0x1047:
+            out.append(body[i : i + 4 + ln])
+        i += 4 + ln
+    return b"".join(out)
+
+
+def decode_elements(blob: bytes) -> Elements:
+    """Decode an element list (the uncached slow path; runs once per distinct blob)."""
+    ids: list[int] = []
+    exts: list[int] = []
+    vendors: list[tuple[int, int]] = []
+    fp: list[bytes] = []
+    ssid = b""
+    ds = None
+    rates = b""
+    ext_rates = b""
+    ht = vht = he = ext_cap = None
+    seen: set[int] = set()
+    complete = True
+    i = 0
+    n = len(blob)
+    while i < n:
+        if i + 2 > n:
+            complete = False
+            break
+        eid = blob[i]
+        ln = blob[i + 1]
+        j = i + 2
+        i = j + ln
+        if i > n:
+            complete = False
+            break
+        body = blob[j:i]
+        ids.append(eid)
+        key = bytes((eid,))
+        content = body
+        first = eid not in seen
+        seen.add(eid)
+        if eid == 0:
+            if first:
+                ssid = body
+            content = _VOLATILE
+        elif eid == 3:
+            if first and ln:
+                ds = body[0]
+            content = _VOLATILE
+        elif eid == 1:
+            if first:
+                rates = body
+        elif eid == 50:
+            if first:
+                ext_rates = body
+        elif eid == 45:
+            if first:
+                ht = body
+        elif eid == 191:
+            if first:
+                vht = body
+        elif eid == 127:
+            if first:
+                ext_cap = body
+        elif eid == 59:
+            content = body[1:]
+        elif eid == 255:
+            if ln:
+                ext = body[0]
+                exts.append(ext)
+                key += body[:1]
+                if ext == _EXT_HE_CAP and he is None:
+                    he = body[1:]
+                elif ext == _EXT_FILS_REQ:
+                    content = _VOLATILE
+        elif eid == 221 and ln >= 3:
+            oui = int.from_bytes(body[:3], "big")
+            vtype = body[3] if ln >= 4 else -1
+            vendors.append((oui, vtype))
+            key += body[:4]
+            if oui == _OUI_WPS and vtype == 4:
+                content = _wps_without_uuid(body)
+            elif oui == _OUI_WFA and vtype == 9:
+                content = _VOLATILE
+        fp.append(key)
+        fp.append(len(content).to_bytes(2, "big"))
+        fp.append(content)
+    if not complete:
+        fp.append(b"\xff\xff\xff")  # a cut list is a different shape from a whole one
+    digest = blake2b(b"".join(fp), digest_size=8).hexdigest()
+    return Elements(
+        ssid,
+        tuple(ids),
+        tuple(exts),
+        ds,
+        rates,
+        ext_rates,
+        ht,
+        vht,
+        he,
+        ext_cap,
+        tuple(vendors),
+        digest,
+        complete,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the probe
+
+
+class Probe:
+    """One received probe request.
+
+    ``sa`` is the raw transmitter MAC: only the parsing/identity step may look at it; the
+    repr leaves the addresses out so a logged probe cannot leak them. Element fields
+    (``ssid``, ``ie_ids``, ``fingerprint``...) are read through the shared :class:`Elements`."""
+
+    __slots__ = (
+        "ts",
+        "sa",
+        "da",
+        "bssid",
+        "seq",
+        "frag",
+        "rssi",
+        "chain_rssi",
+        "freq",
+        "chan_flags",
+        "flags",
+        "tsft",
+        "rate",
+        "fcs",
+        "elements",
+    )
+
+    def __init__(
+        self,
+        ts: float,
+        sa: bytes,
+        da: bytes = b"\xff" * 6,
+        bssid: bytes = b"\xff" * 6,
+        seq: int = 0,
+        frag: int = 0,
+        rssi: int | None = None,
+        chain_rssi: tuple[int, ...] = (),
+        freq: int | None = None,
+        chan_flags: int | None = None,
+        flags: int | None = None,
+        tsft: int | None = None,
+        rate: int | None = None,
+        fcs: bool = False,
+        elements: Elements | None = None,
+    ) -> None:
+        self.ts = ts
+        self.sa = sa
+        self.da = da
+        self.bssid = bssid
+        self.seq = seq
+        self.frag = frag
+        self.rssi = rssi
+        self.chain_rssi = chain_rssi
+        self.freq = freq
+        self.chan_flags = chan_flags
+        self.flags = flags
+        self.tsft = tsft
+        self.rate = rate
+        self.fcs = fcs
+        self.elements = elements if elements is not None else Elements()
+
+    ssid = property(attrgetter("elements.ssid"))
+    ie_ids = property(attrgetter("elements.ie_ids"))
+    ext_ids = property(attrgetter("elements.ext_ids"))
+    ds_channel = property(attrgetter("elements.ds_channel"))
+    rates = property(attrgetter("elements.rates"))
+    ext_rates = property(attrgetter("elements.ext_rates"))
+    ht_cap = property(attrgetter("elements.ht_cap"))
+    vht_cap = property(attrgetter("elements.vht_cap"))
+    he_cap = property(attrgetter("elements.he_cap"))
+    ext_cap = property(attrgetter("elements.ext_cap"))
+    vendors = property(attrgetter("elements.vendors"))
+    fingerprint = property(attrgetter("elements.fingerprint"))
+    ies_complete = property(attrgetter("elements.complete"))
+
+    @property
+    def channel(self) -> int | None:
+        """Channel number from the radiotap frequency (the one the sniffer was on)."""
+        return freq_to_channel(self.freq) if self.freq is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"Probe(ts={self.ts:.6f}, seq={self.seq}, rssi={self.rssi}, freq={self.freq}, "
+            f"fingerprint={self.fingerprint}, ies={len(self.ie_ids)})"
+        )
+
+
+def freq_to_channel(freq: int) -> int | None:
+    if freq == 2484:
+        return 14
+    if 2412 <= freq <= 2472:
+        return (freq - 2407) // 5
+    if 5000 <= freq <= 5895:
+        return (freq - 5000) // 5
+    if 5955 <= freq <= 7115:
+        return (freq - 5950) // 5
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the parser
+
+_COUNTERS = ("ok", "bad_ie", "not_probe", "truncated", "bad_radiotap", "bad_fcs", "oversized", "garbage")
+
+
+class Parser:
+    """Stateful (caches + counters) probe-request parser; one per capture stream/thread.
+
+    ``fast=False`` disables the generated per-layout decoders (tests compare both paths).
+    Reset counters with :meth:`reset_stats`: the decoders hold the ``stats`` dict itself."""
+
+    def __init__(self, fast: bool = True) -> None:
+        self.stats: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._layouts: dict[int | bytes, _Layout] = {}
+        self._ies: dict[bytes, Elements] = {}
+        self._fast: dict[bytes, Callable] = {}
+        self._use_fast = fast
+
+    @property
+    def total(self) -> int:
+        """Frames seen (every frame is in exactly one counter)."""
+        return sum(self.stats.values())
+
+    def reset_stats(self) -> None:
+        for k in self.stats:
+            self.stats[k] = 0
+
+    def decoder(self, linktype: int) -> Callable[[bytes, float], Probe | None]:
+        """The parse method for a pcap link type (127 radiotap, 105 raw 802.11)."""
+        if linktype == LINKTYPE_RADIOTAP:
+            return self.parse
+        if linktype == LINKTYPE_IEEE802_11:
+            return self.parse_80211
+        raise ValueError(f"unsupported link type {linktype}: expected 127 (radiotap) or 105 (802.11)")
+
+    def _elements(self, blob: bytes) -> Elements:
+        ies = self._ies
+        if len(ies) >= IE_CACHE_MAX:
+            ies.clear()
+        el = ies[blob] = decode_elements(blob)
+        return el
+
+    def _layout(self, buf: bytes, rtlen: int, present: int) -> _Layout | None:
+        """Layout for this header; cached per present-word chain unless a vendor namespace
+        makes it depend on the data. None: the present words or vendor header are broken."""
+        if present & _BIT_EXT:
+            words = _present_words(buf, rtlen)
+            if words is None:
+                return None
+            key: int | bytes = buf[4 : 4 + 4 * len(words)]
+        else:
+            words = [present]
+            key = present
+        lay = self._layouts.get(key)
+        if lay is not None:
+            return lay
+        plan = _plan(words, buf, rtlen)
+        if plan is None:
+            return None
+        items, need, has_vendor = plan
+        if has_vendor:
+            return _one_off(items, need)
+        if len(self._layouts) >= LAYOUT_CACHE_MAX:
+            self._layouts.clear()
+        lay = self._layouts[key] = _compile(items, need)
+        if self._use_fast and rtlen >= need:
+            if len(self._fast) >= LAYOUT_CACHE_MAX:
+                self._fast.clear()
+            self._fast[buf[:8]] = _gen_fast(
+                items, rtlen, buf[8 : 4 + 4 * len(words)], self.stats, self._ies.get, self._elements
+            )
+        return lay
+
+    def parse(self, buf: bytes, ts: float) -> Probe | None:
+        """Decode one radiotap frame (link type 127); None (and a counter) when not a usable probe."""
+        try:
+            fast = self._fast.get(buf[:8])
+            if fast is not None:
+                p = fast(buf, ts)
+                if p is not _SLOW:
+                    return p
+            return self._slow(buf, ts)
+        except Exception:  # hostile bytes must not stop the capture loop
+            self.stats["garbage"] += 1
+            return None
+
+    def _slow(self, buf: bytes, ts: float) -> Probe | None:
+        """The general radiotap path: every check, any layout; also compiles the fast decoders."""
+        stats = self.stats
+        n = len(buf)
+        if n < 8:
+            stats["truncated"] += 1
+            return None
+        ver, rtlen, present = _RT_HDR(buf, 0)
+        if ver or rtlen < 8:
+            stats["bad_radiotap"] += 1
+            return None
+        if rtlen > n:
+            stats["truncated"] += 1
+            return None
+        lay = self._layout(buf, rtlen, present)
+        if lay is None or rtlen < lay.min_len:
+            stats["bad_radiotap"] += 1
+            return None
+        tsft, flags, rate, freq, chan_flags, rssi, chains = lay.extract(buf)
+        end = n
+        fcs = False
+        if flags is not None:
+            if flags & _FLAG_BAD_FCS:
+                stats["bad_fcs"] += 1
+                return None
+            if flags & _FLAG_FCS:
+                end -= 4
+                fcs = True
+        if n - rtlen > MAX_MPDU:
+            stats["oversized"] += 1
+            return None
+        if end <= rtlen:
+            stats["truncated"] += 1
+            return None
+        if buf[rtlen] != _PROBE_REQ_FC0:
+            stats["not_probe"] += 1
+            return None
+        if end - rtlen < 24:
+            stats["truncated"] += 1
+            return None
+        fc1, da, sa, bssid, sc = _MGMT_HDR(buf, rtlen)
+        start = rtlen + 28 if fc1 & 0x80 else rtlen + 24  # +HTC: 4 bytes of HT control first
+        blob = buf[start:end]
+        el = self._ies.get(blob)
+        if el is None:
+            el = self._elements(blob)
+        p = Probe(ts, sa, da, bssid, sc >> 4, sc & 15, rssi, chains, freq, chan_flags, flags, tsft, rate, fcs, el)
+        if el.complete:
+            stats["ok"] += 1
+        else:
+            stats["bad_ie"] += 1
+        return p
+
+    def parse_80211(self, buf: bytes, ts: float, fcs: bool = False) -> Probe | None:
+        """Decode one bare 802.11 frame (link type 105); ``fcs``: the last 4 bytes are the FCS."""
+        stats = self.stats
+        try:
+            n = len(buf)
+            if n > MAX_MPDU:
+                stats["oversized"] += 1
+                return None
+            end = n - 4 if fcs else n
+            if end <= 0:
+                stats["truncated"] += 1
+                return None
+            if buf[0] != _PROBE_REQ_FC0:
+                stats["not_probe"] += 1
+                return None
+            if end < 24:
+                stats["truncated"] += 1
+                return None
+            fc1, da, sa, bssid, sc = _MGMT_HDR(buf, 0)
+            blob = buf[28 if fc1 & 0x80 else 24 : end]
+            el = self._ies.get(blob)
+            if el is None:
+                el = self._elements(blob)
+            p = Probe(ts, sa, da, bssid, sc >> 4, sc & 15, fcs=fcs, elements=el)
+            if el.complete:
+                stats["ok"] += 1
+            else:
+                stats["bad_ie"] += 1
+            return p
+        except Exception:  # hostile bytes must not stop the capture loop
+            stats["garbage"] += 1
+            return None

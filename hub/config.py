@@ -1,0 +1,240 @@
+"""The hub's settings: one TOML file, every value overridable from the environment.
+
+Example (``/etc/footfall/hub.toml``)::
+
+    site = "store-042"
+    timezone = "Europe/Berlin"
+    db = "/var/lib/footfall/hub.db"
+    sensors = ["s1", "s2"]          # allow-list; empty accepts any sensor of the site
+    merge_gap_s = 120                # visits of one device this close are one store visit
+    heartbeat_s = 60                 # the agents' health interval; 3 missed = stale
+
+    [mqtt]
+    host = "127.0.0.1"
+    port = 8883
+    username = "hub"
+    password_file = "/etc/footfall/hub-mqtt.pass"
+    tls = true
+    ca_certs = "/etc/footfall/ca.pem"
+    client_id = "footfall-hub-store-042"   # fixed: the broker keeps our session by it
+
+    [ingest]
+    batch_max = 1000                 # commit after this many messages ...
+    batch_ms = 50                    # ... or this long, whichever comes first, then ack
+
+    [retention]
+    raw_days = 400                   # sensor_visits and visits; rolled up into hourly first
+    presence_days = 30
+
+    [exclusion]                      # staff and fixed devices, left out of metrics
+    long_stay = true                 # a device with a long_stay visit is fixed equipment
+    staff_days = 5                   # present on this many distinct days ...
+    staff_hours = 4.0                # ... for at least this long each day
+
+The file may also put everything under a ``[hub]`` table. Environment overrides are named
+``FOOTFALL_HUB_<KEY>`` for top-level keys and ``FOOTFALL_HUB_<SECTION>_<KEY>`` for the rest
+(``FOOTFALL_HUB_MQTT_PORT=1884``, ``FOOTFALL_HUB_SENSORS=s1,s2``). The MQTT password is never
+required in the file: ``password_file`` or ``FOOTFALL_HUB_MQTT_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from footfall import topics
+
+ENV_PREFIX = "FOOTFALL_HUB_"
+
+
+class ConfigError(ValueError):
+    """A hub setting that cannot work; ``str()`` names the setting."""
+
+
+@dataclass
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    tls: bool = False
+    ca_certs: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+    client_id: str = ""  # default: footfall-hub-<site>
+    keepalive: int = 30
+    # How long the broker keeps our session (and queues QoS-1 messages) while the hub is down.
+    session_expiry_s: int = 7 * 86400
+    # MQTT 5 Receive Maximum: unacknowledged messages the broker may have in flight to us.
+    # Must exceed batch_max by a margin, or the broker stalls waiting for acks of a batch.
+    receive_maximum: int = 20000
+
+
+@dataclass
+class IngestConfig:
+    batch_max: int = 1000
+    batch_ms: float = 50.0
+    # Repeated log lines about rejected messages: at most one per reason per this many seconds.
+    log_every_s: float = 10.0
+    # Retention and staff exclusion run from the ingest loop this often.
+    housekeeping_s: float = 3600.0
+
+
+@dataclass
+class RetentionConfig:
+    raw_days: int = 400
+    presence_days: int = 30
+
+
+@dataclass
+class ExclusionConfig:
+    long_stay: bool = True
+    staff_days: int = 5
+    staff_hours: float = 4.0
+
+
+@dataclass
+class HubConfig:
+    site: str = "store"
+    timezone: str = "UTC"
+    db: str = "hub.db"
+    sensors: list[str] = field(default_factory=list)
+    merge_gap_s: float = 120.0
+    heartbeat_s: float = 60.0
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    exclusion: ExclusionConfig = field(default_factory=ExclusionConfig)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"footfall-hub-{self.site}"
+
+    def mqtt_password(self) -> str:
+        if self.mqtt.password:
+            return self.mqtt.password
+        if self.mqtt.password_file:
+            return Path(self.mqtt.password_file).read_text().strip()
+        return ""
+
+    def check(self) -> None:
+        try:
+            topics.check_id(self.site, "site")
+            for sensor in self.sensors:
+                topics.check_id(sensor, "sensor")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"timezone {self.timezone!r} is not a known IANA time zone") from None
+        if self.merge_gap_s < 0:
+            raise ConfigError("merge_gap_s must be >= 0")
+        if self.ingest.batch_max < 1 or self.ingest.batch_ms <= 0:
+            raise ConfigError("ingest.batch_max must be >= 1 and ingest.batch_ms > 0")
+        if self.mqtt.receive_maximum <= self.ingest.batch_max:
+            raise ConfigError("mqtt.receive_maximum must be larger than ingest.batch_max")
+        if self.retention.raw_days < 1 or self.retention.presence_days < 1:
+            raise ConfigError("retention days must be >= 1")
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    """Turn a TOML or environment value into the field's type, or say which setting is wrong."""
+    try:
+        if kind in (bool, "bool"):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if kind in (int, "int"):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind in (float, "float"):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if kind in (str, "str"):
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError(value)
+            return str(value)
+        if kind in (list[str], "list[str]"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(value)
+            return list(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} as {kind}") from None
+    raise ConfigError(f"setting {name!r}: unsupported type {kind}")
+
+
+def _build(cls: type, data: Mapping[str, Any], env: Mapping[str, str], prefix: str, where: str) -> Any:
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where or 'top level'}: {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        name = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(f.type) or f.type in _SECTIONS:
+            section = _SECTIONS[f.type] if isinstance(f.type, str) else f.type
+            sub = data.get(f.name, {})
+            if not isinstance(sub, Mapping):
+                raise ConfigError(f"setting {name!r} must be a table")
+            kwargs[f.name] = _build(section, sub, env, f"{prefix}{f.name.upper()}_", name)
+            continue
+        env_name = f"{prefix}{f.name.upper()}"
+        if env_name in env:
+            kwargs[f.name] = _coerce(env[env_name], f.type, name)
+        elif f.name in data:
+            kwargs[f.name] = _coerce(data[f.name], f.type, name)
+    return cls(**kwargs)
+
+
+# Field annotations are strings under ``from __future__ import annotations``.
+_SECTIONS: dict[Any, type] = {
+    "MqttConfig": MqttConfig,
+    "IngestConfig": IngestConfig,
+    "RetentionConfig": RetentionConfig,
+    "ExclusionConfig": ExclusionConfig,
+}
+
+
+def from_dict(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> HubConfig:
+    """Settings from an already parsed mapping (tests, other tools), with env overrides."""
+    if "hub" in data and isinstance(data["hub"], Mapping):
+        data = data["hub"]
+    return _build(HubConfig, data, os.environ if env is None else env, ENV_PREFIX, "")
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> HubConfig:
+    """Read the TOML file (or only defaults + environment when ``path`` is None)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    return from_dict(data, env)

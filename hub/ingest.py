@@ -1,0 +1,566 @@
+"""MQTT -> SQLite: the hub's ingest, exactly once under crashes.
+
+The hub subscribes to ``footfall/<site>/+/+`` at QoS 1 with a persistent MQTT 5 session (fixed
+client id, ``clean_start=False``, a session expiry), so the broker queues whatever the sensors
+send while the hub restarts.
+
+Exactly once: paho acknowledges a QoS-1 message (PUBACK) when ``on_message`` returns, after
+which the broker forgets it. The hub therefore uses manual acks: ``on_message`` only appends
+to a batch; the batch is written in ONE SQLite transaction (every ``batch_max`` messages or
+``batch_ms``), and only after the commit are its messages acknowledged, in arrival order.
+A kill -9 before the commit loses nothing (the broker redelivers the unacknowledged
+messages); one after the commit but before the acks gets redeliveries that the message id
+(``sensor_visits.id`` primary key) drops as duplicates. MQTT 5 ``Receive Maximum`` lets the
+broker keep a whole batch in flight instead of its default of 20 unacknowledged messages.
+
+Every payload is checked (:func:`footfall.schema.validate`); bad ones are counted by reason in
+``ingest_rejects`` with a rate-limited log line, acknowledged (a redelivery would be just as
+bad) and never stop the good messages around them. Reasons:
+
+``topic``           not a ``footfall/<site>/<sensor>/<kind>`` topic of this site
+``oversized``       larger than ``schema.MAX_PAYLOAD_BYTES``
+``garbage``         not JSON, or not a JSON object
+``version``         a schema version this build does not read
+``schema``          a field missing, mistyped or out of range
+``unknown_sensor``  a sensor not in the configured allow-list
+``mismatch``        payload site/sensor differs from the topic's
+``privacy``         a device field that looks like a raw MAC address (never stored)
+``expired``         a visit older than the retention window (see ``hub/retention.py``)
+``error``           a message that passed validation but could not be stored (logged)
+
+Library use: ``Ingestor(config).run()`` (blocking; ``stop()`` from another thread or a signal
+handler) or ``ingest_payload(conn, topic, raw_bytes)`` for one message without MQTT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from footfall import schema, topics
+from footfall.hub import devices, merge, retention, store
+from footfall.hub.config import HubConfig
+from footfall.hub.devices import DeviceEstimator, HashEstimator
+from footfall.hub.sensors import ActivityMeter, apply_health, apply_status
+
+log = logging.getLogger(__name__)
+
+REASONS = (
+    "topic",
+    "oversized",
+    "garbage",
+    "version",
+    "schema",
+    "unknown_sensor",
+    "mismatch",
+    "privacy",
+    "expired",
+    "error",
+)
+_INT64 = (-(2**63), 2**63 - 1)
+# A raw MAC in a field meant for a keyed hash: refuse to store it (privacy, defence in depth).
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:.-]?[0-9A-Fa-f]{2}){5}$")
+
+SENSOR_VISIT_COLUMNS = (
+    "id",
+    "site",
+    "sensor",
+    "device",
+    "randomized",
+    "partner_hash",
+    "first_seen",
+    "last_seen",
+    "dwell_s",
+    "inside_s",
+    "sightings",
+    "rssi_max",
+    "rssi_mean",
+    "class",
+    "long_stay",
+    "fingerprint",
+    "ie_ids",
+    "seq_first",
+    "seq_last",
+    "channels",
+    "ssid_hashes",
+    "burst_gap_s",
+    "received",
+    "visit_id",
+)
+_INSERT_SENSOR_VISIT = (
+    f"INSERT INTO sensor_visits ({', '.join(SENSOR_VISIT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(SENSOR_VISIT_COLUMNS))})"
+)
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Incoming(NamedTuple):
+    """One message as it came off the wire (``topic`` None when it was not UTF-8)."""
+
+    topic: str | None
+    payload: bytes
+    retained: bool = False
+    mid: int = 0
+    qos: int = 0
+
+
+@dataclass
+class IngestStats:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    other: int = 0  # status, health, presence, config
+    rejected: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    created_visits: int = 0
+    merged_visits: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+def _classify_schema_error(raw: bytes, exc: schema.SchemaError) -> str:
+    """Which reject reason a SchemaError is (only runs for bad messages)."""
+    if len(raw) > schema.MAX_PAYLOAD_BYTES:
+        return "oversized"
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "garbage"
+    if not isinstance(payload, dict):
+        return "garbage"
+    if payload.get("v") != schema.VERSION:
+        return "version"
+    return "schema"
+
+
+def _check_int(value: Any, name: str) -> None:
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise Rejected("schema", f"field {name!r} out of range")
+
+
+def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
+    """A ``sensor_visits`` row from a validated visit payload."""
+    for name in ("sightings", "rssi_max", "seq_first", "seq_last"):
+        _check_int(payload.get(name), name)
+    for name in ("device", "partner_hash"):
+        value = payload.get(name)
+        if isinstance(value, str) and _MAC.match(value):
+            raise Rejected("privacy", f"field {name!r} looks like a raw MAC address, not a hash")
+    channels = payload.get("channels")
+    ssids = payload.get("ssid_hashes")
+    return {
+        "id": payload["id"],
+        "site": payload["site"],
+        "sensor": payload["sensor"],
+        "device": payload["device"],
+        "randomized": int(payload["randomized"]),
+        "partner_hash": payload.get("partner_hash"),
+        "first_seen": float(payload["first_seen"]),
+        "last_seen": float(payload["last_seen"]),
+        "dwell_s": float(payload["dwell_s"]),
+        "inside_s": float(payload["inside_s"]),
+        "sightings": payload["sightings"],
+        "rssi_max": payload["rssi_max"],
+        "rssi_mean": payload["rssi_mean"],
+        "class": payload["class"],
+        "long_stay": int(payload["long_stay"]),
+        "fingerprint": payload["fingerprint"],
+        "ie_ids": json.dumps(payload["ie_ids"], separators=(",", ":")),
+        "seq_first": payload.get("seq_first"),
+        "seq_last": payload.get("seq_last"),
+        "channels": None if channels is None else json.dumps(channels, separators=(",", ":")),
+        "ssid_hashes": None if ssids is None else json.dumps(ssids, separators=(",", ":")),
+        "burst_gap_s": payload.get("burst_gap_s"),
+        "received": received,
+        "visit_id": None,
+    }
+
+
+class RejectLog:
+    """One log line per reject reason per ``every_s`` seconds, with how many were suppressed."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def note(self, reason: str, topic: str | None, detail: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -1e18) < self.every_s:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        more = self._suppressed.pop(reason, 0)
+        self._last[reason] = now
+        suffix = f" (+{more} more since the last line)" if more else ""
+        log.warning("rejected message on %s: %s: %s%s", topic, reason, detail, suffix)
+
+
+class Writer:
+    """Validates and stores batches of messages in one transaction each (no MQTT here)."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, config: HubConfig, estimator: DeviceEstimator | None = None
+    ) -> None:
+        self.conn = conn
+        self.config = config
+        self.estimator: DeviceEstimator = estimator or HashEstimator()
+        self.tz = config.tz
+        self.allowed = frozenset(config.sensors)
+        self.stats = IngestStats()
+        self.meter = ActivityMeter()
+        self.reject_log = RejectLog(config.ingest.log_every_s)
+
+    def write(self, messages: Sequence[Incoming]) -> list[str]:
+        """Store a batch; returns one outcome per message (``stored``, ``duplicate``, ``status``,
+        ``health``, ``presence``, ``ignored`` or ``rejected:<reason>``). Commits before returning.
+
+        Raises ``sqlite3.OperationalError`` (disk full, I/O error, locked) with nothing committed:
+        the caller must not acknowledge the batch.
+        """
+        try:
+            return self._write(messages)
+        except sqlite3.OperationalError:
+            raise
+        except Exception:
+            if len(messages) == 1:
+                return [self._write_failed(messages[0])]
+            # A message that passed validation but breaks storing: isolate it, keep the rest.
+            log.exception("batch of %d failed; storing its messages one by one", len(messages))
+            return [self.write([m])[0] for m in messages]
+
+    def _write_failed(self, message: Incoming) -> str:
+        log.exception("message on %s passed validation but could not be stored", message.topic)
+        with self.conn:
+            self._count_rejects({"error": 1}, {"error": "could not be stored (see the hub log)"}, time.time())
+        self.stats.rejected["error"] = self.stats.rejected.get("error", 0) + 1
+        return "rejected:error"
+
+    def _parse(self, m: Incoming) -> tuple[str, str, str, dict[str, Any]]:
+        parsed = topics.parse(m.topic) if m.topic is not None else None
+        if parsed is None or parsed[0] != self.config.site:
+            raise Rejected("topic", "not a topic of this site")
+        site, sensor, kind = parsed
+        if kind == "config":
+            return site, sensor, kind, {}
+        if len(m.payload) > schema.MAX_PAYLOAD_BYTES:
+            raise Rejected("oversized", f"{len(m.payload)} bytes > {schema.MAX_PAYLOAD_BYTES}")
+        try:
+            payload = schema.validate(m.payload, kind)
+        except schema.SchemaError as exc:
+            raise Rejected(_classify_schema_error(m.payload, exc), str(exc)) from None
+        if self.allowed and sensor not in self.allowed:
+            raise Rejected("unknown_sensor", f"sensor {sensor!r} is not configured")
+        if payload["site"] != site or payload["sensor"] != sensor:
+            raise Rejected("mismatch", "payload site/sensor differ from the topic's")
+        return site, sensor, kind, payload
+
+    def _write(self, messages: Sequence[Incoming]) -> list[str]:
+        now = time.time()
+        expired = retention.expired_before(self.config, now)
+        outcomes: list[str] = [""] * len(messages)
+        visits: dict[str, tuple[int, dict[str, Any]]] = {}
+        rejects: dict[str, int] = {}
+        details: dict[str, str] = {}
+        activity: dict[tuple[str, str], int] = {}
+        other = 0
+        conn = self.conn
+        with conn:
+            for i, m in enumerate(messages):
+                try:
+                    site, sensor, kind, payload = self._parse(m)
+                    if kind == "visit":
+                        row = visit_row(payload, now)
+                        if row["first_seen"] < expired:
+                            raise Rejected("expired", "visit older than the retention window")
+                except Rejected as exc:
+                    rejects[exc.reason] = rejects.get(exc.reason, 0) + 1
+                    details[exc.reason] = f"{m.topic}: {exc.detail}"[:300]
+                    self.reject_log.note(exc.reason, m.topic, exc.detail)
+                    outcomes[i] = f"rejected:{exc.reason}"
+                    continue
+                if not m.retained:
+                    activity[(site, sensor)] = activity.get((site, sensor), 0) + 1
+                if kind == "visit":
+                    if row["id"] in visits:
+                        outcomes[i] = "duplicate"
+                    else:
+                        visits[row["id"]] = (i, row)
+                    continue
+                other += 1
+                outcomes[i] = kind
+                if kind == "status":
+                    apply_status(conn, payload, received=now, retained=m.retained)
+                elif kind == "health":
+                    apply_health(conn, payload)
+                elif kind == "presence":
+                    conn.execute(
+                        "INSERT OR REPLACE INTO presence (site, sensor, ts, devices, inside) VALUES (?, ?, ?, ?, ?)",
+                        (site, sensor, payload["ts"], payload["devices"], payload["inside"]),
+                    )
+                else:
+                    outcomes[i] = "ignored"  # config: the hub's own messages to the agents
+            new_rows = self._drop_known(visits)
+            for i, _ in visits.values():
+                outcomes[i] = "duplicate"
+            result = merge.MergeResult()
+            if new_rows:
+                excluded = devices.excluded_keys(conn)
+                result = merge.merge_new(
+                    conn,
+                    [row for _, row in new_rows],
+                    gap_s=self.config.merge_gap_s,
+                    tz=self.tz,
+                    estimator=self.estimator,
+                    excluded=excluded,
+                )
+                conn.executemany(_INSERT_SENSOR_VISIT, [[row[c] for c in SENSOR_VISIT_COLUMNS] for _, row in new_rows])
+                devices.apply_deltas(conn, result.deltas)
+                devices.update_exclusions(conn, result.deltas, self.config.exclusion, excluded)
+                for i, _ in new_rows:
+                    outcomes[i] = "stored"
+            if rejects:
+                self._count_rejects(rejects, details, now)
+            self.meter.flush(conn, now, activity)
+        s = self.stats
+        s.batches += 1
+        s.received += len(messages)
+        s.stored += len(new_rows)
+        s.duplicates += sum(1 for o in outcomes if o == "duplicate")
+        s.other += other
+        s.created_visits += result.created
+        s.merged_visits += result.absorbed
+        for reason, n in rejects.items():
+            s.rejected[reason] = s.rejected.get(reason, 0) + n
+        return outcomes
+
+    def _drop_known(self, visits: dict[str, tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+        """The batch's visits not yet stored (removed from ``visits``); the rest stay as duplicates."""
+        ids = list(visits)
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            known.update(r[0] for r in self.conn.execute(f"SELECT id FROM sensor_visits WHERE id IN ({marks})", chunk))
+        new = [visits.pop(vid) for vid in ids if vid not in known]
+        return new
+
+    def _count_rejects(self, counts: dict[str, int], details: dict[str, str], now: float) -> None:
+        self.conn.executemany(
+            """INSERT INTO ingest_rejects (reason, count, last_at, last_detail) VALUES (?, ?, ?, ?)
+               ON CONFLICT (reason) DO UPDATE SET count = ingest_rejects.count + excluded.count,
+                   last_at = excluded.last_at, last_detail = excluded.last_detail""",
+            [(reason, n, now, details.get(reason)) for reason, n in counts.items()],
+        )
+
+
+def ingest_payload(
+    conn: sqlite3.Connection,
+    topic: str,
+    raw: bytes | str,
+    config: HubConfig | None = None,
+    *,
+    retained: bool = False,
+) -> str:
+    """Validate and store one message without MQTT; returns its outcome (see ``Writer.write``).
+
+    Without ``config`` the site is taken from the topic and every sensor is accepted.
+    """
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if config is None:
+        parsed = topics.parse(topic)
+        config = HubConfig(site=parsed[0] if parsed else "unknown")
+    return Writer(conn, config).write([Incoming(topic, raw, retained)])[0]
+
+
+def ingest_many(conn: sqlite3.Connection, messages: Iterable[tuple[str, bytes]], config: HubConfig) -> list[str]:
+    """Store many (topic, payload) pairs in batches of ``config.ingest.batch_max``."""
+    writer = Writer(conn, config)
+    out: list[str] = []
+    batch: list[Incoming] = []
+    for topic, raw in messages:
+        batch.append(Incoming(topic, raw))
+        if len(batch) >= config.ingest.batch_max:
+            out += writer.write(batch)
+            batch = []
+    if batch:
+        out += writer.write(batch)
+    return out
+
+
+class Ingestor:
+    """The hub's MQTT ingest loop: ``Ingestor(config).run()`` blocks until ``stop()``."""
+
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        conn: sqlite3.Connection | None = None,
+        estimator: DeviceEstimator | None = None,
+    ) -> None:
+        self.config = config
+        self.conn = conn if conn is not None else store.connect(config.db)
+        self.writer = Writer(self.conn, config, estimator)
+        self.ready = threading.Event()  # set once the subscription is acknowledged
+        self._stop = threading.Event()
+        self._batch: list[Incoming] = []
+        self._batch_started = 0.0
+        self._connected = False
+        self.client = self._make_client()
+
+    @property
+    def stats(self) -> IngestStats:
+        return self.writer.stats
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config.mqtt
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id, protocol=mqtt.MQTTv5
+        )
+        client.manual_ack_set(True)
+        if cfg.username:
+            client.username_pw_set(cfg.username, self.config.mqtt_password() or None)
+        if cfg.tls:
+            client.tls_set(ca_certs=cfg.ca_certs or None, certfile=cfg.certfile or None, keyfile=cfg.keyfile or None)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    def _connect(self) -> None:
+        cfg = self.config.mqtt
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        props.ReceiveMaximum = cfg.receive_maximum
+        self.client.connect(cfg.host, cfg.port, cfg.keepalive, clean_start=False, properties=props)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        self._connected = True
+        log.info("connected to %s:%d (session present: %s)", self.config.mqtt.host, self.config.mqtt.port,
+                 flags.session_present)
+        # Subscribing again on a resumed session is harmless and repairs a broker that lost it.
+        client.subscribe(topics.site_filter(self.config.site), options=SubscribeOptions(qos=1, noLocal=True))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("subscription refused: %s", reasons)
+            return
+        self.ready.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._connected = False
+        self.ready.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from the broker: %s", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic: str | None = msg.topic
+        except UnicodeDecodeError:
+            topic = None
+        if not self._batch:
+            self._batch_started = time.monotonic()
+        self._batch.append(Incoming(topic, msg.payload, bool(msg.retain), msg.mid, msg.qos))
+
+    def _flush(self, *, ack: bool = True) -> None:
+        """Commit the batch, then (only then) acknowledge it to the broker."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        self.writer.write(batch)
+        if ack and self._connected:
+            for m in batch:
+                if m.qos:
+                    self.client.ack(m.mid, m.qos)
+
+    def _housekeeping(self) -> None:
+        try:
+            retention.apply(self.conn, self.config)
+        except sqlite3.Error:
+            log.exception("retention failed; will retry")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        cfg = self.config.ingest
+        batch_s = cfg.batch_ms / 1000.0
+        backoff = 0.5
+        next_housekeeping = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if not self._connected:
+                    try:
+                        self._connect()
+                        backoff = 0.5
+                    except OSError as exc:
+                        log.warning("cannot reach the broker at %s:%d: %s; retrying in %.1fs",
+                                    self.config.mqtt.host, self.config.mqtt.port, exc, backoff)
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                        continue
+                    self._connected = True  # until on_connect/on_disconnect say otherwise
+                timeout = batch_s if not self._batch else max(0.0, self._batch_started + batch_s - time.monotonic())
+                rc = self.client.loop(timeout=min(timeout, 0.5))
+                # Read what is already buffered without a select() per packet.
+                while rc == mqtt.MQTT_ERR_SUCCESS and len(self._batch) < cfg.batch_max:
+                    before = len(self._batch)
+                    rc = self.client.loop_read()
+                    if len(self._batch) == before:
+                        break
+                if self._batch and (
+                    len(self._batch) >= cfg.batch_max or time.monotonic() - self._batch_started >= batch_s
+                    or rc != mqtt.MQTT_ERR_SUCCESS
+                ):
+                    try:
+                        self._flush(ack=rc == mqtt.MQTT_ERR_SUCCESS)
+                    except sqlite3.OperationalError:
+                        # Nothing committed, nothing acknowledged: drop the connection so the
+                        # broker redelivers the batch once the database works again.
+                        log.exception("database write failed; reconnecting to get the batch redelivered")
+                        self._batch = []
+                        self.client.disconnect()
+                        self._connected = False
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                        continue
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    self._connected = False
+                    self._batch = []
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if time.monotonic() >= next_housekeeping and not self._batch:
+                    self._housekeeping()
+                    next_housekeeping = time.monotonic() + cfg.housekeeping_s
+        finally:
+            try:
+                if self._batch:
+                    self._flush(ack=self._connected)
+            finally:
+                self.client.disconnect()
+                self.ready.clear()

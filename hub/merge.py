@@ -1,0 +1,268 @@
+"""Sensor visits -> store visits: one device seen by several sensors is one visit.
+
+Sensor visits of the same device hash (and site) that overlap or lie at most ``gap_s`` apart
+form one store visit in ``visits``; every sensor visit points to it through ``visit_id``.
+
+The store visit is a pure function of its sensor visits (:func:`aggregate`):
+
+- ``first_seen``/``last_seen``: min/max; ``dwell_s`` their difference.
+- ``inside_s``: best effort. Sensors report only durations, not the intervals, so a union is
+  not computable: one sensor's visits of a device never overlap, so they are summed per
+  sensor; different sensors see the same minutes, so the largest per-sensor sum is taken;
+  capped at ``dwell_s``.
+- ``class``: visitor if any sensor says visitor; ``long_stay`` if any sensor says so.
+- ``best_sensor``/``best_rssi``: the sensor (zone) with the strongest ``rssi_max``.
+- ``day``/``hour``: local time of ``first_seen`` in the site's time zone.
+
+Merging is incremental and idempotent: each batch of new sensor visits (already free of
+duplicates) is swept together with the existing store visits it could touch; a store visit
+that a new sensor visit joins is recomputed from all its members; a late sensor visit that
+bridges two store visits merges them (the lower id survives, the other's sensor visits are
+re-pointed). The result does not depend on arrival order (tested), so replays, late and
+reordered messages give the same store visits as an ordered stream.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+from footfall.hub.devices import DeviceDelta, DeviceEstimator
+
+# Sensor visit columns a store visit is computed from.
+MEMBER_COLUMNS = (
+    "id",
+    "site",
+    "sensor",
+    "device",
+    "randomized",
+    "partner_hash",
+    "first_seen",
+    "last_seen",
+    "inside_s",
+    "rssi_max",
+    "class",
+    "long_stay",
+    "fingerprint",
+)
+VISIT_COLUMNS = (
+    "site",
+    "device",
+    "device_key",
+    "randomized",
+    "partner_hash",
+    "first_seen",
+    "last_seen",
+    "dwell_s",
+    "inside_s",
+    "class",
+    "long_stay",
+    "excluded",
+    "best_sensor",
+    "best_rssi",
+    "sensors",
+    "n_sensor_visits",
+    "day",
+    "hour",
+)
+_INSERT_VISIT = f"INSERT INTO visits ({', '.join(VISIT_COLUMNS)}) VALUES ({', '.join('?' * len(VISIT_COLUMNS))})"
+_UPDATE_VISIT = f"UPDATE visits SET {', '.join(c + ' = ?' for c in VISIT_COLUMNS)} WHERE id = ?"
+
+
+@dataclass
+class MergeResult:
+    created: int = 0
+    extended: int = 0
+    # Store visits that disappeared because a late sensor visit bridged them into another.
+    absorbed: int = 0
+    deltas: dict[str, DeviceDelta] = field(default_factory=dict)
+
+
+def local_day_hour(ts: float, tz: tzinfo) -> tuple[str, int]:
+    dt = datetime.fromtimestamp(ts, tz)
+    return dt.strftime("%Y-%m-%d"), dt.hour
+
+
+def aggregate(
+    members: Sequence[Mapping[str, Any]], tz: tzinfo, estimator: DeviceEstimator, excluded: set[str]
+) -> dict[str, Any]:
+    """The store visit made of these sensor visits (see the module docstring for each field)."""
+    members = sorted(members, key=lambda m: (m["first_seen"], m["sensor"], m["id"]))
+    first = min(m["first_seen"] for m in members)
+    last = max(m["last_seen"] for m in members)
+    dwell = last - first
+    inside_by_sensor: dict[str, float] = defaultdict(float)
+    for m in members:
+        inside_by_sensor[m["sensor"]] += m["inside_s"]
+    # Strongest sensor; a missing RSSI loses to any reading, ties go to the first sensor name.
+    best = min(members, key=lambda m: (m["rssi_max"] is None, -(m["rssi_max"] or 0), m["sensor"]))
+    key = estimator.device_key(members[0])
+    day, hour = local_day_hour(first, tz)
+    return {
+        "site": members[0]["site"],
+        "device": members[0]["device"],
+        "device_key": key,
+        "randomized": int(any(m["randomized"] for m in members)),
+        "partner_hash": next((m["partner_hash"] for m in members if m["partner_hash"]), None),
+        "first_seen": first,
+        "last_seen": last,
+        "dwell_s": round(dwell, 3),
+        "inside_s": round(min(max(inside_by_sensor.values()), dwell), 3),
+        "class": "visitor" if any(m["class"] == "visitor" for m in members) else "passerby",
+        "long_stay": int(any(m["long_stay"] for m in members)),
+        "excluded": int(key in excluded),
+        "best_sensor": best["sensor"],
+        "best_rssi": best["rssi_max"],
+        "sensors": json.dumps(sorted(inside_by_sensor)),
+        "n_sensor_visits": len(members),
+        "day": day,
+        "hour": hour,
+    }
+
+
+def _note(deltas: dict[str, DeviceDelta], visit: Mapping[str, Any], sign: int) -> None:
+    """Add (sign=+1) or remove (-1) one store visit from its device's lifetime counters."""
+    d = deltas.get(visit["device_key"])
+    if d is None:
+        d = deltas[visit["device_key"]] = DeviceDelta(
+            randomized=visit["randomized"],
+            partner_hash=visit.get("partner_hash"),
+            first_seen=visit["first_seen"],
+            last_seen=visit["last_seen"],
+        )
+    d.visit_count += sign
+    d.total_dwell_s += sign * visit["dwell_s"]
+    if sign > 0:
+        d.first_seen = min(d.first_seen, visit["first_seen"])
+        d.last_seen = max(d.last_seen, visit["last_seen"])
+        d.long_stay = d.long_stay or bool(visit["long_stay"])
+        d.max_dwell_s = max(d.max_dwell_s, visit["dwell_s"])
+        d.partner_hash = d.partner_hash or visit.get("partner_hash")
+
+
+def merge_new(
+    conn: sqlite3.Connection,
+    rows: Iterable[dict[str, Any]],
+    *,
+    gap_s: float,
+    tz: tzinfo,
+    estimator: DeviceEstimator,
+    excluded: set[str],
+) -> MergeResult:
+    """Merge new sensor visits (not yet in ``sensor_visits``) into ``visits``.
+
+    Sets ``row["visit_id"]`` on every row; the caller inserts the rows afterwards, in the same
+    transaction. Existing sensor visits of absorbed store visits are re-pointed here.
+    """
+    result = MergeResult()
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["site"], row["device"])].append(row)
+    for (site, device), new in groups.items():
+        lo = min(r["first_seen"] for r in new) - gap_s
+        hi = max(r["last_seen"] for r in new) + gap_s
+        existing = conn.execute(
+            "SELECT id, first_seen, last_seen, dwell_s, device_key, randomized, partner_hash, long_stay FROM visits"
+            " WHERE device = ? AND last_seen >= ? AND first_seen <= ? AND site = ?",
+            (device, lo, hi, site),
+        ).fetchall()
+        if not existing and len(new) == 1:
+            _create(conn, new, tz, estimator, excluded, result)
+            continue
+        # Sweep store visits and new sensor visits by start; anything within gap_s of the
+        # running cluster end joins it.
+        items: list[tuple[float, float, int, Any]] = [(v["first_seen"], v["last_seen"], 0, v) for v in existing]
+        items += [(r["first_seen"], r["last_seen"], 1, r) for r in new]
+        items.sort(key=lambda it: (it[0], it[2]))
+        clusters: list[list[tuple[float, float, int, Any]]] = []
+        end = float("-inf")
+        for it in items:
+            if clusters and it[0] <= end + gap_s:
+                clusters[-1].append(it)
+                end = max(end, it[1])
+            else:
+                clusters.append([it])
+                end = it[1]
+        for cluster in clusters:
+            fresh = [it[3] for it in cluster if it[2] == 1]
+            if not fresh:
+                continue
+            old = [it[3] for it in cluster if it[2] == 0]
+            if not old:
+                _create(conn, fresh, tz, estimator, excluded, result)
+            else:
+                _extend(conn, old, fresh, tz, estimator, excluded, result)
+    return result
+
+
+def _create(
+    conn: sqlite3.Connection,
+    members: list[dict[str, Any]],
+    tz: tzinfo,
+    estimator: DeviceEstimator,
+    excluded: set[str],
+    result: MergeResult,
+) -> None:
+    visit = aggregate(members, tz, estimator, excluded)
+    cur = conn.execute(_INSERT_VISIT, [visit[c] for c in VISIT_COLUMNS])
+    for m in members:
+        m["visit_id"] = cur.lastrowid
+    _note(result.deltas, visit, +1)
+    result.created += 1
+
+
+def _extend(
+    conn: sqlite3.Connection,
+    old: list[sqlite3.Row],
+    fresh: list[dict[str, Any]],
+    tz: tzinfo,
+    estimator: DeviceEstimator,
+    excluded: set[str],
+    result: MergeResult,
+) -> None:
+    target = min(v["id"] for v in old)
+    others = [v["id"] for v in old if v["id"] != target]
+    marks = ", ".join("?" * len(old))
+    stored = conn.execute(
+        f"SELECT {', '.join(MEMBER_COLUMNS)} FROM sensor_visits WHERE visit_id IN ({marks})", [v["id"] for v in old]
+    ).fetchall()
+    visit = aggregate([*stored, *fresh], tz, estimator, excluded)
+    if others:
+        others_marks = ", ".join("?" * len(others))
+        conn.execute(f"UPDATE sensor_visits SET visit_id = ? WHERE visit_id IN ({others_marks})", [target, *others])
+        conn.execute(f"DELETE FROM visits WHERE id IN ({others_marks})", others)
+        result.absorbed += len(others)
+    conn.execute(_UPDATE_VISIT, [*(visit[c] for c in VISIT_COLUMNS), target])
+    for m in fresh:
+        m["visit_id"] = target
+    for v in old:
+        _note(result.deltas, dict(v), -1)
+    _note(result.deltas, visit, +1)
+    result.extended += 1
+
+
+def remerge_all(
+    conn: sqlite3.Connection, *, gap_s: float, tz: tzinfo, estimator: DeviceEstimator, excluded: set[str]
+) -> MergeResult:
+    """Rebuild every store visit from the stored sensor visits (after changing ``gap_s``).
+
+    Device lifetime counters are recomputed from the visits still stored, which loses the
+    counts of visits that retention already rolled up; run it only on young databases.
+    """
+    conn.execute("DELETE FROM visits")
+    conn.execute("UPDATE sensor_visits SET visit_id = NULL")
+    rows = [dict(r) for r in conn.execute(f"SELECT {', '.join(MEMBER_COLUMNS)} FROM sensor_visits")]
+    result = merge_new(conn, rows, gap_s=gap_s, tz=tz, estimator=estimator, excluded=excluded)
+    conn.executemany("UPDATE sensor_visits SET visit_id = ? WHERE id = ?", [(r["visit_id"], r["id"]) for r in rows])
+    conn.execute(
+        """UPDATE devices SET
+               visit_count = coalesce((SELECT count(*) FROM visits v WHERE v.device_key = devices.device_key), 0),
+               total_dwell_s = coalesce(
+                   (SELECT sum(dwell_s) FROM visits v WHERE v.device_key = devices.device_key), 0)"""
+    )
+    return result

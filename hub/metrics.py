@@ -1,0 +1,747 @@
+"""Footfall metrics as the retail analytics trade defines them (Meraki, RetailNext, Purple).
+
+Every function takes an open ``sqlite3`` connection to the hub database (see
+``footfall.hub.store``) and plain parameters, and returns plain dicts and lists ready for JSON.
+Periods are inclusive ranges of the store's local days (``datetime.date``); the ``day`` and
+``hour`` columns are already local. ``docs/metrics.md`` explains each metric for people.
+
+Vocabulary
+- **Visit**: one stay of one device in the store, merged across sensors (``visits`` table).
+- **Visitors** (footfall): visits classified ``visitor`` (came in). **Passers-by**: visits
+  classified ``passerby`` (heard outside, never came in). Footfall counts visits, as a door
+  counter would; **unique visitors** counts distinct devices (``device_key``, the hub's
+  estimate of one physical device -- never the raw, randomizable MAC hash ``device``).
+- **Capture rate** = visitors / (visitors + passers-by): the share of the traffic passing the
+  store that came in.
+- **Dwell**: visit duration (``dwell_s``) of visitors; mean is exact, the median is read off a
+  19-bin histogram (linear inside the bin) so that it costs the same for a day or a year.
+- **New** visitor: a unique visitor of the period whose first visit ever to this store is in
+  the period; **returning**: seen before the period. **Return rate** = returning / unique.
+- **Visit frequency**: each visitor-day (one device on one day) is classed by the distinct
+  days that device visited in the 30 days ending that day: daily (15 or more), weekly (4-14),
+  occasional (1-3).
+- **Days since last visit**: for a returning visitor-day, days since the device's previous
+  visit day.
+
+Staff and fixed devices (``excluded``) are left out unless ``include_excluded=True``.
+
+Speed: every query reads small summary tables kept exact by triggers on ``visits`` (migration
+2 in ``store.py``: ``agg_hour``, ``agg_dwell``, ``visitor_days``, ``agg_gap``, ``agg_freq``),
+never millions of raw rows. Hours whose raw visits retention has deleted are read from
+``hourly`` rows with ``rolled_up = 1`` instead; those carry no dwell histogram, distinct
+devices or frequency, so results say how many visits came from rolled-up data.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+GRANULARITIES = ("hour", "day", "week")
+# Lower edges (seconds) of the dwell histogram bins; mirrors the ``dwell_bins`` table.
+DWELL_EDGES = (
+    0,
+    60,
+    120,
+    180,
+    300,
+    420,
+    600,
+    900,
+    1200,
+    1800,
+    2700,
+    3600,
+    5400,
+    7200,
+    10800,
+    14400,
+    21600,
+    28800,
+    43200,
+)
+# The last bin is open; for the median inside it, assume it spans to one day.
+_LAST_BIN_HI = 86400
+DWELL_BUCKETS = (
+    ("under 5 min", 0, 300),
+    ("5-20 min", 300, 1200),
+    ("20-60 min", 1200, 3600),
+    ("1-6 h", 3600, 21600),
+    ("6 h+", 21600, None),
+)
+GAP_BUCKETS = (
+    ("1 day", 1, 1),
+    ("2-7 days", 2, 7),
+    ("8-30 days", 8, 30),
+    ("31-90 days", 31, 90),
+    ("91+ days", 91, None),
+)
+FREQUENCY = (("daily", 15, 30), ("weekly", 4, 14), ("occasional", 1, 3))
+
+
+# Hours rolled up by retention count from ``hourly`` only where no summary of the day exists:
+# a summarized day keeps its (more detailed) summaries when retention deletes its raw visits.
+_UNSUMMARIZED = "day NOT IN (SELECT day FROM summary_days)"
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _excl_clause(include_excluded: bool, column: str = "excl") -> str:
+    return "" if include_excluded else f" AND {column} = 0"
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def week_start(d: date) -> date:
+    """Weeks run Monday to Sunday (ISO 8601), labelled by their Monday."""
+    return d - timedelta(days=d.weekday())
+
+
+def _period_sql(granularity: str) -> str:
+    if granularity == "hour":
+        return "day || 'T' || printf('%02d', hour)"
+    if granularity == "day":
+        return "day"
+    if granularity == "week":
+        # 'weekday 0' moves to the coming Sunday (or stays); six days back is that week's Monday.
+        return "date(day, 'weekday 0', '-6 days')"
+    raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
+
+
+def _periods(start: date, end: date, granularity: str) -> list[str]:
+    if granularity == "hour":
+        return [f"{d.isoformat()}T{h:02d}" for d in _days(start, end) for h in range(24)]
+    if granularity == "day":
+        return [d.isoformat() for d in _days(start, end)]
+    weeks = sorted({week_start(d) for d in _days(start, end)})
+    return [w.isoformat() for w in weeks]
+
+
+def rolled_up_days(conn: sqlite3.Connection, start: date, end: date) -> list[str]:
+    """Local days in the range with hours that retention rolled up into ``hourly``."""
+    rows = conn.execute(
+        "SELECT DISTINCT day FROM hourly WHERE rolled_up = 1 AND day BETWEEN ? AND ? ORDER BY day",
+        (start.isoformat(), end.isoformat()),
+    )
+    return [r[0] for r in rows]
+
+
+def _traffic(visitors: int, passersby: int, dwell_s: float) -> dict[str, Any]:
+    return {
+        "visitors": visitors,
+        "passersby": passersby,
+        "capture_rate": _ratio(visitors, visitors + passersby),
+        "mean_dwell_s": round(dwell_s / visitors, 1) if visitors else None,
+    }
+
+
+def footfall(
+    conn: sqlite3.Connection,
+    start: date,
+    end: date,
+    *,
+    granularity: str = "hour",
+    zone: str | None = None,
+    include_excluded: bool = False,
+) -> dict[str, Any]:
+    """Visitors, passers-by and capture rate over [start, end] by hour, day or week, and by zone.
+
+    ``series`` has one entry per period (zeros included, so charts need no gap filling);
+    ``zones`` splits the totals by the zone (sensor) that saw each visit strongest;
+    ``totals.unique_visitors`` counts distinct devices (store-wide only: None with a zone).
+    """
+    period = _period_sql(granularity)
+    s, e = start.isoformat(), end.isoformat()
+    where = "day BETWEEN ? AND ?" + _excl_clause(include_excluded)
+    args: list[Any] = [s, e]
+    rolled_where = f"rolled_up = 1 AND day BETWEEN ? AND ? AND {_UNSUMMARIZED}"
+    rolled_args: list[Any] = [s, e]
+    if zone is not None:
+        where += " AND zone = ?"
+        args.append(zone)
+        rolled_where += " AND zone = ?"
+        rolled_args.append(zone)
+    series: dict[str, list[float]] = {p: [0, 0, 0.0] for p in _periods(start, end, granularity)}
+    by_zone: dict[str, list[float]] = {}
+    sql = f"SELECT {period}, zone, class, sum(visits), sum(dwell_s) FROM agg_hour WHERE {where} GROUP BY 1, 2, 3"
+    for p, z, cls, n, dwell in conn.execute(sql, args):
+        slot = series.setdefault(p, [0, 0, 0.0])
+        zslot = by_zone.setdefault(z, [0, 0, 0.0])
+        if cls == "visitor":
+            slot[0] += n
+            slot[2] += dwell
+            zslot[0] += n
+            zslot[2] += dwell
+        elif cls == "passerby":
+            slot[1] += n
+            zslot[1] += n
+    rolled_visits = 0
+    sql = (
+        f"SELECT {period}, zone, sum(visitors), sum(passersby), sum(dwell_s_sum) FROM hourly "
+        f"WHERE {rolled_where} GROUP BY 1, 2"
+    )
+    for p, z, v, pb, dwell in conn.execute(sql, rolled_args):
+        for slot in (series.setdefault(p, [0, 0, 0.0]), by_zone.setdefault(z, [0, 0, 0.0])):
+            slot[0] += v
+            slot[1] += pb
+            slot[2] += dwell
+        rolled_visits += v + pb
+    total = [sum(x[i] for x in series.values()) for i in range(3)]
+    totals = _traffic(int(total[0]), int(total[1]), total[2])
+    totals["unique_visitors"] = (
+        unique_visitors(conn, start, end, include_excluded=include_excluded) if zone is None else None
+    )
+    return {
+        "start": s,
+        "end": e,
+        "granularity": granularity,
+        "zone": zone,
+        "include_excluded": include_excluded,
+        "totals": totals,
+        "series": [{"period": p, **_traffic(int(v), int(pb), d)} for p, (v, pb, d) in sorted(series.items())],
+        "zones": [{"zone": z, **_traffic(int(v), int(pb), d)} for z, (v, pb, d) in sorted(by_zone.items())],
+        "rolled_up_visits": rolled_visits,
+    }
+
+
+def unique_visitors(conn: sqlite3.Connection, start: date, end: date, *, include_excluded: bool = False) -> int:
+    """Distinct visitor devices in [start, end] (raw days only).
+
+    A device's first visitor-day inside the period is the one whose previous visit day is
+    before ``start`` (or that has none), so counting those rows counts each device once.
+    """
+    row = conn.execute(
+        "SELECT coalesce(sum(visitors), 0) FROM agg_gap WHERE day BETWEEN ? AND ?"
+        + _excl_clause(include_excluded)
+        + " AND (gap = -1 OR gap > julianday(day) - julianday(?))",
+        (start.isoformat(), end.isoformat(), start.isoformat()),
+    ).fetchone()
+    return int(row[0])
+
+
+def _histogram_median(counts: list[int]) -> float | None:
+    n = sum(counts)
+    if not n:
+        return None
+    half = n / 2
+    seen = 0
+    for i, c in enumerate(counts):
+        if c and seen + c >= half:
+            lo = DWELL_EDGES[i]
+            hi = DWELL_EDGES[i + 1] if i + 1 < len(DWELL_EDGES) else _LAST_BIN_HI
+            return round(lo + (hi - lo) * (half - seen) / c, 1)
+        seen += c
+    return None
+
+
+def engagement(
+    conn: sqlite3.Connection,
+    start: date,
+    end: date,
+    *,
+    zone: str | None = None,
+    include_excluded: bool = False,
+) -> dict[str, Any]:
+    """Dwell-time distribution of visitors: histogram, trade buckets, median and mean."""
+    s, e = start.isoformat(), end.isoformat()
+    where = "day BETWEEN ? AND ? AND class = 'visitor'" + _excl_clause(include_excluded)
+    args: list[Any] = [s, e]
+    if zone is not None:
+        where += " AND zone = ?"
+        args.append(zone)
+    counts = [0] * len(DWELL_EDGES)
+    dwell_sum = 0.0
+    for b, n, d in conn.execute(
+        f"SELECT bin, sum(visits), sum(dwell_s) FROM agg_dwell WHERE {where} GROUP BY bin", args
+    ):
+        counts[b] += n
+        dwell_sum += d
+    raw_visits = sum(counts)
+    rolled_sql = "SELECT coalesce(sum(visitors), 0), coalesce(sum(dwell_s_sum), 0) FROM hourly"
+    rolled_sql += f" WHERE rolled_up = 1 AND day BETWEEN ? AND ? AND {_UNSUMMARIZED}" + (
+        " AND zone = ?" if zone is not None else ""
+    )
+    rolled_visits, rolled_dwell = conn.execute(rolled_sql, args).fetchone()
+    visits = raw_visits + rolled_visits
+    histogram = []
+    for i, lo in enumerate(DWELL_EDGES):
+        hi = DWELL_EDGES[i + 1] if i + 1 < len(DWELL_EDGES) else None
+        histogram.append({"lo_s": lo, "hi_s": hi, "visits": counts[i]})
+    buckets = []
+    for label, lo, hi in DWELL_BUCKETS:
+        n = sum(c for edge, c in zip(DWELL_EDGES, counts, strict=True) if edge >= lo and (hi is None or edge < hi))
+        buckets.append({"bucket": label, "lo_s": lo, "hi_s": hi, "visits": n, "share": _ratio(n, raw_visits)})
+    return {
+        "start": s,
+        "end": e,
+        "zone": zone,
+        "include_excluded": include_excluded,
+        "visits": visits,
+        "mean_dwell_s": round((dwell_sum + rolled_dwell) / visits, 1) if visits else None,
+        "median_dwell_s": _histogram_median(counts),
+        "buckets": buckets,
+        "histogram": histogram,
+        "rolled_up_visits": rolled_visits,
+    }
+
+
+def loyalty(conn: sqlite3.Connection, start: date, end: date, *, include_excluded: bool = False) -> dict[str, Any]:
+    """New vs returning visitors, return rate, visit frequency and days since last visit."""
+    s, e = start.isoformat(), end.isoformat()
+    excl = _excl_clause(include_excluded)
+    unique = new = visitor_days = 0
+    gaps: dict[int, int] = {}
+    per_day: dict[str, list[int]] = {d.isoformat(): [0, 0] for d in _days(start, end)}
+    sql = (
+        "SELECT day, gap, gap = -1 OR gap > julianday(day) - julianday(?), sum(visitors) FROM agg_gap "
+        f"WHERE day BETWEEN ? AND ?{excl} GROUP BY 1, 2"
+    )
+    for day, gap, first_in_period, n in conn.execute(sql, (s, s, e)):
+        visitor_days += n
+        if first_in_period:
+            unique += n
+        if gap == -1:
+            new += n
+            per_day[day][0] += n
+        else:
+            per_day[day][1] += n
+            gaps[gap] = gaps.get(gap, 0) + n
+    freq = dict.fromkeys((name for name, _, _ in FREQUENCY), 0)
+    sql = f"SELECT days_30, sum(visitors) FROM agg_freq WHERE day BETWEEN ? AND ?{excl} GROUP BY 1"
+    for days_30, n in conn.execute(sql, (s, e)):
+        for name, lo, hi in FREQUENCY:
+            if lo <= days_30 <= hi or (name == "daily" and days_30 > hi):
+                freq[name] += n
+                break
+    rolled_new, rolled_ret = conn.execute(
+        "SELECT coalesce(sum(new_visitors), 0), coalesce(sum(returning_visitors), 0) FROM hourly "
+        f"WHERE rolled_up = 1 AND day BETWEEN ? AND ? AND {_UNSUMMARIZED}",
+        (s, e),
+    ).fetchone()
+    returning = unique - new
+    returning_days = sum(gaps.values())
+    gap_buckets = []
+    for label, lo, hi in GAP_BUCKETS:
+        n = sum(c for g, c in gaps.items() if g >= lo and (hi is None or g <= hi))
+        gap_buckets.append({"bucket": label, "min_days": lo, "max_days": hi, "visitor_days": n})
+    median_gap = None
+    if returning_days:
+        seen = 0
+        for g in sorted(gaps):
+            seen += gaps[g]
+            if seen >= returning_days / 2:
+                median_gap = g
+                break
+    return {
+        "start": s,
+        "end": e,
+        "include_excluded": include_excluded,
+        "unique_visitors": unique,
+        "new_visitors": new,
+        "returning_visitors": returning,
+        "return_rate": _ratio(returning, unique),
+        "visitor_days": visitor_days,
+        "frequency": [
+            {"frequency": name, "visitor_days": freq[name], "share": _ratio(freq[name], visitor_days)}
+            for name, _, _ in FREQUENCY
+        ],
+        "days_since_last_visit": gap_buckets,
+        "median_days_since_last_visit": median_gap,
+        "series": [{"day": d, "new": v[0], "returning": v[1]} for d, v in sorted(per_day.items())],
+        "rolled_up": {"new_visitors": rolled_new, "returning_visitors": rolled_ret},
+    }
+
+
+def _tz(tz: str | tzinfo | None) -> tzinfo:
+    if tz is None or tz == "":
+        return ZoneInfo("UTC")
+    return ZoneInfo(tz) if isinstance(tz, str) else tz
+
+
+def local_today(now: float, tz: str | tzinfo | None) -> date:
+    return datetime.fromtimestamp(now, _tz(tz)).date()
+
+
+def now_in_store(
+    conn: sqlite3.Connection,
+    *,
+    now: float | None = None,
+    window_s: float = 300,
+    presence_max_age_s: float = 180,
+    include_excluded: bool = False,
+) -> dict[str, Any]:
+    """Devices in the store right now.
+
+    The sensors publish live ``presence`` counts (devices currently inside their zone). The
+    store figure is the largest fresh zone count: zones overlap (one phone is heard by
+    several sensors), so a sum would double count and the largest zone is the honest lower
+    bound. Without fresh presence (all sensors silent for ``presence_max_age_s``) it falls
+    back to distinct visitor devices whose visit ended in the last ``window_s`` seconds.
+    Presence counts come from the sensors and cannot leave staff out.
+    """
+    now = time.time() if now is None else now
+    zones = []
+    for sensor, ts, devices, inside in conn.execute(
+        "SELECT sensor, max(ts), devices, inside FROM presence WHERE ts >= ? AND ts <= ? GROUP BY site, sensor "
+        "ORDER BY sensor",
+        (now - presence_max_age_s, now + 60),
+    ):
+        zones.append({"zone": sensor, "inside": inside, "devices": devices, "age_s": round(max(0.0, now - ts), 1)})
+    # Visits longer than 12 h are staff or fixed equipment; the bound keeps this an index range scan.
+    recent = conn.execute(
+        "SELECT count(DISTINCT device_key) FROM visits WHERE first_seen >= ? AND last_seen >= ? AND class = 'visitor'"
+        + _excl_clause(include_excluded, "excluded"),
+        (now - 12 * 3600, now - window_s),
+    ).fetchone()[0]
+    if zones:
+        value, source = max(z["inside"] for z in zones), "presence"
+    else:
+        value, source = recent, "recent_visits"
+    return {
+        "now_in_store": value,
+        "source": source,
+        "as_of": now,
+        "window_s": window_s,
+        "recent_visitors": recent,
+        "zones": zones,
+    }
+
+
+def _day_traffic(conn: sqlite3.Connection, day: date, before_hour: int, cut: float | None, excl: str) -> list[float]:
+    """[visitors, passers-by, visitor dwell] of one day: whole hours < before_hour from the
+    summary, plus the visits of hour ``before_hour`` that started by ``cut`` from raw rows."""
+    out = [0, 0, 0.0]
+    rows = list(
+        conn.execute(
+            f"SELECT class, sum(visits), sum(dwell_s) FROM agg_hour WHERE day = ? AND hour < ?{excl} GROUP BY class",
+            (day.isoformat(), before_hour),
+        )
+    )
+    if cut is not None:
+        rows += conn.execute(
+            "SELECT class, count(*), sum(dwell_s) FROM visits WHERE day = ? AND hour = ? AND first_seen <= ?"
+            + excl.replace("excl", "excluded")
+            + " GROUP BY class",
+            (day.isoformat(), before_hour, cut),
+        ).fetchall()
+    rows += conn.execute(
+        f"SELECT 'visitor', sum(visitors), sum(dwell_s_sum) FROM hourly WHERE rolled_up = 1 AND day = ? AND hour < ? "
+        f"AND {_UNSUMMARIZED} UNION ALL SELECT 'passerby', sum(passersby), 0 FROM hourly WHERE rolled_up = 1 "
+        f"AND day = ? AND hour < ? AND {_UNSUMMARIZED}",
+        (day.isoformat(), before_hour + (1 if cut is not None else 0)) * 2,
+    ).fetchall()
+    for cls, n, dwell in rows:
+        if n is None:
+            continue
+        if cls == "visitor":
+            out[0] += n
+            out[2] += dwell or 0.0
+        elif cls == "passerby":
+            out[1] += n
+    return out
+
+
+def _change(now_value: float | None, then_value: float | None) -> float | None:
+    if now_value is None or not then_value:
+        return None
+    return round((now_value - then_value) / then_value, 4)
+
+
+def compare(
+    conn: sqlite3.Connection,
+    *,
+    now: float | None = None,
+    tz: str | tzinfo | None = None,
+    include_excluded: bool = False,
+) -> dict[str, Any]:
+    """Today so far vs the same weekday last week up to the same local time of day.
+
+    Like-for-like: last week's figure counts only visits that had started by the same
+    wall-clock time, so a morning is never compared with a whole day (``last_week_full_day``
+    gives that too). ``hourly`` has both days' visitors per hour for the chart.
+    """
+    now = time.time() if now is None else now
+    zone = _tz(tz)
+    local_now = datetime.fromtimestamp(now, zone)
+    today = local_now.date()
+    last_week = today - timedelta(days=7)
+    cut_then = local_now.replace(tzinfo=None) - timedelta(days=7)
+    cut_then_ts = cut_then.replace(tzinfo=zone).timestamp()
+    excl = _excl_clause(include_excluded)
+    t = _day_traffic(conn, today, local_now.hour, now, excl)
+    lw = _day_traffic(conn, last_week, local_now.hour, cut_then_ts, excl)
+    lw_full = _day_traffic(conn, last_week, 24, None, excl)
+    hours = {h: [0, 0] for h in range(24)}
+    for day_idx, day in enumerate((today, last_week)):
+        for h, n in conn.execute(
+            f"SELECT hour, sum(visits) FROM agg_hour WHERE day = ? AND class = 'visitor'{excl} GROUP BY hour",
+            (day.isoformat(),),
+        ):
+            hours[h][day_idx] += n
+        for h, n in conn.execute(
+            f"SELECT hour, sum(visitors) FROM hourly WHERE rolled_up = 1 AND day = ? AND {_UNSUMMARIZED} GROUP BY hour",
+            (day.isoformat(),),
+        ):
+            hours[h][day_idx] += n
+    today_block = {"date": today.isoformat(), **_traffic(int(t[0]), int(t[1]), t[2])}
+    lw_block = {"date": last_week.isoformat(), **_traffic(int(lw[0]), int(lw[1]), lw[2])}
+    cap_now, cap_then = today_block["capture_rate"], lw_block["capture_rate"]
+    return {
+        "as_of": now,
+        "local_time": local_now.strftime("%H:%M"),
+        "today": today_block,
+        "last_week_same_time": lw_block,
+        "last_week_full_day": {"date": last_week.isoformat(), **_traffic(int(lw_full[0]), int(lw_full[1]), lw_full[2])},
+        "change": {
+            "visitors": _change(today_block["visitors"], lw_block["visitors"]),
+            "passersby": _change(today_block["passersby"], lw_block["passersby"]),
+            "capture_rate_points": (
+                round(cap_now - cap_then, 4) if cap_now is not None and cap_then is not None else None
+            ),
+        },
+        "hourly": [{"hour": h, "today": v[0], "last_week": v[1]} for h, v in sorted(hours.items())],
+    }
+
+
+def sensor_health(conn: sqlite3.Connection, *, now: float | None = None, stale_after_s: float = 180) -> dict[str, Any]:
+    """Each sensor's state: ``online``, ``offline`` (its last will or an offline status), or
+    ``stale`` (claims online but silent for ``stale_after_s``: power cut, network loss)."""
+    now = time.time() if now is None else now
+    sensors = []
+    for r in conn.execute("SELECT * FROM sensors ORDER BY site, sensor"):
+        row = dict(r) if isinstance(r, sqlite3.Row) else dict(zip([c[0] for c in conn.description], r, strict=True))
+        last = row.get("last_message")
+        if row.get("state") == "offline":
+            status = "offline"
+        elif last is None or now - last > stale_after_s:
+            status = "stale"
+        else:
+            status = "online"
+        health = row.get("health")
+        if isinstance(health, str):
+            try:
+                health = json.loads(health)
+            except ValueError:
+                health = {"raw": health}
+        sensors.append(
+            {
+                "site": row["site"],
+                "sensor": row["sensor"],
+                "status": status,
+                "state": row.get("state"),
+                "version": row.get("version"),
+                "online_since": row.get("online_since"),
+                "offline_since": row.get("offline_since"),
+                "last_message": last,
+                "last_message_age_s": round(now - last, 1) if last is not None else None,
+                "messages": row.get("messages"),
+                "message_rate": row.get("message_rate"),
+                "backlog": row.get("backlog"),
+                "dropped": row.get("dropped"),
+                "health": health if isinstance(health, dict) else None,
+            }
+        )
+    counts = {k: sum(1 for s in sensors if s["status"] == k) for k in ("online", "offline", "stale")}
+    return {"as_of": now, "stale_after_s": stale_after_s, **counts, "sensors": sensors}
+
+
+def rejects(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Messages ingest refused, by reason (garbage, schema, unknown sensor, ...)."""
+    rows = [
+        {"reason": r[0], "count": r[1], "last_at": r[2], "last_detail": r[3]}
+        for r in conn.execute("SELECT reason, count, last_at, last_detail FROM ingest_rejects ORDER BY count DESC")
+    ]
+    return {"total": sum(r["count"] for r in rows), "reasons": rows}
+
+
+SUMMARY_TABLES = ("agg_hour", "agg_dwell", "visitor_days", "agg_gap", "agg_freq")
+_BIN_SQL = (
+    "CASE "
+    + " ".join(f"WHEN dwell_s < {hi} THEN {i}" for i, hi in enumerate(DWELL_EDGES[1:]))
+    + f" ELSE {len(DWELL_EDGES) - 1} END"
+)
+_GAP_SQL = "CASE WHEN prev_day IS NULL THEN -1 ELSE min(400, CAST(julianday(day) - julianday(prev_day) AS INTEGER)) END"
+# Cheap enough to run on a day's raw visits every few seconds, and it moves with every kind of
+# change ingest makes: new, merged (longer dwell, other zone), reclassified, excluded, re-keyed.
+_FINGERPRINT_SQL = (
+    "SELECT count(*), coalesce(max(id), 0), round(total(dwell_s), 3), total(excluded), total(class = 'visitor'), "
+    "total(hour), total(unicode(best_sensor) * (id % 7)), total(unicode(substr(device_key, -2)) * (id % 5)) "
+    "FROM visits WHERE day = ?"
+)
+
+
+def fingerprint(conn: sqlite3.Connection, day: str) -> str:
+    return "|".join(str(x) for x in conn.execute(_FINGERPRINT_SQL, (day,)).fetchone())
+
+
+def summarize_day(conn: sqlite3.Connection, day: str, *, now: float | None = None, fp: str | None = None) -> None:
+    """Recompute one day's summaries from its raw visits (one short write transaction).
+
+    ``prev_day``/``days_30`` read the earlier days' ``visitor_days``, so days are summarized
+    oldest first; a day changed later does not rewrite the days after it (``rebuild_summaries``
+    does).
+    """
+    now = time.time() if now is None else now
+    fp = fingerprint(conn, day) if fp is None else fp
+    with conn:
+        for table in SUMMARY_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE day = ?", (day,))
+        conn.execute(
+            "INSERT INTO agg_hour SELECT day, hour, best_sensor, class, excluded, count(*), total(dwell_s) "
+            "FROM visits WHERE day = ? GROUP BY 1, 2, 3, 4, 5",
+            (day,),
+        )
+        conn.execute(
+            f"INSERT INTO agg_dwell SELECT day, best_sensor, class, excluded, {_BIN_SQL}, count(*), total(dwell_s) "
+            "FROM visits WHERE day = ? GROUP BY 1, 2, 3, 4, 5",
+            (day,),
+        )
+        conn.execute(
+            """INSERT INTO visitor_days
+            SELECT device_key, excl, day, visits, dwell_s,
+                (SELECT max(v.day) FROM visitor_days v
+                 WHERE v.device_key = t.device_key AND v.excl = t.excl AND v.day < t.day),
+                1 + (SELECT count(*) FROM visitor_days v
+                     WHERE v.device_key = t.device_key AND v.excl = t.excl AND v.day < t.day
+                       AND v.day > date(t.day, '-30 days'))
+            FROM (SELECT device_key, excluded AS excl, day, count(*) AS visits, total(dwell_s) AS dwell_s
+                  FROM visits WHERE day = ? AND class = 'visitor' GROUP BY 1, 2) AS t""",
+            (day,),
+        )
+        conn.execute(
+            f"INSERT INTO agg_gap SELECT day, excl, {_GAP_SQL}, count(*) FROM visitor_days WHERE day = ? "
+            "GROUP BY 1, 2, 3",
+            (day,),
+        )
+        conn.execute(
+            "INSERT INTO agg_freq SELECT day, excl, days_30, count(*) FROM visitor_days WHERE day = ? GROUP BY 1, 2, 3",
+            (day,),
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO summary_days (day, fingerprint, refreshed, frozen) VALUES (?, ?, ?, 0)",
+            (day, fp, now),
+        )
+
+
+def refresh_summaries(
+    conn: sqlite3.Connection,
+    *,
+    now: float | None = None,
+    tz: str | tzinfo | None = None,
+    check_days: int = 6,
+    max_days: int | None = None,
+) -> dict[str, int]:
+    """Bring the summaries up to date with ``visits``; cheap when nothing changed.
+
+    1. Days with raw visits never summarized, oldest first (at most ``max_days`` per call).
+    2. Today and yesterday (local), whenever their fingerprint moved.
+    3. The ``check_days`` summarized days checked longest ago: recomputed if their raw visits
+       changed (late messages, staff flagged later, re-keyed devices). A day that lost raw
+       visits while ``hourly`` holds rolled-up rows for it is being retired by retention:
+       its summaries are frozen, keeping the detail (dwell histogram, loyalty) the hourly
+       roll-up cannot carry.
+    """
+    now = time.time() if now is None else now
+    stats = {"summarized": 0, "checked": 0, "frozen": 0}
+    first, last = conn.execute("SELECT min(day), max(day) FROM visits").fetchone()
+    if first is None:
+        return stats
+    known = {r[0] for r in conn.execute("SELECT day FROM summary_days")}
+    d, end = date.fromisoformat(first), date.fromisoformat(last)
+    while d <= end:
+        day = d.isoformat()
+        if day not in known:
+            summarize_day(conn, day, now=now)
+            stats["summarized"] += 1
+            if max_days is not None and stats["summarized"] >= max_days:
+                return stats
+        d += timedelta(days=1)
+    today = local_today(now, tz)
+    hot = [(today - timedelta(days=1)).isoformat(), today.isoformat()]
+    stale = [
+        r[0]
+        for r in conn.execute(
+            "SELECT day FROM summary_days WHERE frozen = 0 AND day NOT IN (?, ?) ORDER BY refreshed LIMIT ?",
+            (*hot, check_days),
+        )
+    ]
+    for day in hot + stale:
+        fp = fingerprint(conn, day)
+        stats["checked"] += 1
+        row = conn.execute("SELECT fingerprint FROM summary_days WHERE day = ?", (day,)).fetchone()
+        if row is not None and row[0] == fp:
+            if day in stale:
+                with conn:
+                    conn.execute("UPDATE summary_days SET refreshed = ? WHERE day = ?", (now, day))
+            continue
+        if row is None and fp.startswith("0|"):
+            continue  # no visits that day and nothing summarized
+        rolled = conn.execute("SELECT 1 FROM hourly WHERE rolled_up = 1 AND day = ? LIMIT 1", (day,)).fetchone()
+        if rolled and row is not None:
+            with conn:
+                conn.execute("UPDATE summary_days SET frozen = 1, refreshed = ? WHERE day = ?", (now, day))
+            stats["frozen"] += 1
+            continue
+        summarize_day(conn, day, now=now, fp=fp)
+        stats["summarized"] += 1
+    return stats
+
+
+def rebuild_summaries(conn: sqlite3.Connection, *, now: float | None = None) -> None:
+    """Recompute every summary from ``visits`` in bulk (bulk loads, repair after visits
+    arrived far out of order). Frozen days (raw visits retired by retention) are kept."""
+    now = time.time() if now is None else now
+    with conn:
+        frozen = "(SELECT day FROM summary_days WHERE frozen = 1)"
+        for table in SUMMARY_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE day NOT IN {frozen}")
+        conn.execute("DELETE FROM summary_days WHERE frozen = 0")
+        conn.execute(
+            "INSERT INTO agg_hour SELECT day, hour, best_sensor, class, excluded, count(*), total(dwell_s) "
+            f"FROM visits WHERE day NOT IN {frozen} GROUP BY 1, 2, 3, 4, 5"
+        )
+        conn.execute(
+            f"INSERT INTO agg_dwell SELECT day, best_sensor, class, excluded, {_BIN_SQL}, count(*), total(dwell_s) "
+            f"FROM visits WHERE day NOT IN {frozen} GROUP BY 1, 2, 3, 4, 5"
+        )
+        _rebuild_visitor_days(conn, frozen)
+        conn.execute(
+            f"INSERT INTO agg_gap SELECT day, excl, {_GAP_SQL}, count(*) FROM visitor_days "
+            f"WHERE day NOT IN {frozen} GROUP BY 1, 2, 3"
+        )
+        conn.execute(
+            "INSERT INTO agg_freq SELECT day, excl, days_30, count(*) FROM visitor_days "
+            f"WHERE day NOT IN {frozen} GROUP BY 1, 2, 3"
+        )
+        days = conn.execute(
+            _FINGERPRINT_SQL.replace("SELECT ", "SELECT day, ", 1).replace("WHERE day = ?", "GROUP BY day")
+        ).fetchall()
+        conn.executemany(
+            "INSERT OR IGNORE INTO summary_days (day, fingerprint, refreshed, frozen) VALUES (?, ?, ?, 0)",
+            [(r[0], "|".join(str(x) for x in r[1:]), now) for r in days],
+        )
+
+
+def _rebuild_visitor_days(conn: sqlite3.Connection, frozen: str) -> None:
+    # Frozen days' rows stay and still count as history for the days after them.
+    conn.execute(
+        f"""INSERT INTO visitor_days
+        SELECT device_key, excl, day, visits, dwell_s, prev_day, days_30 FROM (
+            SELECT device_key, excl, day, visits, dwell_s, kept, lag(day) OVER w AS prev_day,
+                count(*) OVER (w RANGE BETWEEN 29 PRECEDING AND CURRENT ROW) AS days_30
+            FROM (SELECT device_key, excluded AS excl, day, julianday(day) AS jd, count(*) AS visits,
+                         total(dwell_s) AS dwell_s, 0 AS kept
+                  FROM visits WHERE class = 'visitor' AND day NOT IN {frozen} GROUP BY 1, 2, 3
+                  UNION ALL
+                  SELECT device_key, excl, day, julianday(day), visits, dwell_s, 1 FROM visitor_days)
+            WINDOW w AS (PARTITION BY device_key, excl ORDER BY jd))
+        WHERE kept = 0"""
+    )

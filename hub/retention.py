@@ -1,0 +1,91 @@
+"""Retention: old raw data is rolled up into ``hourly`` and only then deleted.
+
+``retention.raw_days`` keeps whole local days of ``visits`` (and their ``sensor_visits``):
+everything whose local day is older than today minus ``raw_days`` is first added to
+``hourly`` and then deleted, in one transaction, so the totals survive (tested). ``presence``
+rows older than ``presence_days`` are simply deleted (live counts, nothing to roll up).
+
+``hourly`` rows written here have ``rolled_up = 1``; per (site, local day, hour, zone =
+best sensor), over the visits NOT excluded as staff/fixed devices:
+
+- ``visitors``/``passersby``: store visits of that class (visits, not unique devices);
+- ``dwell_s_sum``: total dwell of the visitor visits;
+- ``new_visitors``: visitor visits of a device on its first day as a visitor (the
+  ``visitor_days`` table's ``prev_day`` is NULL); ``returning_visitors`` the other ones.
+
+A late message for an already rolled-up day is stored, then added to the same hourly row
+at the next run. Messages older than the retention window itself are rejected by ingest
+(reason ``expired``): their duplicates could no longer be recognised once the raw rows are gone.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from footfall.hub.config import HubConfig
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    cutoff_day: str
+    hours_rolled_up: int
+    visits_deleted: int
+    sensor_visits_deleted: int
+    presence_deleted: int
+
+
+def cutoff_day(config: HubConfig, now: float | None = None) -> str:
+    """Local days before this one (ISO date) are rolled up and deleted."""
+    now = time.time() if now is None else now
+    today = datetime.fromtimestamp(now, config.tz).date()
+    return (today - timedelta(days=config.retention.raw_days)).isoformat()
+
+
+def expired_before(config: HubConfig, now: float | None = None) -> float:
+    """Visits that started before this (UNIX seconds) are outside the window altogether."""
+    now = time.time() if now is None else now
+    return now - (config.retention.raw_days + 1) * 86400.0
+
+
+ROLLUP_SQL = """
+INSERT INTO hourly (site, day, hour, zone, visitors, passersby, dwell_s_sum, new_visitors, returning_visitors,
+                    rolled_up)
+SELECT v.site, v.day, v.hour, v.best_sensor,
+       sum(v.class = 'visitor'),
+       sum(v.class = 'passerby'),
+       coalesce(sum(CASE WHEN v.class = 'visitor' THEN v.dwell_s END), 0),
+       sum(v.class = 'visitor' AND vd.prev_day IS NULL),
+       sum(v.class = 'visitor' AND vd.prev_day IS NOT NULL),
+       1
+FROM visits v
+LEFT JOIN visitor_days vd ON vd.device_key = v.device_key AND vd.excl = v.excluded AND vd.day = v.day
+WHERE v.day < :cutoff AND v.excluded = 0
+GROUP BY v.site, v.day, v.hour, v.best_sensor
+ON CONFLICT (site, day, hour, zone) DO UPDATE SET
+    visitors = excluded.visitors + CASE WHEN hourly.rolled_up THEN hourly.visitors ELSE 0 END,
+    passersby = excluded.passersby + CASE WHEN hourly.rolled_up THEN hourly.passersby ELSE 0 END,
+    dwell_s_sum = excluded.dwell_s_sum + CASE WHEN hourly.rolled_up THEN hourly.dwell_s_sum ELSE 0 END,
+    new_visitors = excluded.new_visitors + CASE WHEN hourly.rolled_up THEN hourly.new_visitors ELSE 0 END,
+    returning_visitors = excluded.returning_visitors
+        + CASE WHEN hourly.rolled_up THEN hourly.returning_visitors ELSE 0 END,
+    rolled_up = 1
+"""
+
+
+def apply(conn: sqlite3.Connection, config: HubConfig, *, now: float | None = None) -> RetentionResult:
+    """Roll up and delete what is older than the retention window; one transaction."""
+    now = time.time() if now is None else now
+    cutoff = cutoff_day(config, now)
+    with conn:
+        hours = conn.execute(ROLLUP_SQL, {"cutoff": cutoff}).rowcount
+        sv = conn.execute(
+            "DELETE FROM sensor_visits WHERE visit_id IN (SELECT id FROM visits WHERE day < ?)", (cutoff,)
+        ).rowcount
+        visits = conn.execute("DELETE FROM visits WHERE day < ?", (cutoff,)).rowcount
+        presence = conn.execute(
+            "DELETE FROM presence WHERE ts < ?", (now - config.retention.presence_days * 86400.0,)
+        ).rowcount
+    return RetentionResult(cutoff, hours, visits, sv, presence)

@@ -1,0 +1,102 @@
+import hashlib
+import os
+
+import pytest
+
+from footfall.edge_agent.identity import (
+    Identifier,
+    format_mac,
+    is_randomized,
+    load_key,
+    parse_mac,
+    partner_hash,
+)
+
+KEY = bytes(range(32))
+GLOBAL = bytes.fromhex("f0189800aa01")  # Apple OUI, globally administered
+RANDOM = bytes.fromhex("7a1b2c3d4e5f")  # locally administered bit set
+
+
+def test_randomized_flag_is_the_locally_administered_bit():
+    assert not is_randomized(GLOBAL)
+    assert is_randomized(RANDOM)
+
+
+def test_device_id_is_keyed_and_stable():
+    a = Identifier(KEY).identify(GLOBAL)
+    b = Identifier(KEY).identify(GLOBAL)
+    other_key = Identifier(bytes(32)).identify(GLOBAL)
+    assert a == b
+    assert a is not None and other_key is not None
+    assert a[0] != other_key[0]
+    assert len(a[0]) == 32
+    # Not an unkeyed hash of the MAC in any common spelling.
+    for style in ("colon-lower", "colon-upper", "plain-lower"):
+        text = format_mac(GLOBAL, style).encode()
+        for algo in ("md5", "sha1", "sha256"):
+            assert hashlib.new(algo, text).hexdigest()[:32] != a[0]
+
+
+def test_partner_hash_only_when_enabled_and_only_for_global_macs():
+    assert Identifier(KEY).identify(GLOBAL)[2] is None
+    ident = Identifier(KEY, partner_format="colon-upper")
+    assert ident.identify(GLOBAL)[2] == hashlib.md5(b"F0:18:98:00:AA:01").hexdigest()
+    assert ident.identify(RANDOM)[2] is None
+
+
+@pytest.mark.parametrize(
+    "style,text",
+    [
+        ("colon-upper", "F0:18:98:00:AA:01"),
+        ("colon-lower", "f0:18:98:00:aa:01"),
+        ("dash-upper", "F0-18-98-00-AA-01"),
+        ("plain-lower", "f0189800aa01"),
+        ("plain-upper", "F0189800AA01"),
+    ],
+)
+def test_partner_normal_forms(style, text):
+    assert format_mac(GLOBAL, style) == text
+    assert partner_hash(GLOBAL, style) == hashlib.md5(text.encode()).hexdigest()
+    assert parse_mac(text) == GLOBAL
+
+
+def test_bad_inputs_are_clear():
+    with pytest.raises(ValueError, match="12 hex digits"):
+        parse_mac("not a mac")
+    with pytest.raises(ValueError, match="unknown MAC format"):
+        format_mac(GLOBAL, "weird")
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Identifier(b"short")
+
+
+def test_optout_device_produces_nothing():
+    ident = Identifier(KEY)
+    device = ident.device_id(GLOBAL)
+    ident.set_optout([device.upper()])
+    assert ident.identify(GLOBAL) is None
+    assert ident.identify(GLOBAL) is None
+    assert ident.optout_hits == 2
+    assert ident.identify(RANDOM) is not None
+
+
+def test_cache_stays_bounded(monkeypatch):
+    import footfall.edge_agent.identity as identity
+
+    monkeypatch.setattr(identity, "CACHE_LIMIT", 100)
+    ident = Identifier(KEY)
+    for i in range(1000):
+        ident.identify(i.to_bytes(6, "big"))
+    assert len(ident._cache) <= 100
+
+
+def test_key_file_created_private_and_validated(tmp_path):
+    path = tmp_path / "hash.key"
+    with pytest.raises(FileNotFoundError):
+        load_key(path)
+    key = load_key(path, create=True)
+    assert len(key) == 32
+    assert os.stat(path).st_mode & 0o077 == 0
+    assert load_key(path) == key
+    path.write_text("zz")
+    with pytest.raises(ValueError, match="hex"):
+        load_key(path)

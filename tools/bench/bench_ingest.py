@@ -1,0 +1,221 @@
+"""Sustained ingest rate: visit messages from a real Mosquitto into the hub's SQLite.
+
+Starts its own Mosquitto on a free port, registers two persistent QoS-1 sessions (the hub's
+and a baseline's), pre-publishes N visit messages while both are offline (the broker queues
+them), then drains each session and times it:
+
+- baseline: a bare paho subscriber that only counts messages (auto-ack, no parsing, no DB);
+- hub: ``footfall.hub.ingest.Ingestor`` (validate, dedupe, merge, SQLite commit, then ack).
+
+Prints both rates and their ratio, i.e. what validation + merging + the database cost on top of
+receiving. Usage::
+
+    .venv/bin/python -m footfall.tools.bench.bench_ingest --messages 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from footfall import schema, topics
+from footfall.hub import store
+from footfall.hub.config import HubConfig, IngestConfig, MqttConfig
+from footfall.hub.ingest import Ingestor
+
+SITE = "bench"
+SENSORS = ("s1", "s2", "s3")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmessage_size_limit 1048576\n"
+    )
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mosquitto did not start")
+
+
+def make_payloads(n: int, seed: int = 7) -> list[tuple[str, bytes]]:
+    """A busy store's visits: a third of the devices seen by two sensors at once (merged)."""
+    rng = random.Random(seed)
+    t0 = time.time() - 86400
+    out: list[tuple[str, bytes]] = []
+    i = 0
+    while len(out) < n:
+        device = hashlib.sha256(f"dev{i}".encode()).hexdigest()[:32]
+        first = t0 + rng.uniform(0, 80000)
+        dwell = rng.choice((rng.uniform(5, 60), rng.uniform(120, 3600)))
+        sensors = rng.sample(SENSORS, 2 if rng.random() < 0.33 else 1)
+        for k, sensor in enumerate(sensors):
+            f = first + k * rng.uniform(0, 30)
+            rssi = rng.randint(-90, -40)
+            payload = schema.visit_payload(
+                site=SITE,
+                sensor=sensor,
+                device=device,
+                randomized=rng.random() < 0.6,
+                first_seen=f,
+                last_seen=f + dwell,
+                inside_s=dwell * 0.7,
+                sightings=rng.randint(1, 200),
+                rssi_max=rssi,
+                rssi_mean=rssi - 6.5,
+                visit_class="visitor" if dwell > 300 else "passerby",
+                long_stay=False,
+                fingerprint=f"fp{rng.randint(0, 40)}",
+                ie_ids=[0, 1, 50, 45, 127, 221],
+                channels=[1, 6, 11],
+                seq_first=rng.randint(0, 4000),
+                seq_last=rng.randint(0, 4000),
+            )
+            out.append((topics.topic(SITE, sensor, "visit"), schema.dumps(payload)))
+        i += 1
+    return out[:n]
+
+
+def v5_connect(client: mqtt.Client, port: int) -> None:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 20000
+    client.connect("127.0.0.1", port, 60, clean_start=False, properties=props)
+
+
+def register_session(port: int, client_id: str) -> None:
+    """Create the persistent session and its subscription, then go offline."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    done = threading.Event()
+    client.on_subscribe = lambda *a: done.set()
+    v5_connect(client, port)
+    client.subscribe(topics.site_filter(SITE), options=SubscribeOptions(qos=1))
+    client.loop_start()
+    if not done.wait(10):
+        raise RuntimeError("subscription not acknowledged")
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish_all(port: int, payloads: list[tuple[str, bytes]]) -> float:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=mqtt.MQTTv311)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    t = time.perf_counter()
+    infos = [client.publish(topic, raw, qos=1) for topic, raw in payloads]
+    for info in infos:
+        info.wait_for_publish(60)
+    elapsed = time.perf_counter() - t
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+def drain_baseline(port: int, n: int) -> float:
+    """Bare paho: count messages, auto-ack; seconds until all n arrived."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-baseline", protocol=mqtt.MQTTv5)
+    count = 0
+
+    def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        nonlocal count
+        count += 1
+        if count >= n:
+            c.disconnect()
+
+    client.on_message = on_message
+    t = time.perf_counter()
+    v5_connect(client, port)
+    client.loop_forever()
+    return time.perf_counter() - t
+
+
+def drain_hub(port: int, n: int, db: Path) -> tuple[float, Ingestor]:
+    cfg = HubConfig(
+        site=SITE,
+        db=str(db),
+        mqtt=MqttConfig(port=port, client_id="bench-hub", receive_maximum=20000),
+        ingest=IngestConfig(batch_max=1000, batch_ms=50, housekeeping_s=1e9),
+    )
+    ingestor = Ingestor(cfg)
+    thread = threading.Thread(target=ingestor.run, daemon=True)
+    t = time.perf_counter()
+    thread.start()
+    while ingestor.stats.stored + ingestor.stats.duplicates < n:
+        time.sleep(0.005)
+        if not thread.is_alive():
+            raise RuntimeError("ingest stopped early")
+    elapsed = time.perf_counter() - t
+    ingestor.stop()
+    thread.join(10)
+    return elapsed, ingestor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", "-n", type=int, default=100_000)
+    args = parser.parse_args()
+    n = args.messages
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        workdir = Path(tmp)
+        broker, port = start_broker(workdir)
+        try:
+            payloads = make_payloads(n)
+            for cid in ("bench-hub", "bench-baseline"):
+                register_session(port, cid)
+            pub_s = publish_all(port, payloads)
+            print(f"pre-published {n} visit messages (QoS 1) in {pub_s:.1f}s: {n / pub_s:,.0f} msg/s")
+            base_s = drain_baseline(port, n)
+            base_rate = n / base_s
+            print(f"baseline bare paho subscriber (count only): {base_rate:,.0f} msg/s ({base_s:.2f}s)")
+            db = workdir / "hub.db"
+            hub_s, ingestor = drain_hub(port, n, db)
+            hub_rate = n / hub_s
+            conn = store.connect(db)
+            stored = conn.execute("SELECT count(*) FROM sensor_visits").fetchone()[0]
+            visits = conn.execute("SELECT count(*) FROM visits").fetchone()[0]
+            s = ingestor.stats
+            print(
+                f"hub ingest into SQLite (validate, dedupe, merge, commit, ack): {hub_rate:,.0f} msg/s ({hub_s:.2f}s);"
+                f" {stored} sensor visits -> {visits} store visits in {s.batches} batches,"
+                f" {os.path.getsize(db) / 1e6:.0f} MB"
+            )
+            print(f"ratio hub / baseline: {hub_rate / base_rate:.2f}  (target: >= 10,000 msg/s on one core)")
+            if stored != n:
+                raise SystemExit(f"expected {n} stored, got {stored}")
+        finally:
+            broker.terminate()
+            broker.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""``footfall evaluate``: how well the device estimator counts people, against ground truth.
+
+Two sources of truth:
+
+* the real labelled captures (``../shared/data/probe-captures``): one phone per file, eleven
+  files merged into one stream. The frames go through the real agent path (parser, keyed
+  identity, visit tracker) and its visits through the linker, exactly what the hub would get.
+  The truth label of a visit is the file its MAC came from. Two clocks are evaluated:
+
+  - ``recorded``: timestamps as captured. The recordings were made on different days (some
+    on the same afternoon), so phones that were never together stay apart in time; the
+    linker still has to join hundreds of per-scan MACs per phone across silences of minutes.
+  - ``aligned``: every file shifted to start at the same instant, as if the eleven phones
+    had walked into one shop together: the hard case (four iPhone 11 and one iPhone 12 on
+    iOS 16.4 share one fingerprint and draw a random sequence number per scan).
+
+  The anonymization of that data set re-wrote MACs without preserving the locally
+  administered bit (half of the per-scan MACs of the iPhones show up "global"), so the
+  linker runs with ``trust_la_bit=False`` there; the data set states most MACs are randomized.
+
+* a simulator output directory (``footfall simulate``): per-sensor pcaps and
+  ``groundtruth.json`` mapping people to the MACs their phones used.
+
+Scores: estimated devices vs true devices, the naive distinct-MAC count, and clustering
+quality of visits (homogeneity, completeness, V-measure, adjusted Rand index; scikit-learn),
+for the linker next to the naive baseline (every MAC its own device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import struct
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from footfall.hub.derandomize import LinkSettings, link_with_stats
+
+DEFAULT_CAPTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "probe-captures"
+
+
+def read_pcap(path: str | Path) -> Iterator[tuple[float, bytes]]:
+    """(timestamp, frame) of a classic pcap; the agent's PcapSource when it is available."""
+    try:
+        from footfall.edge_agent.pcapfile import PcapSource  # type: ignore[import-not-found]
+    except ImportError:
+        PcapSource = None  # noqa: N806
+    if PcapSource is not None:
+        yield from PcapSource(path)
+        return
+    data = Path(path).read_bytes()
+    if len(data) < 24:
+        return
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian, nano = "<", magic == b"\x4d\x3c\xb2\xa1"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian, nano = ">", magic == b"\xa1\xb2\x3c\x4d"
+    else:
+        raise ValueError(f"{path}: not a classic pcap file")
+    rec = struct.Struct(endian + "IIII")
+    div = 1e9 if nano else 1e6
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _ = rec.unpack_from(data, off)
+        off += 16
+        yield sec + frac / div, data[off : off + incl]
+        off += incl
+
+
+@dataclass
+class Scores:
+    true_devices: int
+    naive_count: int
+    estimated: int
+    low: int
+    high: int
+    confidence: float
+    visits: int
+    naive: dict[str, float] = field(default_factory=dict)
+    linker: dict[str, float] = field(default_factory=dict)
+    link_stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def count_error(self) -> int:
+        return self.estimated - self.true_devices
+
+    @property
+    def count_error_pct(self) -> float:
+        return 100.0 * self.count_error / max(self.true_devices, 1)
+
+
+def cluster_scores(truth: list[str], pred: list[str]) -> dict[str, float]:
+    from sklearn import metrics
+
+    h, c, v = metrics.homogeneity_completeness_v_measure(truth, pred)
+    return {
+        "homogeneity": round(float(h), 4),
+        "completeness": round(float(c), 4),
+        "v_measure": round(float(v), 4),
+        "ari": round(float(metrics.adjusted_rand_score(truth, pred)), 4),
+    }
+
+
+def score_visits(
+    visits: list[dict[str, Any]], truth_of_device: dict[str, str], settings: LinkSettings | None = None
+) -> Scores:
+    """Link ``visits`` and score them against ``truth_of_device`` (device hash -> true device)."""
+    from footfall.hub.derandomize import estimate_unique
+
+    settings = settings or LinkSettings()
+    labelled = [v for v in visits if v["device"] in truth_of_device]
+    keys, stats = link_with_stats(labelled, settings)
+    truth = [truth_of_device[v["device"]] for v in labelled]
+    est = estimate_unique(labelled, float("-inf"), float("inf"), settings, keys=keys)
+    return Scores(
+        true_devices=len(set(truth)),
+        naive_count=len({v["device"] for v in labelled}),
+        estimated=est.count,
+        low=est.low,
+        high=est.high,
+        confidence=stats.confidence,
+        visits=len(labelled),
+        naive=cluster_scores(truth, [v["device"] for v in labelled]),
+        linker=cluster_scores(truth, [keys[v["id"]] for v in labelled]),
+        link_stats=asdict(stats),
+    )
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.visits: list[dict[str, Any]] = []
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "visit":
+            self.visits.append(payload)
+
+
+def run_agent(
+    frames: Iterable[tuple[float, bytes]], *, site: str = "eval", sensor: str = "s1", key: bytes | None = None
+) -> tuple[list[dict[str, Any]], Any]:
+    """Frames (time order) through the real agent; returns (visit payloads, the agent)."""
+    from footfall.edge_agent.agent import Agent
+    from footfall.edge_agent.config import AgentConfig
+
+    key = key or secrets.token_bytes(32)
+    old = os.environ.get("FOOTFALL_HASH_KEY")
+    os.environ["FOOTFALL_HASH_KEY"] = key.hex()
+    try:
+        sink = _Collector()
+        agent = Agent(AgentConfig(site=site, sensor=sensor), sink)
+    finally:
+        if old is None:
+            os.environ.pop("FOOTFALL_HASH_KEY", None)
+        else:
+            os.environ["FOOTFALL_HASH_KEY"] = old
+    agent.process(frames)
+    agent.finish("end_of_capture")
+    return sink.visits, agent
+
+
+def _mac_hash(agent: Any, mac: bytes) -> str | None:
+    ident = agent.identifier.identify(mac)
+    return None if ident is None else ident[0]
+
+
+def load_captures(paths: list[Path], clock: str = "recorded") -> tuple[list[dict[str, Any]], dict[str, str], int]:
+    """Merge labelled captures into one stream through the agent.
+
+    Returns (visits, device hash -> file label, frames).
+    """
+    if clock not in ("recorded", "aligned"):
+        raise ValueError("clock must be 'recorded' or 'aligned'")
+    from footfall.edge_agent.parse import Parser
+
+    parser = Parser()
+    stream: list[tuple[float, bytes]] = []
+    mac_labels: dict[bytes, Counter[str]] = defaultdict(Counter)
+    for path in paths:
+        label = Path(path).name.split("_")[0]
+        frames = list(read_pcap(path))
+        if not frames:
+            continue
+        shift = -frames[0][0] + 1_700_000_000.0 if clock == "aligned" else 0.0
+        for ts, frame in frames:
+            p = parser.parse(frame, ts)
+            if p is None:
+                continue
+            mac_labels[p.sa][label] += 1
+            stream.append((ts + shift, frame))
+    stream.sort(key=lambda r: r[0])
+    visits, agent = run_agent(stream)
+    truth = {}
+    for mac, labels in mac_labels.items():
+        h = _mac_hash(agent, mac)
+        if h is not None:
+            truth[h] = labels.most_common(1)[0][0]
+    return visits, truth, len(stream)
+
+
+def evaluate_captures(
+    paths: list[Path] | None = None, clock: str = "recorded", settings: LinkSettings | None = None
+) -> Scores:
+    if paths is None:
+        paths = sorted(DEFAULT_CAPTURES.glob("*.pcap"))
+    if not paths:
+        raise FileNotFoundError(f"no .pcap files in {DEFAULT_CAPTURES}")
+    visits, truth, _ = load_captures(paths, clock)
+    return score_visits(visits, truth, settings or LinkSettings(trust_la_bit=False))
+
+
+def load_simulation(directory: Path) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, Any]]:
+    """Visits of a simulator run (every sensor's pcap through its own agent, one hash key).
+
+    ``groundtruth.json``: ``{"people": [{"id": .., "macs": ["aa:bb:..", ..] | [[mac, first, last], ..]}]}``.
+    """
+    directory = Path(directory)
+    gt = json.loads((directory / "groundtruth.json").read_text())
+    people = gt.get("people", gt if isinstance(gt, list) else [])
+    mac_person: dict[bytes, str] = {}
+    for person in people:
+        pid = str(person.get("id", person.get("person")))
+        for m in person.get("macs", []):
+            mac = m[0] if isinstance(m, list) else m
+            mac_person[bytes.fromhex(str(mac).replace(":", "").replace("-", ""))] = pid
+    key = secrets.token_bytes(32)
+    visits: list[dict[str, Any]] = []
+    agent = None
+    pcaps = sorted(directory.glob("*.pcap"))
+    if not pcaps:
+        raise FileNotFoundError(f"no .pcap files in {directory}")
+    for pcap in pcaps:
+        sensor = pcap.stem.replace("_", "-")[:32] or "s1"
+        vs, agent = run_agent(read_pcap(pcap), sensor=sensor, key=key)
+        visits.extend(vs)
+    truth = {}
+    for mac, pid in mac_person.items():
+        h = _mac_hash(agent, mac)
+        if h is not None:
+            truth[h] = pid
+    return visits, truth, gt
+
+
+def evaluate_simulation(directory: Path, settings: LinkSettings | None = None) -> Scores:
+    visits, truth, _ = load_simulation(directory)
+    return score_visits(visits, truth, settings)
+
+
+def format_scores(title: str, s: Scores) -> str:
+    lines = [
+        f"{title}",
+        f"  visits {s.visits}  true devices {s.true_devices}  naive distinct MACs {s.naive_count}",
+        f"  estimated {s.estimated} (low {s.low}, high {s.high}, confidence {s.confidence:.2f})"
+        f"  error {s.count_error:+d} ({s.count_error_pct:+.1f}%)",
+        f"  {'':8} {'homog':>7} {'compl':>7} {'V':>7} {'ARI':>7}",
+    ]
+    for name, m in (("naive", s.naive), ("linker", s.linker)):
+        lines.append(
+            f"  {name:8} {m['homogeneity']:7.3f} {m['completeness']:7.3f} {m['v_measure']:7.3f} {m['ari']:7.3f}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    results: dict[str, Any] = {}
+    out: list[str] = []
+    try:
+        if args.simulation:
+            s = evaluate_simulation(Path(args.simulation))
+            results["simulation"] = s
+            out.append(format_scores(f"simulation {args.simulation}", s))
+        else:
+            paths = sorted(Path(args.captures).glob("*.pcap"))
+            if not paths:
+                print(f"footfall evaluate: no .pcap files in {args.captures}", file=sys.stderr)
+                return 2
+            clocks = ("recorded", "aligned") if args.clock == "both" else (args.clock,)
+            for clock in clocks:
+                s = evaluate_captures(paths, clock)
+                results[f"captures_{clock}"] = s
+                out.append(format_scores(f"real captures ({len(paths)} files), clock={clock}", s))
+    except (OSError, ValueError) as exc:
+        print(f"footfall evaluate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: asdict(v) | {"count_error": v.count_error} for k, v in results.items()}, indent=2))
+    else:
+        print("\n".join(out))
+    return 0
+
+
+def register_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score the device estimator against ground truth")
+    p.add_argument("--captures", default=str(DEFAULT_CAPTURES), help="folder of labelled pcaps (one phone a file)")
+    p.add_argument("--clock", choices=("recorded", "aligned", "both"), default="both")
+    p.add_argument("--simulation", metavar="DIR", help="a `footfall simulate` output directory instead")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,48 @@
+"""``footfall provision``: a site CA, per-sensor credentials and a locked-down Mosquitto.
+
+Public API (the CLI in ``footfall.tools.provision_cli`` is a thin layer over it)::
+
+    init_site(site_dir, site, hosts, broker=BrokerConfig(...), bridge=Bridge(...)) -> SiteState
+    add_sensor(site_dir, sensor, settings=AgentSettings(...)) -> bundle directory
+    rotate(site_dir, sensor) -> bundle directory      # old password and certificate stop working
+    revoke(site_dir, sensor)                          # out of passwd and ACL, certificate in the CRL
+    configure_hub(site_dir, port=..., require_certificate=..., bridge=...) -> SiteState
+    refresh_crl(site_dir)
+    load(site_dir) -> SiteState
+
+After each change copy ``<site_dir>/broker/`` to the hub and send Mosquitto SIGHUP
+(``systemctl reload mosquitto``): it re-reads passwd and ACL; see docs/operator-guide.md.
+"""
+
+from footfall.tools.provision.bundle import AgentSettings
+from footfall.tools.provision.mosquitto import HUB_USER, Bridge, BrokerConfig, hash_password, verify_password
+from footfall.tools.provision.site import (
+    ProvisionError,
+    add_sensor,
+    configure_hub,
+    init_site,
+    refresh_crl,
+    render_broker,
+    revoke,
+    rotate,
+)
+from footfall.tools.provision.state import SiteState, load
+
+__all__ = [
+    "HUB_USER",
+    "AgentSettings",
+    "Bridge",
+    "BrokerConfig",
+    "ProvisionError",
+    "SiteState",
+    "add_sensor",
+    "configure_hub",
+    "hash_password",
+    "init_site",
+    "load",
+    "refresh_crl",
+    "render_broker",
+    "revoke",
+    "rotate",
+    "verify_password",
+]

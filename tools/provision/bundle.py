@@ -1,0 +1,164 @@
+"""Config bundles: the directory of files one sensor (or the hub) needs, ready to copy over.
+
+A sensor bundle holds ``agent.toml``, ``ca.pem``, ``<sensor>.crt``, ``<sensor>.key``,
+``mqtt.pass`` and ``hash.key``, every file 0600 in a 0700 directory; the TOML points at the
+paths the files will have *on the device* (``agent_dir``, default ``/etc/footfall``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from footfall import topics
+from footfall.tools.provision.files import ensure_dir, write_file
+
+AGENT_TOML = "agent.toml"
+HUB_TOML = "hub.toml"
+HUB_PASS = "hub-mqtt.pass"
+
+
+@dataclass
+class AgentSettings:
+    """The agent's non-secret knobs a provisioner may want to set per sensor."""
+
+    capture_source: str = "iface:mon0"
+    channels: list[int] = field(default_factory=lambda: [1, 6, 11])
+    dwell_s: float = 0.25
+    inside_rssi: int = -70
+    min_inside_s: int = 60
+    gap_s: int = 300
+    buffer_path: str = "/var/lib/footfall/buffer.db"
+    buffer_max_bytes: int = 50_000_000
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        # A JSON string is a valid TOML basic string (same escapes), and never breaks the line.
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def toml_text(doc: Mapping[str, Any], header: str = "") -> str:
+    """A flat TOML writer (tables one level deep) - enough for our configs, no dependency."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    tables = []
+    for key, value in doc.items():
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        elif value is not None:
+            lines.append(f"{key} = {_value(value)}")
+    for name, table in tables:
+        lines += ["", f"[{name}]"]
+        lines += [f"{k} = {_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def mqtt_table(host: str, port: int, username: str, install_dir: str, *, client_cert: bool = True) -> dict[str, Any]:
+    d = install_dir.rstrip("/")
+    return {
+        "host": host,
+        "port": port,
+        "username": username,
+        "password_file": f"{d}/mqtt.pass",
+        "ca_certs": f"{d}/ca.pem",
+        "certfile": f"{d}/{username}.crt" if client_cert else None,
+        "keyfile": f"{d}/{username}.key" if client_cert else None,
+    }
+
+
+def agent_toml(site: str, sensor: str, host: str, port: int, agent_dir: str, settings: AgentSettings) -> str:
+    d = agent_dir.rstrip("/")
+    doc = {
+        "site": topics.check_id(site, "site"),
+        "sensor": topics.check_id(sensor, "sensor"),
+        "hash_key_file": f"{d}/hash.key",
+        "capture": {"source": settings.capture_source, "channels": settings.channels, "dwell_s": settings.dwell_s},
+        "visits": {
+            "inside_rssi": settings.inside_rssi,
+            "min_inside_s": settings.min_inside_s,
+            "gap_s": settings.gap_s,
+        },
+        "mqtt": mqtt_table(host, port, sensor, d),
+        "buffer": {"path": settings.buffer_path, "max_bytes": settings.buffer_max_bytes},
+    }
+    return toml_text(doc, f"Footfall agent for sensor {sensor} of site {site}: written by `footfall provision`.")
+
+
+def write_sensor_bundle(
+    out: Path,
+    *,
+    site: str,
+    sensor: str,
+    host: str,
+    port: int,
+    agent_dir: str,
+    settings: AgentSettings,
+    ca_pem: bytes,
+    cert_pem: bytes,
+    key_pem: bytes,
+    password: str,
+    hash_key_hex: str,
+) -> Path:
+    ensure_dir(out.parent)
+    ensure_dir(out)
+    write_file(out / AGENT_TOML, agent_toml(site, sensor, host, port, agent_dir, settings))
+    write_file(out / "ca.pem", ca_pem)
+    write_file(out / f"{sensor}.crt", cert_pem)
+    write_file(out / f"{sensor}.key", key_pem)
+    write_file(out / "mqtt.pass", password + "\n")
+    write_file(out / "hash.key", hash_key_hex + "\n")
+    return out
+
+
+def hub_toml(site: str, username: str, port: int, hub_dir: str) -> str:
+    """Settings for ``footfall hub run`` (hub/config.py's format); merge in timezone etc. by hand."""
+    d = hub_dir.rstrip("/")
+    doc = {
+        "site": topics.check_id(site, "site"),
+        "db": "/var/lib/footfall/hub.db",
+        "mqtt": {
+            # The hub talks to the broker on its own machine; 127.0.0.1 is in the server certificate.
+            "host": "127.0.0.1",
+            "port": port,
+            "username": username,
+            "password_file": f"{d}/{HUB_PASS}",
+            "tls": True,
+            "ca_certs": f"{d}/ca.pem",
+            "certfile": f"{d}/{username}.crt",
+            "keyfile": f"{d}/{username}.key",
+            "client_id": f"footfall-hub-{site}",
+        },
+    }
+    return toml_text(doc, f"Footfall hub for site {site}: written by `footfall provision`.")
+
+
+def write_hub_bundle(
+    out: Path,
+    *,
+    site: str,
+    username: str,
+    port: int,
+    hub_dir: str,
+    ca_pem: bytes,
+    cert_pem: bytes,
+    key_pem: bytes,
+    password: str,
+) -> Path:
+    """The hub's MQTT client identity; file names differ from a sensor's so both fit one /etc/footfall."""
+    ensure_dir(out)
+    write_file(out / HUB_TOML, hub_toml(site, username, port, hub_dir))
+    write_file(out / "ca.pem", ca_pem)
+    write_file(out / f"{username}.crt", cert_pem)
+    write_file(out / f"{username}.key", key_pem)
+    write_file(out / HUB_PASS, password + "\n")
+    return out

@@ -1,0 +1,467 @@
+"""The simulated day(s): population, probe schedules, reception by each sensor, output files.
+
+Probe behaviour of a phone: it alternates screen-on sessions (mean 2 min) and screen-off
+periods (long enough that the screen is on for ``screen_share`` of the time). Screen on, it
+scans every 15-45 s; screen off, every 90-300 s (the real captures show 10-150 s between scans
+of phones in use). A scan is a full sweep of channels 1-13 (about 45 ms per channel; 70 % of
+scans when active, 40 % when idle) or a sweep of the social channels 1, 6, 11 (about 200 ms per
+channel). On each channel the phone sends 2 probe requests 15-25 ms apart (1 for a few older
+devices); phones that probe remembered networks send the wildcard and one per SSID, 2 ms apart.
+Every frame, on any channel, takes the next sequence number (mod 4096), so a sniffer on one
+channel sees gaps. Fixed devices scan every 55-65 s all day.
+
+Sensors listen on a fixed channel (default 6 for all: that is how the edge agent is deployed;
+a sensor on channel 6 hears channels 2-10 through adjacent-channel leakage, see ``radio``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections.abc import Iterator, Sequence
+from datetime import date as Date
+from datetime import datetime, timedelta
+from operator import itemgetter
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from footfall.tools.simulator import radio
+from footfall.tools.simulator.devices import (
+    KNOWN_SSIDS,
+    MODELS,
+    PHONE_MODELS,
+    STAFF_MODELS,
+    Device,
+    global_mac,
+    pick_policy,
+)
+from footfall.tools.simulator.frames import PcapWriter, probe_request, radiotap_prefix
+from footfall.tools.simulator.groundtruth import build_groundtruth
+from footfall.tools.simulator.people import (
+    Layout,
+    Person,
+    pick_dwell,
+    pick_model,
+    sample_time,
+    shop_weight,
+    staff_path,
+    street_weight,
+    visit_path,
+    walk_past,
+)
+from footfall.tools.simulator.radio import Sensor
+
+FULL_SCAN = tuple(range(1, 14))
+SOCIAL_SCAN = (1, 6, 11)
+CAPTURE_MARGIN_S = 3600.0  # sensors record from an hour before opening to an hour after closing
+DEFAULT_SENSOR_SPOTS = ((5.0, 1.5), (5.0, 18.5), (1.0, 10.0), (9.0, 10.0), (5.0, 10.0))
+
+
+def parse_hours(hours: str | Sequence[float]) -> tuple[float, float]:
+    """``"10-21"``, ``"9:30-21:00"`` or ``(10, 21)`` -> (10.0, 21.0)."""
+    if isinstance(hours, str):
+        try:
+            a, b = hours.split("-")
+            parsed = []
+            for part in (a, b):
+                hh, _, mm = part.strip().partition(":")
+                parsed.append(int(hh) + (int(mm) if mm else 0) / 60)
+        except ValueError as exc:
+            raise ValueError(f"opening hours must look like 10-21 or 9:30-21:00, got {hours!r}") from exc
+        start, end = parsed
+    else:
+        start, end = float(hours[0]), float(hours[1])
+    if not 0 <= start < end <= 24:
+        raise ValueError(f"opening hours must satisfy 0 <= open < close <= 24, got {start}-{end}")
+    return start, end
+
+
+def default_sensors(n: int, channels: Sequence[int] | None = None) -> list[Sensor]:
+    if n < 1:
+        raise ValueError("at least one sensor is needed")
+    out = []
+    for i in range(n):
+        if i < len(DEFAULT_SENSOR_SPOTS):
+            x, y = DEFAULT_SENSOR_SPOTS[i]
+        else:  # more sensors: spread along the depth of the shop
+            x, y = (2.5 if i % 2 else 7.5), 2.0 + (i * 3.7) % 16
+        ch = channels[i % len(channels)] if channels else 6
+        out.append(Sensor(f"s{i + 1}", x, y, ch))
+    return out
+
+
+class _Day:
+    """Frames and per-MAC captures of one day, for all sensors."""
+
+    def __init__(self, sensors: list[Sensor]) -> None:
+        self.sensors = sensors
+        self.frames: list[list[tuple[int, bytes]]] = [[] for _ in sensors]
+        # per sensor: mac -> [person id, first_us, last_us, frames, rssi_max, rssi_sum]
+        self.expected: list[dict[bytes, list]] = [{} for _ in sensors]
+        self._prefix: dict[tuple[int, int], bytes] = {}
+
+    def prefix(self, si: int, rate: int) -> bytes:
+        key = (si, rate)
+        p = self._prefix.get(key)
+        if p is None:
+            p = self._prefix[key] = radiotap_prefix(self.sensors[si].channel, rate)
+        return p
+
+
+def _scan(
+    day: _Day, p: Person, dev: Device, rng: random.Random, t0: float, full: bool, new_session: bool, win: tuple
+) -> None:
+    x, y = p.position(t0)
+    outside = y < 0
+    tx = dev.model.tx_dbm_offset
+    sensors = day.sensors
+    bases = [radio.mean_rssi(s, x, y, outside, tx) + rng.gauss(0.0, radio.SHADOW_SIGMA) for s in sensors]
+    audible = max(bases) > radio.SENSITIVITY_DBM - 4 * radio.FAST_SIGMA
+    dev.begin_scan(t0, new_session)
+    mac = dev.mac
+    ssids = (b"", *dev.ssids)
+    k = dev.model.frames_per_channel
+    rate = dev.model.rate
+    dwell = 0.045 if full else 0.2
+    t_ch = t0
+    last = t0
+    gauss = rng.gauss
+    for ch in FULL_SCAN if full else SOCIAL_SCAN:
+        tf = t_ch
+        for _ in range(k):
+            for ssid in ssids:
+                seq = dev.seq
+                dev.seq = (seq + 1) & 0xFFF
+                last = tf
+                if audible and win[0] <= tf < win[1]:
+                    for si, s in enumerate(sensors):
+                        dch = abs(ch - s.channel)
+                        if dch > radio.MAX_LEAK:
+                            continue
+                        r = bases[si] - radio.LEAK_DB[dch] + gauss(0.0, radio.FAST_SIGMA)
+                        if not radio.captured(rng, r):
+                            continue
+                        rssi = int(round(r))
+                        ts_us = int(round(tf * 1_000_000))
+                        day.frames[si].append(
+                            (ts_us, probe_request(day.prefix(si, rate), rssi, mac, seq, dev.body(ch, ssid)))
+                        )
+                        e = day.expected[si].get(mac)
+                        if e is None:
+                            day.expected[si][mac] = [p.id, ts_us, ts_us, 1, rssi, rssi]
+                        else:
+                            e[2] = ts_us
+                            e[3] += 1
+                            e[5] += rssi
+                            if rssi > e[4]:
+                                e[4] = rssi
+                tf += 0.002
+            tf += rng.uniform(0.013, 0.023)
+        t_ch = max(t_ch + dwell, tf)
+    dev.note_sent(last)
+
+
+def _emit(day: _Day, p: Person, rng: random.Random, win: tuple[float, float]) -> None:
+    """All scans of one person's phone while around the shop."""
+    dev = p.device
+    if dev is None:
+        return
+    dev.macs = []
+    start, end = max(p.arrive, win[0]), min(p.leave, win[1])
+    if p.kind == "fixed":
+        t = start + rng.uniform(0.0, 60.0)
+        while t < end:
+            _scan(day, p, dev, rng, t, True, False, win)
+            t += rng.uniform(55.0, 65.0)
+        return
+    share = p.screen_share
+    active = rng.random() < share
+    mean_on = 120.0
+    mean_off = mean_on * (1 - share) / share
+
+    def period(on: bool) -> float:
+        return rng.expovariate(1.0 / (mean_on if on else mean_off))
+
+    state_end = p.arrive + period(active)
+    t = p.arrive + rng.uniform(0.0, 30.0 if active else 150.0)
+    while t < p.leave:
+        new_session = False
+        while t >= state_end:
+            active = not active
+            new_session = new_session or active
+            state_end += period(active)
+        if start <= t < end:
+            full = rng.random() < (0.7 if active else 0.4)
+            _scan(day, p, dev, rng, t, full, new_session, win)
+        t += rng.uniform(15.0, 45.0) if active else rng.uniform(90.0, 300.0)
+
+
+def _local(d: Date, hours: float, tz: ZoneInfo) -> float:
+    return (datetime(d.year, d.month, d.day, tzinfo=tz) + timedelta(hours=hours)).timestamp()
+
+
+class _Profile:
+    """What stays the same about a person across days: phone, MAC policy, remembered SSIDs."""
+
+    __slots__ = ("person", "model", "policy", "base_mac", "ssids", "wifi")
+
+    def __init__(self, person: str, rng: random.Random, models, randomized_share: float, wifi_off: float) -> None:
+        self.person = person
+        self.model = pick_model(rng, models)
+        randomized = rng.random() < randomized_share
+        self.policy = pick_policy(rng, self.model, randomized)
+        self.base_mac = global_mac(rng, self.model.vendor)
+        self.ssids: tuple[bytes, ...] = ()
+        if rng.random() < self.model.directed_share:
+            self.ssids = tuple(s.encode() for s in rng.sample(KNOWN_SSIDS, rng.randint(1, 5)))
+        self.wifi = rng.random() >= wifi_off
+
+    def device(self, seed: int, pid: str) -> Device | None:
+        if not self.wifi:
+            return None
+        return Device(self.model, self.policy, random.Random(f"{seed}:mac:{pid}"), self.base_mac, self.ssids)
+
+
+def simulate_day(
+    out_dir: str | Path,
+    seed: int = 1,
+    sensors: int = 2,
+    date: str = "2026-11-02",
+    hours: str | Sequence[float] = "10-21",
+    scale: float = 1.0,
+    randomized_share: float = 0.8,
+    days: int = 1,
+    site: str = "demo",
+    tz: str = "UTC",
+    *,
+    passersby: int | None = None,
+    visitors: int | None = None,
+    staff: int | None = None,
+    fixed: bool = True,
+    wifi_off_share: float = 0.1,
+    returning_share: float = 0.25,
+    channels: Sequence[int] | None = None,
+) -> dict:
+    """Simulate ``days`` days at one shop; write ``<sensor>.pcap`` files and ``groundtruth.json``.
+
+    Returns the ground truth (the same dict that is written, see the package docstring).
+    Identical arguments produce identical bytes.
+    """
+    from footfall.topics import check_id
+
+    check_id(site, "site")
+    if not 0.0 <= randomized_share <= 1.0:
+        raise ValueError("randomized_share must be between 0 and 1")
+    if scale < 0 or days < 1:
+        raise ValueError("scale must be >= 0 and days >= 1")
+    open_h, close_h = parse_hours(hours)
+    start_date = Date.fromisoformat(date)
+    zone = ZoneInfo(tz)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lay = Layout()
+    sensor_list = default_sensors(sensors, channels)
+    n_pass = round(1500 * scale) if passersby is None else passersby
+    n_vis = round(300 * scale) if visitors is None else visitors
+    n_staff = max(1, round(5 * scale)) if staff is None else staff
+
+    staff_rng = random.Random(f"{seed}:staff")
+    staff_profiles = [
+        _Profile(f"staff-{i + 1:02d}", staff_rng, STAFF_MODELS, 0.0, 0.0) for i in range(n_staff)
+    ]  # staff phones: globally administered MACs (per the brief: identifiable all day)
+    fixed_profiles = []
+    if fixed:
+        for name, model, pos in (
+            ("fixed-printer", "HP OfficeJet printer (Wi-Fi Direct)", (8.5, 18.5)),
+            ("fixed-pos", "Ingenico Move/5000 POS", (6.5, 3.0)),
+        ):
+            prof = _Profile(name, staff_rng, STAFF_MODELS, 0.0, 0.0)
+            prof.model = MODELS[model]
+            prof.base_mac = global_mac(staff_rng, prof.model.vendor)
+            prof.ssids = (b"DIRECT-",) if "printer" in model else ()
+            fixed_profiles.append((prof, pos))
+    pool: list[_Profile] = []
+    people: list[Person] = []
+    expected: dict[str, list[dict]] = {s.id: [] for s in sensor_list}
+    windows = []
+    writers = {s.id: PcapWriter(out / f"{s.id}.pcap") for s in sensor_list}
+    try:
+        for d in range(days):
+            the_day = start_date + timedelta(days=d)
+            day0 = _local(the_day, 0.0, zone)
+            open_t, close_t = _local(the_day, open_h, zone), _local(the_day, close_h, zone)
+            win = (open_t - CAPTURE_MARGIN_S, close_t + CAPTURE_MARGIN_S)
+            windows.append({"date": the_day.isoformat(), "open": open_t, "close": close_t, "capture": list(win)})
+            rng = random.Random(f"{seed}:day:{d}")
+
+            def pid(person: str, the_day=the_day) -> str:
+                return person if days == 1 else f"{person}@{the_day.isoformat()}"
+
+            todays: list[Person] = []
+            for i in range(n_pass):
+                prof = _Profile(f"p{d + 1}-{i + 1:05d}", rng, PHONE_MODELS, randomized_share, wifi_off_share)
+                arrive = sample_time(rng, win[0], win[1] - 60.0, day0, street_weight)
+                p = Person(
+                    pid(prof.person), prof.person, "passerby", d, prof.model, prof.device(seed, pid(prof.person)),
+                    arrive, arrive + rng.uniform(10.0, 60.0), None, rng.uniform(0.15, 0.5),
+                )  # fmt: skip
+                walk_past(p, rng, lay)
+                todays.append(p)
+            n_ret = min(len(pool), round(returning_share * n_vis)) if d else 0
+            profiles = [(prof, True) for prof in rng.sample(pool, n_ret)]
+            for i in range(n_vis - n_ret):
+                prof = _Profile(f"v{d + 1}-{i + 1:04d}", rng, PHONE_MODELS, randomized_share, wifi_off_share)
+                pool.append(prof)
+                profiles.append((prof, False))
+            for prof, returning in profiles:
+                enter = sample_time(rng, open_t, close_t - 120.0, day0, shop_weight)
+                dwell_class, dwell = pick_dwell(rng)
+                exit_ = min(enter + dwell, close_t + 600.0)
+                approach, depart = rng.uniform(5.0, 20.0), rng.uniform(5.0, 20.0)
+                p = Person(
+                    pid(prof.person), prof.person, "visitor", d, prof.model, prof.device(seed, pid(prof.person)),
+                    enter - approach, exit_ + depart, (enter, exit_), rng.uniform(0.2, 0.6),
+                    dwell_class=dwell_class, returning=returning,
+                )  # fmt: skip
+                visit_path(p, rng, lay, approach, depart)
+                todays.append(p)
+            for i, prof in enumerate(staff_profiles):
+                length = rng.uniform(8.0, 10.0) * 3600
+                if i % 2 == 0:  # opening shift
+                    enter = open_t - rng.uniform(900.0, 2700.0)
+                    exit_ = min(enter + length, win[1] - 300.0)
+                else:  # closing shift
+                    exit_ = close_t + rng.uniform(600.0, 2400.0)
+                    enter = max(exit_ - length, win[0] + 300.0)
+                p = Person(
+                    pid(prof.person), prof.person, "staff", d, prof.model, prof.device(seed, pid(prof.person)),
+                    enter - 20.0, exit_ + 20.0, (enter, exit_), 0.1, returning=d > 0,
+                )  # fmt: skip
+                staff_path(p, rng, lay)
+                todays.append(p)
+            for prof, (x, y) in fixed_profiles:
+                p = Person(
+                    pid(prof.person), prof.person, "fixed", d, prof.model, prof.device(seed, pid(prof.person)),
+                    win[0], win[1], (win[0], win[1]), 1.0, returning=d > 0,
+                )  # fmt: skip
+                p.add(win[0], x, y)
+                todays.append(p)
+
+            day = _Day(sensor_list)
+            for p in todays:
+                _emit(day, p, random.Random(f"{seed}:radio:{p.id}"), win)
+            for si, s in enumerate(sensor_list):
+                frames = day.frames[si]
+                frames.sort(key=itemgetter(0))
+                writers[s.id].write_all(frames)
+                for mac, (person_id, first, last, n, rmax, rsum) in day.expected[si].items():
+                    expected[s.id].append(
+                        {
+                            "mac": mac.hex(":"),
+                            "person": person_id,
+                            "day": d,
+                            "first_ts": first / 1e6,
+                            "last_ts": last / 1e6,
+                            "frames": n,
+                            "rssi_max": rmax,
+                            "rssi_mean": round(rsum / n, 2),
+                        }
+                    )
+            people.extend(todays)
+            del day
+    finally:
+        for w in writers.values():
+            w.close()
+    for entries in expected.values():
+        entries.sort(key=lambda e: (e["first_ts"], e["mac"]))
+    gt = build_groundtruth(
+        site=site,
+        seed=seed,
+        tz=tz,
+        hours=(open_h, close_h),
+        sensors=sensor_list,
+        windows=windows,
+        people=people,
+        expected=expected,
+        frames={s.id: writers[s.id].count for s in sensor_list},
+        params={
+            "scale": scale,
+            "randomized_share": randomized_share,
+            "days": days,
+            "passersby": n_pass,
+            "visitors": n_vis,
+            "staff": n_staff,
+            "fixed": bool(fixed),
+            "wifi_off_share": wifi_off_share,
+            "returning_share": returning_share,
+        },
+        layout=lay,
+    )
+    (out / "groundtruth.json").write_text(json.dumps(gt, separators=(",", ":"), sort_keys=True))
+    return gt
+
+
+def make_frames(
+    n: int,
+    seed: int = 1,
+    devices: int = 50_000,
+    randomized_share: float = 0.8,
+    channel: int = 6,
+    start: float = 1_793_606_400.0,  # 2026-11-02 10:00 UTC
+) -> Iterator[tuple[float, bytes]]:
+    """Yield ``n`` (timestamp, frame) pairs, time-ordered, from ``devices`` concurrent phones.
+
+    For benchmarks: every device stays in range of one sensor on ``channel`` (1-30 m away) and
+    keeps scanning every 15-120 s with its model's MAC policy, so the number of concurrently
+    active devices (and of live MACs) is ``devices``. Frames are full radiotap + probe + FCS.
+    """
+    rng = random.Random(f"{seed}:bench")
+    sensor = Sensor("bench", 0.0, 0.0, channel)
+    prefixes: dict[int, bytes] = {}
+    devs: list[tuple[Device, float]] = []
+    scans: list[tuple[float, int]] = []
+    for i in range(devices):
+        model = pick_model(rng, PHONE_MODELS)
+        policy = pick_policy(rng, model, rng.random() < randomized_share)
+        # One shared generator: seeding 50,000 of them would dominate the setup time.
+        dev = Device(model, policy, rng, global_mac(rng, model.vendor))
+        d = rng.uniform(1.0, 30.0)
+        devs.append((dev, radio.mean_rssi(sensor, d, 0.0, False, model.tx_dbm_offset)))
+        scans.append((start + rng.uniform(0.0, 60.0), i))
+    heapq.heapify(scans)
+    pending: list[tuple[int, int, bytes]] = []  # (ts_us, tiebreak, frame)
+    counter = 0
+    emitted = 0
+    while emitted < n:
+        t0, i = heapq.heappop(scans)
+        horizon = int(t0 * 1_000_000)
+        while pending and pending[0][0] <= horizon:
+            ts_us, _, frame = heapq.heappop(pending)
+            yield ts_us / 1e6, frame
+            emitted += 1
+            if emitted >= n:
+                return
+        dev, base = devs[i]
+        dev.begin_scan(t0)
+        base += rng.gauss(0.0, radio.SHADOW_SIGMA)
+        k = dev.model.frames_per_channel
+        prefix = prefixes.get(dev.model.rate)
+        if prefix is None:
+            prefix = prefixes[dev.model.rate] = radiotap_prefix(channel, dev.model.rate)
+        t = t0
+        for ch in FULL_SCAN:
+            dch = abs(ch - channel)
+            for _ in range(k):
+                seq = dev.seq
+                dev.seq = (seq + 1) & 0xFFF
+                if dch <= radio.MAX_LEAK:
+                    r = base - radio.LEAK_DB[dch] + rng.gauss(0.0, radio.FAST_SIGMA)
+                    if radio.captured(rng, r):
+                        frame = probe_request(prefix, int(round(r)), dev.mac, seq, dev.body(ch, b""))
+                        counter += 1
+                        heapq.heappush(pending, (int(t * 1_000_000), counter, frame))
+                t += 0.018
+            t += 0.03
+        dev.macs.clear()  # ground truth is not kept here: memory must stay flat
+        heapq.heappush(scans, (t0 + rng.uniform(15.0, 120.0), i))
