@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 Instruction = tuple[int, int, int, int]
@@ -164,6 +164,17 @@ def run(program: Sequence[Instruction], packet: bytes) -> int:
     min(returned, len(packet)) bytes.
     """
     validate(program)
+    return _execute(program, packet)
+
+
+def compile_program(program: Sequence[Instruction]) -> Callable[[bytes], int]:
+    """Validate once, then run many packets (`run()` re-validates on every call)."""
+    frozen = tuple(program)
+    validate(frozen)
+    return lambda packet: _execute(frozen, packet)
+
+
+def _execute(program: Sequence[Instruction], packet: bytes) -> int:
     a = x = 0
     mem = [0] * MEMWORDS
     plen = len(packet)

@@ -190,7 +190,7 @@ class RawSocketSource:
         self._logged: set[str] = set()
         self._stats_at = 0.0
         self._ancbuf = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(20)
-        self._timestamps = True
+        self._ifindex = _sysfs(iface, "ifindex")
         self._sock = self._open()
 
     def _open(self) -> socket.socket:
@@ -204,10 +204,8 @@ class RawSocketSource:
             raise CaptureError(f"cannot open a raw socket on {self.iface!r}: {exc}") from exc
         try:
             # Early: the kernel enables receive timestamps from a workqueue, give it a head start.
-            try:
+            with contextlib.suppress(OSError):  # without it, frames are stamped with time.time() at read
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            except OSError:
-                self._timestamps = False  # fall back to time.time() at receive
             bpf.attach(sock, bpf.reject_all_program())
             try:
                 sock.bind((self.iface, ETH_P_ALL))
@@ -216,8 +214,6 @@ class RawSocketSource:
                     raise CaptureError(f"interface {self.iface!r} disappeared while opening it") from exc
                 raise CaptureError(f"cannot bind a raw socket to {self.iface!r}: {exc}") from exc
             self._set_program(sock, self.program)
-            if self.poll_s:
-                sock.settimeout(self.poll_s)
             with contextlib.suppress(OSError):  # only used to count snap-length truncation
                 sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             if self.rcvbuf:
@@ -274,7 +270,9 @@ class RawSocketSource:
         self.stats["kernel_accepted"] += packets
         self.stats["kernel_drops"] += drops
         if drops:
-            self._log_once("drops", "kernel dropped %d frames on %s: the agent is not reading fast enough", drops)
+            self._log_once(
+                "drops", "kernel dropped %d frames on %s: the agent is not reading fast enough", drops, self.iface
+            )
         self._stats_at = time.monotonic()
         return self.stats
 
@@ -323,7 +321,9 @@ class RawSocketSource:
 
     def _receive_failed(self, exc: BaseException) -> None:
         self.stats["errors"] += 1
-        if not (SYS_NET / self.iface).exists():
+        # A removed interface never comes back to this socket, not even under the same name
+        # (a new ifindex), so this is final; a merely downed one resumes when set up again.
+        if _sysfs(self.iface, "ifindex") != self._ifindex:
             raise CaptureError(
                 f"interface {self.iface!r} went away during capture ({exc}); reopen the source once it is back"
             ) from exc

@@ -88,10 +88,14 @@ class ChannelHopper:
             output = " ".join(
                 part.strip() for part in (getattr(result, "stderr", ""), getattr(result, "stdout", "")) if part
             )
-            return self._failed(
-                f"`{' '.join(argv)}` failed (exit {rc}): {output or 'no output'} - is {self.iface!r} a monitor "
-                "interface of a cfg80211 driver, and is no other interface on the same phy associated?"
-            )
+            if "nl80211 not found" in output:
+                hint = "this kernel has no Wi-Fi stack (cfg80211) loaded: is the Wi-Fi driver installed?"
+            else:
+                hint = (
+                    f"is {self.iface!r} a monitor interface of a cfg80211 driver, and is no other interface "
+                    "on the same phy associated?"
+                )
+            return self._failed(f"`{' '.join(argv)}` failed (exit {rc}): {output or 'no output'} - {hint}")
         self.stats["hops"] += 1
         self.current = channel
         if self._failing:

@@ -32,7 +32,9 @@ MAC_FORMATS = {
     "plain-upper": ("{:02X}", ""),  # AABBCCDDEEFF
     "plain-lower": ("{:02x}", ""),
 }
-CACHE_LIMIT = 200_000
+# Small on purpose: a probe burst hits it; a sensor tracking 50,000 devices must not hold
+# 50,000 cache entries as well (memory budget of an OpenWrt router).
+CACHE_LIMIT = 1024
 KEY_BYTES = 32
 
 
@@ -99,13 +101,18 @@ class Identifier:
         if partner_format is not None and partner_format not in MAC_FORMATS:
             raise ValueError(f"unknown partner MAC format {partner_format!r}")
         self._key = key
-        self._cache: dict[bytes, tuple[str, bool, str | None] | None] = {}
+        self._cache: dict[bytes, tuple[bytes, bool, str | None] | None] = {}
         self.partner_format = partner_format
         self.optout: frozenset[str] = frozenset(optout)
         self.optout_hits = 0
 
     def device_id(self, mac: bytes) -> str:
-        return hmac.new(self._key, mac, hashlib.sha256).hexdigest()[:32]
+        """The device id as it appears in payloads: 32 hex digits."""
+        return self.device_digest(mac).hex()
+
+    def device_digest(self, mac: bytes) -> bytes:
+        # 16 bytes rather than 32 hex characters: the visit tracker keys its state by this.
+        return hmac.digest(self._key, mac, "sha256")[:16]
 
     def ssid_hash(self, ssid: bytes) -> str:
         """Keyed short hash of a directed SSID: linking evidence that reveals no network name."""
@@ -115,8 +122,10 @@ class Identifier:
         self.optout = frozenset(h.lower() for h in hashes)
         self._cache.clear()
 
-    def identify(self, mac: bytes) -> tuple[str, bool, str | None] | None:
-        """(device id, randomized, partner hash or None), or None for an opted-out device."""
+    def identify(self, mac: bytes) -> tuple[bytes, bool, str | None] | None:
+        """(device digest, randomized, partner hash or None), or None for an opted-out device.
+
+        ``device_digest(...).hex()`` is the device id of the payloads."""
         cached = self._cache.get(mac, False)
         if cached is not False:
             if cached is None:
@@ -125,9 +134,9 @@ class Identifier:
         if len(self._cache) >= CACHE_LIMIT:
             # Randomized MACs are mostly seen once: a full reset is cheaper than an LRU.
             self._cache.clear()
-        device = self.device_id(mac)
-        result: tuple[str, bool, str | None] | None
-        if device in self.optout:
+        device = self.device_digest(mac)
+        result: tuple[bytes, bool, str | None] | None
+        if self.optout and device.hex() in self.optout:
             result = None
             self.optout_hits += 1
         else:

@@ -32,12 +32,16 @@ Why these defaults (``VisitSettings``):
 - ``long_stay_s = 4 h``: no shopping trip in one store lasts that long; a shift does.
 - ``max_visit_s = 12 h``: an all-day device is reported at least twice a day, not never.
 
-Memory is bounded: state is one small slotted object per device present, expired after the
-gap; past ``max_devices`` the oldest are closed early (``closed_by = "evicted"``).
+Memory is bounded: a sensor on an OpenWrt router tracks tens of thousands of devices in a
+few megabytes, so per-device state lives in parallel typed arrays (``array``) indexed by a
+slot number, about 200 bytes a device instead of the ~600 of a Python object per device;
+slots are reused after a visit closes, state expires after the gap, and past
+``max_devices`` the oldest visits are closed early (``closed_by = "evicted"``).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -68,6 +72,19 @@ class VisitSettings:
         return changed
 
 
+def _channel_bit(channel: int) -> int:
+    """Bit of a channel in a 64-bit mask: 2.4 GHz channels 1-14, then 5 GHz 32-177 in steps of 4."""
+    if channel <= 14:
+        return channel
+    if 32 <= channel <= 177:
+        return 15 + (channel - 32) // 4
+    return 0
+
+
+def _bit_channel(bit: int) -> int:
+    return bit if bit <= 14 else 32 + (bit - 15) * 4
+
+
 def freq_to_channel(freq: int | None) -> int:
     if not freq:
         return 0
@@ -82,33 +99,15 @@ def freq_to_channel(freq: int | None) -> int:
     return 0
 
 
-class _Open:
-    """One device's open visit. Slotted: tens of thousands of these must fit in a few MB."""
-
-    __slots__ = (
-        "randomized",
-        "phash",
-        "first",
-        "last",
-        "count",
-        "rssi_max",
-        "rssi_sum",
-        "rssi_n",
-        "inside_s",
-        "last_inside",
-        "seq_first",
-        "seq_last",
-        "fingerprint",
-        "ie_ids",
-        "channels",
-        "ssids",
-        "bursts",
-        "burst_gap_sum",
-    )
+_NONE = -32768  # "no value" in the integer arrays (RSSI, sequence numbers)
 
 
 class VisitTracker:
-    """Feed sightings in time order with :meth:`observe`; closed visits go to ``emit``."""
+    """Feed sightings in time order with :meth:`observe`; closed visits go to ``emit``.
+
+    ``device`` is the keyed device digest (bytes; a str is accepted too): it becomes the
+    payload's hex device id only when a visit closes.
+    """
 
     def __init__(
         self,
@@ -121,16 +120,52 @@ class VisitTracker:
         self.sensor = sensor
         self.emit = emit
         self.settings = settings or VisitSettings()
-        self.open: dict[str, _Open] = {}
+        self.open: dict[bytes | str, int] = {}  # device -> slot
         self.closed = 0
         self.evicted = 0
         self.now = 0.0
         self._next_expire = 0.0
+        self._free: list[int] = []
+        # One array per field, indexed by slot.
+        self._first = array("d")
+        self._last = array("d")
+        self._last_inside = array("d")  # -1.0: no inside sighting yet
+        # Durations fit single precision (milliseconds over days); RSSI sums fit 32 bits.
+        self._inside = array("f")
+        self._gap_sum = array("f")
+        self._rssi_sum = array("i")
+        self._count = array("i")
+        self._rssi_n = array("i")
+        self._rssi_max = array("h")
+        self._seq_first = array("h")
+        self._seq_last = array("h")
+        self._bursts = array("i")
+        self._channels = array("Q")
+        self._randomized = array("b")
+        # (fingerprint, IE ids): shared objects, the parser reuses one pair per phone model.
+        self._model: list[tuple[str, tuple[int, ...]] | None] = []
+        self._models: dict[str, tuple[str, tuple[int, ...]]] = {}
+        # Rare extras live in side tables keyed by slot, not in a column for every device.
+        self._phash: dict[int, str] = {}
+        self._ssids: dict[int, set[str]] = {}
+
+    def _new_slot(self) -> int:
+        if self._free:
+            return self._free.pop()
+        for arr in (self._first, self._last, self._inside, self._last_inside, self._gap_sum):
+            arr.append(0.0)
+        for arr in (self._rssi_sum, self._count, self._rssi_n, self._rssi_max, self._seq_first, self._seq_last):
+            arr.append(0)
+        self._bursts.append(0)
+        self._channels.append(0)
+        self._randomized.append(0)
+        self._model.append(None)
+        return len(self._first) - 1
 
     def observe(
         self,
         ts: float,
-        device: str,
+        device: bytes | str,
         randomized: bool,
         phash: str | None,
         rssi: int | None,
@@ -145,120 +180,136 @@ class VisitTracker:
             self.now = ts
             if ts >= self._next_expire:
                 self.expire(ts)
-        v = self.open.get(device)
-        if v is not None and (ts - v.last > s.gap_s or ts - v.first > s.max_visit_s):
-            self._close(device, v, "gap" if ts - v.last > s.gap_s else "max_duration")
-            v = None
-        if v is None:
+        i = self.open.get(device)
+        if i is not None:
+            gap = ts - self._last[i]
+            if gap > s.gap_s or ts - self._first[i] > s.max_visit_s:
+                self._close(device, "gap" if gap > s.gap_s else "max_duration")
+                i = None
+        if i is None:
             if len(self.open) >= s.max_devices:
                 self._evict()
-            v = _Open()
-            v.randomized = randomized
-            v.phash = phash
-            v.first = v.last = ts
-            v.count = 0
-            v.rssi_max = None
-            v.rssi_sum = 0
-            v.rssi_n = 0
-            v.inside_s = 0.0
-            v.last_inside = None
-            v.seq_first = seq
-            v.fingerprint = fingerprint
-            v.ie_ids = ie_ids
-            v.channels = 0
-            v.ssids = None
-            v.bursts = 1
-            v.burst_gap_sum = 0.0
-            self.open[device] = v
+            i = self._new_slot()
+            self.open[device] = i
+            self._first[i] = self._last[i] = ts
+            self._inside[i] = self._gap_sum[i] = 0.0
+            self._last_inside[i] = -1.0
+            self._count[i] = self._rssi_n[i] = self._rssi_sum[i] = 0
+            self._rssi_max[i] = _NONE
+            self._seq_first[i] = _NONE if seq is None else seq
+            self._bursts[i] = 1
+            self._channels[i] = 0
+            self._randomized[i] = randomized
+            model = self._models.get(fingerprint)
+            if model is None or model[1] != ie_ids:
+                if len(self._models) >= 4096:
+                    self._models.clear()
+                model = self._models[fingerprint] = (fingerprint, ie_ids)
+            self._model[i] = model
+            if phash is not None:
+                self._phash[i] = phash
         else:
-            gap = ts - v.last
             if gap > s.burst_s:
-                v.bursts += 1
-                v.burst_gap_sum += gap
-            if ts > v.last:
-                v.last = ts
-        v.count += 1
-        v.seq_last = seq
+                self._bursts[i] += 1
+                self._gap_sum[i] += gap
+            if gap > 0:
+                self._last[i] = ts
+        self._count[i] += 1
+        self._seq_last[i] = _NONE if seq is None else seq
         if channel:
-            v.channels |= 1 << channel
+            self._channels[i] |= 1 << _channel_bit(channel)
         if ssid is not None:
-            if v.ssids is None:
-                v.ssids = {ssid}
-            elif len(v.ssids) < 16:
-                v.ssids.add(ssid)
+            ssids = self._ssids.get(i)
+            if ssids is None:
+                self._ssids[i] = {ssid}
+            elif len(ssids) < 16:
+                ssids.add(ssid)
         if rssi is not None:
-            v.rssi_sum += rssi
-            v.rssi_n += 1
-            if v.rssi_max is None or rssi > v.rssi_max:
-                v.rssi_max = rssi
+            self._rssi_sum[i] += rssi
+            self._rssi_n[i] += 1
+            if rssi > self._rssi_max[i]:
+                self._rssi_max[i] = rssi
             if rssi >= s.inside_rssi:
-                li = v.last_inside
-                if li is not None and 0 <= ts - li <= s.inside_gap_s:
-                    v.inside_s += ts - li
-                v.last_inside = ts
+                li = self._last_inside[i]
+                if li >= 0 and ts - li <= s.inside_gap_s:
+                    self._inside[i] += ts - li
+                self._last_inside[i] = ts
 
     def expire(self, now: float) -> int:
         """Close every visit silent for longer than the gap; returns how many closed."""
         s = self.settings
         self._next_expire = now + min(s.gap_s / 4, 30.0)
         limit = now - s.gap_s
-        stale = [d for d, v in self.open.items() if v.last < limit]
+        last = self._last
+        stale = [d for d, i in self.open.items() if last[i] < limit]
         for device in stale:
-            self._close(device, self.open[device], "gap")
+            self._close(device, "gap")
         return len(stale)
 
     def flush(self, reason: str = "shutdown") -> int:
         """Close everything (agent stopping, end of a replayed file)."""
         devices = list(self.open)
         for device in devices:
-            self._close(device, self.open[device], reason)
+            self._close(device, reason)
         return len(devices)
 
     def presence(self, now: float, window_s: float = 60.0) -> tuple[int, int]:
         """(devices heard within the window, of which inside) for the live count."""
         since = now - window_s
         devices = inside = 0
-        for v in self.open.values():
-            if v.last >= since:
+        last, last_inside = self._last, self._last_inside
+        for i in self.open.values():
+            if last[i] >= since:
                 devices += 1
-                if v.last_inside is not None and v.last_inside >= since:
+                if last_inside[i] >= since:
                     inside += 1
         return devices, inside
 
     def _evict(self) -> None:
         # Rare by design (max_devices is far above a store's crowd): close the oldest tenth.
         n = max(1, len(self.open) // 10)
-        oldest = sorted(self.open.items(), key=lambda kv: kv[1].last)[:n]
-        for device, v in oldest:
-            self._close(device, v, "evicted")
+        last = self._last
+        oldest = sorted(self.open, key=lambda d: last[self.open[d]])[:n]
+        for device in oldest:
+            self._close(device, "evicted")
         self.evicted += n
 
-    def _close(self, device: str, v: _Open, reason: str) -> None:
-        del self.open[device]
+    def _close(self, device: bytes | str, reason: str) -> None:
+        i = self.open.pop(device)
         s = self.settings
-        dwell = v.last - v.first
+        first, last = self._first[i], self._last[i]
+        dwell = last - first
+        rssi_n = self._rssi_n[i]
+        rssi_max = self._rssi_max[i]
+        seq_first, seq_last = self._seq_first[i], self._seq_last[i]
+        bursts = self._bursts[i]
+        mask = self._channels[i]
+        ssids = self._ssids.pop(i, None)
+        fingerprint, ie_ids = self._model[i] or ("", ())
         payload = schema.visit_payload(
             site=self.site,
             sensor=self.sensor,
-            device=device,
-            randomized=v.randomized,
-            partner_hash=v.phash,
-            first_seen=v.first,
-            last_seen=v.last,
-            inside_s=v.inside_s,
-            sightings=v.count,
-            rssi_max=v.rssi_max,
-            rssi_mean=(v.rssi_sum / v.rssi_n) if v.rssi_n else None,
-            visit_class="visitor" if v.inside_s >= s.min_inside_s else "passerby",
+            device=device.hex() if isinstance(device, bytes) else device,
+            randomized=bool(self._randomized[i]),
+            partner_hash=self._phash.pop(i, None),
+            first_seen=first,
+            last_seen=last,
+            inside_s=self._inside[i],
+            sightings=self._count[i],
+            rssi_max=None if rssi_max == _NONE else rssi_max,
+            rssi_mean=(self._rssi_sum[i] / rssi_n) if rssi_n else None,
+            visit_class="visitor" if self._inside[i] >= s.min_inside_s else "passerby",
             long_stay=dwell >= s.long_stay_s,
-            fingerprint=v.fingerprint,
-            ie_ids=list(v.ie_ids),
-            seq_first=v.seq_first,
-            seq_last=v.seq_last,
-            channels=[c for c in range(v.channels.bit_length()) if v.channels >> c & 1],
+            fingerprint=fingerprint,
+            ie_ids=list(ie_ids),
+            seq_first=None if seq_first == _NONE else seq_first,
+            seq_last=None if seq_last == _NONE else seq_last,
+            channels=[_bit_channel(b) for b in range(1, 64) if mask >> b & 1],
             closed_by=reason,
-            ssid_hashes=sorted(v.ssids) if v.ssids else None,
-            burst_gap_s=(v.burst_gap_sum / (v.bursts - 1)) if v.bursts > 1 else None,
+            ssid_hashes=sorted(ssids) if ssids else None,
+            burst_gap_s=(self._gap_sum[i] / (bursts - 1)) if bursts > 1 else None,
         )
+        self._model[i] = None
+        self._free.append(i)
         self.closed += 1
         self.emit(payload)

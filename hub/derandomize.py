@@ -52,10 +52,10 @@ import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate, randomized_bounds
+from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate
 
 SEQ_MOD = 4096
 
@@ -67,11 +67,18 @@ class LinkSettings:
     gap_scale_s: float = 120.0  # cost 1 per this much silence
     burst_s: float = 2.0  # one scan: MACs of a per-scan phone follow each other within this
     max_cost: float = 5.0
-    seq_window: int = 64  # counts a counter may advance between two MACs, plus 2 per second
+    seq_window: int = 32  # counts a counter may advance between two MACs, plus 0.5 per second
     seq_bonus: float = 4.0
     ssid_bonus: float = 4.0
     ssid_mismatch: float = 1.0
     restart_bonus: float = 1.0
+    # A MAC heard across several scans (lived at least ``multi_scan_s``) belongs to a phone that
+    # rotates by time (iOS 17: counter kept; Android session: counter from 0). Its successor
+    # shows one of those signs; one without them is more likely somebody else.
+    multi_scan_s: float = 5.0
+    rotation_penalty: float = 2.0
+    # A per-scan phone's MACs each live one scan; a long-lived MAC rarely continues such a chain.
+    lifetime_penalty: float = 1.0
     rssi_scale_db: float = 8.0
     rssi_max_cost: float = 3.0
     rssi_smooth: float = 0.3  # weight of the newest MAC in the chain's running RSSI
@@ -101,12 +108,13 @@ class _Node:
 @dataclass
 class _Chain:
     key: str
-    fp: str
+    fps: set[str]
     last: float
     seq_last: int | None
     rssi: dict[str, float]
     ssids: set[str]
     nodes: int = 1
+    multi: bool = False  # the latest MAC lived across several scans
 
 
 @dataclass
@@ -143,7 +151,7 @@ def seq_continues(prev: int | None, new: int | None, dt: float, window: int) -> 
     if prev is None or new is None:
         return False
     d = (new - prev) % SEQ_MOD
-    return 0 < d <= window + 2.0 * max(dt, 0.0)
+    return 0 < d <= window + 0.5 * max(dt, 0.0)
 
 
 def link_cost(chain: _Chain, node: _Node, s: LinkSettings) -> tuple[float, bool, bool]:
@@ -151,10 +159,16 @@ def link_cost(chain: _Chain, node: _Node, s: LinkSettings) -> tuple[float, bool,
     dt = max(node.first - chain.last, 0.0)
     cost = dt / s.gap_scale_s
     seq = seq_continues(chain.seq_last, node.seq_first, dt, s.seq_window)
+    restart = False
     if seq:
         cost -= s.seq_bonus
     elif node.seq_first is not None and node.seq_first < 16 and dt < s.max_gap_s:
         cost -= s.restart_bonus
+        restart = True
+    if chain.multi and not (seq or restart):
+        cost += s.rotation_penalty
+    elif not chain.multi and chain.nodes > 1 and node.last - node.first >= s.multi_scan_s:
+        cost += s.lifetime_penalty
     ssid = False
     if node.ssids and chain.ssids:
         if node.ssids & chain.ssids:
@@ -268,7 +282,10 @@ class Linker:
             if ch is None or ch.last != last:
                 continue  # extended since: a newer entry is in the heap
             del self._by_key[key]
-            self._chains[ch.fp].remove(ch)
+            for fp in ch.fps:
+                self._chains[fp].remove(ch)
+                if not self._chains[fp]:
+                    del self._chains[fp]
             for sid in ch.ssids:
                 lst = self._ssid_chains.get(sid)
                 if lst and ch in lst:
@@ -277,7 +294,8 @@ class Linker:
                         del self._ssid_chains[sid]
 
     def _new_chain(self, node: _Node, key: str) -> _Chain:
-        ch = _Chain(key, node.fp, node.last, node.seq_last, dict(node.rssi), set(node.ssids))
+        ch = _Chain(key, {node.fp}, node.last, node.seq_last, dict(node.rssi), set(node.ssids))
+        ch.multi = node.last - node.first >= self.s.multi_scan_s
         self._by_key[key] = ch
         self._chains[node.fp].append(ch)
         for sid in node.ssids:
@@ -289,6 +307,7 @@ class Linker:
         if node.last >= ch.last:
             ch.last = node.last
             ch.seq_last = node.seq_last
+            ch.multi = node.last - node.first >= self.s.multi_scan_s
         a = self.s.rssi_smooth
         for k, r in node.rssi.items():
             old = ch.rssi.get(k)
@@ -348,7 +367,7 @@ class Linker:
                     ):
                         candidates.append(ch)
         for ch in candidates:
-            if ch.fp == node.fp or ch.last > start or node.first - ch.last > s.max_gap_s:
+            if node.fp in ch.fps or ch.last > start or node.first - ch.last > s.max_gap_s:
                 continue
             cost, seq, ssid = link_cost(ch, node, s)
             if not (seq or ssid):
@@ -391,12 +410,25 @@ class Linker:
         if cross:
             # The chain now answers to both element sets.
             self._chains[node.fp].append(ch)
-            old_fp = ch.fp
-            ch.fp = node.fp
-            self._chains[old_fp].remove(ch)
+            ch.fps.add(node.fp)
         self._extend(ch, node)
         self.mac_key[node.device] = ch.key
         return ch.key
+
+
+def peak_concurrency(intervals: Iterable[tuple[float, float]], tol: float = 0.0) -> int:
+    """Most MACs heard at once (overlapping by more than ``tol``): no fewer devices can explain them.
+
+    Unlike a per-fingerprint bound it stays valid for phones that switch element sets.
+    """
+    peak = 0
+    ends: list[float] = []
+    for first, last in sorted(intervals):
+        while ends and ends[0] <= first + tol:
+            heapq.heappop(ends)
+        heapq.heappush(ends, last)
+        peak = max(peak, len(ends))
+    return peak
 
 
 def link(visits: Iterable[Mapping[str, Any]], settings: LinkSettings | None = None) -> dict[str, str]:
@@ -434,8 +466,8 @@ def estimate_unique(
     inside = [v for v in vs if v["first_seen"] < end and v["last_seen"] >= start]
     stable = {v["device"] for v in inside if v.get("randomized") is False and settings.trust_la_bit}
     rand = [v for v in inside if v["device"] not in stable]
-    rows = [(v["device"], v["first_seen"], v["last_seen"], v.get("fingerprint")) for v in rand]
-    low, _, high = randomized_bounds(rows, settings.max_gap_s)
+    low = peak_concurrency([(v["first_seen"], v["last_seen"]) for v in rand], settings.overlap_tol_s)
+    high = len({v["device"] for v in rand})
     count = len({keys[v["id"]] for v in rand})
     count = max(low, min(count, high))
     confidence = stats.confidence if stats is not None else 1.0
@@ -464,9 +496,12 @@ class LinkingEstimator:
 
     def device_key(self, sensor_visit: Mapping[str, Any]) -> str:
         known = self.linker.mac_key.get(sensor_visit["device"])
-        if known is not None and sensor_visit["first_seen"] - self.linker._mac_last.get(
-            sensor_visit["device"], sensor_visit["first_seen"]
-        ) <= self.linker.s.max_gap_s:
+        if (
+            known is not None
+            and sensor_visit["first_seen"]
+            - self.linker._mac_last.get(sensor_visit["device"], sensor_visit["first_seen"])
+            <= self.linker.s.max_gap_s
+        ):
             return known
         return self.linker.feed([sensor_visit])[sensor_visit["id"]]
 
@@ -509,12 +544,12 @@ class LinkingEstimator:
             f"SELECT count(DISTINCT v.device_key) FROM visits v WHERE v.randomized = 1 AND {cond}", args
         ).fetchone()[0]
         rows = conn.execute(
-            f"""SELECT v.device, v.first_seen, v.last_seen,
-                   (SELECT s.fingerprint FROM sensor_visits s WHERE s.visit_id = v.id LIMIT 1)
-                FROM visits v WHERE v.randomized = 1 AND {cond} ORDER BY v.first_seen""",
-            args,
+            f"SELECT v.first_seen, v.last_seen FROM visits v WHERE v.randomized = 1 AND {cond}", args
         ).fetchall()
-        low, _, high = randomized_bounds(rows, self.linker.s.max_gap_s)
+        low = peak_concurrency([(r[0], r[1]) for r in rows], self.linker.s.overlap_tol_s)
+        high = conn.execute(
+            f"SELECT count(DISTINCT v.device) FROM visits v WHERE v.randomized = 1 AND {cond}", args
+        ).fetchone()[0]
         count = max(low, min(linked, high))
         return UniqueEstimate(
             count=stable + count,
@@ -527,5 +562,62 @@ class LinkingEstimator:
 
 
 @dataclass
-class FrameLinkResult:
-    keys: dict[str, str] = field(default_factory=dict)
+class DeviceSession:
+    """One device's presence, re-built from the visits of all its MACs (the store visit of a person)."""
+
+    device_key: str
+    first_seen: float
+    last_seen: float
+    inside_s: float
+    visits: int
+    visitor: bool
+
+    @property
+    def dwell_s(self) -> float:
+        return self.last_seen - self.first_seen
+
+
+def device_sessions(
+    visits: Iterable[Mapping[str, Any]],
+    keys: Mapping[str, str],
+    *,
+    gap_s: float = 600.0,
+    inside_rssi: int = -70,
+    inside_gap_s: float = 180.0,
+    min_inside_s: float = 60.0,
+) -> list[DeviceSession]:
+    """Visits of one device key (all its MACs, all sensors) -> sessions split by ``gap_s`` silences.
+
+    The visitor/passer-by line has to be drawn again here: a phone that rotates its MAC every
+    scan sends each MAC for a fraction of a second, so no single MAC visit has inside time.
+    Same rule as the agent (``edge_agent/visits.py``): strong sightings (``rssi_max`` at least
+    ``inside_rssi``) at most ``inside_gap_s`` apart chain into inside time.
+    """
+    by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for v in visits:
+        by_key[keys.get(v["id"], v["device"])].append(v)
+    out: list[DeviceSession] = []
+    for key, vs in by_key.items():
+        vs.sort(key=lambda v: v["first_seen"])
+        cur: DeviceSession | None = None
+        last_strong: float | None = None
+        for v in vs:
+            first, last = float(v["first_seen"]), float(v["last_seen"])
+            if cur is None or first - cur.last_seen > gap_s:
+                if cur is not None:
+                    cur.visitor = cur.inside_s >= min_inside_s
+                    out.append(cur)
+                cur = DeviceSession(key, first, last, 0.0, 0, False)
+                last_strong = None
+            cur.visits += 1
+            cur.last_seen = max(cur.last_seen, last)
+            cur.inside_s += float(v.get("inside_s") or 0.0)
+            rmax = v.get("rssi_max")
+            if rmax is not None and rmax >= inside_rssi:
+                if last_strong is not None and 0 <= first - last_strong <= inside_gap_s:
+                    cur.inside_s += first - last_strong
+                last_strong = max(last, last_strong or last)
+        if cur is not None:
+            cur.visitor = cur.inside_s >= min_inside_s
+            out.append(cur)
+    return out

@@ -27,9 +27,10 @@ This module defines the interface (:class:`DeviceEstimator`) and a first, honest
   ``confidence`` is ``low / high`` over all devices (1.0 when no randomized MAC is involved):
   how much the answer could move, not a probability.
 
-The ``devices`` table is kept by ingest (:func:`apply_deltas`): first/last seen, visit count
-and total dwell over the device's lifetime (they survive retention), and ``excluded`` for
-staff and fixed equipment (:func:`update_exclusions`).
+The ``devices`` table is kept by ingest (:func:`apply_deltas`): first/last seen, visit count,
+total dwell and ``first_visitor_day`` (local day of its first visitor visit: a visitor visit
+on a later day is a returning visitor) over the device's lifetime, so they survive
+retention; and ``excluded`` for staff and fixed equipment (:func:`update_exclusions`).
 """
 
 from __future__ import annotations
@@ -186,21 +187,35 @@ class DeviceDelta:
     long_stay: bool = False
     # Longest store visit of this device touched in the batch (staff rule trigger).
     max_dwell_s: float = 0.0
+    # Earliest local day with a visitor visit in the batch (new vs returning).
+    first_visitor_day: str | None = None
 
 
 def apply_deltas(conn: sqlite3.Connection, deltas: Mapping[str, DeviceDelta]) -> None:
     """Fold a batch's changes into ``devices`` (lifetime counters: retention never lowers them)."""
     conn.executemany(
-        """INSERT INTO devices (device_key, randomized, partner_hash, first_seen, last_seen, visit_count, total_dwell_s)
-           VALUES (?, ?, ?, ?, ?, ?, ?)
+        """INSERT INTO devices (device_key, randomized, partner_hash, first_seen, last_seen, visit_count, total_dwell_s,
+                                first_visitor_day)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (device_key) DO UPDATE SET
+               first_visitor_day = coalesce(min(devices.first_visitor_day, excluded.first_visitor_day),
+                                            devices.first_visitor_day, excluded.first_visitor_day),
                partner_hash = coalesce(devices.partner_hash, excluded.partner_hash),
                first_seen = min(devices.first_seen, excluded.first_seen),
                last_seen = max(devices.last_seen, excluded.last_seen),
                visit_count = devices.visit_count + excluded.visit_count,
                total_dwell_s = devices.total_dwell_s + excluded.total_dwell_s""",
         [
-            (key, d.randomized, d.partner_hash, d.first_seen, d.last_seen, d.visit_count, d.total_dwell_s)
+            (
+                key,
+                d.randomized,
+                d.partner_hash,
+                d.first_seen,
+                d.last_seen,
+                d.visit_count,
+                d.total_dwell_s,
+                d.first_visitor_day,
+            )
             for key, d in deltas.items()
         ],
     )

@@ -158,6 +158,13 @@ def _check_int(value: Any, name: str) -> None:
         raise Rejected("schema", f"field {name!r} out of range")
 
 
+def _json_list(values: list[Any]) -> str:
+    # Element ids and channels are small ints: skip the JSON encoder for them (hot path).
+    if all(type(v) is int for v in values):
+        return "[" + ",".join(map(str, values)) + "]"
+    return json.dumps(values, separators=(",", ":"))
+
+
 def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
     """A ``sensor_visits`` row from a validated visit payload."""
     for name in ("sightings", "rssi_max", "seq_first", "seq_last"):
@@ -185,11 +192,11 @@ def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
         "class": payload["class"],
         "long_stay": int(payload["long_stay"]),
         "fingerprint": payload["fingerprint"],
-        "ie_ids": json.dumps(payload["ie_ids"], separators=(",", ":")),
+        "ie_ids": _json_list(payload["ie_ids"]),
         "seq_first": payload.get("seq_first"),
         "seq_last": payload.get("seq_last"),
-        "channels": None if channels is None else json.dumps(channels, separators=(",", ":")),
-        "ssid_hashes": None if ssids is None else json.dumps(ssids, separators=(",", ":")),
+        "channels": None if channels is None else _json_list(channels),
+        "ssid_hashes": None if ssids is None else _json_list(ssids),
         "burst_gap_s": payload.get("burst_gap_s"),
         "received": received,
         "visit_id": None,
@@ -218,9 +225,7 @@ class RejectLog:
 class Writer:
     """Validates and stores batches of messages in one transaction each (no MQTT here)."""
 
-    def __init__(
-        self, conn: sqlite3.Connection, config: HubConfig, estimator: DeviceEstimator | None = None
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, config: HubConfig, estimator: DeviceEstimator | None = None) -> None:
         self.conn = conn
         self.config = config
         self.estimator: DeviceEstimator = estimator or HashEstimator()
@@ -434,9 +439,7 @@ class Ingestor:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config.mqtt
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id, protocol=mqtt.MQTTv5
-        )
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id, protocol=mqtt.MQTTv5)
         client.manual_ack_set(True)
         if cfg.username:
             client.username_pw_set(cfg.username, self.config.mqtt_password() or None)
@@ -460,8 +463,12 @@ class Ingestor:
             log.error("broker refused the connection: %s", reason)
             return
         self._connected = True
-        log.info("connected to %s:%d (session present: %s)", self.config.mqtt.host, self.config.mqtt.port,
-                 flags.session_present)
+        log.info(
+            "connected to %s:%d (session present: %s)",
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            flags.session_present,
+        )
         # Subscribing again on a resumed session is harmless and repairs a broker that lost it.
         client.subscribe(topics.site_filter(self.config.site), options=SubscribeOptions(qos=1, noLocal=True))
 
@@ -518,8 +525,13 @@ class Ingestor:
                         self._connect()
                         backoff = 0.5
                     except OSError as exc:
-                        log.warning("cannot reach the broker at %s:%d: %s; retrying in %.1fs",
-                                    self.config.mqtt.host, self.config.mqtt.port, exc, backoff)
+                        log.warning(
+                            "cannot reach the broker at %s:%d: %s; retrying in %.1fs",
+                            self.config.mqtt.host,
+                            self.config.mqtt.port,
+                            exc,
+                            backoff,
+                        )
                         self._stop.wait(backoff)
                         backoff = min(backoff * 2, 30.0)
                         continue
@@ -533,7 +545,8 @@ class Ingestor:
                     if len(self._batch) == before:
                         break
                 if self._batch and (
-                    len(self._batch) >= cfg.batch_max or time.monotonic() - self._batch_started >= batch_s
+                    len(self._batch) >= cfg.batch_max
+                    or time.monotonic() - self._batch_started >= batch_s
                     or rc != mqtt.MQTT_ERR_SUCCESS
                 ):
                     try:

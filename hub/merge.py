@@ -83,15 +83,28 @@ class MergeResult:
     deltas: dict[str, DeviceDelta] = field(default_factory=dict)
 
 
+_DAY_HOUR_CACHE: dict[tuple[tzinfo, int], tuple[str, int]] = {}
+
+
 def local_day_hour(ts: float, tz: tzinfo) -> tuple[str, int]:
-    dt = datetime.fromtimestamp(ts, tz)
-    return dt.strftime("%Y-%m-%d"), dt.hour
+    """Local (ISO day, hour) of a UNIX time. Every UTC offset in use is a multiple of 15 min,
+    so the answer is constant within a UTC quarter hour: cached by it (hot path)."""
+    key = (tz, int(ts // 900))
+    hit = _DAY_HOUR_CACHE.get(key)
+    if hit is None:
+        if len(_DAY_HOUR_CACHE) > 100_000:
+            _DAY_HOUR_CACHE.clear()
+        dt = datetime.fromtimestamp(key[1] * 900, tz)
+        hit = _DAY_HOUR_CACHE[key] = (dt.date().isoformat(), dt.hour)
+    return hit
 
 
 def aggregate(
     members: Sequence[Mapping[str, Any]], tz: tzinfo, estimator: DeviceEstimator, excluded: set[str]
 ) -> dict[str, Any]:
     """The store visit made of these sensor visits (see the module docstring for each field)."""
+    if len(members) == 1:
+        return _aggregate_one(members[0], tz, estimator, excluded)
     members = sorted(members, key=lambda m: (m["first_seen"], m["sensor"], m["id"]))
     first = min(m["first_seen"] for m in members)
     last = max(m["last_seen"] for m in members)
@@ -125,6 +138,33 @@ def aggregate(
     }
 
 
+def _aggregate_one(m: Mapping[str, Any], tz: tzinfo, estimator: DeviceEstimator, excluded: set[str]) -> dict[str, Any]:
+    # The common case (one sensor, one visit), same result as the general path.
+    key = estimator.device_key(m)
+    day, hour = local_day_hour(m["first_seen"], tz)
+    dwell = m["last_seen"] - m["first_seen"]
+    return {
+        "site": m["site"],
+        "device": m["device"],
+        "device_key": key,
+        "randomized": int(bool(m["randomized"])),
+        "partner_hash": m["partner_hash"] or None,
+        "first_seen": m["first_seen"],
+        "last_seen": m["last_seen"],
+        "dwell_s": round(dwell, 3),
+        "inside_s": round(min(m["inside_s"], dwell), 3),
+        "class": "visitor" if m["class"] == "visitor" else "passerby",
+        "long_stay": int(bool(m["long_stay"])),
+        "excluded": int(key in excluded),
+        "best_sensor": m["sensor"],
+        "best_rssi": m["rssi_max"],
+        "sensors": f'["{m["sensor"]}"]',
+        "n_sensor_visits": 1,
+        "day": day,
+        "hour": hour,
+    }
+
+
 def _note(deltas: dict[str, DeviceDelta], visit: Mapping[str, Any], sign: int) -> None:
     """Add (sign=+1) or remove (-1) one store visit from its device's lifetime counters."""
     d = deltas.get(visit["device_key"])
@@ -143,6 +183,8 @@ def _note(deltas: dict[str, DeviceDelta], visit: Mapping[str, Any], sign: int) -
         d.long_stay = d.long_stay or bool(visit["long_stay"])
         d.max_dwell_s = max(d.max_dwell_s, visit["dwell_s"])
         d.partner_hash = d.partner_hash or visit.get("partner_hash")
+        if visit["class"] == "visitor" and (d.first_visitor_day is None or visit["day"] < d.first_visitor_day):
+            d.first_visitor_day = visit["day"]
 
 
 def merge_new(

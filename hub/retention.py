@@ -10,8 +10,8 @@ best sensor), over the visits NOT excluded as staff/fixed devices:
 
 - ``visitors``/``passersby``: store visits of that class (visits, not unique devices);
 - ``dwell_s_sum``: total dwell of the visitor visits;
-- ``new_visitors``: visitor visits of a device on its first day as a visitor (the
-  ``visitor_days`` table's ``prev_day`` is NULL); ``returning_visitors`` the other ones.
+- ``new_visitors``: visitor visits of a device on its first day as a visitor
+  (``devices.first_visitor_day``, kept by ingest); ``returning_visitors`` the other ones.
 
 A late message for an already rolled-up day is stored, then added to the same hourly row
 at the next run. Messages older than the retention window itself are rejected by ingest
@@ -57,11 +57,11 @@ SELECT v.site, v.day, v.hour, v.best_sensor,
        sum(v.class = 'visitor'),
        sum(v.class = 'passerby'),
        coalesce(sum(CASE WHEN v.class = 'visitor' THEN v.dwell_s END), 0),
-       sum(v.class = 'visitor' AND vd.prev_day IS NULL),
-       sum(v.class = 'visitor' AND vd.prev_day IS NOT NULL),
+       sum(v.class = 'visitor' AND (d.first_visitor_day IS NULL OR d.first_visitor_day >= v.day)),
+       sum(v.class = 'visitor' AND d.first_visitor_day < v.day),
        1
 FROM visits v
-LEFT JOIN visitor_days vd ON vd.device_key = v.device_key AND vd.excl = v.excluded AND vd.day = v.day
+LEFT JOIN devices d ON d.device_key = v.device_key
 WHERE v.day < :cutoff AND v.excluded = 0
 GROUP BY v.site, v.day, v.hour, v.best_sensor
 ON CONFLICT (site, day, hour, zone) DO UPDATE SET

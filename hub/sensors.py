@@ -4,8 +4,9 @@
   ``state``, ``online_since`` (the agent's ``started`` time, else the message time) and
   ``offline_since``. An offline will carries the time the will was registered, not the time
   the sensor died, so a live (not retained) offline message is dated when the hub got it.
-  A status older than the one already applied (``status_ts``) is ignored: retained and
-  redelivered messages can arrive after newer ones.
+  Statuses are applied in arrival order, never by their ``ts``: MQTT keeps one topic's
+  messages in order, and a will's ``ts`` is older than the ``online`` it follows by design.
+  ``status_ts`` keeps the ``ts`` of the last one.
 - ``health`` (periodic heartbeat): software ``version``, ``backlog`` (visits buffered on the
   sensor, not yet acknowledged by the broker), ``dropped``, and the whole report as JSON in
   ``health`` (frame rate, CPU temperature, uptime, ...).
@@ -30,14 +31,9 @@ STALE_HEARTBEATS = 3
 RATE_WINDOW_S = 60.0
 
 
-def apply_status(conn: sqlite3.Connection, payload: Mapping[str, Any], *, received: float, retained: bool) -> bool:
-    """Apply one status message; False when a newer status was already applied."""
+def apply_status(conn: sqlite3.Connection, payload: Mapping[str, Any], *, received: float, retained: bool) -> None:
+    """Apply one status message (online, or offline from the agent or its last will)."""
     site, sensor, ts = payload["site"], payload["sensor"], float(payload["ts"])
-    row = conn.execute(
-        "SELECT state, status_ts, last_message FROM sensors WHERE site = ? AND sensor = ?", (site, sensor)
-    ).fetchone()
-    if row is not None and row["status_ts"] is not None and ts < row["status_ts"]:
-        return False
     if payload["state"] == "online":
         since = float(payload.get("started") or ts)
         conn.execute(
@@ -51,6 +47,9 @@ def apply_status(conn: sqlite3.Connection, payload: Mapping[str, Any], *, receiv
     else:
         if retained:
             # Went offline while the hub was away: at least as late as anything we heard from it.
+            row = conn.execute(
+                "SELECT last_message FROM sensors WHERE site = ? AND sensor = ?", (site, sensor)
+            ).fetchone()
             last = row["last_message"] if row is not None else None
             since = max(ts, last or ts)
         else:
@@ -62,7 +61,6 @@ def apply_status(conn: sqlite3.Connection, payload: Mapping[str, Any], *, receiv
                                         THEN sensors.offline_since ELSE excluded.offline_since END""",
             (site, sensor, since, ts),
         )
-    return True
 
 
 def apply_health(conn: sqlite3.Connection, payload: Mapping[str, Any]) -> None:

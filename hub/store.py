@@ -211,6 +211,44 @@ MIGRATIONS: list[str] = [
         revoked REAL
     );
     """,
+    # segments (hub/segments.py): rule-based and behavioural-cluster segments of device keys,
+    # their current members and their sizes over time (what coupons, partners and sync read).
+    """
+    CREATE TABLE segments (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('rule', 'cluster')),
+        definition TEXT,
+        dynamic INTEGER NOT NULL DEFAULT 1,
+        profile TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE segment_members (
+        segment_id INTEGER NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
+        device_key TEXT NOT NULL,
+        since REAL NOT NULL,
+        PRIMARY KEY (segment_id, device_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX segment_members_device ON segment_members(device_key);
+    CREATE TABLE segment_counts (
+        segment_id INTEGER NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
+        ts REAL NOT NULL,
+        members INTEGER NOT NULL,
+        PRIMARY KEY (segment_id, ts)
+    ) WITHOUT ROWID;
+    """,
+    # ingest and merge (hub/ingest.py, hub/merge.py): merging reads a store visit's sensor
+    # visits; ingest reads the (few) excluded devices every batch; ``status_ts`` is the ``ts``
+    # of the sensor's last status message (a last will's is its registration time);
+    # ``first_visitor_day`` (local day of the device's first visitor visit, kept by ingest)
+    # answers new vs returning even after retention deleted the raw visits.
+    """
+    CREATE INDEX sensor_visits_visit ON sensor_visits(visit_id);
+    CREATE INDEX devices_excluded ON devices(device_key) WHERE excluded = 1;
+    ALTER TABLE sensors ADD COLUMN status_ts REAL;
+    ALTER TABLE devices ADD COLUMN first_visitor_day TEXT;
+    """,
 ]
 
 

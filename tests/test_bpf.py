@@ -161,16 +161,14 @@ def scapy_frames() -> dict[str, bytes]:
 
 
 def test_every_real_frame_is_accepted_with_snaplen(real_frames: list[bytes]) -> None:
-    prog = bpf.probe_request_program(snaplen=2048)
-    results = [bpf.run(prog, f) for f in real_frames]
+    run = bpf.compile_program(bpf.probe_request_program(snaplen=2048))
+    results = [run(f) for f in real_frames]
     assert results == [2048] * len(real_frames)
 
 
 def test_non_probe_variants_of_every_real_frame_are_dropped(real_frames: list[bytes]) -> None:
-    prog = bpf.probe_request_program()
-    accepted = [
-        (i, name) for i, f in enumerate(real_frames) for name, v in non_probe_variants(f).items() if bpf.run(prog, v)
-    ]
+    run = bpf.compile_program(bpf.probe_request_program())
+    accepted = [(i, name) for i, f in enumerate(real_frames) for name, v in non_probe_variants(f).items() if run(v)]
     assert accepted == []
 
 
@@ -236,7 +234,8 @@ def test_libpcap_agrees_on_wellformed_frames(real_frames: list[bytes]) -> None:
     for f in real_frames[::50]:
         agreeing += [with_fc(f, fc) for name, fc in NON_PROBE_FC.items() if name != "probe-request-protocol-v1"]
     agreeing += list(scapy_frames().values())
-    mismatches = [f.hex() for f in agreeing if bpf.accepts(ours, f) != bpf.accepts(libpcap, f)]
+    run_ours, run_libpcap = bpf.compile_program(ours), bpf.compile_program(libpcap)
+    mismatches = [f.hex() for f in agreeing if bool(run_ours(f)) != bool(run_libpcap(f))]
     assert mismatches == []
     # And the documented differences are real differences.
     pv1 = with_fc(real_frames[0], 0x41)
@@ -270,7 +269,8 @@ def test_kernel_runs_the_program_like_the_interpreter(real_frames: list[bytes]) 
     negatives = [v for f in real_frames[::10] for v in non_probe_variants(f).values()]
     frames = real_frames + negatives + list(scapy_frames().values()) + [g for g in GARBAGE if g]
     got = kernel_filtered(prog, frames)
-    expected = [f[: bpf.run(prog, f)] if bpf.run(prog, f) else None for f in frames]
+    run = bpf.compile_program(prog)
+    expected = [f[: run(f)] if run(f) else None for f in frames]
     assert got == expected
     assert sum(g is not None for g in got) == len(real_frames) + 2  # + the two scapy probe requests
 

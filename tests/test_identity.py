@@ -29,12 +29,13 @@ def test_device_id_is_keyed_and_stable():
     assert a == b
     assert a is not None and other_key is not None
     assert a[0] != other_key[0]
-    assert len(a[0]) == 32
+    assert len(a[0].hex()) == 32
+    assert Identifier(KEY).device_id(GLOBAL) == a[0].hex()
     # Not an unkeyed hash of the MAC in any common spelling.
     for style in ("colon-lower", "colon-upper", "plain-lower"):
         text = format_mac(GLOBAL, style).encode()
         for algo in ("md5", "sha1", "sha256"):
-            assert hashlib.new(algo, text).hexdigest()[:32] != a[0]
+            assert hashlib.new(algo, text).hexdigest()[:32] != a[0].hex()
 
 
 def test_partner_hash_only_when_enabled_and_only_for_global_macs():

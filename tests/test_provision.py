@@ -507,6 +507,12 @@ def test_mutual_tls_identity_and_crl(site: tuple[Path, HubBroker], tmp_path: Pat
     broker.restart()
     assert isinstance(connect(broker.port, ca_file=s2["ca"], cert=s2["cert"], key=s2["key"]), str)
     ok(as_user(site_dir, broker.port, "s1", username=None, password=None)).close()
+    # Rotation under mutual TLS: the superseded certificate is in the CRL, the new one works.
+    old_s1 = steal(site_dir, "s1", tmp_path / "old-s1")
+    pv.rotate(site_dir, "s1")
+    broker.reload()
+    assert isinstance(connect(broker.port, ca_file=old_s1["ca"], cert=old_s1["cert"], key=old_s1["key"]), str)
+    ok(as_user(site_dir, broker.port, "s1", username=None, password=None)).close()
 
 
 @needs_broker

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ class Subscriber:
     """What the hub does: a persistent QoS 1 session that reconnects on its own."""
 
     def __init__(self, port: int, client_id: str, pattern: str = "footfall/#", clean: bool = False) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
+        self.messages: list[tuple[str, bytes, bool, bool]] = []  # topic, payload, retain, dup
         self.lock = threading.Lock()
         self.connected = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
@@ -53,11 +55,16 @@ class Subscriber:
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain), bool(message.dup)))
 
     def payloads(self, kind: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [json.loads(p) for t, p, _ in self.messages if t.endswith("/" + kind) and p]
+            return [json.loads(p) for t, p, _, _ in self.messages if t.endswith("/" + kind) and p]
+
+    def redelivered(self, kind: str) -> list[bool]:
+        """The DUP flag of each message of ``payloads(kind)``: set when the broker resent it."""
+        with self.lock:
+            return [d for t, p, _, d in self.messages if t.endswith("/" + kind) and p]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -101,6 +108,30 @@ def make_publisher(broker: Any, buf: DiskBuffer, **kw: Any) -> Publisher:
     kw.setdefault("reconnect_min_delay", 0.2)
     kw.setdefault("reconnect_max_delay", 1.0)
     return Publisher(SITE, SENSOR, broker.host, broker.port, buf, version="test", **kw)
+
+
+@pytest.fixture
+def broker(broker: Any) -> Iterator[Any]:
+    """conftest's broker, moved where it can save its state across stop()/start().
+
+    Started as root, Mosquitto drops to user ``mosquitto``, which cannot write pytest's 0700
+    tmp dirs: persistence then fails silently and a restart forgets every session and queued
+    message, which is not the outage these tests are about. (Also fixable in conftest with
+    ``user root`` in the broker config.)
+    """
+    if os.geteuid() != 0:
+        yield broker
+        return
+    broker.stop()
+    workdir = Path(tempfile.mkdtemp(prefix="footfall-broker-"))
+    workdir.chmod(0o777)
+    broker.workdir = workdir
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -246,12 +277,22 @@ def test_broker_restart_mid_stream_loses_nothing(broker: Any, buf: DiskBuffer) -
         time.sleep(0.3)  # anything extra (duplicates) would arrive now
         got = [p["id"] for p in sub.payloads("visit")]
         expected = [p["id"] for p in sent]
-        # Every message, in order; if QoS 1 did deliver a second copy across the restart, it has
-        # the same id as the first, so the hub drops it and what remains is exactly the stream.
+        # Every message, in order, once the hub drops repeated ids.
         assert list(dict.fromkeys(got)) == expected
-        duplicates = len(got) - len(set(got))
-        logging.getLogger(__name__).info("duplicates across the broker restart: %d", duplicates)
-        assert duplicates == 0, f"{duplicates} duplicate ids (droppable, but we aim for none)"
+        # Where do second copies come from? A message the broker delivered to the subscriber
+        # just before it stopped, whose PUBACK it never processed, is resent to the subscriber
+        # after the restart with the DUP flag: QoS 1 at-least-once on the broker->hub leg, which
+        # only the ids can fix. A second copy caused by the publisher (re-sending something the
+        # broker already had) would be a new broker message, without DUP: there must be none.
+        seen: set[str] = set()
+        from_publisher = from_broker = 0
+        for msg_id, dup in zip(got, sub.redelivered("visit"), strict=True):
+            if msg_id in seen:
+                from_broker += dup
+                from_publisher += not dup
+            seen.add(msg_id)
+        assert from_publisher == 0, f"{from_publisher} duplicates were re-sent by the publisher"
+        assert from_broker <= pub.window  # bounded by what was in flight to the subscriber
         stats = pub.stats()
         assert stats["reconnects"] >= 1 and stats["acked"] == total and stats["backlog"] == 0
         assert stats["dropped"] == 0
@@ -330,3 +371,111 @@ def test_config_subscription_applies_retained_and_survives_garbage(
         hub.publish(config_topic, b"", qos=1, retain=True).wait_for_publish(5)
         hub.disconnect()
         hub.loop_stop()
+
+
+def _cert(subject: str, key: Any, issuer: Any = None, issuer_key: Any = None, san: list[Any] | None = None) -> Any:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer is not None else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return builder.sign(issuer_key if issuer_key is not None else key, hashes.SHA256())
+
+
+@pytest.fixture
+def tls_broker() -> Iterator[tuple[int, Path]]:
+    """A Mosquitto with TLS and a password file; the server cert names broker.example only."""
+    pytest.importorskip("cryptography")
+    from conftest import free_port, wait_port  # the shared fixture's helpers
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import DNSName
+
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.path.exists(exe) or not shutil.which("mosquitto_passwd"):
+        pytest.skip("mosquitto / mosquitto_passwd not installed")
+    workdir = Path(tempfile.mkdtemp(prefix="footfall-tls-"))
+    workdir.chmod(0o755)  # readable after Mosquitto drops root
+
+    def pem(obj: Any) -> bytes:
+        if hasattr(obj, "public_bytes"):
+            return obj.public_bytes(serialization.Encoding.PEM)
+        return obj.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    ca_key, other_key, server_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _cert("footfall test CA", ca_key)
+    for name, data in {
+        "ca.pem": pem(ca),
+        "other-ca.pem": pem(_cert("someone else's CA", other_key)),
+        "server.pem": pem(_cert("broker", server_key, ca, ca_key, [DNSName("broker.example")])),
+        "server.key": pem(server_key),
+    }.items():
+        (workdir / name).write_bytes(data)
+        (workdir / name).chmod(0o644)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(workdir / "passwd"), "sensor", "s3cret"], check=True)
+    (workdir / "passwd").chmod(0o644)
+    port = free_port()
+    (workdir / "mosquitto.conf").write_text(
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {workdir}/ca.pem\ncertfile {workdir}/server.pem\nkeyfile {workdir}/server.key\n"
+        f"allow_anonymous false\npassword_file {workdir}/passwd\n"
+    )
+    log = open(workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the broker process
+    proc = subprocess.Popen([exe, "-c", str(workdir / "mosquitto.conf")], stdout=log, stderr=log)
+    try:
+        wait_port(port)
+        yield port, workdir
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_tls_and_password(tls_broker: tuple[int, Path], tmp_path: Path) -> None:
+    port, certs = tls_broker
+
+    def attempt(name: str, tls: TLSOptions, password: str) -> dict[str, Any]:
+        with DiskBuffer(tmp_path / f"{name}.db") as buf:
+            pub = Publisher(
+                SITE, SENSOR, "127.0.0.1", port, buf, "sensor", password, tls, client_id=name, reconnect_min_delay=0.2
+            ).start()
+            try:
+                pub.publish("presence", presence(0))
+                wait_until(lambda: pub.connected or pub.stats()["connect_failures"] >= 2, 15, f"{name} outcome")
+                if pub.connected:
+                    assert pub.flush(10)
+                return pub.stats()
+            finally:
+                pub.close(timeout=1)
+
+    ca, other = str(certs / "ca.pem"), str(certs / "other-ca.pem")
+    # The certificate names broker.example, we dial 127.0.0.1: only "insecure" (no hostname
+    # check) connects, and only with the right CA and password.
+    good = attempt("good", TLSOptions(ca_certs=ca, insecure=True), "s3cret")
+    assert good["connected"] and good["acked"] == 1 and good["backlog"] == 0
+    for name, tls, password in [
+        ("hostname", TLSOptions(ca_certs=ca), "s3cret"),
+        ("wrong-ca", TLSOptions(ca_certs=other, insecure=True), "s3cret"),
+        ("password", TLSOptions(ca_certs=ca, insecure=True), "wrong"),
+    ]:
+        stats = attempt(name, tls, password)
+        assert not stats["connected"] and stats["connect_failures"] >= 2, name
+        assert stats["acked"] == 0 and stats["backlog"] == 1, name  # kept for when it works

@@ -86,6 +86,18 @@ class Scores:
     naive: dict[str, float] = field(default_factory=dict)
     linker: dict[str, float] = field(default_factory=dict)
     link_stats: dict[str, int] = field(default_factory=dict)
+    # Unique visitors (people who came in), when the truth says who did: the people of kind
+    # "visitor" heard by a sensor; estimated: device keys with a visitor session after linking;
+    # naive: distinct MACs with a visit the agent classed "visitor".
+    true_visitors: int | None = None
+    est_visitors: int | None = None
+    naive_visitors: int | None = None
+
+    @property
+    def visitor_error_pct(self) -> float | None:
+        if self.true_visitors is None or self.est_visitors is None:
+            return None
+        return 100.0 * (self.est_visitors - self.true_visitors) / max(self.true_visitors, 1)
 
     @property
     def count_error(self) -> int:
@@ -109,17 +121,20 @@ def cluster_scores(truth: list[str], pred: list[str]) -> dict[str, float]:
 
 
 def score_visits(
-    visits: list[dict[str, Any]], truth_of_device: dict[str, str], settings: LinkSettings | None = None
+    visits: list[dict[str, Any]],
+    truth_of_device: dict[str, str],
+    settings: LinkSettings | None = None,
+    visitors: set[str] | None = None,
 ) -> Scores:
     """Link ``visits`` and score them against ``truth_of_device`` (device hash -> true device)."""
-    from footfall.hub.derandomize import estimate_unique
+    from footfall.hub.derandomize import device_sessions, estimate_unique
 
     settings = settings or LinkSettings()
     labelled = [v for v in visits if v["device"] in truth_of_device]
     keys, stats = link_with_stats(labelled, settings)
     truth = [truth_of_device[v["device"]] for v in labelled]
     est = estimate_unique(labelled, float("-inf"), float("inf"), settings, keys=keys)
-    return Scores(
+    scores = Scores(
         true_devices=len(set(truth)),
         naive_count=len({v["device"] for v in labelled}),
         estimated=est.count,
@@ -131,6 +146,12 @@ def score_visits(
         linker=cluster_scores(truth, [keys[v["id"]] for v in labelled]),
         link_stats=asdict(stats),
     )
+    if visitors is not None:
+        scores.true_visitors = len(visitors & set(truth))
+        sessions = device_sessions(labelled, keys)
+        scores.est_visitors = len({s.device_key for s in sessions if s.visitor})
+        scores.naive_visitors = len({v["device"] for v in labelled if v.get("class") == "visitor"})
+    return scores
 
 
 class _Collector:
@@ -166,8 +187,12 @@ def run_agent(
 
 
 def _mac_hash(agent: Any, mac: bytes) -> str | None:
-    ident = agent.identifier.identify(mac)
-    return None if ident is None else ident[0]
+    """The device id the agent's payloads carry for this MAC (same key, same hash)."""
+    ident = agent.identifier
+    if hasattr(ident, "device_id"):
+        return ident.device_id(mac)
+    found = ident.identify(mac)
+    return None if found is None else (found[0].hex() if isinstance(found[0], bytes) else found[0])
 
 
 def load_captures(paths: list[Path], clock: str = "recorded") -> tuple[list[dict[str, Any]], dict[str, str], int]:
@@ -218,16 +243,18 @@ def evaluate_captures(
 def load_simulation(directory: Path) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, Any]]:
     """Visits of a simulator run (every sensor's pcap through its own agent, one hash key).
 
-    ``groundtruth.json``: ``{"people": [{"id": .., "macs": ["aa:bb:..", ..] | [[mac, first, last], ..]}]}``.
+    ``groundtruth.json`` (see ``footfall.tools.simulator``): ``people[].person`` and their
+    ``macs[].mac``; a visit's truth is the person whose phone used that MAC.
     """
     directory = Path(directory)
     gt = json.loads((directory / "groundtruth.json").read_text())
     people = gt.get("people", gt if isinstance(gt, list) else [])
     mac_person: dict[bytes, str] = {}
     for person in people:
-        pid = str(person.get("id", person.get("person")))
+        # ``person`` is stable across days (returning customers); ``id`` is one appearance.
+        pid = str(person.get("person", person.get("id")))
         for m in person.get("macs", []):
-            mac = m[0] if isinstance(m, list) else m
+            mac = m.get("mac") if isinstance(m, dict) else m[0] if isinstance(m, list) else m
             mac_person[bytes.fromhex(str(mac).replace(":", "").replace("-", ""))] = pid
     key = secrets.token_bytes(32)
     visits: list[dict[str, Any]] = []
@@ -247,9 +274,14 @@ def load_simulation(directory: Path) -> tuple[list[dict[str, Any]], dict[str, st
     return visits, truth, gt
 
 
+def sim_visitors(gt: dict[str, Any]) -> set[str]:
+    """People who came in (kind "visitor"), by stable person id."""
+    return {str(p.get("person", p.get("id"))) for p in gt.get("people", []) if p.get("kind") == "visitor"}
+
+
 def evaluate_simulation(directory: Path, settings: LinkSettings | None = None) -> Scores:
-    visits, truth, _ = load_simulation(directory)
-    return score_visits(visits, truth, settings)
+    visits, truth, gt = load_simulation(directory)
+    return score_visits(visits, truth, settings, visitors=sim_visitors(gt))
 
 
 def format_scores(title: str, s: Scores) -> str:
@@ -260,6 +292,12 @@ def format_scores(title: str, s: Scores) -> str:
         f"  error {s.count_error:+d} ({s.count_error_pct:+.1f}%)",
         f"  {'':8} {'homog':>7} {'compl':>7} {'V':>7} {'ARI':>7}",
     ]
+    if s.true_visitors is not None:
+        lines.insert(
+            3,
+            f"  unique visitors: true {s.true_visitors}  estimated {s.est_visitors} ({s.visitor_error_pct:+.1f}%)"
+            f"  naive {s.naive_visitors}",
+        )
     for name, m in (("naive", s.naive), ("linker", s.linker)):
         lines.append(
             f"  {name:8} {m['homogeneity']:7.3f} {m['completeness']:7.3f} {m['v_measure']:7.3f} {m['ari']:7.3f}"

@@ -85,6 +85,13 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inside-rssi", type=int, default=d.inside_rssi, help="dBm (default %(default)s)")
     g.add_argument("--min-inside", type=int, default=d.min_inside_s, help="seconds (default %(default)s)")
     g.add_argument("--gap", type=int, default=d.gap_s, help="seconds closing a visit (default %(default)s)")
+    g.add_argument("--buffer-path", default=d.buffer_path, help="disk buffer on the device (default %(default)s)")
+    g.add_argument(
+        "--buffer-max-bytes",
+        type=int,
+        default=d.buffer_max_bytes,
+        help="buffer cap (default %(default)s; OpenWrt: 5000000)",
+    )
 
 
 def register_provision(sub: argparse._SubParsersAction) -> None:
@@ -212,6 +219,8 @@ def _settings(args: argparse.Namespace) -> pv.AgentSettings:
         inside_rssi=args.inside_rssi,
         min_inside_s=args.min_inside,
         gap_s=args.gap,
+        buffer_path=args.buffer_path,
+        buffer_max_bytes=args.buffer_max_bytes,
     )
 
 

@@ -104,9 +104,10 @@ class PhoneModel:
     rate: int  # radiotap rate, 500 kbps units, as in the real captures
     elements: tuple[bytes | None, ...]  # after the SSID; None marks the DS parameter set
     directed_elements: tuple[bytes | None, ...] | None = None  # when probing a known SSID
-    frames_per_channel: int = 2
+    burst: tuple[int, int] = (2, 2)  # probe requests per channel in one scan (min, max)
     directed_share: float = 0.0  # chance that a phone of this model probes remembered SSIDs
     weight: float = 0.0  # market share among visitors/passers-by
+    can_randomize: bool = True  # pre-Android-10 phones probe with their burned-in MAC
 
     def body(self, channel: int, ssid: bytes = b"") -> bytes:
         elements = self.directed_elements if ssid and self.directed_elements else self.elements
@@ -138,22 +139,45 @@ MODELS: dict[str, PhoneModel] = {
             "ios",
             "apple",
             0.16,
-            [(1, RATES_B_BASIC), (50, EXT_RATES_G), None, (45, HT_IPHONE), (127, "0000080400000040000020"), (255, HE_IPHONE)],
+            [
+                (1, RATES_B_BASIC),
+                (50, EXT_RATES_G),
+                None,
+                (45, HT_IPHONE),
+                (127, "0000080400000040000020"),
+                (255, HE_IPHONE),
+            ],
             tx_dbm_offset=1.0,
+            burst=(2, 3),
         ),
         _model(
             "iPhone 13 (iOS 17)",
             "ios",
             "apple",
             0.10,
-            [(1, RATES_B_BASIC), (50, EXT_RATES_G), None, (45, HT_IPHONE), (127, "0000080400000040000020"), (255, HE_IPHONE)],
+            [
+                (1, RATES_B_BASIC),
+                (50, EXT_RATES_G),
+                None,
+                (45, HT_IPHONE),
+                (127, "0000080400000040000020"),
+                (255, HE_IPHONE),
+            ],
+            burst=(2, 3),
         ),
         _model(
             "iPhone 12 (iOS 16)",
             "ios",
             "apple",
             0.07,
-            [(1, RATES_B_BASIC), (50, EXT_RATES_G), None, (45, HT_IPHONE), (127, "0000080400000040000020"), (255, HE_IPHONE)],
+            [
+                (1, RATES_B_BASIC),
+                (50, EXT_RATES_G),
+                None,
+                (45, HT_IPHONE),
+                (127, "0000080400000040000020"),
+                (255, HE_IPHONE),
+            ],
         ),
         _model(
             "iPhone 12 Pro (iOS 16)",
@@ -189,7 +213,14 @@ MODELS: dict[str, PhoneModel] = {
             "ios",
             "apple",
             0.02,
-            [(1, RATES_B), (50, EXT_RATES_G), None, (45, HT_IPHONE_OLD), (127, "0000088400000040"), (107, "0fffffffffffff")],
+            [
+                (1, RATES_B),
+                (50, EXT_RATES_G),
+                None,
+                (45, HT_IPHONE_OLD),
+                (127, "0000088400000040"),
+                (107, "0fffffffffffff"),
+            ],
             tx_dbm_offset=-2.0,
         ),
         _model(
@@ -283,6 +314,7 @@ MODELS: dict[str, PhoneModel] = {
                 (221, "506f9a16030102650101"),
             ],
             rate=0x02,
+            burst=(2, 3),
         ),
         _model(
             "Redmi Note 12 (Android 13)",
@@ -303,6 +335,7 @@ MODELS: dict[str, PhoneModel] = {
             ],
             rate=0x0B,
             directed_share=0.3,
+            burst=(2, 4),
         ),
         _model(
             "Oppo Find X3 Neo (Android 13)",
@@ -335,6 +368,7 @@ MODELS: dict[str, PhoneModel] = {
             ],
             rate=0x0B,
             directed_share=0.7,
+            burst=(3, 4),
         ),
         _model(
             "Huawei P30 (Android 10)",
@@ -353,6 +387,7 @@ MODELS: dict[str, PhoneModel] = {
             ],
             rate=0x02,
             directed_share=0.4,
+            burst=(2, 3),
         ),
         _model(
             "Galaxy J5 (Android 8)",
@@ -371,13 +406,14 @@ MODELS: dict[str, PhoneModel] = {
             rate=0x02,
             tx_dbm_offset=-2.0,
             directed_share=0.6,
-            frames_per_channel=1,
+            burst=(1, 2),
+            can_randomize=False,
         ),
         _model(
             "Moto G (Android 11)",
             "android",
             "motorola",
-            0.0,  # only via the mix below
+            0.03,
             [
                 (1, RATES_B),
                 (50, EXT_RATES_G),
@@ -388,6 +424,7 @@ MODELS: dict[str, PhoneModel] = {
             ],
             rate=0x02,
             directed_share=0.3,
+            burst=(2, 4),
         ),
         _model(
             "HP OfficeJet printer (Wi-Fi Direct)",
@@ -402,7 +439,7 @@ MODELS: dict[str, PhoneModel] = {
                 (221, "506f9a0902020025000605005858045106"),  # Wi-Fi P2P
             ],
             rate=0x0C,
-            frames_per_channel=1,
+            burst=(1, 1),
         ),
         _model(
             "Ingenico Move/5000 POS",
@@ -417,12 +454,15 @@ MODELS: dict[str, PhoneModel] = {
                 wps_ie("Ingenico", "Move/5000", "POS", _UUID_POS),
             ],
             rate=0x02,
-            frames_per_channel=1,
+            burst=(1, 1),
         ),
     )
 }
 
 PHONE_MODELS = tuple(m for m in MODELS.values() if m.weight > 0)
+# Share of phones (by market weight) able to randomize: the others always show a global MAC,
+# so the rest randomize a little more often and the overall share stays ``randomized_share``.
+RANDOMIZABLE_SHARE = sum(m.weight for m in PHONE_MODELS if m.can_randomize) / sum(m.weight for m in PHONE_MODELS)
 STAFF_MODELS = tuple(m for m in PHONE_MODELS if m.os in ("ios", "android"))
 POLICIES = ("global", "ios_interval", "ios_per_scan", "android_per_scan", "android_session")
 
@@ -464,8 +504,14 @@ def mac_str(mac: bytes) -> str:
     return mac.hex(":")
 
 
+def draw_randomized(rng: random.Random, model: PhoneModel, share: float) -> bool:
+    """Whether a phone randomizes, such that ``share`` of all phones do (as far as possible)."""
+    r = rng.random()
+    return model.can_randomize and r < min(1.0, share / RANDOMIZABLE_SHARE)
+
+
 def pick_policy(rng: random.Random, model: PhoneModel, randomized: bool) -> str:
-    if not randomized:
+    if not randomized or not model.can_randomize:
         return "global"
     if model.os == "ios":
         return "ios_interval" if rng.random() < 0.6 else "ios_per_scan"

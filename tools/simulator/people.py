@@ -164,12 +164,13 @@ def pick_dwell(rng: random.Random) -> tuple[str, float]:
     return name, rng.uniform(lo, hi)
 
 
-_CUM: dict[tuple[str, ...], list[float]] = {}
+_CUM: dict[int, tuple[tuple[PhoneModel, ...], list[float]]] = {}
 
 
 def pick_model(rng: random.Random, models: tuple[PhoneModel, ...]) -> PhoneModel:
-    key = tuple(m.name for m in models)
-    cum = _CUM.get(key)
-    if cum is None:
-        cum = _CUM[key] = list(itertools.accumulate(m.weight for m in models))
+    # Keyed by identity (the model tuples are module constants); the tuple is kept alive with it.
+    hit = _CUM.get(id(models))
+    if hit is None or hit[0] is not models:
+        hit = _CUM[id(models)] = (models, list(itertools.accumulate(m.weight for m in models)))
+    cum = hit[1]
     return rng.choices(models, cum_weights=cum)[0]

@@ -5,8 +5,10 @@ periods (long enough that the screen is on for ``screen_share`` of the time). Sc
 scans every 15-45 s; screen off, every 90-300 s (the real captures show 10-150 s between scans
 of phones in use). A scan is a full sweep of channels 1-13 (about 45 ms per channel; 70 % of
 scans when active, 40 % when idle) or a sweep of the social channels 1, 6, 11 (about 200 ms per
-channel). On each channel the phone sends 2 probe requests 15-25 ms apart (1 for a few older
-devices); phones that probe remembered networks send the wildcard and one per SSID, 2 ms apart.
+channel). On each channel the phone sends a burst of 2-4 probe requests 15-25 ms apart (the
+range depends on the model: 2 for the iPhones and Galaxies of the real captures, 3-4 for the
+Oppo; 1 for the printer and POS); phones that probe remembered networks send the wildcard and
+one per SSID, 2 ms apart, in each round of the burst.
 Every frame, on any channel, takes the next sequence number (mod 4096), so a sniffer on one
 channel sees gaps. Fixed devices scan every 55-65 s all day.
 
@@ -33,6 +35,7 @@ from footfall.tools.simulator.devices import (
     PHONE_MODELS,
     STAFF_MODELS,
     Device,
+    draw_randomized,
     global_mac,
     pick_policy,
 )
@@ -121,7 +124,7 @@ def _scan(
     dev.begin_scan(t0, new_session)
     mac = dev.mac
     ssids = (b"", *dev.ssids)
-    k = dev.model.frames_per_channel
+    k = rng.randint(*dev.model.burst)
     rate = dev.model.rate
     dwell = 0.045 if full else 0.2
     t_ch = t0
@@ -209,8 +212,7 @@ class _Profile:
     def __init__(self, person: str, rng: random.Random, models, randomized_share: float, wifi_off: float) -> None:
         self.person = person
         self.model = pick_model(rng, models)
-        randomized = rng.random() < randomized_share
-        self.policy = pick_policy(rng, self.model, randomized)
+        self.policy = pick_policy(rng, self.model, draw_randomized(rng, self.model, randomized_share))
         self.base_mac = global_mac(rng, self.model.vendor)
         self.ssids: tuple[bytes, ...] = ()
         if rng.random() < self.model.directed_share:
@@ -423,7 +425,7 @@ def make_frames(
     scans: list[tuple[float, int]] = []
     for i in range(devices):
         model = pick_model(rng, PHONE_MODELS)
-        policy = pick_policy(rng, model, rng.random() < randomized_share)
+        policy = pick_policy(rng, model, draw_randomized(rng, model, randomized_share))
         # One shared generator: seeding 50,000 of them would dominate the setup time.
         dev = Device(model, policy, rng, global_mac(rng, model.vendor))
         d = rng.uniform(1.0, 30.0)
@@ -433,34 +435,41 @@ def make_frames(
     pending: list[tuple[int, int, bytes]] = []  # (ts_us, tiebreak, frame)
     counter = 0
     emitted = 0
+    gauss, rand, push, pop = rng.gauss, rng.random, heapq.heappush, heapq.heappop
+    leak, sens, soft, loss = radio.LEAK_DB, radio.SENSITIVITY_DBM, radio.SOFT_DBM, radio.LOSS
     while emitted < n:
-        t0, i = heapq.heappop(scans)
+        t0, i = pop(scans)
         horizon = int(t0 * 1_000_000)
         while pending and pending[0][0] <= horizon:
-            ts_us, _, frame = heapq.heappop(pending)
+            ts_us, _, frame = pop(pending)
             yield ts_us / 1e6, frame
             emitted += 1
             if emitted >= n:
                 return
         dev, base = devs[i]
         dev.begin_scan(t0)
-        base += rng.gauss(0.0, radio.SHADOW_SIGMA)
-        k = dev.model.frames_per_channel
+        base += gauss(0.0, radio.SHADOW_SIGMA)
+        k = rng.randint(*dev.model.burst)
         prefix = prefixes.get(dev.model.rate)
         if prefix is None:
             prefix = prefixes[dev.model.rate] = radiotap_prefix(channel, dev.model.rate)
+        mac = dev.mac
         t = t0
         for ch in FULL_SCAN:
             dch = abs(ch - channel)
+            if dch > radio.MAX_LEAK:  # not heard: the sequence counter still moves on
+                dev.seq = (dev.seq + k) & 0xFFF
+                t += 0.018 * k + 0.03
+                continue
+            body = dev.body(ch, b"")
             for _ in range(k):
                 seq = dev.seq
                 dev.seq = (seq + 1) & 0xFFF
-                if dch <= radio.MAX_LEAK:
-                    r = base - radio.LEAK_DB[dch] + rng.gauss(0.0, radio.FAST_SIGMA)
-                    if radio.captured(rng, r):
-                        frame = probe_request(prefix, int(round(r)), dev.mac, seq, dev.body(ch, b""))
-                        counter += 1
-                        heapq.heappush(pending, (int(t * 1_000_000), counter, frame))
+                r = base - leak[dch] + gauss(0.0, radio.FAST_SIGMA)
+                # radio.captured(), inlined: this loop makes a million frames
+                if r >= sens and (r >= soft or rand() <= (r - sens) / (soft - sens)) and rand() >= loss:
+                    counter += 1
+                    push(pending, (int(t * 1_000_000), counter, probe_request(prefix, round(r), mac, seq, body)))
                 t += 0.018
             t += 0.03
         dev.macs.clear()  # ground truth is not kept here: memory must stay flat

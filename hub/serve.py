@@ -1,0 +1,159 @@
+"""Run the dashboard and API with uvicorn, and the CLI wiring of the web side of the hub.
+
+``register_web(hub_sub)`` adds, under ``footfall hub``:
+
+    serve               the dashboard + API (uvicorn)
+    seed                write a realistic seeded store database (demo, benchmarks)
+    user add NAME       create a store-manager login (or --replace its password)
+    apikey create NAME  create an API key for a machine client (printed once)
+    apikey revoke NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DB = os.environ.get("FOOTFALL_HUB_DB", "hub.db")
+DEFAULT_TZ = os.environ.get("FOOTFALL_TZ", "UTC")
+
+
+def run(
+    db_path: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    tz: str = DEFAULT_TZ,
+    secure_cookie: bool = False,
+    refresh_interval_s: float = 10.0,
+    log_level: str = "info",
+) -> None:
+    """Serve the dashboard until interrupted."""
+    import uvicorn
+
+    from footfall.hub.api import WebSettings, create_app
+
+    settings = WebSettings(tz=tz, secure_cookie=secure_cookie, refresh_interval_s=refresh_interval_s)
+    app = create_app(db_path, settings)
+    # One worker: the summary refresher and the login rate limiter live in this process.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    run(
+        args.db,
+        host=args.host,
+        port=args.port,
+        tz=args.tz,
+        secure_cookie=args.secure_cookie,
+        refresh_interval_s=args.refresh,
+        log_level="debug" if args.verbose > 1 else "info",
+    )
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from footfall.tools.bench.seed_store import build
+
+    path = build(Path(args.db), args.visits, args.days, tz=args.tz, seed=args.seed)
+    print(f"seeded {path} with about {args.visits} visits over {args.days} days")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise SystemExit("passwords differ")
+    return first
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from footfall.hub import auth, store
+
+    conn = store.connect(args.db)
+    try:
+        auth.add_user(conn, args.name, _read_password(args), replace=args.replace)
+    except auth.AuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    print(f"user {args.name} saved")
+    return 0
+
+
+def _apikey_create(args: argparse.Namespace) -> int:
+    from footfall.hub import auth, store
+
+    conn = store.connect(args.db)
+    try:
+        key = auth.create_api_key(conn, args.name)
+    except auth.AuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    print(key)
+    print("Store this key now: the hub keeps only its hash and cannot show it again.", file=sys.stderr)
+    return 0
+
+
+def _apikey_revoke(args: argparse.Namespace) -> int:
+    from footfall.hub import auth, store
+
+    conn = store.connect(args.db)
+    try:
+        done = auth.revoke_api_key(conn, args.name)
+    finally:
+        conn.close()
+    print(f"key {args.name} revoked" if done else f"no active key named {args.name}")
+    return 0 if done else 1
+
+
+def register_web(sub: argparse._SubParsersAction) -> None:
+    """Add the web commands to the ``footfall hub`` subparsers action ``sub``."""
+
+    def db_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", default=DEFAULT_DB, help=f"hub database (default {DEFAULT_DB}; env FOOTFALL_HUB_DB)")
+
+    p = sub.add_parser("serve", help="serve the store dashboard and its API")
+    db_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--tz", default=DEFAULT_TZ, help="the store's time zone, e.g. Europe/Paris (env FOOTFALL_TZ)")
+    p.add_argument("--secure-cookie", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
+    p.add_argument("--refresh", type=float, default=10.0, help="seconds between summary refreshes (default 10)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("seed", help="write a realistic seeded store database (demo, benchmarks)")
+    db_arg(p)
+    p.add_argument("--visits", type=int, default=200_000)
+    p.add_argument("--days", type=int, default=90)
+    p.add_argument("--tz", default=DEFAULT_TZ)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_seed)
+
+    user = sub.add_parser("user", help="store-manager logins").add_subparsers(dest="user_command", metavar="ACTION")
+    p = user.add_parser("add", help="create a login (asks for the password)")
+    db_arg(p)
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--replace", action="store_true", help="set a new password for an existing user")
+    p.set_defaults(func=_user_add)
+
+    key = sub.add_parser("apikey", help="API keys for machine clients").add_subparsers(
+        dest="apikey_command", metavar="ACTION"
+    )
+    p = key.add_parser("create", help="create a key and print it once")
+    db_arg(p)
+    p.add_argument("name")
+    p.set_defaults(func=_apikey_create)
+    p = key.add_parser("revoke", help="revoke a key")
+    db_arg(p)
+    p.add_argument("name")
+    p.set_defaults(func=_apikey_revoke)

@@ -1,0 +1,112 @@
+"use strict";
+// Tiny hand-written SVG charts: bars (grouped or stacked) with an optional line on a second
+// axis, and a donut. No dependencies, nothing fetched from the internet.
+(function () {
+  const NS = "http://www.w3.org/2000/svg";
+
+  function el(name, attrs, parent) {
+    const node = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+
+  // A top of the axis that splits into four round steps (0, 25, 50, 75, 100; 0, 2k, 4k...).
+  function niceMax(v) {
+    if (!(v > 0)) return 4;
+    const step = v / 4;
+    const p = Math.pow(10, Math.floor(Math.log10(step)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= step) return 4 * m * Math.max(p, 0.25);
+    return 40 * p;
+  }
+
+  function fmt(n) {
+    if (n >= 10000) return (n / 1000).toFixed(0) + "k";
+    if (n >= 1000) return (n / 1000).toFixed(1) + "k";
+    return String(Math.round(n));
+  }
+
+  // opts: {labels, series: [{name, values, cls}], stacked, line: {values, cls, max, fmt}, height, labelEvery}
+  function bars(container, opts) {
+    const width = Math.max(container.clientWidth || 600, 280);
+    const height = opts.height || 220;
+    const pad = {l: 44, r: opts.line ? 44 : 12, t: 10, b: 26};
+    const w = width - pad.l - pad.r;
+    const h = height - pad.t - pad.b;
+    const n = opts.labels.length;
+    const svg = el("svg", {viewBox: `0 0 ${width} ${height}`, width: "100%", height, class: "svg-chart"});
+    let max = 0;
+    for (let i = 0; i < n; i++) {
+      if (opts.stacked) max = Math.max(max, opts.series.reduce((a, s) => a + (s.values[i] || 0), 0));
+      else for (const s of opts.series) max = Math.max(max, s.values[i] || 0);
+    }
+    max = niceMax(max);
+    for (let k = 0; k <= 4; k++) {
+      const y = pad.t + h - (h * k) / 4;
+      el("line", {x1: pad.l, x2: pad.l + w, y1: y, y2: y, class: "grid"}, svg);
+      el("text", {x: pad.l - 6, y: y + 4, class: "axis", "text-anchor": "end"}, svg).textContent = fmt((max * k) / 4);
+    }
+    const slot = w / Math.max(n, 1);
+    const groups = opts.stacked ? 1 : opts.series.length;
+    const bw = Math.max(1, (slot * 0.8) / groups);
+    const every = opts.labelEvery || Math.ceil(n / Math.max(1, Math.floor(w / 42)));
+    for (let i = 0; i < n; i++) {
+      let base = 0;
+      opts.series.forEach((s, j) => {
+        const v = s.values[i] || 0;
+        const bh = (h * v) / max;
+        const x = pad.l + slot * i + slot * 0.1 + (opts.stacked ? 0 : j * bw);
+        const y = pad.t + h - bh - (opts.stacked ? (h * base) / max : 0);
+        const r = el("rect", {x, y, width: opts.stacked ? slot * 0.8 : bw, height: Math.max(0, bh), class: s.cls}, svg);
+        el("title", {}, r).textContent = `${opts.labels[i]} · ${s.name}: ${v.toLocaleString()}`;
+        base += v;
+      });
+      if (i % every === 0) {
+        el("text", {x: pad.l + slot * (i + 0.5), y: height - 8, class: "axis", "text-anchor": "middle"}, svg)
+          .textContent = opts.labels[i];
+      }
+    }
+    if (opts.line) {
+      const lmax = opts.line.max || niceMax(Math.max(...opts.line.values.filter((v) => v != null), 0));
+      let d = "";
+      opts.line.values.forEach((v, i) => {
+        if (v == null) return;
+        const x = pad.l + slot * (i + 0.5);
+        const y = pad.t + h - (h * v) / lmax;
+        d += (d ? " L" : "M") + x.toFixed(1) + " " + y.toFixed(1);
+        const dot = el("circle", {cx: x, cy: y, r: 2.5, class: opts.line.cls}, svg);
+        el("title", {}, dot).textContent = `${opts.labels[i]} · ${opts.line.name}: ${opts.line.fmt(v)}`;
+      });
+      if (d) el("path", {d, class: opts.line.cls + " line"}, svg);
+      for (let k = 0; k <= 4; k++) {
+        const y = pad.t + h - (h * k) / 4;
+        el("text", {x: pad.l + w + 6, y: y + 4, class: "axis"}, svg).textContent = opts.line.fmt((lmax * k) / 4);
+      }
+    }
+    container.replaceChildren(svg);
+  }
+
+  // parts: [{name, value, cls}]
+  function donut(container, parts, centerText) {
+    const size = 150, r = 60, stroke = 22, c = 2 * Math.PI * r;
+    const svg = el("svg", {viewBox: `0 0 ${size} ${size}`, width: size, height: size, class: "svg-chart"});
+    const total = parts.reduce((a, p) => a + p.value, 0);
+    el("circle", {cx: size / 2, cy: size / 2, r, class: "donut-bg", "stroke-width": stroke, fill: "none"}, svg);
+    let offset = 0;
+    for (const p of parts) {
+      if (!total || !p.value) continue;
+      const len = (c * p.value) / total;
+      const arc = el("circle", {
+        cx: size / 2, cy: size / 2, r, fill: "none", class: p.cls + " arc", "stroke-width": stroke,
+        "stroke-dasharray": `${len} ${c - len}`, "stroke-dashoffset": -offset,
+        transform: `rotate(-90 ${size / 2} ${size / 2})`,
+      }, svg);
+      el("title", {}, arc).textContent = `${p.name}: ${p.value.toLocaleString()}`;
+      offset += len;
+    }
+    el("text", {x: size / 2, y: size / 2 + 7, "text-anchor": "middle", class: "donut-text"}, svg).textContent = centerText;
+    container.replaceChildren(svg);
+  }
+
+  window.FootfallCharts = {bars, donut};
+})();

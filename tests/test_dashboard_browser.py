@@ -1,0 +1,149 @@
+"""The dashboard in a real headless Chromium: log in, read the seeded store's numbers, screenshot.
+
+Runs the real app under uvicorn on a free port against a seeded SQLite store, and drives
+Debian's Chromium with Playwright. Skips when Chromium or Playwright is missing. Set
+``FOOTFALL_SCREENSHOT=/some/file.png`` to keep the screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from footfall.hub import auth, store
+from footfall.hub.api import WebSettings, create_app
+from footfall.tools.bench.seed_store import build
+from tests.conftest import free_port, wait_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "shop-floor-42"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(base URL, API key) of a running hub serving a seeded store."""
+    import uvicorn
+
+    db = tmp_path_factory.mktemp("browser") / "hub.db"
+    build(db, 40_000, 21, tz="Europe/Paris", seed=7)
+    conn = store.connect(db)
+    auth.add_user(conn, "manager", PASSWORD)
+    key = auth.create_api_key(conn, "browser-test")
+    conn.close()
+    app = create_app(db, WebSettings(tz="Europe/Paris", refresh_interval_s=5))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_port(port)
+    yield f"http://127.0.0.1:{port}", key
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _digits_pattern(n: int) -> str:
+    """``n`` as the page may print it, with any thousands separator."""
+    return "^" + r"\D?".join(str(n)) + "$"
+
+
+def _chromium():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    return sync_api
+
+
+@pytest.mark.browser
+def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -> None:
+    base, key = server
+    sync_api = _chromium()
+    expect = sync_api.expect
+    headers = {"X-API-Key": key}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 1000})
+            failed: list[str] = []
+            # Nothing may come from outside the hub (no CDN): record any foreign request.
+            page.on("request", lambda r: None if r.url.startswith((base, "data:")) else failed.append(r.url))
+            page.goto(base + "/")
+            page.wait_for_url(base + "/login")
+            page.fill("#username", "manager")
+            page.fill("#password", "wrong password")
+            page.click("#submit")
+            page.wait_for_selector("#login-error:not([hidden])")
+            assert "wrong" in page.inner_text("#login-error")
+            page.fill("#password", PASSWORD)
+            page.click("#submit")
+            page.wait_for_url(base + "/")
+            page.wait_for_selector("body[data-loaded='1']", timeout=20_000)
+
+            now = httpx.get(base + "/api/now", headers=headers).json()
+            compare = httpx.get(base + "/api/compare", headers=headers).json()
+            today = compare["today"]["date"]
+            footfall = httpx.get(base + "/api/footfall", params={"start": today, "end": today}, headers=headers).json()
+            shown_now = int(page.inner_text("#now-in-store").replace(",", "").replace("\u202f", ""))
+            # Presence moves on as time passes; the number shown is the API's of that moment.
+            assert abs(shown_now - now["now_in_store"]) <= 5 or now["source"] != "presence"
+            assert now["now_in_store"] > 0
+
+            def number(sel: str) -> int:
+                return int("".join(ch for ch in page.inner_text(sel) if ch.isdigit()))
+
+            assert number("#today-visitors") == compare["today"]["visitors"]
+            assert number("#range-visitors") == footfall["totals"]["visitors"]
+            assert footfall["totals"]["visitors"] > 0
+            assert page.locator("#sensors tr").count() == 4
+            assert page.locator("#chart-footfall svg rect").count() > 10
+
+            # A 7-day range redraws with daily bars.
+            page.click("[data-days='7']")
+            # Polled from Python: the page's CSP (rightly) forbids evaluating strings as script.
+            expect(page.locator("#footfall-gran")).to_have_text("by day")
+            week = httpx.get(
+                base + "/api/footfall",
+                params={"start": page.input_value("#start"), "end": today, "granularity": "day"},
+                headers=headers,
+            ).json()
+            expect(page.locator("#range-visitors")).to_have_text(
+                re.compile(_digits_pattern(week["totals"]["visitors"]))
+            )
+            page.click("[data-days='1']")
+            expect(page.locator("#footfall-gran")).to_have_text("by hour")
+            shot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 20_000
+            if os.environ.get("FOOTFALL_SCREENSHOT"):
+                shutil.copy(shot, os.environ["FOOTFALL_SCREENSHOT"])
+            assert failed == []
+
+            page.click("#logout")
+            page.wait_for_url(base + "/login")
+            assert page.request.get(base + "/api/now").status == 401
+        finally:
+            browser.close()
+
+
+def test_api_rejects_browser_without_login(server: tuple[str, str]) -> None:
+    base, _ = server
+    r = httpx.get(base + "/api/footfall")
+    assert r.status_code == 401
+    started = time.monotonic()
+    assert httpx.get(base + "/static/app.js").status_code == 200
+    assert time.monotonic() - started < 30

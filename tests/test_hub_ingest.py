@@ -1,0 +1,351 @@
+"""Hub ingest against a real Mosquitto and real SQLite files: storage, rejects, crashes, health."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from footfall import schema, topics
+from footfall.hub import store
+from footfall.hub.config import HubConfig, IngestConfig, MqttConfig, load
+from footfall.hub.ingest import Ingestor, ingest_payload
+from footfall.hub.sensors import sensor_health
+
+SITE = "st"
+REPO = Path(__file__).resolve().parent.parent
+T0 = time.time() - 3 * 3600
+
+
+def visit(sensor: str, device: str, first: float, last: float, rssi: int = -60, **kw: Any) -> dict[str, Any]:
+    return schema.visit_payload(
+        site=kw.pop("site", SITE),
+        sensor=sensor,
+        device=device,
+        randomized=kw.pop("randomized", False),
+        first_seen=first,
+        last_seen=last,
+        inside_s=kw.pop("inside_s", (last - first) / 2),
+        sightings=kw.pop("sightings", 5),
+        rssi_max=rssi,
+        rssi_mean=rssi - 5.0,
+        visit_class=kw.pop("visit_class", "visitor"),
+        long_stay=kw.pop("long_stay", False),
+        fingerprint=kw.pop("fingerprint", "fp-a"),
+        ie_ids=[0, 1, 50, 221],
+        **kw,
+    )
+
+
+def vtopic(sensor: str, kind: str = "visit") -> str:
+    return topics.topic(SITE, sensor, kind)
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def hub_config(broker: Any, tmp_path: Path, **kw: Any) -> HubConfig:
+    return HubConfig(
+        site=SITE,
+        db=str(tmp_path / "hub.db"),
+        timezone="Europe/Berlin",
+        mqtt=MqttConfig(host=broker.host, port=broker.port, client_id=f"hub-test-{broker.port}"),
+        ingest=IngestConfig(batch_max=200, batch_ms=20, log_every_s=0.0),
+        **kw,
+    )
+
+
+@contextmanager
+def running(cfg: HubConfig) -> Iterator[Ingestor]:
+    ingestor = Ingestor(cfg)
+    thread = threading.Thread(target=ingestor.run, daemon=True)
+    thread.start()
+    try:
+        assert ingestor.ready.wait(15), "hub did not subscribe"
+        yield ingestor
+    finally:
+        ingestor.stop()
+        thread.join(15)
+        assert not thread.is_alive()
+
+
+@contextmanager
+def publisher(broker: Any, client_id: str = "", persistent: bool = False) -> Iterator[mqtt.Client]:
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=not persistent
+    )
+    client.max_inflight_messages_set(100)
+    client.max_queued_messages_set(0)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        yield client
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def publish(client: mqtt.Client, messages: list[tuple[str, bytes | dict[str, Any]]], **kw: Any) -> None:
+    infos = [
+        client.publish(
+            t, schema.dumps(p) if isinstance(p, dict) else p, qos=kw.get("qos", 1), retain=kw.get("retain", False)
+        )
+        for t, p in messages
+    ]
+    for info in infos:
+        info.wait_for_publish(30)
+
+
+def count(db: str | Path, sql: str, *args: Any) -> Any:
+    """A query on a fresh connection (another process may be writing)."""
+    try:
+        conn = sqlite3.connect(db, timeout=5)
+        try:
+            return conn.execute(sql, args).fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return None  # not created yet
+
+
+def sensor_field(conn: sqlite3.Connection, column: str, sensor: str = "s1") -> Any:
+    row = conn.execute(f"SELECT {column} FROM sensors WHERE sensor = ?", (sensor,)).fetchone()
+    return None if row is None else row[0]
+
+
+def test_published_visits_are_stored_once(broker: Any, tmp_path: Path) -> None:
+    cfg = hub_config(broker, tmp_path)
+    msgs = [(vtopic("s1"), visit("s1", f"dev{i:04d}", T0 + i * 10, T0 + i * 10 + 300)) for i in range(150)]
+    with running(cfg) as hub, publisher(broker) as pub:
+        publish(pub, msgs)
+        publish(pub, msgs[:40])  # QoS-1 retransmissions and agent replays after a crash
+        wait_for(lambda: hub.stats.stored + hub.stats.duplicates >= 190, what="all messages")
+        assert hub.stats.stored == 150
+        assert hub.stats.duplicates == 40
+    assert count(cfg.db, "SELECT count(*) FROM sensor_visits") == 150
+    assert count(cfg.db, "SELECT count(*) FROM visits") == 150
+    assert count(cfg.db, "SELECT count(*) FROM sensor_visits WHERE visit_id IS NULL") == 0
+    assert count(cfg.db, "SELECT sum(visit_count) FROM devices") == 150
+    assert count(cfg.db, "SELECT messages FROM sensors WHERE sensor = 's1'") == 190
+
+
+def test_bad_messages_are_rejected_counted_and_good_ones_around_them_kept(broker: Any, tmp_path: Path) -> None:
+    cfg = hub_config(broker, tmp_path, sensors=["s1", "s2"])
+    good = [visit("s1", f"good{i}", T0 + i, T0 + i + 60) for i in range(6)]
+    no_field = visit("s1", "bad1", T0, T0 + 10)
+    del no_field["fingerprint"]
+    new_version = {**visit("s1", "bad2", T0, T0 + 10), "v": 99}
+    oversized = schema.dumps({**visit("s1", "bad3", T0, T0 + 10), "pad": "x" * 100_000})
+    bad: list[tuple[str, bytes | dict[str, Any], str]] = [
+        (vtopic("s1"), b"\xff\xfe not json at all", "garbage"),
+        (vtopic("s1"), b"[1, 2, 3]", "garbage"),
+        (vtopic("s1"), oversized, "oversized"),
+        (vtopic("s1"), no_field, "schema"),
+        (vtopic("s1"), {**visit("s1", "bad4", T0, T0 + 10), "sightings": "many"}, "schema"),
+        (vtopic("s1", "presence"), visit("s1", "bad5", T0, T0 + 10), "schema"),  # visit on a presence topic
+        (vtopic("s1"), new_version, "version"),
+        (vtopic("s9"), visit("s9", "bad6", T0, T0 + 10), "unknown_sensor"),
+        (vtopic("s2"), visit("s1", "bad7", T0, T0 + 10), "mismatch"),
+        (vtopic("s1"), visit("s1", "AA:BB:CC:DD:EE:FF", T0, T0 + 10), "privacy"),
+        (vtopic("s1"), visit("s1", "bad8", T0 - 500 * 86400, T0 - 500 * 86400 + 10), "expired"),
+    ]
+    msgs: list[tuple[str, bytes | dict[str, Any]]] = []
+    for i, (t, p, _) in enumerate(bad):
+        msgs.append((vtopic("s1"), good[i % len(good)]))
+        msgs.append((t, p))
+    with running(cfg) as hub, publisher(broker) as pub:
+        publish(pub, msgs)
+        wait_for(lambda: hub.stats.received >= len(msgs), what="all messages")
+    expected: dict[str, int] = {}
+    for *_, reason in bad:
+        expected[reason] = expected.get(reason, 0) + 1
+    conn = store.connect(cfg.db)
+    assert {r["reason"]: r["count"] for r in conn.execute("SELECT * FROM ingest_rejects")} == expected
+    assert {r[0] for r in conn.execute("SELECT device FROM sensor_visits")} == {f"good{i}" for i in range(6)}
+    # The raw MAC never reached the disk, not even in the reject detail.
+    assert not any("AA:BB" in (r[0] or "") for r in conn.execute("SELECT last_detail FROM ingest_rejects"))
+    assert hub.stats.rejected == expected
+
+
+def test_direct_ingest_payload_outcomes(tmp_path: Path) -> None:
+    conn = store.connect(tmp_path / "hub.db")
+    raw = schema.dumps(visit("s1", "d1", T0, T0 + 60))
+    assert ingest_payload(conn, vtopic("s1"), raw) == "stored"
+    assert ingest_payload(conn, vtopic("s1"), raw) == "duplicate"
+    assert ingest_payload(conn, vtopic("s1"), b"{") == "rejected:garbage"
+    assert ingest_payload(conn, "not/ours", raw) == "rejected:topic"
+    assert ingest_payload(conn, vtopic("s1", "config"), b"{}") == "ignored"
+    presence = schema.presence_payload(site=SITE, sensor="s1", ts=T0, window_s=60, devices=7, inside=3)
+    assert ingest_payload(conn, vtopic("s1", "presence"), schema.dumps(presence)) == "presence"
+    assert tuple(conn.execute("SELECT devices, inside FROM presence").fetchone()) == (7, 3)
+
+
+def test_multi_sensor_visit_over_mqtt_is_one_store_visit(broker: Any, tmp_path: Path) -> None:
+    cfg = hub_config(broker, tmp_path)
+    with running(cfg) as hub, publisher(broker) as pub:
+        publish(
+            pub,
+            [
+                (vtopic("s1"), visit("s1", "shopper", T0, T0 + 600, rssi=-70)),
+                (vtopic("s2"), visit("s2", "shopper", T0 + 120, T0 + 900, rssi=-45)),
+                # Late message bridging into a second stay 100 s after the first ended.
+                (vtopic("s1"), visit("s1", "shopper", T0 + 1000, T0 + 1200, rssi=-80)),
+            ],
+        )
+        wait_for(lambda: hub.stats.stored >= 3, what="3 stored")
+    conn = store.connect(cfg.db)
+    rows = conn.execute("SELECT * FROM visits").fetchall()
+    assert len(rows) == 1
+    v = rows[0]
+    assert (v["best_sensor"], v["best_rssi"], v["n_sensor_visits"]) == ("s2", -45, 3)
+    assert json.loads(v["sensors"]) == ["s1", "s2"]
+    assert v["dwell_s"] == pytest.approx(1200, abs=0.01)
+
+
+def test_sensor_goes_offline_by_last_will_and_reports_health(broker: Any, tmp_path: Path) -> None:
+    cfg = hub_config(broker, tmp_path, heartbeat_s=10)
+    # An agent registers its will when it connects: the will's ts is older than its "online".
+    offline = schema.status_payload(site=SITE, sensor="s1", state="offline", ts=time.time() - 5)
+    online = schema.status_payload(site=SITE, sensor="s1", state="online", ts=time.time(), version="0.1.0")
+    agent = f"""
+import sys, time, paho.mqtt.client as mqtt
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="agent-s1", protocol=mqtt.MQTTv311)
+c.will_set({vtopic("s1", "status")!r}, {schema.dumps(offline)!r}, qos=1, retain=True)
+c.connect({broker.host!r}, {broker.port}, keepalive=5)
+c.loop_start()
+c.publish({vtopic("s1", "status")!r}, {schema.dumps(online)!r}, qos=1, retain=True).wait_for_publish(10)
+print("online", flush=True)
+time.sleep(120)
+"""
+    health = {
+        "v": 1,
+        "type": "health",
+        "id": schema.message_id("health", SITE, "s1", 1),
+        "site": SITE,
+        "sensor": "s1",
+        "ts": time.time(),
+        "version": "0.1.0",
+        "uptime_s": 30.0,
+        "frames": 1200,
+        "frames_per_s": 40.0,
+        "rejected": 3,
+        "devices_tracked": 17,
+        "backlog": 12,
+        "dropped": 2,
+        "cpu_temp_c": 51.5,
+    }
+    with running(cfg) as hub:
+        proc = subprocess.Popen([sys.executable, "-c", agent], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "online"
+            with publisher(broker) as pub:
+                publish(pub, [(vtopic("s1", "health"), health)])
+            conn = store.connect(cfg.db)
+            wait_for(lambda: sensor_field(conn, "state") == "online")
+            wait_for(lambda: sensor_field(conn, "backlog") == 12)
+            killed_at = time.time()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            wait_for(
+                lambda: sensor_field(conn, "state") == "offline",
+                what="last will",
+            )
+        finally:
+            proc.kill()
+            proc.wait()
+        assert hub.stats.rejected_total == 0
+    [s1] = sensor_health(conn, heartbeat_s=10)
+    assert s1.state == "offline"
+    # The will was registered at connect time; the hub dates the outage when it hears of it.
+    assert s1.offline_since == pytest.approx(killed_at, abs=10)
+    assert (s1.version, s1.backlog, s1.dropped) == ("0.1.0", 12, 2)
+    assert s1.health is not None and s1.health["cpu_temp_c"] == 51.5
+    assert not s1.stale
+    [later] = sensor_health(conn, heartbeat_s=10, now=time.time() + 31)
+    assert later.stale
+
+
+def _start_hub(cfg_path: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "footfall", "-v", "hub", "run", "--config", str(cfg_path)],
+        stdout=open(log, "ab"),  # noqa: SIM115 - owned by the child
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+
+
+def test_kill_9_during_ingest_loses_and_doubles_nothing(broker: Any, tmp_path: Path) -> None:
+    n = 5000
+    db = tmp_path / "hub.db"
+    cfg_path = tmp_path / "hub.toml"
+    cfg_path.write_text(
+        f'site = "{SITE}"\ndb = "{db}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f'client_id = "hub-kill-test"\n[ingest]\nbatch_max = 200\nbatch_ms = 20\n'
+    )
+    load(cfg_path)  # the file is valid
+    log = tmp_path / "hub.log"
+    hub = _start_hub(cfg_path, log)
+    try:
+        # The hub's session exists once its subscription delivers something.
+        with publisher(broker) as pub:
+            publish(
+                pub,
+                [
+                    (
+                        vtopic("s1", "status"),
+                        schema.status_payload(site=SITE, sensor="s1", state="online", ts=time.time()),
+                    )
+                ],
+                retain=True,
+            )
+        wait_for(lambda: count(db, "SELECT count(*) FROM sensors"), what="hub subscribed")
+        msgs = [(vtopic(f"s{i % 3 + 1}"), visit(f"s{i % 3 + 1}", f"k{i:05d}", T0 + i, T0 + i + 30)) for i in range(n)]
+        with publisher(broker, client_id="agent-kill-test", persistent=True) as pub:
+            infos = [pub.publish(t, schema.dumps(p), qos=1) for t, p in msgs]
+            stored = wait_for(
+                lambda: (
+                    (count(db, "SELECT count(*) FROM sensor_visits") or 0) >= 500
+                    and count(db, "SELECT count(*) FROM sensor_visits")
+                ),
+                what="ingest under way",
+            )
+            hub.send_signal(signal.SIGKILL)
+            hub.wait(10)
+            at_kill = count(db, "SELECT count(*) FROM sensor_visits")
+            for info in infos:
+                info.wait_for_publish(60)  # the broker queues the rest for the hub's session
+        assert stored <= at_kill
+        hub = _start_hub(cfg_path, log)
+        wait_for(lambda: count(db, "SELECT count(*) FROM sensor_visits") == n, timeout=120, what="all visits")
+        time.sleep(0.5)  # redeliveries of the last acked-late batch, if any, arrive now
+        hub.send_signal(signal.SIGTERM)
+        assert hub.wait(20) == 0
+    finally:
+        if hub.poll() is None:
+            hub.kill()
+            hub.wait()
+    print(f"killed with {at_kill} of {n} stored; {log.read_text()[-300:]}")
+    conn = store.connect(db)
+    assert tuple(conn.execute("SELECT count(*), count(DISTINCT id) FROM sensor_visits").fetchone()) == (n, n)
+    assert tuple(conn.execute("SELECT count(*), sum(n_sensor_visits) FROM visits").fetchone()) == (n, n)
+    assert conn.execute("SELECT count(*) FROM sensor_visits WHERE visit_id IS NULL").fetchone()[0] == 0
+    assert conn.execute("SELECT sum(visit_count) FROM devices").fetchone()[0] == n
+    assert conn.execute("SELECT count(*) FROM ingest_rejects").fetchone()[0] == 0

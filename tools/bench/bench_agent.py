@@ -1,0 +1,148 @@
+"""Agent throughput and memory: the issue's figures, measured side by side in one run.
+
+1. Frames/s of the agent's whole sensor path (pcap read + radiotap/802.11/IE parse + keyed
+   hash + sessionize into visits) on a 1-million-frame pcap, next to scapy dissecting the
+   same file (a sample, extrapolated: scapy manages a few hundred frames/s) and, where
+   installed, ``tshark -T fields`` extracting source address, signal and sequence number.
+2. Peak RSS of an agent process tracking 50,000 concurrent devices (a child process, so the
+   figure is the agent's alone; it imports what the real agent imports: paho, sqlite3).
+
+    python -m footfall.tools.bench.bench_agent [--frames 1000000] [--pcap FILE] [--devices 50000]
+
+Targets (issue 7): >= 10x tshark (about 140,000 frames/s) and RSS < 40 MB at 50k devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from footfall.edge_agent.agent import Agent
+from footfall.edge_agent.config import AgentConfig
+from footfall.edge_agent.pcapfile import PcapSource
+
+KEY = "5f" * 32
+
+
+def agent_rate(pcap: Path) -> tuple[float, int, int]:
+    os.environ["FOOTFALL_HASH_KEY"] = KEY
+    visits = 0
+
+    def sink(kind: str, payload: dict) -> None:
+        nonlocal visits
+        visits += kind == "visit"
+
+    agent = Agent(AgentConfig(site="bench", sensor="s1"), sink)
+    t0 = time.perf_counter()
+    agent.process(PcapSource(pcap))
+    agent.finish("end_of_capture")
+    elapsed = time.perf_counter() - t0
+    return agent.frames / elapsed, agent.frames, visits
+
+
+def scapy_rate(pcap: Path, sample: int) -> float:
+    from scapy.utils import PcapReader
+
+    n = 0
+    t0 = time.perf_counter()
+    with PcapReader(str(pcap)) as reader:
+        for pkt in reader:
+            pkt.addr2  # noqa: B018 - force the dissection a consumer would need
+            n += 1
+            if n >= sample:
+                break
+    return n / (time.perf_counter() - t0)
+
+
+def tshark_rate(pcap: Path, frames: int) -> float | None:
+    exe = shutil.which("tshark")
+    if not exe:
+        return None
+    cmd = [exe, "-r", str(pcap), "-T", "fields", "-e", "wlan.sa", "-e", "radiotap.dbm_antsignal", "-e", "wlan.seq"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return frames / (time.perf_counter() - t0)
+
+
+RSS_CHILD = r"""
+import json, os, resource, struct, sys, time, zlib
+os.environ["FOOTFALL_HASH_KEY"] = "5f" * 32
+import paho.mqtt.client, sqlite3  # what the real agent process also holds
+from footfall.edge_agent.agent import Agent
+from footfall.edge_agent.config import AgentConfig
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+devices, rounds = int(sys.argv[1]), int(sys.argv[2])
+rt = bytes.fromhex("00000f002e00000010") + struct.pack("<BHH", 2, 2437, 0xA0)
+ies = bytes.fromhex("000001040204 0b16 32080c1218243048606c 030106 2d1a2d4017ff000000000000000000000000000000000000000000 7f080000080400000040".replace(" ", ""))
+def frames():
+    t = 1_700_000_000.0
+    for r in range(rounds):
+        for i in range(devices):
+            mac = bytes((0x02 | (i & 0xFC) & 0xFE,)) + i.to_bytes(5, "big")
+            mpdu = b"\x40\x00\x00\x00" + b"\xff" * 6 + mac + b"\xff" * 6 + struct.pack("<H", (r & 0xFFF) << 4) + ies
+            yield t, rt + bytes(((-60 - i % 30) & 0xFF,)) + mpdu + zlib.crc32(mpdu).to_bytes(4, "little")
+            t += 0.002
+sent = []
+agent = Agent(AgentConfig(site="bench", sensor="s1"), lambda k, p: None)
+agent.process(frames())
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"tracked": len(agent.tracker.open), "rss_kb": peak, "base_kb": base, "frames": agent.frames}))
+"""
+
+
+def rss_with_devices(devices: int) -> dict:
+    # Two rounds of every device inside the visit gap: all of them open at once at the end.
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, str(devices), "2"], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=1_000_000)
+    ap.add_argument("--pcap", type=Path, help="use this capture instead of building one")
+    ap.add_argument("--scapy-sample", type=int, default=20_000)
+    ap.add_argument("--devices", type=int, default=50_000)
+    args = ap.parse_args(argv)
+
+    tmp = None
+    pcap = args.pcap
+    if pcap is None:
+        from footfall.tools.bench.bench_parse import make_bench_pcap
+
+        tmp = tempfile.TemporaryDirectory(prefix="footfall-bench-")
+        pcap = Path(tmp.name) / "bench.pcap"
+        make_bench_pcap(pcap, args.frames)
+    try:
+        rate, frames, visits = agent_rate(pcap)
+        print(f"agent parse+hash+sessionize: {rate:12,.0f} frames/s  ({frames:,} frames -> {visits:,} visits)")
+        sc = scapy_rate(pcap, args.scapy_sample)
+        print(f"scapy dissect (first {args.scapy_sample:,}): {sc:10,.0f} frames/s   agent/scapy  = {rate / sc:7.1f}x")
+        ts = tshark_rate(pcap, frames)
+        if ts is None:
+            print("tshark: not installed")
+        else:
+            print(
+                f"tshark -T fields sa,signal,seq: {ts:10,.0f} frames/s   agent/tshark = {rate / ts:7.1f}x  (target 10x)"
+            )
+        mem = rss_with_devices(args.devices)
+        print(
+            f"agent RSS tracking {mem['tracked']:,} concurrent devices: {mem['rss_kb'] / 1024:.1f} MB "
+            f"(interpreter + imports alone: {mem['base_kb'] / 1024:.1f} MB; target < 40 MB)"
+        )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
