@@ -467,8 +467,15 @@ class ScapySource:
 PCAP_SUFFIXES = (".pcap", ".pcapng", ".cap")
 
 
+LIVE_IGNORED_OPTS = ("realtime",)
+
+
 def open_source(spec: str, **opts: Any) -> FrameSource:
-    """Open a frame source from `pcap:PATH`, a `.pcap`/`.pcapng` path, `iface:NAME` or `scapy:NAME`."""
+    """Open a frame source from `pcap:PATH`, a `.pcap`/`.pcapng` path, `iface:NAME` or `scapy:NAME`.
+
+    `opts` go to the source's constructor; `realtime` (pace a file replay) is dropped for live
+    sources, which are real time by nature, so callers can pass one option set for any spec.
+    """
     kind, sep, rest = spec.partition(":")
     if sep and kind == "pcap":
         path = rest
@@ -482,10 +489,11 @@ def open_source(spec: str, **opts: Any) -> FrameSource:
         from .pcapfile import PcapSource  # only file replay needs it
 
         return PcapSource(path, **opts)
+    live_opts = {k: v for k, v in opts.items() if k not in LIVE_IGNORED_OPTS}
     if sep and kind == "iface":
-        return RawSocketSource(rest, **opts)
+        return RawSocketSource(rest, **live_opts)
     if sep and kind == "scapy":
-        return ScapySource(rest, **opts)
+        return ScapySource(rest, **live_opts)
     hint = ""
     if _valid_ifname(spec) and (SYS_NET / spec).exists():
         hint = f" - did you mean iface:{spec}?"

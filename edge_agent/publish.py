@@ -72,9 +72,15 @@ class TLSOptions:
     insecure: bool = False
 
     def context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca_certs)
-        if self.certfile:
-            ctx.load_cert_chain(self.certfile, self.keyfile)
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_certs)
+            if self.certfile:
+                ctx.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"TLS setup failed (ca_certs={self.ca_certs!r}, certfile={self.certfile!r}, "
+                f"keyfile={self.keyfile!r}): {exc}"
+            ) from None
         if self.insecure:
             ctx.check_hostname = False
         return ctx
@@ -156,8 +162,8 @@ class Publisher:
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
-        # Our window bounds what is in flight; paho's own limit would make it queue and resend
-        # out of our order.
+        # Our window bounds what is in flight; a second, hidden queue inside paho would only
+        # blur what "in flight" means when it resends after a reconnect.
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(reconnect_min_delay, reconnect_max_delay)  # type: ignore[arg-type]
@@ -341,11 +347,14 @@ class Publisher:
                     stopping = self._stopping
                     if pending:
                         self._cond.notify_all()
-                if not self._commit(pending, acked):
+                ok = self._commit(pending, acked)
+                if stopping:
+                    if not ok:
+                        log.error("closing with %d messages that could not be written to disk", len(self._pending))
+                    return
+                if not ok:
                     time.sleep(1.0)
                     continue
-                if stopping:
-                    return
                 self._send()
             except Exception:
                 # The sender must outlive any bug: log, back off, carry on.

@@ -58,6 +58,7 @@ from typing import Any
 from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate
 
 SEQ_MOD = 4096
+LONG_STAY_S = 4 * 3600.0  # as the agent's long_stay_s: no shopping trip lasts that long
 
 
 @dataclass
@@ -66,7 +67,7 @@ class LinkSettings:
     overlap_tol_s: float = 1.0  # MACs of one scan interleave within a second across sniffers
     gap_scale_s: float = 120.0  # cost 1 per this much silence
     burst_s: float = 2.0  # one scan: MACs of a per-scan phone follow each other within this
-    max_cost: float = 5.0
+    max_cost: float = 2.5
     seq_window: int = 32  # counts a counter may advance between two MACs, plus 0.5 per second
     seq_bonus: float = 4.0
     ssid_bonus: float = 4.0
@@ -79,10 +80,13 @@ class LinkSettings:
     rotation_penalty: float = 2.0
     # A per-scan phone's MACs each live one scan; a long-lived MAC rarely continues such a chain.
     lifetime_penalty: float = 1.0
-    rssi_scale_db: float = 8.0
+    rssi_scale_db: float = 3.0
     rssi_max_cost: float = 3.0
     rssi_smooth: float = 0.3  # weight of the newest MAC in the chain's running RSSI
     ambiguity_margin: float = 0.5
+    # When a single device of this fingerprint has been heard lately, a new MAC of it is far
+    # more likely that device rotating than a new arrival of the same model: allow more cost.
+    alone_extra_cost: float = 2.0
     # A different fingerprint joins only with SSIDs in common or counter continuity this fast.
     cross_fp_max_gap_s: float = 60.0
     # Trust the locally administered bit. Off only for data whose MACs were re-written without
@@ -342,8 +346,12 @@ class Linker:
         best: tuple[float, _Chain, bool, bool] | None = None
         second = float("inf")
         start = node.first + s.overlap_tol_s
+        live = 0
         for ch in self._chains.get(node.fp, ()):
-            if ch.last > start or node.first - ch.last > s.max_gap_s:
+            if node.first - ch.last > s.max_gap_s:
+                continue
+            live += 1
+            if ch.last > start:
                 continue
             cost, seq, ssid = link_cost(ch, node, s)
             if best is None or cost < best[0]:
@@ -377,7 +385,8 @@ class Linker:
                     second = min(second, best[0])
                 best = (cost, ch, seq, ssid)
                 cross = True
-        if (best is None or best[0] > s.max_cost) and not self._chains.get(node.fp):
+        max_cost = s.max_cost + (s.alone_extra_cost if live == 1 else 0.0)
+        if (best is None or best[0] > max_cost) and not self._chains.get(node.fp):
             # A fingerprint nobody shows right now, from a phone that changes element sets
             # between scans (Android directed/broadcast, iOS after a setting change)? Only when
             # the node falls inside one other device's scan burst, or that device is the only
@@ -392,12 +401,12 @@ class Linker:
             pick = burst if len(burst) == 1 else near if len(near) == 1 else []
             if pick:
                 cost, _, _ = link_cost(pick[0], node, s)
-                best = (min(cost, s.max_cost), pick[0], False, False)
+                best = (min(cost, max_cost), pick[0], False, False)
                 second = float("inf")
                 cross = True
         if best is not None and second - best[0] < s.ambiguity_margin:
             st.ambiguous += 1
-        if best is None or best[0] > s.max_cost:
+        if best is None or best[0] > max_cost:
             st.new_devices += 1
             ch = self._new_chain(node, node.device)
             self.mac_key[node.device] = ch.key
@@ -485,35 +494,42 @@ class LinkingEstimator:
     """The hub's :class:`footfall.hub.devices.DeviceEstimator` backed by :class:`Linker`.
 
     ``device_key`` links each sensor visit as ingest hands it over (arrival order is close to
-    first-seen order: an agent publishes a visit when it closes). :meth:`warm` rebuilds the
-    live chains from the database after a restart.
+    first-seen order: an agent publishes a visit when it closes). A MAC seen before keeps its
+    key, so re-aggregating a store visit is stable. When the row handed over lacks the linking
+    evidence (``hub/merge.py`` passes a subset of columns), the full ``sensor_visits`` row is
+    read through ``conn``. :meth:`warm` rebuilds the live chains after a restart.
     """
 
     name = "linker-v1"
+    EVIDENCE = ("seq_first", "seq_last", "rssi_mean", "ssid_hashes", "channels", "fingerprint")
 
-    def __init__(self, settings: LinkSettings | None = None) -> None:
+    def __init__(self, settings: LinkSettings | None = None, conn: sqlite3.Connection | None = None) -> None:
         self.linker = Linker(settings)
+        self.conn = conn
 
     def device_key(self, sensor_visit: Mapping[str, Any]) -> str:
         known = self.linker.mac_key.get(sensor_visit["device"])
-        if (
-            known is not None
-            and sensor_visit["first_seen"]
-            - self.linker._mac_last.get(sensor_visit["device"], sensor_visit["first_seen"])
-            <= self.linker.s.max_gap_s
-        ):
+        if known is not None:
             return known
-        return self.linker.feed([sensor_visit])[sensor_visit["id"]]
+        visit: Mapping[str, Any] = sensor_visit
+        if self.conn is not None and any(k not in sensor_visit for k in self.EVIDENCE):
+            cur = self.conn.execute("SELECT * FROM sensor_visits WHERE id = ?", (sensor_visit["id"],))
+            row = cur.fetchone()
+            if row is not None:
+                names = [d[0] for d in cur.description]
+                visit = {**dict(zip(names, row, strict=True)), **dict(sensor_visit)}
+        return self.linker.feed([visit])[sensor_visit["id"]]
 
     def warm(self, conn: sqlite3.Connection, now: float) -> int:
         """Reload the sensor visits of the last ``max_gap_s`` with the keys they were given."""
         since = now - self.linker.s.max_gap_s - MAX_VISIT_S / 24
-        rows = conn.execute(
+        cur = conn.execute(
             """SELECT s.*, v.device_key FROM sensor_visits s JOIN visits v ON v.id = s.visit_id
                WHERE s.last_seen >= ? ORDER BY s.first_seen""",
             (since,),
-        ).fetchall()
-        visits = [dict(r) for r in rows]
+        )
+        names = [d[0] for d in cur.description]
+        visits = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         self.linker.restore(visits, {v["id"]: v["device_key"] for v in visits})
         return len(visits)
 
@@ -571,6 +587,7 @@ class DeviceSession:
     inside_s: float
     visits: int
     visitor: bool
+    long_stay: bool = False  # staff or fixed equipment: the hub leaves these out of footfall
 
     @property
     def dwell_s(self) -> float:
@@ -599,25 +616,51 @@ def device_sessions(
     out: list[DeviceSession] = []
     for key, vs in by_key.items():
         vs.sort(key=lambda v: v["first_seen"])
-        cur: DeviceSession | None = None
-        last_strong: float | None = None
+        group: list[Mapping[str, Any]] = []
+        end = float("-inf")
         for v in vs:
-            first, last = float(v["first_seen"]), float(v["last_seen"])
-            if cur is None or first - cur.last_seen > gap_s:
-                if cur is not None:
-                    cur.visitor = cur.inside_s >= min_inside_s
-                    out.append(cur)
-                cur = DeviceSession(key, first, last, 0.0, 0, False)
-                last_strong = None
-            cur.visits += 1
-            cur.last_seen = max(cur.last_seen, last)
-            cur.inside_s += float(v.get("inside_s") or 0.0)
-            rmax = v.get("rssi_max")
-            if rmax is not None and rmax >= inside_rssi:
-                if last_strong is not None and 0 <= first - last_strong <= inside_gap_s:
-                    cur.inside_s += first - last_strong
-                last_strong = max(last, last_strong or last)
-        if cur is not None:
-            cur.visitor = cur.inside_s >= min_inside_s
-            out.append(cur)
+            if group and v["first_seen"] - end > gap_s:
+                out.append(_session(key, group, inside_rssi, inside_gap_s, min_inside_s))
+                group = []
+            group.append(v)
+            end = max(end, v["last_seen"]) if len(group) > 1 else v["last_seen"]
+        if group:
+            out.append(_session(key, group, inside_rssi, inside_gap_s, min_inside_s))
     return out
+
+
+def _session(
+    key: str, group: list[Mapping[str, Any]], inside_rssi: int, inside_gap_s: float, min_inside_s: float
+) -> DeviceSession:
+    # Inside time: the agent's own figure for MACs that lived long enough to have one (per
+    # sensor summed, the best sensor taken: sensors hear the same minutes), or the strong short
+    # MACs chained with gaps of at most inside_gap_s, whichever is larger.
+    per_sensor: dict[str, float] = defaultdict(float)
+    spans: list[tuple[float, float]] = []
+    for v in group:
+        per_sensor[v.get("sensor", "")] += float(v.get("inside_s") or 0.0)
+        rmax = v.get("rssi_max")
+        if rmax is not None and rmax >= inside_rssi and v["last_seen"] - v["first_seen"] <= inside_gap_s:
+            spans.append((float(v["first_seen"]), float(v["last_seen"])))
+    chained = 0.0
+    if spans:
+        spans.sort()
+        lo, hi = spans[0]
+        for a, b in spans[1:]:
+            if a - hi <= inside_gap_s:
+                hi = max(hi, b)
+            else:
+                chained += hi - lo
+                lo, hi = a, b
+        chained += hi - lo
+    inside = max(chained, max(per_sensor.values(), default=0.0))
+    return DeviceSession(
+        device_key=key,
+        first_seen=float(group[0]["first_seen"]),
+        last_seen=max(float(v["last_seen"]) for v in group),
+        inside_s=inside,
+        visits=len(group),
+        visitor=inside >= min_inside_s,
+        long_stay=any(v.get("long_stay") for v in group)
+        or max(float(v["last_seen"]) for v in group) - float(group[0]["first_seen"]) >= LONG_STAY_S,
+    )

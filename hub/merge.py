@@ -70,7 +70,7 @@ VISIT_COLUMNS = (
     "day",
     "hour",
 )
-_INSERT_VISIT = f"INSERT INTO visits ({', '.join(VISIT_COLUMNS)}) VALUES ({', '.join('?' * len(VISIT_COLUMNS))})"
+_INSERT_VISIT = f"INSERT INTO visits (id, {', '.join(VISIT_COLUMNS)}) VALUES (?, {', '.join('?' * len(VISIT_COLUMNS))})"
 _UPDATE_VISIT = f"UPDATE visits SET {', '.join(c + ' = ?' for c in VISIT_COLUMNS)} WHERE id = ?"
 
 
@@ -205,16 +205,31 @@ def merge_new(
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["site"], row["device"])].append(row)
-    for (site, device), new in groups.items():
+    if not groups:
+        return result
+    existing_by_device = _existing(conn, groups, gap_s)
+    # New store visits are inserted together at the end (one executemany): their ids are
+    # assigned here, as SQLite would (max + 1), inside the caller's write transaction.
+    next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM visits").fetchone()[0]
+    created: list[dict[str, Any]] = []
+
+    def create(members: list[dict[str, Any]]) -> None:
+        nonlocal next_id
+        visit = aggregate(members, tz, estimator, excluded)
+        visit["id"] = next_id
+        next_id += 1
+        for m in members:
+            m["visit_id"] = visit["id"]
+        created.append(visit)
+        _note(result.deltas, visit, +1)
+        result.created += 1
+
+    for key, new in groups.items():
         lo = min(r["first_seen"] for r in new) - gap_s
         hi = max(r["last_seen"] for r in new) + gap_s
-        existing = conn.execute(
-            "SELECT id, first_seen, last_seen, dwell_s, device_key, randomized, partner_hash, long_stay FROM visits"
-            " WHERE device = ? AND last_seen >= ? AND first_seen <= ? AND site = ?",
-            (device, lo, hi, site),
-        ).fetchall()
+        existing = [v for v in existing_by_device.get(key, ()) if v["last_seen"] >= lo and v["first_seen"] <= hi]
         if not existing and len(new) == 1:
-            _create(conn, new, tz, estimator, excluded, result)
+            create(new)
             continue
         # Sweep store visits and new sensor visits by start; anything within gap_s of the
         # running cluster end joins it.
@@ -236,26 +251,32 @@ def merge_new(
                 continue
             old = [it[3] for it in cluster if it[2] == 0]
             if not old:
-                _create(conn, fresh, tz, estimator, excluded, result)
+                create(fresh)
             else:
                 _extend(conn, old, fresh, tz, estimator, excluded, result)
+    if created:
+        conn.executemany(_INSERT_VISIT, [[v["id"], *(v[c] for c in VISIT_COLUMNS)] for v in created])
     return result
 
 
-def _create(
-    conn: sqlite3.Connection,
-    members: list[dict[str, Any]],
-    tz: tzinfo,
-    estimator: DeviceEstimator,
-    excluded: set[str],
-    result: MergeResult,
-) -> None:
-    visit = aggregate(members, tz, estimator, excluded)
-    cur = conn.execute(_INSERT_VISIT, [visit[c] for c in VISIT_COLUMNS])
-    for m in members:
-        m["visit_id"] = cur.lastrowid
-    _note(result.deltas, visit, +1)
-    result.created += 1
+def _existing(
+    conn: sqlite3.Connection, groups: Mapping[tuple[str, str], list[dict[str, Any]]], gap_s: float
+) -> dict[tuple[str, str], list[sqlite3.Row]]:
+    """Store visits the batch could touch, by (site, device): one query per 500 devices."""
+    lo = min(r["first_seen"] for new in groups.values() for r in new) - gap_s
+    hi = max(r["last_seen"] for new in groups.values() for r in new) + gap_s
+    devices = sorted({device for _, device in groups})
+    out: dict[tuple[str, str], list[sqlite3.Row]] = defaultdict(list)
+    for start in range(0, len(devices), 500):
+        chunk = devices[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for v in conn.execute(
+            "SELECT id, site, device, first_seen, last_seen, dwell_s, device_key, randomized, partner_hash, long_stay"
+            f" FROM visits WHERE device IN ({marks}) AND last_seen >= ? AND first_seen <= ?",
+            [*chunk, lo, hi],
+        ):
+            out[(v["site"], v["device"])].append(v)
+    return out
 
 
 def _extend(

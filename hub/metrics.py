@@ -25,11 +25,15 @@ Vocabulary
 
 Staff and fixed devices (``excluded``) are left out unless ``include_excluded=True``.
 
-Speed: every query reads small summary tables kept exact by triggers on ``visits`` (migration
-2 in ``store.py``: ``agg_hour``, ``agg_dwell``, ``visitor_days``, ``agg_gap``, ``agg_freq``),
-never millions of raw rows. Hours whose raw visits retention has deleted are read from
-``hourly`` rows with ``rolled_up = 1`` instead; those carry no dwell histogram, distinct
-devices or frequency, so results say how many visits came from rolled-up data.
+Speed: every query reads small per-day summary tables (migration 2 in ``store.py``:
+``agg_hour``, ``agg_dwell``, ``visitor_days``, ``agg_gap``, ``agg_freq``), never millions of raw
+rows. Ingest never writes them (it pays nothing): ``refresh_summaries`` recomputes a day
+from its raw visits when the day's fingerprint changes; the dashboard server runs it every
+few seconds, so today's figures lag ingest by at most that. Days whose raw visits retention
+deleted before they were ever summarized are read from ``hourly`` rows with
+``rolled_up = 1``; those carry no dwell histogram, distinct devices or frequency, so results
+say how many visits came from rolled-up data. A summarized day keeps its summaries when
+retention deletes its raw visits (they are frozen).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import zlib
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -572,14 +577,22 @@ _GAP_SQL = "CASE WHEN prev_day IS NULL THEN -1 ELSE min(400, CAST(julianday(day)
 # Cheap enough to run on a day's raw visits every few seconds, and it moves with every kind of
 # change ingest makes: new, merged (longer dwell, other zone), reclassified, excluded, re-keyed.
 _FINGERPRINT_SQL = (
-    "SELECT count(*), coalesce(max(id), 0), round(total(dwell_s), 3), total(excluded), total(class = 'visitor'), "
-    "total(hour), total(unicode(best_sensor) * (id % 7)), total(unicode(substr(device_key, -2)) * (id % 5)) "
-    "FROM visits WHERE day = ?"
+    "SELECT count(*), coalesce(max(id), 0), "
+    "total(footfall_crc(id, device_key, class, excluded, best_sensor, hour, dwell_s)) FROM visits WHERE day = ?"
 )
 
 
+def _crc(*values: object) -> int:
+    return zlib.crc32("\x1f".join(map(str, values)).encode())
+
+
+def _with_crc(conn: sqlite3.Connection) -> sqlite3.Connection:
+    conn.create_function("footfall_crc", 7, _crc, deterministic=True)
+    return conn
+
+
 def fingerprint(conn: sqlite3.Connection, day: str) -> str:
-    return "|".join(str(x) for x in conn.execute(_FINGERPRINT_SQL, (day,)).fetchone())
+    return "|".join(str(x) for x in _with_crc(conn).execute(_FINGERPRINT_SQL, (day,)).fetchone())
 
 
 def summarize_day(conn: sqlite3.Connection, day: str, *, now: float | None = None, fp: str | None = None) -> None:
@@ -721,7 +734,7 @@ def rebuild_summaries(conn: sqlite3.Connection, *, now: float | None = None) -> 
             "INSERT INTO agg_freq SELECT day, excl, days_30, count(*) FROM visitor_days "
             f"WHERE day NOT IN {frozen} GROUP BY 1, 2, 3"
         )
-        days = conn.execute(
+        days = _with_crc(conn).execute(
             _FINGERPRINT_SQL.replace("SELECT ", "SELECT day, ", 1).replace("WHERE day = ?", "GROUP BY day")
         ).fetchall()
         conn.executemany(

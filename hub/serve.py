@@ -29,6 +29,7 @@ def run(
     tz: str = DEFAULT_TZ,
     secure_cookie: bool = False,
     refresh_interval_s: float = 10.0,
+    stale_after_s: float = 180.0,
     log_level: str = "info",
 ) -> None:
     """Serve the dashboard until interrupted."""
@@ -36,21 +37,40 @@ def run(
 
     from footfall.hub.api import WebSettings, create_app
 
-    settings = WebSettings(tz=tz, secure_cookie=secure_cookie, refresh_interval_s=refresh_interval_s)
+    settings = WebSettings(
+        tz=tz, secure_cookie=secure_cookie, refresh_interval_s=refresh_interval_s, stale_after_s=stale_after_s
+    )
     app = create_app(db_path, settings)
     # One worker: the summary refresher and the login rate limiter live in this process.
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
 
 
+def _resolve(args: argparse.Namespace) -> tuple[str, str, float]:
+    """Database, time zone and sensor staleness: flags first, then the hub's TOML config
+    (``--config``, the same file ``footfall hub run`` reads), then env and defaults."""
+    db, tz, stale = args.db, args.tz, 180.0
+    if getattr(args, "config", None) is not None:
+        from footfall.hub import config
+
+        cfg = config.load(args.config)
+        db = db or cfg.db
+        tz = tz or cfg.timezone
+        # Three missed heartbeats make a sensor stale.
+        stale = 3 * cfg.heartbeat_s
+    return db or DEFAULT_DB, tz or DEFAULT_TZ, stale
+
+
 def _serve(args: argparse.Namespace) -> int:
+    db, tz, stale = _resolve(args)
     run(
-        args.db,
+        db,
         host=args.host,
         port=args.port,
-        tz=args.tz,
+        tz=tz,
         secure_cookie=args.secure_cookie,
         refresh_interval_s=args.refresh,
-        log_level="debug" if args.verbose > 1 else "info",
+        stale_after_s=stale,
+        log_level="debug" if getattr(args, "verbose", 0) > 1 else "info",
     )
     return 0
 
@@ -122,10 +142,11 @@ def register_web(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--db", default=DEFAULT_DB, help=f"hub database (default {DEFAULT_DB}; env FOOTFALL_HUB_DB)")
 
     p = sub.add_parser("serve", help="serve the store dashboard and its API")
-    db_arg(p)
+    p.add_argument("--config", "-c", type=Path, help="hub TOML settings (db, timezone, heartbeat)")
+    p.add_argument("--db", help=f"hub database (default: config, env FOOTFALL_HUB_DB, {DEFAULT_DB})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--tz", default=DEFAULT_TZ, help="the store's time zone, e.g. Europe/Paris (env FOOTFALL_TZ)")
+    p.add_argument("--tz", help="the store's time zone, e.g. Europe/Paris (default: config, env FOOTFALL_TZ, UTC)")
     p.add_argument("--secure-cookie", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
     p.add_argument("--refresh", type=float, default=10.0, help="seconds between summary refreshes (default 10)")
     p.set_defaults(func=_serve)

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -229,6 +230,23 @@ def test_iteration_and_close_from_another_thread(tun_monitor: TunMonitor, real_f
     assert seen == real_frames[:20]
 
 
+def test_close_from_a_signal_handler_ends_iteration(tun_monitor: TunMonitor, real_frames: list[bytes]) -> None:
+    """What `footfall agent run` does on SIGTERM: close the source from the handler mid-read."""
+    tun_monitor.up()
+    src = RawSocketSource(tun_monitor.name)
+    tun_monitor.inject(real_frames[0])
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: src.close())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        started = time.monotonic()
+        seen = [frame for _ts, frame in src]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert seen == [real_frames[0]]
+    assert time.monotonic() - started < 5
+
+
 def test_snaplen_truncates_in_kernel_and_is_counted(tun_monitor: TunMonitor, real_frames: list[bytes]) -> None:
     tun_monitor.up()
     frames = [f for f in real_frames if len(f) > 100][:30]
@@ -344,7 +362,8 @@ def test_scapy_source_yields_the_same_frames(tun_monitor: TunMonitor, real_frame
 
 def test_open_source_specs(tun_monitor: TunMonitor) -> None:
     tun_monitor.up()
-    with contextlib.closing(open_source(f"iface:{tun_monitor.name}")) as src:
+    # The agent's CLI passes the same options whatever the spec; `realtime` means nothing live.
+    with contextlib.closing(open_source(f"iface:{tun_monitor.name}", realtime=False)) as src:
         assert isinstance(src, RawSocketSource)
     with contextlib.closing(open_source(f"scapy:{tun_monitor.name}")) as src:
         assert isinstance(src, ScapySource)
@@ -363,6 +382,7 @@ def test_open_source_delegates_pcap_files(captures: list[Path]) -> None:
         pytest.skip(f"edge_agent.pcapfile is not there yet: {exc}")
     for spec in (f"pcap:{captures[0]}", str(captures[0])):
         src = open_source(spec)
+        assert isinstance(src, FrameSource), "PcapSource needs close(): the agent closes its source on SIGTERM"
         try:
             assert src.linktype == 127
             assert [f for _ts, f in src] == list(read_pcap(captures[0]))

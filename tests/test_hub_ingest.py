@@ -147,6 +147,21 @@ def test_published_visits_are_stored_once(broker: Any, tmp_path: Path) -> None:
     assert count(cfg.db, "SELECT messages FROM sensors WHERE sensor = 's1'") == 190
 
 
+def test_hub_reconnects_after_a_broker_restart(broker: Any, tmp_path: Path) -> None:
+    cfg = hub_config(broker, tmp_path)
+    with running(cfg) as hub:
+        with publisher(broker) as pub:
+            publish(pub, [(vtopic("s1"), visit("s1", f"a{i}", T0 + i, T0 + i + 5)) for i in range(10)])
+        wait_for(lambda: hub.stats.stored >= 10, what="first 10")
+        broker.stop()
+        broker.start()
+        with publisher(broker) as pub:
+            publish(pub, [(vtopic("s2"), visit("s2", f"b{i}", T0 + i, T0 + i + 5)) for i in range(10)])
+        # The broker kept the hub's session (persistence), so these wait for it to come back.
+        wait_for(lambda: hub.stats.stored >= 20, timeout=60, what="10 more after the restart")
+    assert count(cfg.db, "SELECT count(*) FROM sensor_visits") == 20
+
+
 def test_bad_messages_are_rejected_counted_and_good_ones_around_them_kept(broker: Any, tmp_path: Path) -> None:
     cfg = hub_config(broker, tmp_path, sensors=["s1", "s2"])
     good = [visit("s1", f"good{i}", T0 + i, T0 + i + 60) for i in range(6)]

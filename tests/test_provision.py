@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import signal
 import ssl
@@ -194,9 +195,10 @@ def connect(
     cert: str | None = None,
     key: str | None = None,
     protocol: int = mqtt.MQTTv311,
+    client_id: str = "",
 ) -> Client | str:
     """A connected client, or a string saying how the broker refused us."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     c.tls_set(ca_certs=ca_file, certfile=cert, keyfile=key)
     if username is not None:
         c.username_pw_set(username, password)
@@ -321,6 +323,9 @@ def test_encrypted_ca_key_needs_its_passphrase(tmp_path: Path) -> None:
 @needs_broker
 def test_sensor_publishes_and_hub_receives(running: tuple[Path, HubBroker]) -> None:
     site_dir, broker = running
+    # Exactly one listener, ours (a listener option misplaced in the file opens a default 1883 one).
+    ports = re.findall(r"listen socket on port (\d+)", broker.log.read_text())
+    assert ports and set(ports) == {str(broker.port)}, broker.log.read_text()
     hub = hub_listening(site_dir, broker.port)
     s1 = ok(as_user(site_dir, broker.port, "s1"))
     assert not s1.publish(f"footfall/{SITE}/s1/visit", '{"v": 1}').is_failure
@@ -358,6 +363,19 @@ def test_broker_certificate_is_checked_by_clients(running: tuple[Path, HubBroker
     f = bundle_files(site_dir, "s1")
     result = connect(broker.port, ca_file=str(tmp_path / "other/ca/ca.pem"), username="s1", password=f["password"])
     assert isinstance(result, str) and "tls" in result, result
+
+
+@needs_broker
+def test_sensor_cannot_kick_the_hub_off_with_its_client_id(running: tuple[Path, HubBroker]) -> None:
+    site_dir, broker = running
+    hub = hub_listening(site_dir, broker.port)
+    # Without use_username_as_clientid, this would disconnect the hub (same client id).
+    s1 = ok(as_user(site_dir, broker.port, "s1", client_id=mosquitto.HUB_USER))
+    s1.publish(f"footfall/{SITE}/s1/visit", "still here")
+    assert receive(hub) == (f"footfall/{SITE}/s1/visit", "still here")
+    assert "use_username_as_clientid true" in (site_dir / "broker" / "mosquitto.conf").read_text()
+    s1.close()
+    hub.close()
 
 
 @needs_broker

@@ -249,8 +249,10 @@ def test_sigkill_fires_last_will_and_restart_resends_the_backlog(broker: Any, tm
     # In order, no gaps: a prefix of what was published, at least what the process reported.
     # (publish() calls of the last ~20 ms before a SIGKILL may not have reached the disk yet.)
     assert first_seen == list(range(len(first_seen))) and len(first_seen) >= 1000
-    # A duplicate is only possible for messages in flight at the kill (at most the window).
-    assert len(got) - len(first_seen) <= 100
+    # Duplicates are only possible for rows the broker had but the buffer still held at the kill:
+    # in flight (at most the window of 100) or acknowledged but not yet deleted (acks are
+    # deleted in batches, at most about one more window).
+    assert len(got) - len(first_seen) <= 200
     sub.close()
 
 
@@ -279,11 +281,12 @@ def test_broker_restart_mid_stream_loses_nothing(broker: Any, buf: DiskBuffer) -
         expected = [p["id"] for p in sent]
         # Every message, in order, once the hub drops repeated ids.
         assert list(dict.fromkeys(got)) == expected
-        # Where do second copies come from? A message the broker delivered to the subscriber
-        # just before it stopped, whose PUBACK it never processed, is resent to the subscriber
-        # after the restart with the DUP flag: QoS 1 at-least-once on the broker->hub leg, which
-        # only the ids can fix. A second copy caused by the publisher (re-sending something the
-        # broker already had) would be a new broker message, without DUP: there must be none.
+        # Second copies (same id) are what QoS 1 allows across a broker stop. Two sources:
+        # - broker -> subscriber: delivered just before the stop, the subscriber's PUBACK never
+        #   processed, resent after the restart with the DUP flag (the common case);
+        # - publisher -> broker: the broker stored a message but its PUBACK died with the
+        #   connection, so paho resent it and the broker took it as new (no DUP downstream; rare).
+        # Either way only messages in flight at the stop, and the same id, so the hub drops them.
         seen: set[str] = set()
         from_publisher = from_broker = 0
         for msg_id, dup in zip(got, sub.redelivered("visit"), strict=True):
@@ -291,8 +294,10 @@ def test_broker_restart_mid_stream_loses_nothing(broker: Any, buf: DiskBuffer) -
                 from_broker += dup
                 from_publisher += not dup
             seen.add(msg_id)
-        assert from_publisher == 0, f"{from_publisher} duplicates were re-sent by the publisher"
-        assert from_broker <= pub.window  # bounded by what was in flight to the subscriber
+        logging.getLogger(__name__).info(
+            "second copies: %d resent by the broker, %d by the publisher", from_broker, from_publisher
+        )
+        assert from_publisher <= pub.window and from_broker <= pub.window
         stats = pub.stats()
         assert stats["reconnects"] >= 1 and stats["acked"] == total and stats["backlog"] == 0
         assert stats["dropped"] == 0
@@ -466,6 +471,8 @@ def test_tls_and_password(tls_broker: tuple[int, Path], tmp_path: Path) -> None:
             finally:
                 pub.close(timeout=1)
 
+    with pytest.raises(ValueError, match="TLS setup failed.*nowhere.pem"):
+        TLSOptions(ca_certs=str(certs / "nowhere.pem")).context()
     ca, other = str(certs / "ca.pem"), str(certs / "other-ca.pem")
     # The certificate names broker.example, we dial 127.0.0.1: only "insecure" (no hostname
     # check) connects, and only with the right CA and password.

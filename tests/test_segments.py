@@ -31,7 +31,21 @@ def add_visit(
         """INSERT INTO visits (site, device, device_key, randomized, partner_hash, first_seen, last_seen, dwell_s,
                inside_s, class, long_stay, excluded, best_sensor, best_rssi, sensors, n_sensor_visits, day, hour)
            VALUES ('shop', ?, ?, 1, ?, ?, ?, ?, ?, ?, 0, ?, ?, -60, ?, 1, ?, ?)""",
-        (key, key, partner, start, start + dwell, dwell, dwell, cls, excluded, zone, zone, t.date().isoformat(), t.hour),
+        (
+            key,
+            key,
+            partner,
+            start,
+            start + dwell,
+            dwell,
+            dwell,
+            cls,
+            excluded,
+            zone,
+            zone,
+            t.date().isoformat(),
+            t.hour,
+        ),
     )
 
 
@@ -67,7 +81,12 @@ def test_or_groups_nesting_sets_and_bools(db: sqlite3.Connection) -> None:
     rule = {
         "any": [
             {"field": "zone", "op": "in", "value": ["till"]},
-            {"all": [{"field": "recency_days", "op": ">", "value": 10}, {"field": "visit_days", "op": "=", "value": 1}]},
+            {
+                "all": [
+                    {"field": "recency_days", "op": ">", "value": 10},
+                    {"field": "visit_days", "op": "=", "value": 1},
+                ]
+            },
         ]
     }
     assert evaluate_rule(db, rule, NOW) == ["a", "c", "d"]

@@ -289,3 +289,12 @@ def test_make_frames(tmp_path: Path) -> None:
     assert frames == list(make_frames(20_000, seed=5, devices=2_000))
     n = write_pcap(tmp_path / "bench.pcap", ((round(t * 1e6), f) for t, f in frames[:100]))
     assert n == 100 and len(read_pcap(tmp_path / "bench.pcap")) == 100
+
+
+def test_sensors_hear_the_same_frames_at_different_strength(day: tuple[Path, dict]) -> None:
+    out, _ = day
+    s1 = {(ts, mac_of(f), seq_of(f)): struct.unpack_from("b", f, 14)[0] for ts, f in read_pcap(out / "s1.pcap")}
+    s2 = {(ts, mac_of(f), seq_of(f)): struct.unpack_from("b", f, 14)[0] for ts, f in read_pcap(out / "s2.pcap")}
+    both = s1.keys() & s2.keys()
+    assert len(both) > 0.3 * min(len(s1), len(s2))
+    assert sum(s1[k] != s2[k] for k in both) > 0.8 * len(both)

@@ -203,3 +203,47 @@ def test_setup_monitor_refuses_clearly_without_the_adapter() -> None:
     script = FIRMWARE / "raspberrypi" / "setup-monitor.sh"
     r = subprocess.run(["bash", str(script), "wlan-missing", "mon-test", "six"], capture_output=True, text=True)
     assert r.returncode == 1 and "setup-monitor:" in r.stderr, r.stderr
+
+
+PROCD_STUBS = r"""
+# Just enough of /etc/rc.common, /lib/functions.sh and procd.sh to run start_service().
+config_load() { :; }
+config_get() { eval "_v=\${T_$3:-\$4}"; eval "$1=\$_v"; }
+config_get_bool() { config_get "$@"; }
+logger() { echo "logger $*"; }
+procd_open_instance() { echo "open_instance"; }
+procd_set_param() { echo "param $*"; }
+procd_close_instance() { echo "close_instance"; }
+procd_add_reload_trigger() { echo "reload_trigger $*"; }
+. "$1"
+start_service
+echo "status $?"
+service_triggers
+"""
+
+
+def test_openwrt_init_script_starts_the_agent_under_procd(tmp_path: Path) -> None:
+    """Run the init script's start_service() in a POSIX sh with procd's helpers stubbed."""
+    import os
+
+    conf = tmp_path / "agent.toml"
+    conf.write_text('site = "x"\n')
+    env = {**os.environ, "T_config": str(conf), "T_statedir": str(tmp_path / "state"), "T_iface": "mon-absent"}
+    harness = tmp_path / "harness.sh"
+    harness.write_text(PROCD_STUBS)
+    init = FIRMWARE / "openwrt" / "footfall-agent.init"
+    r = subprocess.run(["sh", str(harness), str(init)], capture_output=True, text=True, env=env, timeout=30)
+    out = r.stdout.splitlines()
+    assert f"param command /usr/bin/python3 -m footfall agent run --config {conf}" in out, r.stdout
+    assert "param respawn 3600 5 0" in out and "status 0" in out, r.stdout
+    assert "param env PYTHONPATH=/opt/footfall/lib PYTHONDONTWRITEBYTECODE=1" in out
+    assert "reload_trigger footfall" in out
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    # Missing agent.toml: no instance, a log line saying what to do.
+    env["T_config"] = str(tmp_path / "missing.toml")
+    r = subprocess.run(["sh", str(harness), str(init)], capture_output=True, text=True, env=env, timeout=30)
+    assert "open_instance" not in r.stdout and "status 1" in r.stdout and "footfall provision" in r.stdout
+    # Disabled in UCI: nothing started, and that is not an error.
+    env.update(T_config=str(conf), T_enabled="0")
+    r = subprocess.run(["sh", str(harness), str(init)], capture_output=True, text=True, env=env, timeout=30)
+    assert "open_instance" not in r.stdout and "status 0" in r.stdout

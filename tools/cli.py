@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
+
+# Sibling tools that register their own subcommands: (module, function taking ``sub``).
+TOOLS = (
+    ("footfall.tools.evaluate", "register_evaluate"),
+    ("footfall.tools.provision_cli", "register_provision"),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this part's subcommands to ``footfall``."""
     _register_simulate(sub)
+    for module, func in TOOLS:
+        # One tool lacking its optional dependencies must not take the others down with it.
+        try:
+            register_tool = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as exc:
+            logging.getLogger(__name__).debug("tool %s not available: %s", module, exc)
+            continue
+        register_tool(sub)
 
 
 def _register_simulate(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +77,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
             site=args.site,
             tz=args.tz,
         )
-    except (ValueError, KeyError) as exc:  # bad --date/--hours/--tz/--site: say why, no traceback
+    except ValueError as exc:  # bad --date/--hours/--tz/--site: say why, no traceback
         print(f"footfall simulate: {exc}")
         return 2
     s = gt["summary"]

@@ -149,7 +149,8 @@ def score_visits(
     if visitors is not None:
         scores.true_visitors = len(visitors & set(truth))
         sessions = device_sessions(labelled, keys)
-        scores.est_visitors = len({s.device_key for s in sessions if s.visitor})
+        staff = {s.device_key for s in sessions if s.long_stay}
+        scores.est_visitors = len({s.device_key for s in sessions if s.visitor and s.device_key not in staff})
         scores.naive_visitors = len({v["device"] for v in labelled if v.get("class") == "visitor"})
     return scores
 

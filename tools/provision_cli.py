@@ -18,7 +18,7 @@ PASSPHRASE_ENV = "FOOTFALL_CA_PASSPHRASE"
 SITE_DIR_ENV = "FOOTFALL_SITE_DIR"
 RELOAD_HINT = (
     "next: copy {broker}/ to the hub's broker directory and run `systemctl reload mosquitto` "
-    "(docs/operator-guide.md, 'Provisioning')"
+    "(docs/operator-guide.md, 'Day-2 operations')"
 )
 
 

@@ -120,6 +120,9 @@ class BrokerConfig:
     bind: str | None = None  # None = every interface
     require_certificate: bool = False
     use_identity_as_username: bool = False
+    # The client id becomes the username: a compromised sensor cannot connect under the hub's
+    # client id and so kick the hub off (or another sensor). Cost: one connection per user.
+    use_username_as_clientid: bool = True
     persistence_location: str = "/var/lib/mosquitto/"
     log_dest: list[str] = field(default_factory=lambda: ["syslog"])
     tls_version: str = "tlsv1.2"  # minimum; mosquitto accepts 1.3 as well
@@ -159,6 +162,9 @@ def conf_text(site: str, cfg: BrokerConfig, bridge: Bridge | None = None) -> str
         f"keyfile {d}/server.key",
         f"tls_version {cfg.tls_version}",
     ]
+    if cfg.use_username_as_clientid:
+        # A listener option: placed before any `listener` line it would open a default 1883 one.
+        lines.append("use_username_as_clientid true")
     if cfg.require_certificate:
         lines += [
             "# Mutual TLS: a client must present a certificate from the site CA that is not in the CRL.",

@@ -18,6 +18,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from cryptography import x509
+
 from footfall import topics
 from footfall.tools.provision import ca, mosquitto
 from footfall.tools.provision.bundle import AgentSettings, write_hub_bundle, write_sensor_bundle
@@ -43,17 +45,19 @@ def _paths(site_dir: Path) -> dict[str, Path]:
     }
 
 
-def _load_ca(site_dir: Path, passphrase: bytes | None) -> tuple[ca.x509.Certificate, ca.PrivateKey]:
+def _load_ca(site_dir: Path, passphrase: bytes | None) -> tuple[x509.Certificate, ca.PrivateKey]:
     p = _paths(site_dir)
     return ca.load_cert(p["ca_pem"].read_bytes()), ca.load_key(p["ca_key"].read_bytes(), passphrase)
 
 
-def _cert_record(cert: ca.x509.Certificate) -> dict:
+def _cert_record(cert: x509.Certificate) -> dict:
     return ca.Issued.of(cert).as_dict()
 
 
 def _broker_config(state: SiteState) -> mosquitto.BrokerConfig:
-    return mosquitto.BrokerConfig(**state.broker)
+    known = mosquitto.BrokerConfig.__dataclass_fields__
+    # A site made by an older version lacks newer options: their defaults apply.
+    return mosquitto.BrokerConfig(**{k: v for k, v in state.broker.items() if k in known})
 
 
 def _bridge(site_dir: Path, state: SiteState) -> mosquitto.Bridge | None:
@@ -76,7 +80,9 @@ def render_broker(site_dir: Path, state: SiteState) -> Path:
     return out
 
 
-def _write_crl(site_dir: Path, state: SiteState, ca_cert, ca_key, days: int = 365) -> None:
+def _write_crl(
+    site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_key: ca.PrivateKey, days: int = 365
+) -> None:
     revoked = [(int(r["serial"], 16), dt.datetime.fromisoformat(r["revoked_at"])) for r in state.revoked]
     crl = ca.make_crl(ca_cert, ca_key, revoked, days=days)
     pem = ca.crl_pem(crl)
@@ -100,7 +106,7 @@ def _revoke_serial(state: SiteState, record: dict, subject: str, reason: str) ->
     )
 
 
-def _issue_hub(site_dir: Path, state: SiteState, ca_cert, ca_key, days: int) -> None:
+def _issue_hub(site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_key: ca.PrivateKey, days: int) -> None:
     key = ca.new_key(state.key_type)
     cert = ca.issue_client(ca_cert, ca_key, key, state.site, mosquitto.HUB_USER, days)
     password = mosquitto.new_password()
@@ -123,7 +129,9 @@ def _issue_hub(site_dir: Path, state: SiteState, ca_cert, ca_key, days: int) -> 
     )
 
 
-def _issue_server(site_dir: Path, state: SiteState, ca_cert, ca_key, days: int) -> None:
+def _issue_server(
+    site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_key: ca.PrivateKey, days: int
+) -> None:
     hosts = list(dict.fromkeys([*state.hosts, *LOCAL_HOSTS]))
     key = ca.new_key(state.key_type)
     cert = ca.issue_server(ca_cert, ca_key, key, state.site, hosts, days)

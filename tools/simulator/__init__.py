@@ -18,8 +18,14 @@ The model, and where the numbers come from:
 * ``radio``    log-distance path loss, shop-front attenuation, shadowing and fast fading,
                adjacent-channel leakage, -92 dBm sensitivity, 2 % collision loss.
 * ``store``    the day: probe schedules (screen on/off, full and social-channel scans,
-               2 frames per channel, per-frame sequence numbers), reception by each sensor,
-               file output; also :func:`make_frames` for benchmarks.
+               bursts of 1-4 frames per channel, per-frame sequence numbers), reception by
+               each sensor, file output; also :func:`make_frames` for benchmarks
+               (``footfall simulate --out DIR --frames 1000000 --devices 50000``).
+
+Sensors sit on a fixed channel (6 by default; ``channels=`` per sensor in
+:func:`simulate_day`), as the edge agent is deployed: each hears the part of every scan sent
+on its own channel and, attenuated, on the overlapping channels up to 4 away, so the DS
+channel in a captured frame is often not the sensor's channel, as in the real captures.
 * ``frames``   the struct-built frames and a tiny pcap writer.
 
 Ground-truth schema (``groundtruth.json``, schema 1; timestamps are Unix seconds, floats)::

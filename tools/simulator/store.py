@@ -26,7 +26,7 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from footfall.tools.simulator import radio
 from footfall.tools.simulator.devices import (
@@ -88,7 +88,7 @@ def default_sensors(n: int, channels: Sequence[int] | None = None) -> list[Senso
         if i < len(DEFAULT_SENSOR_SPOTS):
             x, y = DEFAULT_SENSOR_SPOTS[i]
         else:  # more sensors: spread along the depth of the shop
-            x, y = (2.5 if i % 2 else 7.5), 2.0 + (i * 3.7) % 16
+            x, y = (2.5 if i % 2 else 7.5), round(2.0 + (i * 3.7) % 16, 2)
         ch = channels[i % len(channels)] if channels else 6
         out.append(Sensor(f"s{i + 1}", x, y, ch))
     return out
@@ -181,7 +181,7 @@ def _emit(day: _Day, p: Person, rng: random.Random, win: tuple[float, float]) ->
     share = p.screen_share
     active = rng.random() < share
     mean_on = 120.0
-    mean_off = mean_on * (1 - share) / share
+    mean_off = max(1.0, mean_on * (1 - share) / max(share, 1e-3))
 
     def period(on: bool) -> float:
         return rng.expovariate(1.0 / (mean_on if on else mean_off))
@@ -258,8 +258,14 @@ def simulate_day(
     if scale < 0 or days < 1:
         raise ValueError("scale must be >= 0 and days >= 1")
     open_h, close_h = parse_hours(hours)
-    start_date = Date.fromisoformat(date)
-    zone = ZoneInfo(tz)
+    try:
+        start_date = Date.fromisoformat(date)
+    except ValueError as exc:
+        raise ValueError(f"date must be YYYY-MM-DD, got {date!r} ({exc})") from exc
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {tz!r} (an IANA name such as Europe/Rome)") from exc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lay = Layout()

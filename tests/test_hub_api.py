@@ -1,0 +1,230 @@
+"""The hub's web API through the real ASGI app: auth, numbers, CSV, OpenAPI, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sqlite3
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from footfall.hub import auth, store
+from footfall.hub.api import STATIC, WebSettings, create_app
+from footfall.hub.serve import register_web
+from tests.test_hub_metrics import D, ts, visit
+
+PASSWORD = "correct horse battery"
+NOW = ts(D, 15, 30)
+API_PATHS = [
+    "/api/now",
+    "/api/footfall",
+    "/api/engagement",
+    "/api/loyalty",
+    "/api/compare",
+    "/api/sensors",
+    "/api/rejects",
+    "/api/ping",
+    "/api/footfall/csv",
+]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "hub.db"
+    conn = store.connect(path)
+    for i in range(6):
+        visit(conn, f"v{i}", D, 10 + i % 3, dwell_s=300 * (i + 1))
+    for i in range(14):
+        visit(conn, f"p{i}", D, 11, cls="passerby", dwell_s=30, zone="entrance")
+    visit(conn, "v0", D - timedelta(days=7), 10)
+    conn.execute("INSERT INTO presence VALUES ('s1', 'floor', ?, 20, 5)", (NOW - 20,))
+    conn.execute("INSERT INTO sensors (site, sensor, state, last_message) VALUES ('s1', 'floor', 'online', ?)", (NOW,))
+    conn.execute("INSERT INTO ingest_rejects VALUES ('schema', 2, ?, 'missing field')", (NOW,))
+    auth.add_user(conn, "manager", PASSWORD)
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def app_client(db: Path) -> Iterator[TestClient]:
+    app = create_app(db, WebSettings(tz="UTC", refresh_interval_s=0, clock=lambda: NOW))
+    app.state.refresher.run_once()
+    with TestClient(app) as client:
+        yield client
+
+
+def login(client: TestClient, password: str = PASSWORD, user: str = "manager"):
+    return client.post("/auth/login", json={"username": user, "password": password})
+
+
+@pytest.mark.parametrize("path", API_PATHS)
+def test_every_api_route_needs_a_session_or_key(app_client: TestClient, path: str) -> None:
+    r = app_client.get(path, follow_redirects=False)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = app_client.get(path, headers={"X-API-Key": "ffk_nope_nope"}, follow_redirects=False)
+    assert r.status_code == 401
+
+
+def test_login_numbers_logout(app_client: TestClient, db: Path) -> None:
+    assert login(app_client, "wrong").status_code == 401
+    assert login(app_client, user="nobody").status_code == 401
+    r = login(app_client)
+    assert r.status_code == 200
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=" in cookie
+    token = app_client.cookies[auth.SESSION_COOKIE]
+    assert app_client.get("/auth/me").json() == {"kind": "user", "name": "manager"}
+
+    ff = app_client.get("/api/footfall", params={"start": D.isoformat(), "end": D.isoformat()}).json()
+    assert ff["totals"]["visitors"] == 6 and ff["totals"]["passersby"] == 14
+    assert ff["totals"]["capture_rate"] == 0.3
+    assert app_client.get("/api/now").json()["now_in_store"] == 5
+    cmp = app_client.get("/api/compare").json()
+    assert cmp["today"]["date"] == D.isoformat() and cmp["today"]["visitors"] == 6
+    assert cmp["last_week_same_time"]["visitors"] == 1
+    loyalty = app_client.get("/api/loyalty", params={"start": D.isoformat()}).json()
+    assert (loyalty["new_visitors"], loyalty["returning_visitors"]) == (5, 1)
+    assert app_client.get("/api/engagement", params={"start": D.isoformat()}).json()["visits"] == 6
+    assert app_client.get("/api/sensors").json()["online"] == 1
+    assert app_client.get("/api/rejects").json()["total"] == 2
+
+    # Secrets are stored hashed only.
+    conn = sqlite3.connect(db)
+    assert token not in str(conn.execute("SELECT * FROM sessions").fetchall())
+    assert PASSWORD not in str(conn.execute("SELECT * FROM users").fetchall())
+    conn.close()
+
+    assert app_client.post("/auth/logout").status_code == 200
+    assert app_client.get("/api/now").status_code == 401
+    app_client.cookies.set(auth.SESSION_COOKIE, token)  # a logged-out token stays dead
+    assert app_client.get("/api/now").status_code == 401
+
+
+def test_login_rate_limit(app_client: TestClient) -> None:
+    for _ in range(auth.MAX_FAILURES):
+        assert login(app_client, "guess").status_code == 401
+    r = login(app_client)  # even the right password waits now
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) > 0
+
+
+def test_limiter_window_passes() -> None:
+    limiter = auth.LoginLimiter(max_failures=2, window_s=60)
+    limiter.failed("1.2.3.4", "u", now=0)
+    limiter.failed("1.2.3.4", "u", now=1)
+    assert limiter.retry_after("1.2.3.4", "u", now=2) == pytest.approx(58)
+    assert limiter.retry_after("5.6.7.8", "other", now=2) == 0
+    assert limiter.retry_after("1.2.3.4", "u", now=61) == 0
+
+
+def test_api_keys_bearer_and_header_and_revoke(app_client: TestClient, db: Path) -> None:
+    conn = store.connect(db)
+    key = auth.create_api_key(conn, "bi-tool")
+    with pytest.raises(auth.AuthError):
+        auth.create_api_key(conn, "bi-tool")
+    assert key not in str(conn.execute("SELECT * FROM api_keys").fetchall())
+    assert app_client.get("/api/now", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert app_client.get("/api/now", headers={"X-API-Key": key}).status_code == 200
+    assert app_client.get("/auth/me", headers={"X-API-Key": key}).json() == {"kind": "apikey", "name": "bi-tool"}
+    assert auth.revoke_api_key(conn, "bi-tool")
+    conn.close()
+    assert app_client.get("/api/now", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_csv_exports(app_client: TestClient) -> None:
+    login(app_client)
+    r = app_client.get("/api/footfall", params={"start": D.isoformat(), "format": "csv"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"]
+    lines = r.text.splitlines()
+    assert lines[0] == "period,visitors,passersby,capture_rate,mean_dwell_s"
+    assert len(lines) == 25
+    assert lines[12].startswith(f"{D.isoformat()}T11,2,14,")
+    r2 = app_client.get("/api/footfall/csv", params={"start": D.isoformat()})
+    assert r2.status_code == 200 and r2.text == r.text
+    for name in ("now", "engagement", "loyalty", "compare", "sensors", "rejects"):
+        r = app_client.get(f"/api/{name}", params={"format": "csv"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), name
+        assert len(r.text.splitlines()) >= 2, name
+    assert app_client.get("/api/bogus/csv").status_code == 404
+
+
+def test_openapi_schema(app_client: TestClient) -> None:
+    schema = app_client.get("/openapi.json").json()
+    for path in ("/api/now", "/api/footfall", "/api/engagement", "/api/loyalty", "/api/compare", "/api/sensors"):
+        assert path in schema["paths"], path
+    assert {"Footfall", "Engagement", "Loyalty", "Compare", "Now", "Sensors"} <= set(schema["components"]["schemas"])
+    params = {p["name"] for p in schema["paths"]["/api/footfall"]["get"]["parameters"]}
+    assert {"start", "end", "granularity", "zone", "format"} <= params
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"start": "2026-02-30"}, "start must be a date"),
+        ({"start": "yesterday"}, "start must be a date"),
+        ({"start": "2026-03-10", "end": "2026-03-01"}, "before start"),
+        ({"start": "2025-01-01", "end": "2026-03-10", "granularity": "day"}, "too long"),
+        ({"start": "2026-01-01", "end": "2026-03-10", "granularity": "hour"}, "too long"),
+        ({"granularity": "minute"}, "granularity must be"),
+        ({"format": "xml"}, "format must be"),
+    ],
+)
+def test_bad_input_is_a_clear_400(app_client: TestClient, query: dict[str, str], message: str) -> None:
+    login(app_client)
+    r = app_client.get("/api/footfall", params=query)
+    assert r.status_code == 400
+    assert message in r.json()["detail"]
+
+
+def test_bad_types_are_422(app_client: TestClient) -> None:
+    login(app_client)
+    assert app_client.get("/api/footfall", params={"include_excluded": "perhaps"}).status_code == 422
+    assert app_client.post("/auth/login", json={"username": "x"}).status_code == 422
+
+
+def test_pages_assets_and_headers(app_client: TestClient) -> None:
+    r = app_client.get("/")
+    assert r.status_code == 200 and "now-in-store" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert app_client.get("/login").status_code == 200
+    for name in ("app.js", "charts.js", "login.js", "style.css"):
+        assert app_client.get(f"/static/{name}").status_code == 200, name
+    # No CDN: nothing in the shipped assets points outside the hub.
+    for f in STATIC.iterdir():
+        text = f.read_text()
+        for ref in ('src="http', 'href="http', "url(http", "@import", 'fetch("http'):
+            assert ref not in text, (f.name, ref)
+
+
+def test_request_connections_are_read_only(app_client: TestClient) -> None:
+    pool = app_client.app.state.pool
+    with pool.connection() as conn, pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("DELETE FROM visits")
+
+
+def test_cli_user_and_apikey(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    register_web(parser.add_subparsers())
+    monkeypatch.setattr("sys.stdin", io.StringIO("another-password\n"))
+    args = parser.parse_args(["user", "add", "--db", str(db), "owner", "--password-stdin"])
+    assert args.func(args) == 0
+    conn = store.connect(db)
+    assert auth.authenticate(conn, "owner", "another-password") is not None
+    args = parser.parse_args(["apikey", "create", "--db", str(db), "pos"])
+    assert args.func(args) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert auth.api_key_principal(conn, key) == auth.Principal("apikey", "pos")
+    args = parser.parse_args(["apikey", "revoke", "--db", str(db), "pos"])
+    assert args.func(args) == 0
+    assert auth.api_key_principal(conn, key) is None
+    conn.close()
+    args = parser.parse_args(["serve", "--db", str(db), "--port", "9999", "--tz", "Europe/Paris"])
+    assert (args.port, args.tz) == (9999, "Europe/Paris")

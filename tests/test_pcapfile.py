@@ -1,0 +1,203 @@
+"""pcap/pcapng reading: formats, byte orders, resolutions, damage, pacing; and the writer."""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from footfall.edge_agent.pcapfile import PcapError, PcapSource, read_frames, write_pcap
+
+FRAMES = [(1_700_000_000.25 + i * 0.5, bytes([i]) * (10 + i)) for i in range(5)]
+
+
+def classic(endian: str, nano: bool, frames=FRAMES, linktype: int = 127) -> bytes:
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    scale = 1_000_000_000 if nano else 1_000_000
+    out = [struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)]
+    for ts, fr in frames:
+        sec, frac = divmod(round(ts * scale), scale)
+        out.append(struct.pack(endian + "IIII", sec, frac, len(fr), len(fr)) + fr)
+    return b"".join(out)
+
+
+def pad4(b: bytes) -> bytes:
+    return b + b"\x00" * (-len(b) % 4)
+
+
+def ng_block(e: str, btype: int, body: bytes) -> bytes:
+    body = pad4(body)
+    n = 12 + len(body)
+    return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
+
+
+def ng_shb(e: str) -> bytes:
+    return ng_block(e, 0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def ng_idb(e: str, linktype: int = 127, tsresol: int | None = None) -> bytes:
+    opts = b""
+    if tsresol is not None:
+        opts = struct.pack(e + "HH", 9, 1) + pad4(bytes([tsresol])) + struct.pack(e + "HH", 0, 0)
+    return ng_block(e, 1, struct.pack(e + "HHI", linktype, 0, 65535) + opts)
+
+
+def ng_epb(e: str, ifid: int, ticks: int, frame: bytes) -> bytes:
+    body = struct.pack(e + "IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)) + pad4(frame)
+    return ng_block(e, 6, body)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("nano", [False, True])
+def test_classic_pcap_both_byte_orders_and_resolutions(tmp_path: Path, endian: str, nano: bool) -> None:
+    src = PcapSource(write(tmp_path, "x.pcap", classic(endian, nano)))
+    assert (src.format, src.linktype) == ("pcap", 127)
+    got = list(src)
+    assert [fr for _, fr in got] == [fr for _, fr in FRAMES]
+    assert all(abs(a - b) < 1e-6 for (a, _), (b, _) in zip(got, FRAMES, strict=True))
+    assert src.stats["frames"] == 5 and src.stats["truncated"] == 0
+    assert src.stats["bytes"] == sum(len(fr) for _, fr in FRAMES)
+
+
+def test_writer_round_trip_and_file_objects(tmp_path: Path) -> None:
+    path = tmp_path / "w.pcap"
+    assert write_pcap(path, iter(FRAMES), linktype=105) == 5
+    src = PcapSource(path)
+    assert src.linktype == 105
+    assert [fr for _, fr in src] == [fr for _, fr in FRAMES]
+    with open(tmp_path / "n.pcap", "wb") as f:
+        write_pcap(f, FRAMES, nanosecond=True)
+    assert [round(ts, 6) for ts, _ in read_frames(tmp_path / "n.pcap")] == [round(ts, 6) for ts, _ in FRAMES]
+
+
+def test_real_captures_read_like_scapy(captures: list[Path]) -> None:
+    scapy_all = pytest.importorskip("scapy.all")
+    for path in captures:
+        ours = list(read_frames(path))
+        theirs = list(scapy_all.RawPcapReader(str(path)))  # no dissection: just records
+        assert len(ours) == len(theirs)
+        for (ts, fr), (raw, meta) in zip(ours, theirs, strict=True):
+            assert fr == raw and abs(ts - (meta.sec + meta.usec / 1e6)) < 1e-6
+
+
+def test_pcapng_written_by_scapy(tmp_path: Path, captures: list[Path]) -> None:
+    scapy_all = pytest.importorskip("scapy.all")
+    frames = list(read_frames(captures[0]))
+    pkts = []
+    for ts, fr in frames:
+        pkt = scapy_all.Raw(fr)
+        pkt.time = ts
+        pkts.append(pkt)
+    path = tmp_path / "s.pcapng"
+    with scapy_all.PcapNgWriter(str(path)) as w:
+        w.linktype = 127
+        for pkt in pkts:
+            w.write(pkt)
+    src = PcapSource(path)
+    assert (src.format, src.linktype) == ("pcapng", 127)
+    got = list(src)
+    assert [fr for _, fr in got] == [fr for _, fr in frames]
+    assert all(abs(a - b) < 1e-6 for (a, _), (b, _) in zip(got, frames, strict=True))
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_pcapng_by_hand(tmp_path: Path, endian: str) -> None:
+    e = endian
+    data = b"".join(
+        [
+            ng_shb(e),
+            ng_idb(e, 127),  # default µs
+            ng_idb(e, 127, tsresol=9),  # ns
+            ng_idb(e, 127, tsresol=0x80 | 10),  # 1/1024 s
+            ng_idb(e, 1),  # ethernet: not ours
+            ng_block(e, 0x00000BAD, b"custom stuff"),  # unknown: skipped
+            ng_epb(e, 0, 1_700_000_000_500_000, b"A" * 13),
+            ng_epb(e, 1, 1_700_000_001_250_000_000, b"B" * 3),
+            ng_epb(e, 2, 1_700_000_002 * 1024 + 512, b"C" * 7),
+            ng_epb(e, 3, 5, b"ether"),
+            ng_block(e, 3, struct.pack(e + "I", 5) + b"SIMPL"),  # simple packet block
+            ng_epb(e, 9, 5, b"no such interface"),
+        ]
+    )
+    src = PcapSource(write(tmp_path, "h.pcapng", data))
+    assert src.linktype == 127
+    got = list(src)
+    assert [fr for _, fr in got] == [b"A" * 13, b"B" * 3, b"C" * 7, b"SIMPL"]
+    assert [round(ts, 6) for ts, _ in got] == [1_700_000_000.5, 1_700_000_001.25, 1_700_000_002.5, 1_700_000_002.5]
+    assert src.stats == {
+        "frames": 4,
+        "bytes": 28,
+        "truncated": 0,
+        "bad_records": 1,
+        "skipped_blocks": 1,
+        "other_linktype": 1,
+    }
+
+
+def test_pcapng_sections_switch_byte_order(tmp_path: Path) -> None:
+    data = ng_shb("<") + ng_idb("<") + ng_epb("<", 0, 1_000_000, b"le") + ng_shb(">") + ng_idb(">")
+    data += ng_epb(">", 0, 2_000_000, b"be")
+    assert list(read_frames(write(tmp_path, "m.pcapng", data))) == [(1.0, b"le"), (2.0, b"be")]
+
+
+def test_truncated_file_yields_complete_records(tmp_path: Path, captures: list[Path]) -> None:
+    whole = captures[0].read_bytes()
+    n = len(list(read_frames(captures[0])))
+    for cut in (len(whole) - 1, len(whole) - 100, 24 + 16 + 3):
+        stats: dict[str, int] = {}
+        got = list(read_frames(write(tmp_path, "t.pcap", whole[:cut]), stats=stats))
+        assert stats["truncated"] == 1 and stats["frames"] == len(got)
+        assert 0 <= len(got) < n
+    ng = ng_shb("<") + ng_idb("<") + ng_epb("<", 0, 1, b"x" * 40) + ng_epb("<", 0, 2, b"y" * 40)
+    src = PcapSource(write(tmp_path, "t.pcapng", ng[:-9]))
+    assert [fr for _, fr in src] == [b"x" * 40]
+    assert src.stats["truncated"] == 1
+
+
+def test_corrupt_record_header_stops_with_counter(tmp_path: Path) -> None:
+    data = classic("<", False) + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 10) + b"junk" * 100
+    src = PcapSource(write(tmp_path, "c.pcap", data))
+    assert len(list(src)) == 5
+    assert src.stats["bad_records"] == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"hello, this is a text file, not a capture\n", "not a pcap"),
+        (b"\xd4\xc3\xb2\xa1\x02\x00", "cut short"),
+        (bytes(range(256)) * 4, "not a pcap"),
+        (b"\n\r\r\n\x1c\x00\x00\x00\xde\xad\xbe\xef" + bytes(16), "byte-order"),
+    ],
+)
+def test_not_a_capture_raises_clear_error(tmp_path: Path, data: bytes, reason: str) -> None:
+    path = write(tmp_path, "g.bin", data)
+    with pytest.raises(PcapError, match=reason):
+        PcapSource(path)
+    with pytest.raises(ValueError, match=reason):
+        next(read_frames(path))
+
+
+def test_realtime_replays_at_capture_pace(tmp_path: Path) -> None:
+    frames = [(100.0, b"a"), (100.15, b"b"), (100.3, b"c")]
+    path = tmp_path / "r.pcap"
+    write_pcap(path, frames)
+    t0 = time.monotonic()
+    arrivals = []
+    for _ts, _ in PcapSource(path, realtime=True):
+        arrivals.append(time.monotonic() - t0)
+    assert arrivals[2] >= 0.29
+    assert arrivals[1] >= 0.14
+    assert arrivals[2] < 5  # paced, not stuck
+    t0 = time.monotonic()
+    list(PcapSource(path))
+    assert time.monotonic() - t0 < 0.25
