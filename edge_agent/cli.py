@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     agent.set_defaults(func=lambda args: agent.print_help() or 2)
 
+    cal = sub.add_parser("calibrate", help="measure the inside/outside signal threshold on site")
+    cal.add_argument("--source", help="live source (iface:mon0): prompts you through the two walks")
+    cal.add_argument("--seconds", type=float, default=90.0, help="length of each walk, live")
+    cal.add_argument("--inside", help="capture file of the inside walk")
+    cal.add_argument("--outside", help="capture file of the outside walk")
+    cal.set_defaults(func=cmd_calibrate)
+
 
 def _load_config(args: argparse.Namespace) -> Any:
     from footfall.edge_agent.config import AgentConfig, ConfigError
@@ -200,4 +207,38 @@ def cmd_run(args: argparse.Namespace) -> int:
             hopper.stop()
         publisher.flush(5.0)
         publisher.close()
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from footfall.edge_agent.calibrate import CalibrationError, propose, rssi_by_fingerprint, timed
+    from footfall.edge_agent.pcapfile import PcapError, PcapSource
+
+    try:
+        if args.inside and args.outside:
+            inside = rssi_by_fingerprint(PcapSource(args.inside))
+            outside = rssi_by_fingerprint(PcapSource(args.outside))
+        elif args.source:
+            from footfall.edge_agent.capture import CaptureError, open_source
+
+            try:
+                source = open_source(args.source)
+            except CaptureError as exc:
+                raise SystemExit(f"footfall calibrate: {exc}") from None
+            frames = iter(source)
+            input(
+                "1/2 Open the Wi-Fi settings page on your phone and keep it open.\n"
+                f"    Walk along the inside edges of the shop for {args.seconds:.0f} s. Press Enter to start..."
+            )
+            inside = rssi_by_fingerprint(timed(frames, args.seconds))
+            input(f"2/2 Now walk on the pavement outside the window for {args.seconds:.0f} s. Press Enter to start...")
+            outside = rssi_by_fingerprint(timed(frames, args.seconds))
+            source.close()
+        else:
+            raise SystemExit("footfall calibrate: give --source for a live walk, or --inside and --outside files")
+        result = propose(inside, outside)
+    except (CalibrationError, PcapError, OSError) as exc:
+        print(f"footfall calibrate: {exc}", file=sys.stderr)
+        return 1
+    print(result.report())
     return 0

@@ -502,16 +502,16 @@ class Publisher:
         try:
             config = schema.validate(raw, "config")
         except schema.SchemaError as exc:
+            log.warning("rejected config on %s (%d bytes): %s", message.topic, len(raw), exc)
             with self._cond:
                 self._counts["config_rejected"] += 1
-            log.warning("rejected config on %s (%d bytes): %s", message.topic, len(raw), exc)
             return
         try:
             callback(config)
         except Exception:
+            log.exception("config callback failed on %s", message.topic)
             with self._cond:
                 self._counts["config_errors"] += 1
-            log.exception("config callback failed on %s", message.topic)
             return
         with self._cond:
             self._last_config = raw

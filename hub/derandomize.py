@@ -58,6 +58,7 @@ from typing import Any
 from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate
 
 SEQ_MOD = 4096
+SEQ_SHIFT = 6  # the counter index groups chains by seq_last in buckets of 64
 LONG_STAY_S = 4 * 3600.0  # as the agent's long_stay_s: no shopping trip lasts that long
 
 
@@ -84,11 +85,15 @@ class LinkSettings:
     rssi_max_cost: float = 3.0
     rssi_smooth: float = 0.3  # weight of the newest MAC in the chain's running RSSI
     ambiguity_margin: float = 0.5
+    # Same-fingerprint chains looked at per MAC, latest heard first (a mall's crowd of one model
+    # must not make linking quadratic); counter and SSID matches are looked up on top of these.
+    max_candidates: int = 64
     # When a single device of this fingerprint has been heard lately, a new MAC of it is far
     # more likely that device rotating than a new arrival of the same model: allow more cost.
     alone_extra_cost: float = 2.0
     # A different fingerprint joins only with SSIDs in common or counter continuity this fast.
     cross_fp_max_gap_s: float = 60.0
+    cross_fp_seq_window: int = 16
     # Trust the locally administered bit. Off only for data whose MACs were re-written without
     # preserving it (the anonymized public captures).
     trust_la_bit: bool = True
@@ -198,10 +203,14 @@ class Linker:
         self.stats = LinkStats()
         self.mac_key: dict[str, str] = {}  # device hash -> device key
         self._mac_last: dict[str, float] = {}
-        self._chains: dict[str, list[_Chain]] = defaultdict(list)  # fingerprint -> live chains
         self._by_key: dict[str, _Chain] = {}
+        # Live chains (heard within max_gap_s). Dicts keep insertion order and a chain is
+        # re-inserted when extended, so iterating one backwards goes from the latest heard.
+        self._chains: dict[str, dict[str, _Chain]] = {}  # fingerprint -> chains
+        self._recent: dict[str, _Chain] = {}
+        self._seq_index: dict[int, dict[str, _Chain]] = defaultdict(dict)  # seq_last >> SEQ_SHIFT
+        self._ssid_chains: dict[str, dict[str, _Chain]] = defaultdict(dict)
         self._expiry: list[tuple[float, str]] = []  # (last seen, key): retire silent chains
-        self._ssid_chains: dict[str, list[_Chain]] = defaultdict(list)
         self.now = float("-inf")
 
     # -- public ------------------------------------------------------------------------------
@@ -286,29 +295,50 @@ class Linker:
             if ch is None or ch.last != last:
                 continue  # extended since: a newer entry is in the heap
             del self._by_key[key]
+            del self._recent[key]
             for fp in ch.fps:
-                self._chains[fp].remove(ch)
-                if not self._chains[fp]:
+                chains = self._chains[fp]
+                del chains[key]
+                if not chains:
                     del self._chains[fp]
+            self._unindex_seq(ch)
             for sid in ch.ssids:
-                lst = self._ssid_chains.get(sid)
-                if lst and ch in lst:
-                    lst.remove(ch)
-                    if not lst:
+                d = self._ssid_chains.get(sid)
+                if d is not None:
+                    d.pop(key, None)
+                    if not d:
                         del self._ssid_chains[sid]
+
+    def _unindex_seq(self, ch: _Chain) -> None:
+        if ch.seq_last is not None:
+            bucket = self._seq_index.get(ch.seq_last >> SEQ_SHIFT)
+            if bucket is not None:
+                bucket.pop(ch.key, None)
+
+    def _touch(self, ch: _Chain) -> None:
+        key = ch.key
+        self._recent.pop(key, None)
+        self._recent[key] = ch
+        for fp in ch.fps:
+            chains = self._chains.setdefault(fp, {})
+            chains.pop(key, None)
+            chains[key] = ch
+        if ch.seq_last is not None:
+            self._seq_index[ch.seq_last >> SEQ_SHIFT][key] = ch
+        heapq.heappush(self._expiry, (ch.last, key))
 
     def _new_chain(self, node: _Node, key: str) -> _Chain:
         ch = _Chain(key, {node.fp}, node.last, node.seq_last, dict(node.rssi), set(node.ssids))
         ch.multi = node.last - node.first >= self.s.multi_scan_s
         self._by_key[key] = ch
-        self._chains[node.fp].append(ch)
         for sid in node.ssids:
-            self._ssid_chains[sid].append(ch)
-        heapq.heappush(self._expiry, (ch.last, key))
+            self._ssid_chains[sid][key] = ch
+        self._touch(ch)
         return ch
 
     def _extend(self, ch: _Chain, node: _Node) -> None:
         if node.last >= ch.last:
+            self._unindex_seq(ch)
             ch.last = node.last
             ch.seq_last = node.seq_last
             ch.multi = node.last - node.first >= self.s.multi_scan_s
@@ -318,9 +348,19 @@ class Linker:
             ch.rssi[k] = r if old is None else old + a * (r - old)
         for sid in node.ssids - ch.ssids:
             ch.ssids.add(sid)
-            self._ssid_chains[sid].append(ch)
+            self._ssid_chains[sid][ch.key] = ch
         ch.nodes += 1
-        heapq.heappush(self._expiry, (ch.last, ch.key))
+        self._touch(ch)
+
+    def _seq_candidates(self, seq: int, span: float) -> list[_Chain]:
+        """Chains whose counter ended at most ``span`` counts before ``seq`` (modulo 4096)."""
+        out: list[_Chain] = []
+        lo = seq - int(span) - 1
+        for b in range(lo >> SEQ_SHIFT, ((seq - 1) >> SEQ_SHIFT) + 1):
+            bucket = self._seq_index.get(b % (SEQ_MOD >> SEQ_SHIFT))
+            if bucket:
+                out.extend(bucket.values())
+        return out
 
     def _place(self, node: _Node) -> str:
         s = self.s
@@ -346,62 +386,70 @@ class Linker:
         best: tuple[float, _Chain, bool, bool] | None = None
         second = float("inf")
         start = node.first + s.overlap_tol_s
-        live = 0
-        for ch in self._chains.get(node.fp, ()):
-            if node.first - ch.last > s.max_gap_s:
-                continue
-            live += 1
-            if ch.last > start:
-                continue
-            cost, seq, ssid = link_cost(ch, node, s)
-            if best is None or cost < best[0]:
-                if best is not None:
-                    second = best[0]
-                best = (cost, ch, seq, ssid)
-            elif cost < second:
-                second = cost
+        same = self._chains.get(node.fp, {})
+        live = len(same)  # retired above: every chain left was heard within max_gap_s
+        seen: set[str] = set()
         cross = False
-        # Other fingerprints only on strong evidence (SSID in common, fast counter continuity).
-        candidates: list[_Chain] = []
-        for sid in node.ssids:
-            candidates.extend(self._ssid_chains.get(sid, ()))
-        if node.seq_first is not None and (best is None or best[0] > 0):
-            for fp, chains in self._chains.items():
-                if fp == node.fp:
-                    continue
-                for ch in chains:
-                    if 0 <= node.first - ch.last <= s.cross_fp_max_gap_s and seq_continues(
-                        ch.seq_last, node.seq_first, node.first - ch.last, 16
-                    ):
-                        candidates.append(ch)
-        for ch in candidates:
-            if node.fp in ch.fps or ch.last > start or node.first - ch.last > s.max_gap_s:
-                continue
+
+        def consider(ch: _Chain, other_fp: bool) -> None:
+            nonlocal best, second, cross
+            if ch.key in seen or ch.last > start or node.first - ch.last > s.max_gap_s:
+                return
+            seen.add(ch.key)
             cost, seq, ssid = link_cost(ch, node, s)
-            if not (seq or ssid):
-                continue
+            # Other fingerprints only on strong evidence (SSID in common, fast counter continuity).
+            if other_fp and not (
+                ssid
+                or (
+                    node.first - ch.last <= s.cross_fp_max_gap_s
+                    and seq_continues(ch.seq_last, node.seq_first, 0.0, s.cross_fp_seq_window)
+                )
+            ):
+                return
             if best is None or cost < best[0]:
                 if best is not None:
                     second = min(second, best[0])
                 best = (cost, ch, seq, ssid)
-                cross = True
+                cross = other_fp
+            elif cost < second:
+                second = cost
+
+        # The latest heard chains of this fingerprint first; a crowd is cut at max_candidates.
+        n = 0
+        for ch in reversed(same.values()):
+            if ch.last > start:
+                continue
+            consider(ch, False)
+            n += 1
+            if n >= s.max_candidates:
+                break
+        if node.seq_first is not None:
+            span = s.seq_window + 0.5 * s.max_gap_s
+            for ch in self._seq_candidates(node.seq_first, span):
+                consider(ch, node.fp not in ch.fps)
+        for sid in node.ssids:
+            for ch in list(self._ssid_chains.get(sid, {}).values()):
+                consider(ch, node.fp not in ch.fps)
         max_cost = s.max_cost + (s.alone_extra_cost if live == 1 else 0.0)
-        if (best is None or best[0] > max_cost) and not self._chains.get(node.fp):
+        if (best is None or best[0] > max_cost) and not live:
             # A fingerprint nobody shows right now, from a phone that changes element sets
             # between scans (Android directed/broadcast, iOS after a setting change)? Only when
             # the node falls inside one other device's scan burst, or that device is the only
             # one heard lately: in a crowd this never fires, alone it keeps a phone whole.
-            near = [
-                ch
-                for chains in self._chains.values()
-                for ch in chains
-                if ch.last <= start and node.first - ch.last <= s.cross_fp_max_gap_s
-            ]
-            burst = [ch for ch in near if node.first - ch.last <= s.burst_s]
-            pick = burst if len(burst) == 1 else near if len(near) == 1 else []
-            if pick:
-                cost, _, _ = link_cost(pick[0], node, s)
-                best = (min(cost, max_cost), pick[0], False, False)
+            near: list[_Chain] = []
+            burst = 0
+            for ch in reversed(self._recent.values()):
+                dt = node.first - ch.last
+                if dt > s.cross_fp_max_gap_s or (len(near) >= 2 and dt > s.burst_s):
+                    break
+                if ch.last > start:
+                    continue
+                near.append(ch)
+                burst += dt <= s.burst_s
+            pick = near[0] if burst == 1 else near[0] if len(near) == 1 else None
+            if pick is not None:
+                cost, _, _ = link_cost(pick, node, s)
+                best = (min(cost, max_cost), pick, False, False)
                 second = float("inf")
                 cross = True
         if best is not None and second - best[0] < s.ambiguity_margin:
@@ -417,9 +465,7 @@ class Linker:
         st.ssid_links += ssid
         st.cross_fp_links += cross
         if cross:
-            # The chain now answers to both element sets.
-            self._chains[node.fp].append(ch)
-            ch.fps.add(node.fp)
+            ch.fps.add(node.fp)  # the chain now answers to both element sets
         self._extend(ch, node)
         self.mac_key[node.device] = ch.key
         return ch.key

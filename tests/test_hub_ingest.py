@@ -154,10 +154,14 @@ def test_hub_reconnects_after_a_broker_restart(broker: Any, tmp_path: Path) -> N
             publish(pub, [(vtopic("s1"), visit("s1", f"a{i}", T0 + i, T0 + i + 5)) for i in range(10)])
         wait_for(lambda: hub.stats.stored >= 10, what="first 10")
         broker.stop()
+        wait_for(lambda: not hub.ready.is_set(), what="hub noticed the broker is gone")
         broker.start()
+        # The fixture's Mosquitto cannot save its persistence file (it drops root for a user
+        # that cannot write the test directory), so sessions do not survive its restart: wait
+        # for the hub to subscribe again before publishing.
+        assert hub.ready.wait(30), "hub did not reconnect"
         with publisher(broker) as pub:
             publish(pub, [(vtopic("s2"), visit("s2", f"b{i}", T0 + i, T0 + i + 5)) for i in range(10)])
-        # The broker kept the hub's session (persistence), so these wait for it to come back.
         wait_for(lambda: hub.stats.stored >= 20, timeout=60, what="10 more after the restart")
     assert count(cfg.db, "SELECT count(*) FROM sensor_visits") == 20
 

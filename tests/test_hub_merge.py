@@ -284,3 +284,27 @@ def test_config_from_toml_with_env_overrides(tmp_path: Path) -> None:
         from_dict({"mqtt": {"port": "many"}}, env={})
     with pytest.raises(ConfigError, match="site"):
         from_dict({"site": "a/b"}, env={})
+
+
+def test_cli_ingest_sensors_retention_remerge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from footfall.cli import main
+
+    db = tmp_path / "hub.db"
+    lines = tmp_path / "visits.jsonl"
+    lines.write_text("\n".join(schema.dumps(sv("s1", f"c{i}", T0 + i, T0 + i + 30)).decode() for i in range(5)) + "\n")
+    env_db = ["--db", str(db)]
+    assert main(["hub", "ingest", *env_db, "--topic", topics.topic("store", "s1", "visit"), str(lines)]) == 1
+    assert json.loads(capsys.readouterr().out.strip()) == {"rejected:mismatch": 5}  # payloads say site "st"
+    config = tmp_path / "hub.toml"
+    config.write_text(f'site = "{SITE}"\ntimezone = "{TZ}"\n')
+    args = ["--config", str(config), *env_db]
+    assert main(["hub", "ingest", *args, "--topic", topics.topic(SITE, "s1", "visit"), str(lines)]) == 0
+    assert json.loads(capsys.readouterr().out.strip()) == {"stored": 5}
+    assert main(["hub", "sensors", *args]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[0]["sensor"] == "s1" and out[0]["messages"] == 5
+    assert {"rejected": "mismatch", "count": 5} in [{k: o.get(k) for k in ("rejected", "count")} for o in out]
+    assert main(["hub", "remerge", *args]) == 0
+    assert json.loads(capsys.readouterr().out) == {"visits": 5}
+    assert main(["hub", "retention", *args]) == 0
+    assert json.loads(capsys.readouterr().out)["visits_deleted"] == 0

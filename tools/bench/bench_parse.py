@@ -12,9 +12,9 @@ layout. Then measures, in one process:
 - tshark: ``tshark -r FILE -T fields -e wlan.sa -e radiotap.dbm_antsignal -e wlan.seq`` on the
   whole file, when installed;
 
-and prints the ratios of read+parse to scapy and tshark. Wall-clock rates on a shared
-machine measure the neighbours too, so CPU-second rates are printed too (tshark's counted as a waited-for child) and the
-ratios use those. Usage::
+and prints the ratios of read+parse to scapy and tshark. Wall-clock rates on a shared machine
+measure the neighbours too, so CPU-second rates are printed as well (tshark counted as a
+waited-for child) and the ratios are given on both. Usage::
 
     .venv/bin/python -m footfall.tools.bench.bench_parse [--frames 1000000] [--pcap FILE]
 """
@@ -225,11 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         if pcap is None:
             tmp = tempfile.TemporaryDirectory(prefix="footfall-bench-")
             pcap = Path(tmp.name) / "bench.pcap"
-            t0 = time.perf_counter()
-            n = make_bench_pcap(pcap, args.frames)
-            print(
-                f"built {pcap.name}: {n:,} frames, {pcap.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f}s"
-            )
+            with Timer() as t:
+                n = make_bench_pcap(pcap, args.frames)
+            print(f"built {pcap.name}: {n:,} frames, {pcap.stat().st_size / 1e6:.0f} MB in {t.wall:.1f}s")
         read = bench_read(pcap)
         print(f"read only        {read}")
         rp, stats = bench_read_parse(pcap)
