@@ -120,13 +120,22 @@ _EMPTY: tuple = ()
 
 
 class _Layout:
-    """Compiled radiotap layout: bytes needed and an extractor of the 7 values we keep."""
+    """Compiled radiotap layout: bytes needed, an extractor of the 7 values we keep, and (when
+    the layout depends on the present words alone) what a fast decoder is generated from."""
 
-    __slots__ = ("min_len", "extract")
+    __slots__ = ("min_len", "extract", "items", "words_end")
 
-    def __init__(self, min_len: int, extract: Callable[[bytes], tuple]) -> None:
+    def __init__(
+        self,
+        min_len: int,
+        extract: Callable[[bytes], tuple],
+        items: list[tuple[str, int, str]] | None = None,
+        words_end: int = 8,
+    ) -> None:
         self.min_len = min_len
         self.extract = extract
+        self.items = items
+        self.words_end = words_end
 
 
 def _present_words(buf: bytes, rtlen: int) -> list[int] | None:
@@ -280,13 +289,13 @@ _FAST_SRC = """def fn(buf, ts):
     {names}fc0, fc1, da, sa, bssid, sc = _unpack(buf, 0)
 {flags_block}
     if n > {max_n}:
-        stats["oversized"] += 1
+        cnt.oversized += 1
         return None
     if fc0 != 64:
-        stats["not_probe"] += 1
+        cnt.not_probe += 1
         return None
     if end < {need}:
-        stats["truncated"] += 1
+        cnt.truncated += 1
         return None
     el = ies_get(buf[{body}:end] if not fc1 & 128 else buf[{body_htc}:end])
     if el is None:
@@ -308,14 +317,14 @@ _FAST_SRC = """def fn(buf, ts):
     p.fcs = fcs
     p.elements = el
     if el.complete:
-        stats["ok"] += 1
+        cnt.ok += 1
     else:
-        stats["bad_ie"] += 1
+        cnt.bad_ie += 1
     return p
 """
 
 _FLAGS_BLOCK = """    if {flags} & 64:
-        stats["bad_fcs"] += 1
+        cnt.bad_fcs += 1
         return None
     if {flags} & 16:
         end = n - 4
@@ -326,7 +335,7 @@ _FLAGS_BLOCK = """    if {flags} & 64:
 
 
 def _gen_fast(
-    items: list[tuple[str, int, str]], rtlen: int, tail: bytes, stats: dict, ies_get: Callable, decode: Callable
+    items: list[tuple[str, int, str]], rtlen: int, tail: bytes, cnt: _Counts, ies_get: Callable, decode: Callable
 ) -> Callable:
     """Whole-frame decoder for one exact radiotap prefix (version, length, present words): one
     struct call reads the kept radiotap fields and the management header together.
@@ -358,7 +367,7 @@ def _gen_fast(
         "_EMPTY": _EMPTY,
         "_SLOW": _SLOW,
         "_TAIL": tail,
-        "stats": stats,
+        "cnt": cnt,
         "ies_get": ies_get,
         "decode": decode,
         "new": object.__new__,
@@ -649,18 +658,31 @@ def freq_to_channel(freq: int) -> int | None:
 _COUNTERS = ("ok", "bad_ie", "not_probe", "truncated", "bad_radiotap", "bad_fcs", "oversized", "garbage")
 
 
+class _Counts:
+    __slots__ = _COUNTERS
+
+    def __init__(self) -> None:
+        for k in _COUNTERS:
+            setattr(self, k, 0)
+
+
 class Parser:
     """Stateful (caches + counters) probe-request parser; one per capture stream/thread.
 
-    ``fast=False`` disables the generated per-layout decoders (tests compare both paths).
-    Reset counters with :meth:`reset_stats`: the decoders hold the ``stats`` dict itself."""
+    ``fast=False`` disables the generated per-layout decoders (tests compare both paths)."""
 
     def __init__(self, fast: bool = True) -> None:
-        self.stats: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._cnt = _Counts()
         self._layouts: dict[int | bytes, _Layout] = {}
         self._ies: dict[bytes, Elements] = {}
         self._fast: dict[bytes, Callable] = {}
         self._use_fast = fast
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the counters (kept as slots: a dict increment costs twice as much)."""
+        cnt = self._cnt
+        return {k: getattr(cnt, k) for k in _COUNTERS}
 
     @property
     def total(self) -> int:
@@ -668,8 +690,7 @@ class Parser:
         return sum(self.stats.values())
 
     def reset_stats(self) -> None:
-        for k in self.stats:
-            self.stats[k] = 0
+        self._cnt.__init__()  # in place: the generated decoders hold this object
 
     def decoder(self, linktype: int) -> Callable[[bytes, float], Probe | None]:
         """The parse method for a pcap link type (127 radiotap, 105 raw 802.11)."""
@@ -709,13 +730,18 @@ class Parser:
         if len(self._layouts) >= LAYOUT_CACHE_MAX:
             self._layouts.clear()
         lay = self._layouts[key] = _compile(items, need)
-        if self._use_fast and rtlen >= need:
-            if len(self._fast) >= LAYOUT_CACHE_MAX:
-                self._fast.clear()
-            self._fast[buf[:8]] = _gen_fast(
-                items, rtlen, buf[8 : 4 + 4 * len(words)], self.stats, self._ies.get, self._elements
-            )
+        lay.items = items
+        lay.words_end = 4 + 4 * len(words)
         return lay
+
+    def _add_fast(self, buf: bytes, rtlen: int, lay: _Layout) -> None:
+        """Generate the fast decoder for this exact radiotap prefix (first sight of it)."""
+        if len(self._fast) >= LAYOUT_CACHE_MAX:
+            self._fast.clear()
+        assert lay.items is not None
+        self._fast[buf[:8]] = _gen_fast(
+            lay.items, rtlen, buf[8 : lay.words_end], self._cnt, self._ies.get, self._elements
+        )
 
     def parse(self, buf: bytes, ts: float) -> Probe | None:
         """Decode one radiotap frame (link type 127); None (and a counter) when not a usable probe."""
@@ -727,48 +753,50 @@ class Parser:
                     return p
             return self._slow(buf, ts)
         except Exception:  # hostile bytes must not stop the capture loop
-            self.stats["garbage"] += 1
+            self._cnt.garbage += 1
             return None
 
     def _slow(self, buf: bytes, ts: float) -> Probe | None:
         """The general radiotap path: every check, any layout; also compiles the fast decoders."""
-        stats = self.stats
+        cnt = self._cnt
         n = len(buf)
         if n < 8:
-            stats["truncated"] += 1
+            cnt.truncated += 1
             return None
         ver, rtlen, present = _RT_HDR(buf, 0)
         if ver or rtlen < 8:
-            stats["bad_radiotap"] += 1
+            cnt.bad_radiotap += 1
             return None
         if rtlen > n:
-            stats["truncated"] += 1
+            cnt.truncated += 1
             return None
         lay = self._layout(buf, rtlen, present)
         if lay is None or rtlen < lay.min_len:
-            stats["bad_radiotap"] += 1
+            cnt.bad_radiotap += 1
             return None
+        if self._use_fast and lay.items is not None and buf[:8] not in self._fast:
+            self._add_fast(buf, rtlen, lay)
         tsft, flags, rate, freq, chan_flags, rssi, chains = lay.extract(buf)
         end = n
         fcs = False
         if flags is not None:
             if flags & _FLAG_BAD_FCS:
-                stats["bad_fcs"] += 1
+                cnt.bad_fcs += 1
                 return None
             if flags & _FLAG_FCS:
                 end -= 4
                 fcs = True
         if n - rtlen > MAX_MPDU:
-            stats["oversized"] += 1
+            cnt.oversized += 1
             return None
         if end <= rtlen:
-            stats["truncated"] += 1
+            cnt.truncated += 1
             return None
         if buf[rtlen] != _PROBE_REQ_FC0:
-            stats["not_probe"] += 1
+            cnt.not_probe += 1
             return None
         if end - rtlen < 24:
-            stats["truncated"] += 1
+            cnt.truncated += 1
             return None
         fc1, da, sa, bssid, sc = _MGMT_HDR(buf, rtlen)
         start = rtlen + 28 if fc1 & 0x80 else rtlen + 24  # +HTC: 4 bytes of HT control first
@@ -778,28 +806,28 @@ class Parser:
             el = self._elements(blob)
         p = Probe(ts, sa, da, bssid, sc >> 4, sc & 15, rssi, chains, freq, chan_flags, flags, tsft, rate, fcs, el)
         if el.complete:
-            stats["ok"] += 1
+            cnt.ok += 1
         else:
-            stats["bad_ie"] += 1
+            cnt.bad_ie += 1
         return p
 
     def parse_80211(self, buf: bytes, ts: float, fcs: bool = False) -> Probe | None:
         """Decode one bare 802.11 frame (link type 105); ``fcs``: the last 4 bytes are the FCS."""
-        stats = self.stats
+        cnt = self._cnt
         try:
             n = len(buf)
             if n > MAX_MPDU:
-                stats["oversized"] += 1
+                cnt.oversized += 1
                 return None
             end = n - 4 if fcs else n
             if end <= 0:
-                stats["truncated"] += 1
+                cnt.truncated += 1
                 return None
             if buf[0] != _PROBE_REQ_FC0:
-                stats["not_probe"] += 1
+                cnt.not_probe += 1
                 return None
             if end < 24:
-                stats["truncated"] += 1
+                cnt.truncated += 1
                 return None
             fc1, da, sa, bssid, sc = _MGMT_HDR(buf, 0)
             blob = buf[28 if fc1 & 0x80 else 24 : end]
@@ -808,10 +836,10 @@ class Parser:
                 el = self._elements(blob)
             p = Probe(ts, sa, da, bssid, sc >> 4, sc & 15, fcs=fcs, elements=el)
             if el.complete:
-                stats["ok"] += 1
+                cnt.ok += 1
             else:
-                stats["bad_ie"] += 1
+                cnt.bad_ie += 1
             return p
         except Exception:  # hostile bytes must not stop the capture loop
-            stats["garbage"] += 1
+            cnt.garbage += 1
             return None

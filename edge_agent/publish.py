@@ -48,10 +48,13 @@ from .buffer import DiskBuffer, DiskBufferError
 
 log = logging.getLogger(__name__)
 
-# Puts are committed in batches: whichever comes first of this many messages or this long.
+# Puts are committed in batches: whichever comes first of this many messages (committed by the
+# publish() call that fills the batch, so a busy producer cannot outrun the disk) or this long
+# (committed by the sender thread, so a lone message does not wait for company).
 COMMIT_BATCH = 256
 COMMIT_INTERVAL = 0.02
-# publish() blocks (backpressure) when this many messages wait for their commit.
+# Only while the disk refuses writes can more than a batch wait in memory; then publish()
+# blocks (backpressure) and finally raises.
 MAX_PENDING = 20_000
 PENDING_TIMEOUT = 10.0
 
@@ -127,6 +130,10 @@ class Publisher:
         self._config_topic = topics.topic(site, sensor, "config")
 
         self._cond = threading.Condition()
+        # Held across "take the pending batch" and "commit it", so batches reach the disk in the
+        # order they were taken, whichever thread commits them.
+        self._commit_lock = threading.Lock()
+        self._write_failing = False
         self._pending: list[tuple[str, bytes, int, bool, str | None]] = []
         self._acked: list[int] = []
         # mid -> buffer seq (None for status messages that bypass the buffer).
@@ -229,19 +236,26 @@ class Publisher:
                 log.warning("could not publish offline status: %s", exc)
         self._client.disconnect()
         self._client.loop_stop()
-        # PUBACKs that arrived after the sender stopped.
-        with self._cond:
-            acked, self._acked = self._acked, []
-        self._commit([], acked)
+        # PUBACKs that arrived after the sender stopped (and anything a failing disk held back).
+        with self._commit_lock:
+            with self._cond:
+                pending, self._pending = self._pending, []
+                acked, self._acked = self._acked, []
+            if not self._commit(pending, acked):
+                log.error("closed with %d messages that could not be written to disk", len(self._pending))
 
     # -- publishing ----------------------------------------------------------------------------
 
-    def publish(self, kind: str, payload: dict[str, Any]) -> None:
+    def publish(self, kind: str, payload: dict[str, Any], durable: bool = False) -> None:
         """Queue one message for delivery (QoS 1; ``status`` retained).
 
         Raises :class:`footfall.schema.SchemaError` for a payload the hub would reject and
-        ValueError for a wrong kind or site/sensor, so bad data never enters the queue. The
-        message is committed to disk within ``COMMIT_INTERVAL`` and before it is sent.
+        ValueError for a wrong kind or site/sensor, so bad data never enters the queue.
+
+        The message is on disk before it is sent, and at the latest ``COMMIT_BATCH`` messages
+        or ``COMMIT_INTERVAL`` seconds after this returns: a SIGKILL can lose at most that
+        much. ``durable=True`` commits before returning (one disk write per call; raises
+        DiskBufferError if the disk refuses, the message then stays queued in memory).
         """
         if kind == "config":
             raise ValueError("config is written by the hub; the agent only subscribes to it")
@@ -263,8 +277,17 @@ class Publisher:
                 raise DiskBufferError(f"disk buffer {self.buffer.path} has not accepted writes for {PENDING_TIMEOUT}s")
             self._pending.append(row)
             self._counts["published"] += 1
-            if len(self._pending) in (1, COMMIT_BATCH):
-                self._cond.notify_all()
+            if len(self._pending) == 1:
+                self._cond.notify_all()  # starts the sender's COMMIT_INTERVAL clock
+            commit_now = durable or (len(self._pending) >= COMMIT_BATCH and not self._write_failing)
+        if commit_now and not self._commit_pending() and durable:
+            raise DiskBufferError(f"disk buffer {self.buffer.path} refused the write; the message stays queued")
+
+    def _commit_pending(self) -> bool:
+        with self._commit_lock:
+            with self._cond:
+                pending, self._pending = self._pending, []
+            return self._commit(pending, [])
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything published so far is acknowledged by the broker."""
@@ -342,12 +365,12 @@ class Publisher:
                             self._cond.wait(1.0)
                         # Something arrived: give a batch a moment to form before one commit.
                         self._cond.wait_for(self._urgent, timeout=COMMIT_INTERVAL)
-                    pending, self._pending = self._pending, []
-                    acked, self._acked = self._acked, []
                     stopping = self._stopping
-                    if pending:
-                        self._cond.notify_all()
-                ok = self._commit(pending, acked)
+                with self._commit_lock:
+                    with self._cond:
+                        pending, self._pending = self._pending, []
+                        acked, self._acked = self._acked, []
+                    ok = self._commit(pending, acked)
                 if stopping:
                     if not ok:
                         log.error("closing with %d messages that could not be written to disk", len(self._pending))
@@ -362,21 +385,30 @@ class Publisher:
                 time.sleep(1.0)
 
     def _commit(self, pending: list[tuple[str, bytes, int, bool, str | None]], acked: list[int]) -> bool:
-        """Write a batch of new rows and delete a batch of acknowledged ones; False on disk error."""
+        """Write a batch of new rows and delete a batch of acknowledged ones; False on disk error.
+
+        Callers hold ``_commit_lock`` from taking the batch until this returns.
+        """
         try:
             if pending:
                 self.buffer.put_many(pending)
+                pending = []
             if acked:
                 self.buffer.ack_many(acked)
-            return True
         except DiskBufferError as exc:
             log.error("disk buffer write failed, will retry: %s", exc)
             with self._cond:
                 self._counts["write_errors"] += 1
+                self._write_failing = True
                 # Put the batches back in front, keeping order, for the next attempt.
                 self._pending[:0] = pending
                 self._acked[:0] = acked
+                self._cond.notify_all()
             return False
+        with self._cond:
+            self._write_failing = False
+            self._cond.notify_all()  # producers waiting on MAX_PENDING, flush()
+        return True
 
     def _send(self) -> None:
         with self._cond:

@@ -164,3 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     hub.set_defaults(func=lambda args: hub.print_help() or 2)
     for add in COMMANDS:
         add(hub_sub)
+    # The web half (dashboard, API, logins) registers its own commands.
+    from footfall.hub.serve import register_web
+
+    register_web(hub_sub)

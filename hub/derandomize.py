@@ -66,9 +66,9 @@ LONG_STAY_S = 4 * 3600.0  # as the agent's long_stay_s: no shopping trip lasts t
 class LinkSettings:
     max_gap_s: float = 600.0  # same as the agent's visit gap: a phone in a pocket probes at least that often
     overlap_tol_s: float = 1.0  # MACs of one scan interleave within a second across sniffers
-    gap_scale_s: float = 120.0  # cost 1 per this much silence
+    gap_scale_s: float = 100.0  # cost 1 per this much silence
     burst_s: float = 2.0  # one scan: MACs of a per-scan phone follow each other within this
-    max_cost: float = 2.5
+    max_cost: float = 3.0
     seq_window: int = 32  # counts a counter may advance between two MACs, plus 0.5 per second
     seq_bonus: float = 4.0
     ssid_bonus: float = 4.0
@@ -81,7 +81,7 @@ class LinkSettings:
     rotation_penalty: float = 2.0
     # A per-scan phone's MACs each live one scan; a long-lived MAC rarely continues such a chain.
     lifetime_penalty: float = 1.0
-    rssi_scale_db: float = 3.0
+    rssi_scale_db: float = 2.5
     rssi_max_cost: float = 3.0
     rssi_smooth: float = 0.3  # weight of the newest MAC in the chain's running RSSI
     ambiguity_margin: float = 0.5
@@ -506,6 +506,7 @@ def estimate_unique(
     end: float,
     settings: LinkSettings | None = None,
     keys: Mapping[str, str] | None = None,
+    stats: LinkStats | None = None,
 ) -> UniqueEstimate:
     """Unique devices among visits overlapping ``[start, end)``.
 
@@ -515,7 +516,6 @@ def estimate_unique(
     """
     settings = settings or LinkSettings()
     vs = sorted(visits, key=lambda v: v["first_seen"])
-    stats = None
     if keys is None:
         keys, stats = link_with_stats(vs, settings)
     inside = [v for v in vs if v["first_seen"] < end and v["last_seen"] >= start]

@@ -110,14 +110,13 @@ def week_start(d: date) -> date:
     return d - timedelta(days=d.weekday())
 
 
-def _period_sql(granularity: str) -> str:
+def _period_key(granularity: str):
     if granularity == "hour":
-        return "day || 'T' || printf('%02d', hour)"
+        return lambda day, hour: f"{day}T{hour:02d}"
     if granularity == "day":
-        return "day"
+        return lambda day, hour: day
     if granularity == "week":
-        # 'weekday 0' moves to the coming Sunday (or stays); six days back is that week's Monday.
-        return "date(day, 'weekday 0', '-6 days')"
+        return lambda day, hour: week_start(date.fromisoformat(day)).isoformat()
     raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
 
 
@@ -128,6 +127,13 @@ def _periods(start: date, end: date, granularity: str) -> list[str]:
         return [d.isoformat() for d in _days(start, end)]
     weeks = sorted({week_start(d) for d in _days(start, end)})
     return [w.isoformat() for w in weeks]
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: Any = ()) -> list[tuple]:
+    """Plain tuples: building ``sqlite3.Row`` objects costs more than the query on big reads."""
+    cur = conn.cursor()
+    cur.row_factory = None
+    return cur.execute(sql, args).fetchall()
 
 
 def rolled_up_days(conn: sqlite3.Connection, start: date, end: date) -> list[str]:
@@ -163,7 +169,7 @@ def footfall(
     ``zones`` splits the totals by the zone (sensor) that saw each visit strongest;
     ``totals.unique_visitors`` counts distinct devices (store-wide only: None with a zone).
     """
-    period = _period_sql(granularity)
+    key = _period_key(granularity)
     s, e = start.isoformat(), end.isoformat()
     where = "day BETWEEN ? AND ?" + _excl_clause(include_excluded)
     args: list[Any] = [s, e]
@@ -176,9 +182,13 @@ def footfall(
         rolled_args.append(zone)
     series: dict[str, list[float]] = {p: [0, 0, 0.0] for p in _periods(start, end, granularity)}
     by_zone: dict[str, list[float]] = {}
-    sql = f"SELECT {period}, zone, class, sum(visits), sum(dwell_s) FROM agg_hour WHERE {where} GROUP BY 1, 2, 3"
-    for p, z, cls, n, dwell in conn.execute(sql, args):
-        slot = series.setdefault(p, [0, 0, 0.0])
+    # Hourly series read the hourly summary; longer ones the daily one (a row per day and zone).
+    if granularity == "hour":
+        sql = f"SELECT day, hour, zone, class, visits, dwell_s FROM agg_hour WHERE {where}"
+    else:
+        sql = f"SELECT day, 0, zone, class, visits, dwell_s FROM agg_day WHERE {where}"
+    for day, hour, z, cls, n, dwell in _rows(conn, sql, args):
+        slot = series.setdefault(key(day, hour), [0, 0, 0.0])
         zslot = by_zone.setdefault(z, [0, 0, 0.0])
         if cls == "visitor":
             slot[0] += n
@@ -190,11 +200,11 @@ def footfall(
             zslot[1] += n
     rolled_visits = 0
     sql = (
-        f"SELECT {period}, zone, sum(visitors), sum(passersby), sum(dwell_s_sum) FROM hourly "
-        f"WHERE {rolled_where} GROUP BY 1, 2"
+        "SELECT day, hour, zone, sum(visitors), sum(passersby), sum(dwell_s_sum) FROM hourly "
+        f"WHERE {rolled_where} GROUP BY 1, 2, 3"
     )
-    for p, z, v, pb, dwell in conn.execute(sql, rolled_args):
-        for slot in (series.setdefault(p, [0, 0, 0.0]), by_zone.setdefault(z, [0, 0, 0.0])):
+    for day, hour, z, v, pb, dwell in _rows(conn, sql, rolled_args):
+        for slot in (series.setdefault(key(day, hour), [0, 0, 0.0]), by_zone.setdefault(z, [0, 0, 0.0])):
             slot[0] += v
             slot[1] += pb
             slot[2] += dwell
@@ -218,16 +228,17 @@ def footfall(
 
 
 def unique_visitors(conn: sqlite3.Connection, start: date, end: date, *, include_excluded: bool = False) -> int:
-    """Distinct visitor devices in [start, end] (raw days only).
+    """Distinct visitor devices in [start, end] (summarized days).
 
     A device's first visitor-day inside the period is the one whose previous visit day is
-    before ``start`` (or that has none), so counting those rows counts each device once.
+    before ``start`` (or that has none), so counting those rows counts each device once:
+    per day, one seek in ``agg_prev`` for the running total of such rows.
     """
     row = conn.execute(
-        "SELECT coalesce(sum(visitors), 0) FROM agg_gap WHERE day BETWEEN ? AND ?"
-        + _excl_clause(include_excluded)
-        + " AND (gap = -1 OR gap > julianday(day) - julianday(?))",
-        (start.isoformat(), end.isoformat(), start.isoformat()),
+        "SELECT coalesce(sum((SELECT p.cum FROM agg_prev p WHERE p.day = l.day AND p.excl = l.excl "
+        "AND p.prev_day < ? ORDER BY p.prev_day DESC LIMIT 1)), 0) "
+        "FROM agg_loyalty_day l WHERE l.day BETWEEN ? AND ?" + _excl_clause(include_excluded, "l.excl"),
+        (start.isoformat(), start.isoformat(), end.isoformat()),
     ).fetchone()
     return int(row[0])
 
@@ -302,49 +313,45 @@ def loyalty(conn: sqlite3.Connection, start: date, end: date, *, include_exclude
     """New vs returning visitors, return rate, visit frequency and days since last visit."""
     s, e = start.isoformat(), end.isoformat()
     excl = _excl_clause(include_excluded)
-    unique = new = visitor_days = 0
-    gaps: dict[int, int] = {}
     per_day: dict[str, list[int]] = {d.isoformat(): [0, 0] for d in _days(start, end)}
-    sql = (
-        "SELECT day, gap, gap = -1 OR gap > julianday(day) - julianday(?), sum(visitors) FROM agg_gap "
-        f"WHERE day BETWEEN ? AND ?{excl} GROUP BY 1, 2"
-    )
-    for day, gap, first_in_period, n in conn.execute(sql, (s, s, e)):
-        visitor_days += n
-        if first_in_period:
-            unique += n
-        if gap == -1:
-            new += n
-            per_day[day][0] += n
-        else:
-            per_day[day][1] += n
-            gaps[gap] = gaps.get(gap, 0) + n
-    freq = dict.fromkeys((name for name, _, _ in FREQUENCY), 0)
-    sql = f"SELECT days_30, sum(visitors) FROM agg_freq WHERE day BETWEEN ? AND ?{excl} GROUP BY 1"
-    for days_30, n in conn.execute(sql, (s, e)):
-        for name, lo, hi in FREQUENCY:
-            if lo <= days_30 <= hi or (name == "daily" and days_30 > hi):
-                freq[name] += n
+    sums = [0] * 10  # visitor_days, new, 5 gap buckets, daily, weekly, occasional
+    for row in _rows(
+        conn,
+        "SELECT day, visitor_days, new, gap_1, gap_2_7, gap_8_30, gap_31_90, gap_91, daily, weekly, occasional "
+        f"FROM agg_loyalty_day WHERE day BETWEEN ? AND ?{excl}",
+        (s, e),
+    ):
+        slot = per_day.setdefault(row[0], [0, 0])
+        slot[0] += row[2]
+        slot[1] += row[1] - row[2]
+        for i, v in enumerate(row[1:]):
+            sums[i] += v
+    visitor_days, new = sums[0], sums[1]
+    unique = unique_visitors(conn, start, end, include_excluded=include_excluded)
+    returning = unique - new
+    gap_buckets = [
+        {"bucket": label, "min_days": lo, "max_days": hi, "visitor_days": sums[2 + i]}
+        for i, (label, lo, hi) in enumerate(GAP_BUCKETS)
+    ]
+    returning_days = sum(sums[2:7])
+    median_gap = None
+    if returning_days:
+        seen = 0
+        for gap, n in _rows(
+            conn,
+            f"SELECT gap, sum(visitors) FROM agg_gap WHERE day BETWEEN ? AND ? AND gap > 0{excl} GROUP BY gap",
+            (s, e),
+        ):
+            seen += n
+            if seen >= returning_days / 2:
+                median_gap = gap
                 break
+    freq = dict(zip((name for name, _, _ in FREQUENCY), sums[7:10], strict=True))
     rolled_new, rolled_ret = conn.execute(
         "SELECT coalesce(sum(new_visitors), 0), coalesce(sum(returning_visitors), 0) FROM hourly "
         f"WHERE rolled_up = 1 AND day BETWEEN ? AND ? AND {_UNSUMMARIZED}",
         (s, e),
     ).fetchone()
-    returning = unique - new
-    returning_days = sum(gaps.values())
-    gap_buckets = []
-    for label, lo, hi in GAP_BUCKETS:
-        n = sum(c for g, c in gaps.items() if g >= lo and (hi is None or g <= hi))
-        gap_buckets.append({"bucket": label, "min_days": lo, "max_days": hi, "visitor_days": n})
-    median_gap = None
-    if returning_days:
-        seen = 0
-        for g in sorted(gaps):
-            seen += gaps[g]
-            if seen >= returning_days / 2:
-                median_gap = g
-                break
     return {
         "start": s,
         "end": e,
@@ -567,7 +574,29 @@ def rejects(conn: sqlite3.Connection) -> dict[str, Any]:
     return {"total": sum(r["count"] for r in rows), "reasons": rows}
 
 
-SUMMARY_TABLES = ("agg_hour", "agg_dwell", "visitor_days", "agg_gap", "agg_freq")
+SUMMARY_TABLES = (
+    "agg_hour",
+    "agg_dwell",
+    "visitor_days",
+    "agg_gap",
+    "agg_freq",
+    "agg_day",
+    "agg_prev",
+    "agg_loyalty_day",
+)
+# The per-day tables derived from agg_hour and visitor_days; {where} selects the days.
+_DAY_TABLES_SQL = (
+    "INSERT INTO agg_day SELECT day, zone, class, excl, sum(visits), sum(dwell_s) FROM agg_hour "
+    "WHERE {where} GROUP BY 1, 2, 3, 4",
+    "INSERT INTO agg_prev SELECT day, excl, prev, visitors, sum(visitors) OVER (PARTITION BY day, excl ORDER BY prev) "
+    "FROM (SELECT day, excl, coalesce(prev_day, '') AS prev, count(*) AS visitors FROM visitor_days "
+    "WHERE visits > 0 AND {where} GROUP BY 1, 2, 3)",
+    "INSERT INTO agg_loyalty_day SELECT day, excl, count(*), count(*) - count(gap), total(gap = 1), "
+    "total(gap BETWEEN 2 AND 7), total(gap BETWEEN 8 AND 30), total(gap BETWEEN 31 AND 90), total(gap > 90), "
+    "total(days_30 >= 15), total(days_30 BETWEEN 4 AND 14), total(days_30 <= 3) "
+    "FROM (SELECT day, excl, days_30, CAST(julianday(day) - julianday(prev_day) AS INTEGER) AS gap "
+    "FROM visitor_days WHERE visits > 0 AND {where}) GROUP BY 1, 2",
+)
 _BIN_SQL = (
     "CASE "
     + " ".join(f"WHEN dwell_s < {hi} THEN {i}" for i, hi in enumerate(DWELL_EDGES[1:]))
@@ -638,6 +667,8 @@ def summarize_day(conn: sqlite3.Connection, day: str, *, now: float | None = Non
             "INSERT INTO agg_freq SELECT day, excl, days_30, count(*) FROM visitor_days WHERE day = ? GROUP BY 1, 2, 3",
             (day,),
         )
+        for sql in _DAY_TABLES_SQL:
+            conn.execute(sql.format(where="day = ?"), (day,))
         conn.execute(
             "INSERT OR REPLACE INTO summary_days (day, fingerprint, refreshed, frozen) VALUES (?, ?, ?, 0)",
             (day, fp, now),
@@ -734,9 +765,13 @@ def rebuild_summaries(conn: sqlite3.Connection, *, now: float | None = None) -> 
             "INSERT INTO agg_freq SELECT day, excl, days_30, count(*) FROM visitor_days "
             f"WHERE day NOT IN {frozen} GROUP BY 1, 2, 3"
         )
-        days = _with_crc(conn).execute(
-            _FINGERPRINT_SQL.replace("SELECT ", "SELECT day, ", 1).replace("WHERE day = ?", "GROUP BY day")
-        ).fetchall()
+        for sql in _DAY_TABLES_SQL:
+            conn.execute(sql.format(where=f"day NOT IN {frozen}"))
+        days = (
+            _with_crc(conn)
+            .execute(_FINGERPRINT_SQL.replace("SELECT ", "SELECT day, ", 1).replace("WHERE day = ?", "GROUP BY day"))
+            .fetchall()
+        )
         conn.executemany(
             "INSERT OR IGNORE INTO summary_days (day, fingerprint, refreshed, frozen) VALUES (?, ?, ?, 0)",
             [(r[0], "|".join(str(x) for x in r[1:]), now) for r in days],

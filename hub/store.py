@@ -249,6 +249,42 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sensors ADD COLUMN status_ts REAL;
     ALTER TABLE devices ADD COLUMN first_visitor_day TEXT;
     """,
+    # dashboard, continued (hub/metrics.py): per-day rows so that year-long reports read a
+    # few hundred rows. ``agg_day``: ``agg_hour`` without the hour. ``agg_prev``: visitor-days
+    # by day and previous visit day ('' = first visit ever) with a running total ``cum`` in
+    # ``prev_day`` order, so unique visitors of any period are one index seek per day (a
+    # device's first day in the period is the one whose previous visit is before the period).
+    # ``agg_loyalty_day``: the day's new/returning, days-since-last-visit and frequency counts.
+    """
+    CREATE TABLE agg_day (
+        day TEXT NOT NULL, zone TEXT NOT NULL, class TEXT NOT NULL, excl INTEGER NOT NULL,
+        visits INTEGER NOT NULL, dwell_s REAL NOT NULL,
+        PRIMARY KEY (day, zone, class, excl)
+    ) WITHOUT ROWID;
+    CREATE TABLE agg_prev (
+        day TEXT NOT NULL, excl INTEGER NOT NULL, prev_day TEXT NOT NULL,
+        visitors INTEGER NOT NULL, cum INTEGER NOT NULL,
+        PRIMARY KEY (day, excl, prev_day)
+    ) WITHOUT ROWID;
+    CREATE TABLE agg_loyalty_day (
+        day TEXT NOT NULL, excl INTEGER NOT NULL, visitor_days INTEGER NOT NULL, new INTEGER NOT NULL,
+        gap_1 INTEGER NOT NULL, gap_2_7 INTEGER NOT NULL, gap_8_30 INTEGER NOT NULL, gap_31_90 INTEGER NOT NULL,
+        gap_91 INTEGER NOT NULL, daily INTEGER NOT NULL, weekly INTEGER NOT NULL, occasional INTEGER NOT NULL,
+        PRIMARY KEY (day, excl)
+    ) WITHOUT ROWID;
+    INSERT INTO agg_day SELECT day, zone, class, excl, sum(visits), sum(dwell_s) FROM agg_hour GROUP BY 1, 2, 3, 4;
+    INSERT INTO agg_prev
+    SELECT day, excl, prev, visitors, sum(visitors) OVER (PARTITION BY day, excl ORDER BY prev)
+    FROM (SELECT day, excl, coalesce(prev_day, '') AS prev, count(*) AS visitors
+          FROM visitor_days WHERE visits > 0 GROUP BY 1, 2, 3);
+    INSERT INTO agg_loyalty_day
+    SELECT day, excl, count(*), count(*) - count(gap), total(gap = 1), total(gap BETWEEN 2 AND 7),
+        total(gap BETWEEN 8 AND 30), total(gap BETWEEN 31 AND 90), total(gap > 90),
+        total(days_30 >= 15), total(days_30 BETWEEN 4 AND 14), total(days_30 <= 3)
+    FROM (SELECT day, excl, days_30, CAST(julianday(day) - julianday(prev_day) AS INTEGER) AS gap
+          FROM visitor_days WHERE visits > 0)
+    GROUP BY 1, 2;
+    """,
 ]
 
 

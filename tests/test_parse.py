@@ -235,7 +235,7 @@ def probe_frame(ies: bytes = BASIC_IES, flags: int = 0x10, rssi: int = -40) -> b
     return rt + (with_fcs(body) if flags & 0x10 else body)
 
 
-def test_extended_present_words_tsft_alignment_and_chains() -> None:
+def ext_frame(pad: bytes = b"") -> bytes:
     # Linux mac80211 layout: TSFT, flags, rate, channel, signal, RX flags; then two radiotap
     # namespace words with a per-chain signal and antenna index each
     w0 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 14) | (1 << 29) | (1 << 31)
@@ -244,7 +244,20 @@ def test_extended_present_words_tsft_alignment_and_chains() -> None:
     # header is 16 bytes: TSFT at 16 (8-aligned), flags 24, rate 25, channel 26, signal 30,
     # RX flags 32 (2-aligned), chain 0 signal 34 antenna 35, chain 1 signal 36 antenna 37
     fields = struct.pack("<QBBHHbxHbBbB", 0x1122334455667788, 0x10, 12, 5180, 0x140, -45, 0, -47, 0, -49, 1)
-    frame = radiotap([w0, w1, w2], fields) + with_fcs(dot11())
+    return radiotap([w0, w1, w2], fields + pad) + with_fcs(dot11())
+
+
+def vendor_frame() -> bytes:
+    w0 = (1 << 1) | (1 << 5) | (1 << 30) | (1 << 31)
+    w1 = 0b1011 | (1 << 29) | (1 << 31)  # vendor-defined bits: opaque
+    w2 = 1 << 5
+    # 16-byte header; flags 16, signal 17, vendor header at 18 (2-aligned): OUI, subns, skip 5
+    fields = struct.pack("<Bb", 0, -51) + b"\x00\x11\x22" + b"\x01" + struct.pack("<H", 5) + b"VVVVV" + b"\xc8"
+    return radiotap([w0, w1, w2], fields) + dot11()
+
+
+def test_extended_present_words_tsft_alignment_and_chains() -> None:
+    frame = ext_frame()
     for parser in (Parser(), Parser(fast=False)):
         for _ in range(2):  # the second goes through the cached/generated layout
             p = parser.parse(frame, 1.5)
@@ -274,16 +287,21 @@ def test_tsft_is_aligned_to_8_when_preceded_by_nothing_else() -> None:
 
 
 def test_vendor_namespace_is_skipped() -> None:
-    w0 = (1 << 1) | (1 << 5) | (1 << 30) | (1 << 31)
-    w1 = 0b1011 | (1 << 29) | (1 << 31)  # vendor-defined bits: opaque
-    w2 = 1 << 5
-    # 16-byte header; flags 16, signal 17, vendor header at 18 (2-aligned): OUI, subns, skip 5
-    fields = struct.pack("<Bb", 0, -51) + b"\x00\x11\x22" + b"\x01" + struct.pack("<H", 5) + b"VVVVV" + b"\xc8"
-    frame = radiotap([w0, w1, w2], fields) + dot11()
+    frame = vendor_frame()
     for parser in (Parser(), Parser(fast=False)):
+        for _ in range(2):
+            p = parser.parse(frame, 0)
+            assert p is not None
+            assert (p.rssi, p.chain_rssi, p.flags) == (-51, (-56,), 0)
+
+
+def test_same_layout_with_trailing_header_padding() -> None:
+    # some drivers pad the radiotap header: the same present words, a longer length
+    parser = Parser()
+    for frame in (ext_frame(), ext_frame(pad=b"\x00" * 6), ext_frame(), ext_frame(pad=b"\x00" * 6)):
         p = parser.parse(frame, 0)
-        assert p is not None
-        assert (p.rssi, p.chain_rssi, p.flags) == (-51, (-56,), 0)
+        assert (p.tsft, p.rssi, p.chain_rssi, p.seq) == (0x1122334455667788, -45, (-47, -49), 1234)
+    assert parser.stats["ok"] == 4
 
 
 def test_unknown_field_stops_decoding_but_keeps_earlier_fields() -> None:
@@ -391,7 +409,7 @@ def samples(captures: list[Path]) -> list[bytes]:
     for path in captures:
         frames = [fr for _, fr in read_frames(path)]
         out.extend(frames[:: max(1, len(frames) // 8)])
-    out.append(probe_frame())
+    out += [probe_frame(), probe_frame(flags=0), ext_frame(), vendor_frame()]
     return out
 
 

@@ -10,6 +10,7 @@ import logging
 TOOLS = (
     ("footfall.tools.evaluate", "register_evaluate"),
     ("footfall.tools.provision_cli", "register_provision"),
+    ("footfall.tools.demo", "register_demo"),
 )
 
 

@@ -133,7 +133,7 @@ def score_visits(
     labelled = [v for v in visits if v["device"] in truth_of_device]
     keys, stats = link_with_stats(labelled, settings)
     truth = [truth_of_device[v["device"]] for v in labelled]
-    est = estimate_unique(labelled, float("-inf"), float("inf"), settings, keys=keys)
+    est = estimate_unique(labelled, float("-inf"), float("inf"), settings, keys=keys, stats=stats)
     scores = Scores(
         true_devices=len(set(truth)),
         naive_count=len({v["device"] for v in labelled}),
