@@ -215,9 +215,8 @@ def _iter_pcap(f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int]) -> 
     unpack = struct.Struct(hdr.endian + "IIII").unpack_from
     divisor = hdr.divisor
     limit = max(hdr.snaplen, MAX_RECORD)
-    off = hdr.data_offset
-    frames = 0
-    nbytes = 0
+    off = base = hdr.data_offset
+    frames = 0  # since base; bytes are derived from the offsets, not added up per frame
     try:
         while True:
             end = len(buf)
@@ -230,23 +229,22 @@ def _iter_pcap(f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int]) -> 
                 nxt = start + incl
                 if nxt > end:
                     break
-                yield sec + frac / divisor, buf[start:nxt]
                 off = nxt
                 frames += 1
-                nbytes += incl
+                yield sec + frac / divisor, buf[start:nxt]
             stats["frames"] += frames
-            stats["bytes"] += nbytes
-            frames = nbytes = 0
+            stats["bytes"] += off - base - 16 * frames
+            frames = 0
             chunk = f.read(CHUNK)
             if not chunk:
                 if off < end:
                     stats["truncated"] += 1
                 return
             buf = buf[off:] + chunk
-            off = 0
+            off = base = 0
     finally:
         stats["frames"] += frames
-        stats["bytes"] += nbytes
+        stats["bytes"] += off - base - 16 * frames
         f.close()
 
 

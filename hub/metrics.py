@@ -116,7 +116,14 @@ def _period_key(granularity: str):
     if granularity == "day":
         return lambda day, hour: day
     if granularity == "week":
-        return lambda day, hour: week_start(date.fromisoformat(day)).isoformat()
+        weeks: dict[str, str] = {}
+
+        def week_of(day: str, hour: int) -> str:
+            if day not in weeks:
+                weeks[day] = week_start(date.fromisoformat(day)).isoformat()
+            return weeks[day]
+
+        return week_of
     raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc mosquitto iw iproute2 tshark chromium)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc mosquitto iw iproute2 tshark chromium shellcheck systemd)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

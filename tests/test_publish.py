@@ -148,7 +148,8 @@ def test_messages_arrive_in_order_and_status_is_retained(broker: Any, buf: DiskB
         sent = [visit(i) for i in range(300)]
         for payload in sent:
             pub.publish("visit", payload)
-        pub.publish("presence", presence(0))
+        pub.publish("presence", presence(0), durable=True)
+        assert buf.last_seq == 301  # durable: committed when publish() returned
         assert pub.flush(30)
         wait_until(lambda: len(sub.payloads("visit")) >= 300 and sub.payloads("presence"), what="all messages")
         assert [p["id"] for p in sub.payloads("visit")] == [p["id"] for p in sent]
