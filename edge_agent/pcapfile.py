@@ -22,10 +22,13 @@ differs from the first interface's are skipped and counted as ``other_linktype``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import threading
 import time
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Generator, Iterable, Iterator
 from typing import IO, BinaryIO
 
 __all__ = ["PcapError", "PcapSource", "read_frames", "write_pcap"]
@@ -177,8 +180,25 @@ class PcapSource:
         self.path = os.fspath(path)
         self.realtime = realtime
         self.stats: dict[str, int] = _new_stats()
+        self._closed = threading.Event()
+        self._running: weakref.WeakSet[Generator] = weakref.WeakSet()
         with open(self.path, "rb") as f:
             self._hdr, _ = _probe_header(f, self.path)
+
+    def close(self) -> None:
+        """End iteration (any thread): a running replay stops at its next read chunk or, when
+        paced, at once; later iterations yield nothing."""
+        self._closed.set()
+        for gen in list(self._running):
+            # executing in another thread (ValueError): that one sees the flag instead
+            with contextlib.suppress(ValueError):
+                gen.close()
+
+    def __enter__(self) -> PcapSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def linktype(self) -> int | None:
@@ -194,10 +214,14 @@ class PcapSource:
         return self._hdr.snaplen
 
     def __iter__(self) -> Iterator[tuple[float, bytes]]:
+        if self._closed.is_set():
+            return iter(())
         frames = self._frames()
-        return _paced(frames) if self.realtime else frames
+        gen = _paced(frames, self._closed) if self.realtime else frames
+        self._running.add(gen)
+        return gen
 
-    def _frames(self) -> Iterator[tuple[float, bytes]]:
+    def _frames(self) -> Generator[tuple[float, bytes], None, None]:
         for k in self.stats:
             self.stats[k] = 0
         f = open(self.path, "rb")  # noqa: SIM115 - closed in the generators' finally
@@ -207,11 +231,13 @@ class PcapSource:
             f.close()
             raise
         if hdr.kind == "pcap":
-            return _iter_pcap(f, buf, hdr, self.stats)
-        return _iter_pcapng(f, buf, hdr, self.stats)
+            return _iter_pcap(f, buf, hdr, self.stats, self._closed)
+        return _iter_pcapng(f, buf, hdr, self.stats, self._closed)
 
 
-def _iter_pcap(f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int]) -> Iterator[tuple[float, bytes]]:
+def _iter_pcap(
+    f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int], closed: threading.Event
+) -> Generator[tuple[float, bytes], None, None]:
     unpack = struct.Struct(hdr.endian + "IIII").unpack_from
     divisor = hdr.divisor
     limit = max(hdr.snaplen, MAX_RECORD)
@@ -235,9 +261,10 @@ def _iter_pcap(f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int]) -> 
             stats["frames"] += frames
             stats["bytes"] += off - base - 16 * frames
             frames = 0
-            chunk = f.read(CHUNK)
+            base = off
+            chunk = b"" if closed.is_set() else f.read(CHUNK)
             if not chunk:
-                if off < end:
+                if off < end and not closed.is_set():
                     stats["truncated"] += 1
                 return
             buf = buf[off:] + chunk
@@ -248,7 +275,9 @@ def _iter_pcap(f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int]) -> 
         f.close()
 
 
-def _iter_pcapng(f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int]) -> Iterator[tuple[float, bytes]]:
+def _iter_pcapng(
+    f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int], closed: threading.Event
+) -> Generator[tuple[float, bytes], None, None]:
     e = hdr.endian
     block = struct.Struct(e + "II").unpack_from
     epb = struct.Struct(e + "IIIII").unpack_from
@@ -339,9 +368,9 @@ def _iter_pcapng(f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int]) -
             stats["frames"] += frames
             stats["bytes"] += nbytes
             frames = nbytes = 0
-            chunk = f.read(CHUNK)
+            chunk = b"" if closed.is_set() else f.read(CHUNK)
             if not chunk:
-                if off < end:
+                if off < end and not closed.is_set():
                     stats["truncated"] += 1
                 return
             buf = buf[off:] + chunk
@@ -352,19 +381,25 @@ def _iter_pcapng(f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int]) -
         f.close()
 
 
-def _paced(frames: Iterator[tuple[float, bytes]]) -> Iterator[tuple[float, bytes]]:
+def _paced(
+    frames: Generator[tuple[float, bytes], None, None], closed: threading.Event
+) -> Generator[tuple[float, bytes], None, None]:
     """Replay at the captured pace: frame k waits until (ts_k - ts_0) has passed since the first."""
-    sleep = time.sleep
     now = time.monotonic
     start = t0 = None
-    for ts, frame in frames:
-        if start is None:
-            start, t0 = now(), ts
-        else:
-            delay = (ts - t0) - (now() - start)
-            if delay > 0:
-                sleep(delay)
-        yield ts, frame
+    try:
+        for ts, frame in frames:
+            if start is None:
+                start, t0 = now(), ts
+            else:
+                delay = (ts - t0) - (now() - start)
+                if delay > 0 and closed.wait(delay):
+                    return
+            if closed.is_set():
+                return
+            yield ts, frame
+    finally:
+        frames.close()
 
 
 def read_frames(

@@ -158,6 +158,7 @@ class Publisher:
             "disconnects": 0,
             "connect_failures": 0,
             "write_errors": 0,
+            "unsendable": 0,
             "config_applied": 0,
             "config_rejected": 0,
             "config_errors": 0,
@@ -389,6 +390,8 @@ class Publisher:
 
         Callers hold ``_commit_lock`` from taking the batch until this returns.
         """
+        if not pending and not acked:
+            return True
         try:
             if pending:
                 self.buffer.put_many(pending)
@@ -421,7 +424,17 @@ class Publisher:
         for msg in rows:
             if not self._connected or self._draining:
                 return
-            info = self._client.publish(msg.topic, msg.payload, qos=max(1, msg.qos), retain=msg.retain)
+            try:
+                info = self._client.publish(msg.topic, msg.payload, qos=max(1, msg.qos), retain=msg.retain)
+            except (ValueError, TypeError) as exc:
+                # A row no broker would take (not written by us: wildcards in the topic, ...)
+                # would block the queue forever: drop it, loudly.
+                log.error("dropping unsendable buffered message seq %d: %s", msg.seq, exc)
+                with self._cond:
+                    self._counts["unsendable"] += 1
+                    self._acked.append(msg.seq)
+                self._last_sent = msg.seq
+                continue
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 return  # paho refused to store it; it stays in the buffer for the next round
             self._claim(info.mid, msg.seq)

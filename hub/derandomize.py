@@ -352,14 +352,23 @@ class Linker:
         ch.nodes += 1
         self._touch(ch)
 
-    def _seq_candidates(self, seq: int, span: float) -> list[_Chain]:
-        """Chains whose counter ended at most ``span`` counts before ``seq`` (modulo 4096)."""
+    def _seq_candidates(self, node: _Node) -> list[_Chain]:
+        """Chains whose counter continues into the node's (checked here: a crowd fills every bucket)."""
         out: list[_Chain] = []
-        lo = seq - int(span) - 1
+        seq = node.seq_first
+        if seq is None:
+            return out
+        s = self.s
+        lo = seq - int(s.seq_window + 0.5 * s.max_gap_s) - 1
+        first = node.first
         for b in range(lo >> SEQ_SHIFT, ((seq - 1) >> SEQ_SHIFT) + 1):
             bucket = self._seq_index.get(b % (SEQ_MOD >> SEQ_SHIFT))
-            if bucket:
-                out.extend(bucket.values())
+            if not bucket:
+                continue
+            for ch in bucket.values():
+                d = (seq - ch.seq_last) % SEQ_MOD  # type: ignore[operator]
+                if 0 < d <= s.seq_window + 0.5 * max(first - ch.last, 0.0):
+                    out.append(ch)
         return out
 
     def _place(self, node: _Node) -> str:
@@ -416,17 +425,22 @@ class Linker:
 
         # The latest heard chains of this fingerprint first; a crowd is cut at max_candidates.
         n = 0
+        # Bonuses a chain could earn besides counter continuity (whose chains are looked up
+        # below anyway): once silence alone costs more than the best so far, older chains lose.
+        bonus = (s.restart_bonus if node.seq_first is not None and node.seq_first < 16 else 0.0) + (
+            s.ssid_bonus if node.ssids else 0.0
+        )
         for ch in reversed(same.values()):
             if ch.last > start:
                 continue
+            if best is not None and (node.first - ch.last) / s.gap_scale_s - bonus > second:
+                break
             consider(ch, False)
             n += 1
             if n >= s.max_candidates:
                 break
-        if node.seq_first is not None:
-            span = s.seq_window + 0.5 * s.max_gap_s
-            for ch in self._seq_candidates(node.seq_first, span):
-                consider(ch, node.fp not in ch.fps)
+        for ch in self._seq_candidates(node):
+            consider(ch, node.fp not in ch.fps)
         for sid in node.ssids:
             for ch in list(self._ssid_chains.get(sid, {}).values()):
                 consider(ch, node.fp not in ch.fps)

@@ -591,18 +591,18 @@ SUMMARY_TABLES = (
     "agg_prev",
     "agg_loyalty_day",
 )
-# The per-day tables derived from agg_hour and visitor_days; {where} selects the days.
+# The per-day tables derived from agg_hour ({hour}) and visitor_days ({vd}); {where} picks the days.
 _DAY_TABLES_SQL = (
-    "INSERT INTO agg_day SELECT day, zone, class, excl, sum(visits), sum(dwell_s) FROM agg_hour "
+    "INSERT INTO agg_day SELECT day, zone, class, excl, sum(visits), sum(dwell_s) FROM {hour} "
     "WHERE {where} GROUP BY 1, 2, 3, 4",
     "INSERT INTO agg_prev SELECT day, excl, prev, visitors, sum(visitors) OVER (PARTITION BY day, excl ORDER BY prev) "
-    "FROM (SELECT day, excl, coalesce(prev_day, '') AS prev, count(*) AS visitors FROM visitor_days "
+    "FROM (SELECT day, excl, coalesce(prev_day, '') AS prev, count(*) AS visitors FROM {vd} "
     "WHERE visits > 0 AND {where} GROUP BY 1, 2, 3)",
     "INSERT INTO agg_loyalty_day SELECT day, excl, count(*), count(*) - count(gap), total(gap = 1), "
     "total(gap BETWEEN 2 AND 7), total(gap BETWEEN 8 AND 30), total(gap BETWEEN 31 AND 90), total(gap > 90), "
     "total(days_30 >= 15), total(days_30 BETWEEN 4 AND 14), total(days_30 <= 3) "
     "FROM (SELECT day, excl, days_30, CAST(julianday(day) - julianday(prev_day) AS INTEGER) AS gap "
-    "FROM visitor_days WHERE visits > 0 AND {where}) GROUP BY 1, 2",
+    "FROM {vd} WHERE visits > 0 AND {where}) GROUP BY 1, 2",
 )
 _BIN_SQL = (
     "CASE "
@@ -631,55 +631,78 @@ def fingerprint(conn: sqlite3.Connection, day: str) -> str:
     return "|".join(str(x) for x in _with_crc(conn).execute(_FINGERPRINT_SQL, (day,)).fetchone())
 
 
-def summarize_day(conn: sqlite3.Connection, day: str, *, now: float | None = None, fp: str | None = None) -> None:
-    """Recompute one day's summaries from its raw visits (one short write transaction).
+def _stage_tables(conn: sqlite3.Connection) -> None:
+    for table in SUMMARY_TABLES:
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} AS SELECT * FROM main.{table} WHERE 0")
 
-    ``prev_day``/``days_30`` read the earlier days' ``visitor_days``, so days are summarized
-    oldest first; a day changed later does not rewrite the days after it (``rebuild_summaries``
-    does).
+
+def summarize_day(conn: sqlite3.Connection, day: str, *, now: float | None = None) -> str:
+    """Recompute one day's summaries from its raw visits; returns the fingerprint stored.
+
+    Everything is computed first into temporary tables (reading one snapshot, holding no
+    lock on the store), then swapped in by a short write transaction, so ingest waits for
+    a few milliseconds of copying, not for the aggregation. ``prev_day``/``days_30`` read the
+    earlier days' ``visitor_days``, so days are summarized oldest first; a day changed later
+    does not rewrite the days after it (``rebuild_summaries`` does).
     """
     now = time.time() if now is None else now
-    fp = fingerprint(conn, day) if fp is None else fp
+    if conn.in_transaction:
+        conn.commit()
+    _stage_tables(conn)
     with conn:
         for table in SUMMARY_TABLES:
-            conn.execute(f"DELETE FROM {table} WHERE day = ?", (day,))
+            conn.execute(f"DELETE FROM temp.stage_{table}")
+        fp = fingerprint(conn, day)  # in the same read snapshot as the sums below
         conn.execute(
-            "INSERT INTO agg_hour SELECT day, hour, best_sensor, class, excluded, count(*), total(dwell_s) "
-            "FROM visits WHERE day = ? GROUP BY 1, 2, 3, 4, 5",
+            "INSERT INTO temp.stage_agg_hour SELECT day, hour, best_sensor, class, excluded, count(*), total(dwell_s) "
+            "FROM main.visits WHERE day = ? GROUP BY 1, 2, 3, 4, 5",
             (day,),
         )
         conn.execute(
-            f"INSERT INTO agg_dwell SELECT day, best_sensor, class, excluded, {_BIN_SQL}, count(*), total(dwell_s) "
-            "FROM visits WHERE day = ? GROUP BY 1, 2, 3, 4, 5",
+            "INSERT INTO temp.stage_agg_dwell SELECT day, best_sensor, class, excluded, "
+            f"{_BIN_SQL}, count(*), total(dwell_s) FROM main.visits WHERE day = ? GROUP BY 1, 2, 3, 4, 5",
             (day,),
         )
         conn.execute(
-            """INSERT INTO visitor_days
+            """INSERT INTO temp.stage_visitor_days
             SELECT device_key, excl, day, visits, dwell_s,
-                (SELECT max(v.day) FROM visitor_days v
+                (SELECT max(v.day) FROM main.visitor_days v
                  WHERE v.device_key = t.device_key AND v.excl = t.excl AND v.day < t.day),
-                1 + (SELECT count(*) FROM visitor_days v
+                1 + (SELECT count(*) FROM main.visitor_days v
                      WHERE v.device_key = t.device_key AND v.excl = t.excl AND v.day < t.day
                        AND v.day > date(t.day, '-30 days'))
             FROM (SELECT device_key, excluded AS excl, day, count(*) AS visits, total(dwell_s) AS dwell_s
-                  FROM visits WHERE day = ? AND class = 'visitor' GROUP BY 1, 2) AS t""",
+                  FROM main.visits WHERE day = ? AND class = 'visitor' GROUP BY 1, 2) AS t""",
             (day,),
         )
         conn.execute(
-            f"INSERT INTO agg_gap SELECT day, excl, {_GAP_SQL}, count(*) FROM visitor_days WHERE day = ? "
-            "GROUP BY 1, 2, 3",
-            (day,),
+            f"INSERT INTO temp.stage_agg_gap SELECT day, excl, {_GAP_SQL}, count(*) FROM temp.stage_visitor_days "
+            "GROUP BY 1, 2, 3"
         )
         conn.execute(
-            "INSERT INTO agg_freq SELECT day, excl, days_30, count(*) FROM visitor_days WHERE day = ? GROUP BY 1, 2, 3",
-            (day,),
+            "INSERT INTO temp.stage_agg_freq SELECT day, excl, days_30, count(*) FROM temp.stage_visitor_days "
+            "GROUP BY 1, 2, 3"
         )
         for sql in _DAY_TABLES_SQL:
-            conn.execute(sql.format(where="day = ?"), (day,))
+            conn.execute(
+                sql.format(where="1", hour="temp.stage_agg_hour", vd="temp.stage_visitor_days").replace(
+                    "INSERT INTO ", "INSERT INTO temp.stage_", 1
+                )
+            )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table in SUMMARY_TABLES:
+            conn.execute(f"DELETE FROM main.{table} WHERE day = ?", (day,))
+            conn.execute(f"INSERT INTO main.{table} SELECT * FROM temp.stage_{table}")
         conn.execute(
             "INSERT OR REPLACE INTO summary_days (day, fingerprint, refreshed, frozen) VALUES (?, ?, ?, 0)",
             (day, fp, now),
         )
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return fp
 
 
 def refresh_summaries(
@@ -741,7 +764,7 @@ def refresh_summaries(
                 conn.execute("UPDATE summary_days SET frozen = 1, refreshed = ? WHERE day = ?", (now, day))
             stats["frozen"] += 1
             continue
-        summarize_day(conn, day, now=now, fp=fp)
+        summarize_day(conn, day, now=now)
         stats["summarized"] += 1
     return stats
 
@@ -773,7 +796,7 @@ def rebuild_summaries(conn: sqlite3.Connection, *, now: float | None = None) -> 
             f"WHERE day NOT IN {frozen} GROUP BY 1, 2, 3"
         )
         for sql in _DAY_TABLES_SQL:
-            conn.execute(sql.format(where=f"day NOT IN {frozen}"))
+            conn.execute(sql.format(where=f"day NOT IN {frozen}", hour="agg_hour", vd="visitor_days"))
         days = (
             _with_crc(conn)
             .execute(_FINGERPRINT_SQL.replace("SELECT ", "SELECT day, ", 1).replace("WHERE day = ?", "GROUP BY day"))

@@ -28,7 +28,7 @@ def run(
     port: int = 8080,
     tz: str = DEFAULT_TZ,
     secure_cookie: bool = False,
-    refresh_interval_s: float = 10.0,
+    refresh_interval_s: float = 15.0,
     stale_after_s: float = 180.0,
     log_level: str = "info",
 ) -> None:
@@ -148,7 +148,7 @@ def register_web(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--tz", help="the store's time zone, e.g. Europe/Paris (default: config, env FOOTFALL_TZ, UTC)")
     p.add_argument("--secure-cookie", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
-    p.add_argument("--refresh", type=float, default=10.0, help="seconds between summary refreshes (default 10)")
+    p.add_argument("--refresh", type=float, default=15.0, help="seconds between summary refreshes (default 15)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("seed", help="write a realistic seeded store database (demo, benchmarks)")

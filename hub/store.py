@@ -285,6 +285,172 @@ MIGRATIONS: list[str] = [
           FROM visitor_days WHERE visits > 0)
     GROUP BY 1, 2;
     """,
+    # O2O retargeting (hub/o2o/): scenarios and their runs; per-device targets (the work queue:
+    # a target stays ``pending`` until the partner really answered, so a partner outage never
+    # marks anything sent); coupons and POS redemptions; consent and the stop-list; the
+    # ad-platform segment rows and their exports/share links; the data transfer register.
+    """
+    CREATE TABLE o2o_scenarios (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        config TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        next_run REAL,
+        watermark REAL
+    );
+    CREATE TABLE o2o_runs (
+        id INTEGER PRIMARY KEY,
+        scenario_id INTEGER NOT NULL REFERENCES o2o_scenarios(id),
+        started REAL NOT NULL,
+        finished REAL,
+        now REAL NOT NULL,
+        status TEXT NOT NULL,
+        window_from REAL, window_to REAL,
+        candidates INTEGER NOT NULL DEFAULT 0, eligible INTEGER NOT NULL DEFAULT 0,
+        control INTEGER NOT NULL DEFAULT 0, capped INTEGER NOT NULL DEFAULT 0,
+        opted_out INTEGER NOT NULL DEFAULT 0, deferred INTEGER NOT NULL DEFAULT 0,
+        sent_to_partner INTEGER NOT NULL DEFAULT 0, matched INTEGER NOT NULL DEFAULT 0,
+        messageable INTEGER NOT NULL DEFAULT 0, blocked INTEGER NOT NULL DEFAULT 0,
+        messaged INTEGER NOT NULL DEFAULT 0, coupons INTEGER NOT NULL DEFAULT 0,
+        segment_rows INTEGER NOT NULL DEFAULT 0, exported_rows INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX o2o_runs_scenario ON o2o_runs(scenario_id, started);
+    CREATE TABLE o2o_targets (
+        id INTEGER PRIMARY KEY,
+        scenario_id INTEGER NOT NULL REFERENCES o2o_scenarios(id),
+        run_id INTEGER NOT NULL,
+        partner_hash TEXT NOT NULL,
+        device_key TEXT NOT NULL,
+        visit_at REAL NOT NULL,
+        assigned_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        sent_at REAL,
+        known INTEGER, messageable INTEGER, phone_md5 TEXT, matched_at REAL,
+        coupon_code TEXT, message_id TEXT, messaged_at REAL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX o2o_targets_scenario ON o2o_targets(scenario_id, status);
+    CREATE INDEX o2o_targets_hash ON o2o_targets(partner_hash, assigned_at);
+    CREATE INDEX o2o_targets_device ON o2o_targets(device_key);
+    CREATE TABLE o2o_coupons (
+        code TEXT PRIMARY KEY,
+        scenario_id INTEGER, campaign TEXT, target_id INTEGER,
+        device_key TEXT, partner_hash TEXT,
+        kind TEXT NOT NULL CHECK (kind IN ('percent', 'fixed')),
+        value REAL NOT NULL,
+        min_purchase REAL NOT NULL DEFAULT 0,
+        valid_from REAL NOT NULL, valid_until REAL NOT NULL,
+        stores TEXT,
+        issued_at REAL NOT NULL,
+        redeemed_at REAL, redeemed_store TEXT, receipt_id TEXT, amount REAL, discount REAL
+    );
+    CREATE INDEX o2o_coupons_scenario ON o2o_coupons(scenario_id, issued_at);
+    CREATE TABLE o2o_redemptions (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL REFERENCES o2o_coupons(code),
+        store TEXT NOT NULL, receipt_id TEXT, amount REAL NOT NULL, discount REAL NOT NULL,
+        at REAL NOT NULL, cancelled_at REAL, cancel_reason TEXT
+    );
+    CREATE INDEX o2o_redemptions_code ON o2o_redemptions(code);
+    CREATE TABLE o2o_pos_keys (
+        id INTEGER PRIMARY KEY,
+        store TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        revoked REAL
+    );
+    CREATE TABLE o2o_consent (
+        subject TEXT NOT NULL, channel TEXT NOT NULL, category TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('granted', 'withdrawn', 'unsubscribed')),
+        updated REAL NOT NULL,
+        PRIMARY KEY (subject, channel, category)
+    ) WITHOUT ROWID;
+    CREATE TABLE o2o_stoplist (subject TEXT PRIMARY KEY, reason TEXT, added REAL NOT NULL) WITHOUT ROWID;
+    CREATE TABLE o2o_segment_rows (
+        id INTEGER PRIMARY KEY,
+        scenario_id INTEGER NOT NULL, target_id INTEGER NOT NULL,
+        mac_md5 TEXT NOT NULL, msisdn_md5 TEXT,
+        added REAL NOT NULL, export_id INTEGER
+    );
+    CREATE INDEX o2o_segment_rows_pending ON o2o_segment_rows(scenario_id, export_id);
+    CREATE TABLE o2o_exports (
+        id INTEGER PRIMARY KEY,
+        scenario_id INTEGER NOT NULL, run_id INTEGER,
+        created REAL NOT NULL,
+        files TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        link_hash TEXT UNIQUE, link_expires REAL, link_status TEXT NOT NULL
+    );
+    CREATE TABLE o2o_transfers (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        recipient TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        scenario_id INTEGER, run_id INTEGER,
+        count INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX o2o_transfers_at ON o2o_transfers(at);
+    """,
+    # cloud sync (cloud_sync/outbox.py, sender.py, pushback.py): the outbox of records for the
+    # central service (one pending row per kind and key, so re-enqueueing collapses; rows of a
+    # formed batch are frozen with its id until the centre acknowledges it, and the batch body
+    # is kept byte for byte so a resend after a crash is the same batch); change-detection
+    # snapshots; cursors and counters; what the centre pushed back (opt-outs, consents, segment
+    # definitions, scenario settings).
+    """
+    CREATE TABLE sync_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created REAL NOT NULL,
+        batch_id TEXT,
+        parked REAL,
+        park_reason TEXT
+    );
+    CREATE UNIQUE INDEX sync_outbox_pending ON sync_outbox(kind, key) WHERE batch_id IS NULL AND parked IS NULL;
+    CREATE INDEX sync_outbox_batch ON sync_outbox(batch_id) WHERE batch_id IS NOT NULL;
+    CREATE TABLE sync_batches (
+        batch_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        first_id INTEGER NOT NULL,
+        last_id INTEGER NOT NULL,
+        records INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        created REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE TABLE sync_digests (
+        kind TEXT NOT NULL, key TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_profile_state (device_key TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE sync_segment_snapshot (
+        segment_id INTEGER NOT NULL, device_key TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+        since REAL NOT NULL, PRIMARY KEY (segment_id, device_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_state (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE sync_counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL, last_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE TABLE optouts (device TEXT PRIMARY KEY, ts REAL, received REAL NOT NULL, source TEXT NOT NULL)
+        WITHOUT ROWID;
+    CREATE TABLE optout_keys (device_key TEXT PRIMARY KEY, device TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE consents (
+        device TEXT PRIMARY KEY, granted REAL, withdrawn REAL, source TEXT NOT NULL, updated REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE central_segments (id TEXT PRIMARY KEY, definition TEXT NOT NULL, updated REAL NOT NULL)
+        WITHOUT ROWID;
+    CREATE TABLE central_scenarios (id TEXT PRIMARY KEY, settings TEXT NOT NULL, updated REAL NOT NULL)
+        WITHOUT ROWID;
+    """,
 ]
 
 

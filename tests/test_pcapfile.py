@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -201,3 +202,56 @@ def test_realtime_replays_at_capture_pace(tmp_path: Path) -> None:
     t0 = time.monotonic()
     list(PcapSource(path))
     assert time.monotonic() - t0 < 0.25
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 22])
+def test_records_straddling_read_chunks(tmp_path: Path, captures: list[Path], monkeypatch, chunk: int) -> None:
+    from footfall.edge_agent import pcapfile
+
+    expected = list(read_frames(captures[1]))
+    ng = ng_shb(">") + ng_idb(">") + b"".join(ng_epb(">", 0, int(ts * 1e6), fr) for ts, fr in expected)
+    ng_path = write(tmp_path, "c.pcapng", ng)
+    monkeypatch.setattr(pcapfile, "CHUNK", chunk)
+    for path in (captures[1], ng_path):
+        src = PcapSource(path)
+        got = list(src)
+        assert [fr for _, fr in got] == [fr for _, fr in expected]
+        assert all(abs(a - b) < 1e-6 for (a, _), (b, _) in zip(got, expected, strict=True))
+        assert src.stats["frames"] == len(expected) and src.stats["truncated"] == 0
+        assert src.stats["bytes"] == sum(len(fr) for _, fr in expected)
+
+
+def test_stats_count_what_was_delivered_when_the_consumer_stops(tmp_path: Path) -> None:
+    path = tmp_path / "s.pcap"
+    write_pcap(path, FRAMES)
+    stats: dict[str, int] = {}
+    it = read_frames(path, stats=stats)
+    for _ in range(3):
+        next(it)
+    it.close()
+    assert stats["frames"] == 3
+    assert stats["bytes"] == sum(len(fr) for _, fr in FRAMES[:3])
+
+
+def test_close_ends_iteration_even_mid_pacing(tmp_path: Path) -> None:
+    path = tmp_path / "slow.pcap"
+    write_pcap(path, [(0.0, b"a"), (0.1, b"b"), (30.0, b"c")])
+    src = PcapSource(path, realtime=True)
+    got: list[bytes] = []
+
+    def consume() -> None:
+        got.extend(fr for _, fr in src)
+
+    t = threading.Thread(target=consume)
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.3)
+    src.close()  # from another thread, while the replay waits 30 s for its next frame
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - t0 < 5
+    assert got == [b"a", b"b"]
+    assert list(src) == []
+    with PcapSource(path) as again:
+        it = iter(again)
+        assert next(it)[1] == b"a"
+    assert list(it) == []  # closed by the with block

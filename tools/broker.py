@@ -7,6 +7,7 @@ the broker down and bring it back with every persistent session intact.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -57,8 +58,11 @@ class Broker:
         exe = mosquitto_path()
         if exe is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        # As root, Mosquitto drops to the "mosquitto" user, which cannot write a private temp
+        # directory: persistence would fail silently and a restart would forget every session.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} {self.host}\n"
+            user + f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"

@@ -10,10 +10,8 @@ no buffer and no validation: the ratio is what store-and-forward costs.
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
+import resource
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,32 +23,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from footfall import schema, topics
 from footfall.edge_agent.buffer import DiskBuffer
 from footfall.edge_agent.publish import Publisher
+from footfall.tools.broker import Broker
 
 SITE, SENSOR = "bench", "sensor-1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("mosquitto did not start") from None
-            time.sleep(0.05)
+def cpu_seconds() -> float:
+    """CPU of this process, all threads (the broker is a separate process, not counted)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def payloads(n: int) -> list[dict]:
@@ -115,17 +96,21 @@ def main() -> None:
     size = statistics.mean(len(schema.dumps(m)) for m in msgs)
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
         workdir = Path(tmp)
-        broker, port = start_broker(workdir)
+        broker = Broker(workdir / "broker").start()
+        port = broker.port
         try:
-            raw_times, buf_times, returned_times = [], [], []
+            raw_times, buf_times, returned_times, raw_cpu, buf_cpu = [], [], [], [], []
             for _ in range(args.rounds):  # interleaved, so a noisy neighbour hits both alike
+                before = cpu_seconds()
                 raw_times.append(run_raw(port, msgs))
+                raw_cpu.append(cpu_seconds() - before)
+                before = cpu_seconds()
                 elapsed, returned = run_buffered(port, msgs, workdir / "outbox.db", args.window)
+                buf_cpu.append(cpu_seconds() - before)
                 buf_times.append(elapsed)
                 returned_times.append(returned)
         finally:
-            broker.terminate()
-            broker.wait(5)
+            broker.stop()
     raw, buffered = statistics.median(raw_times), statistics.median(buf_times)
     print(f"{args.messages} presence messages of ~{size:.0f} bytes, QoS 1, local Mosquitto, median of {args.rounds}")
     print(f"  raw paho publish (baseline):     {args.messages / raw:9.0f} msg/s  ({raw:.2f} s)")
@@ -134,6 +119,13 @@ def main() -> None:
         f" and deleted; publish() calls returned after {statistics.median(returned_times):.2f} s)"
     )
     print(f"  ratio buffered / raw:            {raw / buffered:9.2f}")
+    # On a shared machine wall time swings with the neighbours; CPU per message does not.
+    per_raw = statistics.median(raw_cpu) / args.messages * 1e6
+    per_buf = statistics.median(buf_cpu) / args.messages * 1e6
+    print(
+        f"  client CPU per message:          {per_raw:6.0f} us raw, {per_buf:.0f} us buffered"
+        f" (ratio {per_raw / per_buf:.2f})"
+    )
 
 
 if __name__ == "__main__":

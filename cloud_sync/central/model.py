@@ -1,0 +1,621 @@
+"""The central schema and the idempotent application of hub batches.
+
+Modelled on the CDPs of seed 003:
+
+- **profile**: one per chain-wide device id (the keyed MAC hash is the same in every store,
+  so the same phone seen by three hubs is one profile). ``profile_stores`` keeps per-store
+  stats; ``profiles`` holds the chain-wide roll-up, recomputed from them on every upsert.
+- **identifiers**: ``(type, value, active, added)``. ``mac_hash`` is informational (never a
+  contact channel); ``phone_md5`` exists only while a personal-data processing consent is
+  recorded. As in the CDP, a new identifier of a type deactivates the older ones of that type.
+- **profile events**: visit, segment entry/exit, coupon issued, redemption, consent withdrawn;
+  keyed by an event key so a replayed batch adds nothing.
+- **segments** are versioned (``segment_versions``: count, delta, CSV of members), see
+  ``segments.py``.
+
+Idempotency works at two levels: ``applied_batches`` remembers every batch id (a resent batch
+answers ``duplicate`` and touches nothing), and each record is an upsert keyed by
+(device, store) with last-writer-wins on the hub's ``updated`` timestamp, so even a batch
+re-cut with a different id cannot move data backwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from footfall.cloud_sync.central.db import Connection, Database
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hubs (
+    hub_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    secret TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    last_sync DOUBLE PRECISION,
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    batches BIGINT NOT NULL DEFAULT 0,
+    records BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS applied_batches (
+    batch_id TEXT PRIMARY KEY,
+    hub_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    received DOUBLE PRECISION NOT NULL,
+    records INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    hub_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (hub_id, nonce)
+);
+CREATE TABLE IF NOT EXISTS profiles (
+    device TEXT PRIMARY KEY,
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL,
+    visits BIGINT NOT NULL,
+    dwell_s DOUBLE PRECISION NOT NULL,
+    stores INTEGER NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS profile_stores (
+    device TEXT NOT NULL,
+    store TEXT NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL,
+    visits BIGINT NOT NULL,
+    dwell_s DOUBLE PRECISION NOT NULL,
+    dwell_median_s DOUBLE PRECISION,
+    cluster TEXT,
+    segments TEXT NOT NULL DEFAULT '[]',
+    updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, store)
+);
+CREATE INDEX IF NOT EXISTS profile_stores_store ON profile_stores (store, last_seen);
+CREATE TABLE IF NOT EXISTS identifiers (
+    device TEXT NOT NULL,
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    added DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, type, value)
+);
+CREATE INDEX IF NOT EXISTS identifiers_value ON identifiers (type, value);
+CREATE TABLE IF NOT EXISTS consents (
+    device TEXT PRIMARY KEY,
+    pd_consent INTEGER NOT NULL,
+    given DOUBLE PRECISION,
+    withdrawn DOUBLE PRECISION,
+    source TEXT
+);
+CREATE TABLE IF NOT EXISTS optouts (
+    device TEXT PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS profile_events (
+    id {serial},
+    event_key TEXT NOT NULL UNIQUE,
+    device TEXT NOT NULL,
+    store TEXT,
+    kind TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS profile_events_device ON profile_events (device, ts);
+CREATE INDEX IF NOT EXISTS profile_events_ts ON profile_events (ts);
+CREATE TABLE IF NOT EXISTS daily_aggregates (
+    store TEXT NOT NULL,
+    day TEXT NOT NULL,
+    visitors BIGINT,
+    passersby BIGINT,
+    capture_rate DOUBLE PRECISION,
+    dwell_median_s DOUBLE PRECISION,
+    data TEXT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (store, day)
+);
+CREATE TABLE IF NOT EXISTS store_health (
+    store TEXT PRIMARY KEY,
+    sensors_total INTEGER,
+    sensors_stale INTEGER,
+    sensors_failing INTEGER,
+    data TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scenario_results (
+    store TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    period TEXT NOT NULL,
+    data TEXT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (store, scenario, period)
+);
+CREATE TABLE IF NOT EXISTS segments (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    stores TEXT,
+    created DOUBLE PRECISION NOT NULL,
+    created_by TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS segment_versions (
+    segment_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    size BIGINT NOT NULL,
+    delta BIGINT NOT NULL,
+    members_csv TEXT NOT NULL,
+    PRIMARY KEY (segment_id, version)
+);
+CREATE TABLE IF NOT EXISTS export_items (
+    id {serial},
+    export_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS export_items_export ON export_items (export_id, id);
+CREATE INDEX IF NOT EXISTS export_items_device ON export_items (device);
+CREATE TABLE IF NOT EXISTS pushback (
+    id {serial},
+    store TEXT,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    id {serial},
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    stores TEXT NOT NULL DEFAULT '*',
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id BIGINT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    stores TEXT NOT NULL DEFAULT '*',
+    created DOUBLE PRECISION NOT NULL,
+    revoked DOUBLE PRECISION
+)
+"""
+
+# Temp tables of the bulk profile path (per connection).
+_TEMP = """
+CREATE TEMP TABLE IF NOT EXISTS in_profiles (
+    device TEXT NOT NULL,
+    store TEXT NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL,
+    visits BIGINT NOT NULL,
+    dwell_s DOUBLE PRECISION NOT NULL,
+    dwell_median_s DOUBLE PRECISION,
+    cluster TEXT,
+    segments TEXT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+)
+"""
+
+PROFILE_COLUMNS = (
+    "device",
+    "store",
+    "first_seen",
+    "last_seen",
+    "visits",
+    "dwell_s",
+    "dwell_median_s",
+    "cluster",
+    "segments",
+    "updated",
+)
+RECORD_KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event", "health")
+EVENT_KINDS = ("visit", "segment_entry", "segment_exit", "coupon_issued", "redemption")
+_ID_RE = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def init(db: Database) -> None:
+    """Create the schema (idempotent)."""
+    with db.connect() as conn, conn.transaction():
+        if conn.postgres:
+            # Two processes initialising at once must not race on CREATE TABLE IF NOT EXISTS.
+            conn.execute("SELECT pg_advisory_xact_lock(4242)")
+        conn.executescript(db.ddl(SCHEMA))
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+            (str(SCHEMA_VERSION),),
+        )
+
+
+def _ensure_temp(conn: Connection) -> None:
+    conn.execute(_TEMP)
+    conn.execute("DELETE FROM in_profiles")
+
+
+class RecordError(ValueError):
+    """One record of a batch is malformed; the rest of the batch still applies."""
+
+
+@dataclass
+class ApplyResult:
+    accepted: int = 0
+    duplicate: bool = False
+    rejected: int = 0
+    dropped_optout: int = 0
+    dropped_no_consent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _num(data: Mapping[str, Any], name: str, default: float | None = None, *, required: bool = False) -> float | None:
+    value = data.get(name, default)
+    if value is None:
+        if required:
+            raise RecordError(f"{name} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise RecordError(f"{name} must be a number")
+    return float(value)
+
+
+def _ident(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise RecordError(f"{name} must be 1-128 characters of [0-9A-Za-z_.:-]")
+    return value
+
+
+def profile_row(store: str, key: Any, data: Mapping[str, Any]) -> tuple:
+    """Validate a ``profile`` record into a ``profile_stores`` row."""
+    device = _ident(data.get("device", key), "device")
+    first = _num(data, "first_seen", required=True)
+    last = _num(data, "last_seen", required=True)
+    if last < first:
+        raise RecordError("last_seen is before first_seen")
+    visits = int(_num(data, "visits", 0))
+    dwell = _num(data, "dwell_s", _num(data, "dwell_s_total", 0.0))
+    median = _num(data, "dwell_median_s")
+    cluster = data.get("cluster")
+    if cluster is not None and not isinstance(cluster, str | int):
+        raise RecordError("cluster must be a string")
+    segments = data.get("segments", [])
+    if not isinstance(segments, list) or not all(isinstance(s, str | int) for s in segments):
+        raise RecordError("segments must be a list of names")
+    updated = _num(data, "updated", last)
+    return (
+        device,
+        store,
+        first,
+        last,
+        visits,
+        dwell,
+        median,
+        None if cluster is None else str(cluster),
+        json.dumps(sorted(str(s) for s in segments)),
+        updated,
+    )
+
+
+def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | None = None) -> int:
+    """Bulk upsert of ``profile_stores`` rows (see :data:`PROFILE_COLUMNS`) and the chain-wide
+    roll-up of the touched profiles. Opted-out devices are skipped. Returns rows loaded."""
+    if not rows:
+        return 0
+    now = time.time() if now is None else now
+    # One row per (device, store), the newest: PostgreSQL refuses an upsert that touches the
+    # same row twice in one statement.
+    newest: dict[tuple[str, str], tuple] = {}
+    for row in rows:
+        seen = newest.get((row[0], row[1]))
+        if seen is None or row[9] >= seen[9]:
+            newest[(row[0], row[1])] = row
+    if len(newest) < len(rows):
+        rows = list(newest.values())
+    with conn.transaction():
+        _ensure_temp(conn)
+        conn.load_rows("in_profiles", PROFILE_COLUMNS, rows)
+        conn.execute("DELETE FROM in_profiles WHERE device IN (SELECT device FROM optouts)")
+        cols = ", ".join(PROFILE_COLUMNS)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS[2:])
+        conn.execute(
+            f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true "
+            f"ON CONFLICT (device, store) DO UPDATE SET {sets} WHERE excluded.updated >= profile_stores.updated"
+        )
+        conn.execute(
+            "INSERT INTO profiles (device, first_seen, last_seen, visits, dwell_s, stores, updated) "
+            "SELECT ps.device, MIN(ps.first_seen), MAX(ps.last_seen), SUM(ps.visits), SUM(ps.dwell_s), COUNT(*), "
+            "MAX(ps.updated) FROM profile_stores ps WHERE ps.device IN (SELECT device FROM in_profiles) "
+            "GROUP BY ps.device "
+            "ON CONFLICT (device) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen, "
+            "visits = excluded.visits, dwell_s = excluded.dwell_s, stores = excluded.stores, "
+            "updated = excluded.updated"
+        )
+        # The hashed MAC is the profile's informational identifier (never a contact channel).
+        conn.execute(
+            "INSERT INTO identifiers (device, type, value, active, added) "
+            "SELECT DISTINCT device, 'mac_hash', device, 1, ? FROM in_profiles WHERE true "
+            "ON CONFLICT (device, type, value) DO NOTHING",
+            (now,),
+        )
+        n = conn.scalar("SELECT COUNT(*) FROM in_profiles", default=0)
+        conn.execute("DELETE FROM in_profiles")
+    return int(n)
+
+
+def add_identifier(conn: Connection, device: str, type_: str, value: str, *, now: float | None = None) -> None:
+    """Add (or re-activate) an identifier; the others of its type become inactive (seed 003:
+    at most one active identifier per type)."""
+    now = time.time() if now is None else now
+    with conn.transaction():
+        conn.execute(
+            "UPDATE identifiers SET active = 0 WHERE device = ? AND type = ? AND value <> ?", (device, type_, value)
+        )
+        conn.execute(
+            "INSERT INTO identifiers (device, type, value, active, added) VALUES (?, ?, ?, 1, ?) "
+            "ON CONFLICT (device, type, value) DO UPDATE SET active = 1",
+            (device, type_, value, now),
+        )
+
+
+def has_consent(conn: Connection, device: str) -> bool:
+    return bool(conn.scalar("SELECT pd_consent FROM consents WHERE device = ?", (device,), default=0))
+
+
+def event_key(store: str, device: str, kind: str, ts: float, extra: str = "") -> str:
+    raw = f"{store}\x00{device}\x00{kind}\x00{ts!r}\x00{extra}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def add_event(
+    conn: Connection,
+    device: str,
+    kind: str,
+    ts: float,
+    *,
+    store: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    key: str | None = None,
+) -> bool:
+    """Record a profile event once (the key dedups replays); True when it was new."""
+    body = json.dumps(dict(data or {}), sort_keys=True)
+    key = key or event_key(store or "", device, kind, ts, body)
+    cur = conn.execute(
+        "INSERT INTO profile_events (event_key, device, store, kind, ts, data) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (event_key) DO NOTHING",
+        (key, device, store, kind, ts, body),
+    )
+    return cur.rowcount > 0
+
+
+def _optout_set(conn: Connection, devices: Iterable[str]) -> set[str]:
+    devices = sorted(set(devices))
+    out: set[str] = set()
+    for i in range(0, len(devices), 500):
+        chunk = devices[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        out |= {r[0] for r in conn.all(f"SELECT device FROM optouts WHERE device IN ({marks})", chunk)}
+    return out
+
+
+def apply_records(conn: Connection, store: str, records: Sequence[Any], *, now: float | None = None) -> ApplyResult:
+    """Apply one batch's records inside the caller's transaction. A bad record is counted and
+    skipped with its index and reason; it never costs the good records their place."""
+    now = time.time() if now is None else now
+    result = ApplyResult()
+    devices = [
+        r.get("data", {}).get("device", r.get("key"))
+        for r in records
+        if isinstance(r, dict) and isinstance(r.get("data"), dict)
+    ]
+    opted_out = _optout_set(conn, [d for d in devices if isinstance(d, str)])
+    profiles: list[tuple] = []
+    personal: list[tuple[str, Mapping[str, Any]]] = []
+
+    def reject(i: int, why: str) -> None:
+        result.rejected += 1
+        if len(result.errors) < 20:
+            result.errors.append(f"record {i}: {why}")
+
+    for i, rec in enumerate(records):
+        try:
+            if not isinstance(rec, dict) or not isinstance(rec.get("data"), dict):
+                raise RecordError("a record is an object with kind, key and data")
+            kind, key, data = rec.get("kind"), rec.get("key"), rec["data"]
+            if kind not in RECORD_KINDS:
+                raise RecordError(f"unknown kind {kind!r}")
+            if kind in ("profile", "segment_change", "event"):
+                device = _ident(data.get("device", key), "device")
+                if device in opted_out:
+                    result.dropped_optout += 1
+                    continue
+            if kind == "profile":
+                profiles.append(profile_row(store, key, data))
+                if any(k in data for k in ("phone_md5", "consent")):
+                    personal.append((profiles[-1][0], data))
+            elif kind == "segment_change":
+                _segment_change(conn, store, device, data)
+            elif kind == "event":
+                _event(conn, store, device, key, data)
+            elif kind == "daily_aggregate":
+                _daily(conn, store, key, data, now)
+            elif kind == "scenario_result":
+                _scenario(conn, store, key, data, now)
+            elif kind == "health":
+                _health(conn, store, data, now)
+            result.accepted += 1
+        except RecordError as exc:
+            reject(i, str(exc))
+    upsert_profiles(conn, profiles, now=now)
+    for device, data in personal:
+        if not _personal(conn, device, data, now):
+            result.dropped_no_consent += 1
+    return result
+
+
+def _personal(conn: Connection, device: str, data: Mapping[str, Any], now: float) -> bool:
+    """Consent first, then the phone hash only if a consent is on record (152-FZ). False when
+    a phone hash arrived without one and was dropped."""
+    consent = data.get("consent")
+    if isinstance(consent, dict) and consent.get("pd") is True:
+        given = _num(consent, "ts", now)
+        # A withdrawal newer than this consent stands: the hub may still hold the old state.
+        conn.execute(
+            "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, ?) "
+            "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
+            "source = excluded.source WHERE consents.withdrawn IS NULL OR consents.withdrawn < excluded.given",
+            (device, given, str(consent.get("source", "hub"))[:64]),
+        )
+    phone = data.get("phone_md5")
+    if phone is None:
+        return True
+    if not isinstance(phone, str) or not _MD5_RE.match(phone.lower()):
+        raise RecordError("phone_md5 must be 32 hex digits")
+    if not has_consent(conn, device):
+        return False
+    add_identifier(conn, device, "phone_md5", phone.lower(), now=now)
+    return True
+
+
+def _segment_change(conn: Connection, store: str, device: str, data: Mapping[str, Any]) -> None:
+    change = data.get("change")
+    if change not in ("entry", "exit"):
+        raise RecordError("change must be 'entry' or 'exit'")
+    segment = data.get("segment")
+    if not isinstance(segment, str | int):
+        raise RecordError("segment is required")
+    ts = _num(data, "ts", required=True)
+    add_event(conn, device, f"segment_{change}", ts, store=store, data={"segment": str(segment)})
+
+
+def _event(conn: Connection, store: str, device: str, key: Any, data: Mapping[str, Any]) -> None:
+    kind = data.get("type", data.get("kind"))
+    if kind not in EVENT_KINDS:
+        raise RecordError(f"event type must be one of {', '.join(EVENT_KINDS)}")
+    ts = _num(data, "ts", required=True)
+    extra = {k: v for k, v in data.items() if k not in ("type", "kind", "ts", "device", "phone_md5")}
+    ekey = f"{store}:{key}" if isinstance(key, str) and key else None
+    add_event(conn, device, kind, ts, store=store, data=extra, key=ekey)
+
+
+def _daily(conn: Connection, store: str, key: Any, data: Mapping[str, Any], now: float) -> None:
+    day = data.get("day", key)
+    if not isinstance(day, str) or not re.match(r"^\d{4}-\d{2}-\d{2}$", day):
+        raise RecordError("day must be YYYY-MM-DD")
+    visitors = _num(data, "visitors")
+    passersby = _num(data, "passersby")
+    conn.execute(
+        "INSERT INTO daily_aggregates (store, day, visitors, passersby, capture_rate, dwell_median_s, data, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (store, day) DO UPDATE SET visitors = excluded.visitors, "
+        "passersby = excluded.passersby, capture_rate = excluded.capture_rate, "
+        "dwell_median_s = excluded.dwell_median_s, data = excluded.data, updated = excluded.updated",
+        (
+            store,
+            day,
+            None if visitors is None else int(visitors),
+            None if passersby is None else int(passersby),
+            _num(data, "capture_rate"),
+            _num(data, "dwell_median_s"),
+            json.dumps(dict(data), sort_keys=True),
+            now,
+        ),
+    )
+    sensors = data.get("sensors")
+    if isinstance(sensors, dict):
+        _health(conn, store, {**sensors, "ts": _num(data, "ts", now)}, now)
+
+
+def _scenario(conn: Connection, store: str, key: Any, data: Mapping[str, Any], now: float) -> None:
+    scenario = data.get("scenario")
+    period = data.get("period", key)
+    if not isinstance(scenario, str | int) or not isinstance(period, str):
+        raise RecordError("scenario and period are required")
+    conn.execute(
+        "INSERT INTO scenario_results (store, scenario, period, data, updated) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (store, scenario, period) DO UPDATE SET data = excluded.data, updated = excluded.updated",
+        (store, str(scenario), period, json.dumps(dict(data), sort_keys=True), now),
+    )
+
+
+def _health(conn: Connection, store: str, data: Mapping[str, Any], now: float) -> None:
+    def count(name: str) -> int | None:
+        v = _num(data, name) if name in data else _num(data, name.split("_", 1)[-1])
+        return None if v is None else int(v)
+
+    ts = _num(data, "ts", now)
+    conn.execute(
+        "INSERT INTO store_health (store, sensors_total, sensors_stale, sensors_failing, data, ts) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store) DO UPDATE SET sensors_total = excluded.sensors_total, "
+        "sensors_stale = excluded.sensors_stale, sensors_failing = excluded.sensors_failing, data = excluded.data, "
+        "ts = excluded.ts WHERE excluded.ts >= store_health.ts",
+        (
+            store,
+            count("sensors_total"),
+            count("sensors_stale"),
+            count("sensors_failing"),
+            json.dumps(dict(data), sort_keys=True, default=str),
+            ts,
+        ),
+    )
+
+
+def apply_batch(db: Database, hub: str, batch: Mapping[str, Any], *, now: float | None = None) -> ApplyResult:
+    """Apply a validated batch exactly once: the batch id is claimed first in the same
+    transaction, so a concurrent or later replay finds it taken and changes nothing."""
+    now = time.time() if now is None else now
+    with db.connect() as conn, conn.transaction():
+        claimed = conn.execute(
+            "INSERT INTO applied_batches (batch_id, hub_id, seq, received, records) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (batch_id) DO NOTHING",
+            (batch["batch_id"], hub, int(batch["seq"]), now, len(batch["records"])),
+        ).rowcount
+        if not claimed:
+            conn.execute("UPDATE hubs SET last_sync = ? WHERE hub_id = ?", (now, hub))
+            return ApplyResult(duplicate=True)
+        result = apply_records(conn, hub, batch["records"], now=now)
+        conn.execute(
+            "UPDATE hubs SET last_sync = ?, last_seq = CASE WHEN last_seq > ? THEN last_seq ELSE ? END, "
+            "batches = batches + 1, records = records + ? WHERE hub_id = ?",
+            (now, int(batch["seq"]), int(batch["seq"]), result.accepted, hub),
+        )
+        return result
+
+
+def add_pushback(conn: Connection, kind: str, payload: Mapping[str, Any], *, store: str | None = None) -> int:
+    cur = conn.execute(
+        "INSERT INTO pushback (store, kind, payload, ts) VALUES (?, ?, ?, ?) RETURNING id",
+        (store, kind, json.dumps(dict(payload), sort_keys=True), time.time()),
+    )
+    return int(cur.fetchone()[0])
+
+
+def pushback_since(conn: Connection, store: str, since: int, *, limit: int = 1000) -> tuple[int, list[dict]]:
+    """Items after ``since`` for this store or the chain, and the cursor to ask from next."""
+    # Fix the upper bound first, so a row committed between the two queries is not skipped.
+    top = int(conn.scalar("SELECT MAX(id) FROM pushback", default=0))
+    rows = conn.all(
+        "SELECT id, kind, payload, ts FROM pushback WHERE id > ? AND id <= ? AND (store IS NULL OR store = ?) "
+        "ORDER BY id LIMIT ?",
+        (since, top, store, limit),
+    )
+    items = [{"kind": kind, **json.loads(payload), "ts": ts} for _, kind, payload, ts in rows]
+    # The cursor moves past rows addressed to other stores too, so nobody re-scans them.
+    cursor = rows[-1][0] if len(rows) == limit else max(top, since)
+    return int(cursor), items

@@ -1,0 +1,242 @@
+"""The hub's sync settings: a ``[sync]`` table in a TOML file, every value overridable from env.
+
+Example (``/etc/footfall/sync.toml``)::
+
+    [sync]
+    hub_config = "/etc/footfall/hub.toml"     # site, db, timezone and MQTT come from here
+    url = "https://central.example.com"       # the central service (paths are appended)
+    secret_file = "/etc/footfall/sync.secret" # this hub's HMAC secret (or FOOTFALL_SYNC_SECRET)
+    ca_file = "/etc/footfall/central-ca.pem"  # TLS trust for the centre; empty = system CAs
+    interval_s = 60
+    batch_records = 500
+    batch_bytes = 1000000                     # uncompressed JSON bytes per batch
+    outbox_max_rows = 500000                  # above this, oldest low-value rows are dropped
+
+Without ``hub_config`` the keys ``site``, ``db``, ``timezone``, ``mqtt_host`` ... are read from
+the ``[sync]`` table itself. Environment overrides are named ``FOOTFALL_SYNC_<KEY>``
+(``FOOTFALL_SYNC_URL``, ``FOOTFALL_SYNC_BATCH_RECORDS=100``). The secret is never in the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from footfall import topics
+from footfall.cloud_sync import signing
+
+ENV_PREFIX = "FOOTFALL_SYNC_"
+SECRET_ENV = "FOOTFALL_SYNC_SECRET"
+
+
+class ConfigError(ValueError):
+    """A sync setting that cannot work; ``str()`` names the setting."""
+
+
+@dataclass
+class SyncConfig:
+    site: str = "store"
+    db: str = "hub.db"
+    timezone: str = "UTC"
+    hub_config: str = ""
+    url: str = ""
+    secret_file: str = ""
+    ca_file: str = ""
+    tls_verify: bool = True
+    client_cert: str = ""
+    client_key: str = ""
+    # Plain http is only for tests and a loopback centre: signatures stop forgery, not reading.
+    allow_http: bool = False
+    interval_s: float = 60.0
+    batch_records: int = 500
+    batch_bytes: int = 1_000_000
+    outbox_max_rows: int = 500_000
+    # Kinds that may be dropped (oldest first, counted) when the outbox is over its bound.
+    # Profiles are snapshots that collapse per device and are never dropped.
+    droppable_kinds: list[str] = field(default_factory=lambda: ["event", "segment_change"])
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 300.0
+    # ``footfall sync once`` gives up after this many failed attempts in a row.
+    once_max_attempts: int = 5
+    # Closed days re-checked (and re-sent if their numbers changed, e.g. late visits).
+    aggregate_days: int = 3
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_password_file: str = ""
+    mqtt_tls: bool = False
+    mqtt_ca_certs: str = ""
+    mqtt_certfile: str = ""
+    mqtt_keyfile: str = ""
+    sensors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    def check(self) -> None:
+        try:
+            topics.check_id(self.site, "site")
+            for s in self.sensors:
+                topics.check_id(s, "sensor")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"timezone {self.timezone!r} is not a known IANA time zone") from None
+        if self.url:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("https", "http") or not parts.netloc:
+                raise ConfigError(f"url {self.url!r} must be an https:// URL")
+            if parts.scheme == "http" and not self.allow_http:
+                raise ConfigError("url uses plain http; set allow_http = true only for a loopback/test centre")
+        if self.batch_records < 1 or self.batch_bytes < 1024:
+            raise ConfigError("batch_records must be >= 1 and batch_bytes >= 1024")
+        if self.outbox_max_rows < 1:
+            raise ConfigError("outbox_max_rows must be >= 1")
+        if self.backoff_base_s <= 0 or self.backoff_cap_s < self.backoff_base_s:
+            raise ConfigError("backoff_base_s must be > 0 and backoff_cap_s >= backoff_base_s")
+        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise ConfigError("timeouts must be > 0")
+
+    def endpoint(self, path: str) -> str:
+        if not self.url:
+            raise ConfigError("url (the central service) is not set")
+        return self.url.rstrip("/") + path
+
+    def secret(self, env: Mapping[str, str] | None = None) -> bytes:
+        env = os.environ if env is None else env
+        if env.get(SECRET_ENV, "").strip():
+            return env[SECRET_ENV].strip().encode("utf-8")
+        if not self.secret_file:
+            raise ConfigError(f"no hub secret: set secret_file or {SECRET_ENV}")
+        try:
+            return signing.load_secret(file=self.secret_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"secret_file: {exc}") from None
+
+    def tls_verify_arg(self) -> bool | str:
+        """``requests``' ``verify``: the configured CA bundle, else the system's (or off)."""
+        if not self.tls_verify:
+            return False
+        return self.ca_file or True
+
+    def client_cert_arg(self) -> tuple[str, str] | str | None:
+        if self.client_cert and self.client_key:
+            return (self.client_cert, self.client_key)
+        return self.client_cert or None
+
+    def mqtt_secret(self) -> str:
+        if self.mqtt_password:
+            return self.mqtt_password
+        if self.mqtt_password_file:
+            return Path(self.mqtt_password_file).read_text().strip()
+        return ""
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    try:
+        if kind in (bool, "bool"):
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if isinstance(value, bool) and kind not in ("str",):
+            raise ValueError(value)
+        if kind in (int, "int"):
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+        if kind in (str, "str"):
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError(value)
+            return str(value)
+        if kind in (list[str], "list[str]"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(value)
+            return list(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} as {kind}") from None
+    raise ConfigError(f"setting {name!r}: unsupported type {kind}")
+
+
+def _from_hub_config(path: str) -> dict[str, Any]:
+    from footfall.hub import config as hub_config
+
+    try:
+        hub = hub_config.load(path)
+    except hub_config.ConfigError as exc:
+        raise ConfigError(f"hub_config: {exc}") from None
+    m = hub.mqtt
+    return {
+        "site": hub.site,
+        "db": hub.db,
+        "timezone": hub.timezone,
+        "sensors": list(hub.sensors),
+        "mqtt_host": m.host,
+        "mqtt_port": m.port,
+        "mqtt_username": m.username,
+        "mqtt_password": m.password,
+        "mqtt_password_file": m.password_file,
+        "mqtt_tls": m.tls,
+        "mqtt_ca_certs": m.ca_certs,
+        "mqtt_certfile": m.certfile,
+        "mqtt_keyfile": m.keyfile,
+    }
+
+
+def from_dict(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> SyncConfig:
+    """Settings from a parsed mapping (``[sync]`` table or flat), hub config, then env overrides."""
+    env = os.environ if env is None else env
+    if "sync" in data and isinstance(data["sync"], Mapping):
+        data = data["sync"]
+    known = {f.name: f for f in dataclasses.fields(SyncConfig)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [sync]: {', '.join(sorted(unknown))}")
+    hub_path = env.get(ENV_PREFIX + "HUB_CONFIG") or data.get("hub_config") or ""
+    merged: dict[str, Any] = _from_hub_config(str(hub_path)) if hub_path else {}
+    merged.update(data)
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in env and env_name != SECRET_ENV:
+            kwargs[name] = _coerce(env[env_name], f.type, name)
+        elif name in merged:
+            kwargs[name] = _coerce(merged[name], f.type, name)
+    return SyncConfig(**kwargs)
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> SyncConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    return from_dict(data, env)

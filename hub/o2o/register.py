@@ -1,0 +1,104 @@
+"""The data transfer register: every hash that leaves the store, and the partner's bill.
+
+One row per transfer (``o2o_transfers``): when, to whom (``recipient``: the partner's name or
+``ad_platform``), who sent it (``actor``: the scenario runner, a user), what (``kind``:
+``match`` = MAC MD5s sent for matching, ``sms`` = SMS requests, ``segment`` = an ad-platform
+segment shared by link), for which scenario and run, how many hashes, and the outcome
+(``ok``; ``failed`` = refused before anything left; ``unknown`` = a timeout: the partner may
+have received it, so it is registered and the reconciliation shows it).
+
+Both parties reconcile and bill from it: :func:`summary` totals a period by recipient and
+kind; :func:`reconcile` puts our totals next to the partner's own ``/v1/usage`` figures.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+
+def record(
+    conn: sqlite3.Connection,
+    *,
+    recipient: str,
+    kind: str,
+    count: int,
+    status: str,
+    scenario_id: int | None = None,
+    run_id: int | None = None,
+    actor: str = "o2o-runner",
+    detail: str = "",
+    now: float | None = None,
+) -> int:
+    """Append one transfer; committed at once so that a later crash cannot lose it."""
+    with conn:
+        return conn.execute(
+            "INSERT INTO o2o_transfers (at, recipient, actor, kind, scenario_id, run_id, count, status, detail)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (time.time() if now is None else now, recipient, actor, kind, scenario_id, run_id, count, status, detail),
+        ).lastrowid
+
+
+def entries(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT t.*, s.name AS scenario FROM o2o_transfers t LEFT JOIN o2o_scenarios s ON s.id = t.scenario_id"
+        " WHERE t.at >= ? AND t.at < ? ORDER BY t.at, t.id",
+        (start, end),
+    )
+    return [dict(r) for r in rows]
+
+
+def summary(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT recipient, kind, status, count(*) AS transfers, sum(count) AS hashes FROM o2o_transfers"
+        " WHERE at >= ? AND at < ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        (start, end),
+    )
+    return [dict(r) for r in rows]
+
+
+def invoice(
+    conn: sqlite3.Connection, start: float, end: float, *, recipient: str, price_match: float, price_sms: float
+) -> dict[str, Any]:
+    """The period's bill as we compute it: matched hashes and SMS the partner accepted.
+
+    Matches are billed per *known* hash (the partner's own price basis in seed 004: a match is
+    a MAC it could tie to a subscriber); SMS per message the partner queued.
+    """
+    matched = conn.execute(
+        "SELECT count(*) FROM o2o_targets WHERE known = 1 AND matched_at >= ? AND matched_at < ?", (start, end)
+    ).fetchone()[0]
+    sent = conn.execute(
+        "SELECT count(*) FROM o2o_targets WHERE message_id IS NOT NULL AND messaged_at >= ? AND messaged_at < ?",
+        (start, end),
+    ).fetchone()[0]
+    hashes_sent = conn.execute(
+        "SELECT coalesce(sum(count), 0) FROM o2o_transfers WHERE recipient = ? AND kind = 'match'"
+        " AND status = 'ok' AND at >= ? AND at < ?",
+        (recipient, start, end),
+    ).fetchone()[0]
+    return {
+        "recipient": recipient,
+        "start": start,
+        "end": end,
+        "hashes_sent": hashes_sent,
+        "matched": matched,
+        "sms": sent,
+        "price_match": price_match,
+        "price_sms": price_sms,
+        "amount_match": round(matched * price_match, 2),
+        "amount_sms": round(sent * price_sms, 2),
+        "total": round(matched * price_match + sent * price_sms, 2),
+    }
+
+
+def reconcile(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Our invoice figures against the partner's usage report; ``ok`` when they agree."""
+    pairs = {"hashes": ("hashes_sent", "hashes"), "known": ("matched", "known"), "sms": ("sms", "sms")}
+    diff = {k: int(theirs.get(t, 0)) - int(ours.get(o, 0)) for k, (o, t) in pairs.items()}
+    return {"ours": ours, "theirs": theirs, "difference": diff, "ok": not any(diff.values())}
+
+
+def now_ts() -> float:
+    return time.time()
