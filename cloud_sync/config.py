@@ -69,6 +69,8 @@ class SyncConfig:
     once_max_attempts: int = 5
     # Closed days re-checked (and re-sent if their numbers changed, e.g. late visits).
     aggregate_days: int = 3
+    # The sensors' health interval (hub config); 3 missed heartbeats = a stale sensor.
+    heartbeat_s: float = 60.0
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_username: str = ""
@@ -195,6 +197,7 @@ def _from_hub_config(path: str) -> dict[str, Any]:
         "db": hub.db,
         "timezone": hub.timezone,
         "sensors": list(hub.sensors),
+        "heartbeat_s": hub.heartbeat_s,
         "mqtt_host": m.host,
         "mqtt_port": m.port,
         "mqtt_username": m.username,

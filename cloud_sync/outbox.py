@@ -17,6 +17,8 @@ Record kinds (``docs/sync-protocol.md``):
   or whatever :func:`enqueue` is given.
 - ``daily_aggregate`` (key: site and local day): closed days only; visitors, passers-by,
   capture rate, dwell, and per-sensor reporting (the day's sensor health).
+- ``health`` (key: site): the sensors now (total, stale, offline; per-sensor state), queued
+  when a state changes.
 
 Opted-out devices are never enqueued. The outbox is bounded: above ``max_rows`` the oldest
 pending rows of the droppable kinds go first and every drop is counted; profiles and daily
@@ -39,8 +41,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event")
-NEVER_DROPPED = ("profile", "daily_aggregate")
+KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event", "health")
+NEVER_DROPPED = ("profile", "daily_aggregate", "health")
 _CHUNK = 500
 
 
@@ -113,9 +115,30 @@ def enqueue(conn: sqlite3.Connection, kind: str, key: str, data: Any, *, now: fl
     return int(row[0])
 
 
-def enqueue_if_changed(conn: sqlite3.Connection, kind: str, key: str, data: Any, *, now: float | None = None) -> bool:
-    """Queue a snapshot only when it differs from the last one queued for this key."""
-    digest = _digest(dumps(data))
+def enqueue_many(
+    conn: sqlite3.Connection, kind: str, items: Iterable[tuple[str, Any]], *, now: float | None = None
+) -> int:
+    """:func:`enqueue` for many ``(key, data)`` at once (one statement, executemany)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown record kind {kind!r}; expected one of {KINDS}")
+    now = time.time() if now is None else now
+    rows = [(kind, key, dumps(data), now) for key, data in items]
+    if any(not isinstance(r[1], str) or not r[1] for r in rows):
+        raise ValueError("record key must be a non-empty string")
+    conn.executemany(
+        """INSERT INTO sync_outbox (kind, key, data, created) VALUES (?, ?, ?, ?)
+           ON CONFLICT (kind, key) WHERE batch_id IS NULL AND parked IS NULL
+           DO UPDATE SET data = excluded.data, created = excluded.created""",
+        rows,
+    )
+    return len(rows)
+
+
+def enqueue_if_changed(
+    conn: sqlite3.Connection, kind: str, key: str, data: Any, *, now: float | None = None, compare: Any = None
+) -> bool:
+    """Queue a snapshot only when it (or ``compare``, its non-volatile part) differs from the last one."""
+    digest = _digest(dumps(data if compare is None else compare))
     row = conn.execute("SELECT digest FROM sync_digests WHERE kind = ? AND key = ?", (kind, key)).fetchone()
     if row and row[0] == digest:
         return False
@@ -150,14 +173,16 @@ def enforce_bound(
     if kinds:
         marks = ",".join("?" * len(kinds))
         ids = conn.execute(
-            f"""SELECT id, kind FROM sync_outbox WHERE batch_id IS NULL AND parked IS NULL AND kind IN ({marks})
+            f"""SELECT id, kind, key FROM sync_outbox WHERE batch_id IS NULL AND parked IS NULL AND kind IN ({marks})
                 ORDER BY id LIMIT ?""",
             (*kinds, excess),
         ).fetchall()
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i : i + _CHUNK]
             conn.execute(f"DELETE FROM sync_outbox WHERE id IN ({','.join('?' * len(chunk))})", [r[0] for r in chunk])
-        for _, kind in ids:
+        # A dropped snapshot must be re-queued when it next changes, not thought already sent.
+        conn.executemany("DELETE FROM sync_digests WHERE kind = ? AND key = ?", [(r[1], r[2]) for r in ids])
+        for _, kind, _ in ids:
             dropped[kind] = dropped.get(kind, 0) + 1
         for kind, n in dropped.items():
             count(conn, f"dropped_{kind}", n, now)
@@ -190,6 +215,28 @@ def release_batch(conn: sqlite3.Connection, batch_id: str) -> None:
     conn.execute("DELETE FROM sync_batches WHERE batch_id = ?", (batch_id,))
 
 
+def unpark(conn: sqlite3.Connection, *, kind: str | None = None) -> int:
+    """Queue parked rows again (after the centre was fixed); returns how many. Caller holds the transaction."""
+    where = "parked IS NOT NULL" + (" AND kind = ?" if kind else "")
+    args = (kind,) if kind else ()
+    # A pending newer version of the same record wins over the parked one, the newest parked over older ones.
+    conn.execute(
+        f"""DELETE FROM sync_outbox WHERE {where} AND id < (
+               SELECT max(o.id) FROM sync_outbox o WHERE o.kind = sync_outbox.kind AND o.key = sync_outbox.key
+               AND o.parked IS NOT NULL)""",
+        args,
+    )
+    conn.execute(
+        f"""DELETE FROM sync_outbox WHERE {where} AND EXISTS (
+               SELECT 1 FROM sync_outbox o WHERE o.kind = sync_outbox.kind AND o.key = sync_outbox.key
+               AND o.batch_id IS NULL AND o.parked IS NULL)""",
+        args,
+    )
+    return conn.execute(
+        f"UPDATE sync_outbox SET parked = NULL, park_reason = NULL, batch_id = NULL WHERE {where}", args
+    ).rowcount
+
+
 # -- opt-outs and consents (used by enqueueing and by pushback) -------------------------------
 
 
@@ -217,11 +264,12 @@ class EnqueueResult:
     segment_changes: int = 0
     scenario_results: int = 0
     daily_aggregates: int = 0
+    health: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
-        return self.profiles + self.segment_changes + self.scenario_results + self.daily_aggregates
+        return self.profiles + self.segment_changes + self.scenario_results + self.daily_aggregates + self.health
 
 
 def _profile_state_sql(conn: sqlite3.Connection) -> str:
@@ -247,7 +295,7 @@ def _profile_state_sql(conn: sqlite3.Connection) -> str:
             FROM devices d
             {seg_join}
             LEFT JOIN consents c ON c.device = d.device_key AND c.withdrawn IS NULL AND c.granted IS NOT NULL
-            WHERE d.device_key NOT IN (SELECT device_key FROM optout_keys)
+            WHERE d.device_key NOT IN (SELECT device_key FROM optout_keys) AND d.excluded = 0
         ) cur
         LEFT JOIN sync_profile_state p ON p.device_key = cur.device_key
         WHERE p.state IS NULL OR p.state != cur.snapshot
@@ -275,9 +323,10 @@ def build_profiles(conn: sqlite3.Connection, keys: Sequence[str], site: str) -> 
             ):
                 members.setdefault(key, []).append((name, kind, since))
         consented = {
-            r[0]
+            r[0]: r[1]
             for r in conn.execute(
-                f"SELECT device FROM consents WHERE device IN ({marks}) AND withdrawn IS NULL AND granted IS NOT NULL",
+                f"SELECT device, granted FROM consents WHERE device IN ({marks}) "
+                "AND withdrawn IS NULL AND granted IS NOT NULL",
                 chunk,
             )
         }
@@ -301,12 +350,14 @@ def build_profiles(conn: sqlite3.Connection, keys: Sequence[str], site: str) -> 
                 "dwell_mean_s": round(total / visits, 1) if visits else None,
                 # Over the visitor visits still within retention; the lifetime mean is above.
                 "dwell_median_s": round(statistics.median(dwell[key]), 1) if dwell.get(key) else None,
-                "excluded": bool(r[7]),
                 "cluster": clusters[0].removeprefix("cluster: ") if clusters else None,
                 "segments": [{"name": n, "kind": k, "since": s} for n, k, s in segs],
                 # 152-FZ: a phone hash is personal data, sent only under a recorded consent.
                 "partner_hash": r[2] if (r[2] and key in consented) else None,
             }
+            if key in consented:
+                # The centre records the consent from this before it accepts the phone hash.
+                out[key]["consent_granted"] = consented[key]
     return out
 
 
@@ -316,10 +367,7 @@ def _enqueue_profiles(conn: sqlite3.Connection, site: str, now: float) -> int:
     for i in range(0, len(changed), _CHUNK):
         chunk = changed[i : i + _CHUNK]
         profiles = build_profiles(conn, [r[0] for r in chunk], site)
-        for key, _state in chunk:
-            if key in profiles:
-                enqueue(conn, "profile", key, profiles[key], now=now)
-                n += 1
+        n += enqueue_many(conn, "profile", ((r[0], profiles[r[0]]) for r in chunk if r[0] in profiles), now=now)
         conn.executemany(
             "INSERT INTO sync_profile_state (device_key, state) VALUES (?, ?) "
             "ON CONFLICT (device_key) DO UPDATE SET state = excluded.state",
@@ -343,24 +391,24 @@ def _enqueue_segment_changes(conn: sqlite3.Connection, now: float) -> int:
            LEFT JOIN segment_members m ON m.segment_id = p.segment_id AND m.device_key = p.device_key
            WHERE m.device_key IS NULL OR m.since != p.since"""
     ).fetchall()
-    n = 0
-    for seg_id, key, name, kind, since in exits:
+    records: list[tuple[str, dict[str, Any]]] = []
+    for _, key, name, kind, since in exits:
         if key not in blocked:
             data = {"segment": name, "segment_kind": kind, "device": key, "change": "exit", "ts": now, "since": since}
-            enqueue(conn, "segment_change", f"{name}|{key}|exit|{since}", data, now=now)
-            n += 1
-        conn.execute("DELETE FROM sync_segment_snapshot WHERE segment_id = ? AND device_key = ?", (seg_id, key))
-    for seg_id, key, name, kind, since in entries:
+            records.append((f"{name}|{key}|exit|{since}", data))
+    conn.executemany(
+        "DELETE FROM sync_segment_snapshot WHERE segment_id = ? AND device_key = ?", [(r[0], r[1]) for r in exits]
+    )
+    for _, key, name, kind, since in entries:
         if key not in blocked:
             data = {"segment": name, "segment_kind": kind, "device": key, "change": "enter", "ts": since}
-            enqueue(conn, "segment_change", f"{name}|{key}|enter|{since}", data, now=now)
-            n += 1
-        conn.execute(
-            "INSERT OR REPLACE INTO sync_segment_snapshot (segment_id, device_key, name, kind, since) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (seg_id, key, name, kind, since),
-        )
-    return n
+            records.append((f"{name}|{key}|enter|{since}", data))
+    conn.executemany(
+        "INSERT OR REPLACE INTO sync_segment_snapshot (segment_id, device_key, name, kind, since) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [tuple(r) for r in entries],
+    )
+    return enqueue_many(conn, "segment_change", records, now=now)
 
 
 def _enqueue_scenario_results(conn: sqlite3.Connection, site: str, now: float) -> int:
@@ -374,6 +422,8 @@ def _enqueue_scenario_results(conn: sqlite3.Connection, site: str, now: float) -
     names = [d[0] for d in rows.description]
     for row in rows.fetchall():
         data = dict(zip(names, row, strict=True)) | {"site": site}
+        day = dt.datetime.fromtimestamp(data["started"], dt.UTC).date().isoformat()
+        data["period"] = f"{day}#run-{data['id']}"
         if enqueue_if_changed(conn, "scenario_result", f"{site}|{data['scenario_id']}|{data['id']}", data, now=now):
             n += 1
     return n
@@ -449,6 +499,36 @@ def _enqueue_daily(conn: sqlite3.Connection, site: str, tz: zoneinfo.ZoneInfo, n
     return n
 
 
+def health_summary(conn: sqlite3.Connection, site: str, now: float, heartbeat_s: float) -> dict[str, Any]:
+    """The store's sensors right now: totals for the centre's store list, and per-sensor state."""
+    stale_after = 3 * heartbeat_s  # the hub's own rule (hub/sensors.py): 3 missed heartbeats
+    sensors: dict[str, dict[str, Any]] = {}
+    for name, state, last, backlog, dropped, version in conn.execute(
+        "SELECT sensor, state, last_message, backlog, dropped, version FROM sensors WHERE site = ? ORDER BY sensor",
+        (site,),
+    ):
+        stale = last is None or now - last > stale_after
+        sensors[name] = {"state": state, "stale": stale, "backlog": backlog, "dropped": dropped, "version": version}
+    return {
+        "site": site,
+        "ts": now,
+        "sensors_total": len(sensors),
+        "sensors_stale": sum(s["stale"] for s in sensors.values()),
+        "sensors_failing": sum(s["state"] == "offline" for s in sensors.values()),
+        "sensors": sensors,
+    }
+
+
+def _enqueue_health(conn: sqlite3.Connection, site: str, now: float, heartbeat_s: float) -> int:
+    data = health_summary(conn, site, now, heartbeat_s)
+    if not data["sensors"]:
+        return 0
+    # Backlog counters move all the time; a new record only when a state or a count changes.
+    stable = {k: v for k, v in data.items() if k != "ts"}
+    stable["sensors"] = {n: {"state": s["state"], "stale": s["stale"]} for n, s in data["sensors"].items()}
+    return int(enqueue_if_changed(conn, "health", site, data, now=now, compare=stable))
+
+
 def enqueue_changes(
     conn: sqlite3.Connection,
     site: str,
@@ -458,6 +538,7 @@ def enqueue_changes(
     max_rows: int = 500_000,
     droppable: Iterable[str] = ("event", "segment_change"),
     aggregate_days: int = 3,
+    heartbeat_s: float = 60.0,
 ) -> EnqueueResult:
     """Snapshot everything that changed since the last run into the outbox (idempotent).
 
@@ -472,6 +553,7 @@ def enqueue_changes(
         res.segment_changes = _enqueue_segment_changes(conn, now)
         res.scenario_results = _enqueue_scenario_results(conn, site, now)
         res.daily_aggregates = _enqueue_daily(conn, site, zone, now, aggregate_days)
+        res.health = _enqueue_health(conn, site, now, heartbeat_s)
         res.dropped = enforce_bound(conn, max_rows, list(droppable), now=now)
         set_state(conn, "last_enqueue", now)
     if res.total:

@@ -232,8 +232,12 @@ class Sender:
         try:
             answer = resp.json()
         except ValueError:
-            answer = {}
-        duplicate = bool(isinstance(answer, dict) and answer.get("duplicate"))
+            answer = None
+        if not isinstance(answer, dict) or "accepted" not in answer:
+            # A 200 from something that is not the centre (a captive portal, a wrong URL behind
+            # a catch-all proxy) must not delete the outbox.
+            return self._failed(batch, 200, "200 without the centre's answer (accepted/duplicate)", now)
+        duplicate = bool(answer.get("duplicate"))
         with self.conn:
             self.conn.execute("DELETE FROM sync_outbox WHERE batch_id = ?", (batch.batch_id,))
             self.conn.execute("DELETE FROM sync_batches WHERE batch_id = ?", (batch.batch_id,))
@@ -244,6 +248,13 @@ class Sender:
             outbox.count(self.conn, "sent_bytes", len(batch.body), now)
             if duplicate:
                 outbox.count(self.conn, "duplicate_batches", 1, now)
+            rejected = answer.get("rejected")
+            if isinstance(rejected, int) and rejected > 0:
+                outbox.count(self.conn, "rejected_records", rejected, now)
+        if isinstance(rejected, int) and rejected > 0:
+            # The centre applied the rest; a record it refused would be refused again, so it is
+            # logged and counted rather than retried.
+            log.error("sync: centre refused %d records of batch seq %d: %s", rejected, batch.seq, answer.get("errors"))
         if self.max_records < self.config.batch_records:
             self.max_records = min(self.config.batch_records, self.max_records * 2)
         log.info("sync: batch seq %d (%d records) acknowledged%s", batch.seq, batch.records, " (dup)" * duplicate)

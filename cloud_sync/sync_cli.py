@@ -51,7 +51,7 @@ def _open(args: argparse.Namespace) -> tuple[SyncConfig, Any]:
 
 
 def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, deadline: float | None = None) -> bool:
-    """One sync cycle; True when the outbox is empty afterwards."""
+    """One sync cycle; True when the outbox is empty afterwards and pushback was applied."""
     try:
         outbox.enqueue_changes(
             conn,
@@ -60,18 +60,21 @@ def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, dead
             max_rows=cfg.outbox_max_rows,
             droppable=cfg.droppable_kinds,
             aggregate_days=cfg.aggregate_days,
+            heartbeat_s=cfg.heartbeat_s,
         )
     except Exception:
         # A broken snapshot must not stop delivery of what is already queued.
         log.exception("sync: enqueueing changes failed")
+    pulled = True
     if pull:
         try:
             pushback.pull(conn, cfg, sender.secret, session=sender.session)
         except (pushback.PushbackError, OSError) as exc:
+            pulled = False
             log.warning("sync: pushback not applied this cycle: %s", exc)
     once = deadline is None
     result = sender.drain(max_attempts=cfg.once_max_attempts if once else None, deadline=deadline)
-    return result.ok
+    return result.ok and pulled
 
 
 def cmd_once(args: argparse.Namespace) -> int:
@@ -102,7 +105,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("sync: %s -> %s every %.0fs", cfg.site, cfg.url, cfg.interval_s)
     while not stop.is_set():
         started = time.monotonic()
-        cycle(conn, cfg, sender, pull=not args.no_pushback, deadline=started + cfg.interval_s)
+        try:
+            cycle(conn, cfg, sender, pull=not args.no_pushback, deadline=started + cfg.interval_s)
+        except Exception:
+            # A locked database or a bug in one cycle must not end the service; the outbox
+            # keeps everything, so the next cycle simply takes it up again.
+            log.exception("sync: cycle failed")
         stop.wait(max(0.0, started + cfg.interval_s - time.monotonic()))
     return 0
 

@@ -293,7 +293,7 @@ def _one_off(items: list[tuple[str, int, str]], need: int) -> _Layout:
 _FAST_SRC = """def fn(buf, ts):
     n = len(buf)
     if n < {need}{tail_check}:
-        return _SLOW
+        return slow(buf, ts)
     {names}fc0, fc1, da, sa, bssid, sc = _unpack(buf, 0)
 {flags_block}
     if n > {max_n}:
@@ -343,13 +343,19 @@ _FLAGS_BLOCK = """    if {flags} & 64:
 
 
 def _gen_fast(
-    items: list[tuple[str, int, str]], rtlen: int, tail: bytes, cnt: _Counts, ies_get: Callable, decode: Callable
+    items: list[tuple[str, int, str]],
+    rtlen: int,
+    tail: bytes,
+    cnt: _Counts,
+    ies_get: Callable,
+    decode: Callable,
+    slow: Callable,
 ) -> Callable:
     """Whole-frame decoder for one exact radiotap prefix (version, length, present words): one
     struct call reads the kept radiotap fields and the management header together.
 
-    Mirrors ``Parser._slow`` check for check (same counter for every frame) and returns
-    ``_SLOW`` for what it does not handle: short frames, other present-word tails."""
+    Mirrors ``Parser._slow`` check for check (same counter for every frame) and hands it
+    what it does not handle: short frames, other present-word tails."""
     fmt, _, names, exprs = _struct_plan(items)
     tsft, flags, rate, freq, chan_flags, rssi, chains = exprs
     fmt += f"{rtlen - struct.calcsize(fmt)}xBB2x6s6s6sH"
@@ -373,7 +379,7 @@ def _gen_fast(
     ns = {
         "_unpack": struct.Struct(fmt).unpack_from,
         "_EMPTY": _EMPTY,
-        "_SLOW": _SLOW,
+        "slow": slow,
         "_TAIL": tail,
         "cnt": cnt,
         "ies_get": ies_get,
@@ -382,9 +388,6 @@ def _gen_fast(
         "Probe": Probe,
     }
     return _exec(src, ns)
-
-
-_SLOW = object()  # the fast decoder's "not mine, take the general path"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,16 +444,16 @@ class Elements:
         self.complete = complete
 
 
-_OUI_WPS = 0x0050F2
-_OUI_WFA = 0x506F9A
+_OUI_WPS = b"\x00\x50\xf2\x04"  # OUI + type
+_OUI_P2P = b"\x50\x6f\x9a\x09"
 _EXT_FILS_REQ = 2
 _EXT_HE_CAP = 35
-_VOLATILE = b"\x00"  # stands in for excluded content, so presence still counts
+_CUT = b"\xff\xff\xff"  # ends the key of a cut element list: a different shape from a whole one
 
 
 def _wps_without_uuid(body: bytes) -> bytes:
     """WPS TLVs minus UUID-E (0x1047), which some stacks derive from the current MAC."""
-    out = []
+    out = [body[:4]]
     i = 4
     n = len(body)
     while i + 4 <= n:
@@ -461,102 +464,103 @@ def _wps_without_uuid(body: bytes) -> bytes:
     return b"".join(out)
 
 
-def decode_elements(blob: bytes) -> Elements:
-    """Decode an element list (the uncached slow path; runs once per distinct blob)."""
+def _stable_key(blob: bytes) -> tuple[bytes, bytes, int | None, bool]:
+    """(fingerprint key, ssid, ds channel, complete) of an element list.
+
+    The key is the element list itself with the volatile contents emptied (SSID, DS channel,
+    FILS request parameters, the current operating class, WPS UUID-E, P2P): still a valid
+    element list, equal for every probe of one device configuration."""
+    parts = []
+    ssid = b""
+    ds = None
+    seen_ssid = False
+    i = 0
+    n = len(blob)
+    while i + 2 <= n:
+        eid = blob[i]
+        j = i + 2
+        k = j + blob[i + 1]
+        if k > n:
+            break
+        if eid == 0:
+            if not seen_ssid:
+                ssid = blob[j:k]
+                seen_ssid = True
+            parts.append(b"\x00\x00")
+        elif eid == 3:
+            if ds is None and k > j:
+                ds = blob[j]
+            parts.append(b"\x03\x00")
+        elif eid == 255 and k > j and blob[j] == _EXT_FILS_REQ:
+            parts.append(b"\xff\x01\x02")
+        elif eid == 59 and k > j:
+            parts.append(bytes((59, k - j - 1)) + blob[j + 1 : k])
+        elif eid == 221 and k - j >= 4 and blob[j : j + 4] in (_OUI_WPS, _OUI_P2P):
+            body = _wps_without_uuid(blob[j:k]) if blob[j : j + 4] == _OUI_WPS else blob[j : j + 4]
+            parts.append(bytes((221, len(body))) + body)
+        else:
+            parts.append(blob[i:k])
+        i = k
+    complete = i == n
+    if not complete:
+        parts.append(_CUT)
+    return b"".join(parts), ssid, ds, complete
+
+
+def _decode_stable(key: bytes) -> tuple:
+    """The fields of an element list that the fingerprint covers (decoded from the key)."""
     ids: list[int] = []
     exts: list[int] = []
     vendors: list[tuple[int, int]] = []
-    fp: list[bytes] = []
-    ssid = b""
-    ds = None
-    rates = b""
-    ext_rates = b""
-    ht = vht = he = ext_cap = None
-    seen: set[int] = set()
-    complete = True
+    first: dict[int, bytes] = {}
+    he = None
     i = 0
-    n = len(blob)
-    while i < n:
-        if i + 2 > n:
-            complete = False
-            break
-        eid = blob[i]
-        ln = blob[i + 1]
+    n = len(key)
+    while i + 2 <= n:
+        eid = key[i]
         j = i + 2
-        i = j + ln
-        if i > n:
-            complete = False
-            break
-        body = blob[j:i]
+        k = j + key[i + 1]
+        if k > n:
+            break  # the _CUT trailer
         ids.append(eid)
-        key = bytes((eid,))
-        content = body
-        first = eid not in seen
-        seen.add(eid)
-        if eid == 0:
-            if first:
-                ssid = body
-            content = _VOLATILE
-        elif eid == 3:
-            if first and ln:
-                ds = body[0]
-            content = _VOLATILE
-        elif eid == 1:
-            if first:
-                rates = body
-        elif eid == 50:
-            if first:
-                ext_rates = body
-        elif eid == 45:
-            if first:
-                ht = body
-        elif eid == 191:
-            if first:
-                vht = body
-        elif eid == 127:
-            if first:
-                ext_cap = body
-        elif eid == 59:
-            content = body[1:]
-        elif eid == 255:
-            if ln:
-                ext = body[0]
-                exts.append(ext)
-                key += body[:1]
-                if ext == _EXT_HE_CAP and he is None:
-                    he = body[1:]
-                elif ext == _EXT_FILS_REQ:
-                    content = _VOLATILE
-        elif eid == 221 and ln >= 3:
-            oui = int.from_bytes(body[:3], "big")
-            vtype = body[3] if ln >= 4 else -1
-            vendors.append((oui, vtype))
-            key += body[:4]
-            if oui == _OUI_WPS and vtype == 4:
-                content = _wps_without_uuid(body)
-            elif oui == _OUI_WFA and vtype == 9:
-                content = _VOLATILE
-        fp.append(key)
-        fp.append(len(content).to_bytes(2, "big"))
-        fp.append(content)
-    if not complete:
-        fp.append(b"\xff\xff\xff")  # a cut list is a different shape from a whole one
-    digest = blake2b(b"".join(fp), digest_size=8).hexdigest()
-    return Elements(
-        ssid,
+        if eid not in first:
+            first[eid] = key[j:k]
+        if eid == 255 and k > j:
+            exts.append(key[j])
+            if key[j] == _EXT_HE_CAP and he is None:
+                he = key[j + 1 : k]
+        elif eid == 221 and k - j >= 3:
+            vendors.append((int.from_bytes(key[j : j + 3], "big"), key[j + 3] if k - j >= 4 else -1))
+        i = k
+    return (
         tuple(ids),
         tuple(exts),
-        ds,
-        rates,
-        ext_rates,
-        ht,
-        vht,
+        first.get(1, b""),
+        first.get(50, b""),
+        first.get(45),
+        first.get(191),
         he,
-        ext_cap,
+        first.get(127),
         tuple(vendors),
-        digest,
-        complete,
+        blake2b(key, digest_size=8).hexdigest(),
     )
+
+
+def decode_elements(blob: bytes, stable_cache: dict[bytes, tuple] | None = None) -> Elements:
+    """Decode an element list (the slow path: once per distinct blob).
+
+    ``stable_cache`` maps fingerprint keys to their decoded fields, so a device whose blobs
+    differ only in SSID, channel or FILS counter pays the walk but not the decode and hash."""
+    key, ssid, ds, complete = _stable_key(blob)
+    stable = None if stable_cache is None else stable_cache.get(key)
+    if stable is None:
+        stable = _decode_stable(key)
+        if stable_cache is not None:
+            if len(stable_cache) >= IE_CACHE_MAX:
+                stable_cache.clear()
+            stable_cache[key] = stable
+    ids, exts, rates, ext_rates, ht, vht, he, ext_cap, vendors, digest = stable
+    return Elements(ssid, ids, exts, ds, rates, ext_rates, ht, vht, he, ext_cap, vendors, digest, complete)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,6 +687,7 @@ class Parser:
         self._cnt = _Counts()
         self._layouts: dict[int | bytes, _Layout] = {}
         self._ies: dict[bytes, Elements] = {}
+        self._stable: dict[bytes, tuple] = {}
         self._fast: dict[bytes, Callable] = {}
         self._use_fast = fast
 
@@ -712,7 +717,7 @@ class Parser:
         ies = self._ies
         if len(ies) >= IE_CACHE_MAX:
             ies.clear()
-        el = ies[blob] = decode_elements(blob)
+        el = ies[blob] = decode_elements(blob, self._stable)
         return el
 
     def _layout(self, buf: bytes, rtlen: int, present: int) -> _Layout | None:
@@ -748,7 +753,7 @@ class Parser:
             self._fast.clear()
         assert lay.items is not None
         self._fast[buf[:8]] = _gen_fast(
-            lay.items, rtlen, buf[8 : lay.words_end], self._cnt, self._ies.get, self._elements
+            lay.items, rtlen, buf[8 : lay.words_end], self._cnt, self._ies.get, self._elements, self._slow
         )
 
     def parse(self, buf: bytes, ts: float) -> Probe | None:
@@ -756,9 +761,7 @@ class Parser:
         try:
             fast = self._fast.get(buf[:8])
             if fast is not None:
-                p = fast(buf, ts)
-                if p is not _SLOW:
-                    return p
+                return fast(buf, ts)
             return self._slow(buf, ts)
         except Exception:  # hostile bytes must not stop the capture loop
             self._cnt.garbage += 1

@@ -157,13 +157,14 @@ def _scan_pcapng_linktype(f: IO[bytes], head: bytes, hdr: _Header) -> bytes:
         if btype == _PCAPNG_SHB:
             e = "<" if buf[off + 8 : off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
             (blen,) = struct.unpack_from(e + "I", buf, off + 4)
-        if blen < 12 or blen & 3:
-            return buf
+        if blen < 12 or blen & 3 or blen > MAX_BLOCK:
+            return buf  # iteration will count it as a bad record
         buf = _read_at_least(f, off + blen, buf)
         if off + blen > len(buf):
             return buf
         if btype == _BT_IDB:
-            hdr.linktype, hdr.snaplen, _, _ = _idb(buf, off, blen, e)
+            if blen >= 20:
+                hdr.linktype, hdr.snaplen, _, _ = _idb(buf, off, blen, e)
             return buf
         off += blen
     return buf

@@ -5,8 +5,9 @@ dashboard itself (static files shipped in the package under ``hub/static``, no C
 logged-in session (cookie) or an API key (``Authorization: Bearer`` / ``X-API-Key``); see
 ``footfall.hub.auth``. Each request borrows a read-only SQLite connection (WAL: readers never
 block ingest and ingest never blocks them). A background thread keeps the summary tables
-the metrics read up to date (``metrics.refresh_summaries``). OpenAPI: ``/openapi.json``,
-``/docs``.
+the metrics read up to date (``metrics.refresh_summaries``). OpenAPI schema:
+``/openapi.json`` (no Swagger page: it would load its assets from a CDN, and the hub works
+with no internet).
 """
 
 import csv
@@ -374,6 +375,8 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         description="Footfall metrics of one store: the API behind the dashboard. Authenticate with a session "
         "cookie (POST /auth/login) or an API key (Authorization: Bearer <key> or X-API-Key).",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.refresher = refresher
@@ -386,10 +389,9 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith(("/docs", "/redoc")):
-            response.headers.setdefault(
-                "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
-            )
+        response.headers.setdefault(
+            "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+        )
         if request.url.path.startswith(("/api", "/auth")):
             response.headers.setdefault("Cache-Control", "no-store")
         return response

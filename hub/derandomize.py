@@ -445,6 +445,7 @@ class Linker:
             for ch in list(self._ssid_chains.get(sid, {}).values()):
                 consider(ch, node.fp not in ch.fps)
         max_cost = s.max_cost + (s.alone_extra_cost if live == 1 else 0.0)
+        alone = False
         if (best is None or best[0] > max_cost) and not live:
             # A fingerprint nobody shows right now, from a phone that changes element sets
             # between scans (Android directed/broadcast, iOS after a setting change)? Only when
@@ -462,6 +463,7 @@ class Linker:
                 burst += dt <= s.burst_s
             pick = near[0] if burst == 1 else near[0] if len(near) == 1 else None
             if pick is not None:
+                alone = True
                 cost, _, _ = link_cost(pick, node, s)
                 best = (min(cost, max_cost), pick, False, False)
                 second = float("inf")
@@ -478,8 +480,11 @@ class Linker:
         st.seq_links += seq
         st.ssid_links += ssid
         st.cross_fp_links += cross
-        if cross:
-            ch.fps.add(node.fp)  # the chain now answers to both element sets
+        if cross and (ssid or alone):
+            # An SSID in common, or the only device around, makes the chain answer to the other
+            # element set for good. A counter coincidence across fingerprints does not: in a
+            # crowd, registered, it would snowball into chains that swallow every model.
+            ch.fps.add(node.fp)
         self._extend(ch, node)
         self.mac_key[node.device] = ch.key
         return ch.key

@@ -70,6 +70,7 @@ REASONS = (
     "error",
 )
 _INT64 = (-(2**63), 2**63 - 1)
+MAX_CLOCK_AHEAD_S = 86400.0
 # A raw MAC in a field meant for a keyed hash: refuse to store it (privacy, defence in depth).
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}([:.-]?[0-9A-Fa-f]{2}){5}$")
 
@@ -170,6 +171,9 @@ def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
     """A ``sensor_visits`` row from a validated visit payload."""
     for name in ("sightings", "rssi_max", "seq_first", "seq_last"):
         _check_int(payload.get(name), name)
+    # Finite is not enough: local day/hour must be computable, and a clock years ahead is wrong.
+    if not 0 <= payload["first_seen"] <= payload["last_seen"] <= received + MAX_CLOCK_AHEAD_S:
+        raise Rejected("schema", "first_seen/last_seen out of range (sensor clock?)")
     for name in ("device", "partner_hash"):
         value = payload.get(name)
         if isinstance(value, str) and _MAC.match(value):
@@ -426,7 +430,13 @@ class Ingestor:
         estimator: DeviceEstimator | None = None,
     ) -> None:
         self.config = config
-        self.conn = conn if conn is not None else store.connect(config.db)
+        if conn is None:
+            conn = store.connect(config.db)
+            # Message ids and device hashes are random keys: their index pages are touched all
+            # over the file, so a large page cache and mmap'd reads save most page I/O.
+            conn.execute("PRAGMA cache_size = -65536")
+            conn.execute("PRAGMA mmap_size = 268435456")
+        self.conn = conn
         self.writer = Writer(self.conn, config, estimator)
         self.ready = threading.Event()  # set once the subscription is acknowledged
         self._stop = threading.Event()

@@ -634,6 +634,7 @@ def fingerprint(conn: sqlite3.Connection, day: str) -> str:
 def _stage_tables(conn: sqlite3.Connection) -> None:
     for table in SUMMARY_TABLES:
         conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} AS SELECT * FROM main.{table} WHERE 0")
+    conn.execute("CREATE INDEX IF NOT EXISTS temp.stage_visitor_days_key ON stage_visitor_days(device_key, excl)")
 
 
 def summarize_day(conn: sqlite3.Connection, day: str, *, now: float | None = None) -> str:
@@ -692,8 +693,24 @@ def summarize_day(conn: sqlite3.Connection, day: str, *, now: float | None = Non
     conn.execute("BEGIN IMMEDIATE")
     try:
         for table in SUMMARY_TABLES:
+            if table == "visitor_days":
+                continue
             conn.execute(f"DELETE FROM main.{table} WHERE day = ?", (day,))
             conn.execute(f"INSERT INTO main.{table} SELECT * FROM temp.stage_{table}")
+        # visitor_days is keyed by device, so a day's rows are spread over the whole table:
+        # write only the rows that changed (few, when today is refreshed every few seconds).
+        conn.execute(
+            "DELETE FROM main.visitor_days WHERE day = ? AND NOT EXISTS (SELECT 1 FROM temp.stage_visitor_days s "
+            "WHERE s.device_key = visitor_days.device_key AND s.excl = visitor_days.excl)",
+            (day,),
+        )
+        conn.execute(
+            "INSERT INTO main.visitor_days SELECT * FROM temp.stage_visitor_days WHERE true "
+            "ON CONFLICT (device_key, excl, day) DO UPDATE SET visits = excluded.visits, dwell_s = excluded.dwell_s, "
+            "prev_day = excluded.prev_day, days_30 = excluded.days_30 "
+            "WHERE visits IS NOT excluded.visits OR dwell_s IS NOT excluded.dwell_s "
+            "OR prev_day IS NOT excluded.prev_day OR days_30 IS NOT excluded.days_30"
+        )
         conn.execute(
             "INSERT OR REPLACE INTO summary_days (day, fingerprint, refreshed, frozen) VALUES (?, ?, ?, 0)",
             (day, fp, now),

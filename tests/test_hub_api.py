@@ -215,6 +215,7 @@ def test_pages_assets_and_headers(app_client: TestClient) -> None:
     assert r.status_code == 200 and "now-in-store" in r.text
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert app_client.get("/login").status_code == 200
+    assert app_client.get("/docs").status_code == 404  # Swagger UI would need a CDN
     for name in ("app.js", "charts.js", "login.js", "style.css"):
         assert app_client.get(f"/static/{name}").status_code == 200, name
     # No CDN: nothing in the shipped assets points outside the hub.

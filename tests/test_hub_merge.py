@@ -14,7 +14,15 @@ import pytest
 
 from footfall import schema, topics
 from footfall.hub import retention, store
-from footfall.hub.config import ConfigError, ExclusionConfig, HubConfig, IngestConfig, from_dict, load
+from footfall.hub.config import (
+    ConfigError,
+    ExclusionConfig,
+    HubConfig,
+    IngestConfig,
+    RetentionConfig,
+    from_dict,
+    load,
+)
 from footfall.hub.devices import HashEstimator, randomized_bounds
 from footfall.hub.ingest import Incoming, Writer, ingest_many
 
@@ -46,6 +54,8 @@ def sv(sensor: str, device: str, first: float, last: float, rssi: int | None = -
 
 def cfg(**kw: Any) -> HubConfig:
     kw.setdefault("ingest", IngestConfig(log_every_s=0))
+    # Fixed dates below must never fall out of the retention window as the years pass.
+    kw.setdefault("retention", RetentionConfig(raw_days=36500))
     return HubConfig(site=SITE, timezone=TZ, merge_gap_s=120, **kw)
 
 
@@ -208,7 +218,6 @@ def test_randomized_bounds_chain_gap() -> None:
 
 def test_retention_rolls_up_before_deleting_and_keeps_totals(conn: sqlite3.Connection) -> None:
     config = cfg()
-    config.retention.raw_days = 30
     now = T0 + 40 * 86400
     rng = random.Random(5)
     payloads = []
@@ -226,8 +235,6 @@ def test_retention_rolls_up_before_deleting_and_keeps_totals(conn: sqlite3.Conne
             )
         )
     writer = Writer(conn, config)
-    # Pretend "now" is 40 days later so nothing is expired at ingest time.
-    config.retention.raw_days = 400
     writer.write([Incoming(topics.topic(SITE, p["sensor"], "visit"), schema.dumps(p)) for p in payloads])
     config.retention.raw_days = 30
 
@@ -296,7 +303,7 @@ def test_cli_ingest_sensors_retention_remerge(tmp_path: Path, capsys: pytest.Cap
     assert main(["hub", "ingest", *env_db, "--topic", topics.topic("store", "s1", "visit"), str(lines)]) == 1
     assert json.loads(capsys.readouterr().out.strip()) == {"rejected:mismatch": 5}  # payloads say site "st"
     config = tmp_path / "hub.toml"
-    config.write_text(f'site = "{SITE}"\ntimezone = "{TZ}"\n')
+    config.write_text(f'site = "{SITE}"\ntimezone = "{TZ}"\n[retention]\nraw_days = 36500\n')
     args = ["--config", str(config), *env_db]
     assert main(["hub", "ingest", *args, "--topic", topics.topic(SITE, "s1", "visit"), str(lines)]) == 0
     assert json.loads(capsys.readouterr().out.strip()) == {"stored": 5}
@@ -308,3 +315,24 @@ def test_cli_ingest_sensors_retention_remerge(tmp_path: Path, capsys: pytest.Cap
     assert json.loads(capsys.readouterr().out) == {"visits": 5}
     assert main(["hub", "retention", *args]) == 0
     assert json.loads(capsys.readouterr().out)["visits_deleted"] == 0
+
+
+class _FailingEstimator(HashEstimator):
+    """An estimator with a bug for one device: ingest must isolate it, not stop."""
+
+    def device_key(self, sensor_visit: Any) -> str:
+        if sensor_visit["device"] == "poison":
+            raise RuntimeError("estimator bug")
+        return super().device_key(sensor_visit)
+
+
+def test_a_message_that_cannot_be_stored_is_isolated(conn: sqlite3.Connection) -> None:
+    payloads = [sv("s1", "ok1", T0, T0 + 5), sv("s1", "poison", T0, T0 + 5), sv("s1", "ok2", T0, T0 + 5)]
+    future = sv("s1", "future", T0, T0 + 5)
+    future["first_seen"] = future["last_seen"] = 1e300  # finite, valid JSON, but no real time
+    writer = Writer(conn, cfg(), _FailingEstimator())
+    batch = [Incoming(topics.topic(SITE, "s1", "visit"), schema.dumps(p)) for p in [*payloads, future]]
+    assert writer.write(batch) == ["stored", "rejected:error", "stored", "rejected:schema"]
+    assert {r[0] for r in conn.execute("SELECT device FROM sensor_visits")} == {"ok1", "ok2"}
+    counts = dict(conn.execute("SELECT reason, count FROM ingest_rejects").fetchall())
+    assert counts == {"error": 1, "schema": 1}

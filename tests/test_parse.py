@@ -200,6 +200,13 @@ def test_fingerprint_ignores_ssid_and_channel() -> None:
     parser = Parser()
     fa, fb, fc = (parser.parse(f, 0.0).fingerprint for f in (a, b, c))
     assert fa == fb != fc
+    # the FILS request counter and the current operating class move per probe as well
+    d = probe_frame(ies=ie(0, b"") + ie(59, b"\x51\x51\x73") + ie(255, b"\x02\x00\x17"))
+    e = probe_frame(ies=ie(0, b"") + ie(59, b"\x73\x51\x73") + ie(255, b"\x02\x00\x2a"))
+    f = probe_frame(ies=ie(0, b"") + ie(59, b"\x73\x51\x74") + ie(255, b"\x02\x00\x2a"))
+    pd, pe, pf = (parser.parse(x, 0.0) for x in (d, e, f))
+    assert pd.fingerprint == pe.fingerprint != pf.fingerprint
+    assert pd.elements is not pe.elements and pd.ext_ids == (2,) and pd.ie_ids == (0, 59, 255)
 
 
 # ---------------------------------------------------------------------------------------------

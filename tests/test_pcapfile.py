@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from footfall.edge_agent.pcapfile import PcapError, PcapSource, read_frames, write_pcap
 
@@ -255,3 +257,18 @@ def test_close_ends_iteration_even_mid_pacing(tmp_path: Path) -> None:
         it = iter(again)
         assert next(it)[1] == b"a"
     assert list(it) == []  # closed by the with block
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), keep=st.integers(0, 400), ng=st.booleans())
+def test_damaged_files_never_crash(tmp_path_factory, data: bytes, keep: int, ng: bool) -> None:
+    """Any bytes after a valid start: frames or counters or PcapError, nothing else."""
+    head = (ng_shb("<") + ng_idb("<") + ng_epb("<", 0, 5, b"ok")) if ng else classic("<", False)
+    path = tmp_path_factory.mktemp("fuzz") / "f.bin"
+    path.write_bytes((head + data)[:keep] if keep < len(head) + len(data) else head + data)
+    try:
+        src = PcapSource(path)
+    except PcapError:
+        return
+    frames = list(src)
+    assert src.stats["frames"] == len(frames)

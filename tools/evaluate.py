@@ -29,6 +29,7 @@ for the linker next to the naive baseline (every MAC its own device).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -42,6 +43,9 @@ from typing import Any
 
 from footfall.hub.derandomize import LinkSettings, link_with_stats
 
+# Evaluation only: a fixed hash key makes runs repeatable (ties in time are broken by device
+# hash). Ground-truth data is not private; a deployment's key is its own secret.
+EVAL_KEY = hashlib.sha256(b"footfall evaluate").digest()
 DEFAULT_CAPTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "probe-captures"
 
 
@@ -221,7 +225,7 @@ def load_captures(paths: list[Path], clock: str = "recorded") -> tuple[list[dict
             mac_labels[p.sa][label] += 1
             stream.append((ts + shift, frame))
     stream.sort(key=lambda r: r[0])
-    visits, agent = run_agent(stream)
+    visits, agent = run_agent(stream, key=EVAL_KEY)
     truth = {}
     for mac, labels in mac_labels.items():
         h = _mac_hash(agent, mac)
@@ -257,7 +261,7 @@ def load_simulation(directory: Path) -> tuple[list[dict[str, Any]], dict[str, st
         for m in person.get("macs", []):
             mac = m.get("mac") if isinstance(m, dict) else m[0] if isinstance(m, list) else m
             mac_person[bytes.fromhex(str(mac).replace(":", "").replace("-", ""))] = pid
-    key = secrets.token_bytes(32)
+    key = EVAL_KEY
     visits: list[dict[str, Any]] = []
     agent = None
     pcaps = sorted(directory.glob("*.pcap"))

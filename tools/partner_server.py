@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 SCHEMA = """
@@ -171,9 +171,12 @@ def create_app(db_path: str | Path, api_key: str, *, delay_s: float = 0.0) -> Fa
         if not hmac.compare_digest(token.encode(), api_key.encode()):
             raise HTTPException(401, "bad API key")
 
-    def slow() -> None:
-        if app.state.delay_s:
-            time.sleep(app.state.delay_s)
+    app.state.delays = {}  # per path, e.g. {"/v1/sms": 2.0}: to exercise client timeouts
+
+    def slow(request: Request) -> None:
+        delay = app.state.delays.get(request.url.path, app.state.delay_s)
+        if delay:
+            time.sleep(delay)
 
     deps = [Depends(auth), Depends(slow)]
 
@@ -245,8 +248,8 @@ def create_app(db_path: str | Path, api_key: str, *, delay_s: float = 0.0) -> Fa
     def usage(start: float = Query(0.0), end: float = Query(1e12)) -> dict[str, int]:
         with lock:
             r = conn.execute(
-                "SELECT total(kind = 'match'), total(CASE WHEN kind = 'match' THEN hashes END), total(known), total(sms)"
-                " FROM requests WHERE at >= ? AND at < ?",
+                "SELECT total(kind = 'match'), total(CASE WHEN kind = 'match' THEN hashes END), total(known),"
+                " total(sms) FROM requests WHERE at >= ? AND at < ?",
                 (start, end),
             ).fetchone()
         return {"match_requests": int(r[0]), "hashes": int(r[1]), "known": int(r[2]), "sms": int(r[3])}

@@ -8,9 +8,11 @@ Sync (``docs/sync-protocol.md``): the body is read with a size bound before anyt
 counted), then the gzip body is inflated with a second bound and the envelope validated
 (400), then the batch is applied exactly once (``model.apply_batch``). Nonces live in the
 database, so several service processes behind a load balancer share one replay cache.
+
+(No ``from __future__ import annotations`` here: FastAPI must resolve the ``Annotated``
+dependencies defined inside :func:`create_app`.)
 """
 
-from __future__ import annotations
 
 import gzip
 import io

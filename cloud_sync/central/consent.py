@@ -1,7 +1,8 @@
 """152-FZ: personal-data consent, withdrawal, shopper opt-out and retention.
 
-- A phone hash is personal data. It is stored (``identifiers`` type ``phone_md5``) and
-  exported only while ``consents.pd_consent`` is 1 for that profile.
+- A phone hash is personal data, and so is the partner's unkeyed MD5 of the MAC. They are
+  stored (``identifiers`` types ``phone_md5``, ``mac_md5``) and exported only while
+  ``consents.pd_consent`` is 1 for that profile.
 - Withdrawing consent deletes the phone hashes and every queued export item of the profile,
   and keeps only the fact and date of withdrawal (``consents.withdrawn`` and a
   ``consent_withdrawn`` profile event); the hubs are told through pushback so they stop
@@ -42,7 +43,9 @@ def withdraw_consent(conn: Connection, device: str, *, ts: float | None = None) 
     """Delete the profile's personal data everywhere; keep the fact and date; tell the hubs."""
     ts = time.time() if ts is None else ts
     with conn.transaction():
-        phones = conn.execute("DELETE FROM identifiers WHERE device = ? AND type = 'phone_md5'", (device,)).rowcount
+        phones = conn.execute(
+            "DELETE FROM identifiers WHERE device = ? AND type IN ('phone_md5', 'mac_md5')", (device,)
+        ).rowcount
         queued = conn.execute("DELETE FROM export_items WHERE device = ?", (device,)).rowcount
         conn.execute(
             "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 0, NULL, ?, 'withdrawal') "
@@ -52,7 +55,7 @@ def withdraw_consent(conn: Connection, device: str, *, ts: float | None = None) 
         )
         model.add_event(conn, device, "consent_withdrawn", ts)
         model.add_pushback(conn, "consent_withdrawn", {"device": device})
-    return {"phone_hashes": phones, "queued_exports": queued}
+    return {"personal_identifiers": phones, "queued_exports": queued}
 
 
 def device_from_mac(chain_key: bytes, text: str) -> str:

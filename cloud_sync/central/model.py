@@ -228,6 +228,10 @@ PROFILE_COLUMNS = (
     "segments",
     "updated",
 )
+# Personal data in a profile record: a phone MD5 (from partner matching) and the partner's
+# MD5 of the MAC (an unkeyed hash, trivially reversible); plus the consent that allows them.
+PERSONAL_IDENTIFIERS = {"phone_md5": "phone_md5", "partner_hash": "mac_md5"}
+PERSONAL_FIELDS = (*PERSONAL_IDENTIFIERS, "consent", "consent_granted")
 RECORD_KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event", "health")
 EVENT_KINDS = ("visit", "segment_entry", "segment_exit", "coupon_issued", "redemption")
 _ID_RE = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
@@ -291,14 +295,18 @@ def profile_row(store: str, key: Any, data: Mapping[str, Any]) -> tuple:
     if last < first:
         raise RecordError("last_seen is before first_seen")
     visits = int(_num(data, "visits", 0))
-    dwell = _num(data, "dwell_s", _num(data, "dwell_s_total", 0.0))
+    dwell = _num(data, "dwell_s", _num(data, "dwell_total_s", 0.0))
     median = _num(data, "dwell_median_s")
     cluster = data.get("cluster")
     if cluster is not None and not isinstance(cluster, str | int):
         raise RecordError("cluster must be a string")
     segments = data.get("segments", [])
-    if not isinstance(segments, list) or not all(isinstance(s, str | int) for s in segments):
-        raise RecordError("segments must be a list of names")
+    if not isinstance(segments, list):
+        raise RecordError("segments must be a list")
+    # The hub sends {"name", "kind", "since"} objects; bare names are accepted too.
+    segments = [s.get("name") if isinstance(s, dict) else s for s in segments]
+    if not all(isinstance(s, str | int) for s in segments):
+        raise RecordError("segments must be names or objects with a name")
     updated = _num(data, "updated", last)
     return (
         device,
@@ -448,7 +456,7 @@ def apply_records(conn: Connection, store: str, records: Sequence[Any], *, now: 
                     continue
             if kind == "profile":
                 profiles.append(profile_row(store, key, data))
-                if any(k in data for k in ("phone_md5", "consent")):
+                if any(data.get(k) is not None for k in PERSONAL_FIELDS):
                     personal.append((profiles[-1][0], data))
             elif kind == "segment_change":
                 _segment_change(conn, store, device, data)
@@ -471,33 +479,46 @@ def apply_records(conn: Connection, store: str, records: Sequence[Any], *, now: 
 
 
 def _personal(conn: Connection, device: str, data: Mapping[str, Any], now: float) -> bool:
-    """Consent first, then the phone hash only if a consent is on record (152-FZ). False when
-    a phone hash arrived without one and was dropped."""
+    """Consent first, then the personal identifiers only if a consent is on record (152-FZ).
+    False when personal data arrived without a consent and was dropped.
+
+    A consent arrives as ``"consent": {"pd": true, "ts": <granted>}`` or ``"consent_granted":
+    <ts>``; a withdrawal recorded here after that time stands (the hub may not have heard of
+    it yet when it cut the batch)."""
     consent = data.get("consent")
+    given = None
     if isinstance(consent, dict) and consent.get("pd") is True:
         given = _num(consent, "ts", now)
-        # A withdrawal newer than this consent stands: the hub may still hold the old state.
+    elif data.get("consent_granted") is not None:
+        given = _num(data, "consent_granted")
+    if given is not None:
         conn.execute(
-            "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, ?) "
+            "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, 'hub') "
             "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
             "source = excluded.source WHERE consents.withdrawn IS NULL OR consents.withdrawn < excluded.given",
-            (device, given, str(consent.get("source", "hub"))[:64]),
+            (device, given),
         )
-    phone = data.get("phone_md5")
-    if phone is None:
+    found = []
+    for name, id_type in PERSONAL_IDENTIFIERS.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _MD5_RE.match(value.lower()):
+            raise RecordError(f"{name} must be 32 hex digits")
+        found.append((id_type, value.lower()))
+    if not found:
         return True
-    if not isinstance(phone, str) or not _MD5_RE.match(phone.lower()):
-        raise RecordError("phone_md5 must be 32 hex digits")
     if not has_consent(conn, device):
         return False
-    add_identifier(conn, device, "phone_md5", phone.lower(), now=now)
+    for id_type, value in found:
+        add_identifier(conn, device, id_type, value, now=now)
     return True
 
 
 def _segment_change(conn: Connection, store: str, device: str, data: Mapping[str, Any]) -> None:
-    change = data.get("change")
-    if change not in ("entry", "exit"):
-        raise RecordError("change must be 'entry' or 'exit'")
+    change = {"enter": "entry", "entry": "entry", "exit": "exit"}.get(data.get("change"))
+    if change is None:
+        raise RecordError("change must be 'enter' or 'exit'")
     segment = data.get("segment")
     if not isinstance(segment, str | int):
         raise RecordError("segment is required")
@@ -537,9 +558,40 @@ def _daily(conn: Connection, store: str, key: Any, data: Mapping[str, Any], now:
             now,
         ),
     )
-    sensors = data.get("sensors")
-    if isinstance(sensors, dict):
-        _health(conn, store, {**sensors, "ts": _num(data, "ts", now)}, now)
+    health = data.get("sensor_health")
+    if isinstance(health, dict) and isinstance(health.get("sensors"), dict):
+        _daily_health(conn, store, day, health, now)
+
+
+def _daily_health(conn: Connection, store: str, day: str, health: Mapping[str, Any], now: float) -> None:
+    """Sensor health from the newest day: a sensor that reported in the two weeks before but
+    not on this day is stale; explicit ``sensors_stale``/``sensors_failing`` counts win."""
+    newest = conn.scalar("SELECT MAX(day) FROM daily_aggregates WHERE store = ?", (store,))
+    if newest is not None and day < newest:
+        return
+    reporting = set(health["sensors"])
+    known = set(reporting)
+    for (text,) in conn.all(
+        "SELECT data FROM daily_aggregates WHERE store = ? AND day < ? ORDER BY day DESC LIMIT 14", (store, day)
+    ):
+        sensors = json.loads(text).get("sensor_health", {}).get("sensors", {})
+        if isinstance(sensors, dict):
+            known |= set(sensors)
+    failing = [
+        name for name, s in health["sensors"].items() if isinstance(s, dict) and s.get("state") in ("failing", "error")
+    ]
+    _health(
+        conn,
+        store,
+        {
+            "sensors_total": health.get("sensors_total", len(known)),
+            "sensors_stale": health.get("sensors_stale", len(known - reporting)),
+            "sensors_failing": health.get("sensors_failing", len(failing)),
+            "stale": sorted(known - reporting),
+            "day": day,
+        },
+        now,
+    )
 
 
 def _scenario(conn: Connection, store: str, key: Any, data: Mapping[str, Any], now: float) -> None:
@@ -556,6 +608,7 @@ def _scenario(conn: Connection, store: str, key: Any, data: Mapping[str, Any], n
 
 def _health(conn: Connection, store: str, data: Mapping[str, Any], now: float) -> None:
     def count(name: str) -> int | None:
+        # "sensors_stale" or the short "stale"
         v = _num(data, name) if name in data else _num(data, name.split("_", 1)[-1])
         return None if v is None else int(v)
 

@@ -40,7 +40,8 @@ def _scenario_add(args: argparse.Namespace) -> int:
         gen = Generator(
             kind=kind, value=value, min_purchase=args.min_purchase, ttl_days=args.ttl_days, end_date=args.end_date,
             stores=[s for s in args.stores.split(",") if s] if args.stores else [], length=args.length,
-            charset=args.charset, type=args.type, bindings_limit=args.bindings_limit, campaign=args.campaign or args.name,
+            charset=args.charset, type=args.type, bindings_limit=args.bindings_limit,
+            campaign=args.campaign or args.name,
         )  # fmt: skip
         sc = scenarios.Scenario(
             name=args.name, target=args.target, message=args.message or scenarios.Scenario.message,

@@ -1,9 +1,9 @@
 """Personal coupons: generation, issue, validation and exactly-once redemption.
 
 Codes come from :mod:`secrets` (never from a seeded or time-based generator): a code of the
-default length 10 over the default 32-character alphabet carries 9 random characters, about
-2.6e13 possibilities, plus one **check character** (Luhn mod N) so that a mistyped code is
-refused at the till without touching the database. Barcode generators give EAN-13 codes
+default length 10 over the default 32-character alphabet carries 9 random characters, 2^45
+(3.5e13) possibilities, plus one **check character** (Luhn mod N) so that a mistyped code is
+caught by :meth:`Generator.well_formed` (till software) before any lookup. Barcode generators give EAN-13 codes
 (prefix ``2``, the GS1 range for in-store numbers, and the standard EAN check digit).
 
 Generators follow the CDP's fields (seed 003): ``length`` (default 10), ``charset``,
@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-# No 0/O, 1/I/L: codes are read aloud and typed at tills.
-DEFAULT_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+# 32 characters without 0/O and 1/I: codes are read aloud and typed at tills; an even size
+# lets the Luhn mod N check catch every single-character error and nearly every adjacent swap.
+DEFAULT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CHARSETS = {
     "default": DEFAULT_ALPHABET,
     "upper": string.ascii_uppercase,
@@ -154,7 +155,7 @@ class Generator:
 
 
 def normalize(code: str) -> str:
-    return code.strip().replace(" ", "").replace("-", "").upper()
+    return code.strip().replace(" ", "").replace("-", "")
 
 
 def discount_for(kind: str, value: float, amount: float) -> float:
@@ -188,8 +189,8 @@ def issue(
         code = gen.new_code()
         try:
             conn.execute(
-                "INSERT INTO o2o_coupons (code, scenario_id, campaign, target_id, device_key, partner_hash, kind, value,"
-                " min_purchase, valid_from, valid_until, stores, issued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO o2o_coupons (code, scenario_id, campaign, target_id, device_key, partner_hash, kind,"
+                " value, min_purchase, valid_from, valid_until, stores, issued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     code,
                     scenario_id,
@@ -214,6 +215,9 @@ def issue(
 
 def _load(conn: sqlite3.Connection, code: str) -> sqlite3.Row:
     row = conn.execute("SELECT * FROM o2o_coupons WHERE code = ?", (code,)).fetchone()
+    if row is None and code != code.upper():
+        # Cashiers type in any case; default-alphabet codes are upper case.
+        row = conn.execute("SELECT * FROM o2o_coupons WHERE code = ?", (code.upper(),)).fetchone()
     if row is None:
         raise CouponError("unknown", "unknown coupon code")
     return row
@@ -271,6 +275,7 @@ def redeem(
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = _load(conn, code)
+        code = row["code"]
         _check(row, store, now, amount)
         discount = discount_for(row["kind"], row["value"], amount)
         cur = conn.execute(
@@ -306,6 +311,7 @@ def cancel(
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = _load(conn, code)
+        code = row["code"]
         if row["redeemed_at"] is None:
             raise CouponError("not_redeemed", "coupon is not redeemed")
         if row["redeemed_store"] != store:

@@ -15,13 +15,11 @@ Each request uses its own SQLite connection so that redemptions from many tills 
 on SQLite's write lock (``BEGIN IMMEDIATE``) and nowhere else.
 """
 
-from __future__ import annotations
-
 import hashlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,7 +93,7 @@ def _error(code: str, detail: str, status: int) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
-def pos_router(db_path: str | Path) -> APIRouter:
+def pos_router(db_path: str | Path, clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter(prefix="/api/o2o/pos", tags=["o2o-pos"])
 
     def db() -> Iterator[sqlite3.Connection]:
@@ -129,16 +127,19 @@ def pos_router(db_path: str | Path) -> APIRouter:
 
     @router.post("/validate")
     def validate(body: ValidateBody, conn: Conn, store: Store) -> Any:
-        return guarded(store, lambda: coupons.validate(conn, body.code, store, amount=body.amount))
+        return guarded(store, lambda: coupons.validate(conn, body.code, store, amount=body.amount, now=clock()))
 
     @router.post("/redeem")
     def redeem(body: RedeemBody, conn: Conn, store: Store) -> Any:
-        return guarded(store, lambda: coupons.redeem(conn, body.code, store, body.amount, receipt_id=body.receipt_id))
+        return guarded(
+            store, lambda: coupons.redeem(conn, body.code, store, body.amount, receipt_id=body.receipt_id, now=clock())
+        )
 
     @router.post("/cancel")
     def cancel(body: CancelBody, conn: Conn, store: Store) -> Any:
         return guarded(
-            store, lambda: coupons.cancel(conn, body.code, store, receipt_id=body.receipt_id, reason=body.reason)
+            store,
+            lambda: coupons.cancel(conn, body.code, store, receipt_id=body.receipt_id, reason=body.reason, now=clock()),
         )
 
     return router

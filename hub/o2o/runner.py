@@ -271,8 +271,8 @@ def _message(
                 if r.status in ("queued", "duplicate"):
                     c["messaged"] += 1
                     conn.execute(
-                        "UPDATE o2o_targets SET status = 'messaged', message_id = ?, messaged_at = ?, last_error = NULL,"
-                        " updated = ? WHERE id = ?",
+                        "UPDATE o2o_targets SET status = 'messaged', message_id = ?, messaged_at = ?,"
+                        " last_error = NULL, updated = ? WHERE id = ?",
                         (r.message_id, now, now, tid),
                     )
                 else:

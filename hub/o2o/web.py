@@ -13,12 +13,10 @@ Mounting into the hub app (``hub/api.py``)::
 until its link expires (3 days).
 """
 
-from __future__ import annotations
-
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -114,7 +112,7 @@ def report_router(db_path: str | Path) -> APIRouter:
     return router
 
 
-def share_router(db_path: str | Path) -> APIRouter:
+def share_router(db_path: str | Path, clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter(tags=["o2o-share"])
     Conn = Annotated[sqlite3.Connection, Depends(_db_dep(db_path))]
 
@@ -125,7 +123,7 @@ def share_router(db_path: str | Path) -> APIRouter:
         ).fetchone()
         if row is None:
             raise HTTPException(404, "unknown share link")
-        if row["link_expires"] <= time.time():
+        if row["link_expires"] <= clock():
             raise HTTPException(410, "share link has expired")
         files = json.loads(row["files"])
         if part > len(files):
@@ -138,7 +136,7 @@ def share_router(db_path: str | Path) -> APIRouter:
     return router
 
 
-def create_app(db_path: str | Path) -> FastAPI:
+def create_app(db_path: str | Path, *, clock: Callable[[], float] = time.time) -> FastAPI:
     """Standalone O2O app: reports behind hub API keys, POS and share links with their own auth."""
     store.connect(db_path).close()
     app = FastAPI(title="Footfall O2O", version="1")
@@ -154,6 +152,6 @@ def create_app(db_path: str | Path) -> FastAPI:
             conn.close()
 
     app.include_router(report_router(db_path), dependencies=[Depends(principal)])
-    app.include_router(pos_router(db_path))
-    app.include_router(share_router(db_path))
+    app.include_router(pos_router(db_path, clock))
+    app.include_router(share_router(db_path, clock))
     return app

@@ -111,8 +111,16 @@ def generate(visits: int, days: int, *, end: date, now: float, tz: ZoneInfo, see
     return out
 
 
-def _rows(cols: dict[str, np.ndarray], now: float):
-    """Row tuples for ``executemany``, built column-wise (a Python loop per row is the slow part)."""
+def _chunks(cols: dict[str, np.ndarray], now: float, size: int = 250_000):
+    """Row tuples for ``executemany`` in chunks (bounded memory), built column-wise: a
+    Python loop per row is the slow part."""
+    n = len(cols["first"])
+    for lo in range(0, n, size):
+        part = {k: (v if k == "day_list" else v[lo : lo + size]) for k, v in cols.items()}
+        yield list(_rows(part, now, lo))
+
+
+def _rows(cols: dict[str, np.ndarray], now: float, offset: int = 0):
     first = cols["first"]
     last = np.minimum(first + cols["dwell"], now)
     dwell = last - first
@@ -137,7 +145,7 @@ def _rows(cols: dict[str, np.ndarray], now: float):
         (dwell > 4 * 3600).astype(int).tolist(),
         cols["excluded"].astype(int).tolist(),
         zones,
-        (-55 - np.arange(n) % 30).tolist(),
+        (-55 - (offset + np.arange(n)) % 30).tolist(),
         sensors_json,
         [1] * n,
         days,
@@ -169,17 +177,14 @@ def build(
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -400000")
     cols = generate(visits, days, end=end, now=now, tz=zone, seed=seed)
-    rows = _rows(cols, now)
+    chunks = _chunks(cols, now)
     sql = (
         "INSERT INTO visits (site, device, device_key, randomized, first_seen, last_seen, dwell_s, inside_s, class, "
         "long_stay, excluded, best_sensor, best_rssi, sensors, n_sensor_visits, day, hour) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     with conn:
-        while True:
-            chunk = [r for _, r in zip(range(200_000), rows, strict=False)]
-            if not chunk:
-                break
+        for chunk in chunks:
             conn.executemany(sql, chunk)
     with conn:
         for _, index_sql in indexes:

@@ -1,0 +1,186 @@
+"""Central service: profile upserts per second into PostgreSQL and SQLite, bytes per profile
+on the wire.
+
+Three measurements, each run in this process against both engines:
+
+- **bulk upsert** (``model.upsert_profiles``): the store path of a batch's profile records:
+  load into a temp table (``COPY`` on PostgreSQL, ``executemany`` on SQLite), one
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` into ``profile_stores``, the chain-wide
+  roll-up into ``profiles`` and the ``mac_hash`` identifiers. Run twice: new profiles
+  (inserts), then the same profiles again with a newer timestamp (updates: the usual case).
+- **batch apply** (``model.apply_batch``): the whole server-side path of a decoded batch,
+  JSON records validated one by one, batch id claimed, hub counters updated.
+- **wire size**: realistic hub profile records (as ``cloud_sync/outbox.py`` builds them) in
+  batches of 500, compact JSON vs gzip (level 6, as the hub sends).
+
+Ratios printed: PostgreSQL vs SQLite, update vs insert, batch apply vs bulk upsert, gzip vs
+raw. Rates are per wall-clock second on a shared 2-core machine with PostgreSQL on the
+same host, so they include the neighbours' load. Usage::
+
+    .venv/bin/python -m footfall.tools.bench.bench_central --profiles 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from footfall.cloud_sync.central import model
+from footfall.cloud_sync.central.db import Database
+from footfall.cloud_sync.central.testing import postgres_available, throwaway_postgres
+
+BATCH = 5000
+WIRE_BATCH = 500
+CLUSTERS = ("lunch-time regulars", "quick look-ins under 5 min", "weekend browsers", "evening shoppers")
+
+
+def hub_profile(rng: random.Random, device: str, store: str, t0: float) -> dict[str, Any]:
+    """A profile record shaped like the hub's outbox builds it."""
+    visits = rng.randint(1, 30)
+    first = t0 - rng.uniform(0, 90 * 86400)
+    last = first + rng.uniform(0, 30 * 86400)
+    dwell = round(rng.uniform(60, 1800) * visits, 1)
+    segs = [{"name": f"cluster: {rng.choice(CLUSTERS)}", "kind": "cluster", "since": round(first, 3)}]
+    if rng.random() < 0.3:
+        segs.append({"name": "loyal", "kind": "rule", "since": round(last, 3)})
+    return {
+        "kind": "profile",
+        "key": device,
+        "data": {
+            "device": device,
+            "site": store,
+            "randomized": rng.random() < 0.6,
+            "first_seen": round(first, 3),
+            "last_seen": round(last, 3),
+            "visits": visits,
+            "dwell_total_s": dwell,
+            "dwell_mean_s": round(dwell / visits, 1),
+            "dwell_median_s": round(dwell / visits * rng.uniform(0.7, 1.1), 1),
+            "excluded": False,
+            "cluster": segs[0]["name"].removeprefix("cluster: "),
+            "segments": segs,
+            "partner_hash": None,
+        },
+    }
+
+
+def make_records(n: int, stores: int, seed: int = 7) -> list[tuple[str, dict[str, Any]]]:
+    rng = random.Random(seed)
+    t0 = 1_790_000_000.0
+    # A chain: most devices in one store, some in two or three (what the merge is for).
+    devices = [rng.randbytes(16).hex() for _ in range(int(n / 1.3))]
+    out = []
+    while len(out) < n:
+        d = rng.choice(devices)
+        store = f"store-{rng.randrange(stores):03d}"
+        out.append((store, hub_profile(rng, d, store, t0)))
+    return out
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_engine(db: Database, records: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
+    model.init(db)
+    rows = [model.profile_row(store, rec["key"], rec["data"]) for store, rec in records]
+    newer = [r[:9] + (r[9] + 3600.0,) for r in rows]
+
+    def bulk(data: list[tuple]) -> None:
+        with db.connect() as conn:
+            for i in range(0, len(data), BATCH):
+                model.upsert_profiles(conn, data[i : i + BATCH])
+
+    t_insert = timed(lambda: bulk(rows))
+    t_update = timed(lambda: bulk(newer))
+    with db.connect() as conn:
+        distinct = conn.scalar("SELECT COUNT(*) FROM profile_stores")
+        for t in ("profiles", "profile_stores", "identifiers", "applied_batches"):
+            conn.execute(f"DELETE FROM {t}")
+
+    by_store: dict[str, list[dict[str, Any]]] = {}
+    for store, rec in records:
+        by_store.setdefault(store, []).append(rec)
+    batches = []
+    for store, recs in by_store.items():
+        for i in range(0, len(recs), WIRE_BATCH):
+            batches.append((store, {"batch_id": f"{store}-{i}", "seq": i, "records": recs[i : i + WIRE_BATCH]}))
+    with db.connect() as conn:
+        for store in by_store:
+            conn.execute(
+                "INSERT INTO hubs (hub_id, secret, created) VALUES (?, 'x', 0) ON CONFLICT (hub_id) DO NOTHING",
+                (store,),
+            )
+    t_apply = timed(lambda: [model.apply_batch(db, store, b) for store, b in batches])
+    n = len(rows)
+    return {
+        "insert": n / t_insert,
+        "update": n / t_update,
+        "apply": n / t_apply,
+        "rows": distinct,
+    }
+
+
+def wire(records: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
+    raw = gz = n = 0
+    for i in range(0, len(records), WIRE_BATCH):
+        chunk = [rec for _, rec in records[i : i + WIRE_BATCH]]
+        doc = {"v": 1, "hub": "store-000", "batch_id": "x" * 32, "seq": i, "created": 1.0, "records": chunk}
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        raw += len(text)
+        gz += len(gzip.compress(text, compresslevel=6))
+        n += len(chunk)
+    return {"raw": raw / n, "gzip": gz / n}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="central profile upsert rate and wire size")
+    p.add_argument("--profiles", type=int, default=100_000)
+    p.add_argument("--stores", type=int, default=20)
+    p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin URL")
+    args = p.parse_args(argv)
+    records = make_records(args.profiles, args.stores)
+    print(f"{args.profiles} profile records over {args.stores} stores, bulk batches of {BATCH}")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["sqlite"] = bench_engine(Database(Path(tmp) / "central.db"), records)
+    if postgres_available(args.pg):
+        with throwaway_postgres(args.pg, prefix="footfall_bench") as url:
+            db = Database(url)
+            results["postgresql"] = bench_engine(db, records)
+            db.close()
+    else:
+        print("PostgreSQL not reachable: skipped")
+    print(f"{'engine':<12}{'insert/s':>12}{'update/s':>12}{'batch apply/s':>15}  rows")
+    for engine, r in results.items():
+        print(f"{engine:<12}{r['insert']:>12,.0f}{r['update']:>12,.0f}{r['apply']:>15,.0f}  {r['rows']:,.0f}")
+    for engine, r in results.items():
+        print(
+            f"{engine}: update/insert {r['update'] / r['insert']:.2f}x, batch apply/bulk update {r['apply'] / r['update']:.2f}x"
+        )
+    if len(results) == 2:
+        pg, lite = results["postgresql"], results["sqlite"]
+        print("postgresql/sqlite: " + ", ".join(f"{k} {pg[k] / lite[k]:.2f}x" for k in ("insert", "update", "apply")))
+        target = 20_000
+        print(f"target >= {target:,}/s into PostgreSQL (bulk update): {'met' if pg['update'] >= target else 'NOT met'}")
+    w = wire(records)
+    print(
+        f"wire: {w['raw']:.0f} B/profile raw JSON, {w['gzip']:.0f} B/profile gzip "
+        f"(gzip/raw {w['gzip'] / w['raw']:.2f}x; {1e6 / w['gzip']:,.0f} profiles per MB sent)"
+    )
+    print(f"cpu count {os.cpu_count()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
