@@ -13,6 +13,8 @@ transaction, so a crash re-applies at most one page, and every item is idempoten
   which the agents apply at once and drop those devices at capture.
 - ``consent_withdrawn``: phone hashes of the device deleted everywhere on the hub; only the
   fact and the date of withdrawal are kept (``consents``); its profile is re-queued without it.
+- Both put the device's partner hashes on the O2O stop-list (``o2o_stoplist``) first, when the
+  O2O module's tables exist, so no campaign contacts that person again.
 - ``consent_granted`` (an extension of the protocol): a consent recorded centrally.
 - ``segment_definition`` / ``scenario_settings``: stored in ``central_segments`` /
   ``central_scenarios`` for the segment and scenario engines.
@@ -130,6 +132,28 @@ def _drop_from_outbox(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
     )
 
 
+def _stop_list(conn: sqlite3.Connection, device: str, keys: Sequence[str], reason: str, now: float) -> None:
+    """Put the device's partner hashes on the O2O stop-list (when that module is installed).
+
+    The hashes are deleted from the hub right after, so without this the O2O runner could not
+    tell that a target it already holds belongs to someone who opted out or withdrew consent.
+    """
+    if not outbox.has_table(conn, "o2o_stoplist"):
+        return
+    m = _marks(keys)
+    hashes = {r[0] for r in conn.execute(f"SELECT partner_hash FROM devices WHERE device_key IN ({m})", keys)}
+    hashes |= {
+        r[0]
+        for r in conn.execute(
+            f"SELECT DISTINCT partner_hash FROM visits WHERE device_key IN ({m}) OR device = ?", (*keys, device)
+        )
+    }
+    conn.executemany(
+        "INSERT OR IGNORE INTO o2o_stoplist (subject, reason, added) VALUES (?, ?, ?)",
+        [(h.lower(), reason, now) for h in hashes if h],
+    )
+
+
 def _strip_phone_hashes(conn: sqlite3.Connection, device: str, keys: Sequence[str]) -> None:
     m = _marks(keys)
     conn.execute(f"UPDATE devices SET partner_hash = NULL WHERE device_key IN ({m})", keys)
@@ -155,6 +179,7 @@ def apply_optout(conn: sqlite3.Connection, device: str, *, ts: float, now: float
     )
     _release_batches_touching(conn, keys)
     _drop_from_outbox(conn, keys)
+    _stop_list(conn, device, keys, "opt-out (central)", now)
     _strip_phone_hashes(conn, device, keys)
     m = _marks(keys)
     gone = conn.execute(f"DELETE FROM devices WHERE device_key IN ({m})", keys).rowcount
@@ -175,6 +200,7 @@ def apply_consent_withdrawn(conn: sqlite3.Connection, device: str, *, ts: float,
         [(k, ts, now) for k in keys],
     )
     _release_batches_touching(conn, keys)
+    _stop_list(conn, device, keys, "personal-data consent withdrawn (central)", now)
     _strip_phone_hashes(conn, device, keys)
     # Pending profiles are rebuilt now (without the hash), not at the next enqueue run.
     pending = [

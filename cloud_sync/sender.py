@@ -304,6 +304,8 @@ class Sender:
         if time.monotonic() < self.retry_at:
             return res  # still backing off from an earlier call
         while not self.stop_event.is_set():
+            if deadline is not None and time.monotonic() > deadline:
+                return res  # a long backlog must not hold up pushback (opt-outs) for hours
             out = self.send_once()
             if out.status == "empty":
                 res.ok = True

@@ -15,11 +15,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from footfall.cloud_sync import outbox, pushback
+from footfall.cloud_sync import outbox
 from footfall.cloud_sync.config import ConfigError, SyncConfig, load
-from footfall.cloud_sync.sender import Sender
+
+if TYPE_CHECKING:
+    from footfall.cloud_sync.sender import Sender
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ def _open(args: argparse.Namespace) -> tuple[SyncConfig, Any]:
 
 def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, deadline: float | None = None) -> bool:
     """One sync cycle; True when the outbox is empty afterwards and pushback was applied."""
+    from footfall.cloud_sync import pushback
+
     try:
         outbox.enqueue_changes(
             conn,
@@ -78,6 +82,8 @@ def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, dead
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    from footfall.cloud_sync.sender import Sender
+
     try:
         cfg, conn = _open(args)
         sender = Sender(conn, cfg, cfg.secret())
@@ -89,6 +95,8 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from footfall.cloud_sync.sender import Sender
+
     try:
         cfg, conn = _open(args)
         stop = threading.Event()

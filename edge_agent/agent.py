@@ -22,7 +22,7 @@ from footfall import __version__, schema
 from footfall.edge_agent.config import AgentConfig
 from footfall.edge_agent.identity import Identifier
 from footfall.edge_agent.parse import Parser
-from footfall.edge_agent.visits import VisitTracker, freq_to_channel
+from footfall.edge_agent.visits import VisitTracker, channel_mask, freq_to_channel
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class Agent:
                 freq = p.freq
                 chan = channel_of.get(freq)
                 if chan is None:
-                    chan = channel_of[freq] = freq_to_channel(freq)
+                    chan = channel_of[freq] = channel_mask(freq_to_channel(freq))
                 el = p.elements
                 ssid = el.ssid
                 observe(

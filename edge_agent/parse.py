@@ -681,6 +681,8 @@ class _Counts:
 class Parser:
     """Stateful (caches + counters) probe-request parser; one per capture stream/thread.
 
+    ``parse``/``parse_80211`` never raise: they return a :class:`Probe` (counted ``ok``, or
+    ``bad_ie`` when its element list is damaged) or None with the reason counted.
     ``fast=False`` disables the generated per-layout decoders (tests compare both paths)."""
 
     def __init__(self, fast: bool = True) -> None:

@@ -89,6 +89,22 @@ def _bit_channel(bit: int) -> int:
     return bit if bit <= 14 else 32 + (bit - 15) * 4
 
 
+def channel_mask(channel: int) -> int:
+    """The bit of a channel in a visit's channel set (0 for an unknown channel)."""
+    return 1 << _channel_bit(channel) if channel else 0
+
+
+def _channels(mask: int) -> list[int]:
+    out = []
+    while mask:
+        low = mask & -mask
+        bit = low.bit_length() - 1
+        if bit:
+            out.append(_bit_channel(bit))
+        mask ^= low
+    return out
+
+
 def freq_to_channel(freq: int | None) -> int:
     if not freq:
         return 0
@@ -153,17 +169,39 @@ class VisitTracker:
         self._phash: dict[int, str] = {}
         self._ssids: dict[int, set[str]] = {}
 
-    def _new_slot(self) -> int:
+    def _open_slot(self, ts: float, randomized: bool, seq: int, fingerprint: str, ie_ids: tuple[int, ...]) -> int:
+        model = self._models.get(fingerprint)
+        if model is None or model[1] != ie_ids:
+            if len(self._models) >= 4096:
+                self._models.clear()
+            model = self._models[fingerprint] = (fingerprint, ie_ids)
         if self._free:
-            return self._free.pop()
-        for arr in (self._first, self._last, self._inside, self._last_inside, self._gap_sum):
-            arr.append(0.0)
-        for arr in (self._rssi_sum, self._count, self._rssi_n, self._rssi_max, self._seq_first, self._seq_last):
-            arr.append(0)
-        self._bursts.append(0)
+            i = self._free.pop()
+            self._first[i] = self._last[i] = ts
+            self._inside[i] = self._gap_sum[i] = 0.0
+            self._last_inside[i] = -1.0
+            self._count[i] = self._rssi_n[i] = self._rssi_sum[i] = self._channels[i] = 0
+            self._rssi_max[i] = _NONE
+            self._seq_first[i] = seq
+            self._bursts[i] = 1
+            self._randomized[i] = randomized
+            self._model[i] = model
+            return i
+        self._first.append(ts)
+        self._last.append(ts)
+        self._inside.append(0.0)
+        self._gap_sum.append(0.0)
+        self._last_inside.append(-1.0)
+        self._count.append(0)
+        self._rssi_n.append(0)
+        self._rssi_sum.append(0)
         self._channels.append(0)
-        self._randomized.append(0)
-        self._model.append(None)
+        self._rssi_max.append(_NONE)
+        self._seq_first.append(seq)
+        self._seq_last.append(seq)
+        self._bursts.append(1)
+        self._randomized.append(randomized)
+        self._model.append(model)
         return len(self._first) - 1
 
     def observe(
@@ -176,52 +214,39 @@ class VisitTracker:
         seq: int | None,
         fingerprint: str,
         ie_ids: tuple[int, ...],
-        channel: int = 0,
+        channel_mask: int = 0,
         ssid: str | None = None,
     ) -> None:
+        """One sighting. ``channel_mask`` is :func:`channel_mask` of the channel heard on."""
         s = self.settings
         if ts > self.now:
             self.now = ts
             if ts >= self._next_expire:
                 self.expire(ts)
+        if seq is None:
+            seq = _NONE
         i = self.open.get(device)
         if i is not None:
             gap = ts - self._last[i]
             if gap > s.gap_s or ts - self._first[i] > s.max_visit_s:
                 self._close(device, "gap" if gap > s.gap_s else "max_duration")
                 i = None
+            else:
+                if gap > s.burst_s:
+                    self._bursts[i] += 1
+                    self._gap_sum[i] += gap
+                if gap > 0:
+                    self._last[i] = ts
         if i is None:
             if len(self.open) >= s.max_devices:
                 self._evict()
-            i = self._new_slot()
-            self.open[device] = i
-            self._first[i] = self._last[i] = ts
-            self._inside[i] = self._gap_sum[i] = 0.0
-            self._last_inside[i] = -1.0
-            self._count[i] = self._rssi_n[i] = self._rssi_sum[i] = 0
-            self._rssi_max[i] = _NONE
-            self._seq_first[i] = _NONE if seq is None else seq
-            self._bursts[i] = 1
-            self._channels[i] = 0
-            self._randomized[i] = randomized
-            model = self._models.get(fingerprint)
-            if model is None or model[1] != ie_ids:
-                if len(self._models) >= 4096:
-                    self._models.clear()
-                model = self._models[fingerprint] = (fingerprint, ie_ids)
-            self._model[i] = model
+            i = self.open[device] = self._open_slot(ts, randomized, seq, fingerprint, ie_ids)
             if phash is not None:
                 self._phash[i] = phash
-        else:
-            if gap > s.burst_s:
-                self._bursts[i] += 1
-                self._gap_sum[i] += gap
-            if gap > 0:
-                self._last[i] = ts
         self._count[i] += 1
-        self._seq_last[i] = _NONE if seq is None else seq
-        if channel:
-            self._channels[i] |= 1 << _channel_bit(channel)
+        self._seq_last[i] = seq
+        if channel_mask:
+            self._channels[i] |= channel_mask
         if ssid is not None:
             ssids = self._ssids.get(i)
             if ssids is None:
@@ -308,7 +333,7 @@ class VisitTracker:
             ie_ids=list(ie_ids),
             seq_first=None if seq_first == _NONE else seq_first,
             seq_last=None if seq_last == _NONE else seq_last,
-            channels=[_bit_channel(b) for b in range(1, 64) if mask >> b & 1],
+            channels=_channels(mask),
             closed_by=reason,
             ssid_hashes=sorted(ssids) if ssids else None,
             burst_gap_s=(self._gap_sum[i] / (bursts - 1)) if bursts > 1 else None,

@@ -88,6 +88,9 @@ class LinkSettings:
     # Same-fingerprint chains looked at per MAC, latest heard first (a mall's crowd of one model
     # must not make linking quadratic); counter and SSID matches are looked up on top of these.
     max_candidates: int = 64
+    # How long a MAC's device key is remembered after it was last heard (re-aggregation of
+    # recent store visits must find the same key; older MACs are dropped to bound memory).
+    mac_memory_s: float = 2 * 86400.0
     # When a single device of this fingerprint has been heard lately, a new MAC of it is far
     # more likely that device rotating than a new arrival of the same model: allow more cost.
     alone_extra_cost: float = 2.0
@@ -212,6 +215,7 @@ class Linker:
         self._ssid_chains: dict[str, dict[str, _Chain]] = defaultdict(dict)
         self._expiry: list[tuple[float, str]] = []  # (last seen, key): retire silent chains
         self.now = float("-inf")
+        self._next_forget = float("-inf")
 
     # -- public ------------------------------------------------------------------------------
     def feed(self, visits: Iterable[Mapping[str, Any]]) -> dict[str, str]:
@@ -309,6 +313,15 @@ class Linker:
                     if not d:
                         del self._ssid_chains[sid]
 
+    def _forget(self, now: float) -> None:
+        # Bounded memory on a hub that runs for months: MACs silent for mac_memory_s are
+        # dropped (a random MAC does not come back; a global one gets its own hash as key anyway).
+        limit = now - self.s.mac_memory_s
+        for mac in [m for m, t in self._mac_last.items() if t < limit]:
+            del self._mac_last[mac]
+            self.mac_key.pop(mac, None)
+        self._next_forget = now + self.s.mac_memory_s / 4
+
     def _unindex_seq(self, ch: _Chain) -> None:
         if ch.seq_last is not None:
             bucket = self._seq_index.get(ch.seq_last >> SEQ_SHIFT)
@@ -378,10 +391,12 @@ class Linker:
         if node.first > self.now:
             self.now = node.first
             self._retire(node.first)
+            if node.first >= self._next_forget:
+                self._forget(node.first)
         known = self.mac_key.get(node.device)
+        self._mac_last[node.device] = max(self._mac_last.get(node.device, node.last), node.last)
         if known is not None:
             # The same MAC again: same device, whatever the evidence.
-            self._mac_last[node.device] = max(self._mac_last.get(node.device, node.last), node.last)
             ch = self._by_key.get(known)
             if ch is not None:
                 self._extend(ch, node)
@@ -538,7 +553,7 @@ def estimate_unique(
     if keys is None:
         keys, stats = link_with_stats(vs, settings)
     inside = [v for v in vs if v["first_seen"] < end and v["last_seen"] >= start]
-    stable = {v["device"] for v in inside if v.get("randomized") is False and settings.trust_la_bit}
+    stable = {v["device"] for v in inside if v.get("randomized", True) in (False, 0) and settings.trust_la_bit}
     rand = [v for v in inside if v["device"] not in stable]
     low = peak_concurrency([(v["first_seen"], v["last_seen"]) for v in rand], settings.overlap_tol_s)
     high = len({v["device"] for v in rand})

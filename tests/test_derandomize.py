@@ -221,3 +221,45 @@ def test_simulated_day(tmp_path: Path) -> None:
     assert abs(s.count_error_pct) <= 20, s
     assert s.true_visitors and abs(s.est_visitors - s.true_visitors) <= max(3, 0.2 * s.true_visitors), s
     assert s.linker["ari"] > s.naive["ari"]
+
+
+def test_linking_estimator_counts_from_the_store_and_warms_up(tmp_path: Path) -> None:
+    from footfall.hub import store
+
+    conn = store.connect(tmp_path / "hub.db")
+    est = LinkingEstimator(conn=conn)
+    svs = [visit("m1", 0, 100, seq=(1, 60)), visit("m2", 130, 200, seq=(65, 100)), visit("m3", 5, 90)]
+    svs.append(visit("g1", 10, 50, randomized=False))
+    for i, sv in enumerate(svs, start=1):
+        key = est.device_key(sv)
+        conn.execute(
+            """INSERT INTO sensor_visits (id, site, sensor, device, randomized, first_seen, last_seen, dwell_s,
+                   inside_s, sightings, rssi_max, rssi_mean, class, long_stay, fingerprint, ie_ids, seq_first,
+                   seq_last, channels, ssid_hashes, received, visit_id)
+               VALUES (?, 'shop', 's1', ?, ?, ?, ?, 0, 0, 3, -60, -60, 'visitor', 0, 'fpA', '[]', ?, ?, '[6]',
+                   '[]', 0, ?)""",
+            (
+                sv["id"],
+                sv["device"],
+                int(sv["randomized"]),
+                sv["first_seen"],
+                sv["last_seen"],
+                sv["seq_first"],
+                sv["seq_last"],
+                i,
+            ),
+        )
+        conn.execute(
+            """INSERT INTO visits (id, site, device, device_key, randomized, first_seen, last_seen, dwell_s, inside_s,
+                   class, long_stay, excluded, best_sensor, best_rssi, sensors, n_sensor_visits, day, hour)
+               VALUES (?, 'shop', ?, ?, ?, ?, ?, 0, 0, 'visitor', 0, 0, 's1', -60, 's1', 1, '1970-01-01', 0)""",
+            (i, sv["device"], key, int(sv["randomized"]), sv["first_seen"], sv["last_seen"]),
+        )
+    conn.commit()
+    u = est.estimate_unique(conn, 0, 1000)
+    assert (u.count, u.stable, u.randomized, u.high) == (3, 1, 2, 4)
+    assert u.low <= u.count <= u.high
+    # A restarted hub: a new MAC continuing m2's counter joins the restored device.
+    fresh = LinkingEstimator(conn=conn)
+    assert fresh.warm(conn, now=300) == 4
+    assert fresh.device_key(visit("m4", 260, 300, seq=(104, 150))) == "m1"

@@ -260,6 +260,8 @@ def test_o2o_end_to_end(day, tmp_path):
             ).status_code
             == 401
         )
+        errs = requests.get(f"{hub.url}/api/o2o/pos/errors", headers=hdr).json()
+        assert errs == {"already_redeemed": 1, "unknown": 1, "below_minimum": 1, "bad_key": 1}
         # Cancel one redemption and redeem it again with another amount: counted once, with the new amount.
         c = requests.post(
             f"{hub.url}/api/o2o/pos/cancel", json={"code": redeem[0], "reason": "till error"}, headers=hdr

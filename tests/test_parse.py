@@ -448,3 +448,20 @@ def test_mutated_real_frames_never_raise_and_paths_agree(samples: list[bytes], w
     assert (a is None) == (b is None)
     if a is not None:
         assert ours(a) == ours(b) and a.chain_rssi == b.chain_rssi and a.fingerprint == b.fingerprint
+
+
+def test_bench_capture_is_all_valid_probes_with_rotating_addresses(tmp_path: Path) -> None:
+    from footfall.tools.bench.bench_parse import make_bench_pcap
+
+    path = tmp_path / "bench.pcap"
+    assert make_bench_pcap(path, 16_000) == 16_000
+    parser = Parser()
+    sas = set()
+    for ts, frame in read_frames(path):
+        p = parser.parse(frame, ts)
+        assert p is not None and p.ies_complete
+        rtlen = frame[2] | frame[3] << 8
+        assert zlib.crc32(frame[rtlen:-4]) == int.from_bytes(frame[-4:], "little")  # FCS still right
+        sas.add(p.sa)
+    assert parser.stats["ok"] == 16_000
+    assert len(sas) > 1000  # every cycle brings fresh addresses

@@ -564,6 +564,9 @@ def test_pushback_optout_consent_definitions_and_retained_config(tmp_path: Path,
     )
     prof = json.loads(conn.execute("SELECT data FROM sync_outbox WHERE key = ?", (withdrawn,)).fetchone()[0])
     assert prof["partner_hash"] is None
+    # ... and O2O campaigns will not contact either of them.
+    stop = {r[0] for r in conn.execute("SELECT subject FROM o2o_stoplist")}
+    assert stop == {phone_hash(opted), phone_hash(withdrawn)}
     assert json.loads(conn.execute("SELECT definition FROM central_segments").fetchone()[0]) == {
         "stores_30d": {">=": 2}
     }
@@ -749,3 +752,34 @@ def test_tls_verified_against_the_configured_ca(tmp_path: Path) -> None:
         assert len(central.records()) == 3 + 3 + 1 + 4  # profiles, segment changes, health, days
     finally:
         central.stop()
+
+
+def test_run_loop_delivers_new_changes_and_stops_on_sigterm(tmp_path: Path, central: Central) -> None:
+    db = tmp_path / "hub.db"
+    make_hub(db, n_devices=4).close()
+    (tmp_path / "secret").write_bytes(SECRET)
+    cfg_file = tmp_path / "sync.toml"
+    text = SYNC_TOML.format(site=SITE, db=db, tz=TZ, url=central.url, secret=tmp_path / "secret")
+    cfg_file.write_text(text + "interval_s = 0.3\n")
+    cmd = [sys.executable, "-m", "footfall.cloud_sync.sync_cli", "sync", "run", "--no-pushback", "--config",
+           str(cfg_file)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+
+        def wait_for(pred: Any) -> bool:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if pred():
+                    return True
+                time.sleep(0.05)
+            return False
+
+        assert wait_for(lambda: any(r["kind"] == "profile" for r in central.records()))
+        conn = store.connect(db)
+        with conn:  # a new visit while the service runs: the next cycle sends the new profile
+            conn.execute("UPDATE devices SET visit_count = 99 WHERE device_key = ?", (device_id(0),))
+        conn.close()
+        assert wait_for(lambda: any(r["kind"] == "profile" and r["data"]["visits"] == 99 for r in central.records()))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

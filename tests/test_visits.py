@@ -1,5 +1,5 @@
 from footfall import schema
-from footfall.edge_agent.visits import VisitSettings, VisitTracker, freq_to_channel
+from footfall.edge_agent.visits import VisitSettings, VisitTracker, channel_mask, freq_to_channel
 
 FP = "0123456789abcdef"
 IES = (0, 1, 50, 3, 45, 127)
@@ -12,7 +12,7 @@ def tracker(**kw):
 
 
 def see(t, ts, device="d1", rssi=-50, seq=1, randomized=False):
-    t.observe(ts, device, randomized, None, rssi, seq, FP, IES, 6, None)
+    t.observe(ts, device, randomized, None, rssi, seq, FP, IES, channel_mask(6), None)
 
 
 def test_visitor_with_strong_signal_long_enough():

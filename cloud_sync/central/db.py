@@ -26,6 +26,22 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value: Any) -> str:
+    """A value in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
 class Connection:
     """A thin wrapper that speaks ``?`` placeholders to either engine."""
 
@@ -106,9 +122,10 @@ class Connection:
         """Bulk-load rows into a (temp) table: COPY on PostgreSQL, executemany on SQLite."""
         cols = ", ".join(columns)
         if self.postgres:
+            # One text block rather than write_row per row: several times less Python per row.
+            block = "".join("\t".join(map(_copy_value, row)) + "\n" for row in rows)
             with self.raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(block.encode())
         else:
             marks = ", ".join("?" * len(columns))
             self.raw.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)

@@ -81,7 +81,6 @@ CREATE TABLE IF NOT EXISTS profile_stores (
     updated DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (device, store)
 );
-CREATE INDEX IF NOT EXISTS profile_stores_store ON profile_stores (store, last_seen);
 CREATE TABLE IF NOT EXISTS identifiers (
     device TEXT NOT NULL,
     type TEXT NOT NULL,
@@ -90,7 +89,7 @@ CREATE TABLE IF NOT EXISTS identifiers (
     added DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (device, type, value)
 );
-CREATE INDEX IF NOT EXISTS identifiers_value ON identifiers (type, value);
+CREATE INDEX IF NOT EXISTS identifiers_value ON identifiers (type, value) WHERE type <> 'mac_hash';
 CREATE TABLE IF NOT EXISTS consents (
     device TEXT PRIMARY KEY,
     pd_consent INTEGER NOT NULL,
@@ -245,6 +244,11 @@ def init(db: Database) -> None:
             # Two processes initialising at once must not race on CREATE TABLE IF NOT EXISTS.
             conn.execute("SELECT pg_advisory_xact_lock(4242)")
         conn.executescript(db.ddl(SCHEMA))
+        if conn.postgres:
+            # Room in each page for the new version of an updated row (HOT updates): profiles
+            # are rewritten at every sync, and no index covers the columns that change.
+            for table in ("profiles", "profile_stores"):
+                conn.execute(f"ALTER TABLE {table} SET (fillfactor = 80)")
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
             (str(SCHEMA_VERSION),),
@@ -252,8 +256,10 @@ def init(db: Database) -> None:
 
 
 def _ensure_temp(conn: Connection) -> None:
-    conn.execute(_TEMP)
-    conn.execute("DELETE FROM in_profiles")
+    # PostgreSQL never vacuums temp tables, so rows deleted there would pile up as dead tuples
+    # for the life of the connection; ON COMMIT DELETE ROWS truncates instead. SQLite's
+    # unqualified DELETE is a truncate too.
+    conn.execute(_TEMP + (" ON COMMIT DELETE ROWS" if conn.postgres else ""))
 
 
 class RecordError(ValueError):
@@ -340,12 +346,21 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
     with conn.transaction():
         _ensure_temp(conn)
         conn.load_rows("in_profiles", PROFILE_COLUMNS, rows)
-        conn.execute("DELETE FROM in_profiles WHERE device IN (SELECT device FROM optouts)")
+        n = len(rows) - conn.execute("DELETE FROM in_profiles WHERE device IN (SELECT device FROM optouts)").rowcount
         cols = ", ".join(PROFILE_COLUMNS)
         sets = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS[2:])
         conn.execute(
             f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true "
             f"ON CONFLICT (device, store) DO UPDATE SET {sets} WHERE excluded.updated >= profile_stores.updated"
+        )
+        # The hashed MAC is the profile's informational identifier (never a contact channel);
+        # written once, when the profile is new (an anti-join is cheaper than a failed insert).
+        conn.execute(
+            "INSERT INTO identifiers (device, type, value, active, added) "
+            "SELECT DISTINCT i.device, 'mac_hash', i.device, 1, ? FROM in_profiles i "
+            "WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.device = i.device) "
+            "ON CONFLICT (device, type, value) DO NOTHING",
+            (now,),
         )
         conn.execute(
             "INSERT INTO profiles (device, first_seen, last_seen, visits, dwell_s, stores, updated) "
@@ -356,16 +371,9 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
             "visits = excluded.visits, dwell_s = excluded.dwell_s, stores = excluded.stores, "
             "updated = excluded.updated"
         )
-        # The hashed MAC is the profile's informational identifier (never a contact channel).
-        conn.execute(
-            "INSERT INTO identifiers (device, type, value, active, added) "
-            "SELECT DISTINCT device, 'mac_hash', device, 1, ? FROM in_profiles WHERE true "
-            "ON CONFLICT (device, type, value) DO NOTHING",
-            (now,),
-        )
-        n = conn.scalar("SELECT COUNT(*) FROM in_profiles", default=0)
-        conn.execute("DELETE FROM in_profiles")
-    return int(n)
+        if not conn.postgres:
+            conn.execute("DELETE FROM in_profiles")
+    return n
 
 
 def add_identifier(conn: Connection, device: str, type_: str, value: str, *, now: float | None = None) -> None:

@@ -7,6 +7,7 @@ environment, never from the command line: ``FOOTFALL_PARTNER_KEY`` (partner API 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -95,7 +96,10 @@ def _run(args: argparse.Namespace) -> int:
     client = _client(args)
     export = ExportSettings(directory=Path(args.export_dir or Path(args.db).resolve().parent / "o2o_exports"))
     while True:
-        results = run_due(conn, client, now=args.now, export=export, force=args.force, only=args.scenario)
+        results = run_due(
+            conn, client, now=args.now, export=export, force=args.force, only=args.scenario,
+            actor=f"cli:{getpass.getuser()}",
+        )  # fmt: skip
         for r in results:
             print(json.dumps(r.as_dict()), flush=True)
         if not args.loop:

@@ -16,9 +16,11 @@ on SQLite's write lock (``BEGIN IMMEDIATE``) and nowhere else.
 """
 
 import hashlib
+import logging
 import secrets
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from footfall.hub.o2o import coupons
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "pos_"
 
 
@@ -95,6 +98,9 @@ def _error(code: str, detail: str, status: int) -> JSONResponse:
 
 def pos_router(db_path: str | Path, clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter(prefix="/api/o2o/pos", tags=["o2o-pos"])
+    # Refusals by reason (bad keys, unknown codes...): a spike of "unknown" is someone guessing codes.
+    errors: Counter[str] = Counter()
+    router.errors = errors  # type: ignore[attr-defined]
 
     def db() -> Iterator[sqlite3.Connection]:
         conn = open_conn(db_path)
@@ -119,11 +125,22 @@ def pos_router(db_path: str | Path, clock: Callable[[], float] = time.time) -> A
 
     def guarded(store: str | None, fn: Any) -> Any:
         if store is None:
+            errors["bad_key"] += 1
             return _error("bad_key", "missing, unknown or revoked POS key", 401)
         try:
             return fn()
         except coupons.CouponError as exc:
+            errors[exc.code] += 1
+            if errors[exc.code] in (1, 10, 100, 1000) or errors[exc.code] % 10000 == 0:
+                log.warning("POS refusals %r: %d so far", exc.code, errors[exc.code])
             return _error(exc.code, str(exc), exc.http_status)
+
+    @router.get("/errors")
+    def refusals(store: Store) -> Any:
+        """Refusal counts by reason since the hub started (any valid POS key may read them)."""
+        if store is None:
+            return _error("bad_key", "missing, unknown or revoked POS key", 401)
+        return dict(errors)
 
     @router.post("/validate")
     def validate(body: ValidateBody, conn: Conn, store: Store) -> Any:

@@ -435,6 +435,7 @@ def run_due(
     export: ExportSettings | None = None,
     force: bool = False,
     only: str | None = None,
+    actor: str = "o2o-runner",
 ) -> list[RunResult]:
     """Run every enabled scenario whose time has come (or all of them with ``force``)."""
     now = time.time() if now is None else now
@@ -443,5 +444,5 @@ def run_due(
         if only is not None and row["name"] != only:
             continue
         if force or row["next_run"] is None or row["next_run"] <= now:
-            out.append(run_scenario(conn, Scenario.from_row(row), client, now=now, export=export))
+            out.append(run_scenario(conn, Scenario.from_row(row), client, now=now, export=export, actor=actor))
     return out
