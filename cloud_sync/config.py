@@ -71,6 +71,10 @@ class SyncConfig:
     aggregate_days: int = 3
     # The sensors' health interval (hub config); 3 missed heartbeats = a stale sensor.
     heartbeat_s: float = 60.0
+    # Visitor visits as profile events, once older than this (no merge can extend them).
+    visit_events: bool = True
+    event_settle_s: float = 900.0
+    event_backfill_days: float = 30.0
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_username: str = ""

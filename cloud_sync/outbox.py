@@ -19,6 +19,9 @@ Record kinds (``docs/sync-protocol.md``):
   capture rate, dwell, and per-sensor reporting (the day's sensor health).
 - ``health`` (key: site): the sensors now (total, stale, offline; per-sensor state), queued
   when a state changes.
+- ``event`` (key: ``visit:<device>:<start>``, ``coupon:<code>``, ``redemption:<id>:<code>``):
+  visitor visits once settled (no merge can extend them any more), coupons issued and
+  redemptions (O2O tables, when installed), by id cursors; the first run backfills 30 days.
 
 Opted-out devices are never enqueued. The outbox is bounded: above ``max_rows`` the oldest
 pending rows of the droppable kinds go first and every drop is counted; profiles and daily
@@ -265,11 +268,13 @@ class EnqueueResult:
     scenario_results: int = 0
     daily_aggregates: int = 0
     health: int = 0
+    events: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
-        return self.profiles + self.segment_changes + self.scenario_results + self.daily_aggregates + self.health
+        return sum((self.profiles, self.segment_changes, self.scenario_results, self.daily_aggregates, self.health,
+                    self.events))  # fmt: skip
 
 
 def _profile_state_sql(conn: sqlite3.Connection) -> str:
@@ -529,6 +534,113 @@ def _enqueue_health(conn: sqlite3.Connection, site: str, now: float, heartbeat_s
     return int(enqueue_if_changed(conn, "health", site, data, now=now, compare=stable))
 
 
+def _id_cursor(conn: sqlite3.Connection, name: str, table: str, id_col: str) -> int | None:
+    """The stored id cursor, reset when the table's ids went below it (a rebuild renumbered them)."""
+    top = conn.execute(f"SELECT max({id_col}) FROM {table}").fetchone()[0]
+    cursor = get_state(conn, name)
+    if top is None:
+        return None
+    if cursor is not None and int(cursor) > top:
+        return 0  # event keys are deterministic, so anything resent collapses at the centre
+    return None if cursor is None else int(cursor)
+
+
+def _enqueue_visit_events(conn: sqlite3.Connection, now: float, settle_s: float, backfill_days: float) -> int:
+    """Visitor visits as profile events, once they can no longer be extended by a merge."""
+    cursor = _id_cursor(conn, "visit_event_id", "visits", "id")
+    if cursor is None:
+        if conn.execute("SELECT 1 FROM visits LIMIT 1").fetchone() is None:
+            return 0
+        # First run: a bounded backfill, not years of history.
+        start = conn.execute(
+            "SELECT min(id) FROM visits WHERE first_seen >= ?", (now - backfill_days * 86400.0,)
+        ).fetchone()[0]
+        cursor = (start - 1) if start is not None else conn.execute("SELECT max(id) FROM visits").fetchone()[0]
+    # Ids are in arrival order; stop before the first visit still open to merging, so the cursor
+    # never passes a visit that was not sent.
+    unsettled = conn.execute(
+        "SELECT min(id) FROM visits WHERE id > ? AND last_seen >= ?", (cursor, now - settle_s)
+    ).fetchone()[0]
+    upper = unsettled if unsettled is not None else conn.execute("SELECT max(id) FROM visits").fetchone()[0] + 1
+    rows = conn.execute(
+        """SELECT device_key, first_seen, last_seen, dwell_s, best_sensor FROM visits
+           WHERE id > ? AND id < ? AND class = 'visitor' AND excluded = 0
+             AND device_key NOT IN (SELECT device_key FROM optout_keys)
+           ORDER BY id""",
+        (cursor, upper),
+    ).fetchall()
+    records = [
+        (
+            f"visit:{key}:{first!r}",
+            {"type": "visit", "device": key, "ts": first, "last_seen": last, "dwell_s": round(dwell, 1), "zone": zone},
+        )
+        for key, first, last, dwell, zone in rows
+    ]
+    set_state(conn, "visit_event_id", max(cursor, upper - 1))
+    return enqueue_many(conn, "event", records, now=now)
+
+
+def _enqueue_o2o_events(conn: sqlite3.Connection, now: float) -> int:
+    """Coupons issued and redemptions (the O2O module's tables, when installed) as profile events."""
+    n = 0
+    blocked = optout_keys(conn)
+    if has_table(conn, "o2o_coupons"):
+        cursor = _id_cursor(conn, "coupon_event_rowid", "o2o_coupons", "rowid") or 0
+        rows = conn.execute(
+            """SELECT rowid, code, device_key, issued_at, scenario_id, campaign, kind, value, valid_until
+               FROM o2o_coupons WHERE rowid > ? ORDER BY rowid""",
+            (cursor,),
+        ).fetchall()
+        records = [
+            (
+                f"coupon:{r[1]}",
+                {
+                    "type": "coupon_issued",
+                    "device": r[2],
+                    "ts": r[3],
+                    "code": r[1],
+                    "scenario_id": r[4],
+                    "campaign": r[5],
+                    "coupon_kind": r[6],
+                    "value": r[7],
+                    "valid_until": r[8],
+                },
+            )  # fmt: skip
+            for r in rows
+            if r[2] and r[2] not in blocked
+        ]
+        if rows:
+            set_state(conn, "coupon_event_rowid", rows[-1][0])
+        n += enqueue_many(conn, "event", records, now=now)
+    if has_table(conn, "o2o_redemptions") and has_table(conn, "o2o_coupons"):
+        cursor = _id_cursor(conn, "redemption_event_id", "o2o_redemptions", "id") or 0
+        rows = conn.execute(
+            """SELECT r.id, r.code, c.device_key, r.at, r.store, r.amount, r.discount
+               FROM o2o_redemptions r JOIN o2o_coupons c ON c.code = r.code WHERE r.id > ? ORDER BY r.id""",
+            (cursor,),
+        ).fetchall()
+        records = [
+            (
+                f"redemption:{r[0]}:{r[1]}",
+                {
+                    "type": "redemption",
+                    "device": r[2],
+                    "ts": r[3],
+                    "code": r[1],
+                    "store": r[4],
+                    "amount": r[5],
+                    "discount": r[6],
+                },
+            )  # fmt: skip
+            for r in rows
+            if r[2] and r[2] not in blocked
+        ]
+        if rows:
+            set_state(conn, "redemption_event_id", rows[-1][0])
+        n += enqueue_many(conn, "event", records, now=now)
+    return n
+
+
 def enqueue_changes(
     conn: sqlite3.Connection,
     site: str,
@@ -539,6 +651,9 @@ def enqueue_changes(
     droppable: Iterable[str] = ("event", "segment_change"),
     aggregate_days: int = 3,
     heartbeat_s: float = 60.0,
+    visit_events: bool = True,
+    event_settle_s: float = 900.0,
+    event_backfill_days: float = 30.0,
 ) -> EnqueueResult:
     """Snapshot everything that changed since the last run into the outbox (idempotent).
 
@@ -554,6 +669,9 @@ def enqueue_changes(
         res.scenario_results = _enqueue_scenario_results(conn, site, now)
         res.daily_aggregates = _enqueue_daily(conn, site, zone, now, aggregate_days)
         res.health = _enqueue_health(conn, site, now, heartbeat_s)
+        if visit_events:
+            res.events += _enqueue_visit_events(conn, now, event_settle_s, event_backfill_days)
+        res.events += _enqueue_o2o_events(conn, now)
         res.dropped = enforce_bound(conn, max_rows, list(droppable), now=now)
         set_state(conn, "last_enqueue", now)
     if res.total:

@@ -65,6 +65,9 @@ def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, dead
             droppable=cfg.droppable_kinds,
             aggregate_days=cfg.aggregate_days,
             heartbeat_s=cfg.heartbeat_s,
+            visit_events=cfg.visit_events,
+            event_settle_s=cfg.event_settle_s,
+            event_backfill_days=cfg.event_backfill_days,
         )
     except Exception:
         # A broken snapshot must not stop delivery of what is already queued.

@@ -148,12 +148,34 @@ def add_remerge(hub_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_remerge)
 
 
+def _link(args: argparse.Namespace) -> int:
+    import time
+
+    from footfall.hub import link, store
+
+    cfg = _load_config(args)
+    conn = store.connect(cfg.db)
+    since = 0.0 if args.all else time.time() - args.hours * 3600
+    result = link.relink(conn, cfg, since=since)
+    print(json.dumps(result.__dict__))
+    return 0
+
+
+def add_link(hub_sub: argparse._SubParsersAction) -> None:
+    p = hub_sub.add_parser("link", help="link randomized MACs into devices and rebuild recent store visits")
+    _config_args(p)
+    p.add_argument("--hours", type=float, default=6.0, help="window to relink (default 6 h)")
+    p.add_argument("--all", action="store_true", help="relink every stored visit")
+    p.set_defaults(func=_link)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_run,
     add_ingest,
     add_sensors,
     add_retention,
     add_remerge,
+    add_link,
 ]
 
 

@@ -6,7 +6,9 @@ Example (``/etc/footfall/hub.toml``)::
     timezone = "Europe/Berlin"
     db = "/var/lib/footfall/hub.db"
     sensors = ["s1", "s2"]          # allow-list; empty accepts any sensor of the site
-    merge_gap_s = 120                # visits of one device this close are one store visit
+    merge_gap_s = 600                # visits of one device this close are one store visit
+    link_every_s = 900               # re-key recent visits by device (de-randomization) this often
+    link_window_s = 21600            # ... over this much of the recent past
     heartbeat_s = 60                 # the agents' health interval; 3 missed = stale
 
     [mqtt]
@@ -106,7 +108,10 @@ class HubConfig:
     timezone: str = "UTC"
     db: str = "hub.db"
     sensors: list[str] = field(default_factory=list)
-    merge_gap_s: float = 120.0
+    # The agents' visit gap: a linked phone's successive MACs are minutes apart when it idles.
+    merge_gap_s: float = 600.0
+    link_every_s: float = 900.0
+    link_window_s: float = 6 * 3600.0
     heartbeat_s: float = 60.0
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)

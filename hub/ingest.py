@@ -442,6 +442,7 @@ class Ingestor:
         self._stop = threading.Event()
         self._batch: list[Incoming] = []
         self._batch_started = 0.0
+        self._next_link = 0.0
         self._connected = False
         self.client = self._make_client()
 
@@ -521,6 +522,21 @@ class Ingestor:
             retention.apply(self.conn, self.config)
         except sqlite3.Error:
             log.exception("retention failed; will retry")
+        self._maybe_relink()
+
+    def _maybe_relink(self) -> None:
+        # Linking randomized MACs into devices is a batch job beside ingest (hub/link.py):
+        # it costs far more per visit than the hot path could afford.
+        now = time.time()
+        if self.config.link_every_s <= 0 or now < self._next_link:
+            return
+        self._next_link = now + self.config.link_every_s
+        from footfall.hub.link import relink
+
+        try:
+            relink(self.conn, self.config, since=now - self.config.link_window_s)
+        except sqlite3.Error:
+            log.exception("relinking devices failed; will retry")
 
     def stop(self) -> None:
         self._stop.set()
@@ -579,9 +595,11 @@ class Ingestor:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
-                if time.monotonic() >= next_housekeeping and not self._batch:
+                if not self._batch and time.monotonic() >= next_housekeeping:
                     self._housekeeping()
                     next_housekeeping = time.monotonic() + cfg.housekeeping_s
+                elif not self._batch:
+                    self._maybe_relink()
         finally:
             try:
                 if self._batch:

@@ -1,7 +1,8 @@
 """Sensor visits -> store visits: one device seen by several sensors is one visit.
 
-Sensor visits of the same device hash (and site) that overlap or lie at most ``gap_s`` apart
-form one store visit in ``visits``; every sensor visit points to it through ``visit_id``.
+Sensor visits of the same device (the estimator's ``device_key``: one phone, whatever MAC
+addresses it rotated through) that overlap or lie at most ``gap_s`` apart form one store visit
+in ``visits``; every sensor visit points to it through ``visit_id``.
 
 The store visit is a pure function of its sensor visits (:func:`aggregate`):
 
@@ -10,7 +11,10 @@ The store visit is a pure function of its sensor visits (:func:`aggregate`):
   not computable: one sensor's visits of a device never overlap, so they are summed per
   sensor; different sensors see the same minutes, so the largest per-sensor sum is taken;
   capped at ``dwell_s``.
-- ``class``: visitor if any sensor says visitor; ``long_stay`` if any sensor says so.
+- ``class``: visitor if any sensor says visitor, or if the members heard at or above
+  ``inside_rssi`` chain (gaps of at most ``inside_gap_s``) into ``min_inside_s`` or more: a
+  phone that takes a new random MAC every scan leaves a trail of one-burst sensor visits, each
+  a "passer-by" on its own, that together are a stay inside. ``long_stay`` if any says so.
 - ``best_sensor``/``best_rssi``: the sensor (zone) with the strongest ``rssi_max``.
 - ``day``/``hour``: local time of ``first_seen`` in the site's time zone.
 
@@ -32,7 +36,47 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
+from footfall.edge_agent.visits import VisitSettings
 from footfall.hub.devices import DeviceDelta, DeviceEstimator
+
+
+@dataclass(frozen=True)
+class InsideRule:
+    """The agents' inside/visitor rule, applied again across a device's sensor visits."""
+
+    inside_rssi: int = VisitSettings.inside_rssi
+    min_inside_s: float = VisitSettings.min_inside_s
+    inside_gap_s: float = VisitSettings.inside_gap_s
+
+
+DEFAULT_RULE = InsideRule()
+
+
+def chained_inside(members: Sequence[Mapping[str, Any]], rule: InsideRule) -> float:
+    """Inside time per sensor, with the gaps between its strong members chained in; the largest.
+
+    Members act like the agent's sightings: a gap of at most ``inside_gap_s`` between two
+    members heard at or above ``inside_rssi`` counts as inside, on top of their own inside time.
+    One sensor's members never overlap; different sensors hear the same minutes, so the best
+    sensor's figure is taken rather than a sum.
+    """
+    by_sensor: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for m in members:
+        by_sensor[m["sensor"]].append(m)
+    best = 0.0
+    for ms in by_sensor.values():
+        total = 0.0
+        end: float | None = None
+        for m in sorted(ms, key=lambda m: m["first_seen"]):
+            total += m["inside_s"]
+            if m["rssi_max"] is None or m["rssi_max"] < rule.inside_rssi:
+                continue
+            if end is not None and 0 < m["first_seen"] - end <= rule.inside_gap_s:
+                total += m["first_seen"] - end
+            end = m["last_seen"]
+        best = max(best, total)
+    return best
+
 
 # Sensor visit columns a store visit is computed from.
 MEMBER_COLUMNS = (
@@ -100,7 +144,11 @@ def local_day_hour(ts: float, tz: tzinfo) -> tuple[str, int]:
 
 
 def aggregate(
-    members: Sequence[Mapping[str, Any]], tz: tzinfo, estimator: DeviceEstimator, excluded: set[str]
+    members: Sequence[Mapping[str, Any]],
+    tz: tzinfo,
+    estimator: DeviceEstimator,
+    excluded: set[str],
+    rule: InsideRule = DEFAULT_RULE,
 ) -> dict[str, Any]:
     """The store visit made of these sensor visits (see the module docstring for each field)."""
     if len(members) == 1:
@@ -116,6 +164,8 @@ def aggregate(
     best = min(members, key=lambda m: (m["rssi_max"] is None, -(m["rssi_max"] or 0), m["sensor"]))
     key = estimator.device_key(members[0])
     day, hour = local_day_hour(first, tz)
+    inside = max(max(inside_by_sensor.values()), chained_inside(members, rule))
+    visitor = inside >= rule.min_inside_s or any(m["class"] == "visitor" for m in members)
     return {
         "site": members[0]["site"],
         "device": members[0]["device"],
@@ -125,8 +175,8 @@ def aggregate(
         "first_seen": first,
         "last_seen": last,
         "dwell_s": round(dwell, 3),
-        "inside_s": round(min(max(inside_by_sensor.values()), dwell), 3),
-        "class": "visitor" if any(m["class"] == "visitor" for m in members) else "passerby",
+        "inside_s": round(min(inside, dwell), 3),
+        "class": "visitor" if visitor else "passerby",
         "long_stay": int(any(m["long_stay"] for m in members)),
         "excluded": int(key in excluded),
         "best_sensor": best["sensor"],
@@ -195,6 +245,7 @@ def merge_new(
     tz: tzinfo,
     estimator: DeviceEstimator,
     excluded: set[str],
+    rule: InsideRule = DEFAULT_RULE,
 ) -> MergeResult:
     """Merge new sensor visits (not yet in ``sensor_visits``) into ``visits``.
 
@@ -203,8 +254,9 @@ def merge_new(
     """
     result = MergeResult()
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["site"], row["device"])].append(row)
+    # Keys in first-seen order: a linking estimator chains a phone's MACs as they appear.
+    for row in sorted(rows, key=lambda r: (r["first_seen"], r["id"])):
+        groups[(row["site"], estimator.device_key(row))].append(row)
     if not groups:
         return result
     existing_by_device = _existing(conn, groups, gap_s)
@@ -215,7 +267,7 @@ def merge_new(
 
     def create(members: list[dict[str, Any]]) -> None:
         nonlocal next_id
-        visit = aggregate(members, tz, estimator, excluded)
+        visit = aggregate(members, tz, estimator, excluded, rule)
         visit["id"] = next_id
         next_id += 1
         for m in members:
@@ -253,7 +305,7 @@ def merge_new(
             if not old:
                 create(fresh)
             else:
-                _extend(conn, old, fresh, tz, estimator, excluded, result)
+                _extend(conn, old, fresh, tz, estimator, excluded, result, rule)
     if created:
         conn.executemany(_INSERT_VISIT, [[v["id"], *(v[c] for c in VISIT_COLUMNS)] for v in created])
     return result
@@ -262,7 +314,7 @@ def merge_new(
 def _existing(
     conn: sqlite3.Connection, groups: Mapping[tuple[str, str], list[dict[str, Any]]], gap_s: float
 ) -> dict[tuple[str, str], list[sqlite3.Row]]:
-    """Store visits the batch could touch, by (site, device): one query per 500 devices."""
+    """Store visits the batch could touch, by (site, device_key): one query per 500 devices."""
     lo = min(r["first_seen"] for new in groups.values() for r in new) - gap_s
     hi = max(r["last_seen"] for new in groups.values() for r in new) + gap_s
     devices = sorted({device for _, device in groups})
@@ -272,10 +324,10 @@ def _existing(
         marks = ", ".join("?" * len(chunk))
         for v in conn.execute(
             "SELECT id, site, device, first_seen, last_seen, dwell_s, device_key, randomized, partner_hash, long_stay"
-            f" FROM visits WHERE device IN ({marks}) AND last_seen >= ? AND first_seen <= ?",
+            f" FROM visits WHERE device_key IN ({marks}) AND last_seen >= ? AND first_seen <= ?",
             [*chunk, lo, hi],
         ):
-            out[(v["site"], v["device"])].append(v)
+            out[(v["site"], v["device_key"])].append(v)
     return out
 
 
@@ -287,6 +339,7 @@ def _extend(
     estimator: DeviceEstimator,
     excluded: set[str],
     result: MergeResult,
+    rule: InsideRule = DEFAULT_RULE,
 ) -> None:
     target = min(v["id"] for v in old)
     others = [v["id"] for v in old if v["id"] != target]
@@ -294,7 +347,7 @@ def _extend(
     stored = conn.execute(
         f"SELECT {', '.join(MEMBER_COLUMNS)} FROM sensor_visits WHERE visit_id IN ({marks})", [v["id"] for v in old]
     ).fetchall()
-    visit = aggregate([*stored, *fresh], tz, estimator, excluded)
+    visit = aggregate([*stored, *fresh], tz, estimator, excluded, rule)
     if others:
         others_marks = ", ".join("?" * len(others))
         conn.execute(f"UPDATE sensor_visits SET visit_id = ? WHERE visit_id IN ({others_marks})", [target, *others])

@@ -330,3 +330,20 @@ def test_incremental_refresh_matches_bulk_rebuild(conn: sqlite3.Connection) -> N
     incremental = snapshot()
     metrics.rebuild_summaries(conn)
     assert snapshot() == incremental
+
+
+def test_median_days_since_last_visit_beyond_the_first_bucket(conn: sqlite3.Connection) -> None:
+    for key, gap in (("a", 10), ("b", 12), ("c", 40), ("d", 1)):
+        visit(conn, key, D - timedelta(days=gap), 12)
+        visit(conn, key, D, 12)
+    refresh(conn)
+    out = metrics.loyalty(conn, D, D)
+    assert out["returning_visitors"] == 4
+    assert out["median_days_since_last_visit"] == 10  # gaps 1, 10, 12, 40: the 2nd of 4
+    assert {b["bucket"]: b["visitor_days"] for b in out["days_since_last_visit"]} == {
+        "1 day": 1,
+        "2-7 days": 0,
+        "8-30 days": 2,
+        "31-90 days": 1,
+        "91+ days": 0,
+    }

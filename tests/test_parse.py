@@ -465,3 +465,13 @@ def test_bench_capture_is_all_valid_probes_with_rotating_addresses(tmp_path: Pat
         sas.add(p.sa)
     assert parser.stats["ok"] == 16_000
     assert len(sas) > 1000  # every cycle brings fresh addresses
+
+
+def test_synthetic_bench_frames_parse() -> None:
+    """What the benchmark falls back to in a clone without the shared captures."""
+    from footfall.tools.bench.bench_parse import _synthetic_cycle
+
+    parser = Parser()
+    probes = [parser.parse(fr, 0.0) for fr in _synthetic_cycle(500)]
+    assert parser.stats["ok"] == 500
+    assert len({p.fingerprint for p in probes}) == 11  # one per made-up device model

@@ -226,7 +226,8 @@ def config(db: Path, url: str, **kw: Any) -> SyncConfig:
 
 
 def enqueue(conn: Any, now: float = NOW, **kw: Any) -> outbox.EnqueueResult:
-    return outbox.enqueue_changes(conn, SITE, tz=TZ, now=now, **kw)
+    # Visit events are tested on their own; the other tests count the snapshot kinds.
+    return outbox.enqueue_changes(conn, SITE, tz=TZ, now=now, **({"visit_events": False} | kw))
 
 
 def outbox_keys(conn: Any) -> set[tuple[str, str]]:
@@ -283,6 +284,35 @@ def test_staff_and_fixed_devices_are_not_synced(tmp_path: Path) -> None:
         conn.execute("UPDATE devices SET excluded = 1, excluded_reason = 'staff' WHERE device_key = ?", (device_id(3),))
     assert enqueue(conn).profiles == 5
     assert ("profile", device_id(3)) not in outbox_keys(conn)
+
+
+def test_visit_coupon_and_redemption_events(tmp_path: Path) -> None:
+    conn = make_hub(tmp_path / "hub.db", n_devices=6)
+    visitor_visits = conn.execute("SELECT count(*) FROM visits WHERE class = 'visitor'").fetchone()[0]
+    last_start = conn.execute("SELECT max(first_seen) FROM visits").fetchone()[0]
+    # Visits still open to merging (the newest, "now" just after it) wait for a later run.
+    early = enqueue(conn, now=last_start + 60, visit_events=True)
+    assert 0 < early.events < visitor_visits
+    res = enqueue(conn, visit_events=True)
+    assert early.events + res.events == visitor_visits
+    assert enqueue(conn, visit_events=True).events == 0  # cursor: nothing twice
+    ev = json.loads(conn.execute("SELECT data FROM sync_outbox WHERE kind = 'event' ORDER BY id").fetchone()[0])
+    assert ev["type"] == "visit" and ev["dwell_s"] > 0 and ev["zone"] == "s1"
+    # O2O coupons and redemptions (the O2O module's tables) become profile events too.
+    with conn:
+        conn.execute(
+            """INSERT INTO o2o_coupons (code, scenario_id, device_key, kind, value, valid_from, valid_until, issued_at)
+               VALUES ('C-1', 1, ?, 'percent', 10, 0, 9e9, ?)""",
+            (device_id(1), NOW),
+        )
+        conn.execute(
+            "INSERT INTO o2o_redemptions (code, store, amount, discount, at) VALUES ('C-1', ?, 50, 5, ?)", (SITE, NOW)
+        )
+    assert enqueue(conn, visit_events=True).events == 2
+    kinds = [json.loads(r[0])["type"] for r in conn.execute("SELECT data FROM sync_outbox WHERE key LIKE 'coupon:%'"
+                                                            " OR key LIKE 'redemption:%' ORDER BY id")]  # fmt: skip
+    assert kinds == ["coupon_issued", "redemption"]
+    assert enqueue(conn, visit_events=True).events == 0
 
 
 def test_segment_changes_enter_and_exit(tmp_path: Path) -> None:
@@ -373,6 +403,9 @@ def test_lost_answer_is_resent_with_same_id_and_applied_once(tmp_path: Path, cen
     central.mode, central.slow_s = "slow", 0.6  # applied, but the answer comes after the timeout
     out = sender.send_once()
     assert out.status == "retry" and "Timeout" in (out.error or "")
+    deadline = time.monotonic() + 10  # the centre applied it (however loaded this machine is)
+    while out.batch_id not in central.applied and time.monotonic() < deadline:
+        time.sleep(0.02)
     central.mode = "ok"
     assert sender.drain(max_attempts=3).ok
     assert sum(central.record_applications.values()) == len(expected)
@@ -447,6 +480,7 @@ backoff_base_s = 0.05
 backoff_cap_s = 0.2
 read_timeout_s = 30
 once_max_attempts = 3
+visit_events = false
 """
 
 

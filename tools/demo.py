@@ -98,6 +98,7 @@ def build(workdir: Path, *, days: int, scale: float, seed: int, tz: str) -> tupl
             db=str(db),
             sensors=[s["id"] for s in truth["sensors"]],
             mqtt=MqttConfig(port=broker.port, client_id=f"footfall-hub-demo-{secrets.token_hex(3)}"),
+            link_every_s=0,  # linked once, over everything, when the replay is done
         )
         ingestor = Ingestor(config)
         thread = threading.Thread(target=ingestor.run, name="hub-ingest", daemon=True)
@@ -119,6 +120,13 @@ def build(workdir: Path, *, days: int, scale: float, seed: int, tz: str) -> tupl
         ingestor.stop()
         thread.join(10)
     print(f"hub stored {stored} of {sent} sensor visits -> {db}", flush=True)
+    from footfall.hub import store
+    from footfall.hub.link import relink
+
+    conn = store.connect(db)
+    result = relink(conn, config, since=0)
+    conn.close()
+    print(f"linked randomized MACs: {result.devices_before} MAC hashes -> {result.devices_after} devices", flush=True)
     return db, truth
 
 

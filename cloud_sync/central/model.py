@@ -350,7 +350,9 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
         cols = ", ".join(PROFILE_COLUMNS)
         sets = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS[2:])
         conn.execute(
-            f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true "
+            # Rows in device order everywhere: two hubs' batches applied at once then lock shared
+            # profiles in the same order and cannot deadlock.
+            f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true ORDER BY device, store "
             f"ON CONFLICT (device, store) DO UPDATE SET {sets} WHERE excluded.updated >= profile_stores.updated"
         )
         # The hashed MAC is the profile's informational identifier (never a contact channel);
@@ -358,15 +360,21 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
         conn.execute(
             "INSERT INTO identifiers (device, type, value, active, added) "
             "SELECT DISTINCT i.device, 'mac_hash', i.device, 1, ? FROM in_profiles i "
-            "WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.device = i.device) "
+            "WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.device = i.device) ORDER BY i.device "
             "ON CONFLICT (device, type, value) DO NOTHING",
             (now,),
         )
+        if conn.postgres:
+            # The temp table has no statistics; the planner would hash-join a full scan of
+            # profile_stores for every batch (cost growing with the table). Probing the primary
+            # key per touched device stays flat.
+            conn.execute("SET LOCAL enable_hashjoin = off")
+            conn.execute("SET LOCAL enable_mergejoin = off")
         conn.execute(
             "INSERT INTO profiles (device, first_seen, last_seen, visits, dwell_s, stores, updated) "
             "SELECT ps.device, MIN(ps.first_seen), MAX(ps.last_seen), SUM(ps.visits), SUM(ps.dwell_s), COUNT(*), "
             "MAX(ps.updated) FROM profile_stores ps WHERE ps.device IN (SELECT device FROM in_profiles) "
-            "GROUP BY ps.device "
+            "GROUP BY ps.device ORDER BY ps.device "
             "ON CONFLICT (device) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen, "
             "visits = excluded.visits, dwell_s = excluded.dwell_s, stores = excluded.stores, "
             "updated = excluded.updated"

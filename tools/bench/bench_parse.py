@@ -53,7 +53,16 @@ def _real_cycle() -> list[bytes]:
             start = frames[0][0]
             merged += [(ts - start, k, fr) for ts, fr in frames]
     merged.sort(key=lambda x: (x[0], x[1]))
-    return [fr for _, _, fr in merged]
+    # the anonymisation rewrote addresses but not the FCS: make every FCS right again
+    parser = Parser()
+    out = []
+    for _, _, fr in merged:
+        p = parser.parse(fr, 0.0)
+        if p is not None and p.fcs:
+            rtlen = fr[2] | (fr[3] << 8)
+            fr = fr[:-4] + struct.pack("<I", zlib.crc32(fr[rtlen:-4]))
+        out.append(fr)
+    return out
 
 
 def _ie(eid: int, body: bytes) -> bytes:
