@@ -190,3 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from footfall.hub.serve import register_web
 
     register_web(hub_sub)
+    # O2O retargeting is a top-level command: marketing runs it, not the store's IT.
+    from footfall.hub.o2o.cli import register_o2o
+
+    register_o2o(sub)

@@ -68,6 +68,12 @@ def relink(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    # The dashboard reads per-day summaries: bring the days this rebuilt up to date now,
+    # rather than leave them to the web app's slow background check of older days.
+    from footfall.hub import metrics
+
+    for (day,) in conn.execute("SELECT DISTINCT day FROM visits WHERE last_seen >= ?", (since,)).fetchall():
+        metrics.summarize_day(conn, day)
     result = RelinkResult(
         sensor_visits=len(rows),
         visits_before=len(old),

@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-import zlib
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -620,25 +619,21 @@ _BIN_SQL = (
     + f" ELSE {len(DWELL_EDGES) - 1} END"
 )
 _GAP_SQL = "CASE WHEN prev_day IS NULL THEN -1 ELSE min(400, CAST(julianday(day) - julianday(prev_day) AS INTEGER)) END"
-# Cheap enough to run on a day's raw visits every few seconds, and it moves with every kind of
-# change ingest makes: new, merged (longer dwell, other zone), reclassified, excluded, re-keyed.
+# Cheap enough to run on a day's raw visits every few seconds (plain SQL, no Python per row),
+# and it moves with every kind of change ingest makes: new, merged (longer dwell, other zone),
+# reclassified, excluded, re-keyed. Values are weighted by the row id so that a change moving
+# between rows still moves the sums; string columns enter by first and last character and length.
 _FINGERPRINT_SQL = (
-    "SELECT count(*), coalesce(max(id), 0), "
-    "total(footfall_crc(id, device_key, class, excluded, best_sensor, hour, dwell_s)) FROM visits WHERE day = ?"
+    "SELECT count(*), coalesce(max(id), 0), round(total(dwell_s * (id % 97 + 1)), 3), "
+    "total(id * (unicode(class) + 3 * excluded + 5 * hour + 7 * unicode(best_sensor) "
+    "+ 11 * unicode(substr(best_sensor, -1)) + 13 * length(best_sensor) + 17 * unicode(device_key) "
+    "+ 19 * unicode(substr(device_key, -1)) + 23 * length(device_key))) "
+    "FROM visits WHERE day = ?"
 )
 
 
-def _crc(*values: object) -> int:
-    return zlib.crc32("\x1f".join(map(str, values)).encode())
-
-
-def _with_crc(conn: sqlite3.Connection) -> sqlite3.Connection:
-    conn.create_function("footfall_crc", 7, _crc, deterministic=True)
-    return conn
-
-
 def fingerprint(conn: sqlite3.Connection, day: str) -> str:
-    return "|".join(str(x) for x in _with_crc(conn).execute(_FINGERPRINT_SQL, (day,)).fetchone())
+    return "|".join(str(x) for x in conn.execute(_FINGERPRINT_SQL, (day,)).fetchone())
 
 
 def _stage_tables(conn: sqlite3.Connection) -> None:
@@ -824,11 +819,9 @@ def rebuild_summaries(conn: sqlite3.Connection, *, now: float | None = None) -> 
         )
         for sql in _DAY_TABLES_SQL:
             conn.execute(sql.format(where=f"day NOT IN {frozen}", hour="agg_hour", vd="visitor_days"))
-        days = (
-            _with_crc(conn)
-            .execute(_FINGERPRINT_SQL.replace("SELECT ", "SELECT day, ", 1).replace("WHERE day = ?", "GROUP BY day"))
-            .fetchall()
-        )
+        days = conn.execute(
+            _FINGERPRINT_SQL.replace("SELECT ", "SELECT day, ", 1).replace("WHERE day = ?", "GROUP BY day")
+        ).fetchall()
         conn.executemany(
             "INSERT OR IGNORE INTO summary_days (day, fingerprint, refreshed, frozen) VALUES (?, ?, ?, 0)",
             [(r[0], "|".join(str(x) for x in r[1:]), now) for r in days],

@@ -3,7 +3,7 @@
 Every statement is written once, with ``?`` placeholders, in the subset both engines share
 (``INSERT ... ON CONFLICT ... DO UPDATE``, ``RETURNING``, ``DOUBLE PRECISION``, integers as
 booleans). The adapter only rewrites placeholders for psycopg and fills two DDL slots
-(``{serial}``, ``{blob}``). The one deliberate fork is :meth:`Database.load_rows`, the bulk
+(``{serial}``, ``{key}``). The one deliberate fork is :meth:`Database.load_rows`, the bulk
 load into a temp table: ``COPY`` on PostgreSQL, ``executemany`` on SQLite; what follows the
 load is shared SQL again.
 
@@ -20,6 +20,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+# Identifier columns (hex ids, store ids) compare byte-wise: with the "C" collation PostgreSQL
+# uses memcmp instead of strcoll in every index probe and sort (SQLite's default is binary).
+KEY_POSTGRES = 'TEXT COLLATE "C"'
 
 
 def is_postgres(url: str) -> bool:
@@ -153,7 +158,7 @@ class Database:
 
     def ddl(self, script: str) -> str:
         serial = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY"
-        return script.replace("{serial}", serial)
+        return script.replace("{serial}", serial).replace("{key}", KEY_POSTGRES if self.postgres else "TEXT")
 
     def open(self) -> Connection:
         if self.postgres:

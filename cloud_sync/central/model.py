@@ -29,14 +29,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from footfall.cloud_sync.central.db import Connection, Database
+from footfall.cloud_sync.central.db import KEY_POSTGRES, Connection, Database
 
 SCHEMA_VERSION = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hubs (
-    hub_id TEXT PRIMARY KEY,
+    hub_id {key} PRIMARY KEY,
     name TEXT NOT NULL DEFAULT '',
     secret TEXT NOT NULL,
     created DOUBLE PRECISION NOT NULL,
@@ -47,20 +47,20 @@ CREATE TABLE IF NOT EXISTS hubs (
     records BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS applied_batches (
-    batch_id TEXT PRIMARY KEY,
-    hub_id TEXT NOT NULL,
+    batch_id {key} PRIMARY KEY,
+    hub_id {key} NOT NULL,
     seq BIGINT NOT NULL,
     received DOUBLE PRECISION NOT NULL,
     records INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nonces (
-    hub_id TEXT NOT NULL,
-    nonce TEXT NOT NULL,
+    hub_id {key} NOT NULL,
+    nonce {key} NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (hub_id, nonce)
 );
 CREATE TABLE IF NOT EXISTS profiles (
-    device TEXT PRIMARY KEY,
+    device {key} PRIMARY KEY,
     first_seen DOUBLE PRECISION NOT NULL,
     last_seen DOUBLE PRECISION NOT NULL,
     visits BIGINT NOT NULL,
@@ -69,8 +69,8 @@ CREATE TABLE IF NOT EXISTS profiles (
     updated DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS profile_stores (
-    device TEXT NOT NULL,
-    store TEXT NOT NULL,
+    device {key} NOT NULL,
+    store {key} NOT NULL,
     first_seen DOUBLE PRECISION NOT NULL,
     last_seen DOUBLE PRECISION NOT NULL,
     visits BIGINT NOT NULL,
@@ -82,31 +82,31 @@ CREATE TABLE IF NOT EXISTS profile_stores (
     PRIMARY KEY (device, store)
 );
 CREATE TABLE IF NOT EXISTS identifiers (
-    device TEXT NOT NULL,
-    type TEXT NOT NULL,
-    value TEXT NOT NULL,
+    device {key} NOT NULL,
+    type {key} NOT NULL,
+    value {key} NOT NULL,
     active INTEGER NOT NULL DEFAULT 1,
     added DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (device, type, value)
 );
 CREATE INDEX IF NOT EXISTS identifiers_value ON identifiers (type, value) WHERE type <> 'mac_hash';
 CREATE TABLE IF NOT EXISTS consents (
-    device TEXT PRIMARY KEY,
+    device {key} PRIMARY KEY,
     pd_consent INTEGER NOT NULL,
     given DOUBLE PRECISION,
     withdrawn DOUBLE PRECISION,
     source TEXT
 );
 CREATE TABLE IF NOT EXISTS optouts (
-    device TEXT PRIMARY KEY,
+    device {key} PRIMARY KEY,
     ts DOUBLE PRECISION NOT NULL,
     source TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS profile_events (
     id {serial},
-    event_key TEXT NOT NULL UNIQUE,
-    device TEXT NOT NULL,
-    store TEXT,
+    event_key {key} NOT NULL UNIQUE,
+    device {key} NOT NULL,
+    store {key},
     kind TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
     data TEXT NOT NULL DEFAULT '{}'
@@ -114,7 +114,7 @@ CREATE TABLE IF NOT EXISTS profile_events (
 CREATE INDEX IF NOT EXISTS profile_events_device ON profile_events (device, ts);
 CREATE INDEX IF NOT EXISTS profile_events_ts ON profile_events (ts);
 CREATE TABLE IF NOT EXISTS daily_aggregates (
-    store TEXT NOT NULL,
+    store {key} NOT NULL,
     day TEXT NOT NULL,
     visitors BIGINT,
     passersby BIGINT,
@@ -125,7 +125,7 @@ CREATE TABLE IF NOT EXISTS daily_aggregates (
     PRIMARY KEY (store, day)
 );
 CREATE TABLE IF NOT EXISTS store_health (
-    store TEXT PRIMARY KEY,
+    store {key} PRIMARY KEY,
     sensors_total INTEGER,
     sensors_stale INTEGER,
     sensors_failing INTEGER,
@@ -133,7 +133,7 @@ CREATE TABLE IF NOT EXISTS store_health (
     ts DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS scenario_results (
-    store TEXT NOT NULL,
+    store {key} NOT NULL,
     scenario TEXT NOT NULL,
     period TEXT NOT NULL,
     data TEXT NOT NULL,
@@ -149,7 +149,7 @@ CREATE TABLE IF NOT EXISTS segments (
     created_by TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS segment_versions (
-    segment_id TEXT NOT NULL,
+    segment_id {key} NOT NULL,
     version INTEGER NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
     size BIGINT NOT NULL,
@@ -159,8 +159,8 @@ CREATE TABLE IF NOT EXISTS segment_versions (
 );
 CREATE TABLE IF NOT EXISTS export_items (
     id {serial},
-    export_id TEXT NOT NULL,
-    device TEXT NOT NULL,
+    export_id {key} NOT NULL,
+    device {key} NOT NULL,
     payload TEXT NOT NULL,
     created DOUBLE PRECISION NOT NULL
 );
@@ -168,7 +168,7 @@ CREATE INDEX IF NOT EXISTS export_items_export ON export_items (export_id, id);
 CREATE INDEX IF NOT EXISTS export_items_device ON export_items (device);
 CREATE TABLE IF NOT EXISTS pushback (
     id {serial},
-    store TEXT,
+    store {key},
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL
@@ -202,8 +202,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
 # Temp tables of the bulk profile path (per connection).
 _TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS in_profiles (
-    device TEXT NOT NULL,
-    store TEXT NOT NULL,
+    device {key} NOT NULL,
+    store {key} NOT NULL,
     first_seen DOUBLE PRECISION NOT NULL,
     last_seen DOUBLE PRECISION NOT NULL,
     visits BIGINT NOT NULL,
@@ -259,7 +259,8 @@ def _ensure_temp(conn: Connection) -> None:
     # PostgreSQL never vacuums temp tables, so rows deleted there would pile up as dead tuples
     # for the life of the connection; ON COMMIT DELETE ROWS truncates instead. SQLite's
     # unqualified DELETE is a truncate too.
-    conn.execute(_TEMP + (" ON COMMIT DELETE ROWS" if conn.postgres else ""))
+    temp = _TEMP.replace("{key}", KEY_POSTGRES if conn.postgres else "TEXT")
+    conn.execute(temp + (" ON COMMIT DELETE ROWS" if conn.postgres else ""))
 
 
 class RecordError(ValueError):
