@@ -25,8 +25,9 @@ Vocabulary
 
 Staff and fixed devices (``excluded``) are left out unless ``include_excluded=True``.
 
-Speed: every query reads small per-day summary tables (migration 2 in ``store.py``:
-``agg_hour``, ``agg_dwell``, ``visitor_days``, ``agg_gap``, ``agg_freq``), never millions of raw
+Speed: every query reads small per-day summary tables (migrations 2 and 5 in ``store.py``:
+``agg_hour``, ``agg_dwell``, ``visitor_days``, ``agg_gap``, ``agg_freq``, ``agg_day``, ``agg_prev``,
+``agg_loyalty_day``), never millions of raw
 rows. Ingest never writes them (it pays nothing): ``refresh_summaries`` recomputes a day
 from its raw visits when the day's fingerprint changes; the dashboard server runs it every
 few seconds, so today's figures lag ingest by at most that. Days whose raw visits retention

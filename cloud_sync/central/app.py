@@ -13,7 +13,6 @@ database, so several service processes behind a load balancer share one replay c
 dependencies defined inside :func:`create_app`.)
 """
 
-
 import gzip
 import io
 import json

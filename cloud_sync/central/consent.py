@@ -43,6 +43,7 @@ def withdraw_consent(conn: Connection, device: str, *, ts: float | None = None) 
     """Delete the profile's personal data everywhere; keep the fact and date; tell the hubs."""
     ts = time.time() if ts is None else ts
     with conn.transaction():
+        model.write_lock(conn)
         phones = conn.execute(
             "DELETE FROM identifiers WHERE device = ? AND type IN ('phone_md5', 'mac_md5')", (device,)
         ).rowcount
@@ -68,6 +69,7 @@ def optout(conn: Connection, device: str, *, source: str = "central", ts: float 
     """Erase the device's profile and stop it being tracked anywhere; False if already out."""
     ts = time.time() if ts is None else ts
     with conn.transaction():
+        model.write_lock(conn)  # a batch being applied cannot re-create the profile behind us
         new = (
             conn.execute(
                 "INSERT INTO optouts (device, ts, source) VALUES (?, ?, ?) ON CONFLICT (device) DO NOTHING",

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 # Identifier columns (hex ids, store ids) compare byte-wise: with the "C" collation PostgreSQL
 # uses memcmp instead of strcoll in every index probe and sort (SQLite's default is binary).
 KEY_POSTGRES = 'TEXT COLLATE "C"'

@@ -255,6 +255,21 @@ def init(db: Database) -> None:
         )
 
 
+WRITE_LOCK = 7_342_001  # PostgreSQL advisory lock id: the chain's profile writer
+
+
+def write_lock(conn: Connection) -> None:
+    """Serialise profile writers until the end of the transaction.
+
+    The chain-wide roll-up reads every store's row of a device and writes the sum; two batches
+    touching the same device at once under READ COMMITTED would each miss the other's row
+    (a lost update). SQLite's ``BEGIN IMMEDIATE`` already serialises writers; PostgreSQL gets
+    one transaction-scoped advisory lock. Authentication, decompression and validation of
+    concurrent requests still run in parallel; only the apply step queues."""
+    if conn.postgres:
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+
+
 def _ensure_temp(conn: Connection) -> None:
     # PostgreSQL never vacuums temp tables, so rows deleted there would pile up as dead tuples
     # for the life of the connection; ON COMMIT DELETE ROWS truncates instead. SQLite's
@@ -345,14 +360,13 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
     if len(newest) < len(rows):
         rows = list(newest.values())
     with conn.transaction():
+        write_lock(conn)
         _ensure_temp(conn)
         conn.load_rows("in_profiles", PROFILE_COLUMNS, rows)
         n = len(rows) - conn.execute("DELETE FROM in_profiles WHERE device IN (SELECT device FROM optouts)").rowcount
         cols = ", ".join(PROFILE_COLUMNS)
         sets = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS[2:])
         conn.execute(
-            # Rows in device order everywhere: two hubs' batches applied at once then lock shared
-            # profiles in the same order and cannot deadlock.
             f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true ORDER BY device, store "
             f"ON CONFLICT (device, store) DO UPDATE SET {sets} WHERE excluded.updated >= profile_stores.updated"
         )
@@ -367,8 +381,8 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
         )
         if conn.postgres:
             # The temp table has no statistics; the planner would hash-join a full scan of
-            # profile_stores for every batch (cost growing with the table). Probing the primary
-            # key per touched device stays flat.
+            # profile_stores for every batch (a cost growing with the table). Probing the
+            # primary key per touched device stays flat.
             conn.execute("SET LOCAL enable_hashjoin = off")
             conn.execute("SET LOCAL enable_mergejoin = off")
         conn.execute(
@@ -651,6 +665,7 @@ def apply_batch(db: Database, hub: str, batch: Mapping[str, Any], *, now: float 
     transaction, so a concurrent or later replay finds it taken and changes nothing."""
     now = time.time() if now is None else now
     with db.connect() as conn, conn.transaction():
+        write_lock(conn)
         claimed = conn.execute(
             "INSERT INTO applied_batches (batch_id, hub_id, seq, received, records) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (batch_id) DO NOTHING",

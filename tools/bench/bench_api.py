@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import threading
@@ -100,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         import httpx
         import uvicorn
 
-        from tests.conftest import free_port, wait_port
-
-        port = free_port()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         threading.Thread(target=server.run, daemon=True).start()
-        wait_port(port)
+        while not server.started:
+            time.sleep(0.05)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers)
         mode = "uvicorn over HTTP"
     else:

@@ -28,7 +28,6 @@ import json
 import os
 import random
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -104,30 +103,6 @@ def bulk(db: Database, rows: list[tuple]) -> tuple[float, float]:
     return wall, cpu
 
 
-def parallel_bulk(db: Database, rows: list[tuple], workers: int) -> float:
-    """Wall seconds to upsert ``rows`` from ``workers`` connections at once, each taking whole
-    stores (as concurrent hub batches do)."""
-    shards: list[list[tuple]] = [[] for _ in range(workers)]
-    for row in rows:
-        shards[hash(row[1]) % workers].append(row)
-    conns = [db.open() for _ in range(workers)]
-
-    def work(conn: Any, shard: list[tuple]) -> None:
-        for i in range(0, len(shard), BATCH):
-            model.upsert_profiles(conn, shard[i : i + BATCH])
-
-    threads = [threading.Thread(target=work, args=(c, sh)) for c, sh in zip(conns, shards, strict=True)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    for c in conns:
-        c.close()
-    return wall
-
-
 def bench_engine(db: Database, records: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
     model.init(db)
     rows = [model.profile_row(store, rec["key"], rec["data"]) for store, rec in records]
@@ -139,8 +114,6 @@ def bench_engine(db: Database, records: list[tuple[str, dict[str, Any]]]) -> dic
     out.update(insert=n / wall, insert_cpu=n / cpu)
     wall, cpu = bulk(db, [r[:9] + (r[9] + 3600.0,) for r in rows])
     out.update(update=n / wall, update_cpu=n / cpu)
-    if db.postgres:
-        out["update_parallel"] = n / parallel_bulk(db, [r[:9] + (r[9] + 7200.0,) for r in rows], 2)
     with db.connect() as conn:
         for t in ("profiles", "profile_stores", "identifiers", "applied_batches"):
             conn.execute(f"DELETE FROM {t}")
@@ -195,25 +168,26 @@ def main(argv: list[str] | None = None) -> int:
             db.close()
     else:
         print("PostgreSQL not reachable: skipped")
-    print(f"{'engine':<12}{'insert/s':>10}{'(cpu)':>9}{'update/s':>10}{'(cpu)':>9}{'2 conns':>9}{'apply/s':>9}")
+    print(f"{'engine':<12}{'insert/s':>10}{'(cpu)':>9}{'update/s':>10}{'(cpu)':>9}{'apply/s':>9}")
     for engine, r in results.items():
-        par = f"{r['update_parallel']:>9,.0f}" if "update_parallel" in r else f"{'-':>9}"
         print(
             f"{engine:<12}{r['insert']:>10,.0f}{r['insert_cpu']:>9,.0f}{r['update']:>10,.0f}{r['update_cpu']:>9,.0f}"
-            f"{par}{r['apply']:>9,.0f}"
+            f"{r['apply']:>9,.0f}"
         )
     print("(cpu): per CPU-second of this process plus, for PostgreSQL, its backend; the others per wall second")
     for engine, r in results.items():
         print(
-            f"{engine}: update/insert {r['update'] / r['insert']:.2f}x, batch apply/bulk {r['apply'] / r['update']:.2f}x"
+            f"{engine}: update/insert {r['update'] / r['insert']:.2f}x, "
+            f"batch apply/bulk {r['apply'] / r['update']:.2f}x"
         )
     if len(results) == 2:
         pg, lite = results["postgresql"], results["sqlite"]
         keys = ("insert", "insert_cpu", "update", "update_cpu", "apply")
         print("postgresql/sqlite: " + ", ".join(f"{k} {pg[k] / lite[k]:.2f}x" for k in keys))
-        best = max(pg["update"], pg["update_parallel"], pg["update_cpu"])
+        best = max(pg["insert"], pg["update"])
         print(
-            f"target >= 20,000/s into PostgreSQL: best measured {best:,.0f}/s ({'met' if best >= 20_000 else 'NOT met'})"
+            f"target >= 20,000/s into PostgreSQL (wall): best measured {best:,.0f}/s "
+            f"({'met' if best >= 20_000 else 'NOT met'})"
         )
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     w = wire(records)

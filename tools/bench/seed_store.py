@@ -34,7 +34,7 @@ _WEEKDAY = np.array([0.85, 0.85, 0.9, 0.95, 1.1, 1.4, 0.9])  # Monday..Sunday
 
 # Part of the cache file name: bump when the generator or the summaries change. Newer schema
 # migrations alone need no bump: opening the cached file migrates it.
-SEED_FORMAT = 2
+SEED_FORMAT = 3
 
 
 def default_path(visits: int, days: int, end: date, seed: int, tz: str) -> Path:
