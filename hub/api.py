@@ -26,11 +26,11 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from footfall.hub import auth, metrics, store
+from footfall.hub import auth, metrics, prometheus, store
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -594,6 +594,19 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         if _format(format) == "csv":
             return _csv_response(out["reasons"], "rejects")
         return _json(out)
+
+    # Fleet health for Prometheus (scrape with an API key as the bearer token).
+    @app.get("/metrics", tags=["health"], dependencies=authed, response_class=PlainTextResponse)
+    def prometheus_metrics(conn: Conn) -> PlainTextResponse:
+        text = prometheus.exposition(conn, now=settings.clock(), stale_after_s=settings.stale_after_s)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    # O2O retargeting: reports behind the hub's login; the POS and share links carry their own keys.
+    from footfall.hub.o2o import web as o2o_web
+
+    app.include_router(o2o_web.report_router(db_path), dependencies=authed)
+    app.include_router(o2o_web.pos_router(db_path))
+    app.include_router(o2o_web.share_router(db_path))
 
     # /api/<name>/csv: the same data as ?format=csv, for links and spreadsheet imports.
     @app.get("/api/{name}/csv", tags=["metrics"], dependencies=authed)

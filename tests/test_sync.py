@@ -221,7 +221,7 @@ def make_hub(path: Path, n_devices: int = 40, days: int = 4) -> Any:
 
 def config(db: Path, url: str, **kw: Any) -> SyncConfig:
     base = dict(site=SITE, db=str(db), timezone=TZ, url=url, allow_http=True, backoff_base_s=0.02,
-                backoff_cap_s=0.2, connect_timeout_s=1.0, read_timeout_s=2.0, sensors=["s1", "s2"])  # fmt: skip
+                backoff_cap_s=0.2, connect_timeout_s=5.0, read_timeout_s=10.0, sensors=["s1", "s2"])  # fmt: skip
     return SyncConfig(**(base | kw))
 
 

@@ -359,10 +359,11 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
             newest[(row[0], row[1])] = row
     if len(newest) < len(rows):
         rows = list(newest.values())
+    prepared = conn.prepare_rows(rows)  # before the lock: overlaps other writers' database work
     with conn.transaction():
         write_lock(conn)
         _ensure_temp(conn)
-        conn.load_rows("in_profiles", PROFILE_COLUMNS, rows)
+        conn.load_rows("in_profiles", PROFILE_COLUMNS, prepared)
         n = len(rows) - conn.execute("DELETE FROM in_profiles WHERE device IN (SELECT device FROM optouts)").rowcount
         cols = ", ".join(PROFILE_COLUMNS)
         sets = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS[2:])
