@@ -43,7 +43,7 @@ def withdraw_consent(conn: Connection, device: str, *, ts: float | None = None) 
     """Delete the profile's personal data everywhere; keep the fact and date; tell the hubs."""
     ts = time.time() if ts is None else ts
     with conn.transaction():
-        model.write_lock(conn)
+        model.write_lock(conn, exclusive=True)
         phones = conn.execute(
             "DELETE FROM identifiers WHERE device = ? AND type IN ('phone_md5', 'mac_md5')", (device,)
         ).rowcount
@@ -69,7 +69,7 @@ def optout(conn: Connection, device: str, *, source: str = "central", ts: float 
     """Erase the device's profile and stop it being tracked anywhere; False if already out."""
     ts = time.time() if ts is None else ts
     with conn.transaction():
-        model.write_lock(conn)  # a batch being applied cannot re-create the profile behind us
+        model.write_lock(conn, exclusive=True)  # no batch in flight can re-create the profile after us
         new = (
             conn.execute(
                 "INSERT INTO optouts (device, ts, source) VALUES (?, ?, ?) ON CONFLICT (device) DO NOTHING",
@@ -77,7 +77,7 @@ def optout(conn: Connection, device: str, *, source: str = "central", ts: float 
             ).rowcount
             > 0
         )
-        for table in ("profiles", "profile_stores", "identifiers", "profile_events", "consents", "export_items"):
+        for table in ("profile_stores", "identifiers", "profile_events", "consents", "export_items"):
             conn.execute(f"DELETE FROM {table} WHERE device = ?", (device,))
         _strip_from_segments(conn, device)
         if new:
@@ -112,12 +112,18 @@ def enforce_retention(conn: Connection, policy: Retention, *, now: float | None 
             "DELETE FROM profile_events WHERE ts < ? AND kind <> 'consent_withdrawn'", (now - policy.events_days * DAY,)
         ).rowcount
         horizon = now - policy.profiles_days * DAY
-        stale = "SELECT device FROM profiles WHERE last_seen < ?"
+        # A profile expires when no store has seen it since the horizon (the view's last_seen).
+        stale = [r[0] for r in conn.all("SELECT device FROM profiles WHERE last_seen < ?", (horizon,))]
+        out["profiles"] = len(stale)
         for table in ("identifiers", "profile_events", "export_items", "profile_stores"):
-            out[table] = conn.execute(f"DELETE FROM {table} WHERE device IN ({stale})", (horizon,)).rowcount
-        # Consents of expired profiles go too, except the bare fact of a withdrawal.
-        conn.execute(f"DELETE FROM consents WHERE withdrawn IS NULL AND device IN ({stale})", (horizon,))
-        out["profiles"] = conn.execute("DELETE FROM profiles WHERE last_seen < ?", (horizon,)).rowcount
+            out[table] = 0
+        for i in range(0, len(stale), 500):
+            chunk = stale[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for table in ("identifiers", "profile_events", "export_items", "profile_stores"):
+                out[table] += conn.execute(f"DELETE FROM {table} WHERE device IN ({marks})", chunk).rowcount
+            # Consents of expired profiles go too, except the bare fact of a withdrawal.
+            conn.execute(f"DELETE FROM consents WHERE withdrawn IS NULL AND device IN ({marks})", chunk)
         out["nonces"] = conn.execute("DELETE FROM nonces WHERE ts < ?", (now - 2 * policy.nonce_window_s,)).rowcount
         out["batches"] = conn.execute(
             "DELETE FROM applied_batches WHERE received < ?", (now - policy.batches_days * DAY,)

@@ -3,7 +3,7 @@
 Every statement is written once, with ``?`` placeholders, in the subset both engines share
 (``INSERT ... ON CONFLICT ... DO UPDATE``, ``RETURNING``, ``DOUBLE PRECISION``, integers as
 booleans). The adapter only rewrites placeholders for psycopg and fills two DDL slots
-(``{serial}``, ``{key}``). The one deliberate fork is :meth:`Database.load_rows`, the bulk
+(``{serial}``, ``{key}``, ``{create_view}``). The one deliberate fork is :meth:`Database.load_rows`, the bulk
 load into a temp table: ``COPY`` on PostgreSQL, ``executemany`` on SQLite; what follows the
 load is shared SQL again.
 
@@ -174,7 +174,10 @@ class Database:
 
     def ddl(self, script: str) -> str:
         serial = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY"
-        return script.replace("{serial}", serial).replace("{key}", KEY_POSTGRES if self.postgres else "TEXT")
+        # PostgreSQL has no CREATE VIEW IF NOT EXISTS, SQLite no CREATE OR REPLACE VIEW.
+        view = "CREATE OR REPLACE VIEW" if self.postgres else "CREATE VIEW IF NOT EXISTS"
+        key = KEY_POSTGRES if self.postgres else "TEXT"
+        return script.replace("{serial}", serial).replace("{key}", key).replace("{create_view}", view)
 
     def open(self) -> Connection:
         if self.postgres:

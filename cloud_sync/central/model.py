@@ -4,7 +4,10 @@ Modelled on the CDPs of seed 003:
 
 - **profile**: one per chain-wide device id (the keyed MAC hash is the same in every store,
   so the same phone seen by three hubs is one profile). ``profile_stores`` keeps per-store
-  stats; ``profiles`` holds the chain-wide roll-up, recomputed from them on every upsert.
+  stats, one row per (device, store); ``profiles`` is a view rolling them up per device.
+  A view rather than a table kept in step: the merged profile is always exact, nothing has to
+  re-read and re-write it on every sync (half the write cost), and two hubs' batches touching
+  the same device never race on a shared row.
 - **identifiers**: ``(type, value, active, added)``. ``mac_hash`` is informational (never a
   contact channel); ``phone_md5`` exists only while a personal-data processing consent is
   recorded. As in the CDP, a new identifier of a type deactivates the older ones of that type.
@@ -25,7 +28,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,15 +62,6 @@ CREATE TABLE IF NOT EXISTS nonces (
     ts DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (hub_id, nonce)
 );
-CREATE TABLE IF NOT EXISTS profiles (
-    device {key} PRIMARY KEY,
-    first_seen DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL,
-    visits BIGINT NOT NULL,
-    dwell_s DOUBLE PRECISION NOT NULL,
-    stores INTEGER NOT NULL,
-    updated DOUBLE PRECISION NOT NULL
-);
 CREATE TABLE IF NOT EXISTS profile_stores (
     device {key} NOT NULL,
     store {key} NOT NULL,
@@ -89,6 +83,11 @@ CREATE TABLE IF NOT EXISTS identifiers (
     added DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (device, type, value)
 );
+{create_view} profiles AS
+    SELECT device, MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen,
+           CAST(SUM(visits) AS BIGINT) AS visits, SUM(dwell_s) AS dwell_s, COUNT(*) AS stores,
+           MAX(updated) AS updated
+    FROM profile_stores GROUP BY device;
 CREATE INDEX IF NOT EXISTS identifiers_value ON identifiers (type, value) WHERE type <> 'mac_hash';
 CREATE TABLE IF NOT EXISTS consents (
     device {key} PRIMARY KEY,
@@ -247,27 +246,26 @@ def init(db: Database) -> None:
         if conn.postgres:
             # Room in each page for the new version of an updated row (HOT updates): profiles
             # are rewritten at every sync, and no index covers the columns that change.
-            for table in ("profiles", "profile_stores"):
-                conn.execute(f"ALTER TABLE {table} SET (fillfactor = 80)")
+            conn.execute("ALTER TABLE profile_stores SET (fillfactor = 80)")
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
             (str(SCHEMA_VERSION),),
         )
 
 
-WRITE_LOCK = 7_342_001  # PostgreSQL advisory lock id: the chain's profile writer
+WRITE_LOCK = 7_342_001  # PostgreSQL advisory lock id: profile writers vs erasures
 
 
-def write_lock(conn: Connection) -> None:
-    """Serialise profile writers until the end of the transaction.
+def write_lock(conn: Connection, *, exclusive: bool = False) -> None:
+    """Order profile writers against erasures until the end of the transaction.
 
-    The chain-wide roll-up reads every store's row of a device and writes the sum; two batches
-    touching the same device at once under READ COMMITTED would each miss the other's row
-    (a lost update). SQLite's ``BEGIN IMMEDIATE`` already serialises writers; PostgreSQL gets
-    one transaction-scoped advisory lock. Authentication, decompression and validation of
-    concurrent requests still run in parallel; only the apply step queues."""
+    Batches take the lock shared (they run in parallel: each writes its own (device, store)
+    rows); an opt-out or consent withdrawal takes it exclusive, so no batch that checked the
+    opt-out list before the erasure committed can re-create the profile after it. SQLite's
+    ``BEGIN IMMEDIATE`` already serialises every writer."""
     if conn.postgres:
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        conn.execute(f"SELECT {fn}(?)", (WRITE_LOCK,))
 
 
 def _ensure_temp(conn: Connection) -> None:
@@ -345,8 +343,9 @@ def profile_row(store: str, key: Any, data: Mapping[str, Any]) -> tuple:
 
 
 def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | None = None) -> int:
-    """Bulk upsert of ``profile_stores`` rows (see :data:`PROFILE_COLUMNS`) and the chain-wide
-    roll-up of the touched profiles. Opted-out devices are skipped. Returns rows loaded."""
+    """Bulk upsert of ``profile_stores`` rows (see :data:`PROFILE_COLUMNS`): load into a temp
+    table, then one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``. Opted-out devices are
+    skipped. Returns the rows loaded."""
     if not rows:
         return 0
     now = time.time() if now is None else now
@@ -359,41 +358,26 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
             newest[(row[0], row[1])] = row
     if len(newest) < len(rows):
         rows = list(newest.values())
-    prepared = conn.prepare_rows(rows)  # before the lock: overlaps other writers' database work
+    prepared = conn.prepare_rows(rows)  # before any lock or transaction: pure Python
     with conn.transaction():
         write_lock(conn)
         _ensure_temp(conn)
         conn.load_rows("in_profiles", PROFILE_COLUMNS, prepared)
         n = len(rows) - conn.execute("DELETE FROM in_profiles WHERE device IN (SELECT device FROM optouts)").rowcount
-        cols = ", ".join(PROFILE_COLUMNS)
-        sets = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS[2:])
-        conn.execute(
-            f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true ORDER BY device, store "
-            f"ON CONFLICT (device, store) DO UPDATE SET {sets} WHERE excluded.updated >= profile_stores.updated"
-        )
-        # The hashed MAC is the profile's informational identifier (never a contact channel);
-        # written once, when the profile is new (an anti-join is cheaper than a failed insert).
+        # The hashed MAC is the profile's informational identifier (never a contact channel),
+        # written once, when the device is new (an anti-join is cheaper than failed inserts).
         conn.execute(
             "INSERT INTO identifiers (device, type, value, active, added) "
             "SELECT DISTINCT i.device, 'mac_hash', i.device, 1, ? FROM in_profiles i "
-            "WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.device = i.device) ORDER BY i.device "
+            "WHERE NOT EXISTS (SELECT 1 FROM profile_stores p WHERE p.device = i.device) "
             "ON CONFLICT (device, type, value) DO NOTHING",
             (now,),
         )
-        if conn.postgres:
-            # The temp table has no statistics; the planner would hash-join a full scan of
-            # profile_stores for every batch (a cost growing with the table). Probing the
-            # primary key per touched device stays flat.
-            conn.execute("SET LOCAL enable_hashjoin = off")
-            conn.execute("SET LOCAL enable_mergejoin = off")
+        cols = ", ".join(PROFILE_COLUMNS)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS[2:])
         conn.execute(
-            "INSERT INTO profiles (device, first_seen, last_seen, visits, dwell_s, stores, updated) "
-            "SELECT ps.device, MIN(ps.first_seen), MAX(ps.last_seen), SUM(ps.visits), SUM(ps.dwell_s), COUNT(*), "
-            "MAX(ps.updated) FROM profile_stores ps WHERE ps.device IN (SELECT device FROM in_profiles) "
-            "GROUP BY ps.device ORDER BY ps.device "
-            "ON CONFLICT (device) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen, "
-            "visits = excluded.visits, dwell_s = excluded.dwell_s, stores = excluded.stores, "
-            "updated = excluded.updated"
+            f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true "
+            f"ON CONFLICT (device, store) DO UPDATE SET {sets} WHERE excluded.updated >= profile_stores.updated"
         )
         if not conn.postgres:
             conn.execute("DELETE FROM in_profiles")
@@ -455,25 +439,25 @@ def _optout_set(conn: Connection, devices: Iterable[str]) -> set[str]:
     return out
 
 
-def apply_records(conn: Connection, store: str, records: Sequence[Any], *, now: float | None = None) -> ApplyResult:
-    """Apply one batch's records inside the caller's transaction. A bad record is counted and
-    skipped with its index and reason; it never costs the good records their place."""
+Op = Callable[[Connection], None]
+
+
+@dataclass
+class Plan:
+    """A batch's records validated and turned into database work, before any lock is taken."""
+
+    result: ApplyResult
+    devices: dict[int, str]  # record index -> device, for the opt-out filter
+    profiles: list[tuple[int, tuple]] = field(default_factory=list)
+    personal: list[tuple[int, Callable[[Connection], bool]]] = field(default_factory=list)
+    ops: list[tuple[int, Op]] = field(default_factory=list)
+
+
+def plan_records(store: str, records: Sequence[Any], *, now: float | None = None) -> Plan:
+    """Validate every record (pure Python, no database). A bad record is counted and skipped
+    with its index and reason; it never costs the good records their place."""
     now = time.time() if now is None else now
-    result = ApplyResult()
-    devices = [
-        r.get("data", {}).get("device", r.get("key"))
-        for r in records
-        if isinstance(r, dict) and isinstance(r.get("data"), dict)
-    ]
-    opted_out = _optout_set(conn, [d for d in devices if isinstance(d, str)])
-    profiles: list[tuple] = []
-    personal: list[tuple[str, Mapping[str, Any]]] = []
-
-    def reject(i: int, why: str) -> None:
-        result.rejected += 1
-        if len(result.errors) < 20:
-            result.errors.append(f"record {i}: {why}")
-
+    plan = Plan(ApplyResult(), {})
     for i, rec in enumerate(records):
         try:
             if not isinstance(rec, dict) or not isinstance(rec.get("data"), dict):
@@ -482,37 +466,58 @@ def apply_records(conn: Connection, store: str, records: Sequence[Any], *, now: 
             if kind not in RECORD_KINDS:
                 raise RecordError(f"unknown kind {kind!r}")
             if kind in ("profile", "segment_change", "event"):
-                device = _ident(data.get("device", key), "device")
-                if device in opted_out:
-                    result.dropped_optout += 1
-                    continue
+                plan.devices[i] = _ident(data.get("device", key), "device")
             if kind == "profile":
-                profiles.append(profile_row(store, key, data))
+                row = profile_row(store, key, data)
+                plan.profiles.append((i, row))
                 if any(data.get(k) is not None for k in PERSONAL_FIELDS):
-                    personal.append((profiles[-1][0], data))
+                    plan.personal.append((i, _personal(row[0], data, now)))
             elif kind == "segment_change":
-                _segment_change(conn, store, device, data)
+                plan.ops.append((i, _segment_change(store, plan.devices[i], data)))
             elif kind == "event":
-                _event(conn, store, device, key, data)
+                plan.ops.append((i, _event(store, plan.devices[i], key, data)))
             elif kind == "daily_aggregate":
-                _daily(conn, store, key, data, now)
+                plan.ops.append((i, _daily(store, key, data, now)))
             elif kind == "scenario_result":
-                _scenario(conn, store, key, data, now)
+                plan.ops.append((i, _scenario(store, key, data, now)))
             elif kind == "health":
-                _health(conn, store, data, now)
-            result.accepted += 1
+                plan.ops.append((i, _health(store, data, now)))
         except RecordError as exc:
-            reject(i, str(exc))
-    upsert_profiles(conn, profiles, now=now)
-    for device, data in personal:
-        if not _personal(conn, device, data, now):
+            plan.devices.pop(i, None)
+            plan.result.rejected += 1
+            if len(plan.result.errors) < 20:
+                plan.result.errors.append(f"record {i}: {exc}")
+    return plan
+
+
+def run_plan(conn: Connection, plan: Plan, *, now: float | None = None) -> ApplyResult:
+    """Apply a plan inside the caller's transaction (which holds :func:`write_lock`)."""
+    now = time.time() if now is None else now
+    result = plan.result
+    out = _optout_set(conn, plan.devices.values())
+    dropped = {i for i, d in plan.devices.items() if d in out}
+    result.dropped_optout += len(dropped)
+    for i, op in plan.ops:
+        if i not in dropped:
+            op(conn)
+            result.accepted += 1
+    rows = [row for i, row in plan.profiles if i not in dropped]
+    upsert_profiles(conn, rows, now=now)
+    result.accepted += len(rows)
+    for i, op in plan.personal:
+        if i not in dropped and not op(conn):
             result.dropped_no_consent += 1
     return result
 
 
-def _personal(conn: Connection, device: str, data: Mapping[str, Any], now: float) -> bool:
+def apply_records(conn: Connection, store: str, records: Sequence[Any], *, now: float | None = None) -> ApplyResult:
+    """Validate and apply one batch's records inside the caller's transaction."""
+    return run_plan(conn, plan_records(store, records, now=now), now=now)
+
+
+def _personal(device: str, data: Mapping[str, Any], now: float) -> Callable[[Connection], bool]:
     """Consent first, then the personal identifiers only if a consent is on record (152-FZ).
-    False when personal data arrived without a consent and was dropped.
+    The op returns False when personal data arrived without a consent and was dropped.
 
     A consent arrives as ``"consent": {"pd": true, "ts": <granted>}`` or ``"consent_granted":
     <ts>``; a withdrawal recorded here after that time stands (the hub may not have heard of
@@ -523,13 +528,6 @@ def _personal(conn: Connection, device: str, data: Mapping[str, Any], now: float
         given = _num(consent, "ts", now)
     elif data.get("consent_granted") is not None:
         given = _num(data, "consent_granted")
-    if given is not None:
-        conn.execute(
-            "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, 'hub') "
-            "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
-            "source = excluded.source WHERE consents.withdrawn IS NULL OR consents.withdrawn < excluded.given",
-            (device, given),
-        )
     found = []
     for name, id_type in PERSONAL_IDENTIFIERS.items():
         value = data.get(name)
@@ -538,16 +536,27 @@ def _personal(conn: Connection, device: str, data: Mapping[str, Any], now: float
         if not isinstance(value, str) or not _MD5_RE.match(value.lower()):
             raise RecordError(f"{name} must be 32 hex digits")
         found.append((id_type, value.lower()))
-    if not found:
+
+    def op(conn: Connection) -> bool:
+        if given is not None:
+            conn.execute(
+                "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, 'hub') "
+                "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
+                "source = excluded.source WHERE consents.withdrawn IS NULL OR consents.withdrawn < excluded.given",
+                (device, given),
+            )
+        if not found:
+            return True
+        if not has_consent(conn, device):
+            return False
+        for id_type, value in found:
+            add_identifier(conn, device, id_type, value, now=now)
         return True
-    if not has_consent(conn, device):
-        return False
-    for id_type, value in found:
-        add_identifier(conn, device, id_type, value, now=now)
-    return True
+
+    return op
 
 
-def _segment_change(conn: Connection, store: str, device: str, data: Mapping[str, Any]) -> None:
+def _segment_change(store: str, device: str, data: Mapping[str, Any]) -> Op:
     change = {"enter": "entry", "entry": "entry", "exit": "exit"}.get(data.get("change"))
     if change is None:
         raise RecordError("change must be 'enter' or 'exit'")
@@ -555,44 +564,49 @@ def _segment_change(conn: Connection, store: str, device: str, data: Mapping[str
     if not isinstance(segment, str | int):
         raise RecordError("segment is required")
     ts = _num(data, "ts", required=True)
-    add_event(conn, device, f"segment_{change}", ts, store=store, data={"segment": str(segment)})
+    return lambda conn: add_event(conn, device, f"segment_{change}", ts, store=store, data={"segment": str(segment)})
 
 
-def _event(conn: Connection, store: str, device: str, key: Any, data: Mapping[str, Any]) -> None:
+def _event(store: str, device: str, key: Any, data: Mapping[str, Any]) -> Op:
     kind = data.get("type", data.get("kind"))
     if kind not in EVENT_KINDS:
         raise RecordError(f"event type must be one of {', '.join(EVENT_KINDS)}")
     ts = _num(data, "ts", required=True)
     extra = {k: v for k, v in data.items() if k not in ("type", "kind", "ts", "device", "phone_md5")}
     ekey = f"{store}:{key}" if isinstance(key, str) and key else None
-    add_event(conn, device, kind, ts, store=store, data=extra, key=ekey)
+    return lambda conn: add_event(conn, device, kind, ts, store=store, data=extra, key=ekey)
 
 
-def _daily(conn: Connection, store: str, key: Any, data: Mapping[str, Any], now: float) -> None:
+def _daily(store: str, key: Any, data: Mapping[str, Any], now: float) -> Op:
     day = data.get("day", key)
     if not isinstance(day, str) or not re.match(r"^\d{4}-\d{2}-\d{2}$", day):
         raise RecordError("day must be YYYY-MM-DD")
     visitors = _num(data, "visitors")
     passersby = _num(data, "passersby")
-    conn.execute(
-        "INSERT INTO daily_aggregates (store, day, visitors, passersby, capture_rate, dwell_median_s, data, updated) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (store, day) DO UPDATE SET visitors = excluded.visitors, "
-        "passersby = excluded.passersby, capture_rate = excluded.capture_rate, "
-        "dwell_median_s = excluded.dwell_median_s, data = excluded.data, updated = excluded.updated",
-        (
-            store,
-            day,
-            None if visitors is None else int(visitors),
-            None if passersby is None else int(passersby),
-            _num(data, "capture_rate"),
-            _num(data, "dwell_median_s"),
-            json.dumps(dict(data), sort_keys=True),
-            now,
-        ),
+    params = (
+        store,
+        day,
+        None if visitors is None else int(visitors),
+        None if passersby is None else int(passersby),
+        _num(data, "capture_rate"),
+        _num(data, "dwell_median_s"),
+        json.dumps(dict(data), sort_keys=True, default=str),
+        now,
     )
     health = data.get("sensor_health")
-    if isinstance(health, dict) and isinstance(health.get("sensors"), dict):
-        _daily_health(conn, store, day, health, now)
+
+    def op(conn: Connection) -> None:
+        conn.execute(
+            "INSERT INTO daily_aggregates (store, day, visitors, passersby, capture_rate, dwell_median_s, data, "
+            "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (store, day) DO UPDATE SET "
+            "visitors = excluded.visitors, passersby = excluded.passersby, capture_rate = excluded.capture_rate, "
+            "dwell_median_s = excluded.dwell_median_s, data = excluded.data, updated = excluded.updated",
+            params,
+        )
+        if isinstance(health, dict) and isinstance(health.get("sensors"), dict):
+            _daily_health(conn, store, day, health, now)
+
+    return op
 
 
 def _daily_health(conn: Connection, store: str, day: str, health: Mapping[str, Any], now: float) -> None:
@@ -612,59 +626,66 @@ def _daily_health(conn: Connection, store: str, day: str, health: Mapping[str, A
     failing = [
         name for name, s in health["sensors"].items() if isinstance(s, dict) and s.get("state") in ("failing", "error")
     ]
-    _health(
-        conn,
-        store,
-        {
-            "sensors_total": health.get("sensors_total", len(known)),
-            "sensors_stale": health.get("sensors_stale", len(known - reporting)),
-            "sensors_failing": health.get("sensors_failing", len(failing)),
-            "stale": sorted(known - reporting),
-            "day": day,
-        },
-        now,
-    )
+    try:
+        op = _health(
+            store,
+            {
+                "sensors_total": health.get("sensors_total", len(known)),
+                "sensors_stale": health.get("sensors_stale", len(known - reporting)),
+                "sensors_failing": health.get("sensors_failing", len(failing)),
+                "stale": sorted(known - reporting),
+                "day": day,
+            },
+            now,
+        )
+    except RecordError:
+        return  # the day itself is stored; a malformed health summary only leaves health as it was
+    op(conn)
 
 
-def _scenario(conn: Connection, store: str, key: Any, data: Mapping[str, Any], now: float) -> None:
+def _scenario(store: str, key: Any, data: Mapping[str, Any], now: float) -> Op:
     scenario = data.get("scenario")
     period = data.get("period", key)
     if not isinstance(scenario, str | int) or not isinstance(period, str):
         raise RecordError("scenario and period are required")
-    conn.execute(
+    params = (store, str(scenario), period, json.dumps(dict(data), sort_keys=True, default=str), now)
+    return lambda conn: conn.execute(
         "INSERT INTO scenario_results (store, scenario, period, data, updated) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (store, scenario, period) DO UPDATE SET data = excluded.data, updated = excluded.updated",
-        (store, str(scenario), period, json.dumps(dict(data), sort_keys=True), now),
+        params,
     )
 
 
-def _health(conn: Connection, store: str, data: Mapping[str, Any], now: float) -> None:
+def _health(store: str, data: Mapping[str, Any], now: float) -> Op:
     def count(name: str) -> int | None:
         # "sensors_stale" or the short "stale"
         v = _num(data, name) if name in data else _num(data, name.split("_", 1)[-1])
         return None if v is None else int(v)
 
     ts = _num(data, "ts", now)
-    conn.execute(
+    params = (
+        store,
+        count("sensors_total"),
+        count("sensors_stale"),
+        count("sensors_failing"),
+        json.dumps(dict(data), sort_keys=True, default=str),
+        ts,
+    )
+    return lambda conn: conn.execute(
         "INSERT INTO store_health (store, sensors_total, sensors_stale, sensors_failing, data, ts) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store) DO UPDATE SET sensors_total = excluded.sensors_total, "
         "sensors_stale = excluded.sensors_stale, sensors_failing = excluded.sensors_failing, data = excluded.data, "
         "ts = excluded.ts WHERE excluded.ts >= store_health.ts",
-        (
-            store,
-            count("sensors_total"),
-            count("sensors_stale"),
-            count("sensors_failing"),
-            json.dumps(dict(data), sort_keys=True, default=str),
-            ts,
-        ),
+        params,
     )
 
 
 def apply_batch(db: Database, hub: str, batch: Mapping[str, Any], *, now: float | None = None) -> ApplyResult:
     """Apply a validated batch exactly once: the batch id is claimed first in the same
-    transaction, so a concurrent or later replay finds it taken and changes nothing."""
+    transaction, so a concurrent or later replay finds it taken and changes nothing.
+    Records are validated before the transaction starts."""
     now = time.time() if now is None else now
+    plan = plan_records(hub, batch["records"], now=now)
     with db.connect() as conn, conn.transaction():
         write_lock(conn)
         claimed = conn.execute(
@@ -675,7 +696,7 @@ def apply_batch(db: Database, hub: str, batch: Mapping[str, Any], *, now: float 
         if not claimed:
             conn.execute("UPDATE hubs SET last_sync = ? WHERE hub_id = ?", (now, hub))
             return ApplyResult(duplicate=True)
-        result = apply_records(conn, hub, batch["records"], now=now)
+        result = run_plan(conn, plan, now=now)
         conn.execute(
             "UPDATE hubs SET last_sync = ?, last_seq = CASE WHEN last_seq > ? THEN last_seq ELSE ? END, "
             "batches = batches + 1, records = records + ? WHERE hub_id = ?",
