@@ -5,7 +5,7 @@ loop below; everything after (visits, payloads, the disk buffer, logs) sees the 
 
 Timers run on capture time (the frames' timestamps), so a replayed file produces exactly
 the visits and presence counts that a live sensor would have produced at the time; in live
-mode a ticker thread also advances them while the air is quiet.
+mode the loop also ticks when the source has been quiet for a second.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,6 @@ class Agent:
         self.frames = 0
         self.visits_sent = 0
         self.started = time.time()
-        self._lock: threading.Lock | nullcontext[None] = nullcontext()
         self._next_presence = 0.0
         self._next_health = 0.0
         self._last_health: tuple[float, int] | None = None
@@ -142,68 +140,61 @@ class Agent:
         ssid_hash = self.identifier.ssid_hash
         observe = self.tracker.observe
         channel_of: dict[int | None, int] = {}
-        lock = self._lock
         stop = self._stop
         next_tick = 0.0
         n = 0
         for ts, frame in frames:
             n += 1
-            with lock:
-                p = parse(frame, ts)
-                if p is None:
-                    continue
-                ident = identify(p.sa)
-                if ident is None:
-                    continue
-                freq = p.freq
-                chan = channel_of.get(freq)
-                if chan is None:
-                    chan = channel_of[freq] = channel_mask(freq_to_channel(freq))
-                el = p.elements
-                ssid = el.ssid
-                observe(
-                    ts,
-                    ident[0],
-                    ident[1],
-                    ident[2],
-                    p.rssi,
-                    p.seq,
-                    el.fingerprint,
-                    el.ie_ids,
-                    chan,
-                    ssid_hash(ssid) if ssid else None,
-                )
-                if ts >= next_tick:
-                    self.frames += n
-                    n = 0
-                    self.tick(ts)
-                    next_tick = ts + 1.0
-                    if stop.is_set():
-                        break
+            if ts >= next_tick:
+                self.frames += n
+                n = 0
+                self.tick(ts)
+                next_tick = ts + 1.0
+                if stop.is_set():
+                    break
+            p = parse(frame, ts)
+            if p is None:
+                continue
+            ident = identify(p.sa)
+            if ident is None:
+                continue
+            freq = p.freq
+            chan = channel_of.get(freq)
+            if chan is None:
+                chan = channel_of[freq] = channel_mask(freq_to_channel(freq))
+            el = p.elements
+            ssid = el.ssid
+            observe(ts, ident, p.rssi, p.seq, el, chan, ssid_hash(ssid) if ssid else None)
         self.frames += n
 
     def finish(self, reason: str = "shutdown") -> None:
         """Close every open visit (end of a replayed file, or the agent stopping)."""
-        with self._lock:
-            self.tracker.flush(reason)
+        self.tracker.flush(reason)
 
     def stop(self) -> None:
         self._stop.set()
 
-    def run_live(self, frames: Iterable[tuple[float, bytes]]) -> None:
-        """Live capture: also tick from a thread, so quiet air still expires visits."""
-        self._lock = threading.Lock()
+    def _live(self, source: Any) -> Iterator[tuple[float, bytes]]:
+        """Frames of a live source; while the air is quiet, the timers still run.
 
-        def ticker() -> None:
-            while not self._stop.wait(1.0):
-                with self._lock:
-                    self.tick(time.time())
+        Ticking from inside the loop's own thread (not a timer thread) means the visit state
+        needs no lock on the hot path."""
+        read = getattr(source, "read", None)
+        if read is None:
+            yield from source
+            return
+        while not self._stop.is_set():
+            item = read(1.0)
+            if item is None:
+                if getattr(source, "_closed", False):
+                    return
+                self.tick(time.time())
+                continue
+            yield item
 
-        thread = threading.Thread(target=ticker, name="footfall-ticker", daemon=True)
-        thread.start()
+    def run_live(self, source: Any) -> None:
+        """Live capture until :meth:`stop` or the source closes; then close open visits."""
         try:
-            self.process(frames)
+            self.process(self._live(source))
         finally:
-            self._stop.set()
-            thread.join(timeout=2)
             self.finish()

@@ -20,6 +20,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+
+try:  # CPython's own SHA-256: no OpenSSL call overhead, which dominates for 6-byte inputs
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - other interpreters
+    _sha256 = hashlib.sha256
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,7 +92,7 @@ def load_key(path: str | Path, *, create: bool = False) -> bytes:
 class Identifier:
     """Keyed hashing of MACs with an opt-out list; one per agent (one key, one site)."""
 
-    __slots__ = ("_key", "_cache", "partner_format", "optout", "optout_hits")
+    __slots__ = ("_key", "_cache", "_inner", "_outer", "partner_format", "optout", "optout_hits")
 
     def __init__(
         self,
@@ -101,6 +106,11 @@ class Identifier:
         if partner_format is not None and partner_format not in MAC_FORMATS:
             raise ValueError(f"unknown partner MAC format {partner_format!r}")
         self._key = key
+        # HMAC (RFC 2104) with the padded-key states computed once: the per-MAC cost is two
+        # small hash updates instead of a full HMAC set-up, a third of the time on the hot path.
+        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = _sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = _sha256(bytes(b ^ 0x5C for b in block))
         self._cache: dict[bytes, tuple[bytes, bool, str | None] | None] = {}
         self.partner_format = partner_format
         self.optout: frozenset[str] = frozenset(optout)
@@ -112,7 +122,11 @@ class Identifier:
 
     def device_digest(self, mac: bytes) -> bytes:
         # 16 bytes rather than 32 hex characters: the visit tracker keys its state by this.
-        return hmac.digest(self._key, mac, "sha256")[:16]
+        inner = self._inner.copy()
+        inner.update(mac)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:16]
 
     def ssid_hash(self, ssid: bytes) -> str:
         """Keyed short hash of a directed SSID: linking evidence that reveals no network name."""

@@ -48,7 +48,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 from footfall import schema
 
@@ -119,6 +119,13 @@ def freq_to_channel(freq: int | None) -> int:
     return 0
 
 
+class Model(Protocol):
+    """What a visit keeps of the phone model: the parser's ``Elements`` satisfies it."""
+
+    fingerprint: str
+    ie_ids: tuple[int, ...]
+
+
 _NONE = -32768  # "no value" in the integer arrays (RSSI, sequence numbers)
 
 
@@ -162,19 +169,13 @@ class VisitTracker:
         self._bursts = array("i")
         self._channels = array("Q")
         self._randomized = array("b")
-        # (fingerprint, IE ids): shared objects, the parser reuses one pair per phone model.
-        self._model: list[tuple[str, tuple[int, ...]] | None] = []
-        self._models: dict[str, tuple[str, tuple[int, ...]]] = {}
+        # The parser's decoded elements, shared by every frame with the same element bytes.
+        self._model: list[Model | None] = []
         # Rare extras live in side tables keyed by slot, not in a column for every device.
         self._phash: dict[int, str] = {}
         self._ssids: dict[int, set[str]] = {}
 
-    def _open_slot(self, ts: float, randomized: bool, seq: int, fingerprint: str, ie_ids: tuple[int, ...]) -> int:
-        model = self._models.get(fingerprint)
-        if model is None or model[1] != ie_ids:
-            if len(self._models) >= 4096:
-                self._models.clear()
-            model = self._models[fingerprint] = (fingerprint, ie_ids)
+    def _open_slot(self, ts: float, randomized: bool, seq: int, model: Model) -> int:
         if self._free:
             i = self._free.pop()
             self._first[i] = self._last[i] = ts
@@ -207,17 +208,19 @@ class VisitTracker:
     def observe(
         self,
         ts: float,
-        device: bytes | str,
-        randomized: bool,
-        phash: str | None,
+        ident: tuple[bytes | str, bool, str | None],
         rssi: int | None,
         seq: int | None,
-        fingerprint: str,
-        ie_ids: tuple[int, ...],
+        model: Model,
         channel_mask: int = 0,
         ssid: str | None = None,
     ) -> None:
-        """One sighting. ``channel_mask`` is :func:`channel_mask` of the channel heard on."""
+        """One sighting of ``ident`` = (device, randomized, partner hash).
+
+        ``model`` is what identifies the phone model (the parser's shared ``Elements``: its
+        ``fingerprint`` and ``ie_ids``); ``channel_mask`` is :func:`channel_mask` of the channel.
+        Positional and flat on purpose: this runs for every frame.
+        """
         s = self.settings
         if ts > self.now:
             self.now = ts
@@ -225,6 +228,7 @@ class VisitTracker:
                 self.expire(ts)
         if seq is None:
             seq = _NONE
+        device = ident[0]
         i = self.open.get(device)
         if i is not None:
             gap = ts - self._last[i]
@@ -240,9 +244,9 @@ class VisitTracker:
         if i is None:
             if len(self.open) >= s.max_devices:
                 self._evict()
-            i = self.open[device] = self._open_slot(ts, randomized, seq, fingerprint, ie_ids)
-            if phash is not None:
-                self._phash[i] = phash
+            i = self.open[device] = self._open_slot(ts, ident[1], seq, model)
+            if ident[2] is not None:
+                self._phash[i] = ident[2]
         self._count[i] += 1
         self._seq_last[i] = seq
         if channel_mask:
@@ -314,7 +318,7 @@ class VisitTracker:
         bursts = self._bursts[i]
         mask = self._channels[i]
         ssids = self._ssids.pop(i, None)
-        fingerprint, ie_ids = self._model[i] or ("", ())
+        model = self._model[i]
         payload = schema.visit_payload(
             site=self.site,
             sensor=self.sensor,
@@ -329,8 +333,8 @@ class VisitTracker:
             rssi_mean=(self._rssi_sum[i] / rssi_n) if rssi_n else None,
             visit_class="visitor" if self._inside[i] >= s.min_inside_s else "passerby",
             long_stay=dwell >= s.long_stay_s,
-            fingerprint=fingerprint,
-            ie_ids=list(ie_ids),
+            fingerprint=model.fingerprint if model is not None else "",
+            ie_ids=list(model.ie_ids) if model is not None else [],
             seq_first=None if seq_first == _NONE else seq_first,
             seq_last=None if seq_last == _NONE else seq_last,
             channels=_channels(mask),

@@ -450,6 +450,11 @@ def test_retention_keeps_only_the_fact_of_withdrawal(database: Database):
     ]
     model.apply_batch(database, "s", {"batch_id": "r", "seq": 1, "records": records}, now=now - 400 * day)
     with database.connect() as conn:
+        conn.execute(
+            "INSERT INTO segment_versions (segment_id, version, ts, size, delta, members_csv) "
+            "VALUES (?, 1, ?, 2, 2, ?)",
+            ("all", now - 400 * day, f"device\n{old}\n{new}\n"),
+        )
         model.add_event(conn, new, "visit", now - 100 * day, store="s")
         model.add_event(conn, new, "visit", now - 2 * day, store="s")
         consent.withdraw_consent(conn, old, ts=now - 420 * day)
@@ -463,3 +468,5 @@ def test_retention_keeps_only_the_fact_of_withdrawal(database: Database):
             (0, None, now - 420 * day)
         ]
         assert conn.scalar("SELECT COUNT(*) FROM applied_batches") == 0  # older than 30 days
+        # An old recount keeps its size, not its member list.
+        assert conn.one("SELECT size, members_csv FROM segment_versions") == (2, "device\n")

@@ -38,6 +38,14 @@ def test_device_id_is_keyed_and_stable():
             assert hashlib.new(algo, text).hexdigest()[:32] != a[0].hex()
 
 
+def test_device_id_is_standard_hmac_sha256():
+    import hmac
+
+    for key in (KEY, bytes(range(100))):  # a key longer than the block is hashed first (RFC 2104)
+        for mac in (GLOBAL, RANDOM):
+            assert Identifier(key).device_digest(mac) == hmac.digest(key, mac, "sha256")[:16]
+
+
 def test_partner_hash_only_when_enabled_and_only_for_global_macs():
     assert Identifier(KEY).identify(GLOBAL)[2] is None
     ident = Identifier(KEY, partner_format="colon-upper")

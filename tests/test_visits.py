@@ -5,6 +5,11 @@ FP = "0123456789abcdef"
 IES = (0, 1, 50, 3, 45, 127)
 
 
+class Model:
+    fingerprint = FP
+    ie_ids = IES
+
+
 def tracker(**kw):
     out: list[dict] = []
     t = VisitTracker("site1", "s1", out.append, VisitSettings(**kw))
@@ -12,7 +17,7 @@ def tracker(**kw):
 
 
 def see(t, ts, device="d1", rssi=-50, seq=1, randomized=False):
-    t.observe(ts, device, randomized, None, rssi, seq, FP, IES, channel_mask(6), None)
+    t.observe(ts, (device, randomized, None), rssi, seq, Model, channel_mask(6), None)
 
 
 def test_visitor_with_strong_signal_long_enough():

@@ -29,6 +29,7 @@ from tempfile import TemporaryDirectory
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -38,6 +39,7 @@ from footfall.cloud_sync import signing
 from footfall.cloud_sync.central import auth, cdp, consent, export, model, segments
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Connection, Database
+from footfall.hub.auth import LoginLimiter
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -54,6 +56,16 @@ class Metrics:
         self.rejected: Counter[str] = Counter()  # by reason
         self.records: Counter[str] = Counter()
         self.pushback = 0
+        self._profiles: tuple[float, int] = (0.0, 0)
+
+    def profiles(self, conn: Connection) -> int:
+        # The profile count aggregates the whole profile_stores table: at most once a minute,
+        # not at every scrape.
+        at, n = self._profiles
+        if time.monotonic() - at > 60:
+            n = int(conn.scalar("SELECT COUNT(DISTINCT device) FROM profile_stores", default=0))
+            self._profiles = (time.monotonic(), n)
+        return n
 
     def reject(self, reason: str) -> None:
         with self.lock:
@@ -88,7 +100,7 @@ class Metrics:
         out += [
             "# HELP footfall_central_profiles Chain-wide profiles stored.",
             "# TYPE footfall_central_profiles gauge",
-            f"footfall_central_profiles {conn.scalar('SELECT COUNT(*) FROM profiles', default=0)}",
+            f"footfall_central_profiles {self.profiles(conn)}",
             "# HELP footfall_central_optouts Devices opted out.",
             "# TYPE footfall_central_optouts gauge",
             f"footfall_central_optouts {conn.scalar('SELECT COUNT(*) FROM optouts', default=0)}",
@@ -349,11 +361,25 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
     def prometheus(conn: Conn) -> PlainTextResponse:
         return PlainTextResponse(metrics.render(conn), media_type="text/plain; version=0.0.4")
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+    limiter = LoginLimiter()
+
     @app.post("/api/v1/login")
-    def login(body: LoginRequest, response: Response, conn: Conn) -> dict[str, Any]:
+    def login(body: LoginRequest, request: Request, response: Response, conn: Conn) -> dict[str, Any]:
+        client = request.client.host if request.client else "?"
+        wait = limiter.retry_after(client, body.username)
+        if wait > 0:
+            raise HTTPException(429, f"too many failed logins, retry in {int(wait) + 1} s")
         user_id = auth.authenticate(conn, body.username, body.password)
         if user_id is None:
+            limiter.failed(client, body.username)
             raise HTTPException(401, "wrong user name or password")
+        limiter.succeeded(client, body.username)
         token = auth.create_session(conn, user_id)
         response.set_cookie(
             auth.SESSION_COOKIE,
@@ -433,11 +459,12 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
 
     @app.get("/api/v1/profiles")
     def search_profiles(
-        who: Who, conn: Conn, q: str = Query("", max_length=128), limit: int = Query(50, ge=1, le=500)
+        who: Who, conn: Conn, q: str = Query(..., max_length=128), limit: int = Query(50, ge=1, le=500)
     ) -> dict[str, Any]:
         prefix = q.strip().lower()
-        if prefix and not _DEVICE.match(prefix):
-            raise HTTPException(400, "search by device id (hex)")
+        # At least 4 characters: a shorter prefix matches a sixteenth of the chain or more.
+        if len(prefix) < 4 or not _DEVICE.match(prefix):
+            raise HTTPException(400, "search by at least 4 characters of a device id")
         scope, params = store_filter(who)
         rows = conn.dicts(
             "SELECT p.device, p.first_seen, p.last_seen, p.visits, p.stores FROM profiles p "

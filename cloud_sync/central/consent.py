@@ -13,7 +13,8 @@
   hands it on to every sensor. Only the keyed hash and the date are kept, so that later
   batches and sensors can keep ignoring the device. The raw MAC is never stored or logged.
 - Retention: events older than ``events_days`` and profiles not seen for ``profiles_days``
-  are deleted; nonces outside the replay window and applied-batch ids older than
+  are deleted, and so are the member lists of segment versions older than that (their sizes
+  stay); nonces outside the replay window and applied-batch ids older than
   ``batches_days`` are pruned.
 """
 
@@ -124,6 +125,11 @@ def enforce_retention(conn: Connection, policy: Retention, *, now: float | None 
                 out[table] += conn.execute(f"DELETE FROM {table} WHERE device IN ({marks})", chunk).rowcount
             # Consents of expired profiles go too, except the bare fact of a withdrawal.
             conn.execute(f"DELETE FROM consents WHERE withdrawn IS NULL AND device IN ({marks})", chunk)
+        # Old recounts keep their size and delta (sizes over time) but not their member lists.
+        out["member_lists"] = conn.execute(
+            "UPDATE segment_versions SET members_csv = 'device\n' WHERE ts < ? AND members_csv <> 'device\n'",
+            (horizon,),
+        ).rowcount
         out["nonces"] = conn.execute("DELETE FROM nonces WHERE ts < ?", (now - 2 * policy.nonce_window_s,)).rowcount
         out["batches"] = conn.execute(
             "DELETE FROM applied_batches WHERE received < ?", (now - policy.batches_days * DAY,)

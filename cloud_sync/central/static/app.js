@@ -5,7 +5,8 @@ const fmtAge = (s) => (s == null ? "never" : s < 120 ? `${Math.round(s)} s ago` 
 
 async function api(path, opts) {
   const r = await fetch(path, opts);
-  if (r.status === 401) { location.href = "/login"; throw new Error("login"); }
+  // Not signed in: go to the login page; the pending promise never settles, so nothing runs on.
+  if (r.status === 401) { location.href = "/login"; return new Promise(() => {}); }
   const body = r.headers.get("content-type")?.includes("json") ? await r.json() : await r.text();
   if (!r.ok) throw new Error(body.error || r.statusText);
   return body;
