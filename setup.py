@@ -22,5 +22,8 @@ for name, folder in ROOTS.items():
 setup(
     packages=packages,
     package_dir=ROOTS,
-    package_data={"footfall.hub": ["static/*", "static/**/*", "templates/*"]},
+    package_data={
+        "footfall.hub": ["static/*", "static/**/*", "templates/*"],
+        "footfall.cloud_sync": ["central/static/*"],
+    },
 )
