@@ -412,6 +412,11 @@ def device_features(
            WHERE excluded = 0 AND first_seen >= ? AND first_seen < ? ORDER BY device_key""",
         (now - lookback_days * DAY, now),
     ).fetchall()
+    return _features(rows, now)
+
+
+def _features(rows: list[Any], now: float) -> tuple[list[str], np.ndarray]:
+    """Visit rows sorted by device (key, dwell, hour, day, last_seen, sensor, class) -> feature rows."""
     keys: list[str] = []
     feats: list[list[float]] = []
     i = 0
@@ -434,6 +439,45 @@ def device_features(
         keys.append(key)
         feats.append([dwell, hour, weekend, float(len(days)), recency, float(zones), passer])
     return keys, np.array(feats, dtype=float).reshape(-1, 7)
+
+
+def summarize(raw: np.ndarray) -> Profile | None:
+    """Centroid of feature rows in real units, as :func:`cluster_devices` reports a cluster's."""
+    if len(raw) == 0:
+        return None
+    ang = 2 * np.pi * raw[:, 1] / 24.0
+    hour = (math.degrees(math.atan2(np.sin(ang).mean(), np.cos(ang).mean())) / 15.0) % 24
+    return Profile(
+        size=int(len(raw)),
+        dwell_min=round(float(np.median(raw[:, 0])), 1),
+        hour=round(float(hour), 1),
+        weekend_share=round(float(raw[:, 2].mean()), 2),
+        visit_days=round(float(raw[:, 3].mean()), 1),
+        recency_days=round(float(raw[:, 4].mean()), 1),
+        zones=round(float(raw[:, 5].mean()), 1),
+        passerby_share=round(float(raw[:, 6].mean()), 2),
+    )
+
+
+def member_profile(
+    conn: sqlite3.Connection, segment_id: int, now: float | None = None, lookback_days: float = 30.0, sample: int = 5000
+) -> Profile | None:
+    """Behaviour profile of a segment's members (read-only; for rule segments, which store none).
+
+    Members are profiled over their visits in the ``lookback_days`` before ``now``; past
+    ``sample`` members, the first ``sample`` by device key (keys are hashes: an unbiased
+    sample) are profiled, so a dashboard stays fast on a huge segment. ``size`` is the number
+    profiled (members with no visits in the window have no behaviour to describe).
+    """
+    now = time.time() if now is None else now
+    rows = conn.execute(
+        """SELECT v.device_key, v.dwell_s, v.hour, v.day, v.last_seen, v.best_sensor, v.class FROM visits v
+           JOIN (SELECT device_key FROM segment_members WHERE segment_id = ? ORDER BY device_key LIMIT ?) m
+             ON m.device_key = v.device_key
+           WHERE v.excluded = 0 AND v.first_seen >= ? AND v.first_seen < ? ORDER BY v.device_key""",
+        (segment_id, sample, now - lookback_days * DAY, now),
+    ).fetchall()
+    return summarize(_features(rows, now)[1])
 
 
 def _weekday(day: str) -> int:

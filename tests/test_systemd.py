@@ -17,7 +17,13 @@ REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "systemd"
 FIRMWARE = REPO / "firmware_configs"
 INSTALLED_FOOTFALL = "/opt/footfall/.venv/bin/footfall"
-SERVICES = ["footfall-agent.service", "footfall-hub.service", "footfall-central.service", "footfall-sync.service"]
+SERVICES = [
+    "footfall-agent.service",
+    "footfall-hub.service",
+    "footfall-dashboard.service",
+    "footfall-central.service",
+    "footfall-sync.service",
+]
 SCRIPTS = sorted([*FIRMWARE.glob("*/*.sh"), *FIRMWARE.glob("*/*.init")])
 
 
