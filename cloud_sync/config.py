@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from footfall import topics
 from footfall.cloud_sync import signing
+from footfall.settings import coerce
 
 ENV_PREFIX = "FOOTFALL_SYNC_"
 SECRET_ENV = "FOOTFALL_SYNC_SECRET"
@@ -155,37 +156,7 @@ class SyncConfig:
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
-    try:
-        if kind in (bool, "bool"):
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off", ""):
-                    return False
-                raise ValueError(value)
-            if not isinstance(value, bool):
-                raise ValueError(value)
-            return value
-        if isinstance(value, bool) and kind not in ("str",):
-            raise ValueError(value)
-        if kind in (int, "int"):
-            return int(value)
-        if kind in (float, "float"):
-            return float(value)
-        if kind in (str, "str"):
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ValueError(value)
-            return str(value)
-        if kind in (list[str], "list[str]"):
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(value)
-            return list(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {name!r}: cannot use {value!r} as {kind}") from None
-    raise ConfigError(f"setting {name!r}: unsupported type {kind}")
+    return coerce(value, kind, name, ConfigError)
 
 
 def _from_hub_config(path: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Red
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from footfall.hub import auth, metrics, prometheus, store
+from footfall.hub import auth, metrics, prometheus, segments, store
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -242,6 +242,68 @@ class Me(BaseModel):
     name: str
 
 
+class SegmentPoint(BaseModel):
+    ts: float = Field(description="time of the recount (unix seconds)")
+    members: int
+
+
+class SegmentProfile(BaseModel):
+    devices: int = Field(description="devices the profile describes (members seen in the window; sampled past 5000)")
+    median_dwell_min: float = Field(description="median of the devices' median visit dwell, minutes")
+    typical_hour: float = Field(description="mean local hour of arrival on the clock circle (12.5 = 12:30)")
+    typical_time: str = Field(description="typical_hour as HH:MM")
+    visitor_share: float = Field(description="mean share of the devices' visits that came in (1 - passerby_share)")
+    passerby_share: float = Field(description="mean share of the devices' visits that only passed by")
+    visit_days: float = Field(description="mean distinct visit days per device in the window")
+    weekend_share: float = Field(description="mean share of visits on Saturday/Sunday")
+    recency_days: float = Field(description="mean days since last seen")
+    zones: float = Field(description="mean distinct zones visited")
+
+
+class Segment(BaseModel):
+    id: int
+    name: str
+    kind: str = Field(description="'rule' (conditions on device fields) or 'cluster' (behavioural clustering)")
+    mode: str = Field(description="'dynamic' (re-evaluated at every refresh) or 'static' (members fixed)")
+    current: bool = Field(description="false for a cluster that the latest clustering run no longer produced")
+    size: int = Field(description="members now")
+    updated: float = Field(description="when the members were last set")
+    rule: str | None = Field(description="the rule as text (rule segments)")
+    definition: dict[str, Any] | None = Field(description="rule JSON and lookback, or the clustering criterion")
+    history: list[SegmentPoint] = Field(description="the latest recounts, oldest first")
+    profile: SegmentProfile | None
+
+
+class Segments(BaseModel):
+    segments: list[Segment]
+
+
+class KScore(BaseModel):
+    k: int
+    silhouette: float
+
+
+class Cluster(BaseModel):
+    id: int
+    label: str = Field(description="readable name from the centroid, e.g. 'lunch-time regulars'")
+    size: int
+    share: float | None = Field(description="size / devices clustered")
+    profile: SegmentProfile | None
+    history: list[SegmentPoint]
+
+
+class Clusters(BaseModel):
+    as_of: float | None = Field(description="when the latest clustering ran; null if never")
+    k: int = Field(description="number of clusters chosen")
+    criterion: str | None
+    silhouette: float | None = Field(
+        description="mean silhouette coefficient of the chosen k (-1..1, higher is better)"
+    )
+    silhouette_by_k: list[KScore]
+    devices: int
+    clusters: list[Cluster]
+
+
 # ---------------------------------------------------------------- database access
 class ReadPool:
     """Read-only connections handed out one per request; opening one costs more than a query."""
@@ -343,6 +405,148 @@ def _json(out: dict[str, Any]) -> JSONResponse:
     (tests check every one against its model): skipping FastAPI's re-validation of
     hundreds of series points is most of a year-long report's time."""
     return JSONResponse(out)
+
+
+def _hhmm(hour: float) -> str:
+    minutes = int(round(hour * 60)) % (24 * 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _profile_out(p: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored centroid or member profile (``segments.Profile`` fields) in the API's units."""
+    if not p or not p.get("size"):
+        return None
+    return {
+        "devices": int(p["size"]),
+        "median_dwell_min": p["dwell_min"],
+        "typical_hour": p["hour"],
+        "typical_time": _hhmm(p["hour"]),
+        "visitor_share": round(1.0 - p["passerby_share"], 2),
+        "passerby_share": p["passerby_share"],
+        "visit_days": p["visit_days"],
+        "weekend_share": p["weekend_share"],
+        "recency_days": p["recency_days"],
+        "zones": p["zones"],
+    }
+
+
+def _rule_text(rule: Any, top: bool = True) -> str:
+    if isinstance(rule, dict) and len(rule) == 1 and ("all" in rule or "any" in rule):
+        mode = "all" if "all" in rule else "any"
+        text = (" AND " if mode == "all" else " OR ").join(_rule_text(r, False) for r in rule[mode])
+        return text if top or len(rule[mode]) == 1 else f"({text})"
+    value = rule.get("value")
+    if isinstance(value, list):
+        shown = "[" + ", ".join(str(v) for v in value) + "]"
+    elif isinstance(value, bool):
+        shown = str(value).lower()
+    else:
+        shown = str(value)
+    return f"{rule.get('field')} {rule.get('op')} {shown}"
+
+
+def _segments_report(
+    conn: sqlite3.Connection, history: int, cache: dict[tuple[Any, ...], dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    """Every segment with size, recent recounts and profile. Rule segments store no profile:
+    theirs is computed from the members' visits as of their last recount and cached until
+    the next one (it only changes when the members do)."""
+    rows = segments.list_segments(conn)
+    points: dict[int, list[dict[str, float]]] = {}
+    for seg_id, ts, members in conn.execute(
+        """SELECT segment_id, ts, members FROM (
+               SELECT segment_id, ts, members, row_number() OVER (PARTITION BY segment_id ORDER BY ts DESC) AS n
+               FROM segment_counts) WHERE n <= ? ORDER BY segment_id, ts""",
+        (history,),
+    ):
+        points.setdefault(seg_id, []).append({"ts": ts, "members": members})
+    latest_run = max((r["updated"] for r in rows if r["kind"] == "cluster"), default=None)
+    out = []
+    for r in rows:
+        definition = r["definition"] if isinstance(r["definition"], dict) else None
+        if r["kind"] == "cluster":
+            profile = _profile_out(r["profile"]) if r["members"] else None
+        else:
+            key = (r["id"], r["name"], r["updated"], r["members"])
+            if key not in cache:
+                if len(cache) > 512:
+                    cache.clear()
+                lookback = float((definition or {}).get("lookback_days", 30.0))
+                found = segments.member_profile(conn, r["id"], now=r["updated"], lookback_days=lookback)
+                cache[key] = _profile_out(found.__dict__) if found else None
+            profile = cache[key]
+        out.append(
+            {
+                "id": r["id"],
+                "name": r["name"],
+                "kind": r["kind"],
+                "mode": "dynamic" if r["dynamic"] else "static",
+                "current": r["kind"] != "cluster" or r["updated"] == latest_run,
+                "size": r["members"],
+                "updated": r["updated"],
+                "rule": _rule_text(definition["rule"]) if r["kind"] == "rule" and definition else None,
+                "definition": definition,
+                "history": points.get(r["id"], []),
+                "profile": profile,
+            }
+        )
+    return out
+
+
+def _clusters_report(segs: list[dict[str, Any]], stored: dict[int, dict[str, Any] | None]) -> dict[str, Any]:
+    """The latest clustering run from its ``kind='cluster'`` segments (each stores k and the silhouettes)."""
+    current = [s for s in segs if s["kind"] == "cluster" and s["current"]]
+    if not current:
+        return {
+            "as_of": None,
+            "k": 0,
+            "criterion": None,
+            "silhouette": None,
+            "silhouette_by_k": [],
+            "devices": 0,
+            "clusters": [],
+        }
+    first = stored.get(current[0]["id"]) or {}
+    by_k = sorted((int(k), float(v)) for k, v in (first.get("silhouette") or {}).items())
+    k = int(first.get("k") or len(current))
+    devices = sum(s["size"] for s in current)
+    clusters = sorted(current, key=lambda s: (-s["size"], s["name"]))
+    return {
+        "as_of": current[0]["updated"],
+        "k": k,
+        "criterion": (current[0]["definition"] or {}).get("criterion"),
+        "silhouette": dict(by_k).get(k),
+        "silhouette_by_k": [{"k": kk, "silhouette": v} for kk, v in by_k],
+        "devices": devices,
+        "clusters": [
+            {
+                "id": s["id"],
+                "label": s["name"].removeprefix("cluster: "),
+                "size": s["size"],
+                "share": round(s["size"] / devices, 4) if devices else None,
+                "profile": s["profile"],
+                "history": s["history"],
+            }
+            for s in clusters
+        ],
+    }
+
+
+_PROFILE_CSV = (
+    "devices",
+    "median_dwell_min",
+    "typical_time",
+    "visitor_share",
+    "passerby_share",
+    "visit_days",
+    "weekend_share",
+    "recency_days",
+    "zones",
+)
+
+
+def _profile_cells(profile: dict[str, Any] | None) -> dict[str, Any]:
+    return {f: (profile or {}).get(f) for f in _PROFILE_CSV}
 
 
 def _format(fmt: str) -> str:
@@ -595,6 +799,55 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             return _csv_response(out["reasons"], "rejects")
         return _json(out)
 
+    history_q = Query(30, ge=1, le=1000, description="recounts of each segment's size to return (latest N)")
+    # Member profiles of rule segments, keyed by (id, name, updated, size): recomputed after a recount only.
+    profile_cache: dict[tuple[Any, ...], dict[str, Any] | None] = {}
+
+    @app.get("/api/segments", response_model=Segments, tags=["segments"], dependencies=authed)
+    def segment_list(conn: Conn, history: int = history_q, format: str = fmt_q) -> Any:
+        """Rule and cluster segments: size now, size over the latest recounts, behaviour profile."""
+        out = _segments_report(conn, history, profile_cache)
+        if _format(format) == "csv":
+            rows = [
+                {
+                    "id": s["id"],
+                    "name": s["name"],
+                    "kind": s["kind"],
+                    "mode": s["mode"],
+                    "current": s["current"],
+                    "size": s["size"],
+                    "updated": s["updated"],
+                    "rule": s["rule"] or "",
+                    "lookback_days": (s["definition"] or {}).get("lookback_days", ""),
+                    **_profile_cells(s["profile"]),
+                }
+                for s in out
+            ]
+            return _csv_response(rows, "segments")
+        return _json({"segments": out})
+
+    @app.get("/api/clusters", response_model=Clusters, tags=["segments"], dependencies=authed)
+    def cluster_list(conn: Conn, history: int = history_q, format: str = fmt_q) -> Any:
+        """The latest behavioural clustering: k, its silhouette, each cluster's label, size and centroid."""
+        segs = _segments_report(conn, history, profile_cache)
+        stored = {s["id"]: s["profile"] for s in segments.list_segments(conn) if s["kind"] == "cluster"}
+        out = _clusters_report(segs, stored)
+        if _format(format) == "csv":
+            rows = [
+                {
+                    "k": out["k"],
+                    "silhouette": out["silhouette"],
+                    "id": c["id"],
+                    "label": c["label"],
+                    "size": c["size"],
+                    "share": c["share"],
+                    **_profile_cells(c["profile"]),
+                }
+                for c in out["clusters"]
+            ]
+            return _csv_response(rows, "clusters")
+        return _json(out)
+
     # Fleet health for Prometheus (scrape with an API key as the bearer token).
     @app.get("/metrics", tags=["health"], dependencies=authed, response_class=PlainTextResponse)
     def prometheus_metrics(conn: Conn) -> PlainTextResponse:
@@ -611,7 +864,17 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     # /api/<name>/csv: the same data as ?format=csv, for links and spreadsheet imports.
     @app.get("/api/{name}/csv", tags=["metrics"], dependencies=authed)
     def as_csv(name: str, request: Request) -> RedirectResponse:
-        if name not in ("now", "footfall", "engagement", "loyalty", "compare", "sensors", "rejects"):
+        if name not in (
+            "now",
+            "footfall",
+            "engagement",
+            "loyalty",
+            "compare",
+            "sensors",
+            "rejects",
+            "segments",
+            "clusters",
+        ):
             raise HTTPException(404, f"no such report {name!r}")
         params = dict(request.query_params)
         params["format"] = "csv"

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from footfall import topics
+from footfall.settings import coerce
 
 ENV_PREFIX = "FOOTFALL_HUB_"
 
@@ -158,39 +159,7 @@ class HubConfig:
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
-    """Turn a TOML or environment value into the field's type, or say which setting is wrong."""
-    try:
-        if kind in (bool, "bool"):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off", ""):
-                    return False
-                raise ValueError(value)
-            if not isinstance(value, bool):
-                raise ValueError(value)
-            return value
-        if kind in (int, "int"):
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return int(value)
-        if kind in (float, "float"):
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if kind in (str, "str"):
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ValueError(value)
-            return str(value)
-        if kind in (list[str], "list[str]"):
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(value)
-            return list(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {name!r}: cannot use {value!r} as {kind}") from None
-    raise ConfigError(f"setting {name!r}: unsupported type {kind}")
+    return coerce(value, kind, name, ConfigError)
 
 
 def _build(cls: type, data: Mapping[str, Any], env: Mapping[str, str], prefix: str, where: str) -> Any:

@@ -1,0 +1,40 @@
+"""What every part's TOML + environment settings loader shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def coerce(value: Any, kind: Any, name: str, error: type[Exception] = ValueError) -> Any:
+    """Turn a TOML or environment value into a setting's type, or say which setting is wrong."""
+    try:
+        if kind in (bool, "bool"):
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if isinstance(value, bool) and kind not in ("str",):
+            raise ValueError(value)
+        if kind in (int, "int"):
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+        if kind in (str, "str"):
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError(value)
+            return str(value)
+        if kind in (list[str], "list[str]"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(value)
+            return list(value)
+    except (TypeError, ValueError):
+        raise error(f"setting {name!r}: cannot use {value!r} as {kind}") from None
+    raise error(f"setting {name!r}: unsupported type {kind}")
