@@ -446,11 +446,13 @@ def _rule_text(rule: Any, top: bool = True) -> str:
 
 
 def _segments_report(
-    conn: sqlite3.Connection, history: int, cache: dict[tuple[Any, ...], dict[str, Any] | None]
-) -> list[dict[str, Any]]:
-    """Every segment with size, recent recounts and profile. Rule segments store no profile:
-    theirs is computed from the members' visits as of their last recount and cached until
-    the next one (it only changes when the members do)."""
+    conn: sqlite3.Connection, history: int, cache: dict[tuple[Any, ...], dict[str, Any] | None] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every segment with size, recent recounts and profile; ``segments.list_segments`` rows).
+
+    Rule segments store no profile: theirs is computed from the members' visits as of their
+    last recount and kept in ``cache`` until the next one (it only changes when the members
+    do); with no cache, rule segments get no profile."""
     rows = segments.list_segments(conn)
     points: dict[int, list[dict[str, float]]] = {}
     for seg_id, ts, members in conn.execute(
@@ -466,6 +468,8 @@ def _segments_report(
         definition = r["definition"] if isinstance(r["definition"], dict) else None
         if r["kind"] == "cluster":
             profile = _profile_out(r["profile"]) if r["members"] else None
+        elif cache is None:
+            profile = None
         else:
             key = (r["id"], r["name"], r["updated"], r["members"])
             if key not in cache:
@@ -490,7 +494,7 @@ def _segments_report(
                 "profile": profile,
             }
         )
-    return out
+    return out, rows
 
 
 def _clusters_report(segs: list[dict[str, Any]], stored: dict[int, dict[str, Any] | None]) -> dict[str, Any]:
@@ -806,7 +810,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     @app.get("/api/segments", response_model=Segments, tags=["segments"], dependencies=authed)
     def segment_list(conn: Conn, history: int = history_q, format: str = fmt_q) -> Any:
         """Rule and cluster segments: size now, size over the latest recounts, behaviour profile."""
-        out = _segments_report(conn, history, profile_cache)
+        out, _ = _segments_report(conn, history, profile_cache)
         if _format(format) == "csv":
             rows = [
                 {
@@ -829,9 +833,8 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     @app.get("/api/clusters", response_model=Clusters, tags=["segments"], dependencies=authed)
     def cluster_list(conn: Conn, history: int = history_q, format: str = fmt_q) -> Any:
         """The latest behavioural clustering: k, its silhouette, each cluster's label, size and centroid."""
-        segs = _segments_report(conn, history, profile_cache)
-        stored = {s["id"]: s["profile"] for s in segments.list_segments(conn) if s["kind"] == "cluster"}
-        out = _clusters_report(segs, stored)
+        segs, rows = _segments_report(conn, history, None)
+        out = _clusters_report(segs, {r["id"]: r["profile"] for r in rows if r["kind"] == "cluster"})
         if _format(format) == "csv":
             rows = [
                 {

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import re
 import sqlite3
 import struct
@@ -101,6 +102,7 @@ SENSOR_VISIT_COLUMNS = (
     "received",
     "visit_id",
 )
+_row_values = operator.itemgetter(*SENSOR_VISIT_COLUMNS)
 _INSERT_SENSOR_VISIT = (
     f"INSERT INTO sensor_visits ({', '.join(SENSOR_VISIT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(SENSOR_VISIT_COLUMNS))})"
@@ -170,14 +172,18 @@ def _json_list(values: list[Any]) -> str:
 
 def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
     """A ``sensor_visits`` row from a validated visit payload."""
+    lo, hi = _INT64
     for name in ("sightings", "rssi_max", "seq_first", "seq_last"):
-        _check_int(payload.get(name), name)
+        value = payload.get(name)
+        if type(value) is int and not lo <= value <= hi:
+            _check_int(value, name)
     # Finite is not enough: local day/hour must be computable, and a clock years ahead is wrong.
     if not 0 <= payload["first_seen"] <= payload["last_seen"] <= received + MAX_CLOCK_AHEAD_S:
         raise Rejected("schema", "first_seen/last_seen out of range (sensor clock?)")
     for name in ("device", "partner_hash"):
         value = payload.get(name)
-        if isinstance(value, str) and _MAC.match(value):
+        # A MAC is 12-17 characters: the length test spares the regex for every hash.
+        if isinstance(value, str) and 12 <= len(value) <= 17 and _MAC.match(value):
             raise Rejected("privacy", f"field {name!r} looks like a raw MAC address, not a hash")
     channels = payload.get("channels")
     ssids = payload.get("ssid_hashes")
@@ -345,7 +351,7 @@ class Writer:
                     estimator=self.estimator,
                     excluded=excluded,
                 )
-                conn.executemany(_INSERT_SENSOR_VISIT, [[row[c] for c in SENSOR_VISIT_COLUMNS] for _, row in new_rows])
+                conn.executemany(_INSERT_SENSOR_VISIT, [_row_values(row) for _, row in new_rows])
                 devices.apply_deltas(conn, result.deltas)
                 devices.update_exclusions(conn, result.deltas, self.config.exclusion, excluded)
                 for i, _ in new_rows:
@@ -577,6 +583,7 @@ class Ingestor:
             # over the file, so a large page cache and mmap'd reads save most page I/O.
             conn.execute("PRAGMA cache_size = -65536")
             conn.execute("PRAGMA mmap_size = 268435456")
+            conn.execute("PRAGMA wal_autocheckpoint = 8192")
         self.conn = conn
         self.writer = Writer(self.conn, config, estimator)
         self.ready = threading.Event()  # set once the subscription is acknowledged

@@ -29,6 +29,7 @@ reordered messages give the same store visits as an ordered stream.
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -115,6 +116,7 @@ VISIT_COLUMNS = (
     "hour",
 )
 _INSERT_VISIT = f"INSERT INTO visits (id, {', '.join(VISIT_COLUMNS)}) VALUES (?, {', '.join('?' * len(VISIT_COLUMNS))})"
+_visit_values = operator.itemgetter("id", *VISIT_COLUMNS)
 _UPDATE_VISIT = f"UPDATE visits SET {', '.join(c + ' = ?' for c in VISIT_COLUMNS)} WHERE id = ?"
 
 
@@ -307,7 +309,7 @@ def merge_new(
             else:
                 _extend(conn, old, fresh, tz, estimator, excluded, result, rule)
     if created:
-        conn.executemany(_INSERT_VISIT, [[v["id"], *(v[c] for c in VISIT_COLUMNS)] for v in created])
+        conn.executemany(_INSERT_VISIT, map(_visit_values, created))
     return result
 
 

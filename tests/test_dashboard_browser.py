@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from footfall.hub import auth, store
+from footfall.hub import auth, segments, store
 from footfall.hub.api import WebSettings, create_app
 from footfall.tools.bench.seed_store import build
 from tests.conftest import free_port, wait_port
@@ -51,6 +51,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     conn = store.connect(db)
     auth.add_user(conn, "manager", PASSWORD)
     key = auth.create_api_key(conn, "browser-test")
+    # Segments: clusters over the last two days (a small window keeps this quick) and two rule
+    # segments recounted three times, so the dashboard has sizes and a trend to show.
+    segments.run_clustering(conn, lookback_days=2, k_range=(2, 4))
+    t = time.time()
+    segments.create_segment(conn, "quick look-ins", {"field": "max_dwell_s", "op": "<", "value": 300}, now=t - 7200)
+    segments.create_segment(
+        conn, "regulars", {"field": "visit_days", "op": ">=", "value": 3}, dynamic=False, now=t - 7200
+    )
+    segments.refresh_segments(conn, now=t - 3600)
+    segments.refresh_segments(conn, now=t)
     conn.close()
     # Presence stays "fresh" for the whole test however slow the machine: the number shown
     # must then equal the API's exactly.
@@ -114,6 +124,24 @@ def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -
             assert footfall["totals"]["visitors"] > 0
             assert page.locator("#sensors tr").count() == 4
             assert page.locator("#chart-footfall svg rect").count() > 10
+
+            # Segments and clusters: the seeded names with the API's sizes, a trend line each.
+            segs = httpx.get(base + "/api/segments", headers=headers).json()["segments"]
+            rules = [s for s in segs if s["kind"] == "rule"]
+            assert {s["name"] for s in rules} == {"quick look-ins", "regulars"}
+            for s in rules:
+                row = page.locator(f"#segments tr[data-segment='{s['name']}']")
+                assert s["name"] in row.inner_text()
+                assert int(re.sub(r"\D", "", row.locator("td.size").inner_text())) == s["size"] > 0
+                assert row.locator("svg path.spark-line").count() == 1
+            clusters = httpx.get(base + "/api/clusters", headers=headers).json()
+            assert clusters["k"] >= 2
+            assert page.locator("#clusters tr").count() == clusters["k"]
+            for c in clusters["clusters"]:
+                row = page.locator(f"#clusters tr[data-cluster='{c['label']}']")
+                assert int(re.sub(r"\D", "", row.locator("b.size").inner_text())) == c["size"]
+                assert c["profile"]["typical_time"] in row.inner_text()
+            assert f"k = {clusters['k']}" in page.inner_text("#clusters-meta")
 
             # A 7-day range redraws with daily bars.
             page.click("[data-days='7']")

@@ -6,6 +6,7 @@ import csv
 import io
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ KEY_HEADER = "X-API-Key"
 QUICK = {"all": [{"field": "dwell_s", "op": "<", "value": 300}, {"field": "visit_count_7d", "op": ">=", "value": 1}]}
 
 
+@contextmanager
 def _client(path: Path) -> Iterator[TestClient]:
     app = create_app(path, WebSettings(tz="UTC", refresh_interval_s=0, clock=lambda: NOW))
     with TestClient(app) as client:
@@ -45,7 +47,12 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     segments.create_segment(
         conn,
         "till or long",
-        {"any": [{"field": "zone", "op": "in", "value": ["till"]}, {"field": "max_dwell_s", "op": ">=", "value": 3000}]},
+        {
+            "any": [
+                {"field": "zone", "op": "in", "value": ["till"]},
+                {"field": "max_dwell_s", "op": ">=", "value": 3000},
+            ]
+        },
         dynamic=False,
         now=NOW - 2 * 3600,
     )
@@ -58,7 +65,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture
 def client(seeded: tuple[Path, str]) -> Iterator[TestClient]:
-    yield from _client(seeded[0])
+    with _client(seeded[0]) as c:
+        yield c
 
 
 @pytest.mark.parametrize("path", ["/api/segments", "/api/clusters", "/api/segments?format=csv", "/api/clusters/csv"])
@@ -137,7 +145,7 @@ def test_reclustering_marks_the_old_run_and_reports_the_new(tmp_path: Path) -> N
     result = segments.run_clustering(conn, now=NOW + 7 * DAY, lookback_days=14)
     key = auth.create_api_key(conn, "t")
     conn.close()
-    for client in _client(path):
+    with _client(path) as client:
         body = client.get("/api/clusters", headers={KEY_HEADER: key}).json()
         assert body["k"] == result.k and body["as_of"] == NOW + 7 * DAY
         assert sorted(c["label"] for c in body["clusters"]) == sorted(result.names)
@@ -169,7 +177,7 @@ def test_empty_store_says_nothing_yet(tmp_path: Path) -> None:
     conn = store.connect(path)
     key = auth.create_api_key(conn, "t")
     conn.close()
-    for client in _client(path):
+    with _client(path) as client:
         assert client.get("/api/segments", headers={KEY_HEADER: key}).json() == {"segments": []}
         body = client.get("/api/clusters", headers={KEY_HEADER: key}).json()
         assert body["k"] == 0 and body["clusters"] == [] and body["as_of"] is None
@@ -179,3 +187,32 @@ def test_empty_store_says_nothing_yet(tmp_path: Path) -> None:
 def test_openapi_documents_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "/api/segments" in paths and "/api/clusters" in paths
+
+
+def test_rule_profile_follows_the_recount_and_samples_big_segments(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    conn = store.connect(path)
+    for i in range(4):
+        add_visit(conn, f"q{i}", NOW - (i + 1) * 3600, 60)
+    conn.commit()
+    seg_id = segments.create_segment(conn, "quick", QUICK, now=NOW - 600)
+    key = auth.create_api_key(conn, "t")
+    assert segments.member_profile(conn, seg_id, now=NOW, sample=2).size == 2
+    with _client(path) as client:
+
+        def quick() -> dict:
+            segs = client.get("/api/segments", headers={KEY_HEADER: key}).json()["segments"]
+            return next(s for s in segs if s["name"] == "quick")
+
+        first = quick()
+        assert first["size"] == 4 and first["profile"]["median_dwell_min"] == 1.0
+        # New quick visits of 4 min: the next recount changes the members and so the profile.
+        for i in range(6):
+            add_visit(conn, f"r{i}", NOW - 300, 240)
+        conn.commit()
+        assert quick()["profile"] == first["profile"]  # unchanged until the recount
+        segments.refresh_segments(conn, now=NOW)
+        again = quick()
+        assert again["size"] == 10 and again["profile"]["devices"] == 10
+        assert again["profile"]["median_dwell_min"] == 4.0
+    conn.close()

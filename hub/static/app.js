@@ -169,6 +169,82 @@
       rj.reasons.map((r) => `${r.reason}: ${num(r.count)}`).join(", ") + ")" : "No rejected messages.";
   }
 
+  function cell(tr, content, cls) {
+    const td = document.createElement("td");
+    if (cls) td.className = cls;
+    if (content instanceof Node) td.appendChild(content);
+    else td.textContent = content;
+    tr.appendChild(td);
+    return td;
+  }
+
+  function emptyRow(cols, text) {
+    const tr = document.createElement("tr");
+    cell(tr, text, "empty").colSpan = cols;
+    return tr;
+  }
+
+  function trend(history) {
+    const box = document.createElement("span");
+    const counts = history.map((h) => h.members);
+    const title = history.map((h) => `${new Date(h.ts * 1000).toLocaleString()}: ${num(h.members)}`).join("\n");
+    charts.spark(box, counts, title);
+    return box;
+  }
+
+  function drawSegments(sg, cl) {
+    // Rule segments here; the clusters (also stored as segments) get their own table.
+    const rows = sg.segments.filter((s) => s.kind === "rule").map((s) => {
+      const tr = document.createElement("tr");
+      tr.dataset.segment = s.name;
+      const name = document.createElement("span");
+      const def = document.createElement("span");
+      def.className = "def";
+      def.textContent = `${s.mode} · ${s.rule || ""}`;
+      name.append(s.name, def);
+      cell(tr, name);
+      cell(tr, num(s.size), "num size");
+      cell(tr, trend(s.history));
+      const p = s.profile;
+      cell(tr, p ? p.median_dwell_min.toFixed(1) + " min" : "–", "num");
+      cell(tr, p ? pct(p.visitor_share) : "–", "num");
+      cell(tr, p ? p.typical_time : "–", "num");
+      return tr;
+    });
+    $("segments").replaceChildren(...(rows.length ? rows : [emptyRow(6, "No segments yet.")]));
+
+    const max = Math.max(1, ...cl.clusters.map((c) => c.size));
+    const crows = cl.clusters.map((c) => {
+      const tr = document.createElement("tr");
+      tr.dataset.cluster = c.label;
+      cell(tr, c.label);
+      const size = document.createElement("span");
+      size.className = "sizebar";
+      const wrap = document.createElement("span");
+      wrap.className = "bar-wrap";
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      bar.style.display = "block";
+      bar.style.width = ((100 * c.size) / max).toFixed(1) + "%";
+      wrap.appendChild(bar);
+      const n = document.createElement("b");
+      n.className = "size";
+      n.textContent = num(c.size);
+      size.append(wrap, n, " " + (c.share == null ? "" : `(${pct(c.share)})`));
+      cell(tr, size);
+      const p = c.profile;
+      cell(tr, p ? p.median_dwell_min.toFixed(1) + " min" : "–", "num");
+      cell(tr, p ? p.typical_time : "–", "num");
+      cell(tr, p ? p.visit_days.toFixed(1) : "–", "num");
+      return tr;
+    });
+    $("clusters").replaceChildren(...(crows.length ? crows : [emptyRow(5, "No clusters yet.")]));
+    $("clusters-meta").textContent = cl.k
+      ? `k = ${cl.k}` + (cl.silhouette == null ? "" : `, silhouette ${cl.silhouette.toFixed(2)}`) +
+        ` · ${num(cl.devices)} devices · ${new Date(cl.as_of * 1000).toLocaleString()}`
+      : "";
+  }
+
   function csvLinks(q, gran) {
     $("csv-footfall").href = `/api/footfall?${q}&granularity=${gran}&format=csv`;
     $("csv-engagement").href = `/api/engagement?${q}&format=csv`;
@@ -185,9 +261,10 @@
     document.querySelectorAll(".range-label").forEach((e) => (e.textContent = start === end ? start : `${start} – ${end}`));
     csvLinks(q, gran);
     try {
-      const [now, cmp, ff, en, lo, se, rj] = await Promise.all([
+      const [now, cmp, ff, en, lo, se, rj, sg, cl] = await Promise.all([
         api("/api/now"), api("/api/compare"), api(`/api/footfall?${q}&granularity=${gran}`),
         api(`/api/engagement?${q}`), api(`/api/loyalty?${q}`), api("/api/sensors"), api("/api/rejects"),
+        api("/api/segments"), api("/api/clusters"),
       ]);
       drawNow(now);
       drawCompare(cmp);
@@ -195,6 +272,7 @@
       drawEngagement(en);
       drawLoyalty(lo);
       drawSensors(se, rj);
+      drawSegments(sg, cl);
       $("error").hidden = true;
       $("updated").textContent = "updated " + new Date().toLocaleTimeString();
       document.body.dataset.loaded = "1";

@@ -1,6 +1,6 @@
 "use strict";
 // Tiny hand-written SVG charts: bars (grouped or stacked) with an optional line on a second
-// axis, and a donut. No dependencies, nothing fetched from the internet.
+// axis, a donut, and sparklines. No dependencies, nothing fetched from the internet.
 (function () {
   const NS = "http://www.w3.org/2000/svg";
 
@@ -108,5 +108,22 @@
     container.replaceChildren(svg);
   }
 
-  window.FootfallCharts = {bars, donut};
+  // A sparkline of values (oldest first), last point marked; title: tooltip text.
+  function spark(container, values, title) {
+    const width = 110, height = 26, pad = 3;
+    const svg = el("svg", {viewBox: `0 0 ${width} ${height}`, width, height, class: "svg-chart spark"});
+    if (title) el("title", {}, svg).textContent = title;
+    if (values.length) {
+      const lo = Math.min(...values), hi = Math.max(...values);
+      const span = hi - lo || 1;
+      const x = (i) => (values.length === 1 ? width - pad : pad + ((width - 2 * pad) * i) / (values.length - 1));
+      const y = (v) => (hi === lo ? height / 2 : height - pad - ((height - 2 * pad) * (v - lo)) / span);
+      const d = values.map((v, i) => (i ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1)).join(" ");
+      el("path", {d, class: "spark-line"}, svg);
+      el("circle", {cx: x(values.length - 1), cy: y(values[values.length - 1]), r: 2.5, class: "spark-dot"}, svg);
+    }
+    container.replaceChildren(svg);
+  }
+
+  window.FootfallCharts = {bars, donut, spark};
 })();
