@@ -169,6 +169,80 @@ def add_link(hub_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_link)
 
 
+def _segment_add(args: argparse.Namespace) -> int:
+    from footfall.hub import segments, store
+
+    cfg = _load_config(args)
+    conn = store.connect(cfg.db)
+    try:
+        segments.create_segment(
+            conn, args.name, json.loads(args.rule), dynamic=not args.static, lookback_days=args.lookback_days
+        )
+    except (segments.RuleError, json.JSONDecodeError) as exc:
+        print(f"footfall hub segment: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"segment": args.name, "members": len(segments.segment_members(conn, args.name))}))
+    return 0
+
+
+def _segment_list(args: argparse.Namespace) -> int:
+    from footfall.hub import segments, store
+
+    conn = store.connect(_load_config(args).db)
+    for seg in segments.list_segments(conn):
+        print(json.dumps(seg, default=str))
+    return 0
+
+
+def _segment_refresh(args: argparse.Namespace) -> int:
+    from footfall.hub import segments, store
+
+    conn = store.connect(_load_config(args).db)
+    print(json.dumps(segments.refresh_segments(conn)))
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from footfall.hub import segments, store
+
+    conn = store.connect(_load_config(args).db)
+    result = segments.run_clustering(conn, lookback_days=args.lookback_days)
+    sizes = [result.labels.count(i) for i in range(result.k)]
+    print(
+        json.dumps(
+            {"k": result.k, "criterion": result.criterion, "clusters": dict(zip(result.names, sizes, strict=True))}
+        )
+    )
+    return 0
+
+
+def add_segments(hub_sub: argparse._SubParsersAction) -> None:
+    seg = hub_sub.add_parser("segment", help="rule-based segments (what coupons, partners and sync consume)")
+    seg_sub = seg.add_subparsers(dest="segment_command", metavar="ACTION")
+    seg.set_defaults(func=lambda args: seg.print_help() or 2)
+    p = seg_sub.add_parser("add", help="create a segment from a JSON rule and evaluate it")
+    _config_args(p)
+    p.add_argument("name")
+    p.add_argument(
+        "rule",
+        help='JSON, e.g. \'{"all": [{"field": "last_dwell_s", "op": "<", "value": 300}, '
+        '{"field": "passerby_count_7d", "op": ">=", "value": 2}]}\'',
+    )
+    p.add_argument("--static", action="store_true", help="evaluate once (default: re-evaluated, dynamic)")
+    p.add_argument("--lookback-days", type=float, default=30.0)
+    p.set_defaults(func=_segment_add)
+    p = seg_sub.add_parser("list", help="segments with sizes and definitions, as JSON lines")
+    _config_args(p)
+    p.set_defaults(func=_segment_list)
+    p = seg_sub.add_parser("refresh", help="re-evaluate dynamic segments and record every size now")
+    _config_args(p)
+    p.set_defaults(func=_segment_refresh)
+    p = hub_sub.add_parser("cluster", help="cluster visitors by behaviour (k by silhouette) into segments")
+    _config_args(p)
+    p.add_argument("--lookback-days", type=float, default=30.0)
+    p.set_defaults(func=_cluster)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_run,
     add_ingest,
@@ -176,6 +250,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_retention,
     add_remerge,
     add_link,
+    add_segments,
 ]
 
 

@@ -162,12 +162,15 @@ def _check_int(value: Any, name: str) -> None:
         raise Rejected("schema", f"field {name!r} out of range")
 
 
+_INT_TYPE = frozenset((int,))
+
+
 def _json_list(values: list[Any]) -> str:
-    # Channels are small ints: skip the JSON encoder for them (hot path).
-    for v in values:
-        if type(v) is not int:
-            return json.dumps(values, separators=(",", ":"))
-    return "[" + ",".join(map(str, values)) + "]"
+    # Channels are small ints: skip the JSON encoder for them (hot path). A list of ints prints
+    # as JSON already; dropping the spaces gives the compact form.
+    if values and not _INT_TYPE.issuperset(map(type, values)):
+        return json.dumps(values, separators=(",", ":"))
+    return repr(values).replace(" ", "")
 
 
 def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
@@ -204,8 +207,9 @@ def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
         "class": payload["class"],
         "long_stay": int(payload["long_stay"]),
         "fingerprint": payload["fingerprint"],
-        # validate() guarantees ints 0-255: no encoder needed (hot path).
-        "ie_ids": "[" + ",".join(map(str, payload["ie_ids"])) + "]",
+        # validate() guarantees ints 0-255 (bools pass isinstance int and print as True/False,
+        # as they always did): no encoder needed (hot path).
+        "ie_ids": repr(payload["ie_ids"]).replace(" ", ""),
         "seq_first": payload.get("seq_first"),
         "seq_last": payload.get("seq_last"),
         "channels": None if channels is None else _json_list(channels),
@@ -247,6 +251,7 @@ class Writer:
         self.stats = IngestStats()
         self.meter = ActivityMeter()
         self.reject_log = RejectLog(config.ingest.log_every_s)
+        self._topics: dict[str, tuple[str, str, str] | None] = {}
 
     def write(self, messages: Sequence[Incoming]) -> list[str]:
         """Store a batch; returns one outcome per message (``stored``, ``duplicate``, ``status``,
@@ -274,7 +279,16 @@ class Writer:
         return "rejected:error"
 
     def _parse(self, m: Incoming) -> tuple[str, str, str, dict[str, Any]]:
-        parsed = topics.parse(m.topic) if m.topic is not None else None
+        topic = m.topic
+        if topic is None:
+            parsed = None
+        else:
+            try:
+                parsed = self._topics[topic]
+            except KeyError:  # a handful of sensors: parse each topic once (hot path)
+                if len(self._topics) >= 4096:
+                    self._topics.clear()
+                parsed = self._topics[topic] = topics.parse(topic)
         if parsed is None or parsed[0] != self.config.site:
             raise Rejected("topic", "not a topic of this site")
         site, sensor, kind = parsed
@@ -705,8 +719,12 @@ class Ingestor:
 
         try:
             relink(self.conn, self.config, since=now - self.config.link_window_s)
+            # Dynamic segments follow the re-keyed devices (coupons and sync read them).
+            from footfall.hub.segments import refresh_segments
+
+            refresh_segments(self.conn, now)
         except sqlite3.Error:
-            log.exception("relinking devices failed; will retry")
+            log.exception("relinking devices or refreshing segments failed; will retry")
 
     def stop(self) -> None:
         self._stop.set()

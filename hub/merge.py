@@ -117,6 +117,7 @@ VISIT_COLUMNS = (
 )
 _INSERT_VISIT = f"INSERT INTO visits (id, {', '.join(VISIT_COLUMNS)}) VALUES (?, {', '.join('?' * len(VISIT_COLUMNS))})"
 _visit_values = operator.itemgetter("id", *VISIT_COLUMNS)
+_by_start = operator.itemgetter("first_seen", "id")
 _UPDATE_VISIT = f"UPDATE visits SET {', '.join(c + ' = ?' for c in VISIT_COLUMNS)} WHERE id = ?"
 
 
@@ -257,8 +258,9 @@ def merge_new(
     result = MergeResult()
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     # Keys in first-seen order: a linking estimator chains a phone's MACs as they appear.
-    for row in sorted(rows, key=lambda r: (r["first_seen"], r["id"])):
-        groups[(row["site"], estimator.device_key(row))].append(row)
+    device_key = estimator.device_key
+    for row in sorted(rows, key=_by_start):
+        groups[(row["site"], device_key(row))].append(row)
     if not groups:
         return result
     existing_by_device = _existing(conn, groups, gap_s)
@@ -279,15 +281,17 @@ def merge_new(
         result.created += 1
 
     for key, new in groups.items():
-        lo = min(r["first_seen"] for r in new) - gap_s
-        hi = max(r["last_seen"] for r in new) + gap_s
-        existing = [v for v in existing_by_device.get(key, ()) if v["last_seen"] >= lo and v["first_seen"] <= hi]
+        existing = existing_by_device.get(key)
+        if existing:
+            lo = min(r["first_seen"] for r in new) - gap_s
+            hi = max(r["last_seen"] for r in new) + gap_s
+            existing = [v for v in existing if v["last_seen"] >= lo and v["first_seen"] <= hi]
         if not existing and len(new) == 1:
             create(new)
             continue
         # Sweep store visits and new sensor visits by start; anything within gap_s of the
         # running cluster end joins it.
-        items: list[tuple[float, float, int, Any]] = [(v["first_seen"], v["last_seen"], 0, v) for v in existing]
+        items: list[tuple[float, float, int, Any]] = [(v["first_seen"], v["last_seen"], 0, v) for v in existing or ()]
         items += [(r["first_seen"], r["last_seen"], 1, r) for r in new]
         items.sort(key=lambda it: (it[0], it[2]))
         clusters: list[list[tuple[float, float, int, Any]]] = []

@@ -125,9 +125,29 @@ def build(workdir: Path, *, days: int, scale: float, seed: int, tz: str) -> tupl
 
     conn = store.connect(db)
     result = relink(conn, config, since=0)
-    conn.close()
     print(f"linked randomized MACs: {result.devices_before} MAC hashes -> {result.devices_after} devices", flush=True)
+    seed_segments(conn)
+    conn.close()
     return db, truth
+
+
+# The O2O case's two audiences (seed 004): passers-by, and visitors who stayed under 5 minutes.
+DEMO_SEGMENTS = {
+    "passed by twice this week": {"all": [{"field": "passerby_count_7d", "op": ">=", "value": 2}]},
+    "short visits (under 5 min)": {
+        "all": [{"field": "last_dwell_s", "op": "<", "value": 300}, {"field": "visit_count_7d", "op": ">=", "value": 1}]
+    },
+    "regulars": {"all": [{"field": "visit_days", "op": ">=", "value": 3}]},
+}
+
+
+def seed_segments(conn: sqlite3.Connection) -> None:
+    from footfall.hub import segments
+
+    for name, rule in DEMO_SEGMENTS.items():
+        segments.create_segment(conn, name, rule)
+    result = segments.run_clustering(conn, lookback_days=14)
+    print(f"segments: {', '.join(DEMO_SEGMENTS)}; behaviour clusters: {', '.join(result.names)}", flush=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
