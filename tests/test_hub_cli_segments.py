@@ -34,7 +34,9 @@ def test_segment_add_list_refresh_and_cluster(tmp_path):
             start = T0 + day * 86400 + (i % 10) * 600
             short = i % 2 == 0
             payloads.append(visit(device, start, 120 if short else 1800, -50, True))
-    ingest_many(conn, [(topics.topic("shop", "s1", "visit"), schema.dumps(p)) for p in payloads], HubConfig(site="shop"))
+    ingest_many(
+        conn, [(topics.topic("shop", "s1", "visit"), schema.dumps(p)) for p in payloads], HubConfig(site="shop")
+    )
     conn.close()
 
     rule = json.dumps({"all": [{"field": "last_dwell_s", "op": "<", "value": 300}]})
