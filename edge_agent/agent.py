@@ -64,7 +64,7 @@ class Agent:
     def tick(self, now: float) -> None:
         """Periodic work: expire visits, live presence counts, health heartbeat."""
         cfg = self.config
-        self.tracker.expire(now)
+        self.tracker.tick(now)
         if now >= self._next_presence:
             self._next_presence = now + cfg.presence_interval_s
             devices, inside = self.tracker.presence(now, cfg.presence_interval_s)

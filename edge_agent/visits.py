@@ -268,6 +268,11 @@ class VisitTracker:
                     self._inside[i] += ts - li
                 self._last_inside[i] = ts
 
+    def tick(self, now: float) -> None:
+        """Expire when due (every ``gap_s / 4``, at most 30 s): a full scan is not for every second."""
+        if now >= self._next_expire:
+            self.expire(now)
+
     def expire(self, now: float) -> int:
         """Close every visit silent for longer than the gap; returns how many closed."""
         s = self.settings
