@@ -21,7 +21,7 @@ Example (``/etc/footfall/hub.toml``)::
     client_id = "footfall-hub-store-042"   # fixed: the broker keeps our session by it
 
     [ingest]
-    batch_max = 1000                 # commit after this many messages ...
+    batch_max = 5000                 # commit after this many messages ...
     batch_ms = 50                    # ... or this long, whichever comes first, then ack
 
     [retention]
@@ -82,7 +82,9 @@ class MqttConfig:
 
 @dataclass
 class IngestConfig:
-    batch_max: int = 1000
+    # Bigger batches amortize the commit (index pages rewritten into the WAL) over more messages;
+    # receive_maximum (20000) must stay well above it.
+    batch_max: int = 5000
     batch_ms: float = 50.0
     # Repeated log lines about rejected messages: at most one per reason per this many seconds.
     log_every_s: float = 10.0

@@ -451,6 +451,11 @@ MIGRATIONS: list[str] = [
     CREATE TABLE central_scenarios (id TEXT PRIMARY KEY, settings TEXT NOT NULL, updated REAL NOT NULL)
         WITHOUT ROWID;
     """,
+    # Store visits are grouped by device_key (hub/link.py); nothing looks them up by MAC hash
+    # any more, and every index is a page rewrite per ingested message.
+    """
+    DROP INDEX IF EXISTS visits_device;
+    """,
 ]
 
 

@@ -12,7 +12,9 @@ receiving. Rates are given per wall-clock second and per CPU second of this proc
 shared machine the wall rate measures the neighbours too, while the CPU rate is what one
 dedicated core would sustain (Mosquitto runs in its own process). Usage::
 
-    .venv/bin/python -m footfall.tools.bench.bench_ingest --messages 100000
+    .venv/bin/python -m footfall.tools.bench.bench_ingest --messages 100000 [--batch-max 5000]
+
+``--batch-max`` defaults to the hub's configured ``IngestConfig.batch_max``.
 """
 
 from __future__ import annotations
@@ -163,12 +165,12 @@ def drain_baseline(port: int, n: int) -> tuple[float, float]:
     return time.perf_counter() - t, time.process_time() - c
 
 
-def drain_hub(port: int, n: int, db: Path) -> tuple[float, float, Ingestor]:
+def drain_hub(port: int, n: int, db: Path, batch_max: int = 1000) -> tuple[float, float, Ingestor]:
     cfg = HubConfig(
         site=SITE,
         db=str(db),
         mqtt=MqttConfig(port=port, client_id="bench-hub", receive_maximum=20000),
-        ingest=IngestConfig(batch_max=1000, batch_ms=50, housekeeping_s=1e9),
+        ingest=IngestConfig(batch_max=batch_max, batch_ms=50, housekeeping_s=1e9),
     )
     ingestor = Ingestor(cfg)
     thread = threading.Thread(target=ingestor.run, daemon=True)
@@ -187,6 +189,7 @@ def drain_hub(port: int, n: int, db: Path) -> tuple[float, float, Ingestor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", "-n", type=int, default=100_000)
+    parser.add_argument("--batch-max", type=int, default=IngestConfig.batch_max, help="hub batch size (config default)")
     args = parser.parse_args()
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -205,7 +208,7 @@ def main() -> None:
                 f" {n / base_cpu:,.0f} msg/CPU-s"
             )
             db = workdir / "hub.db"
-            hub_s, hub_cpu, ingestor = drain_hub(port, n, db)
+            hub_s, hub_cpu, ingestor = drain_hub(port, n, db, args.batch_max)
             hub_rate = n / hub_s
             conn = store.connect(db)
             stored = conn.execute("SELECT count(*) FROM sensor_visits").fetchone()[0]
