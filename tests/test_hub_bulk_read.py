@@ -68,3 +68,4 @@ def test_publishes_survive_any_segmentation():
         assert rc == mqtt.MQTT_ERR_SUCCESS, rc
     assert got == expected, (len(got), len(expected))
     assert not c._rbuf
+    c._sock = None  # the fake segment source is not a socket paho could close
