@@ -451,10 +451,14 @@ MIGRATIONS: list[str] = [
     CREATE TABLE central_scenarios (id TEXT PRIMARY KEY, settings TEXT NOT NULL, updated REAL NOT NULL)
         WITHOUT ROWID;
     """,
-    # Store visits are grouped by device_key (hub/link.py); nothing looks them up by MAC hash
-    # any more, and every index is a page rewrite per ingested message.
+    # Every index on a random key is a page rewrite per ingested message. Store visits are
+    # grouped by device_key (hub/link.py), so nothing looks them up by MAC hash any more; sensor
+    # visits are read by visit_id, never by start time; only an opt-out (rare) finds a device's
+    # sensor visits by hash, and a scan is fine for that.
     """
     DROP INDEX IF EXISTS visits_device;
+    DROP INDEX IF EXISTS sensor_visits_first_seen;
+    DROP INDEX IF EXISTS sensor_visits_device;
     """,
 ]
 
