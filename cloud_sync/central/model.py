@@ -370,13 +370,16 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
             "INSERT INTO identifiers (device, type, value, active, added) "
             "SELECT DISTINCT i.device, 'mac_hash', i.device, 1, ? FROM in_profiles i "
             "WHERE NOT EXISTS (SELECT 1 FROM profile_stores p WHERE p.device = i.device) "
+            # Key order: concurrent batches naming the same new devices then wait for each
+            # other instead of deadlocking on each other's uncommitted index entries.
+            "ORDER BY i.device "
             "ON CONFLICT (device, type, value) DO NOTHING",
             (now,),
         )
         cols = ", ".join(PROFILE_COLUMNS)
         sets = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS[2:])
         conn.execute(
-            f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true "
+            f"INSERT INTO profile_stores ({cols}) SELECT {cols} FROM in_profiles WHERE true ORDER BY device, store "
             f"ON CONFLICT (device, store) DO UPDATE SET {sets} WHERE excluded.updated >= profile_stores.updated"
         )
         if not conn.postgres:
@@ -686,6 +689,19 @@ def apply_batch(db: Database, hub: str, batch: Mapping[str, Any], *, now: float 
     Records are validated before the transaction starts."""
     now = time.time() if now is None else now
     plan = plan_records(hub, batch["records"], now=now)
+    for attempt in range(4):
+        try:
+            return _apply_planned(db, hub, batch, plan, now)
+        except Exception as exc:
+            # PostgreSQL may still pick a victim among concurrent batches (deadlock 40P01,
+            # serialization 40001): the transaction rolled back whole, so running it again is safe.
+            if getattr(exc, "sqlstate", None) not in ("40P01", "40001") or attempt == 3:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _apply_planned(db: Database, hub: str, batch: Mapping[str, Any], plan: Plan, now: float) -> ApplyResult:
     with db.connect() as conn, conn.transaction():
         write_lock(conn)
         claimed = conn.execute(
