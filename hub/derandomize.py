@@ -55,7 +55,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate
+from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate, visit_filter
 
 SEQ_MOD = 4096
 SEQ_SHIFT = 6  # the counter index groups chains by seq_last in buckets of 64
@@ -623,16 +623,7 @@ class LinkingEstimator:
         include_excluded: bool = False,
         zone: str | None = None,
     ) -> UniqueEstimate:
-        where = ["v.first_seen >= ?", "v.first_seen < ?", "v.last_seen >= ?"]
-        args: list[Any] = [start - MAX_VISIT_S, end, start]
-        if visitors_only:
-            where.append("v.class = 'visitor'")
-        if not include_excluded:
-            where.append("v.excluded = 0")
-        if zone is not None:
-            where.append("v.best_sensor = ?")
-            args.append(zone)
-        cond = " AND ".join(where)
+        cond, args = visit_filter(start, end, visitors_only=visitors_only, include_excluded=include_excluded, zone=zone)
         stable = conn.execute(
             f"SELECT count(DISTINCT v.device_key) FROM visits v WHERE v.randomized = 0 AND {cond}", args
         ).fetchone()[0]

@@ -84,6 +84,22 @@ class DeviceEstimator(Protocol):
 MAX_VISIT_S = 86400.0
 
 
+def visit_filter(
+    start: float, end: float, *, visitors_only: bool = False, include_excluded: bool = False, zone: str | None = None
+) -> tuple[str, list[Any]]:
+    """SQL condition (on ``visits v``) and its arguments: store visits present in [start, end)."""
+    where = ["v.first_seen >= ?", "v.first_seen < ?", "v.last_seen >= ?"]
+    args: list[Any] = [start - MAX_VISIT_S, end, start]
+    if visitors_only:
+        where.append("v.class = 'visitor'")
+    if not include_excluded:
+        where.append("v.excluded = 0")
+    if zone is not None:
+        where.append("v.best_sensor = ?")
+        args.append(zone)
+    return " AND ".join(where), args
+
+
 class HashEstimator:
     """Device key = device hash; randomized hashes bracketed per fingerprint (see module doc)."""
 
@@ -105,16 +121,7 @@ class HashEstimator:
         include_excluded: bool = False,
         zone: str | None = None,
     ) -> UniqueEstimate:
-        where = ["v.first_seen >= ?", "v.first_seen < ?", "v.last_seen >= ?"]
-        args: list[Any] = [start - MAX_VISIT_S, end, start]
-        if visitors_only:
-            where.append("v.class = 'visitor'")
-        if not include_excluded:
-            where.append("v.excluded = 0")
-        if zone is not None:
-            where.append("v.best_sensor = ?")
-            args.append(zone)
-        cond = " AND ".join(where)
+        cond, args = visit_filter(start, end, visitors_only=visitors_only, include_excluded=include_excluded, zone=zone)
         stable = conn.execute(
             f"SELECT count(DISTINCT v.device_key) FROM visits v WHERE v.randomized = 0 AND {cond}", args
         ).fetchone()[0]

@@ -47,33 +47,6 @@ MAX_CONDITIONS = 100
 # differences this small are sampling noise and one more cluster is one more thing to explain.
 SILHOUETTE_TOL = 0.02
 
-# Table definitions (the hub's migration appends exactly this; kept here for reference/tests).
-MIGRATION = """
-    CREATE TABLE segments (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        kind TEXT NOT NULL CHECK (kind IN ('rule', 'cluster')),
-        definition TEXT,
-        dynamic INTEGER NOT NULL DEFAULT 1,
-        profile TEXT,
-        created REAL NOT NULL,
-        updated REAL NOT NULL
-    );
-    CREATE TABLE segment_members (
-        segment_id INTEGER NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
-        device_key TEXT NOT NULL,
-        since REAL NOT NULL,
-        PRIMARY KEY (segment_id, device_key)
-    ) WITHOUT ROWID;
-    CREATE INDEX segment_members_device ON segment_members(device_key);
-    CREATE TABLE segment_counts (
-        segment_id INTEGER NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
-        ts REAL NOT NULL,
-        members INTEGER NOT NULL,
-        PRIMARY KEY (segment_id, ts)
-    ) WITHOUT ROWID;
-"""
-
 
 class RuleError(ValueError):
     """A segment rule that cannot be evaluated; ``str()`` says which condition and why."""
