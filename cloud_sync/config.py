@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from footfall import topics
 from footfall.cloud_sync import signing
-from footfall.settings import coerce
+from footfall.settings import check_site, coerce
 
 ENV_PREFIX = "FOOTFALL_SYNC_"
 SECRET_ENV = "FOOTFALL_SYNC_SECRET"
@@ -95,16 +94,7 @@ class SyncConfig:
         return zoneinfo.ZoneInfo(self.timezone)
 
     def check(self) -> None:
-        try:
-            topics.check_id(self.site, "site")
-            for s in self.sensors:
-                topics.check_id(s, "sensor")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"timezone {self.timezone!r} is not a known IANA time zone") from None
+        check_site(self.site, self.sensors, self.timezone, ConfigError)
         if self.url:
             parts = urlsplit(self.url)
             if parts.scheme not in ("https", "http") or not parts.netloc:

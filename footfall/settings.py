@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import zoneinfo
+from collections.abc import Iterable
 from typing import Any
+
+from footfall import topics
+
+
+def check_site(site: str, sensors: Iterable[str], timezone: str, error: type[Exception] = ValueError) -> None:
+    """The site id, sensor ids and IANA time zone every hub-side config names."""
+    try:
+        topics.check_id(site, "site")
+        for sensor in sensors:
+            topics.check_id(sensor, "sensor")
+    except ValueError as exc:
+        raise error(str(exc)) from None
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise error(f"timezone {timezone!r} is not a known IANA time zone") from None
 
 
 def coerce(value: Any, kind: Any, name: str, error: type[Exception] = ValueError) -> Any:

@@ -50,8 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from footfall import topics
-from footfall.settings import coerce
+from footfall.settings import check_site, coerce
 
 ENV_PREFIX = "FOOTFALL_HUB_"
 
@@ -140,16 +139,7 @@ class HubConfig:
         return ""
 
     def check(self) -> None:
-        try:
-            topics.check_id(self.site, "site")
-            for sensor in self.sensors:
-                topics.check_id(sensor, "sensor")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"timezone {self.timezone!r} is not a known IANA time zone") from None
+        check_site(self.site, self.sensors, self.timezone, ConfigError)
         if self.merge_gap_s < 0:
             raise ConfigError("merge_gap_s must be >= 0")
         if self.ingest.batch_max < 1 or self.ingest.batch_ms <= 0:
