@@ -593,7 +593,10 @@ class LinkingEstimator:
             return known
         visit: Mapping[str, Any] = sensor_visit
         if self.conn is not None and any(k not in sensor_visit for k in self.EVIDENCE):
-            cur = self.conn.execute("SELECT * FROM sensor_visits WHERE id = ?", (sensor_visit["id"],))
+            cur = self.conn.execute(
+                "SELECT * FROM sensor_visits WHERE first_seen = ? AND id = ?",
+                (sensor_visit["first_seen"], sensor_visit["id"]),
+            )
             row = cur.fetchone()
             if row is not None:
                 names = [d[0] for d in cur.description]
@@ -605,8 +608,8 @@ class LinkingEstimator:
         since = now - self.linker.s.max_gap_s - MAX_VISIT_S / 24
         cur = conn.execute(
             """SELECT s.*, v.device_key FROM sensor_visits s JOIN visits v ON v.id = s.visit_id
-               WHERE s.last_seen >= ? ORDER BY s.first_seen""",
-            (since,),
+               WHERE s.first_seen >= ? AND s.last_seen >= ? ORDER BY s.first_seen""",
+            (since - MAX_VISIT_S, since),
         )
         names = [d[0] for d in cur.description]
         visits = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

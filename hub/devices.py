@@ -181,7 +181,7 @@ def randomized_bounds(rows: Iterable[tuple[str, float, float, str | None]], link
     return low, max(low, min(count, high)), high
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceDelta:
     """Change of one device's lifetime counters caused by one ingest batch."""
 

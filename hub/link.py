@@ -61,7 +61,10 @@ def relink(
         )
         conn.execute("DELETE FROM visits WHERE last_seen >= ?", (since,))
         merge_new(conn, rows, gap_s=config.merge_gap_s, tz=config.tz, estimator=estimator, excluded=excluded)
-        conn.executemany("UPDATE sensor_visits SET visit_id = ? WHERE id = ?", [(r["visit_id"], r["id"]) for r in rows])
+        conn.executemany(
+            "UPDATE sensor_visits SET visit_id = ? WHERE first_seen = ? AND id = ?",
+            [(r["visit_id"], r["first_seen"], r["id"]) for r in rows],
+        )
         new_keys = {r[0] for r in conn.execute("SELECT DISTINCT device_key FROM visits WHERE last_seen >= ?", (since,))}
         _recount_devices(conn, old_keys | new_keys, excluded)
         conn.execute("COMMIT")

@@ -28,6 +28,7 @@ reordered messages give the same store visits as an ordered stream.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import sqlite3
@@ -53,30 +54,29 @@ class InsideRule:
 DEFAULT_RULE = InsideRule()
 
 
-def chained_inside(members: Sequence[Mapping[str, Any]], rule: InsideRule) -> float:
-    """Inside time per sensor, with the gaps between its strong members chained in; the largest.
+def chained_inside(members: Sequence[Mapping[str, Any]], rule: InsideRule) -> tuple[float, list[str]]:
+    """Inside time per sensor, with the gaps between its strong members chained in: the largest,
+    and the sensors (sorted). ``members`` must be sorted by ``first_seen``.
 
     Members act like the agent's sightings: a gap of at most ``inside_gap_s`` between two
     members heard at or above ``inside_rssi`` counts as inside, on top of their own inside time.
     One sensor's members never overlap; different sensors hear the same minutes, so the best
     sensor's figure is taken rather than a sum.
     """
-    by_sensor: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    totals: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    strong, gap = rule.inside_rssi, rule.inside_gap_s
     for m in members:
-        by_sensor[m["sensor"]].append(m)
-    best = 0.0
-    for ms in by_sensor.values():
-        total = 0.0
-        end: float | None = None
-        for m in sorted(ms, key=lambda m: m["first_seen"]):
-            total += m["inside_s"]
-            if m["rssi_max"] is None or m["rssi_max"] < rule.inside_rssi:
-                continue
-            if end is not None and 0 < m["first_seen"] - end <= rule.inside_gap_s:
+        sensor = m["sensor"]
+        total = totals.get(sensor, 0.0) + m["inside_s"]
+        rssi = m["rssi_max"]
+        if rssi is not None and rssi >= strong:
+            end = ends.get(sensor)
+            if end is not None and 0 < m["first_seen"] - end <= gap:
                 total += m["first_seen"] - end
-            end = m["last_seen"]
-        best = max(best, total)
-    return best
+            ends[sensor] = m["last_seen"]
+        totals[sensor] = total
+    return max(totals.values()), sorted(totals)
 
 
 # Sensor visit columns a store visit is computed from.
@@ -118,6 +118,14 @@ VISIT_COLUMNS = (
 _INSERT_VISIT = f"INSERT INTO visits (id, {', '.join(VISIT_COLUMNS)}) VALUES (?, {', '.join('?' * len(VISIT_COLUMNS))})"
 _visit_values = operator.itemgetter("id", *VISIT_COLUMNS)
 _by_start = operator.itemgetter("first_seen", "id")
+_member_order = operator.itemgetter("first_seen", "sensor", "id")
+
+
+@functools.lru_cache(maxsize=1024)
+def _sensors_json(sensors: tuple[str, ...]) -> str:
+    return json.dumps(list(sensors))
+
+
 _UPDATE_VISIT = f"UPDATE visits SET {', '.join(c + ' = ?' for c in VISIT_COLUMNS)} WHERE id = ?"
 
 
@@ -156,18 +164,15 @@ def aggregate(
     """The store visit made of these sensor visits (see the module docstring for each field)."""
     if len(members) == 1:
         return _aggregate_one(members[0], tz, estimator, excluded)
-    members = sorted(members, key=lambda m: (m["first_seen"], m["sensor"], m["id"]))
-    first = min(m["first_seen"] for m in members)
+    members = sorted(members, key=_member_order)
+    first = members[0]["first_seen"]
     last = max(m["last_seen"] for m in members)
     dwell = last - first
-    inside_by_sensor: dict[str, float] = defaultdict(float)
-    for m in members:
-        inside_by_sensor[m["sensor"]] += m["inside_s"]
     # Strongest sensor; a missing RSSI loses to any reading, ties go to the first sensor name.
     best = min(members, key=lambda m: (m["rssi_max"] is None, -(m["rssi_max"] or 0), m["sensor"]))
     key = estimator.device_key(members[0])
     day, hour = local_day_hour(first, tz)
-    inside = max(max(inside_by_sensor.values()), chained_inside(members, rule))
+    inside, sensors = chained_inside(members, rule)
     visitor = inside >= rule.min_inside_s or any(m["class"] == "visitor" for m in members)
     return {
         "site": members[0]["site"],
@@ -184,7 +189,7 @@ def aggregate(
         "excluded": int(key in excluded),
         "best_sensor": best["sensor"],
         "best_rssi": best["rssi_max"],
-        "sensors": json.dumps(sorted(inside_by_sensor)),
+        "sensors": _sensors_json(tuple(sensors)),
         "n_sensor_visits": len(members),
         "day": day,
         "hour": hour,
@@ -380,7 +385,10 @@ def remerge_all(
     conn.execute("UPDATE sensor_visits SET visit_id = NULL")
     rows = [dict(r) for r in conn.execute(f"SELECT {', '.join(MEMBER_COLUMNS)} FROM sensor_visits")]
     result = merge_new(conn, rows, gap_s=gap_s, tz=tz, estimator=estimator, excluded=excluded)
-    conn.executemany("UPDATE sensor_visits SET visit_id = ? WHERE id = ?", [(r["visit_id"], r["id"]) for r in rows])
+    conn.executemany(
+        "UPDATE sensor_visits SET visit_id = ? WHERE first_seen = ? AND id = ?",
+        [(r["visit_id"], r["first_seen"], r["id"]) for r in rows],
+    )
     conn.execute(
         """UPDATE devices SET
                visit_count = coalesce((SELECT count(*) FROM visits v WHERE v.device_key = devices.device_key), 0),

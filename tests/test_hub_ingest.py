@@ -217,6 +217,31 @@ def test_direct_ingest_payload_outcomes(tmp_path: Path) -> None:
     assert tuple(conn.execute("SELECT devices, inside FROM presence").fetchone()) == (7, 3)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("dwell_s", 10**30, "schema"),
+        ("inside_s", 2**64, "schema"),
+        ("rssi_mean", -(2**70), "schema"),
+        ("burst_gap_s", 2**63, "schema"),
+        ("sightings", 2**64 + 1, "schema"),
+        ("seq_last", 2**80, "schema"),
+        ("first_seen", 10**20, "schema"),
+        ("v", True, "version"),
+        ("v", 1.0, "version"),
+        ("type", ["visit"], "schema"),
+    ],
+)
+def test_numbers_beyond_sqlite_and_odd_versions_are_rejected(
+    tmp_path: Path, field: str, value: Any, reason: str
+) -> None:
+    # JSON integers have no size limit; SQLite's stop at 64 bits. A reject, never a crash.
+    conn = store.connect(tmp_path / "hub.db")
+    raw = json.dumps({**visit("s1", "d1", T0, T0 + 60), field: value}).encode()
+    assert ingest_payload(conn, vtopic("s1"), raw) == f"rejected:{reason}"
+    assert ingest_payload(conn, vtopic("s1"), schema.dumps(visit("s1", "d2", T0, T0 + 60))) == "stored"
+
+
 def test_multi_sensor_visit_over_mqtt_is_one_store_visit(broker: Any, tmp_path: Path) -> None:
     cfg = hub_config(broker, tmp_path)
     with running(cfg) as hub, publisher(broker) as pub:
