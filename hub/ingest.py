@@ -168,15 +168,17 @@ def _check_int(value: Any, name: str) -> None:
         raise Rejected("schema", f"field {name!r} out of range")
 
 
-_INT_TYPE = frozenset((int,))
+if schema._msgspec is not None:
+    _encode = schema._msgspec.json.Encoder().encode
 
+    def _json_list(values: list[Any]) -> str:
+        """Compact JSON text of a list (msgspec: 20x faster than json.dumps, hot path)."""
+        return _encode(values).decode()
 
-def _json_list(values: list[Any]) -> str:
-    # Channels are small ints: skip the JSON encoder for them (hot path). A list of ints prints
-    # as JSON already; dropping the spaces gives the compact form.
-    if values and not _INT_TYPE.issuperset(map(type, values)):
+else:  # pragma: no cover - without the hub extra
+
+    def _json_list(values: list[Any]) -> str:
         return json.dumps(values, separators=(",", ":"))
-    return repr(values).replace(" ", "")
 
 
 _NUMERIC_COLUMNS = ("sightings", "rssi_max", "seq_first", "seq_last", "dwell_s", "inside_s", "rssi_mean", "burst_gap_s")
@@ -207,15 +209,13 @@ def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
         # A MAC is 12-17 characters: the length test spares the regex for every hash.
         if isinstance(value, str) and 12 <= len(value) <= 17 and _MAC.match(value):
             raise Rejected("privacy", f"field {name!r} looks like a raw MAC address, not a hash")
-    # validate() guarantees ints 0-255 (bools pass isinstance int and print as True/False, as
-    # they always did): no encoder needed (hot path).
-    payload["ie_ids"] = repr(payload["ie_ids"]).replace(" ", "")
+    payload["ie_ids"] = _json_list(payload["ie_ids"])
     channels = payload["channels"]
     if channels is not None:
         payload["channels"] = _json_list(channels)
     ssids = payload["ssid_hashes"]
     if ssids is not None:
-        payload["ssid_hashes"] = "[]" if not ssids else json.dumps(ssids, separators=(",", ":"))
+        payload["ssid_hashes"] = _json_list(ssids)
     # Exact ints: the sqlite3 module binds a bool through its adapter lookup, ~10x the cost.
     payload["randomized"] = 1 if payload["randomized"] else 0
     payload["long_stay"] = 1 if payload["long_stay"] else 0

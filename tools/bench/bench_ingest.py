@@ -12,7 +12,7 @@ receiving. Rates are given per wall-clock second and per CPU second of this proc
 shared machine the wall rate measures the neighbours too, while the CPU rate is what one
 dedicated core would sustain (Mosquitto runs in its own process). Usage::
 
-    .venv/bin/python -m footfall.tools.bench.bench_ingest --messages 100000 [--batch-max 5000]
+    .venv/bin/python -m footfall.tools.bench.bench_ingest --messages 100000 [--batch-max 5000] [--prefill 1000000]
 
 ``--batch-max`` defaults to the hub's configured ``IngestConfig.batch_max``.
 """
@@ -39,7 +39,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from footfall import schema, topics
 from footfall.hub import store
 from footfall.hub.config import HubConfig, IngestConfig, MqttConfig
-from footfall.hub.ingest import Ingestor
+from footfall.hub.ingest import Ingestor, ingest_many
 
 SITE = "bench"
 SENSORS = ("s1", "s2", "s3")
@@ -70,15 +70,23 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("mosquitto did not start")
 
 
-def make_payloads(n: int, seed: int = 7) -> list[tuple[str, bytes]]:
-    """A busy store's visits: a third of the devices seen by two sensors at once (merged)."""
+def make_payloads(
+    n: int, seed: int = 7, *, t0: float | None = None, span_s: float = 80000.0, devices: int = 0
+) -> list[tuple[str, bytes]]:
+    """A busy store's visits: a third of the devices seen by two sensors at once (merged).
+
+    Visits start within ``span_s`` after ``t0`` (default: a day ago). With ``devices`` > 0 they
+    are drawn from that many devices (returning visitors), else every device is new.
+    """
     rng = random.Random(seed)
-    t0 = time.time() - 86400
+    if t0 is None:
+        t0 = time.time() - 86400
     out: list[tuple[str, bytes]] = []
     i = 0
     while len(out) < n:
-        device = hashlib.sha256(f"dev{i}".encode()).hexdigest()[:32]
-        first = t0 + rng.uniform(0, 80000)
+        who = rng.randrange(devices) if devices else i
+        device = hashlib.sha256(f"dev{who}".encode()).hexdigest()[:32]
+        first = t0 + rng.uniform(0, span_s)
         dwell = rng.choice((rng.uniform(5, 60), rng.uniform(120, 3600)))
         sensors = rng.sample(SENSORS, 2 if rng.random() < 0.33 else 1)
         for k, sensor in enumerate(sensors):
@@ -165,10 +173,30 @@ def drain_baseline(port: int, n: int) -> tuple[float, float]:
     return time.perf_counter() - t, time.process_time() - c
 
 
+def prefill(db: Path, n: int) -> float:
+    """Fill the hub database with ``n`` visit messages of the last 90 days (returning devices):
+    ingest cost grows with what is stored, so an empty database flatters it. Returns seconds."""
+    cfg = HubConfig(site=SITE, db=str(db), ingest=IngestConfig(batch_max=5000), link_every_s=0)
+    conn = store.connect(db)
+    t = time.perf_counter()
+    chunk = 200_000
+    for k, start in enumerate(range(0, n, chunk)):
+        span = 89 * 86400 / max(1, -(-n // chunk))
+        t0 = time.time() - 90 * 86400 + k * span
+        ingest_many(conn, make_payloads(min(chunk, n - start), seed=100 + k, t0=t0, span_s=span, devices=n // 4), cfg)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.perf_counter() - t
+
+
 def drain_hub(port: int, n: int, db: Path, batch_max: int = 1000) -> tuple[float, float, Ingestor]:
     cfg = HubConfig(
         site=SITE,
         db=str(db),
+        # Relinking is a job beside ingest (measured by bench_link); left on, its first pass ran
+        # at a random moment of the drain and linked the random MACs stored so far, so the
+        # store-visit count changed from run to run.
+        link_every_s=0,
         mqtt=MqttConfig(port=port, client_id="bench-hub", receive_maximum=20000),
         ingest=IngestConfig(batch_max=batch_max, batch_ms=50, housekeeping_s=1e9),
     )
@@ -190,6 +218,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", "-n", type=int, default=100_000)
     parser.add_argument("--batch-max", type=int, default=IngestConfig.batch_max, help="hub batch size (config default)")
+    parser.add_argument(
+        "--prefill", type=int, default=0, help="visit messages of the last 90 days stored before the drain (0: empty db)"
+    )
     args = parser.parse_args()
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -208,17 +239,22 @@ def main() -> None:
                 f" {n / base_cpu:,.0f} msg/CPU-s"
             )
             db = workdir / "hub.db"
+            if args.prefill:
+                took = prefill(db, args.prefill)
+                print(f"prefilled the hub database with {args.prefill:,} older visit messages in {took:.0f}s")
+            before = store.connect(db).execute("SELECT count(*) FROM sensor_visits").fetchone()[0]
             hub_s, hub_cpu, ingestor = drain_hub(port, n, db, args.batch_max)
             hub_rate = n / hub_s
             conn = store.connect(db)
-            stored = conn.execute("SELECT count(*) FROM sensor_visits").fetchone()[0]
+            stored = conn.execute("SELECT count(*) FROM sensor_visits").fetchone()[0] - before
             visits = conn.execute("SELECT count(*) FROM visits").fetchone()[0]
+            size = sum(os.path.getsize(p) for p in workdir.glob("hub.db*"))
             s = ingestor.stats
             print(
                 f"hub ingest into SQLite (validate, dedupe, merge, commit, ack): {hub_rate:,.0f} msg/s wall"
                 f" ({hub_s:.2f}s), {n / hub_cpu:,.0f} msg/CPU-s;"
-                f" {stored} sensor visits -> {visits} store visits in {s.batches} batches,"
-                f" {os.path.getsize(db) / 1e6:.0f} MB"
+                f" {stored} sensor visits -> {s.created_visits - s.merged_visits} new store visits"
+                f" ({visits} in the database, {size / 1e6:.0f} MB) in {s.batches} batches"
             )
             print(
                 f"ratio hub / baseline: {hub_rate / base_rate:.2f} wall, {base_cpu / hub_cpu:.2f} CPU"
