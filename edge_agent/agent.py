@@ -186,7 +186,7 @@ class Agent:
         while not self._stop.is_set():
             item = read(1.0)
             if item is None:
-                if getattr(source, "_closed", False):
+                if source.closed:
                     return
                 self.tick(time.time())
                 continue

@@ -79,6 +79,11 @@ class FrameSource(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called: a quiet ``read`` then means the end, not silence."""
+        ...
+
 
 def _sysfs(iface: str, attr: str, root: Path = SYS_NET) -> str | None:
     try:
@@ -340,6 +345,10 @@ class RawSocketSource:
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return
@@ -451,6 +460,10 @@ class ScapySource:
             item = self.read()
             if item is not None:
                 yield item
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         if not self._closed:

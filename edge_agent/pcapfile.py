@@ -186,6 +186,10 @@ class PcapSource:
         with open(self.path, "rb") as f:
             self._hdr, _ = _probe_header(f, self.path)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
     def close(self) -> None:
         """End iteration (any thread): a running replay stops at its next read chunk or, when
         paced, at once; later iterations yield nothing."""

@@ -27,6 +27,7 @@ Example (``/etc/footfall/hub.toml``)::
     [retention]
     raw_days = 400                   # sensor_visits and visits; rolled up into hourly first
     presence_days = 30
+    o2o_days = 400                   # O2O targets, coupons, segment rows: hashes cleared after
 
     [exclusion]                      # staff and fixed devices, left out of metrics
     long_stay = true                 # a device with a long_stay visit is fixed equipment
@@ -95,6 +96,9 @@ class IngestConfig:
 class RetentionConfig:
     raw_days: int = 400
     presence_days: int = 30
+    # O2O rows keep MAC and phone MD5s: cleared after this many days, the counts stay for the
+    # reports. Keep it above every scenario's cap_days + attribution_days.
+    o2o_days: int = 400
 
 
 @dataclass
@@ -146,7 +150,7 @@ class HubConfig:
             raise ConfigError("ingest.batch_max must be >= 1 and ingest.batch_ms > 0")
         if self.mqtt.receive_maximum <= self.ingest.batch_max:
             raise ConfigError("mqtt.receive_maximum must be larger than ingest.batch_max")
-        if self.retention.raw_days < 1 or self.retention.presence_days < 1:
+        if min(self.retention.raw_days, self.retention.presence_days, self.retention.o2o_days) < 1:
             raise ConfigError("retention days must be >= 1")
 
 

@@ -5,6 +5,12 @@ everything whose local day is older than today minus ``raw_days`` is first added
 ``hourly`` and then deleted, in one transaction, so the totals survive (tested). ``presence``
 rows older than ``presence_days`` are simply deleted (live counts, nothing to roll up).
 
+O2O rows hold MAC and phone MD5s (``o2o_targets``, ``o2o_coupons``, ``o2o_segment_rows``):
+after ``retention.o2o_days`` the hashes and device keys of targets are cleared (the rows and
+their counts stay, so past ROMI reports do not change except for return visits, whose raw
+visits are gone by then anyway), coupons lose theirs once expired, and segment rows are
+deleted. Consent and the stop-list are kept: an opt-out must outlive everything else.
+
 ``hourly`` rows written here have ``rolled_up = 1``; per (site, local day, hour, zone =
 best sensor), over the visits NOT excluded as staff/fixed devices:
 
@@ -35,6 +41,8 @@ class RetentionResult:
     visits_deleted: int
     sensor_visits_deleted: int
     presence_deleted: int
+    o2o_targets_cleared: int = 0
+    o2o_segment_rows_deleted: int = 0
 
 
 def cutoff_day(config: HubConfig, now: float | None = None) -> str:
@@ -88,4 +96,16 @@ def apply(conn: sqlite3.Connection, config: HubConfig, *, now: float | None = No
         presence = conn.execute(
             "DELETE FROM presence WHERE ts < ?", (now - config.retention.presence_days * 86400.0,)
         ).rowcount
-    return RetentionResult(cutoff, hours, visits, sv, presence)
+        o2o_before = now - config.retention.o2o_days * 86400.0
+        targets = conn.execute(
+            "UPDATE o2o_targets SET partner_hash = '', device_key = '', phone_md5 = NULL"
+            " WHERE assigned_at < ? AND (partner_hash != '' OR device_key != '' OR phone_md5 IS NOT NULL)",
+            (o2o_before,),
+        ).rowcount
+        conn.execute(
+            "UPDATE o2o_coupons SET partner_hash = NULL, device_key = NULL"
+            " WHERE issued_at < ? AND valid_until < ? AND (partner_hash IS NOT NULL OR device_key IS NOT NULL)",
+            (o2o_before, now),
+        )
+        rows = conn.execute("DELETE FROM o2o_segment_rows WHERE added < ?", (o2o_before,)).rowcount
+    return RetentionResult(cutoff, hours, visits, sv, presence, targets, rows)

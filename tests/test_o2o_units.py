@@ -200,3 +200,51 @@ def test_cli(tmp_path, capsys):
     bad = parser.parse_args(["o2o", "scenario", "add", "bad", "--db", db, "--control-share", "2"])
     assert bad.func(bad) == 2
     assert build_parser  # the top-level CLI imports fine with the o2o part present
+
+
+def test_retention_clears_o2o_hashes_but_keeps_the_counts(conn):
+    from footfall.hub import retention
+    from footfall.hub.config import HubConfig, RetentionConfig
+
+    now = time.time()
+    old, recent = now - 500 * 86400, now - 10 * 86400
+    conn.execute(
+        "INSERT INTO o2o_scenarios (id, name, config, created, updated) VALUES (1, 'sc', '{}', ?, ?)", (old, old)
+    )
+    for tid, at, status in ((1, old, "messaged"), (2, old, "segment"), (3, recent, "messaged")):
+        conn.execute(
+            "INSERT INTO o2o_targets (id, scenario_id, run_id, partner_hash, device_key, visit_at, assigned_at,"
+            " status, phone_md5, updated) VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?, ?)",
+            (tid, md5(f"mac{tid}"), f"dev{tid}", at, at, status, md5(f"phone{tid}"), at),
+        )
+        conn.execute(
+            "INSERT INTO o2o_segment_rows (scenario_id, target_id, mac_md5, msisdn_md5, added) VALUES (1, ?, ?, ?, ?)",
+            (tid, md5(f"mac{tid}"), md5(f"phone{tid}"), at),
+        )
+    for code, issued, until in (
+        ("OLDGONE", old, old + 30 * 86400),
+        ("OLDVALID", old, now + 86400),
+        ("NEW", recent, now),
+    ):
+        conn.execute(
+            "INSERT INTO o2o_coupons (code, scenario_id, target_id, device_key, partner_hash, kind, value,"
+            " valid_from, valid_until, issued_at) VALUES (?, 1, 1, 'dev1', ?, 'percent', 10, ?, ?, ?)",
+            (code, md5("mac1"), issued, until, issued),
+        )
+    consent.set_consent(conn, md5("mac1"), "sms", "withdrawn")
+    conn.commit()
+
+    config = HubConfig(site="st", retention=RetentionConfig(o2o_days=90))
+    result = retention.apply(conn, config, now=now)
+    assert (result.o2o_targets_cleared, result.o2o_segment_rows_deleted) == (2, 2)
+    targets = {r["id"]: dict(r) for r in conn.execute("SELECT * FROM o2o_targets")}
+    assert [targets[i]["status"] for i in (1, 2, 3)] == ["messaged", "segment", "messaged"]  # counts kept
+    for i in (1, 2):
+        assert (targets[i]["partner_hash"], targets[i]["device_key"], targets[i]["phone_md5"]) == ("", "", None)
+    assert targets[3]["partner_hash"] == md5("mac3") and targets[3]["phone_md5"] == md5("phone3")
+    assert [r[0] for r in conn.execute("SELECT target_id FROM o2o_segment_rows")] == [3]
+    kept = {r["code"]: r["partner_hash"] for r in conn.execute("SELECT code, partner_hash FROM o2o_coupons")}
+    assert kept == {"OLDGONE": None, "OLDVALID": md5("mac1"), "NEW": md5("mac1")}
+    # Opt-outs outlive retention.
+    assert conn.execute("SELECT count(*) FROM o2o_consent").fetchone()[0] == 1
+    assert retention.apply(conn, config, now=now).o2o_targets_cleared == 0

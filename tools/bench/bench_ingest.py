@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--messages", "-n", type=int, default=100_000)
     parser.add_argument("--batch-max", type=int, default=IngestConfig.batch_max, help="hub batch size (config default)")
     parser.add_argument(
-        "--prefill", type=int, default=0, help="visit messages of the last 90 days stored before the drain (0: empty db)"
+        "--prefill", type=int, default=0, help="visit messages of the last 90 days stored first (0: empty db)"
     )
     args = parser.parse_args()
     n = args.messages
