@@ -9,7 +9,8 @@ transaction, so a crash re-applies at most one page, and every item is idempoten
   profile, memberships, consent and phone hashes are deleted from the hub and from the outbox
   (a formed batch holding them is released and re-cut). Then the whole opt-out list goes to
   every sensor of the site in its retained ``footfall/<site>/<sensor>/config`` message
-  (``{"v":1,"type":"config","optout":[...]}``, merged into whatever else that message holds),
+  (``{"v":1,"type":"config","optout":[...]}``, merged into whatever else that message holds;
+  beyond about 1,800 ids as 8-byte prefixes in ``optout_prefixes``, see ``config_payload``),
   which the agents apply at once and drop those devices at capture.
 - ``consent_withdrawn``: phone hashes of the device deleted everywhere on the hub; only the
   fact and the date of withdrawal are kept (``consents``); its profile is re-queued without it.
@@ -274,27 +275,26 @@ def site_sensors(conn: sqlite3.Connection, config: SyncConfig) -> list[str]:
 
 
 def config_payload(existing: Mapping[str, Any] | None, optout: Sequence[str]) -> tuple[bytes, int]:
-    """The sensor's config message with ``optout`` replaced; returns (payload, ids left out).
+    """The sensor's config message with the opt-out list replaced; returns (payload, ids left out).
 
-    The agent rejects config messages over ``schema.MAX_PAYLOAD_BYTES``, so the newest opt-outs
-    are kept and the rest counted (the hub itself still honours every opt-out).
+    Full ids (``optout``) while they fit in ``schema.MAX_PAYLOAD_BYTES`` (the agent's limit);
+    beyond that every id as an 8-byte prefix (``optout_prefixes``, about 6,000 fit). If even
+    those do not fit, the newest are kept and the rest counted (the hub itself still honours
+    every opt-out).
     """
     base = dict(existing) if isinstance(existing, Mapping) else {}
     base |= {"v": schema.VERSION, "type": "config"}
+    base.pop("optout_prefixes", None)
     ids = list(optout)
     base["optout"] = ids
     raw = json.dumps(base, separators=(",", ":")).encode()
     if len(raw) <= schema.MAX_PAYLOAD_BYTES:
         return raw, 0
     base["optout"] = []
+    base["optout_prefixes"] = ""
     room = schema.MAX_PAYLOAD_BYTES - len(json.dumps(base, separators=(",", ":")).encode())
-    keep, used = 0, 0
-    for device in ids:
-        used += len(device) + 3
-        if used > room:
-            break
-        keep += 1
-    base["optout"] = ids[:keep]
+    keep = min(len(ids), room // 4 * 3 // schema.OPTOUT_PREFIX_BYTES)  # base64: 4 characters per 3 bytes
+    base["optout_prefixes"] = schema.pack_optout_prefixes(ids[:keep])
     return json.dumps(base, separators=(",", ":")).encode(), len(ids) - keep
 
 

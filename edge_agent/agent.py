@@ -117,9 +117,12 @@ class Agent:
         try:
             if isinstance(values.get("visits"), dict):
                 changed += [f"visits.{k}" for k in self.config.visits.update(values["visits"])]
-            if isinstance(values.get("optout"), list):
-                hashes = [h for h in values["optout"] if isinstance(h, str)]
-                self.identifier.set_optout(hashes + self.config.optout())
+            full, packed = values.get("optout"), values.get("optout_prefixes")
+            if isinstance(full, list) or isinstance(packed, str):
+                # The hub sends full ids while they fit in one message, 8-byte prefixes beyond.
+                hashes = [h for h in full if isinstance(h, str)] if isinstance(full, list) else []
+                prefixes = schema.unpack_optout_prefixes(packed) if isinstance(packed, str) else []
+                self.identifier.set_optout(hashes + self.config.optout(), prefixes)
                 changed.append("optout")
             for key in ("presence_interval_s", "health_interval_s"):
                 if key in values:

@@ -92,7 +92,7 @@ def load_key(path: str | Path, *, create: bool = False) -> bytes:
 class Identifier:
     """Keyed hashing of MACs with an opt-out list; one per agent (one key, one site)."""
 
-    __slots__ = ("_key", "_cache", "_inner", "_outer", "partner_format", "optout", "optout_hits")
+    __slots__ = ("_key", "_cache", "_inner", "_outer", "partner_format", "optout", "optout_prefixes", "optout_hits")
 
     def __init__(
         self,
@@ -114,6 +114,8 @@ class Identifier:
         self._cache: dict[bytes, tuple[bytes, bool, str | None] | None] = {}
         self.partner_format = partner_format
         self.optout: frozenset[str] = frozenset(optout)
+        # First 8 bytes of device digests (the hub's compact list, see schema.pack_optout_prefixes).
+        self.optout_prefixes: frozenset[bytes] = frozenset()
         self.optout_hits = 0
 
     def device_id(self, mac: bytes) -> str:
@@ -132,8 +134,9 @@ class Identifier:
         """Keyed short hash of a directed SSID: linking evidence that reveals no network name."""
         return hmac.new(self._key, b"ssid\x00" + ssid, hashlib.sha256).hexdigest()[:12]
 
-    def set_optout(self, hashes: Iterable[str]) -> None:
+    def set_optout(self, hashes: Iterable[str], prefixes: Iterable[bytes] = ()) -> None:
         self.optout = frozenset(h.lower() for h in hashes)
+        self.optout_prefixes = frozenset(prefixes)
         self._cache.clear()
 
     def identify(self, mac: bytes) -> tuple[bytes, bool, str | None] | None:
@@ -150,7 +153,9 @@ class Identifier:
             self._cache.clear()
         device = self.device_digest(mac)
         result: tuple[bytes, bool, str | None] | None
-        if self.optout and device.hex() in self.optout:
+        if (self.optout and device.hex() in self.optout) or (
+            self.optout_prefixes and device[:8] in self.optout_prefixes
+        ):
             result = None
             self.optout_hits += 1
         else:

@@ -109,3 +109,22 @@ def test_key_file_created_private_and_validated(tmp_path):
     path.write_text("zz")
     with pytest.raises(ValueError, match="hex"):
         load_key(path)
+
+
+def test_agent_applies_compact_optout_from_hub_config(monkeypatch):
+    from footfall import schema
+    from footfall.edge_agent.agent import Agent
+    from footfall.edge_agent.config import AgentConfig
+
+    monkeypatch.setenv("FOOTFALL_HASH_KEY", KEY.hex())
+    agent = Agent(AgentConfig(site="st", sensor="s1"), lambda kind, payload: None)
+    opted = agent.identifier.device_id(GLOBAL)
+    assert agent.apply_config({"optout_prefixes": schema.pack_optout_prefixes([opted])}) == ["optout"]
+    assert agent.identifier.identify(GLOBAL) is None
+    assert agent.identifier.identify(RANDOM) is not None
+    # A malformed list is refused with a log line; the one in force stays.
+    assert agent.apply_config({"optout_prefixes": "not base64!"}) == []
+    assert agent.identifier.identify(GLOBAL) is None
+    # A full-id list replaces it.
+    assert agent.apply_config({"optout": []}) == ["optout"]
+    assert agent.identifier.identify(GLOBAL) is not None

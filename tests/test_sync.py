@@ -640,12 +640,41 @@ def test_pushback_optout_consent_definitions_and_retained_config(tmp_path: Path,
     assert again.applied.optouts == 0 and again.sensors_notified == 0
 
 
-def test_optout_list_over_payload_limit_keeps_newest_and_counts() -> None:
-    ids = [device_id(i) for i in range(2000)]
-    payload, left_out = pushback.config_payload({"v": 1, "type": "config", "visits": {}}, ids)
-    assert len(payload) <= schema.MAX_PAYLOAD_BYTES and left_out > 0
-    kept = schema.validate(payload, "config")["optout"]
-    assert kept == ids[: len(kept)] and len(kept) + left_out == 2000
+def test_optout_list_over_payload_limit_goes_compact_then_keeps_newest() -> None:
+    from footfall.edge_agent.identity import Identifier
+
+    def rid(i: int) -> str:  # an agent's device id: 32 random-looking hex digits
+        return hashlib.md5(str(i).encode()).hexdigest()
+
+    base = {"v": 1, "type": "config", "visits": {"gap_s": 45}, "optout_prefixes": "stale"}
+    few = [rid(i) for i in range(100)]
+    payload, left_out = pushback.config_payload(base, few)
+    msg = schema.validate(payload, "config")
+    assert (msg["optout"], left_out, "optout_prefixes" in msg) == (few, 0, False)
+
+    # 2,000 full ids do not fit in 64 KB; as 8-byte prefixes they all do.
+    many = [rid(i) for i in range(2000)]
+    payload, left_out = pushback.config_payload(base, many)
+    msg = schema.validate(payload, "config")
+    assert len(payload) <= schema.MAX_PAYLOAD_BYTES and left_out == 0 and msg["optout"] == []
+    assert schema.unpack_optout_prefixes(msg["optout_prefixes"]) == [bytes.fromhex(d[:16]) for d in many]
+    assert msg["visits"] == {"gap_s": 45}
+
+    # Beyond ~6,000 the newest are kept and the rest counted.
+    lots = [rid(i) for i in range(7000)]
+    payload, left_out = pushback.config_payload(base, lots)
+    kept = schema.unpack_optout_prefixes(schema.validate(payload, "config")["optout_prefixes"])
+    assert len(payload) <= schema.MAX_PAYLOAD_BYTES and left_out > 0 and len(kept) > 6000
+    assert kept == [bytes.fromhex(d[:16]) for d in lots[: len(kept)]] and len(kept) + left_out == 7000
+    assert len(set(kept)) == len(kept)
+
+    # An agent given the compact list drops exactly those devices at capture.
+    ident = Identifier(b"k" * 32)
+    macs = [bytes([0, 0x11, 0x22, 0x33, i // 256, i % 256]) for i in range(3000)]
+    opted = [ident.device_id(m) for m in macs[:2500]]
+    payload, _ = pushback.config_payload(None, opted)
+    ident.set_optout([], schema.unpack_optout_prefixes(schema.validate(payload, "config")["optout_prefixes"]))
+    assert [ident.identify(m) is None for m in macs] == [True] * 2500 + [False] * 500
 
 
 def test_config_validation(tmp_path: Path) -> None:
