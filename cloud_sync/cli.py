@@ -8,10 +8,11 @@ central service (:func:`register_central`). Heavy imports happen inside the comm
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from pathlib import Path
+
+from footfall.cli import read_password
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,22 +78,18 @@ def _hub_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("password: ")
-    if first != getpass.getpass("again: "):
-        raise SystemExit("passwords differ")
-    return first
-
-
 def _user_add(args: argparse.Namespace) -> int:
     from footfall.cloud_sync.central import auth
 
     with _db(args).connect() as conn:
         try:
             auth.add_user(
-                conn, args.name, _password(args), role=args.role, stores=_stores(args.stores), replace=args.replace
+                conn,
+                args.name,
+                read_password(args.password_stdin),
+                role=args.role,
+                stores=_stores(args.stores),
+                replace=args.replace,
             )
         except auth.AuthError as exc:
             print(f"error: {exc}", file=sys.stderr)

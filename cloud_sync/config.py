@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from footfall.cloud_sync import signing
-from footfall.settings import check_site, coerce
+from footfall.settings import check_site, coerce, read_toml
 
 ENV_PREFIX = "FOOTFALL_SYNC_"
 SECRET_ENV = "FOOTFALL_SYNC_SECRET"
@@ -198,13 +197,4 @@ def from_dict(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> 
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> SyncConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-    return from_dict(data, env)
+    return from_dict(read_toml(path, ConfigError), env)

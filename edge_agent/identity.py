@@ -28,6 +28,8 @@ except ImportError:  # pragma: no cover - other interpreters
 from collections.abc import Iterable
 from pathlib import Path
 
+from footfall.schema import OPTOUT_PREFIX_BYTES
+
 # Partner normal forms: how a partner writes a MAC before hashing it with MD5.
 MAC_FORMATS = {
     "colon-upper": ("{:02X}", ":"),  # AA:BB:CC:DD:EE:FF
@@ -154,7 +156,7 @@ class Identifier:
         device = self.device_digest(mac)
         result: tuple[bytes, bool, str | None] | None
         if (self.optout and device.hex() in self.optout) or (
-            self.optout_prefixes and device[:8] in self.optout_prefixes
+            self.optout_prefixes and device[:OPTOUT_PREFIX_BYTES] in self.optout_prefixes
         ):
             result = None
             self.optout_hits += 1

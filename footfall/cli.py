@@ -9,6 +9,7 @@ do not register.
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import logging
 import sys
@@ -21,6 +22,16 @@ PARTS = (
     "footfall.cloud_sync.cli",
     "footfall.tools.cli",
 )
+
+
+def read_password(from_stdin: bool) -> str:
+    """A new password: one line of stdin (scripts), or typed twice at a prompt."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise SystemExit("passwords differ")
+    return first
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 import zoneinfo
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from footfall import topics
@@ -56,3 +58,16 @@ def coerce(value: Any, kind: Any, name: str, error: type[Exception] = ValueError
     except (TypeError, ValueError):
         raise error(f"setting {name!r}: cannot use {value!r} as {kind}") from None
     raise error(f"setting {name!r}: unsupported type {kind}")
+
+
+def read_toml(path: str | Path | None, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """The TOML file as a dict (empty without a path), or ``error`` saying what is wrong with it."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise error(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"config file {path}: {exc}") from None

@@ -10,8 +10,9 @@ to a batch; the batch is written in ONE SQLite transaction (every ``batch_max`` 
 ``batch_ms``), and only after the commit are its messages acknowledged, in arrival order.
 A kill -9 before the commit loses nothing (the broker redelivers the unacknowledged
 messages); one after the commit but before the acks gets redeliveries that the message id
-(``sensor_visits``' unique key, with the visit start) drops as duplicates. MQTT 5 ``Receive Maximum`` lets the
-broker keep a whole batch in flight instead of its default of 20 unacknowledged messages.
+(``sensor_visits``' unique key, with the visit start) drops as duplicates. MQTT 5
+``Receive Maximum`` lets the broker keep a whole batch in flight instead of its default of 20
+unacknowledged messages.
 
 The hub reads through :class:`BulkReadClient`, a paho client that parses every PUBLISH in a
 socket read at once (MQTT 5 properties skipped) and sends a batch's PUBACKs in one write: stock

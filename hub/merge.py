@@ -117,6 +117,7 @@ VISIT_COLUMNS = (
 )
 _INSERT_VISIT = f"INSERT INTO visits (id, {', '.join(VISIT_COLUMNS)}) VALUES (?, {', '.join('?' * len(VISIT_COLUMNS))})"
 _visit_values = operator.itemgetter("id", *VISIT_COLUMNS)
+_UPDATE_VISIT = f"UPDATE visits SET {', '.join(c + ' = ?' for c in VISIT_COLUMNS)} WHERE id = ?"
 _by_start = operator.itemgetter("first_seen", "id")
 _member_order = operator.itemgetter("first_seen", "sensor", "id")
 
@@ -124,9 +125,6 @@ _member_order = operator.itemgetter("first_seen", "sensor", "id")
 @functools.lru_cache(maxsize=1024)
 def _sensors_json(sensors: tuple[str, ...]) -> str:
     return json.dumps(list(sensors))
-
-
-_UPDATE_VISIT = f"UPDATE visits SET {', '.join(c + ' = ?' for c in VISIT_COLUMNS)} WHERE id = ?"
 
 
 @dataclass

@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from pathlib import Path
+
+from footfall.cli import read_password
 
 DEFAULT_DB = os.environ.get("FOOTFALL_HUB_DB", "hub.db")
 DEFAULT_TZ = os.environ.get("FOOTFALL_TZ", "UTC")
@@ -83,21 +84,12 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Repeat password: "):
-        raise SystemExit("passwords differ")
-    return first
-
-
 def _user_add(args: argparse.Namespace) -> int:
     from footfall.hub import auth, store
 
     conn = store.connect(args.db)
     try:
-        auth.add_user(conn, args.name, _read_password(args), replace=args.replace)
+        auth.add_user(conn, args.name, read_password(args.password_stdin), replace=args.replace)
     except auth.AuthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
