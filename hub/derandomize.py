@@ -55,7 +55,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate, visit_filter
+from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate, distinct_keys, visit_filter
 
 SEQ_MOD = 4096
 SEQ_SHIFT = 6  # the counter index groups chains by seq_last in buckets of 64
@@ -627,12 +627,8 @@ class LinkingEstimator:
         zone: str | None = None,
     ) -> UniqueEstimate:
         cond, args = visit_filter(start, end, visitors_only=visitors_only, include_excluded=include_excluded, zone=zone)
-        stable = conn.execute(
-            f"SELECT count(DISTINCT v.device_key) FROM visits v WHERE v.randomized = 0 AND {cond}", args
-        ).fetchone()[0]
-        linked = conn.execute(
-            f"SELECT count(DISTINCT v.device_key) FROM visits v WHERE v.randomized = 1 AND {cond}", args
-        ).fetchone()[0]
+        stable = distinct_keys(conn, cond, args, randomized=False)
+        linked = distinct_keys(conn, cond, args, randomized=True)
         rows = conn.execute(
             f"SELECT v.first_seen, v.last_seen FROM visits v WHERE v.randomized = 1 AND {cond}", args
         ).fetchall()

@@ -100,6 +100,13 @@ def visit_filter(
     return " AND ".join(where), args
 
 
+def distinct_keys(conn: sqlite3.Connection, cond: str, args: list[Any], *, randomized: bool) -> int:
+    """Distinct device keys among the store visits matching a :func:`visit_filter` condition."""
+    return conn.execute(
+        f"SELECT count(DISTINCT v.device_key) FROM visits v WHERE v.randomized = ? AND {cond}", [int(randomized), *args]
+    ).fetchone()[0]
+
+
 class HashEstimator:
     """Device key = device hash; randomized hashes bracketed per fingerprint (see module doc)."""
 
@@ -122,9 +129,7 @@ class HashEstimator:
         zone: str | None = None,
     ) -> UniqueEstimate:
         cond, args = visit_filter(start, end, visitors_only=visitors_only, include_excluded=include_excluded, zone=zone)
-        stable = conn.execute(
-            f"SELECT count(DISTINCT v.device_key) FROM visits v WHERE v.randomized = 0 AND {cond}", args
-        ).fetchone()[0]
+        stable = distinct_keys(conn, cond, args, randomized=False)
         rows = conn.execute(
             f"""SELECT v.device_key, v.first_seen, v.last_seen,
                    (SELECT s.fingerprint FROM sensor_visits s WHERE s.visit_id = v.id LIMIT 1)
