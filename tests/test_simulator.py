@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from footfall.cli import main
-from footfall.tools.simulator import load_groundtruth, make_frames, simulate_day
-from footfall.tools.simulator.devices import MODELS, OUIS, Device, random_la_mac
+from footfall.tools.simulator import load_groundtruth, make_frames, simulate_day, store
+from footfall.tools.simulator.captures import measure as measure_captures
+from footfall.tools.simulator.devices import MODELS, OUIS, PHONE_MODELS, Device, pick_policy, random_la_mac
 from footfall.tools.simulator.frames import write_pcap
-from footfall.tools.simulator.radio import channel_freq
+from footfall.tools.simulator.people import Person
+from footfall.tools.simulator.radio import Sensor, channel_freq
 
 SCALE = 0.2  # ~300 passers-by, 60 visitors: a second or so
 
@@ -141,37 +143,208 @@ def test_mac_rotation(day: tuple[Path, dict]) -> None:
                 assert any(oui in ouis for ouis in OUIS.values())
         for a, b in itertools.pairwise(p["macs"]):
             assert a["from_ts"] <= a["to_ts"] <= b["from_ts"]
-    assert {p["mac_policy"] for p in gt["people"] if p["randomized"]} == {
-        "ios_interval",
-        "ios_per_scan",
-        "android_per_scan",
-        "android_session",
-    }
+    drawn = {p["mac_policy"] for p in gt["people"] if p["randomized"]}
+    assert drawn <= RANDOM_POLICIES and {"ios_per_burst", "android_per_scan"} <= drawn
+    assert gt["params"]["truth_model"] == 2
 
 
-def test_sequence_numbers_per_policy() -> None:
+# Truth model 2: the policy of a randomizing phone follows its model, as in the real captures.
+RANDOM_POLICIES = {"ios_per_burst", "ios_per_scan", "ios_per_scan_seq", "android_per_scan"}
+EXPECTED_POLICY = {
+    "iPhone 15 (iOS 17)": "ios_per_burst",
+    "iPhone 13 (iOS 17)": "ios_per_burst",
+    "iPhone 12 (iOS 16)": "ios_per_burst",
+    "iPhone 12 Pro (iOS 16)": "ios_per_burst",
+    "iPhone 11 (iOS 16)": "ios_per_burst",
+    "iPhone XR (iOS 16)": "ios_per_scan",
+    "iPhone 7 (iOS 15)": "ios_per_scan_seq",
+    "iPhone 6s (iOS 14)": "ios_per_scan_seq",
+}
+
+
+def test_policies_drawn_by_model(day: tuple[Path, dict]) -> None:
     import random
 
-    def run(policy: str, model: str) -> list[tuple[bytes, int]]:
-        dev = Device(MODELS[model], policy, random.Random(3), random_la_mac(random.Random(4)))
-        seen = []
-        for i in range(40):
-            dev.begin_scan(i * 60.0)
-            for _ in range(3):
-                seen.append((dev.mac, dev.seq))
-                dev.seq = (dev.seq + 1) & 0xFFF
-        return seen
+    rng = random.Random(1)
+    for m in PHONE_MODELS:
+        want = EXPECTED_POLICY.get(m.name, "android_per_scan" if m.can_randomize else "global")
+        assert {pick_policy(rng, m, True) for _ in range(50)} == {want}, m.name
+        assert pick_policy(rng, m, False) == "global"
+    _, gt = day
+    for p in gt["people"]:
+        if p["randomized"]:
+            assert p["mac_policy"] == EXPECTED_POLICY.get(p["model"], "android_per_scan"), p["model"]
+    with pytest.raises(ValueError):  # truth model 1's unsourced policies are gone
+        Device(MODELS["iPhone 15 (iOS 17)"], "ios_interval", random.Random(1), random_la_mac(random.Random(2)))
 
-    ios = run("ios_interval", "iPhone 15 (iOS 17)")
-    assert 3 <= len({m for m, _ in ios}) < 40  # a MAC lasts a few minutes, then changes
-    assert all((b - a) % 4096 == 1 for (_, a), (_, b) in itertools.pairwise(ios))  # never reset
-    android = run("android_session", "Pixel 8 (Android 14)")
-    changes = [b for (ma, _), (mb, b) in itertools.pairwise(android) if ma != mb]
-    assert changes and all(s == 0 for s in changes)  # counter restarts with each MAC
-    per_scan = run("android_per_scan", "Galaxy S21 Ultra (Android 13)")
-    assert len({m for m, _ in per_scan}) == 40
-    glob = run("global", "Galaxy J5 (Android 8)")
-    assert len({m for m, _ in glob}) == 1
+
+def scan_frames(model: str, policy: str, scans: int, full: bool = True, seed: int = 3) -> list[list[tuple]]:
+    """Frames of ``scans`` scans 30 s apart, as three sniffers on channels 1, 6, 11 next to the phone
+    capture them (the real captures' setup), de-duplicated by (MAC, sequence number):
+    per scan, [(t_us, mac, seq, ds_channel)] in time order."""
+    import random
+
+    sensors = [Sensor(f"c{ch}", 0.0, 0.0, ch) for ch in (1, 6, 11)]
+    day = store._Day(sensors)
+    dev = Device(MODELS[model], policy, random.Random(seed), random_la_mac(random.Random(seed + 1)))
+    p = Person("x", "x", "visitor", 0, dev.model, dev, 0.0, 1e6, (0.0, 1e6), 0.1)
+    p.add(0.0, 0.5, 0.5)
+    rng = random.Random(seed + 2)
+    out = []
+    for i in range(scans):
+        t0 = 1000.0 + 30.0 * i
+        n0 = [len(f) for f in day.frames]
+        store._scan(day, p, dev, rng, t0, full, (0.0, 1e9))
+        seen = {}
+        for si, frames in enumerate(day.frames):
+            for ts, f in frames[n0[si] :]:
+                body = f[15 + 24 : -4]
+                ds = body[body.index(b"\x03\x01") + 2]  # DS parameter set follows SSID and rates
+                seen.setdefault((mac_of(f), seq_of(f)), (ts, mac_of(f), seq_of(f), ds))
+        out.append(sorted(seen.values()))
+    return out
+
+
+def seq_step(a: int, b: int) -> int:
+    return (b - a) % 4096
+
+
+def test_ios_per_burst_changes_mac_and_seq_between_channels() -> None:
+    """iPhone 11/12 on iOS 16.4.1 (captures): a new MAC and a random counter for every channel burst."""
+    changes = jumps = 0
+    for frames in scan_frames("iPhone 11 (iOS 16)", "ios_per_burst", 20):
+        assert len({ds for *_, ds in frames}) == 13  # a full sweep, every channel heard
+        by_mac = defaultdict(list)
+        for _, mac, seq, ds in frames:
+            by_mac[mac].append((seq, ds))
+        for mac, fs in by_mac.items():
+            assert len({ds for _, ds in fs}) == 1, mac  # one MAC: one channel
+            seqs = sorted(q for q, _ in fs)
+            assert all(seq_step(a, b) == 1 for a, b in itertools.pairwise(seqs))  # counts within a burst
+        for a, b in itertools.pairwise(frames):
+            if a[3] != b[3]:  # channel transition inside one scan
+                changes += 1
+                assert a[1] != b[1]
+                jumps += seq_step(a[2], b[2]) > 16
+    assert changes >= 20 * 12 and jumps / changes > 0.95  # captures: 98-100 % fresh sequence numbers
+    mac_life = [
+        (max(t) - min(t)) / 1e6
+        for frames in scan_frames("iPhone 15 (iOS 17)", "ios_per_burst", 20)
+        for t in [[ts for ts, m, *_ in frames if m == mac] for mac in {m for _, m, *_ in frames}]
+    ]
+    assert max(mac_life) < 0.1  # captures: no MAC lives longer than 0.1 s
+
+
+def test_ios_per_scan_seq_counter_continues_across_macs() -> None:
+    """iPhone 7 on iOS 15.5 (captures): one MAC per scan, the counter continues (34 of 34 changes)."""
+    scans = scan_frames("iPhone 7 (iOS 15)", "ios_per_scan_seq", 20)
+    macs = [{mac for _, mac, *_ in frames} for frames in scans]
+    assert all(len(m) == 1 for m in macs) and len(set().union(*macs)) == 20
+    for a, b in itertools.pairwise(scans):
+        assert 1 <= seq_step(a[-1][2], b[0][2]) <= 8  # only the frames nobody heard in between
+
+
+def test_per_scan_policies_one_mac_per_scan_random_seq() -> None:
+    """Galaxy S21 / Oppo (Android 13) and iPhone XR (captures): a new MAC and a random counter per scan."""
+    for model, policy in (
+        ("Galaxy S21 Ultra (Android 13)", "android_per_scan"),
+        ("Oppo Find X3 Neo (Android 13)", "android_per_scan"),
+        ("iPhone XR (iOS 16)", "ios_per_scan"),
+    ):
+        for full in (True, False):
+            scans = scan_frames(model, policy, 20, full=full)
+            macs = [{mac for _, mac, *_ in frames} for frames in scans]
+            assert all(len(m) == 1 for m in macs) and len(set().union(*macs)) == 20, model
+            jumps = sum(seq_step(a[-1][2], b[0][2]) > 16 for a, b in itertools.pairwise(scans))
+            assert jumps >= 18, model
+
+
+def test_no_drawn_random_mac_outlives_a_scan(day: tuple[Path, dict]) -> None:
+    out, gt = day
+    for p in gt["people"]:
+        if not p["randomized"]:
+            continue
+        assert len({m["mac"] for m in p["macs"]}) == len(p["macs"])  # never reused
+        for m in p["macs"]:
+            # the longest scan (13 channels x 4 rounds x 6 SSIDs) takes ~1.6 s; scans start >= 2 s apart
+            assert m["to_ts"] - m["from_ts"] < 1.8, p["mac_policy"]
+            if p["mac_policy"] == "ios_per_burst":
+                assert m["to_ts"] - m["from_ts"] < 0.1
+    for sensor in gt["sensors"]:
+        span: dict[str, list[int]] = {}
+        for ts, f in read_pcap(out / f"{sensor['id']}.pcap"):
+            if int(mac_of(f)[:2], 16) & 0x02:
+                span.setdefault(mac_of(f), [ts, ts])[1] = ts
+        assert max(b - a for a, b in span.values()) < 1_800_000
+
+
+def test_partial_scans_per_os() -> None:
+    """Partial scans (captures): iOS 1/6/11 (+13 or 12) at ~45 ms per channel (25 ms with one frame
+    per channel), the Galaxy S21 1/6/11 at ~230 ms per channel."""
+    ios = scan_frames("iPhone 12 (iOS 16)", "ios_per_burst", 600, full=False)
+    chans = [list(dict.fromkeys(f[3] for f in frames)) for frames in ios]  # channels in order
+    assert sum(c[:3] == [1, 6, 11] for c in chans) > 0.95 * len(chans)  # (a lost single frame drops one)
+    assert all(c == sorted(c) and set(c) <= {1, 6, 11, 12, 13} and not {12, 13} <= set(c) for c in chans)
+    n13 = sum(c[3:] == [13] for c in chans) / len(chans)
+    n12 = sum(c[3:] == [12] for c in chans) / len(chans)
+    assert abs(n13 - store.IOS_PARTIAL_13) < 0.05 and abs(n12 - store.IOS_PARTIAL_12) < 0.03
+
+    def steps(frames: list[tuple]) -> list[float]:
+        first = {}
+        for ts, _, _, ds in frames:
+            first.setdefault(ds, ts)
+        t = sorted(first.values())
+        return [(b - a) / 1000 for a, b in itertools.pairwise(t)]
+
+    ios_steps = [statistics.median(steps(f)) for f in ios]
+    single = sum(s < 35 for s in ios_steps) / len(ios_steps)
+    assert abs(single - store.IOS_SINGLE_FRAME[False]) < 0.05
+    assert 24 <= statistics.median(s for s in ios_steps if s < 35) <= 26  # captures: 25 ms
+    assert 44 <= statistics.median(s for s in ios_steps if s >= 35) <= 48  # captures: 46 ms
+    s21 = scan_frames("Galaxy S21 Ultra (Android 13)", "android_per_scan", 50, full=False)
+    android = [statistics.median(steps(f)) for f in s21]
+    assert 225 <= statistics.median(android) <= 235  # captures: 231 ms
+
+
+def test_constants_are_the_captures_measurements(captures: list[Path]) -> None:
+    """Every capture-derived number of truth model 2 is what ``captures`` measures in the real data."""
+    phones, pool = measure_captures(captures[0].parent)
+    by = {p.name: p for p in phones}
+    assert (pool["gaps"], pool["cluster_gaps"]) == (328, 80) and round(pool["cluster_share"], 3) == store.CLUSTER_SHARE
+    assert round(pool["ios_partial_13"], 2) == store.IOS_PARTIAL_13
+    assert round(pool["ios_partial_12"], 3) == store.IOS_PARTIAL_12
+    assert round(pool["ios_full_single"], 2) == store.IOS_SINGLE_FRAME[True]
+    assert round(pool["ios_partial_single"], 2) == store.IOS_SINGLE_FRAME[False]
+    assert abs(pool["ios_partial_step_ms_double"] / 1000 - store.PARTIAL_DWELL_S["ios"]) < 0.002
+    assert abs(pool["ios_partial_step_ms_single"] / 1000 - store.SINGLE_DWELL_S) < 0.001
+    assert abs(pool["ios_full_step_ms"] / 1000 - store.CHANNEL_DWELL_S) < 0.001
+    assert abs(pool["android_partial_step_ms"] / 1000 - store.PARTIAL_DWELL_S["android"]) < 0.002
+    # The MAC policies: per burst (iPhone 11, 12), per scan (XR-A, Android), counter kept (iPhone 7).
+    for name in ("iPhone11-B", "iPhone11-C", "iPhone11-F", "iPhone11-M", "iPhone12-M"):
+        assert by[name].transitions_new_mac >= 0.98 * by[name].transitions
+        assert by[name].mac_changes_seq_continues <= 0.02 * by[name].mac_changes
+    assert by["iPhoneXR-A"].transitions_new_mac == 0
+    assert by["iPhone7-F"].mac_changes_seq_continues == by["iPhone7-F"].mac_changes == 34
+    for name in ("S21Ultra-M", "OppoFindX3Neo-A"):
+        assert by[name].macs_in_two_scans == 0 and by[name].mac_changes_seq_continues == 0
+    assert all(p.macs_in_two_scans == 0 for p in phones if p.name != "iPhone12Pro-C")
+
+
+def test_scan_cluster_share(captures: list[Path]) -> None:
+    """Screen on, after a scan the next follows within 2-10 s as often as 1.5-10 s gaps are in the captures."""
+    import random
+
+    measured = measure_captures(captures[0].parent)[1]["cluster_share"]
+    on_gaps = []
+    prev = None
+    for t, on in store.scan_schedule(random.Random(5), 0.0, 2e6, 0.5):
+        if prev is not None and prev[1]:
+            on_gaps.append(t - prev[0])
+        prev = (t, on)
+    share = sum(1.5 <= g <= 10.0 for g in on_gaps) / len(on_gaps)
+    assert len(on_gaps) > 20_000 and abs(share - measured) < 0.02
+    assert min(on_gaps) >= 2.0 and max(on_gaps) <= 45.0
+    assert not any(10.0 < g < 15.0 for g in on_gaps)
 
 
 def test_passersby_weaker_than_visitors_at_the_back(day: tuple[Path, dict]) -> None:
@@ -287,6 +460,15 @@ def test_make_frames(tmp_path: Path) -> None:
     assert len({mac_of(f) for _, f in frames}) > 1_500
     assert all(zlib.crc32(f[15:-4]).to_bytes(4, "little") == f[-4:] for _, f in frames[:2000])
     assert frames == list(make_frames(20_000, seed=5, devices=2_000))
+    # The same MAC policies as simulate_day: ios_per_burst phones show one MAC per channel heard,
+    # per-scan phones one MAC across the channels of a scan.
+    channels = defaultdict(set)
+    for _, f in frames:
+        body = f[15 + 24 : -4]
+        channels[mac_of(f)].add(body[body.index(b"\x03\x01") + 2])
+    random_macs = [m for m in channels if int(m[:2], 16) & 0x02]
+    one = sum(len(channels[m]) == 1 for m in random_macs) / len(random_macs)
+    assert 0.5 < one < 0.95 and any(len(channels[m]) >= 5 for m in random_macs)
     n = write_pcap(tmp_path / "bench.pcap", ((round(t * 1e6), f) for t, f in frames[:100]))
     assert n == 100 and len(read_pcap(tmp_path / "bench.pcap")) == 100
 

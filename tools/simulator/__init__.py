@@ -7,26 +7,42 @@ always give the same bytes: every random draw comes from ``random.Random`` seede
 string derived from ``seed`` and what is being drawn (day, person), so adding a person does
 not shift everybody else's noise.
 
-The model, and where the numbers come from:
+The model, and where the numbers come from (truth model 2, recorded as ``params.truth_model``;
+every phone-behaviour value with its source, or "no source found", and what changed from truth
+model 1 and why: docs/device-estimation.md, "The simulator's phone behaviour and its sources").
+"The captures" are the eleven labelled phones of the public Probe Requests Open Dataset
+(Baccichet et al., GiovanniBaccichet/ProbingPatternsDataset) in ``../shared/data/probe-captures``:
 
 * ``people``   who walks by or comes in, when (hourly profile with lunch and evening peaks),
-               how long (dwell classes) and where (paths in shop coordinates).
-* ``devices``  phone models with IE layouts taken from the real captures (iOS 15/16, Galaxy
-               S21, Oppo Find X3 Neo; the others built alike), market shares, and the MAC
-               randomization policies of iOS and Android (two each) plus global MACs with
-               real vendor OUIs. ~80 % of phones (``randomized_share``) randomize.
+               how long (dwell classes) and where (paths in shop coordinates; street walking
+               speed U(1.0, 1.6) m/s, Finnis & Walton: site means 1.33-1.58 m/s).
+* ``devices``  phone models with IE layouts taken from the captures (iOS 15/16, Galaxy S21, Oppo
+               Find X3 Neo; the others built alike), market shares, and MAC policies by model,
+               as measured in the captures: ``ios_per_burst`` (new MAC and random sequence
+               number per channel burst: iPhone 11/12 on iOS 16.4.1; also used for iOS 17, of
+               which no measurement was found), ``ios_per_scan`` (iPhone XR),
+               ``ios_per_scan_seq`` (one MAC per scan, counter continues: iPhone 7 on iOS 15.5),
+               ``android_per_scan`` (Galaxy S21, Oppo; AOSP: Android 8+ randomizes probe MACs),
+               and ``global`` MACs with real vendor OUIs. ~80 % of phones (``randomized_share``,
+               no source found) randomize; 10 % have Wi-Fi off (``wifi_off_share``, no source).
 * ``radio``    log-distance path loss, shop-front attenuation, shadowing and fast fading,
                adjacent-channel leakage, -92 dBm sensitivity, 2 % collision loss.
-* ``store``    the day: probe schedules (screen on/off, full and social-channel scans,
-               bursts of 1-4 frames per channel, per-frame sequence numbers), reception by
+* ``store``    the day: probe schedules (screen on for U(0.05, 0.20) of the time, Hintze et al.
+               2014; scans every 15-45 s screen on with 24.4 % of gaps 2-10 s as in the
+               captures, 90-300 s screen off; full sweeps at 45 ms per channel and partial
+               1/6/11 scans at 45 ms (iOS, often + 13 or 12) or 230 ms (Android) per channel;
+               bursts of 1-4 frames per channel; per-frame sequence numbers), reception by
                each sensor, file output; also :func:`make_frames` for benchmarks
-               (``footfall simulate --out DIR --frames 1000000 --devices 50000``).
+               (``footfall simulate --out DIR --frames 1000000 --devices 50000``), with the
+               same MAC policies.
+* ``frames``   the struct-built frames and a tiny pcap writer.
+* ``captures`` measures the real captures (``python -m footfall.tools.simulator.captures``): the
+               shares and timings above come from it, and tests check the constants against it.
 
 Sensors sit on a fixed channel (6 by default; ``channels=`` per sensor in
 :func:`simulate_day`), as the edge agent is deployed: each hears the part of every scan sent
 on its own channel and, attenuated, on the overlapping channels up to 4 away, so the DS
 channel in a captured frame is often not the sensor's channel, as in the real captures.
-* ``frames``   the struct-built frames and a tiny pcap writer.
 
 Ground-truth schema (``groundtruth.json``, schema 1; timestamps are Unix seconds, floats)::
 
@@ -36,17 +52,21 @@ Ground-truth schema (``groundtruth.json``, schema 1; timestamps are Unix seconds
     sensors      [{id, position: [x, y], channel, inside}]
     layout       {width, depth, door_x, backroom_y}  metres; street is y < 0
     radio        the path-loss parameters used
-    params       scale, randomized_share, days, passersby, visitors, staff, fixed, ...
-    rules        how kinds, inside intervals, dwell and mac windows are defined
+    params       truth_model (2; absent = 1), scale, randomized_share, days, passersby, visitors,
+                 staff, fixed, wifi_off_share, returning_share
+    rules        how kinds, inside intervals, dwell, mac windows and mac policies are defined
     summary      unique_people, appearances, visitors, passersby, staff, fixed,
                  returning_visits, wifi_off, randomized, distinct_macs,
                  frames {sensor: n}, distinct_macs_captured {sensor: n},
                  people_captured {sensor: n}
     people       [{id (unique per appearance; equals person when days == 1), person (stable
                   across days), kind: passerby|visitor|staff|fixed, day, model, os,
-                  wifi (false: Wi-Fi off, never probes), randomized, mac_policy,
+                  wifi (false: Wi-Fi off, never probes), randomized, mac_policy (global |
+                  ios_per_burst | ios_per_scan | ios_per_scan_seq | android_per_scan),
                   probes_ssids, returning, arrive, leave, inside: [enter, exit] | null,
                   dwell_s, dwell_class, macs: [{mac: "aa:bb:..", from_ts, to_ts}]}]
+                 (one macs entry per MAC used: per channel burst for ios_per_burst, per scan
+                 for the other random policies; a scale-1 day has ~10,000 and is ~3 MB)
     expected     {sensor: [{mac, person (people[].id), day, first_ts, last_ts, frames,
                   rssi_max, rssi_mean}]}  what that sensor actually captured, sorted by first_ts
 

@@ -2,23 +2,39 @@
 
 IE layouts of the iPhones (iOS 15.5 / 16.4.1), the Galaxy S21 Ultra and the Oppo Find X3 Neo
 (Android 13) are byte-for-byte the ones in the real captures of the public "Probe Requests Open
-Dataset" (GiovanniBaccichet/ProbingPatternsDataset, see /work/shared/data/probe-captures): element
-order, HT/VHT/HE capabilities, extended capabilities, vendor elements. The other models
-(iOS 17, Pixel, Xiaomi, Huawei, legacy Android, printer, POS) are built the same way from the
-chipset families they use (Broadcom, Qualcomm, MediaTek, HiSilicon) and differ in the bytes a
-fingerprinting step looks at.
+Dataset" (Baccichet et al., GiovanniBaccichet/ProbingPatternsDataset, see
+/work/shared/data/probe-captures): element order, HT/VHT/HE capabilities, extended capabilities,
+vendor elements. The other models (iOS 17, Pixel, Xiaomi, Huawei, legacy Android, printer, POS)
+are built the same way from the chipset families they use (Broadcom, Qualcomm, MediaTek,
+HiSilicon) and differ in the bytes a fingerprinting step looks at.
 
-MAC policies (``Device.policy``), the behaviours of current OSes while not associated:
+MAC policies (``Device.policy``; truth model 2, see docs/device-estimation.md, "The simulator's
+phone behaviour and its sources"). What a randomizing phone does while not associated depends on
+its model (``PhoneModel.mac_policy``), as measured in the captures above; no retrievable
+publication states the granularity (Apple's Platform Security guide only says scans use a
+randomized MAC; AOSP says Android 8.0+ randomizes the probe MAC while unassociated):
 
 ``global``            the burned-in, globally administered MAC with a real vendor OUI; never changes.
-``ios_interval``      iOS 17: a new locally administered MAC every few minutes (a group of
-                      scans shares one MAC); the sequence counter is *not* reset on change.
-``ios_per_scan``      iOS 16 as in the real captures: a new MAC for every scan; the sequence
-                      counter jumps to a random value.
-``android_per_scan``  Android 10+ (Galaxy S21 in the captures): a new MAC per scan, sequence
-                      counter reset to a random value.
-``android_session``   Android with a MAC kept for a screen session (at most ~15 min); the
-                      sequence counter restarts at 0 on every new MAC.
+                      Phones that do not randomize (``randomized_share``, default 0.8, has no
+                      source) and the Galaxy J5 (Android 8; no source either way), staff, fixed.
+``ios_per_burst``     a fresh random locally administered MAC *and* a fresh random 12-bit sequence
+                      number for every channel burst (the 1-2 frames sent on one channel): iPhone 11
+                      (4 units) and iPhone 12 on iOS 16.4.1 change MAC at 98-100 % of channel
+                      transitions, no MAC lives longer than 0.1 s. Used for iPhone 11/12/12 Pro
+                      (iOS 16) and, as their closest measured relatives, iPhone 13/15 (iOS 17):
+                      no measurement of iOS 17 was found.
+``ios_per_scan``      one MAC per scan, random sequence number at each change: iPhone XR (XR-A
+                      one MAC per scan, XR-L mostly).
+``ios_per_scan_seq``  one MAC per scan, the sequence counter continues across MAC changes: iPhone 7
+                      on iOS 15.5 (34 of 34 changes). Used for iPhone 7 (iOS 15) and 6s (iOS 14).
+``android_per_scan``  one MAC per scan, random sequence number: Galaxy S21 Ultra and Oppo Find X3
+                      Neo (Android 13), 41 of 41 changes with a sequence jump; all randomizing
+                      Android phones.
+
+Truth model 1 also drew ``ios_interval`` (a MAC kept 3-15 min, counter kept) and
+``android_session`` (a MAC per screen session, counter restarting at 0). Neither had a source
+(the captures contradict the first for iOS <= 16; Android's non-persistent randomization is
+about connecting, not probing), nothing else constructs them, so they were removed.
 """
 
 from __future__ import annotations
@@ -107,7 +123,8 @@ class PhoneModel:
     burst: tuple[int, int] = (2, 2)  # probe requests per channel in one scan (min, max)
     directed_share: float = 0.0  # chance that a phone of this model probes remembered SSIDs
     weight: float = 0.0  # market share among visitors/passers-by
-    can_randomize: bool = True  # pre-Android-10 phones probe with their burned-in MAC
+    can_randomize: bool = True  # False: always probes with its burned-in MAC
+    mac_policy: str = "android_per_scan"  # the policy when this phone randomizes (see above)
 
     def body(self, channel: int, ssid: bytes = b"") -> bytes:
         elements = self.directed_elements if ssid and self.directed_elements else self.elements
@@ -149,6 +166,7 @@ MODELS: dict[str, PhoneModel] = {
             ],
             tx_dbm_offset=1.0,
             burst=(2, 3),
+            mac_policy="ios_per_burst",
         ),
         _model(
             "iPhone 13 (iOS 17)",
@@ -164,6 +182,7 @@ MODELS: dict[str, PhoneModel] = {
                 (255, HE_IPHONE),
             ],
             burst=(2, 3),
+            mac_policy="ios_per_burst",
         ),
         _model(
             "iPhone 12 (iOS 16)",
@@ -178,6 +197,7 @@ MODELS: dict[str, PhoneModel] = {
                 (127, "0000080400000040000020"),
                 (255, HE_IPHONE),
             ],
+            mac_policy="ios_per_burst",
         ),
         _model(
             "iPhone 12 Pro (iOS 16)",
@@ -192,6 +212,7 @@ MODELS: dict[str, PhoneModel] = {
                 (127, "0000080000000040000020"),
                 (255, HE_IPHONE),
             ],
+            mac_policy="ios_per_burst",
         ),
         _model(
             "iPhone 11 (iOS 16)",
@@ -199,6 +220,7 @@ MODELS: dict[str, PhoneModel] = {
             "apple",
             0.06,
             [(1, RATES_B_BASIC), (50, EXT_RATES_G), None, (45, HT_IPHONE), (127, "0000080400000040"), (255, HE_IPHONE)],
+            mac_policy="ios_per_burst",
         ),
         _model(
             "iPhone XR (iOS 16)",
@@ -207,6 +229,7 @@ MODELS: dict[str, PhoneModel] = {
             0.03,
             [(1, RATES_B), (50, EXT_RATES_G), None, (45, HT_IPHONE_OLD), (127, "0000080400000040")],
             tx_dbm_offset=-1.0,
+            mac_policy="ios_per_scan",
         ),
         _model(
             "iPhone 7 (iOS 15)",
@@ -222,6 +245,7 @@ MODELS: dict[str, PhoneModel] = {
                 (107, "0fffffffffffff"),
             ],
             tx_dbm_offset=-2.0,
+            mac_policy="ios_per_scan_seq",
         ),
         _model(
             "iPhone 6s (iOS 14)",
@@ -237,6 +261,7 @@ MODELS: dict[str, PhoneModel] = {
                 (221, "0017f20a000104000000"),  # Apple vendor element of older iOS
             ],
             tx_dbm_offset=-2.0,
+            mac_policy="ios_per_scan_seq",
         ),
         _model(
             "Galaxy S21 Ultra (Android 13)",
@@ -407,6 +432,8 @@ MODELS: dict[str, PhoneModel] = {
             tx_dbm_offset=-2.0,
             directed_share=0.6,
             burst=(1, 2),
+            # AOSP: Android 8.0+ randomizes probe MACs when the chipset supports it; whether this
+            # one does is not documented (no source either way): kept as the global-MAC phone.
             can_randomize=False,
         ),
         _model(
@@ -464,7 +491,12 @@ PHONE_MODELS = tuple(m for m in MODELS.values() if m.weight > 0)
 # so the rest randomize a little more often and the overall share stays ``randomized_share``.
 RANDOMIZABLE_SHARE = sum(m.weight for m in PHONE_MODELS if m.can_randomize) / sum(m.weight for m in PHONE_MODELS)
 STAFF_MODELS = tuple(m for m in PHONE_MODELS if m.os in ("ios", "android"))
-POLICIES = ("global", "ios_interval", "ios_per_scan", "android_per_scan", "android_session")
+POLICIES = ("global", "ios_per_burst", "ios_per_scan", "ios_per_scan_seq", "android_per_scan")
+# Policies that draw a fresh random sequence number with every new MAC (the others keep counting).
+_RANDOM_SEQ = frozenset(("ios_per_burst", "ios_per_scan", "android_per_scan"))
+for _m in MODELS.values():
+    if _m.mac_policy not in POLICIES[1:]:
+        raise ValueError(f"{_m.name}: unknown randomizing MAC policy {_m.mac_policy!r}")
 
 # Synthetic remembered networks for the few phones that still probe SSIDs by name.
 KNOWN_SSIDS = (
@@ -511,11 +543,14 @@ def draw_randomized(rng: random.Random, model: PhoneModel, share: float) -> bool
 
 
 def pick_policy(rng: random.Random, model: PhoneModel, randomized: bool) -> str:
+    """The MAC policy of a phone: ``global`` unless it randomizes, else its model's policy.
+
+    ``rng`` is not drawn from (truth model 2 ties the policy to the model, as in the captures);
+    it stays in the signature for callers.
+    """
     if not randomized or not model.can_randomize:
         return "global"
-    if model.os == "ios":
-        return "ios_interval" if rng.random() < 0.6 else "ios_per_scan"
-    return "android_per_scan" if rng.random() < 0.7 else "android_session"
+    return model.mac_policy
 
 
 @dataclass
@@ -529,7 +564,6 @@ class Device:
     ssids: tuple[bytes, ...] = ()
     mac: bytes = b""
     seq: int = 0
-    mac_until: float = 0.0
     # [mac, first_ts, last_ts] in use order; a MAC reused across days gets a new entry.
     macs: list[list] = field(default_factory=list)
 
@@ -550,31 +584,27 @@ class Device:
             b = _BODIES[key] = self.model.body(channel, ssid)
         return b
 
-    def begin_scan(self, t: float, new_session: bool = False) -> None:
+    def _new_mac(self, t: float, random_seq: bool) -> None:
+        self.mac = random_la_mac(self.rng)
+        if random_seq:
+            self.seq = self.rng.randrange(4096)
+        self.macs.append([self.mac, t, t])
+
+    def begin_scan(self, t: float) -> None:
         """Apply the MAC policy at the start of a scan at time ``t``."""
         p = self.policy
-        rotate = False
         if p == "global":
-            pass
-        elif p in ("ios_per_scan", "android_per_scan"):
-            rotate = True
-        elif p == "ios_interval":
-            rotate = not self.mac or t >= self.mac_until
-            if rotate:
-                self.mac_until = t + self.rng.uniform(180.0, 900.0)
-        else:  # android_session
-            rotate = not self.mac or new_session or t >= self.mac_until
-            if rotate:
-                self.mac_until = t + self.rng.uniform(300.0, 900.0)
-        if rotate:
-            self.mac = random_la_mac(self.rng)
-            if p in ("ios_per_scan", "android_per_scan"):
-                self.seq = self.rng.randrange(4096)
-            elif p == "android_session":
-                self.seq = 0
-            # ios_interval keeps counting: the tell-tale that links its MACs.
-        if not self.macs or self.macs[-1][0] != self.mac:
-            self.macs.append([self.mac, t, t])
+            if not self.macs:
+                self.macs.append([self.mac, t, t])
+        elif p != "ios_per_burst":  # one MAC per scan: ios_per_scan, ios_per_scan_seq, android_per_scan
+            # ios_per_scan_seq keeps counting across MACs: the tell-tale that links them.
+            self._new_mac(t, p in _RANDOM_SEQ)
+
+    def begin_burst(self, t: float) -> None:
+        """Start the burst on the next channel of a scan (after ``begin_scan``)."""
+        if self.policy == "ios_per_burst":
+            self._new_mac(t, True)
 
     def note_sent(self, t: float) -> None:
+        """The last frame with the current MAC so far was sent at ``t``."""
         self.macs[-1][2] = t

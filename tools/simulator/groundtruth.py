@@ -1,4 +1,9 @@
-"""The ground-truth document written next to the pcaps (schema in the package docstring)."""
+"""The ground-truth document written next to the pcaps (schema in the package docstring).
+
+Schema 1 still: truth model 2 (``params.truth_model``) only added keys (``params.truth_model``,
+``rules.mac_policies``) and policy names; an ``ios_per_burst`` phone has one ``macs`` entry per
+channel burst (a scale-1 day: ~10,000 entries, groundtruth.json ~3 MB).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,13 @@ RULES = {
     "fixed": "a device at one indoor spot probing every ~60 s for the whole capture window",
     "dwell_classes": {name: [lo, hi] for name, _, lo, hi in DWELL_CLASSES},
     "mac_window": "macs[].from_ts/to_ts: first and last frame the device sent with that MAC (any channel)",
+    "mac_policies": {
+        "global": "burned-in globally administered MAC, never changes",
+        "ios_per_burst": "new random MAC and random sequence number for every channel burst of a scan",
+        "ios_per_scan": "new random MAC per scan, random sequence number",
+        "ios_per_scan_seq": "new random MAC per scan, the sequence counter continues across MACs",
+        "android_per_scan": "new random MAC per scan, random sequence number",
+    },
     "expected": "per sensor and MAC: first/last timestamp and count of frames that sensor captured",
 }
 

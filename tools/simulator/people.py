@@ -4,10 +4,15 @@ Coordinates in metres: the shop floor is ``0 <= x <= width``, ``0 <= y <= depth`
 front (with the door at ``x = door_x``) is the line ``y = 0`` and the street is ``y < 0``
 (pavement at y = -1.5 to -3, the far pavement at y = -10 to -12). "Inside" means ``y >= 0``.
 
-* Passers-by walk along the street at 1.0-1.6 m/s for 10-60 s and never enter.
+* Passers-by walk along the street at U(1.0, 1.6) m/s (mean 1.3) for 10-60 s and never enter.
+  Field observations give mean walking speeds of 80-95 m/min (1.33-1.58 m/s) across New Zealand
+  sites (Finnis & Walton); the simulator's mean sits at the low edge of those site means.
+  Inside the shop people walk between stops at 1.0 m/s (no source found).
 * Visitors approach along the street (5-20 s), enter, stop at a few spots on the floor and
   leave again along the street. Dwell classes: look-in 1-5 min (35 %), browse 5-20 min (40 %),
   long 20-60 min (20 %), very long 1-2 h (5 %).
+* How often each person's phone is on screen (``Person.screen_share``, which drives how often it
+  scans) is set in ``store`` (``SCREEN_SHARE``).
 * Staff work a shift of 8-10 h inside, partly in the back room.
 * Fixed devices (printer, POS terminal) sit at one spot for the whole capture window.
 

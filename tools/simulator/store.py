@@ -1,16 +1,34 @@
 """The simulated day(s): population, probe schedules, reception by each sensor, output files.
 
-Probe behaviour of a phone: it alternates screen-on sessions (mean 2 min) and screen-off
-periods (long enough that the screen is on for ``screen_share`` of the time). Screen on, it
-scans every 15-45 s; screen off, every 90-300 s (the real captures show 10-150 s between scans
-of phones in use). A scan is a full sweep of channels 1-13 (about 45 ms per channel; 70 % of
-scans when active, 40 % when idle) or a sweep of the social channels 1, 6, 11 (about 200 ms per
-channel). On each channel the phone sends a burst of 2-4 probe requests 15-25 ms apart (the
-range depends on the model: 2 for the iPhones and Galaxies of the real captures, 3-4 for the
-Oppo; 1 for the printer and POS); phones that probe remembered networks send the wildcard and
-one per SSID, 2 ms apart, in each round of the burst.
-Every frame, on any channel, takes the next sequence number (mod 4096), so a sniffer on one
-channel sees gaps. Fixed devices scan every 55-65 s all day.
+Probe behaviour of a phone (truth model 2, ``TRUTH_MODEL``; every value and its source, or "no
+source found", is in docs/device-estimation.md, "The simulator's phone behaviour and its sources";
+"the captures" are the labelled real captures of the public Probe Requests Open Dataset,
+Baccichet et al., in ../shared/data/probe-captures):
+
+* Screen: a phone alternates screen-on sessions (exponential, mean 2 min, ``SCREEN_SESSION_MEAN_S``)
+  and screen-off periods sized so that the screen is on for ``screen_share`` of the time, drawn
+  per person from U(0.05, 0.20) for passers-by and visitors (``SCREEN_SHARE``; mean 0.125 = 117
+  min/day of use, Hintze et al. 2014, over a ~16 h waking day; no figure for people walking or
+  shopping was found) and 0.1 for staff (no source).
+* Scan intervals: screen on, every U(15, 45) s (Shi et al., on data of Hu et al. 2015: Android
+  every 15 s unconnected, iOS peaks at 30 and 45 s; a weak source), except that with probability
+  ``CLUSTER_SHARE`` (0.244: 80 of the 328 gaps between scans in the captures are 1.5-10 s) the
+  next scan follows after U(2, 10) s (the captures do not label screen state: keeping these
+  clusters to screen-on time is an assumption); screen off, every U(90, 300) s (no source
+  found). Fixed devices scan every 55-65 s all day.
+* Scans: a full sweep of channels 1-13 (70 % of scans with the screen on, 40 % off: no source
+  found), 45 ms per channel (captures: 44-47 ms), or a partial ("social") scan of 1, 6, 11 at
+  ``PARTIAL_DWELL_S`` per channel: 45 ms on iOS (captures: 46 ms median), 230 ms on Android
+  (Galaxy S21: 231 ms). iOS partial scans add channel 13 (32 %) or 12 (8 %) (captures, 50 and 12
+  of 156 iOS partial scans). iPhones send a single frame per channel, 25 ms per channel, in 13 %
+  of full sweeps and 34 % of partial scans (captures, scans whose channel steps are ~25 ms).
+* Bursts: otherwise on each channel the phone sends ``PhoneModel.burst`` rounds, 15-25 ms apart
+  (captures: 2 per channel, 20-21 ms apart, for the iPhones and the Galaxy S21; no closer
+  measurement for the other models' ranges); phones that probe remembered networks send the
+  wildcard and one per SSID, 2 ms apart, in each round. Every frame, on any channel, takes the
+  next sequence number (mod 4096), so a sniffer on one channel sees gaps; the MAC policy
+  (``devices``) decides when the MAC and the counter change: per channel burst, per scan, or
+  never.
 
 Sensors listen on a fixed channel (default 6 for all: that is how the edge agent is deployed;
 a sensor on channel 6 hears channels 2-10 through adjacent-channel leakage, see ``radio``).
@@ -55,8 +73,32 @@ from footfall.tools.simulator.people import (
 )
 from footfall.tools.simulator.radio import Sensor
 
+TRUTH_MODEL = 2  # recorded in groundtruth.json as params.truth_model
+
 FULL_SCAN = tuple(range(1, 14))
 SOCIAL_SCAN = (1, 6, 11)
+SOCIAL_SCAN_13 = (1, 6, 11, 13)
+SOCIAL_SCAN_12 = (1, 6, 11, 12)
+# Screen use (Hintze et al. 2014: 117 min/day in 57 sessions of ~2 min).
+SCREEN_SHARE = (0.05, 0.20)  # passers-by and visitors, U(lo, hi)
+STAFF_SCREEN_SHARE = 0.1  # no source found
+SCREEN_SESSION_MEAN_S = 120.0
+# Time from one scan's start to the next.
+SCAN_INTERVAL_ON_S = (15.0, 45.0)
+SCAN_INTERVAL_OFF_S = (90.0, 300.0)  # no source found
+CLUSTER_SHARE = 0.244  # captures: 80 of 328 inter-scan gaps are 1.5-10 s
+CLUSTER_GAP_S = (2.0, 10.0)
+FIXED_INTERVAL_S = (55.0, 65.0)
+# Scan kinds (no source found for the shares; the captures do not label screen state).
+FULL_SHARE_ON = 0.7
+FULL_SHARE_OFF = 0.4
+CHANNEL_DWELL_S = 0.045  # per channel in full sweeps (captures: 44-47 ms)
+# Per channel in partial scans (captures: iOS 46 ms, Galaxy S21 231 ms; "other" never scans partially).
+PARTIAL_DWELL_S = {"ios": 0.045, "android": 0.23, "other": 0.2}
+IOS_PARTIAL_13 = 0.32  # captures: 50 of 156 iOS partial scans add channel 13
+IOS_PARTIAL_12 = 0.077  # and 12 of 156 add channel 12
+IOS_SINGLE_FRAME = {True: 0.13, False: 0.34}  # full / partial iOS scans with 1 frame per channel
+SINGLE_DWELL_S = 0.025  # per channel in those (captures: 25 ms median)
 CAPTURE_MARGIN_S = 3600.0  # sensors record from an hour before opening to an hour after closing
 DEFAULT_SENSOR_SPOTS = ((5.0, 1.5), (5.0, 18.5), (1.0, 10.0), (9.0, 10.0), (5.0, 10.0))
 
@@ -112,25 +154,42 @@ class _Day:
         return p
 
 
-def _scan(
-    day: _Day, p: Person, dev: Device, rng: random.Random, t0: float, full: bool, new_session: bool, win: tuple
-) -> None:
+def _scan(day: _Day, p: Person, dev: Device, rng: random.Random, t0: float, full: bool, win: tuple) -> None:
     x, y = p.position(t0)
     outside = y < 0
-    tx = dev.model.tx_dbm_offset
+    model = dev.model
+    tx = model.tx_dbm_offset
     sensors = day.sensors
     bases = [radio.mean_rssi(s, x, y, outside, tx) + rng.gauss(0.0, radio.SHADOW_SIGMA) for s in sensors]
     audible = max(bases) > radio.SENSITIVITY_DBM - 4 * radio.FAST_SIGMA
-    dev.begin_scan(t0, new_session)
+    if full:
+        channels, dwell = FULL_SCAN, CHANNEL_DWELL_S
+    else:
+        channels, dwell = SOCIAL_SCAN, PARTIAL_DWELL_S[model.os]
+    k = 0
+    if model.os == "ios":
+        if not full:
+            r = rng.random()
+            if r < IOS_PARTIAL_13:
+                channels = SOCIAL_SCAN_13
+            elif r < IOS_PARTIAL_13 + IOS_PARTIAL_12:
+                channels = SOCIAL_SCAN_12
+        if rng.random() < IOS_SINGLE_FRAME[full]:
+            k, dwell = 1, SINGLE_DWELL_S
+    if not k:
+        k = rng.randint(*model.burst)
+    dev.begin_scan(t0)
+    per_burst = dev.policy == "ios_per_burst"
     mac = dev.mac
     ssids = (b"", *dev.ssids)
-    k = rng.randint(*dev.model.burst)
-    rate = dev.model.rate
-    dwell = 0.045 if full else 0.2
+    rate = model.rate
     t_ch = t0
     last = t0
     gauss = rng.gauss
-    for ch in FULL_SCAN if full else SOCIAL_SCAN:
+    for ch in channels:
+        if per_burst:
+            dev.begin_burst(t_ch)
+            mac = dev.mac
         tf = t_ch
         for _ in range(k):
             for ssid in ssids:
@@ -161,8 +220,37 @@ def _scan(
                                 e[4] = rssi
                 tf += 0.002
             tf += rng.uniform(0.013, 0.023)
+        if per_burst:
+            dev.note_sent(last)
         t_ch = max(t_ch + dwell, tf)
     dev.note_sent(last)
+
+
+def scan_schedule(rng: random.Random, arrive: float, leave: float, share: float) -> Iterator[tuple[float, bool]]:
+    """Scan start times of a phone present from ``arrive`` to ``leave``, with its screen state.
+
+    ``share``: fraction of the time the screen is on. Yields ``(t, screen_on)``; the caller may
+    draw from ``rng`` between items (the order of draws is fixed, so output stays reproducible).
+    """
+    active = rng.random() < share
+    mean_off = max(1.0, SCREEN_SESSION_MEAN_S * (1 - share) / max(share, 1e-3))
+
+    def period(on: bool) -> float:
+        return rng.expovariate(1.0 / (SCREEN_SESSION_MEAN_S if on else mean_off))
+
+    state_end = arrive + period(active)
+    t = arrive + rng.uniform(0.0, 30.0 if active else 150.0)
+    while t < leave:
+        while t >= state_end:
+            active = not active
+            state_end += period(active)
+        yield t, active
+        if not active:
+            t += rng.uniform(*SCAN_INTERVAL_OFF_S)
+        elif rng.random() < CLUSTER_SHARE:
+            t += rng.uniform(*CLUSTER_GAP_S)
+        else:
+            t += rng.uniform(*SCAN_INTERVAL_ON_S)
 
 
 def _emit(day: _Day, p: Person, rng: random.Random, win: tuple[float, float]) -> None:
@@ -175,29 +263,13 @@ def _emit(day: _Day, p: Person, rng: random.Random, win: tuple[float, float]) ->
     if p.kind == "fixed":
         t = start + rng.uniform(0.0, 60.0)
         while t < end:
-            _scan(day, p, dev, rng, t, True, False, win)
-            t += rng.uniform(55.0, 65.0)
+            _scan(day, p, dev, rng, t, True, win)
+            t += rng.uniform(*FIXED_INTERVAL_S)
         return
-    share = p.screen_share
-    active = rng.random() < share
-    mean_on = 120.0
-    mean_off = max(1.0, mean_on * (1 - share) / max(share, 1e-3))
-
-    def period(on: bool) -> float:
-        return rng.expovariate(1.0 / (mean_on if on else mean_off))
-
-    state_end = p.arrive + period(active)
-    t = p.arrive + rng.uniform(0.0, 30.0 if active else 150.0)
-    while t < p.leave:
-        new_session = False
-        while t >= state_end:
-            active = not active
-            new_session = new_session or active
-            state_end += period(active)
+    for t, active in scan_schedule(rng, p.arrive, p.leave, p.screen_share):
         if start <= t < end:
-            full = rng.random() < (0.7 if active else 0.4)
-            _scan(day, p, dev, rng, t, full, new_session, win)
-        t += rng.uniform(15.0, 45.0) if active else rng.uniform(90.0, 300.0)
+            full = rng.random() < (FULL_SHARE_ON if active else FULL_SHARE_OFF)
+            _scan(day, p, dev, rng, t, full, win)
 
 
 def _local(d: Date, hours: float, tz: ZoneInfo) -> float:
@@ -312,7 +384,7 @@ def simulate_day(
                 arrive = sample_time(rng, win[0], win[1] - 60.0, day0, street_weight)
                 p = Person(
                     pid(prof.person), prof.person, "passerby", d, prof.model, prof.device(seed, pid(prof.person)),
-                    arrive, arrive + rng.uniform(10.0, 60.0), None, rng.uniform(0.15, 0.5),
+                    arrive, arrive + rng.uniform(10.0, 60.0), None, rng.uniform(*SCREEN_SHARE),
                 )  # fmt: skip
                 walk_past(p, rng, lay)
                 todays.append(p)
@@ -329,7 +401,7 @@ def simulate_day(
                 approach, depart = rng.uniform(5.0, 20.0), rng.uniform(5.0, 20.0)
                 p = Person(
                     pid(prof.person), prof.person, "visitor", d, prof.model, prof.device(seed, pid(prof.person)),
-                    enter - approach, exit_ + depart, (enter, exit_), rng.uniform(0.2, 0.6),
+                    enter - approach, exit_ + depart, (enter, exit_), rng.uniform(*SCREEN_SHARE),
                     dwell_class=dwell_class, returning=returning,
                 )  # fmt: skip
                 visit_path(p, rng, lay, approach, depart)
@@ -344,7 +416,7 @@ def simulate_day(
                     enter = max(exit_ - length, win[0] + 300.0)
                 p = Person(
                     pid(prof.person), prof.person, "staff", d, prof.model, prof.device(seed, pid(prof.person)),
-                    enter - 20.0, exit_ + 20.0, (enter, exit_), 0.1, returning=d > 0,
+                    enter - 20.0, exit_ + 20.0, (enter, exit_), STAFF_SCREEN_SHARE, returning=d > 0,
                 )  # fmt: skip
                 staff_path(p, rng, lay)
                 todays.append(p)
@@ -394,6 +466,7 @@ def simulate_day(
         expected=expected,
         frames={s.id: writers[s.id].count for s in sensor_list},
         params={
+            "truth_model": TRUTH_MODEL,
             "scale": scale,
             "randomized_share": randomized_share,
             "days": days,
@@ -421,8 +494,10 @@ def make_frames(
     """Yield ``n`` (timestamp, frame) pairs, time-ordered, from ``devices`` concurrent phones.
 
     For benchmarks: every device stays in range of one sensor on ``channel`` (1-30 m away) and
-    keeps scanning every 15-120 s with its model's MAC policy, so the number of concurrently
-    active devices (and of live MACs) is ``devices``. Frames are full radiotap + probe + FCS.
+    keeps scanning (full sweeps) every 15-120 s with the same MAC policies as :func:`simulate_day`
+    (``pick_policy``: per channel burst, per scan, or global), so the number of concurrently active
+    devices is ``devices``; an ``ios_per_burst`` phone shows a new MAC on every channel the sensor
+    hears. Frames are full radiotap + probe + FCS.
     """
     rng = random.Random(f"{seed}:bench")
     sensor = Sensor("bench", 0.0, 0.0, channel)
@@ -454,6 +529,7 @@ def make_frames(
                 return
         dev, base = devs[i]
         dev.begin_scan(t0)
+        per_burst = dev.policy == "ios_per_burst"
         base += gauss(0.0, radio.SHADOW_SIGMA)
         k = rng.randint(*dev.model.burst)
         prefix = prefixes.get(dev.model.rate)
@@ -467,6 +543,9 @@ def make_frames(
                 dev.seq = (dev.seq + k) & 0xFFF
                 t += 0.018 * k + 0.03
                 continue
+            if per_burst:  # (a burst nobody hears needs no MAC of its own: skipped above)
+                dev.begin_burst(t)
+                mac = dev.mac
             body = dev.body(ch, b"")
             for _ in range(k):
                 seq = dev.seq
