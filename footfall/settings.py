@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +71,22 @@ def read_toml(path: str | Path | None, error: type[Exception] = ValueError) -> d
         raise error(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"config file {path}: {exc}") from None
+
+
+def parse_hours(hours: str | Sequence[float]) -> tuple[float, float]:
+    """``"10-21"``, ``"9:30-21:00"`` or ``(10, 21)`` -> (10.0, 21.0)."""
+    if isinstance(hours, str):
+        try:
+            a, b = hours.split("-")
+            parsed = []
+            for part in (a, b):
+                hh, _, mm = part.strip().partition(":")
+                parsed.append(int(hh) + (int(mm) if mm else 0) / 60)
+        except ValueError as exc:
+            raise ValueError(f"opening hours must look like 10-21 or 9:30-21:00, got {hours!r}") from exc
+        start, end = parsed
+    else:
+        start, end = float(hours[0]), float(hours[1])
+    if not 0 <= start < end <= 24:
+        raise ValueError(f"opening hours must satisfy 0 <= open < close <= 24, got {start}-{end}")
+    return start, end

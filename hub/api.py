@@ -5,7 +5,7 @@ dashboard itself (static files shipped in the package under ``hub/static``, no C
 logged-in session (cookie) or an API key (``Authorization: Bearer`` / ``X-API-Key``); see
 ``footfall.hub.auth``. Each request borrows a read-only SQLite connection (WAL: readers never
 block ingest and ingest never blocks them). A background thread keeps the summary tables
-the metrics read up to date (``metrics.refresh_summaries``). OpenAPI schema:
+the metrics read up to date (``summaries.refresh_summaries``). OpenAPI schema:
 ``/openapi.json`` (no Swagger page: it would load its assets from a CDN, and the hub works
 with no internet).
 """
@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -28,9 +29,21 @@ from urllib.parse import urlencode
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 
-from footfall.hub import auth, metrics, prometheus, segments, store
+from footfall.hub import api_segments, auth, figures, metrics, prometheus, store, summaries
+from footfall.hub.api_models import (
+    Compare,
+    Engagement,
+    Footfall,
+    LoginRequest,
+    Loyalty,
+    Me,
+    Method,
+    Now,
+    Occupancy,
+    Rejects,
+    Sensors,
+)
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -44,6 +57,7 @@ class WebSettings:
     max_days: int = 400  # longest range for day/week granularity
     max_hour_days: int = 14  # longest range for hourly series (336 bars is already a lot)
     now_window_s: float = 300
+    now_max_age_s: float = 3600  # an occupancy estimate older than this is not "now" any more
     presence_max_age_s: float = 180
     stale_after_s: float = 180  # a sensor silent this long is "stale"
     session_ttl_s: float = auth.SESSION_TTL_S
@@ -51,257 +65,6 @@ class WebSettings:
     refresh_interval_s: float = 15.0  # summary refresh period; 0 disables the background thread
     read_pool_size: int = 8
     clock: Callable[[], float] = field(default=time.time)
-
-
-# ---------------------------------------------------------------- response models (OpenAPI)
-class Traffic(BaseModel):
-    visitors: int = Field(description="visits by devices that came in (footfall)")
-    passersby: int = Field(description="visits by devices heard outside that never came in")
-    capture_rate: float | None = Field(description="visitors / (visitors + passers-by)")
-    mean_dwell_s: float | None = Field(description="mean visitor dwell, seconds")
-
-
-class FootfallTotals(Traffic):
-    unique_visitors: int | None = Field(description="distinct visitor devices (store-wide only)")
-
-
-class FootfallPoint(Traffic):
-    period: str = Field(description="YYYY-MM-DDTHH (hour), YYYY-MM-DD (day) or the Monday (week)")
-
-
-class ZoneTraffic(Traffic):
-    zone: str
-
-
-class Footfall(BaseModel):
-    start: str
-    end: str
-    granularity: str
-    zone: str | None
-    include_excluded: bool
-    totals: FootfallTotals
-    series: list[FootfallPoint]
-    zones: list[ZoneTraffic]
-    rolled_up_visits: int = Field(description="visits read from retention's hourly roll-up")
-
-
-class HistogramBin(BaseModel):
-    lo_s: float
-    hi_s: float | None
-    visits: int
-
-
-class DwellBucket(BaseModel):
-    bucket: str
-    lo_s: float
-    hi_s: float | None
-    visits: int
-    share: float | None
-
-
-class Engagement(BaseModel):
-    start: str
-    end: str
-    zone: str | None
-    include_excluded: bool
-    visits: int
-    mean_dwell_s: float | None
-    median_dwell_s: float | None
-    buckets: list[DwellBucket]
-    histogram: list[HistogramBin]
-    rolled_up_visits: int
-
-
-class FrequencyShare(BaseModel):
-    frequency: str
-    visitor_days: int
-    share: float | None
-
-
-class GapBucket(BaseModel):
-    bucket: str
-    min_days: int
-    max_days: int | None
-    visitor_days: int
-
-
-class LoyaltyDay(BaseModel):
-    day: str
-    new: int
-    returning: int
-
-
-class RolledLoyalty(BaseModel):
-    new_visitors: int
-    returning_visitors: int
-
-
-class Loyalty(BaseModel):
-    start: str
-    end: str
-    include_excluded: bool
-    unique_visitors: int
-    new_visitors: int
-    returning_visitors: int
-    return_rate: float | None
-    visitor_days: int
-    frequency: list[FrequencyShare]
-    days_since_last_visit: list[GapBucket]
-    median_days_since_last_visit: int | None
-    series: list[LoyaltyDay]
-    rolled_up: RolledLoyalty
-
-
-class ZoneNow(BaseModel):
-    zone: str
-    inside: int
-    devices: int
-    age_s: float
-
-
-class Now(BaseModel):
-    now_in_store: int
-    source: str = Field(description="'presence' (live sensor counts) or 'recent_visits' (fallback)")
-    as_of: float
-    window_s: float
-    recent_visitors: int
-    zones: list[ZoneNow]
-
-
-class DayTraffic(Traffic):
-    date: str
-
-
-class Change(BaseModel):
-    visitors: float | None = Field(description="relative change, 0.1 = +10 %")
-    passersby: float | None
-    capture_rate_points: float | None = Field(description="difference of capture rates")
-
-
-class CompareHour(BaseModel):
-    hour: int
-    today: int
-    last_week: int
-
-
-class Compare(BaseModel):
-    as_of: float
-    local_time: str
-    today: DayTraffic
-    last_week_same_time: DayTraffic
-    last_week_full_day: DayTraffic
-    change: Change
-    hourly: list[CompareHour]
-
-
-class Sensor(BaseModel):
-    site: str
-    sensor: str
-    status: str = Field(description="online, offline or stale")
-    state: str | None
-    version: str | None
-    online_since: float | None
-    offline_since: float | None
-    last_message: float | None
-    last_message_age_s: float | None
-    messages: int | None
-    message_rate: float | None
-    backlog: int | None
-    dropped: int | None
-    health: dict[str, Any] | None
-
-
-class Sensors(BaseModel):
-    as_of: float
-    stale_after_s: float
-    online: int
-    offline: int
-    stale: int
-    sensors: list[Sensor]
-
-
-class Reject(BaseModel):
-    reason: str
-    count: int
-    last_at: float
-    last_detail: str | None
-
-
-class Rejects(BaseModel):
-    total: int
-    reasons: list[Reject]
-
-
-class LoginRequest(BaseModel):
-    username: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
-
-
-class Me(BaseModel):
-    kind: str
-    name: str
-
-
-class SegmentPoint(BaseModel):
-    ts: float = Field(description="time of the recount (unix seconds)")
-    members: int
-
-
-class SegmentProfile(BaseModel):
-    devices: int = Field(description="devices the profile describes (members seen in the window; sampled past 5000)")
-    median_dwell_min: float = Field(description="median of the devices' median visit dwell, minutes")
-    typical_hour: float = Field(description="mean local hour of arrival on the clock circle (12.5 = 12:30)")
-    typical_time: str = Field(description="typical_hour as HH:MM")
-    visitor_share: float = Field(description="mean share of the devices' visits that came in (1 - passerby_share)")
-    passerby_share: float = Field(description="mean share of the devices' visits that only passed by")
-    visit_days: float = Field(description="mean distinct visit days per device in the window")
-    weekend_share: float = Field(description="mean share of visits on Saturday/Sunday")
-    recency_days: float = Field(description="mean days since last seen")
-    zones: float = Field(description="mean distinct zones visited")
-
-
-class Segment(BaseModel):
-    id: int
-    name: str
-    kind: str = Field(description="'rule' (conditions on device fields) or 'cluster' (behavioural clustering)")
-    mode: str = Field(description="'dynamic' (re-evaluated at every refresh) or 'static' (members fixed)")
-    current: bool = Field(description="false for a cluster that the latest clustering run no longer produced")
-    size: int = Field(description="members now")
-    updated: float = Field(description="when the members were last set")
-    rule: str | None = Field(description="the rule as text (rule segments)")
-    definition: dict[str, Any] | None = Field(description="rule JSON and lookback, or the clustering criterion")
-    history: list[SegmentPoint] = Field(description="the latest recounts, oldest first")
-    profile: SegmentProfile | None
-
-
-class Segments(BaseModel):
-    segments: list[Segment]
-
-
-class KScore(BaseModel):
-    k: int
-    silhouette: float
-
-
-class Cluster(BaseModel):
-    id: int
-    label: str = Field(description="readable name from the centroid, e.g. 'lunch-time regulars'")
-    size: int
-    share: float | None = Field(description="size / devices clustered")
-    profile: SegmentProfile | None
-    history: list[SegmentPoint]
-
-
-class Clusters(BaseModel):
-    as_of: float | None = Field(description="when the latest clustering ran; null if never")
-    k: int = Field(description="number of clusters chosen")
-    criterion: str | None
-    silhouette: float | None = Field(
-        description="mean silhouette coefficient of the chosen k (-1..1, higher is better)"
-    )
-    silhouette_by_k: list[KScore]
-    devices: int
-    clusters: list[Cluster]
 
 
 # ---------------------------------------------------------------- database access
@@ -338,7 +101,7 @@ class ReadPool:
 
 
 class SummaryRefresher:
-    """Background thread running ``metrics.refresh_summaries`` every ``interval_s``."""
+    """Background thread running ``summaries.refresh_summaries`` every ``interval_s``."""
 
     def __init__(self, path: Path, settings: WebSettings) -> None:
         self.path = path
@@ -351,7 +114,7 @@ class SummaryRefresher:
     def run_once(self) -> dict[str, int]:
         conn = store.connect(self.path)
         try:
-            stats = metrics.refresh_summaries(conn, now=self.settings.clock(), tz=self.settings.tz, check_days=2)
+            stats = summaries.refresh_summaries(conn, now=self.settings.clock(), tz=self.settings.tz, check_days=2)
         finally:
             conn.close()
         self.last_run = time.time()
@@ -405,152 +168,6 @@ def _json(out: dict[str, Any]) -> JSONResponse:
     (tests check every one against its model): skipping FastAPI's re-validation of
     hundreds of series points is most of a year-long report's time."""
     return JSONResponse(out)
-
-
-def _hhmm(hour: float) -> str:
-    minutes = int(round(hour * 60)) % (24 * 60)
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
-
-
-def _profile_out(p: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A stored centroid or member profile (``segments.Profile`` fields) in the API's units."""
-    if not p or not p.get("size"):
-        return None
-    return {
-        "devices": int(p["size"]),
-        "median_dwell_min": p["dwell_min"],
-        "typical_hour": p["hour"],
-        "typical_time": _hhmm(p["hour"]),
-        "visitor_share": round(1.0 - p["passerby_share"], 2),
-        "passerby_share": p["passerby_share"],
-        "visit_days": p["visit_days"],
-        "weekend_share": p["weekend_share"],
-        "recency_days": p["recency_days"],
-        "zones": p["zones"],
-    }
-
-
-def _rule_text(rule: Any, top: bool = True) -> str:
-    if isinstance(rule, dict) and len(rule) == 1 and ("all" in rule or "any" in rule):
-        mode = "all" if "all" in rule else "any"
-        text = (" AND " if mode == "all" else " OR ").join(_rule_text(r, False) for r in rule[mode])
-        return text if top or len(rule[mode]) == 1 else f"({text})"
-    value = rule.get("value")
-    if isinstance(value, list):
-        shown = "[" + ", ".join(str(v) for v in value) + "]"
-    elif isinstance(value, bool):
-        shown = str(value).lower()
-    else:
-        shown = str(value)
-    return f"{rule.get('field')} {rule.get('op')} {shown}"
-
-
-def _segments_report(
-    conn: sqlite3.Connection, history: int, cache: dict[tuple[Any, ...], dict[str, Any] | None] | None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(every segment with size, recent recounts and profile; ``segments.list_segments`` rows).
-
-    Rule segments store no profile: theirs is computed from the members' visits as of their
-    last recount and kept in ``cache`` until the next one (it only changes when the members
-    do); with no cache, rule segments get no profile."""
-    rows = segments.list_segments(conn)
-    points: dict[int, list[dict[str, float]]] = {}
-    for seg_id, ts, members in conn.execute(
-        """SELECT segment_id, ts, members FROM (
-               SELECT segment_id, ts, members, row_number() OVER (PARTITION BY segment_id ORDER BY ts DESC) AS n
-               FROM segment_counts) WHERE n <= ? ORDER BY segment_id, ts""",
-        (history,),
-    ):
-        points.setdefault(seg_id, []).append({"ts": ts, "members": members})
-    latest_run = max((r["updated"] for r in rows if r["kind"] == "cluster"), default=None)
-    out = []
-    for r in rows:
-        definition = r["definition"] if isinstance(r["definition"], dict) else None
-        if r["kind"] == "cluster":
-            profile = _profile_out(r["profile"]) if r["members"] else None
-        elif cache is None:
-            profile = None
-        else:
-            key = (r["id"], r["name"], r["updated"], r["members"])
-            if key not in cache:
-                if len(cache) > 512:
-                    cache.clear()
-                lookback = float((definition or {}).get("lookback_days", 30.0))
-                found = segments.member_profile(conn, r["id"], now=r["updated"], lookback_days=lookback)
-                cache[key] = _profile_out(found.__dict__) if found else None
-            profile = cache[key]
-        out.append(
-            {
-                "id": r["id"],
-                "name": r["name"],
-                "kind": r["kind"],
-                "mode": "dynamic" if r["dynamic"] else "static",
-                "current": r["kind"] != "cluster" or r["updated"] == latest_run,
-                "size": r["members"],
-                "updated": r["updated"],
-                "rule": _rule_text(definition["rule"]) if r["kind"] == "rule" and definition else None,
-                "definition": definition,
-                "history": points.get(r["id"], []),
-                "profile": profile,
-            }
-        )
-    return out, rows
-
-
-def _clusters_report(segs: list[dict[str, Any]], stored: dict[int, dict[str, Any] | None]) -> dict[str, Any]:
-    """The latest clustering run from its ``kind='cluster'`` segments (each stores k and the silhouettes)."""
-    current = [s for s in segs if s["kind"] == "cluster" and s["current"]]
-    if not current:
-        return {
-            "as_of": None,
-            "k": 0,
-            "criterion": None,
-            "silhouette": None,
-            "silhouette_by_k": [],
-            "devices": 0,
-            "clusters": [],
-        }
-    first = stored.get(current[0]["id"]) or {}
-    by_k = sorted((int(k), float(v)) for k, v in (first.get("silhouette") or {}).items())
-    k = int(first.get("k") or len(current))
-    devices = sum(s["size"] for s in current)
-    clusters = sorted(current, key=lambda s: (-s["size"], s["name"]))
-    return {
-        "as_of": current[0]["updated"],
-        "k": k,
-        "criterion": (current[0]["definition"] or {}).get("criterion"),
-        "silhouette": dict(by_k).get(k),
-        "silhouette_by_k": [{"k": kk, "silhouette": v} for kk, v in by_k],
-        "devices": devices,
-        "clusters": [
-            {
-                "id": s["id"],
-                "label": s["name"].removeprefix("cluster: "),
-                "size": s["size"],
-                "share": round(s["size"] / devices, 4) if devices else None,
-                "profile": s["profile"],
-                "history": s["history"],
-            }
-            for s in clusters
-        ],
-    }
-
-
-_PROFILE_CSV = (
-    "devices",
-    "median_dwell_min",
-    "typical_time",
-    "visitor_share",
-    "passerby_share",
-    "visit_days",
-    "weekend_share",
-    "recency_days",
-    "zones",
-)
-
-
-def _profile_cells(profile: dict[str, Any] | None) -> dict[str, Any]:
-    return {f: (profile or {}).get(f) for f in _PROFILE_CSV}
 
 
 def _format(fmt: str) -> str:
@@ -712,14 +329,23 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
 
     @app.get("/api/now", response_model=Now, tags=["metrics"], dependencies=authed)
     def now(conn: Conn, format: str = fmt_q, include_excluded: bool = excl_q) -> Any:
-        """Devices in the store right now (live presence; recent visits as fallback)."""
+        """People in the store now: the estimate at the latest estimated minute (live presence of the
+        sensors, or recent visits, until there is one)."""
+        clock = settings.clock()
         out = metrics.now_in_store(
             conn,
-            now=settings.clock(),
+            now=clock,
             window_s=settings.now_window_s,
             presence_max_age_s=settings.presence_max_age_s,
             include_excluded=include_excluded,
         )
+        est = figures.now_people(conn, clock, metrics._tz(settings.tz))
+        out["now_in_store_low"] = out["now_in_store_high"] = out["as_of_estimate"] = None
+        if est is not None and est["age_s"] <= settings.now_max_age_s:
+            out["now_in_store"] = est["people"]
+            out["now_in_store_low"], out["now_in_store_high"] = est["people_low"], est["people_high"]
+            out["as_of_estimate"] = est["as_of"]
+            out["source"] = "occupancy"
         if _format(format) == "csv":
             return _csv_response(out["zones"] or [{"zone": "store", "inside": out["now_in_store"]}], "now")
         return _json(out)
@@ -744,6 +370,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         out = metrics.footfall(
             conn, s, e, granularity=granularity, zone=zone or None, include_excluded=include_excluded
         )
+        out = figures.annotate_footfall(conn, out, s, e)
         if _format(format) == "csv":
             return _csv_response(out["series"], f"footfall-{s}-{e}-{granularity}")
         return _json(out)
@@ -760,6 +387,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         """Dwell-time distribution: histogram, buckets, median and mean."""
         s, e = period(start, end, longest=settings.max_days)
         out = metrics.engagement(conn, s, e, zone=zone or None, include_excluded=include_excluded)
+        out = figures.annotate_engagement(conn, out, s, e)
         if _format(format) == "csv":
             return _csv_response(out["buckets"] + [{"bucket": "", **h} for h in out["histogram"]], f"dwell-{s}-{e}")
         return _json(out)
@@ -775,6 +403,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         """New vs returning visitors, return rate, visit frequency, days since last visit."""
         s, e = period(start, end, longest=settings.max_days)
         out = metrics.loyalty(conn, s, e, include_excluded=include_excluded)
+        out = figures.annotate_loyalty(conn, out, s, e)
         if _format(format) == "csv":
             return _csv_response(out["series"], f"loyalty-{s}-{e}")
         return _json(out)
@@ -782,10 +411,48 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     @app.get("/api/compare", response_model=Compare, tags=["metrics"], dependencies=authed)
     def compare(conn: Conn, include_excluded: bool = excl_q, format: str = fmt_q) -> Any:
         """Today so far vs the same weekday last week at the same time of day."""
-        out = metrics.compare(conn, now=settings.clock(), tz=settings.tz, include_excluded=include_excluded)
+        clock = settings.clock()
+        out = metrics.compare(conn, now=clock, tz=settings.tz, include_excluded=include_excluded)
+        out = figures.annotate_compare(conn, out, metrics.local_hour(clock, settings.tz))
         if _format(format) == "csv":
             return _csv_response(out["hourly"], f"compare-{out['today']['date']}")
         return _json(out)
+
+    @app.get("/api/occupancy", response_model=Occupancy, tags=["metrics"], dependencies=authed)
+    def occupancy(
+        conn: Conn,
+        start: str | None = start_q,
+        end: str | None = end_q,
+        window: int = Query(600, ge=60, le=86400, description="window length, seconds (a multiple of 60)"),
+        format: str = fmt_q,
+    ) -> Any:
+        """People inside per window (estimated, minute by minute, averaged over each window)."""
+        if window % 60:
+            raise HTTPException(400, f"window must be a multiple of 60 seconds, got {window}")
+        s, e = period(start, end, longest=settings.max_hour_days)
+        zone = metrics._tz(settings.tz)
+        lo = datetime.combine(s, dt_time(), zone).timestamp()
+        hi = datetime.combine(e + timedelta(days=1), dt_time(), zone).timestamp()
+        rows = figures.occupancy(conn, lo, hi, window)
+        for r in rows:
+            r["time"] = datetime.fromtimestamp(r["start"], zone).strftime("%Y-%m-%d %H:%M")
+        out = {
+            "start": s.isoformat(),
+            "end": e.isoformat(),
+            "window_s": window,
+            "explain": figures.EXPLAIN["occupancy"],
+            "series": rows,
+        }
+        if _format(format) == "csv":
+            return _csv_response(rows, f"occupancy-{s}-{e}")
+        return _json(out)
+
+    @app.get("/api/method", response_model=Method, tags=["metrics"], dependencies=authed)
+    def method(conn: Conn, start: str | None = start_q, end: str | None = end_q) -> Any:
+        """How each figure is estimated, and what each day's model was fitted on."""
+        s, e = period(start, end, longest=settings.max_days)
+        days = {d: f.get("model", {}) for d, f in figures.day_rows(conn, s, e).items()}
+        return _json({"explain": figures.EXPLAIN, "days": days})
 
     @app.get("/api/sensors", response_model=Sensors, tags=["health"], dependencies=authed)
     def sensors(conn: Conn, format: str = fmt_q) -> Any:
@@ -803,53 +470,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             return _csv_response(out["reasons"], "rejects")
         return _json(out)
 
-    history_q = Query(30, ge=1, le=1000, description="recounts of each segment's size to return (latest N)")
-    # Member profiles of rule segments, keyed by (id, name, updated, size): recomputed after a recount only.
-    profile_cache: dict[tuple[Any, ...], dict[str, Any] | None] = {}
-
-    @app.get("/api/segments", response_model=Segments, tags=["segments"], dependencies=authed)
-    def segment_list(conn: Conn, history: int = history_q, format: str = fmt_q) -> Any:
-        """Rule and cluster segments: size now, size over the latest recounts, behaviour profile."""
-        out, _ = _segments_report(conn, history, profile_cache)
-        if _format(format) == "csv":
-            rows = [
-                {
-                    "id": s["id"],
-                    "name": s["name"],
-                    "kind": s["kind"],
-                    "mode": s["mode"],
-                    "current": s["current"],
-                    "size": s["size"],
-                    "updated": s["updated"],
-                    "rule": s["rule"] or "",
-                    "lookback_days": (s["definition"] or {}).get("lookback_days", ""),
-                    **_profile_cells(s["profile"]),
-                }
-                for s in out
-            ]
-            return _csv_response(rows, "segments")
-        return _json({"segments": out})
-
-    @app.get("/api/clusters", response_model=Clusters, tags=["segments"], dependencies=authed)
-    def cluster_list(conn: Conn, history: int = history_q, format: str = fmt_q) -> Any:
-        """The latest behavioural clustering: k, its silhouette, each cluster's label, size and centroid."""
-        segs, rows = _segments_report(conn, history, None)
-        out = _clusters_report(segs, {r["id"]: r["profile"] for r in rows if r["kind"] == "cluster"})
-        if _format(format) == "csv":
-            rows = [
-                {
-                    "k": out["k"],
-                    "silhouette": out["silhouette"],
-                    "id": c["id"],
-                    "label": c["label"],
-                    "size": c["size"],
-                    "share": c["share"],
-                    **_profile_cells(c["profile"]),
-                }
-                for c in out["clusters"]
-            ]
-            return _csv_response(rows, "clusters")
-        return _json(out)
+    app.include_router(api_segments.router(pool, _format, _csv_response, _json), dependencies=authed)
 
     # Fleet health for Prometheus (scrape with an API key as the bearer token).
     @app.get("/metrics", tags=["health"], dependencies=authed, response_class=PlainTextResponse)
@@ -873,6 +494,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             "engagement",
             "loyalty",
             "compare",
+            "occupancy",
             "sensors",
             "rejects",
             "segments",

@@ -7,8 +7,9 @@ Example (``/etc/footfall/hub.toml``)::
     db = "/var/lib/footfall/hub.db"
     sensors = ["s1", "s2"]          # allow-list; empty accepts any sensor of the site
     merge_gap_s = 600                # visits of one device this close are one store visit
-    link_every_s = 900               # re-key recent visits by device (de-randomization) this often
-    link_window_s = 21600            # ... over this much of the recent past
+    link_every_s = 300               # link devices and estimate people this often ...
+    settle_s = 900                   # ... up to this long ago (sensors send a visit 10 min after it ends)
+    hours = "10-21"                  # opening hours, local; empty: guessed from the data
     heartbeat_s = 60                 # the agents' health interval; 3 missed = stale
 
     [mqtt]
@@ -50,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from footfall.settings import check_site, coerce, read_toml
+from footfall.settings import check_site, coerce, parse_hours, read_toml
 
 ENV_PREFIX = "FOOTFALL_HUB_"
 
@@ -115,8 +116,14 @@ class HubConfig:
     sensors: list[str] = field(default_factory=list)
     # The agents' visit gap: a linked phone's successive MACs are minutes apart when it idles.
     merge_gap_s: float = 600.0
-    link_every_s: float = 900.0
-    link_window_s: float = 6 * 3600.0
+    # Linking and estimates run every link_every_s over whole local days, up to settle_s ago: a
+    # sensor sends a visit when the device has been silent for its visit gap (10 min), so the
+    # last minutes are not complete yet. Figures of the last settle_s are provisional.
+    link_every_s: float = 300.0
+    settle_s: float = 900.0
+    # Opening hours (local, "10-21" or "9:30-21:00"): the closed hours are when the site learns
+    # what the street sounds like (hub/inside.py). Empty: guessed from the data.
+    hours: str = ""
     heartbeat_s: float = 60.0
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -145,6 +152,17 @@ class HubConfig:
         check_site(self.site, self.sensors, self.timezone, ConfigError)
         if self.merge_gap_s < 0:
             raise ConfigError("merge_gap_s must be >= 0")
+        if self.settle_s < 0 or self.link_every_s < 0:
+            raise ConfigError("settle_s and link_every_s must be >= 0")
+        if self.hours:
+            try:
+                parse_hours(self.hours)
+            except ValueError as exc:
+                raise ConfigError(f"hours: {exc}") from None
+
+    @property
+    def opening_hours(self) -> tuple[float, float] | None:
+        return parse_hours(self.hours) if self.hours else None
         if self.ingest.batch_max < 1 or self.ingest.batch_ms <= 0:
             raise ConfigError("ingest.batch_max must be >= 1 and ingest.batch_ms > 0")
         if self.mqtt.receive_maximum <= self.ingest.batch_max:

@@ -1,138 +1,110 @@
 """Link the randomized MAC addresses of one phone into one device.
 
-A phone that is not connected probes from a fresh locally administered MAC every scan (iOS 16,
-Android 10+) or every few minutes (iOS 17, Android sessions). The hub sees one sensor visit per
-MAC and has to decide which of them belong together. What it has, per visit (see
-``footfall.schema.visit_payload``): the IE fingerprint, first/last seen, the 802.11 sequence
-numbers at both ends, RSSI, the channels, keyed hashes of the SSIDs asked for by name, the
-typical burst gap.
+A phone that is not connected probes from random, locally administered MACs: a new one for
+every scan (Android, iPhone XR) or for every channel burst of a scan (iPhone 11 to 15 in the
+real captures: ~13 MACs in half a second). The hub sees one visit per MAC and sensor and has to
+decide which belong together. ``hub/sweeps.py`` first groups them into *nodes* (one MAC) and
+*sweeps* (one scan of one phone); this module links sweeps across time into devices.
 
-How (Vanhoef et al. 2016, Martin et al. 2017, "Espresso" 2021 use the same evidence):
+**The tracker.** Sweeps are taken in time order. Each live *track* (a device heard within
+``max_gap_s``) may continue with the new sweep; so may nobody, and then the sweep is a new
+device. The choice is a likelihood ratio, continuation against a new arrival:
 
-1. All visits of one device hash are one *node* (one MAC is one device, whatever the sensor).
-   A node of a globally administered MAC is its own device: a burned-in address is an identity.
-2. Randomized nodes are processed in time order, per fingerprint (a phone does not change its
-   element set between scans; models that do are joined through SSIDs or sequence numbers
-   instead, see below). Each fingerprint keeps its *chains*: the devices seen in the last
-   ``max_gap_s``. A new node may continue a chain only if it starts after the chain's last
-   node ended (``overlap_tol_s`` of slack for sniffer clocks): **two MACs heard at the same
-   time are never one device**, so a crowd of identical iPhones cannot collapse into one.
-3. Among the chains it may continue, the node takes the cheapest by :func:`link_cost`:
+    cost = -log f(dt) - log S(dt | track) - log g(dRSSI) + log(lambda_new * q(RSSI))
+           + fingerprint, sequence-counter and SSID terms
 
-   - time since the chain was last heard (a rotation is "one MAC stops, the next starts");
-   - sequence-number continuity: iOS 17 and older iOS keep their 12-bit counter across MAC
-     changes, so ``seq_first`` of the new MAC a few counts after ``seq_last`` of the old one
-     is near-proof (chance 64/4096 for a random counter);
-   - a counter restarting at 0 right after a MAC change (Android session MACs);
-   - SSID hashes in common (a device asks for the networks it remembers);
-   - RSSI at the same sensor (a phone does not jump 20 dB between two scans a minute apart).
+- ``f(dt)``: how likely the track's next scan comes ``dt`` after its last (heavy-tailed: a
+  phone in use scans every few seconds to a minute, an idle one every few minutes);
+- ``S(dt | track)``: how likely the phone is still in range. Someone inside a shop stays: the
+  longer a track has been heard, the longer it is expected to stay (``stay_d0_s``); someone
+  walking past leaves within ``outside_stay_s``. Which of the two a track is comes from the
+  hub's inside/outside model (``inside``), when there is one;
+- ``g(dRSSI)``: the sweep's RSSI against the track's recent RSSI per sensor and sniffer
+  channel: Laplace with ``rssi_sigma_db`` plus a share of outliers (a phone taken out of a
+  pocket jumps 20 dB);
+- ``lambda_new * q``: the rate of new devices of this fingerprint (estimated online from the
+  births the tracker made in the last ``birth_window_s``, separately for sweeps inside and
+  outside), times the density of a new device's RSSI: in a busy street a new sweep is more
+  likely a new passer-by; in a quiet shop it is more likely the phone that was there.
 
-   A node whose best cost is above ``max_cost`` starts a new device. The decision is
-   *ambiguous* when the runner-up chain is within ``ambiguity_margin``: :attr:`Linker.stats`
-   counts those and :func:`estimate_unique` turns them into its confidence.
-4. Nodes of a *different* fingerprint may join a chain only on strong evidence: an SSID in
-   common, or sequence continuity within a few seconds (Android phones alternate between a
-   broadcast and a directed element set).
+Fingerprints: a sweep continues a track of another fingerprint only within
+``cross_fp_max_gap_s`` and when its element ids are the same list (the real iPhone 12 and 11-M
+alternate between two fingerprints with the same elements; Android phones between directed and
+wildcard probes). Strong evidence on top: the 12-bit sequence counter continuing within
+``seq_window`` counts (iPhone 7 / iOS 15 keeps it across MACs), SSIDs asked for by name in
+common (or none in common when both ask).
 
-The linker is causal: a node's device depends only on nodes that started before it, so
-feeding visits in batches (:meth:`Linker.feed`, what the hub does as visits arrive) gives the
-same keys as one offline pass over the same visits in the same order, and device keys never
-change once given. A device's key is the device hash of its first MAC, so a phone that never
-rotates keeps the key the naive counter gives it.
+Causal and incremental: a sweep's device depends only on what started before it (plus the
+sweep's own nodes, decided when the sweep closes or the batch ends), so feeding visits in
+batches gives the same keys as one pass, and a key never changes once given. A device's key
+is the device hash of its first MAC.
 
-Honest limits: same-model phones that rotate per scan (random sequence number, no SSIDs) leave
-only timing and RSSI. Two such phones that come and go minutes apart are joined; one that stays
-silent longer than ``max_gap_s`` is split. Both errors are counted in ``footfall evaluate``.
+Honest limits: two phones of one model inside at the same time are told apart by their signal
+only; with signal that varies by several dB from scan to scan (bodies, pockets) their tracks
+can swap. A swap keeps the number of devices right; a departure followed by an arrival of the
+same model within minutes can merge two people. ``footfall evaluate`` measures both.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
+import math
 import sqlite3
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from footfall.hub.devices import MAX_VISIT_S, UniqueEstimate, distinct_keys, visit_filter
+from footfall.hub.linkmodel import LinkModel
+from footfall.hub.sweeps import Node, Sweep, SweepSettings, fits_sweep, nodes_of, rssi_difference
 
 SEQ_MOD = 4096
-SEQ_SHIFT = 6  # the counter index groups chains by seq_last in buckets of 64
 LONG_STAY_S = 4 * 3600.0  # as the agent's long_stay_s: no shopping trip lasts that long
 
 
 @dataclass
-class LinkSettings:
-    max_gap_s: float = 600.0  # same as the agent's visit gap: a phone in a pocket probes at least that often
-    overlap_tol_s: float = 1.0  # MACs of one scan interleave within a second across sniffers
-    gap_scale_s: float = 100.0  # cost 1 per this much silence
-    burst_s: float = 2.0  # one scan: MACs of a per-scan phone follow each other within this
-    max_cost: float = 3.0
-    seq_window: int = 32  # counts a counter may advance between two MACs, plus 0.5 per second
-    seq_bonus: float = 4.0
-    ssid_bonus: float = 4.0
-    ssid_mismatch: float = 1.0
-    restart_bonus: float = 1.0
-    # A MAC heard across several scans (lived at least ``multi_scan_s``) belongs to a phone that
-    # rotates by time (iOS 17: counter kept; Android session: counter from 0). Its successor
-    # shows one of those signs; one without them is more likely somebody else.
-    multi_scan_s: float = 5.0
-    rotation_penalty: float = 2.0
-    # A per-scan phone's MACs each live one scan; a long-lived MAC rarely continues such a chain.
-    lifetime_penalty: float = 1.0
-    rssi_scale_db: float = 2.5
-    rssi_max_cost: float = 3.0
-    rssi_smooth: float = 0.3  # weight of the newest MAC in the chain's running RSSI
+class LinkSettings(SweepSettings):
+    max_gap_s: float = 900.0  # longest silence a track survives: an idle phone scans every 1.5-5 min
+    gap_tau_s: float = 20.0  # f(dt) ~ (1 + dt / tau) ** -1 / tau: scans seconds to minutes apart
+    stay_d0_s: float = 30.0  # inside: S(dt) = D / (D + dt), D = time heard so far + d0 (Lindy)
+    outside_stay_s: float = 40.0  # a passer-by stays in range exp(-dt / this): walking past
+    rssi_sigma_db: float = 4.0  # a phone's scan-to-scan RSSI change: Laplace with this scale ...
+    rssi_outlier: float = 0.05  # ... plus this share of jumps (out of a pocket, behind a shelf)
+    rssi_span_db: float = 60.0  # a new device's RSSI: uniform over this range
+    rssi_ema: float = 0.3  # weight of the newest sweep in a track's running RSSI (as the link model's fit)
+    birth_window_s: float = 1800.0
+    prior_births_per_h: float = 2.0  # per fingerprint, before the tracker has seen any
+    sweeps_per_passerby: float = 1.15  # scans a passer-by's phone is heard in (simulator tuning seeds)
+    cross_fp_cost: float = 3.0
+    cross_fp_max_gap_s: float = 120.0
+    seq_window: int = 64
+    seq_max_gap_s: float = 300.0
+    seq_bonus: float = 5.0
+    ssid_bonus: float = 5.0
+    ssid_mismatch: float = 2.0
+    bias: float = 0.0  # added to every continuation cost: > 0 splits more, < 0 merges more
+    # The same with a site's measured link model (chosen on the simulator's tuning seeds: the
+    # measured gap density alone makes the tracker split visits 2x too often).
+    measured_bias: float = -3.0
+    sweeps_per_visitor: float = 12.0  # without a measured link model: scans a phone inside makes per visit
     ambiguity_margin: float = 0.5
-    # Same-fingerprint chains looked at per MAC, latest heard first (a mall's crowd of one model
-    # must not make linking quadratic); counter and SSID matches are looked up on top of these.
+    # Tracks of one fingerprint looked at per sweep, latest heard first (a mall's crowd of one
+    # model must not make linking quadratic); SSID matches are looked up on top.
     max_candidates: int = 64
-    # How long a MAC's device key is remembered after it was last heard (re-aggregation of
-    # recent store visits must find the same key; older MACs are dropped to bound memory).
+    # How long a MAC's key is remembered after it was last heard (bounded memory on a hub that
+    # runs for months; a random MAC does not come back).
     mac_memory_s: float = 2 * 86400.0
-    # When a single device of this fingerprint has been heard lately, a new MAC of it is far
-    # more likely that device rotating than a new arrival of the same model: allow more cost.
-    alone_extra_cost: float = 2.0
-    # A different fingerprint joins only with SSIDs in common or counter continuity this fast.
-    cross_fp_max_gap_s: float = 60.0
-    cross_fp_seq_window: int = 16
-    # Trust the locally administered bit. Off only for data whose MACs were re-written without
-    # preserving it (the anonymized public captures).
+    # Off only for data whose MACs were rewritten without keeping the locally administered bit
+    # (the anonymized public captures).
     trust_la_bit: bool = True
-
-
-@dataclass
-class _Node:
-    """All visits of one device hash (until a silence longer than max_gap_s)."""
-
-    device: str
-    fp: str
-    first: float
-    last: float
-    seq_first: int | None
-    seq_last: int | None
-    rssi: dict[str, float]  # sensor -> mean RSSI
-    ssids: frozenset[str]
-    randomized: bool
-
-
-@dataclass
-class _Chain:
-    key: str
-    fps: set[str]
-    last: float
-    seq_last: int | None
-    rssi: dict[str, float]
-    ssids: set[str]
-    nodes: int = 1
-    multi: bool = False  # the latest MAC lived across several scans
 
 
 @dataclass
 class LinkStats:
     nodes: int = 0
     stable: int = 0
+    sweeps: int = 0
     links: int = 0
     seq_links: int = 0
     ssid_links: int = 0
@@ -142,367 +114,365 @@ class LinkStats:
 
     @property
     def confidence(self) -> float:
-        """Share of randomized MACs whose device was decided without a close runner-up."""
+        """Share of randomized sweeps whose device was decided without a close runner-up."""
         decided = self.links + self.new_devices
         return 1.0 if decided == 0 else round(1.0 - self.ambiguous / decided, 3)
 
 
-def _ssid_list(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return []
-    return [s for s in value if isinstance(s, str)] if isinstance(value, list) else []
+@dataclass
+class _Track:
+    key: str
+    fps: set[str]
+    ie: tuple[int, ...]
+    start: float
+    last: float
+    seq_last: int | None
+    rssi: dict[str, float]
+    ssids: set[str]
+    inside: float = 1.0
+    sweeps: int = 1
 
 
-def seq_continues(prev: int | None, new: int | None, dt: float, window: int) -> bool:
+def seq_continues(prev: int | None, new: int | None, window: int) -> bool:
     """The new MAC's counter a few counts after the old one (modulo 4096)."""
     if prev is None or new is None:
         return False
-    d = (new - prev) % SEQ_MOD
-    return 0 < d <= window + 0.5 * max(dt, 0.0)
+    return 0 < (new - prev) % SEQ_MOD <= window
 
 
-def link_cost(chain: _Chain, node: _Node, s: LinkSettings) -> tuple[float, bool, bool]:
-    """(cost, sequence continuity, ssid match) of continuing ``chain`` with ``node``."""
-    dt = max(node.first - chain.last, 0.0)
-    cost = dt / s.gap_scale_s
-    seq = seq_continues(chain.seq_last, node.seq_first, dt, s.seq_window)
-    restart = False
-    if seq:
-        cost -= s.seq_bonus
-    elif node.seq_first is not None and node.seq_first < 16 and dt < s.max_gap_s:
-        cost -= s.restart_bonus
-        restart = True
-    if chain.multi and not (seq or restart):
-        cost += s.rotation_penalty
-    elif not chain.multi and chain.nodes > 1 and node.last - node.first >= s.multi_scan_s:
-        cost += s.lifetime_penalty
-    ssid = False
-    if node.ssids and chain.ssids:
-        if node.ssids & chain.ssids:
-            ssid = True
-            cost -= s.ssid_bonus
-        else:
-            cost += s.ssid_mismatch
-    best_key = None
-    for k in node.rssi:
-        if k in chain.rssi and (best_key is None or "/" in k):
-            best_key = k
-    if best_key is not None:
-        # Capped: a phone taken out of a pocket jumps 20-30 dB; that alone must not split it.
-        cost += min(abs(node.rssi[best_key] - chain.rssi[best_key]) / s.rssi_scale_db, s.rssi_max_cost)
-    return cost, seq, ssid
+@dataclass
+class _Pending:
+    sweep: Sweep
+    key: str | None = None  # decided track, None until the sweep closes
+
+
+@dataclass
+class _Births:
+    times: deque = field(default_factory=deque)  # (time, p_inside)
+    inside: float = 0.0
+    outside: float = 0.0
+
+
+@dataclass
+class SweepDecision:
+    """What the tracker decided for a sweep: its device, how likely it was inside, and how likely
+    it was a device not heard before (``p_new``: the soft count of devices, unbiased where a hard
+    decision has to guess)."""
+
+    sweep: Sweep
+    key: str
+    p_inside: float
+    p_new: float
 
 
 class Linker:
-    """Causal, incremental linker: :meth:`feed` visits (dicts) in roughly first-seen order."""
+    """Causal, incremental tracker: :meth:`feed` visits (dicts) in roughly first-seen order.
 
-    def __init__(self, settings: LinkSettings | None = None) -> None:
+    ``inside``, when given, says how likely a sweep was heard from inside the shop (0..1; the
+    hub's inside/outside model, ``hub/estimate.py``); without it every sweep counts as inside,
+    as for a room of phones.
+    """
+
+    def __init__(
+        self,
+        settings: LinkSettings | None = None,
+        inside: Callable[[Sweep], float] | None = None,
+        record: bool = False,
+        model: LinkModel | None = None,
+    ) -> None:
         self.s = settings or LinkSettings()
+        # The site's measured link model (``hub/linkmodel.py``), or None for the default forms.
+        self.model = model
+        self.decisions: list[SweepDecision] | None = [] if record else None
+        self.inside = inside
         self.stats = LinkStats()
         self.mac_key: dict[str, str] = {}  # device hash -> device key
         self._mac_last: dict[str, float] = {}
-        self._by_key: dict[str, _Chain] = {}
-        # Live chains (heard within max_gap_s). Dicts keep insertion order and a chain is
-        # re-inserted when extended, so iterating one backwards goes from the latest heard.
-        self._chains: dict[str, dict[str, _Chain]] = {}  # fingerprint -> chains
-        self._recent: dict[str, _Chain] = {}
-        self._seq_index: dict[int, dict[str, _Chain]] = defaultdict(dict)  # seq_last >> SEQ_SHIFT
-        self._ssid_chains: dict[str, dict[str, _Chain]] = defaultdict(dict)
-        self._expiry: list[tuple[float, str]] = []  # (last seen, key): retire silent chains
+        self._tracks: dict[str, _Track] = {}
+        # Live tracks by fingerprint, element ids and SSID; dicts keep insertion order and a
+        # track is re-inserted when extended, so iterating backwards goes latest heard first.
+        self._by_fp: dict[str, dict[str, _Track]] = {}
+        self._by_ie: dict[tuple[int, ...], dict[str, _Track]] = {}
+        self._by_ssid: dict[str, dict[str, _Track]] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._open: list[_Pending] = []
+        self._births: dict[str, _Births] = {}
+        self._out: dict[str, str] = {}
         self.now = float("-inf")
         self._next_forget = float("-inf")
 
     # -- public ------------------------------------------------------------------------------
     def feed(self, visits: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         """Link a batch of visits; returns ``{visit id: device key}`` for the batch."""
-        out: dict[str, str] = {}
-        for node, ids in self._nodes(visits):
-            key = self._place(node)
-            for vid in ids:
-                out[vid] = key
+        self._out = out = {}
+        for node in nodes_of(visits, self.s.max_gap_s, self.s.trust_la_bit):
+            self._node(node)
+        self._close_sweeps(float("inf"))
+        self._out = {}
         return out
 
     def restore(self, visits: Iterable[Mapping[str, Any]], keys: Mapping[str, str]) -> None:
         """Warm up from visits already linked (hub restart): ``keys`` maps visit id -> device key."""
-        for node, ids in self._nodes(visits):
-            key = next((keys[i] for i in ids if i in keys), node.device)
+        for node in nodes_of(visits, self.s.max_gap_s, self.s.trust_la_bit):
+            key = next((keys[i] for i in node.visit_ids if i in keys), node.device)
             self.mac_key[node.device] = key
             self._mac_last[node.device] = node.last
-            ch = self._by_key.get(key)
-            if ch is None:
-                if node.randomized:
-                    self._new_chain(node, key)
-            else:
-                self._extend(ch, node)
+            if node.randomized:
+                self._advance(node.first)
+                self._attach(key, Sweep.of(node), self._inside_of(Sweep.of(node)))
 
     # -- internals ---------------------------------------------------------------------------
-    def _nodes(self, visits: Iterable[Mapping[str, Any]]) -> list[tuple[_Node, list[str]]]:
-        by_dev: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        for v in visits:
-            by_dev[v["device"]].append(v)
-        gap = self.s.max_gap_s
-        nodes: list[tuple[_Node, list[str]]] = []
-        for device, vs in by_dev.items():
-            vs.sort(key=lambda v: v["first_seen"])
-            group: list[Mapping[str, Any]] = []
-            end = float("-inf")
-            for v in vs:
-                if group and v["first_seen"] - end > gap:
-                    nodes.append((self._node(device, group), [g["id"] for g in group]))
-                    group = []
-                group.append(v)
-                end = max(end, v["last_seen"]) if len(group) > 1 else v["last_seen"]
-            nodes.append((self._node(device, group), [g["id"] for g in group]))
-        nodes.sort(key=lambda n: (n[0].first, n[0].device))
-        return nodes
-
-    def _node(self, device: str, group: list[Mapping[str, Any]]) -> _Node:
-        head = group[0]
-        tail = max(group, key=lambda v: v["last_seen"])
-        rssi: dict[str, list[float]] = defaultdict(list)
-        ssids: set[str] = set()
-        for v in group:
-            if v.get("rssi_mean") is not None:
-                # Per sensor and, when the visit stayed on one channel, per channel too: a
-                # sensor's radios (or sniffers) on different channels differ by several dB.
-                sensor = v.get("sensor", "")
-                rssi[sensor].append(float(v["rssi_mean"]))
-                chans = v.get("channels")
-                if isinstance(chans, str):
-                    chans = json.loads(chans or "[]")
-                if chans and len(chans) == 1:
-                    rssi[f"{sensor}/{chans[0]}"].append(float(v["rssi_mean"]))
-            ssids.update(_ssid_list(v.get("ssid_hashes")))
-        randomized = bool(head.get("randomized", True)) or not self.s.trust_la_bit
-        return _Node(
-            device=device,
-            fp=head.get("fingerprint") or "",
-            first=float(head["first_seen"]),
-            last=float(tail["last_seen"]),
-            seq_first=head.get("seq_first"),
-            seq_last=tail.get("seq_last"),
-            rssi={k: sum(x) / len(x) for k, x in rssi.items()},
-            ssids=frozenset(ssids),
-            randomized=randomized,
-        )
-
-    def _retire(self, now: float) -> None:
+    def _advance(self, now: float) -> None:
+        if now <= self.now:
+            return
+        self.now = now
         limit = now - self.s.max_gap_s
         while self._expiry and self._expiry[0][0] < limit:
             last, key = heapq.heappop(self._expiry)
-            ch = self._by_key.get(key)
-            if ch is None or ch.last != last:
+            tr = self._tracks.get(key)
+            if tr is None or tr.last != last:
                 continue  # extended since: a newer entry is in the heap
-            del self._by_key[key]
-            del self._recent[key]
-            for fp in ch.fps:
-                chains = self._chains[fp]
-                del chains[key]
-                if not chains:
-                    del self._chains[fp]
-            self._unindex_seq(ch)
-            for sid in ch.ssids:
-                d = self._ssid_chains.get(sid)
-                if d is not None:
-                    d.pop(key, None)
-                    if not d:
-                        del self._ssid_chains[sid]
+            self._drop(tr)
+        if now >= self._next_forget:
+            limit = now - self.s.mac_memory_s
+            for mac in [m for m, t in self._mac_last.items() if t < limit]:
+                del self._mac_last[mac]
+                self.mac_key.pop(mac, None)
+            self._next_forget = now + self.s.mac_memory_s / 4
 
-    def _forget(self, now: float) -> None:
-        # Bounded memory on a hub that runs for months: MACs silent for mac_memory_s are
-        # dropped (a random MAC does not come back; a global one gets its own hash as key anyway).
-        limit = now - self.s.mac_memory_s
-        for mac in [m for m, t in self._mac_last.items() if t < limit]:
-            del self._mac_last[mac]
-            self.mac_key.pop(mac, None)
-        self._next_forget = now + self.s.mac_memory_s / 4
+    def _drop(self, tr: _Track) -> None:
+        del self._tracks[tr.key]
+        for index, group in ((self._by_fp, fp) for fp in tr.fps):
+            d = index.get(group)
+            if d is not None:
+                d.pop(tr.key, None)
+                if not d:
+                    del index[group]
+        d = self._by_ie.get(tr.ie)
+        if d is not None:
+            d.pop(tr.key, None)
+            if not d:
+                del self._by_ie[tr.ie]
+        for sid in tr.ssids:
+            d = self._by_ssid.get(sid)
+            if d is not None:
+                d.pop(tr.key, None)
+                if not d:
+                    del self._by_ssid[sid]
 
-    def _unindex_seq(self, ch: _Chain) -> None:
-        if ch.seq_last is not None:
-            bucket = self._seq_index.get(ch.seq_last >> SEQ_SHIFT)
-            if bucket is not None:
-                bucket.pop(ch.key, None)
+    def _touch(self, tr: _Track) -> None:
+        key = tr.key
+        for index, group in [(self._by_fp, fp) for fp in tr.fps] + [(self._by_ie, tr.ie)]:
+            d = index.setdefault(group, {})  # type: ignore[attr-defined]
+            d.pop(key, None)
+            d[key] = tr
+        for sid in tr.ssids:
+            self._by_ssid.setdefault(sid, {})[key] = tr
+        heapq.heappush(self._expiry, (tr.last, key))
 
-    def _touch(self, ch: _Chain) -> None:
-        key = ch.key
-        self._recent.pop(key, None)
-        self._recent[key] = ch
-        for fp in ch.fps:
-            chains = self._chains.setdefault(fp, {})
-            chains.pop(key, None)
-            chains[key] = ch
-        if ch.seq_last is not None:
-            self._seq_index[ch.seq_last >> SEQ_SHIFT][key] = ch
-        heapq.heappush(self._expiry, (ch.last, key))
-
-    def _new_chain(self, node: _Node, key: str) -> _Chain:
-        ch = _Chain(key, {node.fp}, node.last, node.seq_last, dict(node.rssi), set(node.ssids))
-        ch.multi = node.last - node.first >= self.s.multi_scan_s
-        self._by_key[key] = ch
-        for sid in node.ssids:
-            self._ssid_chains[sid][key] = ch
-        self._touch(ch)
-        return ch
-
-    def _extend(self, ch: _Chain, node: _Node) -> None:
-        if node.last >= ch.last:
-            self._unindex_seq(ch)
-            ch.last = node.last
-            ch.seq_last = node.seq_last
-            ch.multi = node.last - node.first >= self.s.multi_scan_s
-        a = self.s.rssi_smooth
-        for k, r in node.rssi.items():
-            old = ch.rssi.get(k)
-            ch.rssi[k] = r if old is None else old + a * (r - old)
-        for sid in node.ssids - ch.ssids:
-            ch.ssids.add(sid)
-            self._ssid_chains[sid][ch.key] = ch
-        ch.nodes += 1
-        self._touch(ch)
-
-    def _seq_candidates(self, node: _Node) -> list[_Chain]:
-        """Chains whose counter continues into the node's (checked here: a crowd fills every bucket)."""
-        out: list[_Chain] = []
-        seq = node.seq_first
-        if seq is None:
-            return out
-        s = self.s
-        lo = seq - int(s.seq_window + 0.5 * s.max_gap_s) - 1
-        first = node.first
-        for b in range(lo >> SEQ_SHIFT, ((seq - 1) >> SEQ_SHIFT) + 1):
-            bucket = self._seq_index.get(b % (SEQ_MOD >> SEQ_SHIFT))
-            if not bucket:
-                continue
-            for ch in bucket.values():
-                d = (seq - ch.seq_last) % SEQ_MOD  # type: ignore[operator]
-                if 0 < d <= s.seq_window + 0.5 * max(first - ch.last, 0.0):
-                    out.append(ch)
-        return out
-
-    def _place(self, node: _Node) -> str:
-        s = self.s
+    def _node(self, node: Node) -> None:
         st = self.stats
         st.nodes += 1
-        if node.first > self.now:
-            self.now = node.first
-            self._retire(node.first)
-            if node.first >= self._next_forget:
-                self._forget(node.first)
+        self._close_sweeps(node.first - self.s.sweep_gap_s)
+        self._advance(node.first)
         known = self.mac_key.get(node.device)
         self._mac_last[node.device] = max(self._mac_last.get(node.device, node.last), node.last)
         if known is not None:
-            # The same MAC again: same device, whatever the evidence.
-            ch = self._by_key.get(known)
-            if ch is not None:
-                self._extend(ch, node)
-            elif node.randomized:
-                self._new_chain(node, known)
-            return known
+            # The same MAC again: the same device, whatever the evidence.
+            self._assign(node, known)
+            if node.randomized:
+                self._attach(known, Sweep.of(node), self._inside_of(Sweep.of(node)), extend_only=True)
+            return
         if not node.randomized:
             st.stable += 1
-            self.mac_key[node.device] = node.device
-            return node.device
-        best: tuple[float, _Chain, bool, bool] | None = None
-        second = float("inf")
-        start = node.first + s.overlap_tol_s
-        same = self._chains.get(node.fp, {})
-        live = len(same)  # retired above: every chain left was heard within max_gap_s
-        seen: set[str] = set()
-        cross = False
+            self._assign(node, node.device)
+            return
+        best: tuple[float, _Pending] | None = None
+        for p in self._open:
+            fit = fits_sweep(p.sweep, node, self.s)
+            if fit is not None and (best is None or fit < best[0]):
+                best = (fit, p)
+        if best is None:
+            st.sweeps += 1
+            self._open.append(_Pending(Sweep.of(node)))
+            return
+        pending = best[1]
+        pending.sweep.add(node)
+        if pending.key is not None:
+            self._assign(node, pending.key)
+            tr = self._tracks.get(pending.key)
+            if tr is not None:
+                self._extend(tr, Sweep.of(node), tr.inside)
 
-        def consider(ch: _Chain, other_fp: bool) -> None:
-            nonlocal best, second, cross
-            if ch.key in seen or ch.last > start or node.first - ch.last > s.max_gap_s:
-                return
-            seen.add(ch.key)
-            cost, seq, ssid = link_cost(ch, node, s)
-            # Other fingerprints only on strong evidence (SSID in common, fast counter continuity).
-            if other_fp and not (
-                ssid
-                or (
-                    node.first - ch.last <= s.cross_fp_max_gap_s
-                    and seq_continues(ch.seq_last, node.seq_first, 0.0, s.cross_fp_seq_window)
-                )
-            ):
-                return
+    def _close_sweeps(self, before: float) -> None:
+        """Decide the open sweeps that ended before ``before``; forget decided ones past joining."""
+        keep: list[_Pending] = []
+        for p in sorted(self._open, key=lambda p: p.sweep.first):
+            if p.sweep.last < before or before == float("inf"):
+                if p.key is None:
+                    p.key = self._decide(p.sweep)
+                if before != float("inf") and p.sweep.last < before - self.s.sweep_gap_s:
+                    continue  # no node can join any more
+            keep.append(p)
+        self._open = keep
+
+    def _assign(self, node: Node, key: str) -> None:
+        self.mac_key[node.device] = key
+        for vid in node.visit_ids:
+            self._out[vid] = key
+
+    def _inside_of(self, sweep: Sweep) -> float:
+        return 1.0 if self.inside is None else min(1.0, max(0.0, float(self.inside(sweep))))
+
+    def _birth_rate(self, fp: str, p_in: float, now: float) -> float:
+        b = self._births.get(fp)
+        prior = self.s.prior_births_per_h / 3600.0
+        if b is None:
+            return prior
+        limit = now - self.s.birth_window_s
+        while b.times and b.times[0][0] < limit:
+            _, p = b.times.popleft()
+            b.inside -= p
+            b.outside -= 1.0 - p
+        w = self.s.birth_window_s
+        # New devices per second: sweeps per second over the sweeps one device makes while here
+        # (a visitor many, a passer-by about one). Counting the tracker's own births instead
+        # feeds its mistakes back: splits raise the rate, which makes more splits.
+        per_visit = self.s.sweeps_per_visitor if self.model is None else self.model.sweeps_per_visitor
+        inside = max(b.inside, 0.0) / per_visit
+        outside = max(b.outside, 0.0) / self.s.sweeps_per_passerby
+        return prior + (p_in * inside + (1.0 - p_in) * outside) / w
+
+    def _cost(self, tr: _Track, sw: Sweep, p_in: float, lam: float) -> tuple[float, bool, bool]:
+        """-log of: P(the sweep is the track's next scan) / P(it is a new device); see the module doc."""
+        s = self.s
+        dt = max(sw.first - tr.last, 0.0)
+        heard = tr.last - tr.start + s.stay_d0_s
+        stay = tr.inside * heard / (heard + dt) + (1.0 - tr.inside) * math.exp(-dt / s.outside_stay_s)
+        if self.model is not None:
+            # The site's measured gap density, and the alternative that the phone is silent
+            # (still here but not scanning yet, or gone) at dt.
+            m = self.model
+            silent = stay * (1.0 - m.gap_cdf(dt)) + (1.0 - stay)
+            c = -math.log(m.gap_density(dt) * stay / max(silent, 1e-12))
+        else:
+            c = math.log1p(dt / s.gap_tau_s) + math.log(s.gap_tau_s) - math.log(max(stay, 1e-12))
+        d = rssi_difference(tr.rssi, sw.rssi)
+        if d is None:
+            c += 0.5 * math.log(s.rssi_span_db)
+        else:
+            dens = s.rssi_outlier / s.rssi_span_db + (1.0 - s.rssi_outlier) * math.exp(-d / s.rssi_sigma_db) / (
+                2.0 * s.rssi_sigma_db
+            )
+            c -= math.log(dens)
+        c += math.log(lam) - math.log(s.rssi_span_db)
+        if sw.fp not in tr.fps:
+            c += s.cross_fp_cost
+        seq = dt <= s.seq_max_gap_s and seq_continues(tr.seq_last, sw.seq_first, s.seq_window)
+        if seq:
+            c -= s.seq_bonus
+        ssid = False
+        if sw.ssids and tr.ssids:
+            if sw.ssids & tr.ssids:
+                ssid = True
+                c -= s.ssid_bonus
+            else:
+                c += s.ssid_mismatch
+        return c + (s.bias if self.model is None else s.measured_bias), seq, ssid
+
+    def _candidates(self, sw: Sweep) -> list[_Track]:
+        s = self.s
+        out: dict[str, _Track] = {}
+        start = sw.first + s.sweep_skew_s
+        n = 0
+        for tr in reversed(list(self._by_fp.get(sw.fp, {}).values())):
+            if tr.last <= start:
+                out[tr.key] = tr
+                n += 1
+                if n >= s.max_candidates:
+                    break
+        for tr in reversed(list(self._by_ie.get(sw.ie, {}).values())):
+            if sw.first - tr.last > s.cross_fp_max_gap_s:
+                break
+            if tr.last <= start:
+                out.setdefault(tr.key, tr)
+        for sid in sw.ssids:
+            for tr in self._by_ssid.get(sid, {}).values():
+                if tr.last <= start:
+                    out.setdefault(tr.key, tr)
+        return [tr for tr in out.values() if sw.first - tr.last <= s.max_gap_s]
+
+    def _decide(self, sw: Sweep) -> str:
+        st = self.stats
+        p_in = self._inside_of(sw)
+        lam = self._birth_rate(sw.fp, p_in, sw.first)
+        best: tuple[float, _Track, bool, bool] | None = None
+        second = float("inf")
+        odds = 0.0  # sum over tracks of P(continues that track) / P(new device)
+        for tr in self._candidates(sw):
+            if sw.fp not in tr.fps and tr.ie != sw.ie and not (sw.ssids & tr.ssids):
+                continue
+            cost, seq, ssid = self._cost(tr, sw, p_in, lam)
+            odds += math.exp(-max(cost, -50.0))
             if best is None or cost < best[0]:
                 if best is not None:
                     second = min(second, best[0])
-                best = (cost, ch, seq, ssid)
-                cross = other_fp
-            elif cost < second:
-                second = cost
-
-        # The latest heard chains of this fingerprint first; a crowd is cut at max_candidates.
-        n = 0
-        # Bonuses a chain could earn besides counter continuity (whose chains are looked up
-        # below anyway): once silence alone costs more than the best so far, older chains lose.
-        bonus = (s.restart_bonus if node.seq_first is not None and node.seq_first < 16 else 0.0) + (
-            s.ssid_bonus if node.ssids else 0.0
-        )
-        for ch in reversed(same.values()):
-            if ch.last > start:
-                continue
-            if best is not None and (node.first - ch.last) / s.gap_scale_s - bonus > second:
-                break
-            consider(ch, False)
-            n += 1
-            if n >= s.max_candidates:
-                break
-        for ch in self._seq_candidates(node):
-            consider(ch, node.fp not in ch.fps)
-        for sid in node.ssids:
-            for ch in list(self._ssid_chains.get(sid, {}).values()):
-                consider(ch, node.fp not in ch.fps)
-        max_cost = s.max_cost + (s.alone_extra_cost if live == 1 else 0.0)
-        alone = False
-        if (best is None or best[0] > max_cost) and not live:
-            # A fingerprint nobody shows right now, from a phone that changes element sets
-            # between scans (Android directed/broadcast, iOS after a setting change)? Only when
-            # the node falls inside one other device's scan burst, or that device is the only
-            # one heard lately: in a crowd this never fires, alone it keeps a phone whole.
-            near: list[_Chain] = []
-            burst = 0
-            for ch in reversed(self._recent.values()):
-                dt = node.first - ch.last
-                if dt > s.cross_fp_max_gap_s or (len(near) >= 2 and dt > s.burst_s):
-                    break
-                if ch.last > start:
-                    continue
-                near.append(ch)
-                burst += dt <= s.burst_s
-            pick = near[0] if burst == 1 else near[0] if len(near) == 1 else None
-            if pick is not None:
-                alone = True
-                cost, _, _ = link_cost(pick, node, s)
-                best = (min(cost, max_cost), pick, False, False)
-                second = float("inf")
-                cross = True
-        if best is not None and second - best[0] < s.ambiguity_margin:
+                best = (cost, tr, seq, ssid)
+            else:
+                second = min(second, cost)
+        if (
+            best is not None
+            and abs(min(second, 0.0) - min(best[0], 0.0)) < self.s.ambiguity_margin
+            and (second < 0.0 or best[0] > -self.s.ambiguity_margin)
+        ):
             st.ambiguous += 1
-        if best is None or best[0] > max_cost:
+        b = self._births.setdefault(sw.fp, _Births())
+        b.times.append((sw.first, p_in))
+        b.inside += p_in
+        b.outside += 1.0 - p_in
+        if best is None or best[0] >= 0.0:
             st.new_devices += 1
-            ch = self._new_chain(node, node.device)
-            self.mac_key[node.device] = ch.key
-            return ch.key
-        cost, ch, seq, ssid = best
-        st.links += 1
-        st.seq_links += seq
-        st.ssid_links += ssid
-        st.cross_fp_links += cross
-        if cross and (ssid or alone):
-            # An SSID in common, or the only device around, makes the chain answer to the other
-            # element set for good. A counter coincidence across fingerprints does not: in a
-            # crowd, registered, it would snowball into chains that swallow every model.
-            ch.fps.add(node.fp)
-        self._extend(ch, node)
-        self.mac_key[node.device] = ch.key
-        return ch.key
+            key = sw.device
+            self._attach(key, sw, p_in)
+        else:
+            _, tr, seq, ssid = best
+            st.links += 1
+            st.seq_links += seq
+            st.ssid_links += ssid
+            st.cross_fp_links += sw.fp not in tr.fps
+            key = tr.key
+            self._extend(tr, sw, p_in)
+        for node in sw.nodes:
+            self._assign(node, key)
+        if self.decisions is not None:
+            self.decisions.append(SweepDecision(sw, key, p_in, 1.0 / (1.0 + odds)))
+        return key
+
+    def _attach(self, key: str, sw: Sweep, p_in: float, extend_only: bool = False) -> None:
+        tr = self._tracks.get(key)
+        if tr is not None:
+            self._extend(tr, sw, p_in)
+            return
+        if extend_only and not sw.randomized:
+            return
+        tr = _Track(key, {sw.fp}, sw.ie, sw.first, sw.last, sw.seq_last, dict(sw.rssi), set(sw.ssids), p_in)
+        self._tracks[key] = tr
+        self._touch(tr)
+
+    def _extend(self, tr: _Track, sw: Sweep, p_in: float) -> None:
+        if sw.last >= tr.last:
+            tr.last = sw.last
+            if sw.seq_last is not None:
+                tr.seq_last = sw.seq_last
+        a = self.s.rssi_ema
+        for k, r in sw.rssi.items():
+            old = tr.rssi.get(k)
+            tr.rssi[k] = r if old is None else old + a * (r - old)
+        tr.inside += a * (p_in - tr.inside)
+        tr.fps.add(sw.fp)
+        tr.ssids |= sw.ssids
+        tr.sweeps += 1
+        self._touch(tr)
 
 
 def peak_concurrency(intervals: Iterable[tuple[float, float]], tol: float = 0.0) -> int:
@@ -555,7 +525,7 @@ def estimate_unique(
     inside = [v for v in vs if v["first_seen"] < end and v["last_seen"] >= start]
     stable = {v["device"] for v in inside if v.get("randomized", True) in (False, 0) and settings.trust_la_bit}
     rand = [v for v in inside if v["device"] not in stable]
-    low = peak_concurrency([(v["first_seen"], v["last_seen"]) for v in rand], settings.overlap_tol_s)
+    low = peak_concurrency([(v["first_seen"], v["last_seen"]) for v in rand], settings.sweep_skew_s)
     high = len({v["device"] for v in rand})
     count = len({keys[v["id"]] for v in rand})
     count = max(low, min(count, high))
@@ -580,7 +550,7 @@ class LinkingEstimator:
     read through ``conn``. :meth:`warm` rebuilds the live chains after a restart.
     """
 
-    name = "linker-v1"
+    name = "linker-v2"
     EVIDENCE = ("seq_first", "seq_last", "rssi_mean", "ssid_hashes", "channels", "fingerprint")
 
     def __init__(self, settings: LinkSettings | None = None, conn: sqlite3.Connection | None = None) -> None:
@@ -632,7 +602,7 @@ class LinkingEstimator:
         rows = conn.execute(
             f"SELECT v.first_seen, v.last_seen FROM visits v WHERE v.randomized = 1 AND {cond}", args
         ).fetchall()
-        low = peak_concurrency([(r[0], r[1]) for r in rows], self.linker.s.overlap_tol_s)
+        low = peak_concurrency([(r[0], r[1]) for r in rows], self.linker.s.sweep_skew_s)
         high = conn.execute(
             f"SELECT count(DISTINCT v.device) FROM visits v WHERE v.randomized = 1 AND {cond}", args
         ).fetchone()[0]

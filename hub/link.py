@@ -1,100 +1,346 @@
-"""Re-key recent store visits by device: the linker runs beside ingest, not inside it.
+"""The hub's periodic job: link devices, rebuild store visits, estimate people, per local day.
 
-Ingest keys a sensor visit by its MAC hash at once (cheap: it must keep up with every
-sensor), so a phone that rotates its random MAC every few minutes, or every scan, first shows
-up as many one-MAC visits. Every ``link_every_s`` the hub runs :func:`relink` over a recent
-window: the de-randomizing linker (``hub/derandomize.py``) assigns ``device_key`` to every
-sensor visit there, store visits are rebuilt grouped by device (``hub/merge.py``, where the
-inside/visitor rule is re-applied across a phone's successive MACs) and the affected
-``devices`` rows are recomputed. Linking costs a few hundred microseconds a visit, which the
-hot path could not afford, but a batch job every quarter of an hour easily can.
+Ingest keys a sensor visit by its MAC hash at once (it must keep up with every sensor), so a
+phone that rotates its random MAC shows up as many one-MAC visits. Every ``link_every_s`` the
+hub runs :func:`relink` over the local days it touches, each day whole (shops are closed at
+night, so a day is a natural unit; a device heard in the last ``max_gap_s`` before midnight
+continues, see ``warm``):
 
-Idempotent: running it twice over the same window gives the same visits.
+1. the day's **site model** (``hub/estimate.py``: inside/outside, scan rate, ...) and link model
+   (``hub/linkmodel.py``), fitted on the previous seven days and then frozen for the day, so a
+   day's figures never move because the model did; on a site's first day, on the day itself
+   (provisional, refitted hourly);
+2. **linking** (``hub/analysis.py``, ``hub/derandomize.py``) of the sensor visits that began
+   before the watermark ``now - settle_s`` (a sensor sends a visit when the device has been
+   silent for 10 minutes: the last minutes are not complete yet). The tracker is causal, so
+   visits before an earlier watermark keep their devices;
+3. the day's **store visits** rebuilt from its sensor visits, grouped by device
+   (``hub/merge.py``); later ones keep their MAC hash until linked;
+4. **estimates** of people for the day and each hour, with ranges, and people present per
+   minute, written to ``estimates`` and ``occupancy``; the summaries of raw counts refreshed.
+
+Idempotent: running it twice gives the same rows.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from footfall.hub import devices
+from footfall.hub import devices, linkmodel
+from footfall.hub.analysis import analyse, day_bounds, fit_models, hours_open, infer_open
 from footfall.hub.config import HubConfig
-from footfall.hub.derandomize import LinkingEstimator, LinkSettings
+from footfall.hub.derandomize import LinkSettings
+from footfall.hub.estimate import Calibration, SiteModel, estimate, wilson
 from footfall.hub.merge import merge_new
+from footfall.hub.occupancy import per_minute
 
 log = logging.getLogger(__name__)
+
+HISTORY_DAYS = 7
+PROVISIONAL_REFIT_S = 3600.0
 
 
 @dataclass
 class RelinkResult:
-    sensor_visits: int
-    visits_before: int
-    visits_after: int
-    devices_before: int
-    devices_after: int
-    seconds: float
+    sensor_visits: int = 0
+    visits_before: int = 0
+    visits_after: int = 0
+    devices_before: int = 0
+    devices_after: int = 0
+    seconds: float = 0.0
+    days: list[str] = field(default_factory=list)
+
+
+class KeyEstimator:
+    """Device keys from a finished linking (``visit id -> key``); the MAC hash otherwise."""
+
+    name = "linker-v2"
+
+    def __init__(self, keys: Mapping[str, str]) -> None:
+        self.keys = keys
+
+    def device_key(self, sensor_visit: Mapping[str, Any]) -> str:
+        return self.keys.get(sensor_visit["id"], sensor_visit["device"])
+
+    def estimate_unique(self, conn, start, end, **kw):  # pragma: no cover - not used by merge
+        raise NotImplementedError
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: tuple) -> list[dict[str, Any]]:
+    cur = conn.execute(sql, args)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _days(since: float, until: float, config: HubConfig) -> list[str]:
+    tz = config.tz
+    d = datetime.fromtimestamp(since, tz).date()
+    last = datetime.fromtimestamp(until, tz).date()
+    out = []
+    while d <= last:
+        out.append(d.isoformat())
+        d += timedelta(days=1)
+    return out
+
+
+def is_open_fn(config: HubConfig, visits: list[dict[str, Any]]):
+    hours = config.opening_hours
+    return hours_open(hours, config.tz) if hours else infer_open(visits, config.tz)
+
+
+def calibration(conn: sqlite3.Connection) -> Calibration:
+    row = conn.execute(
+        "SELECT visitors, passersby, source, fit FROM calibrations ORDER BY created DESC, id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return Calibration()
+    return Calibration(float(row[0]), float(row[1]), row[2], json.loads(row[3]))
+
+
+def site_model(
+    conn: sqlite3.Connection, config: HubConfig, day: str, today_rows: list[dict[str, Any]], now: float
+) -> tuple[SiteModel, linkmodel.LinkModel | None]:
+    """The day's models: stored, or fitted on the previous days (or, on a first day, on itself)."""
+    row = conn.execute(
+        "SELECT model, link_model, provisional, fitted FROM site_models WHERE day = ?", (day,)
+    ).fetchone()
+    if row is not None and not (row[2] and now - row[3] >= PROVISIONAL_REFIT_S):
+        model = SiteModel.from_dict(json.loads(row[0]))
+        link = linkmodel.LinkModel.from_dict(json.loads(row[1])) if row[1] else None
+        model.calibration = calibration(conn)
+        return model, link
+    start, _ = day_bounds(day, config.tz)
+    history = _rows(
+        conn,
+        "SELECT * FROM sensor_visits WHERE first_seen >= ? AND first_seen < ? ORDER BY first_seen, id",
+        (start - HISTORY_DAYS * 86400.0, start),
+    )
+    provisional = not history
+    rows = today_rows if provisional else history
+    settings = LinkSettings()
+    if rows:
+        first = datetime.fromtimestamp(rows[0]["first_seen"], config.tz).date()
+        what = f"{day} so far" if provisional else f"{first} to {date.fromisoformat(day) - timedelta(days=1)}"
+        model, link = fit_models(rows, is_open_fn(config, rows), settings, fitted_on=what)
+    else:
+        model, link = SiteModel(fitted_on="nothing yet: defaults"), None
+    with conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO site_models (day, model, link_model, provisional, fitted) VALUES (?, ?, ?, ?, ?)",
+            (day, json.dumps(model.to_dict()), json.dumps(link.to_dict()) if link else None, int(provisional), now),
+        )
+    model.calibration = calibration(conn)
+    return model, link
 
 
 def relink(
-    conn: sqlite3.Connection, config: HubConfig, *, since: float, settings: LinkSettings | None = None
+    conn: sqlite3.Connection,
+    config: HubConfig,
+    *,
+    since: float,
+    until: float | None = None,
+    now: float | None = None,
+    settings: LinkSettings | None = None,
 ) -> RelinkResult:
-    """Rebuild the store visits that end at or after ``since`` with linked device keys."""
+    """Link and estimate every local day from ``since`` to the watermark (``until``, by default
+    ``now - settle_s``). Sensor visits after the watermark keep their MAC hash as key."""
+    now = time.time() if now is None else now
+    until = now - config.settle_s if until is None else until
     t0 = time.monotonic()
-    estimator = LinkingEstimator(settings)
+    total = RelinkResult()
+    if conn.in_transaction:
+        conn.commit()
+    first_row = conn.execute("SELECT min(first_seen) FROM sensor_visits WHERE first_seen >= ?", (since,)).fetchone()
+    if first_row[0] is None:
+        return total
+    for day in _days(max(since, first_row[0]), max(until, first_row[0]), config):
+        r = relink_day(conn, config, day, until=until, now=now, settings=settings)
+        total.sensor_visits += r.sensor_visits
+        total.visits_before += r.visits_before
+        total.visits_after += r.visits_after
+        total.devices_before += r.devices_before
+        total.devices_after += r.devices_after
+        total.days.append(day)
+    total.seconds = time.monotonic() - t0
+    log.info(
+        "linked %d sensor visits over %s: %d -> %d store visits, %d -> %d devices in %.1fs",
+        total.sensor_visits,
+        ", ".join(total.days),
+        total.visits_before,
+        total.visits_after,
+        total.devices_before,
+        total.devices_after,
+        total.seconds,
+    )
+    return total
+
+
+def relink_day(
+    conn: sqlite3.Connection,
+    config: HubConfig,
+    day: str,
+    *,
+    until: float,
+    now: float,
+    settings: LinkSettings | None = None,
+) -> RelinkResult:
+    t0 = time.monotonic()
+    settings = settings or LinkSettings()
+    start, end = day_bounds(day, config.tz)
+    stop = min(end, until)
+    rows = _rows(
+        conn,
+        "SELECT * FROM sensor_visits WHERE first_seen >= ? AND first_seen < ? ORDER BY first_seen, id",
+        (start, end),
+    )
+    linked = [r for r in rows if r["first_seen"] < stop]
+    model, link = site_model(conn, config, day, linked, now)
+    warm_rows = _rows(
+        conn,
+        """SELECT s.*, v.device_key FROM sensor_visits s JOIN visits v ON v.id = s.visit_id
+           WHERE s.first_seen >= ? AND s.first_seen < ? ORDER BY s.first_seen, s.id""",
+        (start - settings.max_gap_s, start),
+    )
+    warm = (warm_rows, {r["id"]: r["device_key"] for r in warm_rows}) if warm_rows else None
+    an = analyse(linked, is_open=is_open_fn(config, linked), model=model, link_model=link, settings=settings, warm=warm)
+    result = RelinkResult(sensor_visits=len(rows), days=[day])
     conn.execute("BEGIN IMMEDIATE")
     try:
-        old = conn.execute("SELECT id, device_key FROM visits WHERE last_seen >= ?", (since,)).fetchall()
+        old = conn.execute(
+            "SELECT id, device_key FROM visits WHERE first_seen >= ? AND first_seen < ?", (start, end)
+        ).fetchall()
         old_keys = {r[1] for r in old}
-        cur = conn.execute(
-            "SELECT * FROM sensor_visits WHERE visit_id IN (SELECT id FROM visits WHERE last_seen >= ?)"
-            " ORDER BY first_seen, id",
-            (since,),
-        )
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         excluded = devices.excluded_keys(conn)
         conn.execute(
-            "UPDATE sensor_visits SET visit_id = NULL WHERE visit_id IN (SELECT id FROM visits WHERE last_seen >= ?)",
-            (since,),
+            "UPDATE sensor_visits SET visit_id = NULL WHERE visit_id IN "
+            "(SELECT id FROM visits WHERE first_seen >= ? AND first_seen < ?)",
+            (start, end),
         )
-        conn.execute("DELETE FROM visits WHERE last_seen >= ?", (since,))
-        merge_new(conn, rows, gap_s=config.merge_gap_s, tz=config.tz, estimator=estimator, excluded=excluded)
+        conn.execute("DELETE FROM visits WHERE first_seen >= ? AND first_seen < ?", (start, end))
+        merge_new(
+            conn, rows, gap_s=config.merge_gap_s, tz=config.tz, estimator=KeyEstimator(an.keys), excluded=excluded
+        )
         conn.executemany(
             "UPDATE sensor_visits SET visit_id = ? WHERE first_seen = ? AND id = ?",
             [(r["visit_id"], r["first_seen"], r["id"]) for r in rows],
         )
-        new_keys = {r[0] for r in conn.execute("SELECT DISTINCT device_key FROM visits WHERE last_seen >= ?", (since,))}
+        new_keys = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT device_key FROM visits WHERE first_seen >= ? AND first_seen < ?", (start, end)
+            )
+        }
         _recount_devices(conn, old_keys | new_keys, excluded)
+        _store_estimates(conn, config, day, start, stop, an, now)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    # The dashboard reads per-day summaries: bring the days this rebuilt up to date now,
-    # rather than leave them to the web app's slow background check of older days.
-    from footfall.hub import metrics
+    from footfall.hub import summaries
 
-    for (day,) in conn.execute("SELECT DISTINCT day FROM visits WHERE last_seen >= ?", (since,)).fetchall():
-        metrics.summarize_day(conn, day)
-    result = RelinkResult(
-        sensor_visits=len(rows),
-        visits_before=len(old),
-        visits_after=conn.execute("SELECT count(*) FROM visits WHERE last_seen >= ?", (since,)).fetchone()[0],
-        devices_before=len(old_keys),
-        devices_after=len(new_keys),
-        seconds=time.monotonic() - t0,
-    )
-    log.info(
-        "relinked %d sensor visits: %d -> %d store visits, %d -> %d devices in %.1fs",
-        result.sensor_visits,
-        result.visits_before,
-        result.visits_after,
-        result.devices_before,
-        result.devices_after,
-        result.seconds,
-    )
+    summaries.summarize_day(conn, day, now=now)
+    result.visits_before = len(old)
+    result.visits_after = conn.execute(
+        "SELECT count(*) FROM visits WHERE first_seen >= ? AND first_seen < ?", (start, end)
+    ).fetchone()[0]
+    result.devices_before, result.devices_after = len(old_keys), len(new_keys)
+    result.seconds = time.monotonic() - t0
     return result
+
+
+def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: float, an, now: float) -> None:
+    periods = [("day", start, stop)]
+    tz = config.tz
+    t = start
+    while t < stop:
+        h = datetime.fromtimestamp(t, tz).hour
+        nxt = (
+            datetime.fromtimestamp(t, tz).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        ).timestamp()
+        periods.append((str(h), t, min(nxt, stop)))
+        t = nxt
+    figures = estimate(an.sessions, an.model, periods)
+    returning = _returning(conn, day, start, stop, an)
+    rows = []
+    for label, _, _ in periods:
+        f = figures[label]
+        payload = f.as_dict() | {"sessions": f.sessions}
+        if label == "day":
+            payload |= returning | {"dwell_hist": _dwell_hist(an, start, stop), "model": _model_note(an)}
+        rows.append((day, -1 if label == "day" else int(label), json.dumps(payload), stop, now))
+    conn.execute("DELETE FROM estimates WHERE day = ?", (day,))
+    conn.executemany("INSERT INTO estimates (day, hour, figures, watermark, computed) VALUES (?, ?, ?, ?, ?)", rows)
+    minutes = per_minute(an.sessions, an.model, start, stop)
+    conn.execute("DELETE FROM occupancy WHERE minute >= ? AND minute < ?", (int(start), int(stop) + 60))
+    conn.executemany(
+        "INSERT OR REPLACE INTO occupancy (minute, people) VALUES (?, ?)",
+        [(m, round(p, 3)) for m, p in minutes.items()],
+    )
+
+
+def _dwell_hist(an, start: float, stop: float) -> list[float]:
+    """Visit weights per dwell bin (metrics.DWELL_EDGES): multi-day medians add these up."""
+    from footfall.hub.estimate import dwell_of
+    from footfall.hub.metrics import DWELL_EDGES
+    from footfall.hub.occupancy import visit_weight
+
+    hist = [0.0] * len(DWELL_EDGES)
+    for s in an.sessions:
+        if start <= s.first < stop and len(s.scans) >= 2:
+            w = visit_weight(s, an.model)
+            if w > 0:
+                d = dwell_of(s, an.model)
+                i = max(j for j, edge in enumerate(DWELL_EDGES) if d >= edge)
+                hist[i] += w
+    return [round(h, 3) for h in hist]
+
+
+def _returning(conn, day: str, start: float, stop: float, an) -> dict[str, Any]:
+    """Return rate from the visitors the hub can follow across days (globally administered MACs):
+    their share that visited on an earlier day, with a Wilson 90 % interval. A random MAC cannot
+    be followed from one day to the next, so the other visitors are assumed to return alike."""
+    followed = {
+        s.key for s in an.sessions if s.identified and start <= s.first < stop and not s.staff and s.p_visit >= 0.5
+    }
+    if not followed:
+        return {"return_rate": None, "return_rate_low": None, "return_rate_high": None, "return_rate_heard": 0}
+    keys = sorted(followed)
+    back = 0
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        back += conn.execute(
+            f"SELECT count(DISTINCT device_key) FROM visits WHERE device_key IN ({marks}) AND class = 'visitor' "
+            "AND day < ?",
+            [*chunk, day],
+        ).fetchone()[0]
+    lo, hi = wilson(back, len(keys))
+    return {
+        "return_rate": round(back / len(keys), 4),
+        "return_rate_low": round(lo, 4),
+        "return_rate_high": round(hi, 4),
+        "return_rate_heard": len(keys),
+    }
+
+
+def _model_note(an) -> dict[str, Any]:
+    m = an.model
+    return {
+        "fitted_on": m.fitted_on,
+        "scan_interval_s": round(1.0 / m.scan_rate, 1),
+        "identified_visits": m.identified,
+        "inside_model": "site histograms" if m.inside.trained else "signal threshold (too little data yet)",
+        "front_sensor": m.front_sensor,
+        "link_model": an.link_model.source if an.link_model else "default forms",
+        "calibration": m.calibration.source or "none (defaults)",
+    }
 
 
 def _recount_devices(conn: sqlite3.Connection, keys: set[str], excluded: set[str]) -> None:

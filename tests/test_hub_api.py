@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from footfall.hub import api, auth, store
+from footfall.hub import api_models, auth, store
 from footfall.hub.api import STATIC, WebSettings, create_app
 from footfall.hub.serve import register_web
 from tests.test_hub_metrics import D, ts, visit
@@ -144,9 +144,16 @@ def test_csv_exports(app_client: TestClient) -> None:
     assert r.headers["content-type"].startswith("text/csv")
     assert "attachment" in r.headers["content-disposition"]
     lines = r.text.splitlines()
-    assert lines[0] == "period,visitors,passersby,capture_rate,mean_dwell_s"
+    header = lines[0].split(",")
+    assert header[:5] == ["period", "visitors", "passersby", "capture_rate", "mean_dwell_s"]
+    # Every figure with its range and what was heard; no estimate yet here, so heard = the figure.
+    for name in ("visitors", "passersby", "capture_rate", "mean_dwell_s"):
+        assert {f"{name}_low", f"{name}_high", f"{name}_heard"} <= set(header)
+    assert "estimated" in header
     assert len(lines) == 25
-    assert lines[12].startswith(f"{D.isoformat()}T11,2,14,")
+    row = dict(zip(header, lines[12].split(","), strict=True))
+    assert (row["period"], row["visitors"], row["passersby"]) == (f"{D.isoformat()}T11", "2", "14")
+    assert (row["visitors_heard"], row["estimated"]) == ("2", "False")
     r2 = app_client.get("/api/footfall/csv", params={"start": D.isoformat()})
     assert r2.status_code == 200 and r2.text == r.text
     for name in ("now", "engagement", "loyalty", "compare", "sensors", "rejects"):
@@ -161,14 +168,14 @@ def test_responses_match_their_models(app_client: TestClient) -> None:
     login(app_client)
     day = {"start": (D - timedelta(days=7)).isoformat(), "end": D.isoformat()}
     checks = [
-        ("/api/now", {}, api.Now),
-        ("/api/compare", {}, api.Compare),
-        ("/api/footfall", {**day, "granularity": "hour"}, api.Footfall),
-        ("/api/footfall", {**day, "granularity": "week"}, api.Footfall),
-        ("/api/engagement", day, api.Engagement),
-        ("/api/loyalty", day, api.Loyalty),
-        ("/api/sensors", {}, api.Sensors),
-        ("/api/rejects", {}, api.Rejects),
+        ("/api/now", {}, api_models.Now),
+        ("/api/compare", {}, api_models.Compare),
+        ("/api/footfall", {**day, "granularity": "hour"}, api_models.Footfall),
+        ("/api/footfall", {**day, "granularity": "week"}, api_models.Footfall),
+        ("/api/engagement", day, api_models.Engagement),
+        ("/api/loyalty", day, api_models.Loyalty),
+        ("/api/sensors", {}, api_models.Sensors),
+        ("/api/rejects", {}, api_models.Rejects),
     ]
     for path, params, model in checks:
         body = app_client.get(path, params=params).json()

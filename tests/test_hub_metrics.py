@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from footfall.hub import metrics, store
+from footfall.hub import metrics, store, summaries
 
 D = date(2026, 3, 10)  # a Tuesday
 
@@ -62,7 +62,7 @@ def conn(tmp_path: Path) -> sqlite3.Connection:
 
 def refresh(conn: sqlite3.Connection, now_day: date = D) -> None:
     conn.commit()
-    metrics.refresh_summaries(conn, now=ts(now_day, 23, 59), tz="UTC", check_days=1000)
+    summaries.refresh_summaries(conn, now=ts(now_day, 23, 59), tz="UTC", check_days=1000)
 
 
 def test_footfall_capture_rate_by_hour_zone_and_staff(conn: sqlite3.Connection) -> None:
@@ -214,7 +214,7 @@ def test_compare_today_with_same_weekday_last_week_same_time(conn: sqlite3.Conne
     visit(conn, "tp1", D, 10, cls="passerby")
     visit(conn, "tp2", D, 12, cls="passerby")
     conn.commit()
-    metrics.refresh_summaries(conn, now=ts(D, 14, 30), tz="UTC", check_days=1000)
+    summaries.refresh_summaries(conn, now=ts(D, 14, 30), tz="UTC", check_days=1000)
     out = metrics.compare(conn, now=ts(D, 14, 30), tz="UTC")
     assert out["today"]["date"] == "2026-03-10" and out["last_week_same_time"]["date"] == "2026-03-03"
     assert out["today"]["visitors"] == 3
@@ -325,10 +325,10 @@ def test_incremental_refresh_matches_bulk_rebuild(conn: sqlite3.Connection) -> N
     refresh(conn)
 
     def snapshot() -> dict[str, list[tuple]]:
-        return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}"))) for t in metrics.SUMMARY_TABLES}
+        return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}"))) for t in summaries.SUMMARY_TABLES}
 
     incremental = snapshot()
-    metrics.rebuild_summaries(conn)
+    summaries.rebuild_summaries(conn)
     assert snapshot() == incremental
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from footfall.hub import api, auth, segments, store
+from footfall.hub import api_models, auth, segments, store
 from footfall.hub.api import WebSettings, create_app
 from tests.test_segments import NOW, _population, add_visit
 
@@ -79,7 +79,7 @@ def test_segment_routes_need_a_session_or_key(client: TestClient, path: str) -> 
 def test_segments_sizes_history_and_profiles(client: TestClient, seeded: tuple[Path, str]) -> None:
     r = client.get("/api/segments", headers={KEY_HEADER: seeded[1]})
     assert r.status_code == 200
-    body = api.Segments.model_validate(r.json())  # the documented shape
+    body = api_models.Segments.model_validate(r.json())  # the documented shape
     by_name = {s.name: s for s in body.segments}
 
     quick = by_name["quick this week"]
@@ -117,7 +117,7 @@ def test_segments_sizes_history_and_profiles(client: TestClient, seeded: tuple[P
 def test_clusters_k_silhouette_labels_and_profiles(client: TestClient, seeded: tuple[Path, str]) -> None:
     r = client.get("/api/clusters", headers={KEY_HEADER: seeded[1]})
     assert r.status_code == 200
-    body = api.Clusters.model_validate(r.json())
+    body = api_models.Clusters.model_validate(r.json())
     assert body.k == 3 and body.devices == 120 and body.as_of == NOW - 3 * DAY
     assert "silhouette" in (body.criterion or "")
     scores = {s.k: s.silhouette for s in body.silhouette_by_k}

@@ -89,6 +89,10 @@ class Scores:
     visits: int
     naive: dict[str, float] = field(default_factory=dict)
     linker: dict[str, float] = field(default_factory=dict)
+    # The dumbest rules that could pass for linking: one device until 300 s of silence, over
+    # the whole stream and per fingerprint. The linker must beat them on the case that tests it.
+    silence: dict[str, float] = field(default_factory=dict)
+    silence_fp: dict[str, float] = field(default_factory=dict)
     link_stats: dict[str, int] = field(default_factory=dict)
     # Unique visitors (people who came in), when the truth says who did: the people of kind
     # "visitor" heard by a sensor; estimated: device keys with a visitor session after linking;
@@ -124,6 +128,24 @@ def cluster_scores(truth: list[str], pred: list[str]) -> dict[str, float]:
     }
 
 
+SILENCE_GAP_S = 300.0
+
+
+def silence_keys(visits: Iterable[dict[str, Any]], gap_s: float = SILENCE_GAP_S, per_fingerprint: bool = False) -> dict[str, str]:
+    """Baseline: a new device after ``gap_s`` of silence (per fingerprint, or in the whole stream)."""
+    keys: dict[str, str] = {}
+    current: dict[str, str] = {}
+    end: dict[str, float] = {}
+    for v in sorted(visits, key=lambda v: v["first_seen"]):
+        group = v.get("fingerprint") or "" if per_fingerprint else ""
+        if group not in current or v["first_seen"] - end[group] > gap_s:
+            current[group] = v["device"]
+            end[group] = v["last_seen"]
+        end[group] = max(end[group], v["last_seen"])
+        keys[v["id"]] = current[group]
+    return keys
+
+
 def score_visits(
     visits: list[dict[str, Any]],
     truth_of_device: dict[str, str],
@@ -150,6 +172,9 @@ def score_visits(
         linker=cluster_scores(truth, [keys[v["id"]] for v in labelled]),
         link_stats=asdict(stats),
     )
+    for name, per_fp in (("silence", False), ("silence_fp", True)):
+        base = silence_keys(labelled, per_fingerprint=per_fp)
+        setattr(scores, name, cluster_scores(truth, [base[v["id"]] for v in labelled]) | {"devices": len(set(base.values()))})
     if visitors is not None:
         scores.true_visitors = len(visitors & set(truth))
         sessions = device_sessions(labelled, keys)
@@ -295,7 +320,7 @@ def format_scores(title: str, s: Scores) -> str:
         f"  visits {s.visits}  true devices {s.true_devices}  naive distinct MACs {s.naive_count}",
         f"  estimated {s.estimated} (low {s.low}, high {s.high}, confidence {s.confidence:.2f})"
         f"  error {s.count_error:+d} ({s.count_error_pct:+.1f}%)",
-        f"  {'':8} {'homog':>7} {'compl':>7} {'V':>7} {'ARI':>7}",
+        f"  {'':12} {'homog':>7} {'compl':>7} {'V':>7} {'ARI':>7}",
     ]
     if s.true_visitors is not None:
         lines.insert(
@@ -303,14 +328,27 @@ def format_scores(title: str, s: Scores) -> str:
             f"  unique visitors: true {s.true_visitors}  estimated {s.est_visitors} ({s.visitor_error_pct:+.1f}%)"
             f"  naive {s.naive_visitors}",
         )
-    for name, m in (("naive", s.naive), ("linker", s.linker)):
+    lines[-1] += f" {'devices':>8}"
+    rows = [("naive", s.naive, s.naive_count), ("linker", s.linker, s.estimated)]
+    rows += [(f"silence {SILENCE_GAP_S:.0f}s", s.silence, s.silence.get("devices")), ("  per fp", s.silence_fp, s.silence_fp.get("devices"))]
+    for name, m, n in rows:
+        if not m:
+            continue
         lines.append(
-            f"  {name:8} {m['homogeneity']:7.3f} {m['completeness']:7.3f} {m['v_measure']:7.3f} {m['ari']:7.3f}"
+            f"  {name:12} {m['homogeneity']:7.3f} {m['completeness']:7.3f} {m['v_measure']:7.3f} {m['ari']:7.3f} {n:>8}"
         )
     return "\n".join(lines)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.metrics:
+        from footfall.tools.evaluate_metrics import cmd_metrics
+
+        try:
+            return cmd_metrics(args.seeds, args.json, args.workdir)
+        except ValueError as exc:
+            print(f"footfall evaluate: {exc}", file=sys.stderr)
+            return 2
     results: dict[str, Any] = {}
     out: list[str] = []
     try:
@@ -339,9 +377,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score the device estimator against ground truth")
+    p = sub.add_parser("evaluate", help="score the device estimator and the dashboard figures against ground truth")
     p.add_argument("--captures", default=str(DEFAULT_CAPTURES), help="folder of labelled pcaps (one phone a file)")
     p.add_argument("--clock", choices=("recorded", "aligned", "both"), default="both")
     p.add_argument("--simulation", metavar="DIR", help="a `footfall simulate` output directory instead")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="every dashboard figure on simulated days through the whole pipeline, against the truth",
+    )
+    p.add_argument("--seeds", default="held-out", help="with --metrics: held-out, tuning, all, or e.g. 1,2,11-15")
+    p.add_argument("--workdir", help="with --metrics: keep simulations and databases here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

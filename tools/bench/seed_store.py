@@ -4,7 +4,7 @@ A busy store: trading hours with a lunch and an after-work peak, busier weekends
 capture rate near 30 %, loyal regulars among many one-off visitors, four zones, a dozen
 staff phones and a few fixed devices (excluded). Visits are generated with numpy, loaded
 with ``executemany`` in one transaction with the summary triggers dropped, then the summary
-tables are rebuilt in bulk (``metrics.rebuild_summaries``) -- 5 million visits in a few
+tables are rebuilt in bulk (``summaries.rebuild_summaries``) -- 5 million visits in a few
 minutes. The file is cached under /tmp by its parameters, so repeated runs reuse it.
 
     python -m footfall.tools.bench.seed_store --visits 5000000 --days 365
@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from footfall.hub import metrics, store
+from footfall.hub import metrics, store, summaries
 
 ZONES = ("entrance", "floor", "fitting", "checkout")
 SITE = "store1"
@@ -224,7 +224,7 @@ def build(
                 )
         conn.execute("INSERT INTO ingest_rejects VALUES ('schema', 17, ?, 'missing field ''dwell_s''')", (now - 600,))
         conn.execute("INSERT INTO ingest_rejects VALUES ('garbage', 4, ?, 'not JSON')", (now - 7200,))
-    metrics.rebuild_summaries(conn)
+    summaries.rebuild_summaries(conn)
     with conn:
         for _, trigger_sql in triggers:
             conn.execute(trigger_sql)

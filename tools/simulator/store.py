@@ -46,6 +46,7 @@ from operator import itemgetter
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from footfall.settings import parse_hours
 from footfall.tools.simulator import radio
 from footfall.tools.simulator.devices import (
     KNOWN_SSIDS,
@@ -101,25 +102,6 @@ IOS_SINGLE_FRAME = {True: 0.13, False: 0.34}  # full / partial iOS scans with 1 
 SINGLE_DWELL_S = 0.025  # per channel in those (captures: 25 ms median)
 CAPTURE_MARGIN_S = 3600.0  # sensors record from an hour before opening to an hour after closing
 DEFAULT_SENSOR_SPOTS = ((5.0, 1.5), (5.0, 18.5), (1.0, 10.0), (9.0, 10.0), (5.0, 10.0))
-
-
-def parse_hours(hours: str | Sequence[float]) -> tuple[float, float]:
-    """``"10-21"``, ``"9:30-21:00"`` or ``(10, 21)`` -> (10.0, 21.0)."""
-    if isinstance(hours, str):
-        try:
-            a, b = hours.split("-")
-            parsed = []
-            for part in (a, b):
-                hh, _, mm = part.strip().partition(":")
-                parsed.append(int(hh) + (int(mm) if mm else 0) / 60)
-        except ValueError as exc:
-            raise ValueError(f"opening hours must look like 10-21 or 9:30-21:00, got {hours!r}") from exc
-        start, end = parsed
-    else:
-        start, end = float(hours[0]), float(hours[1])
-    if not 0 <= start < end <= 24:
-        raise ValueError(f"opening hours must satisfy 0 <= open < close <= 24, got {start}-{end}")
-    return start, end
 
 
 def default_sensors(n: int, channels: Sequence[int] | None = None) -> list[Sensor]:

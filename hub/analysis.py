@@ -1,0 +1,162 @@
+"""A stretch of sensor visits in, devices, stays and the site's model out.
+
+The one place where the hub's steps meet, used alike by the hub's periodic job
+(``hub/link.py``, on a day of stored sensor visits), by :func:`footfall.hub.occupancy.people_per_window`
+(on visits straight from an agent, no database) and by ``footfall evaluate``:
+
+1. link the visits into devices (``hub/derandomize.py``), with the site's inside model and,
+   when the site has enough phones it can identify, the link model measured on them
+   (``hub/linkmodel.py``);
+2. cut every device's scans into stays (:class:`footfall.hub.estimate.Session`): tracked
+   devices from the tracker's sweeps, globally administered MACs from their own per-burst
+   evidence (``hub/sweeps.py`` ``scans_of``);
+3. without a site model given, fit one on these very visits first (a first tracker pass
+   without the inside model gives the stays to learn "inside" from).
+
+Opening hours (``is_open``) come from the hub's configuration or, without one, from the data
+(:func:`infer_open`: the hours in which identified phones started stays of a few minutes).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from footfall.hub import linkmodel
+from footfall.hub.derandomize import Linker, LinkSettings, SweepDecision
+from footfall.hub.estimate import LONG_STAY_S, ScanRecord, Session, SiteModel, fit_site_model, split_sessions
+from footfall.hub.sweeps import scans_of
+
+SESSION_GAP_S = 600.0  # the agents' visit gap: a phone silent longer has left
+MIN_IDENTIFIED = 10  # identified stays before the site's measured link model is used
+
+
+def _peak(rssi: Mapping[str, float]) -> dict[str, float]:
+    return {k: v for k, v in rssi.items() if "/" not in k}
+
+
+def sessions_from(
+    decisions: Iterable[SweepDecision], visits: Iterable[Mapping[str, Any]], gap_s: float = SESSION_GAP_S
+) -> list[Session]:
+    """Stays of tracked devices (from their sweeps) and of identified MACs (from their scans)."""
+    by_key: dict[str, list[ScanRecord]] = defaultdict(list)
+    for d in decisions:
+        by_key[d.key].append(ScanRecord(d.sweep.first, d.sweep.peak))
+    out: list[Session] = []
+    for key, scans in by_key.items():
+        out += split_sessions(key, scans, gap_s)
+    stable: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for v in visits:
+        if not v.get("randomized", True):
+            stable[v["device"]].append(v)
+    for device, vs in stable.items():
+        scans = [ScanRecord(t, _peak(r)) for t, r in scans_of(vs)]
+        span = max(float(v["last_seen"]) for v in vs) - min(float(v["first_seen"]) for v in vs)
+        if span >= LONG_STAY_S:
+            # Present for hours (staff, equipment): one stay, however often it fell silent.
+            out.append(Session(device, scans, identified=True))
+        else:
+            out += split_sessions(device, scans, gap_s, identified=True)
+    out.sort(key=lambda s: s.first)
+    return out
+
+
+def infer_open(visits: Iterable[Mapping[str, Any]], tz: tzinfo) -> Callable[[float], bool]:
+    """Opening hours guessed from the data: local hours in which identified phones began stays of
+    2 minutes to 4 hours, widened by an hour (shops open the same hours every day)."""
+    starts: list[float] = []
+    for stay in linkmodel.identified_visits(visits):
+        starts.append(stay[0].t)
+    if len(starts) < 5:
+        return lambda t: True
+    hours = sorted(datetime.fromtimestamp(t, tz).hour + datetime.fromtimestamp(t, tz).minute / 60 for t in starts)
+    lo = hours[max(int(0.02 * len(hours)), 0)]
+    hi = hours[min(int(0.98 * len(hours)), len(hours) - 1)]
+
+    def is_open(t: float) -> bool:
+        local = datetime.fromtimestamp(t, tz)
+        h = local.hour + local.minute / 60
+        return lo - 0.5 <= h <= hi + 1.0
+
+    return is_open
+
+
+def hours_open(hours: tuple[float, float], tz: tzinfo) -> Callable[[float], bool]:
+    """``is_open`` of configured opening hours (local, e.g. (10.0, 21.0))."""
+    lo, hi = hours
+
+    def is_open(t: float) -> bool:
+        local = datetime.fromtimestamp(t, tz)
+        h = local.hour + local.minute / 60 + local.second / 3600
+        return lo <= h <= hi
+
+    return is_open
+
+
+@dataclass
+class Analysis:
+    keys: dict[str, str]  # visit id -> device key
+    sessions: list[Session]
+    model: SiteModel
+    link_model: linkmodel.LinkModel | None
+    decisions: list[SweepDecision] = field(default_factory=list)
+
+
+def fit_models(
+    visits: Sequence[Mapping[str, Any]],
+    is_open: Callable[[float], bool],
+    settings: LinkSettings | None = None,
+    fitted_on: str = "",
+) -> tuple[SiteModel, linkmodel.LinkModel | None]:
+    """The site model and link model measured on these visits (time-ordered)."""
+    stays = linkmodel.identified_visits(visits, is_open)
+    # The site's own measurement, shrunk toward the default while it rests on few visits; with
+    # none to measure on (every phone randomizes), the default measured on the tuning seeds.
+    link_model = linkmodel.DEFAULT
+    if len(stays) >= MIN_IDENTIFIED:
+        site = linkmodel.fit(stays, source=f"{len(stays)} identified visits {fitted_on}".strip())
+        link_model = linkmodel.blend(site, linkmodel.DEFAULT)
+    first = Linker(settings, record=True, model=link_model)
+    first.feed(visits)
+    model = fit_site_model(
+        sessions_from(first.decisions or [], visits),
+        is_open,
+        sweeps_per_visitor=link_model.sweeps_per_visitor if link_model else 0.0,
+        fitted_on=fitted_on,
+    )
+    return model, link_model
+
+
+def analyse(
+    visits: Iterable[Mapping[str, Any]],
+    *,
+    is_open: Callable[[float], bool],
+    model: SiteModel | None = None,
+    link_model: linkmodel.LinkModel | None = None,
+    settings: LinkSettings | None = None,
+    warm: tuple[Iterable[Mapping[str, Any]], Mapping[str, str]] | None = None,
+    fitted_on: str = "",
+) -> Analysis:
+    """Link ``visits`` and cut them into stays; fit the models on them when none are given.
+
+    ``warm``: visits already linked just before these, with their keys (continuity across a
+    window boundary: a phone heard before midnight keeps its device)."""
+    vs = sorted(visits, key=lambda v: (v["first_seen"], v["id"]))
+    if model is None:
+        model, link_model = fit_models(vs, is_open, settings, fitted_on)
+    inside = model.inside
+    linker = Linker(settings, inside=lambda sw: inside.p_inside(sw.peak), record=True, model=link_model)
+    if warm is not None:
+        linker.restore(*warm)
+    keys = linker.feed(vs)
+    decisions = linker.decisions or []
+    return Analysis(keys, sessions_from(decisions, vs), model, link_model, decisions)
+
+
+def day_bounds(day: str, tz: tzinfo) -> tuple[float, float]:
+    """UNIX start and end of a local day (23, 24 or 25 hours long)."""
+    d = datetime.fromisoformat(day).replace(tzinfo=tz)
+    return d.timestamp(), (d + timedelta(days=1)).timestamp()

@@ -1,0 +1,436 @@
+"""People, not devices: every headline figure as an estimate with its range.
+
+The hub hears phones, not people, and not every phone: some have Wi-Fi off, a phone walking
+past for half a minute is heard only if it happens to scan meanwhile, and a phone that rotates
+its MAC every scan has to be pieced together by the tracker (``hub/derandomize.py``). This
+module turns what was heard into estimates of people, says how, and gives a range.
+
+**Sessions.** A session is one stay of one device: a tracker device (or a globally
+administered MAC) split by silences over ``gap_s``. Each of its scans has a log likelihood
+ratio inside/outside from the site's inside model (``hub/inside.py``); the session is a visit
+with probability ``p_visit = sigmoid(sum of its scans' LLR + logit(session prior))``, the
+prior being the share of sessions that are visits (EM over the site's sessions). Summing
+probabilities instead of drawing a line keeps the count unbiased where single sessions are
+ambiguous (a short look-in and a passer-by reading alike).
+
+**Visitors** = sum over sessions of ``p_visit / p_heard`` / ``probing_share``, times the
+tracker's correction and the site calibration: ``p_heard`` = 1 - exp(-scan_rate * dwell) is
+the chance a phone inside for that long scans at all (a short look-in with an idle phone is
+often not heard: Horvitz-Thompson weights, capped), ``probing_share`` the share of people
+whose phone probes at all.
+
+**Passers-by** = scans heard by the street-facing sensor in sessions that were not visits,
+over the scans one passer-by's phone makes while in its range (``scan_rate * passby_exposure_s``),
+over ``probing_share``. Counting scans, not devices, needs no linking: a passer-by is heard in
+one scan, rarely two, and the tracker would only merge them.
+
+**Dwell** of a visit: its first to last inside scan, plus the time a phone waits to scan
+(``1 / scan_rate``: the stay began before the first scan and ended after the last one).
+
+What is measured at the site (from the phones it can identify, see ``fit_site_model``): the
+inside model, the scan rate, the share of sessions that are visits, the street-facing sensor.
+What is a default (:data:`DEFAULTS`, documented in docs/metrics.md with the data it was chosen
+on) and should be calibrated with a door count (``footfall calibrate counts``): the probing
+share, the passer-by's exposure, the tracker's correction, and the model part of the ranges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from footfall.hub import inside as inside_mod
+from footfall.hub.inside import InsideModel
+
+Z90 = 1.645  # ranges are 90 % intervals
+LONG_STAY_S = 4 * 3600.0  # a session this long is staff or equipment
+MAX_WEIGHT = 3.0  # cap of the 1 / p_heard weight of a short visit
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What the hub cannot measure by radio alone. Chosen on the simulator's tuning seeds 1-10
+    (``footfall evaluate --metrics --seeds tuning``: the factors are the median truth/estimate
+    there, the standard deviations the spread of that ratio between days); a site's door count
+    replaces them (``footfall calibrate counts``)."""
+
+    probing_share: float = 0.9  # people whose phone probes (simulator: 10 % Wi-Fi off; no published figure found)
+    passby_exposure_s: float = 23.0  # scans of a passer-by = scan_rate x this
+    passby_max_s: float = 90.0  # a session longer than this is not someone walking past
+    visitor_factor: float = 1.10  # the tracker's and the classifier's visits per visitor, inverted
+    dwell_factor: float = 0.97  # median dwell
+    mean_dwell_factor: float = 0.72  # merged stays make the tail of long dwells too long
+    scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
+    # Relative standard deviation of the model part of the error (between days, on the tuning seeds).
+    visitors_sd: float = 0.20
+    passersby_sd: float = 0.24
+    dwell_sd: float = 0.18
+    mean_dwell_sd: float = 0.12
+
+
+DEFAULTS = Defaults()
+
+
+@dataclass
+class Calibration:
+    """A site's correction from a real count (``footfall calibrate counts``); 1.0 = none."""
+
+    visitors: float = 1.0
+    passersby: float = 1.0
+    source: str = ""
+    fit: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SiteModel:
+    inside: InsideModel = field(default_factory=InsideModel)
+    scan_rate: float = DEFAULTS.scan_rate
+    identified: int = 0  # identified stays the scan rate was measured on
+    session_prior: float = 0.3
+    shape_llr: dict[str, float] = field(default_factory=dict)  # see session_classes
+    front_sensor: str | None = None
+    sweeps_per_visitor: float = 0.0  # for the tracker's new-device rate; 0 = its default
+    fitted_on: str = ""
+    calibration: Calibration = field(default_factory=Calibration)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inside"] = self.inside.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SiteModel:
+        cal = d.get("calibration") or {}
+        return cls(
+            inside=InsideModel.from_dict(d.get("inside") or {}),
+            scan_rate=float(d.get("scan_rate", DEFAULTS.scan_rate)),
+            identified=int(d.get("identified", 0)),
+            session_prior=float(d.get("session_prior", 0.3)),
+            shape_llr={k: float(v) for k, v in (d.get("shape_llr") or {}).items()},
+            front_sensor=d.get("front_sensor"),
+            sweeps_per_visitor=float(d.get("sweeps_per_visitor", 0.0)),
+            fitted_on=str(d.get("fitted_on", "")),
+            calibration=Calibration(**{k: cal[k] for k in ("visitors", "passersby", "source", "fit") if k in cal}),
+        )
+
+
+@dataclass
+class ScanRecord:
+    t: float
+    peak: Mapping[str, float]  # sensor -> strongest RSSI of the scan
+
+
+@dataclass
+class Session:
+    """One stay of one device: its scans, in time order."""
+
+    key: str
+    scans: list[ScanRecord]
+    identified: bool = False  # a globally administered MAC: its identity is certain
+    llr: float = 0.0
+    p_visit: float = 0.0
+
+    @property
+    def first(self) -> float:
+        return self.scans[0].t
+
+    @property
+    def last(self) -> float:
+        return self.scans[-1].t
+
+    @property
+    def staff(self) -> bool:
+        return self.last - self.first >= LONG_STAY_S
+
+
+def split_sessions(key: str, scans: Iterable[ScanRecord], gap_s: float, identified: bool = False) -> list[Session]:
+    out: list[Session] = []
+    cur: list[ScanRecord] = []
+    for sc in sorted(scans, key=lambda s: s.t):
+        if cur and sc.t - cur[-1].t > gap_s:
+            out.append(Session(key, cur, identified))
+            cur = []
+        cur.append(sc)
+    if cur:
+        out.append(Session(key, cur, identified))
+    return out
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(x, 40.0), -40.0)))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def shape(s: Session, passby_max_s: float) -> str:
+    """What a session looks like over time: one scan, a few scans within a walk past, or longer."""
+    if len(s.scans) == 1:
+        return "single"
+    return "short" if s.last - s.first <= passby_max_s else "long"
+
+
+SHAPES = ("single", "short", "long")
+
+
+def classify(sessions: Sequence[Session], model: SiteModel, defaults: Defaults | None = None) -> None:
+    """Set every session's LLR (scans' RSSI plus its shape) and p_visit (see the module doc)."""
+    d = defaults or DEFAULTS
+    prior = _logit(model.session_prior)
+    for s in sessions:
+        s.llr = sum(model.inside.llr(sc.peak) for sc in s.scans) + model.shape_llr.get(shape(s, d.passby_max_s), 0.0)
+        s.p_visit = 0.0 if s.staff else _sigmoid(s.llr + prior)
+
+
+def session_classes(
+    sessions: Sequence[Session], inside: InsideModel, passby_max_s: float = 90.0
+) -> tuple[float, dict[str, float]]:
+    """EM for the share of sessions that are visits and how each shape (one scan, short, long)
+    weighs visit against walk-past, given the scans' RSSI likelihood ratios (naive Bayes: the
+    shape is learnt from the data, the RSSI model anchors which class is which)."""
+    rows = [(sum(inside.llr(sc.peak) for sc in s.scans), shape(s, passby_max_s)) for s in sessions if not s.staff]
+    if not rows:
+        return 0.3, {}
+    pi = 0.3
+    p_vis = dict.fromkeys(SHAPES, 1.0 / 3)
+    p_pas = dict.fromkeys(SHAPES, 1.0 / 3)
+    for _ in range(300):
+        post = [_sigmoid(ll + math.log(p_vis[sh] / p_pas[sh]) + _logit(pi)) for ll, sh in rows]
+        new_pi = min(max(sum(post) / len(post), 0.01), 0.99)
+        vis = dict.fromkeys(SHAPES, 0.5)
+        pas = dict.fromkeys(SHAPES, 0.5)
+        for (_, sh), p in zip(rows, post, strict=True):
+            vis[sh] += p
+            pas[sh] += 1.0 - p
+        tv, tp = sum(vis.values()), sum(pas.values())
+        p_vis = {k: v / tv for k, v in vis.items()}
+        p_pas = {k: v / tp for k, v in pas.items()}
+        if abs(new_pi - pi) < 1e-6:
+            pi = new_pi
+            break
+        pi = new_pi
+    return pi, {k: round(math.log(p_vis[k] / p_pas[k]), 4) for k in SHAPES}
+
+
+def session_prior(sessions: Sequence[Session], inside: InsideModel, start: float = 0.3) -> float:
+    """The share of sessions that are visits (see :func:`session_classes`)."""
+    return session_classes(sessions, inside)[0]
+
+
+def fit_site_model(
+    sessions: Sequence[Session],
+    is_open: Callable[[float], bool],
+    *,
+    sweeps_per_visitor: float = 0.0,
+    fitted_on: str = "",
+    calibration: Calibration | None = None,
+) -> SiteModel:
+    """Measure the site: inside model, scan rate, session prior and the street-facing sensor.
+
+    ``sessions`` are the stays of the period fitted on (identified ones marked); nothing here
+    reads ground truth. Inside scans come from identified stays of 2 min to 4 h while open and
+    from the tracker's stays of 10 min to 4 h (minus their first and last minute); outside
+    scans from the sessions heard while the shop was closed (staff and equipment left out).
+    """
+    inside_scans: list[Mapping[str, float]] = []
+    outside_scans: list[Mapping[str, float]] = []
+    open_scans: list[Mapping[str, float]] = []
+    rate_n = 0
+    rate_span = 0.0
+    identified = 0
+    for s in sessions:
+        if s.staff:
+            continue
+        length = s.last - s.first
+        if is_open(s.first) and ((s.identified and length >= 120) or length >= 600):
+            inside_scans += [sc.peak for sc in s.scans if s.first + 60 <= sc.t <= s.last - 60]
+            if s.identified and length >= 300:
+                identified += 1
+                rate_n += len(s.scans) - 1
+                rate_span += length
+        for sc in s.scans:
+            (open_scans if is_open(sc.t) else outside_scans).append(sc.peak)
+    inside = inside_mod.fit(inside_scans, outside_scans, open_scans)
+    model = SiteModel(
+        inside=inside,
+        scan_rate=_shrunk_rate(rate_n, rate_span),
+        identified=identified,
+        sweeps_per_visitor=sweeps_per_visitor,
+        fitted_on=fitted_on,
+        calibration=calibration or Calibration(),
+    )
+    open_sessions = [s for s in sessions if is_open(s.first)]
+    model.session_prior, model.shape_llr = session_classes(open_sessions, inside, DEFAULTS.passby_max_s)
+    # The street-facing sensor: the one that hears the most scans of sessions that are not visits.
+    classify(open_sessions, model)
+    heard: dict[str, float] = defaultdict(float)
+    for s in open_sessions:
+        for sc in s.scans:
+            for sensor in sc.peak:
+                heard[sensor] += 1.0 - s.p_visit
+    model.front_sensor = max(heard, key=lambda k: heard[k]) if heard else None
+    return model
+
+
+def _shrunk_rate(n: int, span: float, prior_n: float = 20.0) -> float:
+    """Scans per second, shrunk toward the default while few identified stays were measured."""
+    prior = DEFAULTS.scan_rate
+    return (n + prior_n) / (span + prior_n / prior)
+
+
+@dataclass
+class Figure:
+    estimate: float | None
+    low: float | None
+    high: float | None
+    heard: float | None = None
+
+    def as_dict(self, name: str, digits: int = 1) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(x, digits)
+
+        return {
+            name: r(self.estimate),
+            f"{name}_low": r(self.low),
+            f"{name}_high": r(self.high),
+            f"{name}_heard": r(self.heard),
+        }
+
+
+def _count_figure(est: float, rel_sd: float, heard: float) -> Figure:
+    half = Z90 * rel_sd * est
+    return Figure(est, max(est - half, heard if est >= heard else 0.0), est + half, heard)
+
+
+@dataclass
+class PeriodEstimate:
+    visitors: Figure
+    passersby: Figure
+    capture_rate: Figure
+    median_dwell_s: Figure
+    mean_dwell_s: Figure
+    sessions: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out |= self.visitors.as_dict("visitors")
+        out |= self.passersby.as_dict("passersby")
+        out |= self.capture_rate.as_dict("capture_rate", 4)
+        out |= self.median_dwell_s.as_dict("median_dwell_s")
+        out |= self.mean_dwell_s.as_dict("mean_dwell_s")
+        return out
+
+
+def dwell_of(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -> float:
+    """A visit's time inside: first to last inside scan, plus one wait for a scan (see module doc)."""
+    inside = [sc.t for sc in s.scans if model.inside.llr(sc.peak) > 0] or [s.first, s.last]
+    return (inside[-1] - inside[0] + 1.0 / model.scan_rate) * defaults.dwell_factor
+
+
+def _weighted_quantile(pairs: Sequence[tuple[float, float]], q: float) -> float | None:
+    pairs = sorted(p for p in pairs if p[1] > 0)
+    total = sum(w for _, w in pairs)
+    if not total:
+        return None
+    acc = 0.0
+    for x, w in pairs:
+        acc += w
+        if acc >= q * total:
+            return x
+    return pairs[-1][0]
+
+
+def estimate(
+    sessions: Sequence[Session],
+    model: SiteModel,
+    periods: Sequence[tuple[str, float, float]],
+    defaults: Defaults = DEFAULTS,
+) -> dict[str, PeriodEstimate]:
+    """Estimates per period (label, start, end): sessions count in the period they began."""
+    classify(sessions, model, defaults)
+    cal = model.calibration
+    q = defaults.probing_share
+    rate = model.scan_rate
+    per_pass = rate * defaults.passby_exposure_s
+    out: dict[str, PeriodEstimate] = {}
+    for label, start, end in periods:
+        mine = [s for s in sessions if start <= s.first < end and not s.staff]
+        v_sum = v_w2 = v_heard = 0.0
+        pb_scans = pb_heard = 0.0
+        dwell: list[tuple[float, float]] = []
+        for s in mine:
+            p = s.p_visit
+            if p >= 0.5:
+                v_heard += 1
+            else:
+                pb_heard += 1
+            if p > 0:
+                d = dwell_of(s, model, defaults)
+                w = min(1.0 / max(1.0 - math.exp(-rate * d), 1e-9), MAX_WEIGHT)
+                v_sum += p * w
+                v_w2 += p * w * w
+                if len(s.scans) >= 2:
+                    dwell.append((d, p * w))
+            if s.last - s.first <= defaults.passby_max_s:
+                # Only sessions as short as a walk past: a visit's fragments are longer.
+                front = model.front_sensor
+                n = sum(1 for sc in s.scans if front is None or front in sc.peak)
+                pb_scans += (1.0 - p) * n
+        visitors = v_sum / q * defaults.visitor_factor * cal.visitors
+        passersby = pb_scans / max(per_pass, 1e-9) / q * cal.passersby
+        v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, defaults.visitors_sd)
+        p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, defaults.passersby_sd)
+        vis = _count_figure(visitors, v_rel, v_heard)
+        pas = _count_figure(passersby, p_rel, pb_heard)
+        total = visitors + passersby
+        cap = visitors / total if total else None
+        if cap is not None:
+            c_rel = math.hypot(v_rel, p_rel) * (1 - cap)
+            cap_fig = Figure(cap, max(cap * (1 - Z90 * c_rel), 0.0), min(cap * (1 + Z90 * c_rel), 1.0))
+            cap_fig.heard = v_heard / (v_heard + pb_heard) if v_heard + pb_heard else None
+        else:
+            cap_fig = Figure(None, None, None)
+        out[label] = PeriodEstimate(vis, pas, cap_fig, *_dwell_figures(dwell, defaults), sessions=len(mine))
+    return out
+
+
+def _dwell_figures(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> tuple[Figure, Figure]:
+    """Median and mean visit dwell, each with its range, from (dwell, weight) pairs.
+
+    ``dwell`` holds :func:`dwell_of` values, already scaled by ``dwell_factor``; the mean gets
+    its own factor (``mean_dwell_factor / dwell_factor``): merged stays lengthen the tail more
+    than the middle."""
+    if not dwell:
+        return Figure(None, None, None), Figure(None, None, None)
+    total = sum(w for _, w in dwell)
+    n_eff = total**2 / sum(w * w for _, w in dwell)
+    med = _weighted_quantile(dwell, 0.5) or 0.0
+    q1, q3 = _weighted_quantile(dwell, 0.25) or 0.0, _weighted_quantile(dwell, 0.75) or 0.0
+    # Standard error of a median ~ 1.25 sigma / sqrt(n), sigma from the interquartile range.
+    med_rel = math.hypot(1.253 * (q3 - q1) / 1.349 / math.sqrt(n_eff) / med if med else 1.0, defaults.dwell_sd)
+    scale = defaults.mean_dwell_factor / defaults.dwell_factor
+    mean = sum(d * w for d, w in dwell) / total * scale
+    sd = math.sqrt(sum(w * (d * scale - mean) ** 2 for d, w in dwell) / total)
+    mean_rel = math.hypot(sd / math.sqrt(n_eff) / mean if mean else 1.0, defaults.mean_dwell_sd)
+    heard_med = _weighted_quantile([(d / defaults.dwell_factor, 1.0) for d, _ in dwell], 0.5)
+    heard_mean = sum(d for d, _ in dwell) / len(dwell) / defaults.dwell_factor
+    return (
+        Figure(med, med * (1 - Z90 * med_rel), med * (1 + Z90 * med_rel), heard_med),
+        Figure(mean, mean * (1 - Z90 * mean_rel), mean * (1 + Z90 * mean_rel), heard_mean),
+    )
+
+
+def wilson(k: float, n: float, z: float = Z90) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -1,0 +1,377 @@
+"""Estimated people for the dashboard: what the link job stored, added up over any period.
+
+``hub/link.py`` stores, per local day and hour, every headline figure as an estimate of people
+with a 90 % range and the count the sensors heard (``hub/estimate.py`` says how each is
+estimated). The API reads them here and puts them beside the raw counts of ``hub/metrics.py``:
+
+- counts add up over hours, days and weeks; their ranges add up too (the model part of an
+  error is shared by neighbouring days, so adding the ends is the honest, not the narrow, sum);
+- the capture rate of a period is its visitors over visitors plus passers-by, its range from
+  the ends of both;
+- dwell: the mean weighted by visitors; the median of one day is the day's own, over several
+  days it is read off the days' dwell histograms added up;
+- the return rate pools the visitors the hub can follow across days.
+
+Periods not estimated yet (the link job has not run, or the last ``settle_s`` minutes) fall
+back to the heard counts, and say so: ``estimated`` is false.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+
+from footfall.hub.estimate import wilson
+
+EXPLAIN = {
+    "visitors": "People who came in, estimated from the phones heard inside, corrected for phones not "
+    "heard and for people without a probing phone; the range is 90 %.",
+    "passersby": "People who walked past, estimated from scans heard at the street-facing sensor over "
+    "the scans a phone makes while walking past; the range is 90 %.",
+    "capture_rate": "Visitors over visitors plus passers-by, both estimated.",
+    "dwell": "Time inside from a visitor's first to last scan inside, plus the wait for a phone's scan.",
+    "return_rate": "Share of today's visitors who came before, measured on the phones with a fixed "
+    "address (the only ones recognisable across days) and assumed alike for the others.",
+    "occupancy": "People inside, minute by minute, from each visit's first to last inside scan.",
+    "heard": "Heard = devices the sensors heard (after linking a phone's random addresses); the "
+    "headline figure is the estimate of people.",
+}
+
+COUNT_FIELDS = ("visitors", "passersby")
+
+
+def _load(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[str, int, dict[str, Any], float]]:
+    return [(d, h, json.loads(f), w) for d, h, f, w in conn.execute(sql, args)]
+
+
+def day_rows(conn: sqlite3.Connection, start: date, end: date) -> dict[str, dict[str, Any]]:
+    """The whole-day estimates of every day in [start, end] that has one."""
+    rows = _load(
+        conn,
+        "SELECT day, hour, figures, watermark FROM estimates WHERE hour = -1 AND day BETWEEN ? AND ?",
+        (start.isoformat(), end.isoformat()),
+    )
+    return {d: f | {"watermark": w} for d, _, f, w in rows}
+
+
+def hour_rows(conn: sqlite3.Connection, start: date, end: date) -> dict[tuple[str, int], dict[str, Any]]:
+    rows = _load(
+        conn,
+        "SELECT day, hour, figures, watermark FROM estimates WHERE hour >= 0 AND day BETWEEN ? AND ?",
+        (start.isoformat(), end.isoformat()),
+    )
+    return {(d, h): f | {"watermark": w} for d, h, f, w in rows}
+
+
+def _sum(figs: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    vals = [f.get(key) for f in figs]
+    if not vals or any(v is None for v in vals):
+        return None
+    return float(sum(vals))
+
+
+def combine(figs: Sequence[Mapping[str, Any]], *, dwell_median: bool = True) -> dict[str, Any]:
+    """One period's figures from its parts' (hours or days)."""
+    out: dict[str, Any] = {}
+    for name in COUNT_FIELDS:
+        for suffix in ("", "_low", "_high", "_heard"):
+            v = _sum(figs, name + suffix)
+            out[name + suffix] = None if v is None else round(v, 1)
+    v, p = out["visitors"], out["passersby"]
+    if v is not None and p is not None and v + p > 0:
+        out["capture_rate"] = round(v / (v + p), 4)
+        vl, vh, pl, ph = out["visitors_low"], out["visitors_high"], out["passersby_low"], out["passersby_high"]
+        out["capture_rate_low"] = round(vl / (vl + ph), 4) if vl is not None and ph and vl + ph > 0 else None
+        out["capture_rate_high"] = (
+            round(vh / (vh + pl), 4) if vh is not None and pl is not None and vh + pl > 0 else None
+        )
+        vh_, ph_ = out["visitors_heard"], out["passersby_heard"]
+        out["capture_rate_heard"] = (
+            round(vh_ / (vh_ + ph_), 4) if vh_ is not None and ph_ is not None and vh_ + ph_ else None
+        )
+    else:
+        out |= {"capture_rate": None, "capture_rate_low": None, "capture_rate_high": None, "capture_rate_heard": None}
+    # Mean dwell: weighted by each part's visitors.
+    weights = [(f.get("visitors") or 0.0) for f in figs]
+    total = sum(weights)
+    for suffix in ("", "_low", "_high", "_heard"):
+        vals = [(f.get("mean_dwell_s" + suffix), w) for f, w in zip(figs, weights, strict=True)]
+        vals = [(x, w) for x, w in vals if x is not None and w > 0]
+        tw = sum(w for _, w in vals)
+        out["mean_dwell_s" + suffix] = round(sum(x * w for x, w in vals) / tw, 1) if vals and tw else None
+    if len(figs) == 1:
+        for suffix in ("", "_low", "_high", "_heard"):
+            out["median_dwell_s" + suffix] = figs[0].get("median_dwell_s" + suffix)
+    elif dwell_median and total > 0:
+        out |= _median_of_histograms(figs)
+    return out
+
+
+def _median_of_histograms(figs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    from footfall.hub.metrics import DWELL_EDGES, _histogram_median
+
+    hist = [0.0] * len(DWELL_EDGES)
+    widths: list[tuple[float, float]] = []
+    for f in figs:
+        h = f.get("dwell_hist") or []
+        for i, x in enumerate(h[: len(hist)]):
+            hist[i] += x
+        med, lo, hi = f.get("median_dwell_s"), f.get("median_dwell_s_low"), f.get("median_dwell_s_high")
+        if med and lo is not None and hi is not None:
+            widths.append(((hi - lo) / 2 / med, f.get("visitors") or 0.0))
+    # _histogram_median takes counts; scaled weights keep the interpolation exact enough.
+    med = _histogram_median([round(x * 1000) for x in hist])
+    if med is None:
+        return {"median_dwell_s": None, "median_dwell_s_low": None, "median_dwell_s_high": None}
+    tw = sum(w for _, w in widths)
+    rel = sum(r * w for r, w in widths) / tw if tw else 0.2
+    return {
+        "median_dwell_s": med,
+        "median_dwell_s_low": round(med * (1 - rel), 1),
+        "median_dwell_s_high": round(med * (1 + rel), 1),
+        "median_dwell_s_heard": None,
+    }
+
+
+def period_totals(conn: sqlite3.Connection, start: date, end: date) -> dict[str, Any] | None:
+    """Estimated figures of [start, end] (whole days), or None when no day has estimates."""
+    days = day_rows(conn, start, end)
+    if not days:
+        return None
+    n_days = (end - start).days + 1
+    figs = [days[d] for d in sorted(days)]
+    out = combine(figs)
+    out["estimated"] = len(days) == n_days
+    out["as_of"] = max(f["watermark"] for f in figs)
+    out |= _return_rate(figs)
+    out["unique_visitors"] = _unique(figs, out.get("visitors"))
+    return out
+
+
+def _return_rate(figs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    n = sum(f.get("return_rate_heard") or 0 for f in figs)
+    k = sum((f.get("return_rate") or 0.0) * (f.get("return_rate_heard") or 0) for f in figs)
+    if not n:
+        return {"return_rate": None, "return_rate_low": None, "return_rate_high": None, "return_rate_heard": 0}
+    lo, hi = wilson(k, n)
+    return {
+        "return_rate": round(k / n, 4),
+        "return_rate_low": round(lo, 4),
+        "return_rate_high": round(hi, 4),
+        "return_rate_heard": int(n),
+    }
+
+
+def _unique(figs: Sequence[Mapping[str, Any]], visitors: float | None) -> float | None:
+    """Unique visitors of a period: its visitors, less the share of repeat visits measured on the
+    visitors the hub can follow across days."""
+    if visitors is None:
+        return None
+    keys: list[str] = [k for f in figs for k in f.get("followed", [])]
+    if not keys or len(figs) == 1:
+        return visitors
+    return round(visitors * len(set(keys)) / len(keys), 1)
+
+
+def series(
+    conn: sqlite3.Connection, start: date, end: date, granularity: str, key_of: Any
+) -> dict[str, dict[str, Any]]:
+    """Estimated figures per period label (``key_of(day, hour)`` as metrics' series)."""
+    if granularity == "hour":
+        parts = {(d, h): f for (d, h), f in hour_rows(conn, start, end).items()}
+    else:
+        parts = {(d, 0): f for d, f in day_rows(conn, start, end).items()}
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for (d, h), f in sorted(parts.items()):
+        grouped.setdefault(key_of(d, h), []).append(f)
+    return {label: combine(figs, dwell_median=False) | {"estimated": True} for label, figs in grouped.items()}
+
+
+def occupancy(conn: sqlite3.Connection, start: float, end: float, window_s: int) -> list[dict[str, Any]]:
+    """People present per window of [start, end) (UNIX seconds), from the stored minutes."""
+    from footfall.hub.occupancy import windows
+
+    minutes = dict(
+        conn.execute("SELECT minute, people FROM occupancy WHERE minute >= ? AND minute < ?", (int(start), int(end)))
+    )
+    first = int(start // window_s * window_s)
+    # Minutes the job has not estimated stay out: a window without any is None, not 0.
+    got = windows(minutes, window_s) if minutes else {}
+    out = []
+    t = first
+    while t < end:
+        out.append({"start": t, "people": None if t not in got else round(got[t], 2)})
+        t += window_s
+    return out
+
+
+def now_people(conn: sqlite3.Connection, now: float, tz: tzinfo) -> dict[str, Any] | None:
+    """People inside at the latest estimated minute (the job runs ``settle_s`` behind)."""
+    row = conn.execute(
+        "SELECT minute, people FROM occupancy WHERE minute <= ? ORDER BY minute DESC LIMIT 1", (now,)
+    ).fetchone()
+    if row is None:
+        return None
+    minute, people = row
+    day = datetime.fromtimestamp(minute, tz).date().isoformat()
+    fig = conn.execute("SELECT figures FROM estimates WHERE day = ? AND hour = -1", (day,)).fetchone()
+    rel = 0.15
+    if fig is not None:
+        f = json.loads(fig[0])
+        if f.get("visitors"):
+            rel = (f["visitors_high"] - f["visitors"]) / f["visitors"]
+    return {
+        "people": round(people, 1),
+        "people_low": round(people * (1 - rel), 1),
+        "people_high": round(people * (1 + rel), 1),
+        "as_of": minute + 60,
+        "age_s": round(max(0.0, now - minute - 60), 1),
+    }
+
+
+def days_between(start: date, end: date) -> Iterable[date]:
+    d = start
+    while d <= end:
+        yield d
+        d += timedelta(days=1)
+
+
+_TRAFFIC = ("visitors", "passersby", "capture_rate", "mean_dwell_s")
+_SUFFIXES = ("", "_low", "_high", "_heard")
+
+
+def traffic(raw: Mapping[str, Any], est: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A raw traffic dict (heard counts) with the estimated figures on top, when there are some."""
+    out = dict(raw)
+    if est is None:
+        for name in _TRAFFIC:
+            out[f"{name}_low"] = out[f"{name}_high"] = None
+            out[f"{name}_heard"] = raw.get(name)
+        out["estimated"] = False
+        return out
+    for name in _TRAFFIC:
+        for suffix in _SUFFIXES:
+            out[name + suffix] = est.get(name + suffix)
+    out["visitors"] = out["visitors"] if out["visitors"] is not None else raw.get("visitors", 0)
+    out["passersby"] = out["passersby"] if out["passersby"] is not None else raw.get("passersby", 0)
+    out["estimated"] = bool(est.get("estimated", True))
+    return out
+
+
+def annotate_footfall(conn: sqlite3.Connection, out: dict[str, Any], start: date, end: date) -> dict[str, Any]:
+    """metrics.footfall's answer with estimates of people (store-wide; zones stay heard counts)."""
+    from footfall.hub.metrics import _period_key
+
+    store_wide = out.get("zone") is None
+    est = period_totals(conn, start, end) if store_wide else None
+    totals = traffic(out["totals"], est)
+    for suffix in ("", "_low", "_high"):
+        totals["median_dwell_s" + suffix] = None if est is None else est.get("median_dwell_s" + suffix)
+    totals["as_of"] = None if est is None else est.get("as_of")
+    if est is not None:
+        totals["unique_visitors"] = est.get("unique_visitors")
+    out["totals"] = totals
+    per = series(conn, start, end, out["granularity"], _period_key(out["granularity"])) if store_wide else {}
+    out["series"] = [traffic(p, per.get(p["period"])) for p in out["series"]]
+    out["zones"] = [traffic(z, None) for z in out["zones"]]
+    out["explain"] = EXPLAIN
+    return out
+
+
+def annotate_engagement(conn: sqlite3.Connection, out: dict[str, Any], start: date, end: date) -> dict[str, Any]:
+    """metrics.engagement's answer with estimated dwell (store-wide): medians, means, histogram."""
+    for name in ("median_dwell_s", "mean_dwell_s"):
+        out[f"{name}_heard"] = out.get(name)
+        out[f"{name}_low"] = out[f"{name}_high"] = None
+    out["estimated"] = False
+    out["explain"] = EXPLAIN["dwell"]
+    if out.get("zone") is not None:
+        return out
+    days = day_rows(conn, start, end)
+    if not days:
+        return out
+    figs = [days[d] for d in sorted(days)]
+    est = combine(figs)
+    for name in ("median_dwell_s", "mean_dwell_s"):
+        for suffix in ("", "_low", "_high"):
+            out[name + suffix] = est.get(name + suffix)
+    hist = [0.0] * len(out["histogram"])
+    for f in figs:
+        for i, x in enumerate((f.get("dwell_hist") or [])[: len(hist)]):
+            hist[i] += x
+    total = sum(hist)
+    for b, x in zip(out["histogram"], hist, strict=True):
+        b["visits"] = round(x, 1)
+    for bucket in out["buckets"]:
+        n = sum(
+            x
+            for b, x in zip(out["histogram"], hist, strict=True)
+            if b["lo_s"] >= bucket["lo_s"] and (bucket["hi_s"] is None or b["lo_s"] < bucket["hi_s"])
+        )
+        bucket["visits"] = round(n, 1)
+        bucket["share"] = round(n / total, 4) if total else None
+    out["visits"] = round(total, 1)
+    out["estimated"] = len(days) == (end - start).days + 1
+    return out
+
+
+def annotate_loyalty(conn: sqlite3.Connection, out: dict[str, Any], start: date, end: date) -> dict[str, Any]:
+    """metrics.loyalty's answer with the estimated return rate and unique visitors."""
+    out["return_rate_heard"] = None
+    out["return_rate_low"] = out["return_rate_high"] = None
+    out["estimated"] = False
+    out["explain"] = EXPLAIN["return_rate"]
+    est = period_totals(conn, start, end)
+    if est is None:
+        return out
+    for suffix in ("", "_low", "_high", "_heard"):
+        out["return_rate" + suffix] = est.get("return_rate" + suffix)
+    if est.get("unique_visitors") is not None and est.get("return_rate") is not None:
+        unique = est["unique_visitors"]
+        out["unique_visitors"] = unique
+        out["returning_visitors"] = round(unique * est["return_rate"], 1)
+        out["new_visitors"] = round(unique - out["returning_visitors"], 1)
+    out["estimated"] = bool(est.get("estimated")) and est.get("return_rate") is not None
+    return out
+
+
+def annotate_compare(conn: sqlite3.Connection, out: dict[str, Any], hour: int) -> dict[str, Any]:
+    """metrics.compare's answer with estimates: whole hours before ``hour`` on both days (like for
+    like), and last week's whole day."""
+    from footfall.hub.metrics import _period_key
+
+    for block, full in (("today", False), ("last_week_same_time", False), ("last_week_full_day", True)):
+        d = date.fromisoformat(out[block]["date"])
+        if full:
+            est = period_totals(conn, d, d)
+        else:
+            hours = [f for (_, h), f in hour_rows(conn, d, d).items() if h < hour]
+            est = combine(hours, dwell_median=False) | {"estimated": True} if hours else None
+        out[block] = traffic(out[block], est)
+    t, lw = out["today"], out["last_week_same_time"]
+
+    def change(a: float | None, b: float | None) -> float | None:
+        return None if a is None or not b else round((a - b) / b, 4)
+
+    out["change"] = {
+        "visitors": change(t["visitors"], lw["visitors"]),
+        "passersby": change(t["passersby"], lw["passersby"]),
+        "capture_rate_points": (
+            round(t["capture_rate"] - lw["capture_rate"], 4)
+            if t["capture_rate"] is not None and lw["capture_rate"] is not None
+            else None
+        ),
+    }
+    per = series(conn, date.fromisoformat(t["date"]), date.fromisoformat(t["date"]), "hour", _period_key("hour"))
+    per_lw = series(conn, date.fromisoformat(lw["date"]), date.fromisoformat(lw["date"]), "hour", _period_key("hour"))
+    for h in out["hourly"]:
+        a = per.get(f"{t['date']}T{h['hour']:02d}")
+        b = per_lw.get(f"{lw['date']}T{h['hour']:02d}")
+        if a is not None:
+            h["today"] = a["visitors"]
+        if b is not None:
+            h["last_week"] = b["visitors"]
+    return out
