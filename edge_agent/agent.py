@@ -5,7 +5,10 @@ loop below; everything after (visits, payloads, the disk buffer, logs) sees the 
 
 Timers run on capture time (the frames' timestamps), so a replayed file produces exactly
 the visits and presence counts that a live sensor would have produced at the time; in live
-mode the loop also ticks when the source has been quiet for a second.
+mode the loop also ticks when the source has been quiet for a second. A replay has no quiet
+ticks, so across a silent stretch of the capture the loop runs the ticks a live sensor would
+have run meanwhile (expiry, presence, health), one per presence interval, before the next
+frame (:meth:`Agent.process`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from footfall.edge_agent.visits import VisitTracker, channel_mask, freq_to_chann
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, dict[str, Any]], None]
+
+# At most this many catch-up ticks for one silent stretch of a replayed capture: a day's worth
+# at the default one-minute presence interval. A capture with a gap of days (a sensor off over
+# a weekend, two files of different weeks) would otherwise emit thousands of all-zero reports
+# (every visit has expired a gap_s into the silence); past the cap the agent jumps to the next
+# frame's time and the hub's fallback covers the rest of the gap.
+MAX_CATCH_UP_TICKS = 1440
 
 
 def cpu_temperature() -> float | None:
@@ -53,6 +63,7 @@ class Agent:
         self.started = time.time()
         self._next_presence = 0.0
         self._next_health = 0.0
+        self._ticked = False
         self._last_health: tuple[float, int] | None = None
         self._stop = threading.Event()
 
@@ -64,6 +75,7 @@ class Agent:
     def tick(self, now: float) -> None:
         """Periodic work: expire visits, live presence counts, health heartbeat."""
         cfg = self.config
+        self._ticked = True
         self.tracker.tick(now)
         if now >= self._next_presence:
             self._next_presence = now + cfg.presence_interval_s
@@ -136,8 +148,27 @@ class Agent:
         return changed
 
     # -- the hot loop ----------------------------------------------------------------------
-    def process(self, frames: Iterable[tuple[float, bytes]]) -> None:
-        """Consume frames until the source ends or :meth:`stop` is called."""
+    def catch_up(self, now: float) -> int:
+        """Run the ticks due before ``now`` that no frame triggered; returns how many ran.
+
+        A live sensor ticks every second even when the air is quiet; a replayed capture ticks
+        only when frames arrive. So before the tick at a frame after a silence, this runs one
+        tick at each presence time that passed meanwhile (the visits expire and the presence
+        counts drop to zero as they would have live), at most ``MAX_CATCH_UP_TICKS``.
+        """
+        step = self.config.presence_interval_s
+        ran = 0
+        while self._ticked and step > 0 and ran < MAX_CATCH_UP_TICKS and now - self._next_presence >= step:
+            self.tick(self._next_presence)
+            ran += 1
+        return ran
+
+    def process(self, frames: Iterable[tuple[float, bytes]], *, catch_up: bool = True) -> None:
+        """Consume frames until the source ends or :meth:`stop` is called.
+
+        ``catch_up``: run the ticks a silent stretch of capture time skipped (:meth:`catch_up`);
+        live capture turns it off, its quiet ticks run on the wall clock already.
+        """
         parse = self.parser.decoder(getattr(frames, "linktype", 127))
         identify = self.identifier.identify
         ssid_hash = self.identifier.ssid_hash
@@ -151,6 +182,8 @@ class Agent:
             if ts >= next_tick:
                 self.frames += n
                 n = 0
+                if catch_up:
+                    self.catch_up(ts)
                 self.tick(ts)
                 next_tick = ts + 1.0
                 if stop.is_set():
@@ -198,6 +231,6 @@ class Agent:
     def run_live(self, source: Any) -> None:
         """Live capture until :meth:`stop` or the source closes; then close open visits."""
         try:
-            self.process(self._live(source))
+            self.process(self._live(source), catch_up=False)
         finally:
             self.finish()

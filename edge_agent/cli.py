@@ -9,8 +9,11 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+from footfall import schema
 
 log = logging.getLogger("footfall.agent")
 
@@ -126,8 +129,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         publisher = open_publisher(cfg)
         sink = publisher.publish
+    aged = _AgedVisits(sink)
     try:
-        agent = Agent(cfg, sink, backlog=_backlog(publisher))
+        agent = Agent(cfg, aged.sink, backlog=_backlog(publisher))
     except ConfigError as exc:
         raise SystemExit(f"footfall agent: {exc}") from None
     try:
@@ -151,8 +155,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
             publisher.close()
         if tmpdir is not None:
             tmpdir.cleanup()
+    if aged.count:
+        print(aged.hint(agent.visits_sent), file=sys.stderr)
     print(f"{agent.frames} frames, {stats.get('ok', 0)} probe requests, {agent.visits_sent} visits", file=sys.stderr)
     return 0
+
+
+class _AgedVisits:
+    """Counts the replayed visits that a hub with the default retention rejects as expired.
+
+    Replaying an old capture is the usual way to see that: the hub acknowledges such visits
+    (a redelivery would be just as old), counts them under ``expired`` and stores nothing.
+    """
+
+    def __init__(self, sink: Any) -> None:
+        # The hub's default and its cutoff rule, from the schema both sides share: a sensor does
+        # not carry the hub's code.
+        self._sink = sink
+        self.raw_days = schema.DEFAULT_RAW_RETENTION_DAYS
+        self.cutoff = schema.retention_cutoff(time.time(), self.raw_days)
+        self.count = 0
+
+    def sink(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "visit" and payload["first_seen"] < self.cutoff:
+            self.count += 1
+        self._sink(kind, payload)
+
+    def hint(self, visits: int) -> str:
+        return (
+            f"{self.count} of {visits} visits are older than {self.raw_days} days: a hub with the default "
+            f"retention (retention.raw_days = {self.raw_days}) rejects them as expired; raise it to keep them"
+        )
 
 
 def _backlog(publisher: Any) -> Any:

@@ -38,15 +38,35 @@ Why these defaults (``VisitSettings``):
 
 Memory is bounded: a sensor on an OpenWrt router tracks tens of thousands of devices in a
 few megabytes, so per-device state lives in parallel typed arrays (``array``) indexed by a
-slot number, about 200 bytes a device instead of the ~600 of a Python object per device;
+slot number, about 220 bytes a device instead of the ~600 of a Python object per device;
 slots are reused after a visit closes, state expires after the gap, and past
 ``max_devices`` the oldest visits are closed early (``closed_by = "evicted"``).
+
+Per-burst and per-minute evidence (visit payload version 2, see ``docs/mqtt.md``): the burst
+count and start offsets (the first 64) and the max RSSI of each UTC minute. Most devices are
+per-scan random MACs heard in one burst within one minute, which need nothing beyond the
+visit's own fields. The rest is kept in 7 bytes of columns (6 more than before: ``_rssi_max``
+shrank to one byte) and side tables keyed by slot that only longer visits get:
+
+- ``_minute_rssi`` (int8): max RSSI of the visit's current minute, -128 for none yet; a frame
+  updates only this maximum, ``_rssi_max`` takes each minute's when the minute ends;
+- ``_minutes01`` (uint16): the two first completed minutes, one byte code each;
+- ``_minute_table`` (``bytearray`` per slot): codes of the completed minutes from the third on;
+- ``_offset2`` (float32): start of the second burst, seconds since the first;
+- ``_offset_table`` (``array("f")`` per slot): starts of bursts 3 to 64.
+
+A minute's code is 0 when not heard, else its max RSSI + 129 (1 = heard without a signal
+reading, which the payload writes as -128). The small columns cover visits of up to three
+minutes and two bursts (a passer-by, the benchmark's crowd): a side table costs ~120 bytes of
+objects and dict entry, more than half of a device's whole state, so a table for every
+two-burst visit would grow a crowd's memory by half. A visit closes as ``max_duration`` rather
+than grow its minute list past what the payload may carry (24 h).
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -126,7 +146,19 @@ class Model(Protocol):
     ie_ids: tuple[int, ...]
 
 
-_NONE = -32768  # "no value" in the integer arrays (RSSI, sequence numbers)
+_NONE = -32768  # "no value" in the sequence number arrays
+_NO_RSSI = schema.RSSI_NO_READING  # "no reading yet" in the RSSI arrays (int8: their lowest value)
+# Minute codes (see the module docstring) back to payload values.
+_MINUTE_VALUE: list[int | None] = [None, *range(-128, 127)]
+# A raw minute list one shorter than the payload's bound: rounding the times to the
+# millisecond may add one minute at the end (schema.visit_payload realigns).
+_MAX_MINUTE_INDEX = schema.MAX_RSSI_MINUTES - 2
+_MAX_OFFSETS = schema.MAX_BURST_OFFSETS
+_ONE_BURST = (0.0,)
+
+
+def _minute_code(rssi: int) -> int:
+    return min(rssi + 129, 255)
 
 
 class VisitTracker:
@@ -135,6 +167,46 @@ class VisitTracker:
     ``device`` is the keyed device digest (bytes; a str is accepted too): it becomes the
     payload's hex device id only when a visit closes.
     """
+
+    # Slots: past 30 attributes CPython 3.11 stops sharing instance dict keys, and every
+    # ``self._x`` in observe() falls off its fast path (measured: ~3% more instructions a frame).
+    __slots__ = (
+        "site",
+        "sensor",
+        "emit",
+        "settings",
+        "open",
+        "closed",
+        "evicted",
+        "now",
+        "_next_expire",
+        "_minute_start",
+        "_minute_end",
+        "_next_timer",
+        "_free",
+        "_first",
+        "_last",
+        "_last_inside",
+        "_inside",
+        "_gap_sum",
+        "_rssi_sum",
+        "_count",
+        "_rssi_n",
+        "_rssi_max",
+        "_seq_first",
+        "_seq_last",
+        "_bursts",
+        "_channels",
+        "_randomized",
+        "_minute_rssi",
+        "_minutes01",
+        "_offset2",
+        "_model",
+        "_phash",
+        "_ssids",
+        "_minute_table",
+        "_offset_table",
+    )
 
     def __init__(
         self,
@@ -152,6 +224,11 @@ class VisitTracker:
         self.evicted = 0
         self.now = 0.0
         self._next_expire = 0.0
+        # The UTC minute of ``now``: a frame of a device whose last frame is before its start
+        # begins a new minute of that visit (one comparison a frame, no float modulo).
+        self._minute_start = 0.0
+        self._minute_end = 0.0
+        self._next_timer = 0.0  # the earlier of _next_expire and _minute_end
         self._free: list[int] = []
         # One array per field, indexed by slot.
         self._first = array("d")
@@ -163,30 +240,38 @@ class VisitTracker:
         self._rssi_sum = array("i")
         self._count = array("i")
         self._rssi_n = array("i")
-        self._rssi_max = array("h")
+        # Max RSSI of the visit's completed minutes, valid once one has ended (_minutes01 != 0);
+        # the current minute's is in _minute_rssi, so a frame updates one maximum, not two.
+        self._rssi_max = array("b")
         self._seq_first = array("h")
         self._seq_last = array("h")
         self._bursts = array("i")
         self._channels = array("Q")
         self._randomized = array("b")
+        # Evidence per minute and per burst (see the module docstring).
+        self._minute_rssi = array("b")
+        self._minutes01 = array("H")
+        self._offset2 = array("f")
         # The parser's decoded elements, shared by every frame with the same element bytes.
         self._model: list[Model | None] = []
         # Rare extras live in side tables keyed by slot, not in a column for every device.
         self._phash: dict[int, str] = {}
         self._ssids: dict[int, set[str]] = {}
+        self._minute_table: dict[int, bytearray] = {}
+        self._offset_table: dict[int, array[float]] = {}
 
-    def _open_slot(self, ts: float, randomized: bool, seq: int, model: Model) -> int:
+    def _open_slot(self, ts: float, randomized: bool, seq: int, model: Model, rssi: int | None) -> int:
         if self._free:
             i = self._free.pop()
             self._first[i] = self._last[i] = ts
             self._inside[i] = self._gap_sum[i] = 0.0
             self._last_inside[i] = -1.0
             self._count[i] = self._rssi_n[i] = self._rssi_sum[i] = self._channels[i] = 0
-            self._rssi_max[i] = _NONE
             self._seq_first[i] = seq
             self._bursts[i] = 1
             self._randomized[i] = randomized
             self._model[i] = model
+            self._minute_rssi[i] = _NO_RSSI if rssi is None else rssi
             return i
         self._first.append(ts)
         self._last.append(ts)
@@ -197,12 +282,15 @@ class VisitTracker:
         self._rssi_n.append(0)
         self._rssi_sum.append(0)
         self._channels.append(0)
-        self._rssi_max.append(_NONE)
+        self._rssi_max.append(_NO_RSSI)
         self._seq_first.append(seq)
         self._seq_last.append(seq)
         self._bursts.append(1)
         self._randomized.append(randomized)
         self._model.append(model)
+        self._minute_rssi.append(_NO_RSSI if rssi is None else rssi)
+        self._minutes01.append(0)
+        self._offset2.append(0.0)
         return len(self._first) - 1
 
     def observe(
@@ -218,33 +306,49 @@ class VisitTracker:
         """One sighting of ``ident`` = (device, randomized, partner hash).
 
         ``model`` is what identifies the phone model (the parser's shared ``Elements``: its
-        ``fingerprint`` and ``ie_ids``); ``channel_mask`` is :func:`channel_mask` of the channel.
+        ``fingerprint`` and ``ie_ids``); ``channel_mask`` is :func:`channel_mask` of the channel;
+        ``rssi`` is dBm in -128..127 (radiotap's signed byte) or None.
         Positional and flat on purpose: this runs for every frame.
         """
         s = self.settings
         if ts > self.now:
             self.now = ts
-            if ts >= self._next_expire:
-                self.expire(ts)
+            if ts >= self._next_timer:
+                self._timers(ts)
         if seq is None:
             seq = _NONE
         device = ident[0]
         i = self.open.get(device)
         if i is not None:
-            gap = ts - self._last[i]
+            last = self._last[i]
+            gap = ts - last
             if gap > s.gap_s or ts - self._first[i] > s.max_visit_s:
                 self._close(device, "gap" if gap > s.gap_s else "max_duration")
                 i = None
-            else:
-                if gap > s.burst_s:
-                    self._bursts[i] += 1
-                    self._gap_sum[i] += gap
-                if gap > 0:
+            elif gap > 0:
+                # A later UTC minute than the last frame's: ts in now's minute and the last frame
+                # before it, or (a frame older than now's minute) a boundary between the two.
+                minute = self._minute_start
+                if last < minute and (ts >= minute or ts % 60.0 < gap) and not self._new_minute(i, ts):
+                    self._close(device, "max_duration")
+                    i = None
+                else:
+                    if gap > s.burst_s:
+                        bursts = self._bursts[i] = self._bursts[i] + 1
+                        self._gap_sum[i] += gap
+                        if bursts == 2:
+                            self._offset2[i] = ts - self._first[i]
+                        elif bursts <= _MAX_OFFSETS:
+                            offsets = self._offset_table.get(i)
+                            if offsets is None:
+                                self._offset_table[i] = array("f", (ts - self._first[i],))
+                            else:
+                                offsets.append(ts - self._first[i])
                     self._last[i] = ts
         if i is None:
             if len(self.open) >= s.max_devices:
                 self._evict()
-            i = self.open[device] = self._open_slot(ts, ident[1], seq, model)
+            i = self.open[device] = self._open_slot(ts, ident[1], seq, model, rssi)
             if ident[2] is not None:
                 self._phash[i] = ident[2]
         self._count[i] += 1
@@ -260,13 +364,76 @@ class VisitTracker:
         if rssi is not None:
             self._rssi_sum[i] += rssi
             self._rssi_n[i] += 1
-            if rssi > self._rssi_max[i]:
-                self._rssi_max[i] = rssi
+            if rssi > self._minute_rssi[i]:
+                self._minute_rssi[i] = rssi
             if rssi >= s.inside_rssi:
                 li = self._last_inside[i]
                 if li >= 0 and ts - li <= s.inside_gap_s:
                     self._inside[i] += ts - li
                 self._last_inside[i] = ts
+
+    def _timers(self, now: float) -> None:
+        """``now`` reached the next minute or the next expiry (observe's clock only)."""
+        if now >= self._minute_end:
+            self._minute_start = now // 60.0 * 60.0
+            self._minute_end = self._minute_start + 60.0
+        if now >= self._next_expire:
+            self.expire(now)
+        else:
+            self._next_timer = min(self._next_expire, self._minute_end)
+
+    def _new_minute(self, i: int, ts: float) -> bool:
+        """A frame at ``ts`` starts a later minute of visit ``i``: file the one that ended.
+
+        False (nothing changed) when the visit's minute list would outgrow the payload's bound.
+        Runs at most once a minute per device.
+        """
+        first_minute = self._first[i] // 60.0
+        new = int(ts // 60.0 - first_minute)
+        ended = int(self._last[i] // 60.0 - first_minute)
+        if new <= ended:  # float rounding at a boundary: the same minute after all
+            return True
+        if new > _MAX_MINUTE_INDEX:
+            return False
+        minute_max = self._minute_rssi[i]
+        code = _minute_code(minute_max)
+        if ended == 0:  # the first minute ended
+            self._rssi_max[i] = minute_max
+            self._minutes01[i] = code
+        elif ended == 1:
+            self._minutes01[i] |= code << 8
+        else:
+            table = self._minute_table.get(i)
+            if table is None:
+                table = self._minute_table[i] = bytearray()
+            if len(table) < ended - 2:  # minutes not heard in between
+                table.extend(bytes(ended - 2 - len(table)))
+            table.append(code)
+        if ended and minute_max > self._rssi_max[i]:
+            self._rssi_max[i] = minute_max
+        self._minute_rssi[i] = _NO_RSSI
+        return True
+
+    def _minutes(self, i: int, first: float, last: float) -> list[int | None]:
+        """The payload's ``rssi_minutes`` of visit ``i`` (UTC minutes of first..last); pops its table.
+
+        Only for visits of more than one minute: ``_minutes01`` is never 0 after a first one
+        ended (a heard minute's code is at least 1), and [``_minute_rssi``] is the list otherwise.
+        """
+        n = int(last // 60.0 - first // 60.0)  # completed minutes before the current one
+        current = self._minute_rssi[i]
+        w = self._minutes01[i]
+        codes = bytearray((w & 255, w >> 8))
+        if n > 2:
+            table = self._minute_table.pop(i, None)
+            if table is not None:
+                codes += table
+        del codes[n:]
+        if len(codes) < n:
+            codes.extend(bytes(n - len(codes)))
+        out = list(map(_MINUTE_VALUE.__getitem__, codes))
+        out.append(current)
+        return out
 
     def tick(self, now: float) -> None:
         """Expire when due (every ``gap_s / 4``, at most 30 s): a full scan is not for every second."""
@@ -277,6 +444,7 @@ class VisitTracker:
         """Close every visit silent for longer than the gap; returns how many closed."""
         s = self.settings
         self._next_expire = now + min(s.gap_s / 4, 30.0)
+        self._next_timer = min(self._next_expire, self._minute_end)
         limit = now - s.gap_s
         last = self._last
         stale = [d for d, i in self.open.items() if last[i] < limit]
@@ -318,12 +486,25 @@ class VisitTracker:
         first, last = self._first[i], self._last[i]
         dwell = last - first
         rssi_n = self._rssi_n[i]
-        rssi_max = self._rssi_max[i]
+        rssi_max = self._minute_rssi[i]
+        if self._minutes01[i]:  # more than one minute
+            rssi_minutes = self._minutes(i, first, last)
+            self._minutes01[i] = 0
+            if self._rssi_max[i] > rssi_max:
+                rssi_max = self._rssi_max[i]
+        else:
+            rssi_minutes = [rssi_max]
         seq_first, seq_last = self._seq_first[i], self._seq_last[i]
         bursts = self._bursts[i]
         mask = self._channels[i]
         ssids = self._ssids.pop(i, None)
         model = self._model[i]
+        if bursts == 1:
+            offsets: Sequence[float] = _ONE_BURST
+        else:
+            offsets = [0.0, self._offset2[i]]
+            if bursts > 2:
+                offsets += self._offset_table.pop(i)
         payload = schema.visit_payload(
             site=self.site,
             sensor=self.sensor,
@@ -334,7 +515,7 @@ class VisitTracker:
             last_seen=last,
             inside_s=self._inside[i],
             sightings=self._count[i],
-            rssi_max=None if rssi_max == _NONE else rssi_max,
+            rssi_max=rssi_max if rssi_n else None,
             rssi_mean=(self._rssi_sum[i] / rssi_n) if rssi_n else None,
             visit_class="visitor" if self._inside[i] >= s.min_inside_s else "passerby",
             long_stay=dwell >= s.long_stay_s,
@@ -346,6 +527,9 @@ class VisitTracker:
             closed_by=reason,
             ssid_hashes=sorted(ssids) if ssids else None,
             burst_gap_s=(self._gap_sum[i] / (bursts - 1)) if bursts > 1 else None,
+            bursts=bursts,
+            burst_offsets=offsets,
+            rssi_minutes=rssi_minutes,
         )
         self._model[i] = None
         self._free.append(i)

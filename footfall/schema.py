@@ -23,7 +23,7 @@ try:  # CPython's own SHA-256: for short inputs it beats the OpenSSL call overhe
 except ImportError:  # pragma: no cover - other interpreters
     _sha256 = hashlib.sha256
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 try:  # optional (the hub's extra): decodes and type-checks a visit in C, see _fast_visit
@@ -31,10 +31,37 @@ try:  # optional (the hub's extra): decodes and type-checks a visit in C, see _f
 except ImportError:  # pragma: no cover - stdlib only
     _msgspec = None  # type: ignore[assignment]
 
+# Which payload versions this build reads, per message type: the one place that says so. The
+# agent publishes visits as the newest version (``VISIT_VERSION``) and everything else as
+# ``VERSION``; the hub keeps reading version 1 visits from sensors not yet upgraded.
 VERSION = 1
+VERSIONS: dict[str, tuple[int, ...]] = {
+    "visit": (1, 2),
+    "presence": (1,),
+    "status": (1,),
+    "health": (1,),
+    "config": (1,),
+}
+VISIT_VERSIONS = VERSIONS["visit"]
+VISIT_VERSION = VISIT_VERSIONS[-1]
+_ALL_VERSIONS = tuple(sorted({v for versions in VERSIONS.values() for v in versions}))
 MAX_PAYLOAD_BYTES = 64 * 1024
+# Visit version 2 bounds: burst start offsets kept, UTC minutes of per-minute RSSI (24 h + 1).
+MAX_BURST_OFFSETS = 64
+MAX_RSSI_MINUTES = 1441
+RSSI_NO_READING = -128
 VISIT_CLASSES = ("visitor", "passerby")
 STATUS_STATES = ("online", "offline")
+
+
+# A hub keeps raw visits this many days unless its hub.toml says otherwise (retention.raw_days)
+# and rejects older ones as expired; an agent replaying an old capture warns about them.
+DEFAULT_RAW_RETENTION_DAYS = 400
+
+
+def retention_cutoff(now: float, raw_days: int = DEFAULT_RAW_RETENTION_DAYS) -> float:
+    """Visits that started before this (UNIX seconds) are outside the hub's raw retention."""
+    return now - (raw_days + 1) * 86400.0
 
 
 class SchemaError(ValueError):
@@ -115,6 +142,15 @@ _VISIT_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "ssid_hashes": ((list,), False),
     "burst_gap_s": ((int, float, type(None)), False),
 }
+# Version 2 adds the evidence per minute and per burst (see visit_payload and docs/mqtt.md).
+_VISIT_V2_ONLY = ("bursts", "burst_offsets", "rssi_minutes")
+_VISIT_V2_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    **_VISIT_FIELDS,
+    "bursts": ((int,), True),
+    "burst_offsets": ((list,), True),
+    "rssi_minutes": ((list,), True),
+}
+VISIT_SPECS = {1: _VISIT_FIELDS, 2: _VISIT_V2_FIELDS}
 _PRESENCE_FIELDS = {
     "id": ((str,), True),
     "site": ((str,), True),
@@ -150,8 +186,9 @@ _HEALTH_FIELDS = {
 _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     # Every key optional: the hub sends only what it changes. The agent knows the rest.
 }
+# Each type's newest spec; visits of an older version are checked against VISIT_SPECS[v].
 SPECS = {
-    "visit": _VISIT_FIELDS,
+    "visit": _VISIT_V2_FIELDS,
     "presence": _PRESENCE_FIELDS,
     "status": _STATUS_FIELDS,
     "health": _HEALTH_FIELDS,
@@ -193,14 +230,17 @@ _VISIT_REQUIRED_TYPES = frozenset(itertools.product(*(_VISIT_FIELDS[n][0] for n 
 _VISIT_OPTIONAL_TYPES = frozenset(itertools.product(*((*_VISIT_FIELDS[n][0], _Missing) for n in _VISIT_OPTIONAL)))
 _VISIT_FLOATS = tuple(name for name, (types, _) in _VISIT_FIELDS.items() if float in types)
 _REPEAT_MISSING = itertools.repeat(_MISSING)
+_VISIT_V2_TYPES = tuple(_VISIT_V2_FIELDS[n][0][0] for n in _VISIT_V2_ONLY)  # (int, list, list)
 
 
-def _visit_fields_ok(payload: dict[str, Any]) -> bool:
+def _visit_fields_ok(payload: dict[str, Any], version: int) -> bool:
     """True if :func:`_check_fields` would accept this visit; False means run it for the error."""
     get = payload.get
     if tuple(map(type, map(get, _VISIT_REQUIRED, _REPEAT_MISSING))) not in _VISIT_REQUIRED_TYPES:
         return False
     if tuple(map(type, map(get, _VISIT_OPTIONAL, _REPEAT_MISSING))) not in _VISIT_OPTIONAL_TYPES:
+        return False
+    if version >= 2 and tuple(map(type, map(get, _VISIT_V2_ONLY, _REPEAT_MISSING))) != _VISIT_V2_TYPES:
         return False
     # inf or nan anywhere makes the sum inf or nan (an overflow to inf just takes the slow path).
     total = sum([v for v in map(get, _VISIT_FLOATS) if type(v) is float])
@@ -224,12 +264,15 @@ def _loads(raw: bytes | str) -> Any:
 def _visit_decoder() -> Any:
     """A msgspec decoder that accepts exactly the visits :func:`validate` accepts, or None.
 
-    Its types are _VISIT_FIELDS' (msgspec, like the schema, tells bool from int, and keeps
-    integers of any size as json does); the value checks that need two fields stay in Python.
-    It is stricter in two places only, where it answers "no" and the exact path decides:
-    bools among ``ie_ids`` and JSON that json.loads reads but msgspec refuses (lone
-    surrogates, numbers beyond float range). Fields outside the schema are dropped: nothing
-    reads them.
+    Its types are the visit specs' (msgspec, like the schema, tells bool from int, and keeps
+    integers of any size as json does), for versions 1 and 2 at once: the version 2 fields are
+    optional to the decoder and :func:`_fast_visit` asks for them by version. msgspec also
+    checks their element types, ranges and list lengths in C; the value checks that need two
+    fields stay in Python (:func:`_visit_v2_problem`). It is stricter in three places only,
+    where it answers "no" and the exact path decides: bools among ``ie_ids``, mistyped version 2
+    fields in a version 1 visit (which the schema ignores), and JSON that json.loads reads but
+    msgspec refuses (lone surrogates, numbers beyond float range). Fields outside the schema
+    are dropped: nothing reads them.
     """
     if _msgspec is None:
         return None
@@ -238,22 +281,61 @@ def _visit_decoder() -> Any:
     def hint(types: tuple[type, ...]) -> Any:
         return Union[tuple(types)] if len(types) > 1 else types[0]  # noqa: UP007 - built at runtime
 
-    fields: dict[str, Any] = {"v": Literal[VERSION], "type": Literal["visit"]}
-    for name, (types, required) in _VISIT_FIELDS.items():
+    meta = _msgspec.Meta
+    offset = Union[Annotated[int, meta(ge=0)], Annotated[float, meta(ge=0)]]  # noqa: UP007
+    minute = Union[Annotated[int, meta(ge=-128, le=127)], None]  # noqa: UP007
+    fields: dict[str, Any] = {"v": Literal[VISIT_VERSIONS], "type": Literal["visit"]}
+    for name, (types, required) in _VISIT_V2_FIELDS.items():
         t = hint(types)
         if name == "class":
             t = Literal[VISIT_CLASSES]
         elif name == "ie_ids":
-            t = list[Annotated[int, _msgspec.Meta(ge=0, le=255)]]
+            t = list[Annotated[int, meta(ge=0, le=255)]]
         elif name == "channels":
             t = list[int]
         elif name == "ssid_hashes":
             t = list[str]
-        fields[name] = t if required else NotRequired[t]
+        elif name == "bursts":
+            t = Annotated[int, meta(ge=1)]
+        elif name == "burst_offsets":
+            t = Annotated[list[offset], meta(max_length=MAX_BURST_OFFSETS)]
+        elif name == "rssi_minutes":
+            t = Annotated[list[minute], meta(max_length=MAX_RSSI_MINUTES)]
+        fields[name] = t if required and name not in _VISIT_V2_ONLY else NotRequired[t]
     return _msgspec.json.Decoder(TypedDict("VisitPayload", fields))  # type: ignore[operator]
 
 
 _VISIT_DECODER = _visit_decoder()
+
+
+def _visit_v2_problem(payload: dict[str, Any]) -> str | None:
+    """What is wrong with a version 2 visit's evidence fields, or None.
+
+    Runs after the types are known good: ``bursts`` an int >= 1, ``burst_offsets`` at most 64
+    non-negative finite numbers, ``rssi_minutes`` at most 1441 ints in -128..127 or nulls. No
+    loop over ``rssi_minutes`` here: this is the hot path too.
+    """
+    bursts = payload["bursts"]
+    offsets = payload["burst_offsets"]
+    if bursts > payload["sightings"]:
+        return "bursts must be at most sightings (a burst is at least one frame)"
+    if len(offsets) != (bursts if bursts < MAX_BURST_OFFSETS else MAX_BURST_OFFSETS):
+        return f"burst_offsets must hold the first min(bursts, {MAX_BURST_OFFSETS}) burst starts"
+    if offsets[0] != 0:
+        return "burst_offsets must start with 0 (the first burst starts at first_seen)"
+    if offsets[-1] > payload["dwell_s"] or offsets != sorted(offsets):
+        return "burst_offsets must be sorted and at most dwell_s"
+    minutes = len(payload["rssi_minutes"])
+    try:
+        span = int(payload["last_seen"] // 60 - payload["first_seen"] // 60) + 1
+    except OverflowError:  # an integer beyond float range against a float
+        return "first_seen/last_seen out of range"
+    if minutes != span:
+        return (
+            f"rssi_minutes has {minutes} entries but first_seen..last_seen span {span} UTC minutes "
+            "(floor(last_seen/60) - floor(first_seen/60) + 1)"
+        )
+    return None
 
 
 def _fast_visit(raw: bytes | str) -> dict[str, Any] | None:
@@ -262,14 +344,22 @@ def _fast_visit(raw: bytes | str) -> dict[str, Any] | None:
         payload: dict[str, Any] = _VISIT_DECODER.decode(raw)
     except (_msgspec.ValidationError, _msgspec.DecodeError):
         return None
-    if (
+    if not (
         payload["first_seen"] <= payload["last_seen"]
         and payload["dwell_s"] >= 0
         and payload["inside_s"] >= 0
         and payload["sightings"] >= 1
     ):
+        return None
+    if payload["v"] == 1:
+        # Version 1 has no evidence fields: a sender's stray ones are ignored, as validate does.
+        if "rssi_minutes" in payload or "burst_offsets" in payload or "bursts" in payload:
+            for name in _VISIT_V2_ONLY:
+                payload.pop(name, None)
         return payload
-    return None
+    if "rssi_minutes" not in payload or "burst_offsets" not in payload or "bursts" not in payload:
+        return None
+    return payload if _visit_v2_problem(payload) is None else None
 
 
 def validate(raw: bytes | str, kind: str | None = None) -> dict[str, Any]:
@@ -291,15 +381,21 @@ def validate(raw: bytes | str, kind: str | None = None) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise SchemaError("payload must be a JSON object")
     version = payload.get("v")
-    if type(version) is not int or version != VERSION:  # not true, not 1.0
-        raise SchemaError(f"unsupported schema version {version!r} (this build reads {VERSION})")
+    if type(version) is not int or version not in _ALL_VERSIONS:  # not true, not 1.0
+        raise SchemaError(f"unsupported schema version {version!r} (this build reads {_versions(_ALL_VERSIONS)})")
     ptype = payload.get("type")
     if type(ptype) is not str or ptype not in SPECS:
         raise SchemaError(f"unknown message type {ptype!r}")
     if kind is not None and ptype != kind:
         raise SchemaError(f"message type {ptype!r} on a {kind!r} topic")
-    if ptype != "visit" or not _visit_fields_ok(payload):
+    if version not in VERSIONS[ptype]:
+        raise SchemaError(
+            f"unsupported schema version {version} for {ptype!r} (this build reads {_versions(VERSIONS[ptype])})"
+        )
+    if ptype != "visit":
         _check_fields(payload, SPECS[ptype])
+    elif not _visit_fields_ok(payload, version):
+        _check_fields(payload, VISIT_SPECS[version])
     if ptype == "visit":
         if payload["class"] not in VISIT_CLASSES:
             raise SchemaError(f"class must be one of {VISIT_CLASSES}")
@@ -310,9 +406,46 @@ def validate(raw: bytes | str, kind: str | None = None) -> dict[str, Any]:
         for i in payload["ie_ids"]:
             if not isinstance(i, int) or not 0 <= i <= 255:
                 raise SchemaError("ie_ids must be element ids 0-255")
+        if version == 1:
+            for name in _VISIT_V2_ONLY:  # not version 1 fields: ignored, like any unknown field
+                payload.pop(name, None)
+        else:
+            _check_visit_v2(payload)
     elif ptype == "status" and payload["state"] not in STATUS_STATES:
         raise SchemaError(f"state must be one of {STATUS_STATES}")
     return payload
+
+
+def _versions(versions: tuple[int, ...]) -> str:
+    return ", ".join(map(str, versions))
+
+
+def _check_visit_v2(payload: dict[str, Any]) -> None:
+    """The exact path's checks of the version 2 fields (the fast path's are msgspec's)."""
+    if payload["bursts"] < 1:
+        raise SchemaError("bursts must be >= 1")
+    offsets = payload["burst_offsets"]
+    if len(offsets) > MAX_BURST_OFFSETS:
+        raise SchemaError(f"burst_offsets holds at most {MAX_BURST_OFFSETS} entries")
+    for x in offsets:
+        if type(x) not in _NUM or not x >= 0:  # not bool, nan or negative
+            raise SchemaError("burst_offsets must be non-negative numbers (seconds since first_seen)")
+    minutes = payload["rssi_minutes"]
+    if len(minutes) > MAX_RSSI_MINUTES:
+        raise SchemaError(f"rssi_minutes holds at most {MAX_RSSI_MINUTES} entries (24 h)")
+    for x in minutes:
+        if x is not None and (type(x) is not int or not -128 <= x <= 127):
+            raise SchemaError("rssi_minutes entries must be null or dBm integers -128..127")
+    problem = _visit_v2_problem(payload)
+    if problem is not None:
+        raise SchemaError(problem)
+
+
+def supported_version(payload: dict[str, Any]) -> bool:
+    """Whether this build reads the payload's ``v`` for its ``type`` (any type's, if unknown)."""
+    version, ptype = payload.get("v"), payload.get("type")
+    versions = VERSIONS.get(ptype, _ALL_VERSIONS) if type(ptype) is str else _ALL_VERSIONS
+    return type(version) is int and version in versions
 
 
 def visit_payload(
@@ -338,8 +471,23 @@ def visit_payload(
     closed_by: str = "gap",
     ssid_hashes: list[str] | None = None,
     burst_gap_s: float | None = None,
+    bursts: int | None = None,
+    burst_offsets: Sequence[float] | None = None,
+    rssi_minutes: Sequence[int | None] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """A visit payload: version 2 with ``bursts``, ``burst_offsets`` and ``rssi_minutes`` (the
+    agent always gives them), version 1 without them.
+
+    ``burst_offsets`` are the burst starts in seconds since ``first_seen`` (the first is 0),
+    kept to the first 64 and truncated to 0.1 s, so none is ever past ``dwell_s``.
+    ``rssi_minutes`` has one entry per UTC minute of the unrounded ``first_seen`` ..
+    ``last_seen``: the max RSSI heard in it, ``RSSI_NO_READING`` (-128) if heard without a
+    signal reading, None if not heard. Rounding the times to the millisecond can move one of
+    them across a minute boundary; the list is realigned to the rounded times then.
+    """
+    first_ms = math.floor(first_seen * 1000.0 + 0.5)  # _fixed(first_seen, 1000.0), in steps
+    last_ms = math.floor(last_seen * 1000.0 + 0.5)
+    payload = {
         "v": VERSION,
         "type": "visit",
         "id": visit_id(site, sensor, device, first_seen),
@@ -348,8 +496,8 @@ def visit_payload(
         "device": device,
         "randomized": randomized,
         "partner_hash": partner_hash,
-        "first_seen": _fixed(first_seen, 1000.0),
-        "last_seen": _fixed(last_seen, 1000.0),
+        "first_seen": first_ms / 1000.0,
+        "last_seen": last_ms / 1000.0,
         "dwell_s": _fixed(last_seen - first_seen, 1000.0),
         "inside_s": _fixed(inside_s, 1000.0),
         "sightings": sightings,
@@ -366,6 +514,53 @@ def visit_payload(
         "ssid_hashes": sorted(ssid_hashes or []),
         "burst_gap_s": None if burst_gap_s is None else _fixed(burst_gap_s, 100.0),
     }
+    if rssi_minutes is None:
+        if bursts is not None or burst_offsets is not None:
+            raise TypeError(_V2_ARGUMENTS)
+        return payload
+    if bursts is None or burst_offsets is None:
+        raise TypeError(_V2_ARGUMENTS)
+    payload["v"] = VISIT_VERSION
+    payload["bursts"] = bursts
+    if bursts == 1:
+        payload["burst_offsets"] = [0.0]
+    else:
+        dwell = payload["dwell_s"]
+        payload["burst_offsets"] = [
+            min(math.floor(x * 10.0) / 10.0, dwell) for x in itertools.islice(burst_offsets, MAX_BURST_OFFSETS)
+        ]
+    # Rounding crossed a minute boundary only if it landed on one (integer test: hot path).
+    if (first_ms % 60000 == 0 and first_seen < first_ms / 1000.0) or (
+        last_ms % 60000 == 0 and last_seen < last_ms / 1000.0
+    ):
+        payload["rssi_minutes"] = _realign_minutes(
+            rssi_minutes, first_seen, last_seen, first_ms / 1000.0, last_ms / 1000.0
+        )
+    else:
+        payload["rssi_minutes"] = list(rssi_minutes)
+    return payload
+
+
+_V2_ARGUMENTS = "visit_payload: give bursts, burst_offsets and rssi_minutes together (version 2) or none"
+
+
+def _realign_minutes(
+    minutes: Sequence[int | None], first: float, last: float, first_r: float, last_r: float
+) -> list[int | None]:
+    """``minutes`` of the UTC minutes of first..last, moved to those of the rounded times.
+
+    Rounding to the millisecond moves a time by at most 0.5 ms, so at most across one minute
+    boundary, forward: the first minute's frames join the next minute; the last minute's final
+    frames are in a minute of their own, heard at (at most) the last minute's level.
+    """
+    out = list(minutes)
+    if first_r // 60.0 != first // 60.0 and len(out) > 1:
+        a, b = out[0], out[1]
+        out[0:2] = [a if b is None else b if a is None else max(a, b)]
+    want = int(last_r // 60.0 - first_r // 60.0) + 1
+    while out and len(out) < want:
+        out.append(out[-1])
+    return out
 
 
 def presence_payload(

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from footfall import schema
 from footfall.settings import check_site, coerce, parse_hours, read_toml
 
 ENV_PREFIX = "FOOTFALL_HUB_"
@@ -94,7 +95,7 @@ class IngestConfig:
 
 @dataclass
 class RetentionConfig:
-    raw_days: int = 400
+    raw_days: int = schema.DEFAULT_RAW_RETENTION_DAYS
     presence_days: int = 30
     # O2O rows keep MAC and phone MD5s: cleared after this many days, the counts stay for the
     # reports. Keep it above every scenario's cap_days + attribution_days.

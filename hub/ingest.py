@@ -30,7 +30,8 @@ bad) and never stop the good messages around them. Reasons:
 ``unknown_sensor``  a sensor not in the configured allow-list
 ``mismatch``        payload site/sensor differs from the topic's
 ``privacy``         a device field that looks like a raw MAC address (never stored)
-``expired``         a visit older than the retention window (see ``hub/retention.py``)
+``expired``         a visit older than the retention window (see ``hub/retention.py``); the log line
+                    names the visit's date and ``retention.raw_days``
 ``error``           a message that passed validation but could not be stored (logged)
 
 Library use: ``Ingestor(config).run()`` (blocking; ``stop()`` from another thread or a signal
@@ -50,6 +51,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -105,6 +107,9 @@ SENSOR_VISIT_COLUMNS = (
     "channels",
     "ssid_hashes",
     "burst_gap_s",
+    "bursts",
+    "burst_offsets",
+    "rssi_minutes",
     "received",
     "visit_id",
 )
@@ -158,8 +163,7 @@ def _classify_schema_error(raw: bytes, exc: schema.SchemaError) -> str:
         return "garbage"
     if not isinstance(payload, dict):
         return "garbage"
-    version = payload.get("v")
-    if type(version) is not int or version != schema.VERSION:
+    if not schema.supported_version(payload):
         return "version"
     return "schema"
 
@@ -182,8 +186,29 @@ else:  # pragma: no cover - without the hub extra
         return json.dumps(values, separators=(",", ":"))
 
 
-_NUMERIC_COLUMNS = ("sightings", "rssi_max", "seq_first", "seq_last", "dwell_s", "inside_s", "rssi_mean", "burst_gap_s")
-_OPTIONAL_COLUMNS = ("partner_hash", "seq_first", "seq_last", "channels", "ssid_hashes", "burst_gap_s")
+_NUMERIC_COLUMNS = (
+    "sightings",
+    "rssi_max",
+    "seq_first",
+    "seq_last",
+    "dwell_s",
+    "inside_s",
+    "rssi_mean",
+    "burst_gap_s",
+    "bursts",
+)
+# Absent from a payload: NULL. bursts, burst_offsets, rssi_minutes are absent from version 1.
+_OPTIONAL_COLUMNS = (
+    "partner_hash",
+    "seq_first",
+    "seq_last",
+    "channels",
+    "ssid_hashes",
+    "burst_gap_s",
+    "bursts",
+    "burst_offsets",
+    "rssi_minutes",
+)
 
 
 def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
@@ -217,6 +242,10 @@ def visit_row(payload: dict[str, Any], received: float) -> dict[str, Any]:
     ssids = payload["ssid_hashes"]
     if ssids is not None:
         payload["ssid_hashes"] = _json_list(ssids)
+    minutes = payload["rssi_minutes"]
+    if minutes is not None:  # version 2
+        payload["rssi_minutes"] = _json_list(minutes)
+        payload["burst_offsets"] = _json_list(payload["burst_offsets"])
     # Exact ints: the sqlite3 module binds a bool through its adapter lookup, ~10x the cost.
     payload["randomized"] = 1 if payload["randomized"] else 0
     payload["long_stay"] = 1 if payload["long_stay"] else 0
@@ -328,7 +357,7 @@ class Writer:
                     if kind == "visit":
                         row = visit_row(payload, now)
                         if row["first_seen"] < expired:
-                            raise Rejected("expired", "visit older than the retention window")
+                            raise Rejected("expired", self._expired_detail(row["first_seen"]))
                 except Rejected as exc:
                     rejects[exc.reason] = rejects.get(exc.reason, 0) + 1
                     details[exc.reason] = f"{m.topic}: {exc.detail}"[:300]
@@ -389,6 +418,14 @@ class Writer:
         for reason, n in rejects.items():
             s.rejected[reason] = s.rejected.get(reason, 0) + n
         return outcomes
+
+    def _expired_detail(self, first_seen: float) -> str:
+        day = datetime.fromtimestamp(first_seen, self.tz).date()
+        raw_days = self.config.retention.raw_days
+        return (
+            f"visit of {day} is older than the retention window (retention.raw_days = {raw_days}): "
+            "not stored; raise retention.raw_days in the hub config to keep such visits"
+        )
 
     def _drop_known(self, visits: dict[str, tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
         """The batch's visits not yet stored (removed from ``visits``); the rest stay as duplicates.
@@ -723,8 +760,8 @@ class Ingestor:
         self._maybe_relink()
 
     def _maybe_relink(self) -> None:
-        # Linking randomized MACs into devices is a batch job beside ingest (hub/link.py):
-        # it costs far more per visit than the hot path could afford.
+        # Linking randomized MACs into devices and estimating people is a batch job beside
+        # ingest (hub/link.py): it costs far more per visit than the hot path could afford.
         now = time.time()
         if self.config.link_every_s <= 0 or now < self._next_link:
             return
@@ -732,7 +769,8 @@ class Ingestor:
         from footfall.hub.link import relink
 
         try:
-            relink(self.conn, self.config, since=now - self.config.link_window_s)
+            # Today (and yesterday, until its last visits have settled): see hub/link.py.
+            relink(self.conn, self.config, since=now - self.config.settle_s - self.config.link_every_s, now=now)
             # Dynamic segments follow the re-keyed devices (coupons and sync read them).
             from footfall.hub.segments import refresh_segments
 

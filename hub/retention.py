@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from footfall import schema
 from footfall.hub.config import HubConfig
 
 
@@ -55,7 +56,7 @@ def cutoff_day(config: HubConfig, now: float | None = None) -> str:
 def expired_before(config: HubConfig, now: float | None = None) -> float:
     """Visits that started before this (UNIX seconds) are outside the window altogether."""
     now = time.time() if now is None else now
-    return now - (config.retention.raw_days + 1) * 86400.0
+    return schema.retention_cutoff(now, config.retention.raw_days)
 
 
 ROLLUP_SQL = """

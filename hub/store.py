@@ -147,7 +147,7 @@ MIGRATIONS: list[str] = [
     """,
     # 2: dashboard. Per-day summary tables, so that every dashboard query reads a few
     # thousand rows instead of millions. They are derived data, rebuilt from ``visits`` by
-    # ``metrics.refresh_summaries`` (the dashboard server runs it every few seconds) and
+    # ``summaries.refresh_summaries`` (the dashboard server runs it every few seconds) and
     # never written by ingest, which therefore pays nothing for them. ``summary_days``
     # records each summarized day with a fingerprint of its raw visits, so that late or
     # changed visits are noticed and the day recomputed. ``visitor_days`` has one row per
@@ -521,6 +521,49 @@ MIGRATIONS: list[str] = [
     DROP TABLE devices;
     ALTER TABLE devices_v9 RENAME TO devices;
     CREATE INDEX devices_excluded ON devices(device_key) WHERE excluded = 1;
+    """,
+    # Visit payload version 2 (footfall/schema.py, docs/mqtt.md): the sensor's evidence per
+    # burst and per minute, for per-minute occupancy, detection probabilities and linking.
+    # ``burst_offsets`` and ``rssi_minutes`` are compact JSON lists; NULL in all three for
+    # version 1 visits. Adding nullable columns rewrites no rows: instant on any database.
+    """
+    ALTER TABLE sensor_visits ADD COLUMN bursts INTEGER;
+    ALTER TABLE sensor_visits ADD COLUMN burst_offsets TEXT;
+    ALTER TABLE sensor_visits ADD COLUMN rssi_minutes TEXT;
+    """,
+    # Estimates of people (hub/estimate.py, written by the link job, hub/link.py): per local day
+    # (hour -1) and hour, as JSON figures with ranges; the site model each day was estimated
+    # with (frozen once fitted on earlier days, so a day's figures do not move with the model);
+    # people present per minute (hub/occupancy.py); calibrations against a real count
+    # (footfall calibrate counts), the latest of which applies.
+    """
+    CREATE TABLE estimates (
+        day TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        figures TEXT NOT NULL,
+        watermark REAL NOT NULL,
+        computed REAL NOT NULL,
+        PRIMARY KEY (day, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE site_models (
+        day TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        link_model TEXT,
+        provisional INTEGER NOT NULL,
+        fitted REAL NOT NULL
+    );
+    CREATE TABLE occupancy (
+        minute INTEGER PRIMARY KEY,
+        people REAL NOT NULL
+    );
+    CREATE TABLE calibrations (
+        id INTEGER PRIMARY KEY,
+        created REAL NOT NULL,
+        visitors REAL NOT NULL,
+        passersby REAL NOT NULL,
+        source TEXT NOT NULL,
+        fit TEXT NOT NULL
+    );
     """,
 ]
 

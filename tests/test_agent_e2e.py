@@ -11,12 +11,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -199,3 +202,87 @@ def test_broker_stopped_mid_replay_loses_and_doubles_nothing(day, broker, tmp_pa
     # QoS 1 may redeliver a message whose PUBACK died with the broker; the ids make it
     # droppable, and it must stay rare.
     assert len(got) - len(set(got)) <= 100
+
+
+# -- replay without a broker: synthetic probe requests -----------------------------------------
+
+_RADIOTAP = bytes.fromhex("00000f002e00000010") + struct.pack("<BHH", 2, 2437, 0xA0)  # flags, rate, channel
+_IES = bytes.fromhex("000001040204 0b16 32080c1218243048606c 030106".replace(" ", ""))
+
+
+def probe(device: int, rssi: int = -55, seq: int = 0) -> bytes:
+    """A probe request from a globally administered MAC with an FCS, as a monitor interface gives it."""
+    mac = bytes((0x00, 0x1B, 0x63)) + device.to_bytes(3, "big")
+    mpdu = b"\x40\x00\x00\x00" + b"\xff" * 6 + mac + b"\xff" * 6 + struct.pack("<H", (seq & 0xFFF) << 4) + _IES
+    return _RADIOTAP + bytes((rssi & 0xFF,)) + mpdu + zlib.crc32(mpdu).to_bytes(4, "little")
+
+
+def run_agent(frames: list[tuple[float, bytes]], **process: Any) -> list[tuple[str, dict]]:
+    from footfall.edge_agent.agent import Agent
+    from footfall.edge_agent.config import AgentConfig
+
+    sent: list[tuple[str, dict]] = []
+    agent = Agent(AgentConfig(site="demo", sensor="s1"), lambda kind, payload: sent.append((kind, payload)))
+    agent.process(iter(frames), **process)
+    agent.finish("end_of_capture")
+    return sent
+
+
+T0 = 1_700_000_000.0
+
+
+def test_replay_reports_presence_across_a_silent_stretch(monkeypatch):
+    monkeypatch.setenv("FOOTFALL_HASH_KEY", KEY_HEX)
+    busy = [(T0 + s + d, probe(d)) for s in range(0, 121, 10) for d in range(3)]
+    after = T0 + 120 + 40 * 60  # 40 minutes without a frame
+    sent = run_agent([*busy, (after, probe(9))])
+    presence = [p for kind, p in sent if kind == "presence"]
+    silent = [p for p in presence if T0 + 120 < p["ts"] <= after]
+    # What a live sensor sends: a report every minute of the silence, at capture time.
+    assert len(silent) == 40
+    assert {b["ts"] - a["ts"] for a, b in itertools.pairwise(silent)} == {60.0}
+    assert [p["devices"] for p in silent[:2]] == [3, 0] and {p["devices"] for p in silent[1:]} == {0}
+    # The visits expired during the silence (a gap_s after their last frame), not at its end.
+    order = [(kind, p.get("ts", p.get("last_seen"))) for kind, p in sent]
+    closed = [i for i, (kind, _) in enumerate(order) if kind == "visit"][:3]
+    before = [ts for kind, ts in order[: closed[0]] if kind == "presence"]
+    assert max(before) == T0 + 720 and all(sent[i][1]["closed_by"] == "gap" for i in closed)
+    # Live capture ticks on the wall clock instead: no catch-up there.
+    quiet = [p for kind, p in run_agent([*busy, (after, probe(9))], catch_up=False) if kind == "presence"]
+    assert len([p for p in quiet if T0 + 120 < p["ts"] <= after]) == 1
+
+
+def test_replay_catch_up_is_capped_for_gaps_of_days(monkeypatch):
+    from footfall.edge_agent.agent import MAX_CATCH_UP_TICKS
+
+    monkeypatch.setenv("FOOTFALL_HASH_KEY", KEY_HEX)
+    sent = run_agent([(T0, probe(1)), (T0 + 3 * 86400, probe(1))])
+    presence = [p for kind, p in sent if kind == "presence"]
+    assert len(presence) == 1 + MAX_CATCH_UP_TICKS + 1
+    assert presence[-1]["ts"] == T0 + 3 * 86400
+    assert [v["closed_by"] for kind, v in sent if kind == "visit"] == ["gap", "end_of_capture"]
+
+
+def test_replay_says_how_many_visits_a_default_hub_drops_as_expired(tmp_path):
+    from footfall.edge_agent.pcapfile import write_pcap
+    from footfall.hub.config import RetentionConfig
+
+    raw_days = RetentionConfig().raw_days
+    old = time.time() - (raw_days + 30) * 86400
+    recent = time.time() - 86400
+    frames = [(old + 700 * k, probe(k)) for k in range(3)] + [(recent + k, probe(10 + k)) for k in range(2)]
+    pcap = tmp_path / "old.pcap"
+    write_pcap(pcap, frames)
+    key = tmp_path / "key"
+    key.write_text(KEY_HEX)
+    proc = subprocess.run(
+        [sys.executable, "-m", "footfall", "agent", "replay", str(pcap), "--site", "demo", "--sensor", "s1",
+         "--stdout", "--hash-key-file", str(key)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].endswith(", 5 visits")  # the summary stays the last line
+    assert f"3 of 5 visits are older than {raw_days} days" in lines[-2]
+    assert f"retention.raw_days = {raw_days}" in lines[-2]
+    assert sum('"kind":"visit"' in line for line in proc.stdout.splitlines()) == 5

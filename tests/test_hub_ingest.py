@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -19,8 +20,8 @@ import pytest
 
 from footfall import schema, topics
 from footfall.hub import store
-from footfall.hub.config import HubConfig, IngestConfig, MqttConfig, load
-from footfall.hub.ingest import Ingestor, ingest_payload
+from footfall.hub.config import HubConfig, IngestConfig, MqttConfig, RetentionConfig, load
+from footfall.hub.ingest import Ingestor, ingest_many, ingest_payload
 from footfall.hub.sensors import sensor_health
 
 SITE = "st"
@@ -229,6 +230,7 @@ def test_direct_ingest_payload_outcomes(tmp_path: Path) -> None:
         ("first_seen", 10**20, "schema"),
         ("v", True, "version"),
         ("v", 1.0, "version"),
+        ("v", 3, "version"),
         ("type", ["visit"], "schema"),
     ],
 )
@@ -240,6 +242,65 @@ def test_numbers_beyond_sqlite_and_odd_versions_are_rejected(
     raw = json.dumps({**visit("s1", "d1", T0, T0 + 60), field: value}).encode()
     assert ingest_payload(conn, vtopic("s1"), raw) == f"rejected:{reason}"
     assert ingest_payload(conn, vtopic("s1"), schema.dumps(visit("s1", "d2", T0, T0 + 60))) == "stored"
+
+
+def v2_visit(sensor: str, device: str, first: float, last: float, **kw: Any) -> dict[str, Any]:
+    minutes = int(last // 60) - int(first // 60) + 1
+    return visit(
+        sensor,
+        device,
+        first,
+        last,
+        bursts=2,
+        burst_offsets=[0.0, last - first],
+        rssi_minutes=[-60] + [None] * (minutes - 2) + [-65] if minutes > 1 else [-60],
+        **kw,
+    )
+
+
+def test_version_2_visits_store_their_evidence_beside_version_1(tmp_path: Path) -> None:
+    conn = store.connect(tmp_path / "hub.db")
+    first = float(int(T0) // 60 * 60 + 10)
+    v2 = v2_visit("s1", "d2", first, first + 200.55)
+    assert v2["v"] == 2 and v2["rssi_minutes"] == [-60, None, None, -65]
+    assert ingest_payload(conn, vtopic("s1"), schema.dumps(v2)) == "stored"
+    assert ingest_payload(conn, vtopic("s1"), schema.dumps(visit("s1", "d1", first, first + 60))) == "stored"
+    assert ingest_payload(conn, vtopic("s1"), schema.dumps(v2)) == "duplicate"
+    rows = {
+        r["device"]: tuple(r)[1:]
+        for r in conn.execute("SELECT device, bursts, burst_offsets, rssi_minutes FROM sensor_visits")
+    }
+    assert rows == {"d2": (2, "[0.0,200.5]", "[-60,null,null,-65]"), "d1": (None, None, None)}
+    # Broken evidence is a schema reject; a version 2 presence is a version reject.
+    bad = {**v2_visit("s1", "d3", first, first + 200), "rssi_minutes": [-60, -65]}
+    assert ingest_payload(conn, vtopic("s1"), schema.dumps(bad)) == "rejected:schema"
+    huge = {**v2_visit("s1", "d4", first, first + 200), "bursts": 2**64, "sightings": 2**64}
+    assert ingest_payload(conn, vtopic("s1"), json.dumps(huge)) == "rejected:schema"  # beyond SQLite's integers
+    presence = schema.presence_payload(site=SITE, sensor="s1", ts=T0, window_s=60, devices=1, inside=0)
+    assert ingest_payload(conn, vtopic("s1", "presence"), schema.dumps({**presence, "v": 2})) == "rejected:version"
+
+
+def test_expired_visits_are_rejected_with_their_date_and_the_retention_setting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = store.connect(tmp_path / "hub.db")
+    cfg = HubConfig(
+        site=SITE,
+        timezone="Europe/Berlin",
+        retention=RetentionConfig(raw_days=30),
+        ingest=IngestConfig(log_every_s=3600.0),
+    )
+    old = time.mktime((2024, 3, 5, 12, 0, 0, 0, 0, -1))  # local noon: the same day in Berlin
+    expired = [(vtopic("s1"), schema.dumps(visit("s1", f"old{i}", old + i, old + i + 60))) for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="footfall.hub.ingest"):
+        outcomes = ingest_many(conn, [*expired, (vtopic("s1"), schema.dumps(visit("s1", "new", T0, T0 + 60)))], cfg)
+        ingest_many(conn, expired, cfg)  # a new writer: its own rate limit
+    assert outcomes == ["rejected:expired"] * 3 + ["stored"]
+    lines = [r.getMessage() for r in caplog.records if "expired" in r.getMessage()]
+    assert len(lines) == 2  # rate limited: one line per reason per log_every_s (and writer)
+    assert "visit of 2024-03-05 is older than the retention window (retention.raw_days = 30)" in lines[0]
+    detail = conn.execute("SELECT count, last_detail FROM ingest_rejects WHERE reason = 'expired'").fetchone()
+    assert detail[0] == 6 and "retention.raw_days = 30" in detail[1] and "2024-03-05" in detail[1]
 
 
 def test_multi_sensor_visit_over_mqtt_is_one_store_visit(broker: Any, tmp_path: Path) -> None:

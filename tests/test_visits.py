@@ -1,3 +1,8 @@
+import itertools
+import random
+
+import pytest
+
 from footfall import schema
 from footfall.edge_agent.visits import VisitSettings, VisitTracker, channel_mask, freq_to_channel
 
@@ -114,3 +119,133 @@ def test_settings_update_from_config():
 
 def test_freq_to_channel():
     assert [freq_to_channel(f) for f in (2412, 2437, 2462, 2484, 5180, None)] == [1, 6, 11, 14, 36, 0]
+
+
+# Per-burst and per-minute evidence (visit payload version 2).
+M0 = 1_700_000_040.0  # a UTC minute boundary
+
+
+def test_bursts_offsets_and_minutes_of_a_visit():
+    t, out = tracker(gap_s=600, burst_s=1.0)
+    # (seconds after M0, rssi): two frames a burst; minute 2 silent; minute 4 heard without signal.
+    frames = [(5, -60), (5.4, -58), (30, -70), (65, -57), (65.5, -52), (200, -56), (200.9, -55), (250, None)]
+    for dt, rssi in frames:
+        see(t, M0 + dt, rssi=rssi)
+    t.flush()
+    (v,) = out
+    assert v["v"] == 2
+    assert v["bursts"] == 5
+    assert v["burst_offsets"] == [0.0, 25.0, 60.0, 195.0, 245.0]
+    assert v["rssi_minutes"] == [-58, -52, None, -55, -128]
+    assert v["rssi_max"] == -52 and v["sightings"] == 8
+    schema.validate(schema.dumps(v), "visit")
+    assert not t._minute_table and not t._offset_table  # popped at close
+
+
+def test_one_burst_one_minute_needs_no_side_table():
+    t, out = tracker()
+    see(t, M0 + 1, device="a", rssi=-70)
+    see(t, M0 + 1.2, device="a", rssi=-65)
+    see(t, M0 + 2, device="b", rssi=None)
+    # Two bursts over three minutes still fit the small columns.
+    see(t, M0 + 59.5, device="c", rssi=-80)
+    see(t, M0 + 130, device="c", rssi=-75)
+    assert not t._minute_table and not t._offset_table
+    t.flush()
+    by = {v["device"]: v for v in out}
+    assert (by["a"]["bursts"], by["a"]["burst_offsets"], by["a"]["rssi_minutes"]) == (1, [0.0], [-65])
+    assert (by["b"]["rssi_max"], by["b"]["rssi_minutes"]) == (None, [-128])
+    assert (by["c"]["bursts"], by["c"]["burst_offsets"], by["c"]["rssi_minutes"]) == (2, [0.0, 70.5], [-80, None, -75])
+    for v in out:
+        schema.validate(schema.dumps(v), "visit")
+
+
+def test_burst_offsets_stop_at_64_and_bursts_keep_counting():
+    t, out = tracker(gap_s=600, burst_s=1.0, max_visit_s=10 * 3600)
+    for k in range(100):
+        see(t, M0 + 7.25 * k)
+    t.flush()
+    (v,) = out
+    assert v["bursts"] == 100
+    assert len(v["burst_offsets"]) == 64 and v["burst_offsets"][-1] == 456.7  # 63 * 7.25, truncated
+    schema.validate(schema.dumps(v), "visit")
+
+
+def test_minute_list_is_bounded_and_a_visit_closes_before_outgrowing_it():
+    t, out = tracker(gap_s=600, max_visit_s=48 * 3600, long_stay_s=4 * 3600)
+    for k in range(0, 30 * 60):  # a frame every minute for 30 h
+        see(t, M0 + 30 + 60 * k, device="fixed")
+    t.flush()
+    assert [v["closed_by"] for v in out] == ["max_duration", "shutdown"]
+    assert len(out[0]["rssi_minutes"]) == schema.MAX_RSSI_MINUTES - 1
+    assert all(m == -50 for v in out for m in v["rssi_minutes"])
+    for v in out:
+        schema.validate(schema.dumps(v), "visit")
+
+
+def test_minutes_when_the_times_round_onto_a_minute_boundary():
+    t, out = tracker()
+    see(t, M0 - 0.0003, device="a", rssi=-60)  # rounds to M0: joins minute M0
+    see(t, M0 + 0.5, device="a", rssi=-70)
+    see(t, M0 + 119.9996, device="a", rssi=-65)  # rounds to M0 + 120
+    t.flush()
+    (v,) = out
+    assert (v["first_seen"], v["last_seen"]) == (M0, M0 + 120)
+    assert v["rssi_minutes"] == [-60, -65, -65]
+    schema.validate(schema.dumps(v), "visit")
+
+
+def reference_visits(frames, gap_s, burst_s):
+    """The evidence of each visit, computed the slow and obvious way from its frames."""
+    by_device: dict[str, list] = {}
+    for ts, device, rssi in frames:
+        by_device.setdefault(device, []).append((ts, rssi))
+    out = {}
+    for device, seen in by_device.items():
+        visits = [[seen[0]]]
+        for prev, cur in itertools.pairwise(seen):
+            if cur[0] - prev[0] > gap_s:
+                visits.append([])
+            visits[-1].append(cur)
+        for vf in visits:
+            first = vf[0][0]
+            starts = [first] + [cur[0] for prev, cur in itertools.pairwise(vf) if cur[0] - prev[0] > burst_s]
+            m0 = int(first // 60)
+            minutes: list = [None] * (int(vf[-1][0] // 60) - m0 + 1)
+            for ts, rssi in vf:
+                k = int(ts // 60) - m0
+                value = -128 if rssi is None else rssi
+                minutes[k] = value if minutes[k] is None else max(minutes[k], value)
+            offsets = [int((s - first) * 10) / 10 for s in starts[:64]]
+            out[(device, round(first, 3))] = (len(starts), offsets, minutes)
+    return out
+
+
+def test_evidence_matches_a_reference_on_random_traffic():
+    rng = random.Random(3)
+    frames = []
+    for d in range(12):
+        ts = M0 + rng.uniform(0, 600)
+        while ts < M0 + 4 * 3600:
+            for _ in range(rng.choice((1, 1, 2, 3))):  # a burst of frames
+                frames.append((round(ts, 2) + 0.005, f"d{d}", rng.choice((None, *range(-90, -40)))))
+                ts += rng.uniform(0.01, 0.3)
+            roll = rng.random()
+            ts += (
+                rng.uniform(1.5, 70) if roll < 0.7 else rng.uniform(60, 400) if roll < 0.97 else rng.uniform(700, 1500)
+            )
+    frames.sort()
+    t, out = tracker(gap_s=600, burst_s=1.0)
+    for ts, device, rssi in frames:
+        see(t, ts, device=device, rssi=rssi)
+    t.flush()
+    want = reference_visits(frames, 600, 1.0)
+    assert len(out) == len(want) > 50
+    assert any(len(v["rssi_minutes"]) > 3 for v in out) and any(v["bursts"] > 64 for v in out)
+    for v in out:
+        schema.validate(schema.dumps(v), "visit")
+        bursts, offsets, minutes = want[(v["device"], v["first_seen"])]
+        assert v["bursts"] == bursts
+        assert v["burst_offsets"] == pytest.approx(offsets, abs=0.1001)  # float32 offsets
+        assert v["rssi_minutes"] == minutes
+    assert not t._minute_table and not t._offset_table
