@@ -48,6 +48,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--inside", help="capture file of the inside walk")
     cal.add_argument("--outside", help="capture file of the outside walk")
     cal.set_defaults(func=cmd_calibrate)
+    # ``footfall calibrate counts``: the hub's estimates against a door count. Optional, so every
+    # ``footfall calibrate --source/--inside/--outside`` above works as before.
+    cal.usage = (
+        "footfall calibrate [--source SOURCE [--seconds S] | --inside FILE --outside FILE]\n"
+        "       footfall calibrate counts --truth CSV [--config HUB_TOML | --db HUB_DB] [--tz TZ] [--dry-run] [--json]"
+    )
+    modes = cal.add_subparsers(dest="calibrate_mode", metavar="MODE")
+    counts = modes.add_parser(
+        "counts",
+        help="on the hub: fit the visitor / passer-by estimates to a door count (docs/calibration.md)",
+        description="Fit the hub's estimates of visitors and passers-by to a real count (a door counter's "
+        "export or a manual count, CSV) and store the factors the dashboard applies. See docs/calibration.md.",
+    )
+    counts.add_argument("--truth", metavar="CSV", help="the count: start (or time), optional end, visitors, passersby")
+    counts.add_argument("--config", "-c", help="hub TOML settings (database, time zone)")
+    counts.add_argument("--db", help="hub database (overrides the config's)")
+    counts.add_argument("--tz", help="the store's time zone, e.g. Europe/Paris (default: config, env FOOTFALL_TZ, UTC)")
+    counts.add_argument("--dry-run", action="store_true", help="fit and report, store nothing")
+    counts.add_argument("--json", action="store_true", help="print the report as JSON")
+    counts.add_argument("--show", action="store_true", help="print the calibration in force")
+    counts.add_argument("--undo", action="store_true", help="remove the latest calibration (the previous one applies)")
+    counts.add_argument("--clear", action="store_true", help="remove every calibration (back to the defaults)")
+    counts.set_defaults(func=cmd_calibrate_counts)
 
 
 def _load_config(args: argparse.Namespace) -> Any:
@@ -241,6 +264,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         publisher.flush(5.0)
         publisher.close()
     return 0
+
+
+def cmd_calibrate_counts(args: argparse.Namespace) -> int:
+    # Hub code, imported here: a sensor installs without the hub's extras.
+    try:
+        from footfall.hub.calibrate import main
+    except ImportError as exc:
+        print(
+            f"footfall calibrate counts: needs the hub (pip install 'footfall[hub]'; run it on the hub): {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return main(args)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
