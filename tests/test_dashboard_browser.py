@@ -75,6 +75,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     thread.join(10)
 
 
+def no_horizontal_overflow(page, width: int) -> None:
+    """The document is no wider than the viewport and nothing in a card is cut off (the page
+    was once 508 px wide on a phone, with its tables cut off)."""
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, document.body.scrollWidth]")
+    assert max(widths) <= width, f"page is {max(widths)} px wide on a {width} px screen"
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll('.topbar, .kpi, .card, table, svg')]
+            .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5
+                || (!(e instanceof SVGElement) && e.scrollWidth > e.clientWidth + 1))
+            .map((e) => e.id || e.getAttribute('class') || e.tagName)"""
+    )
+    assert cut == [], f"wider than the screen or cut off: {cut}"
+
+
 def _digits_pattern(n: int) -> str:
     """``n`` as the page may print it, with any thousands separator."""
     return "^" + r"\D?".join(str(n)) + "$"
@@ -118,6 +132,12 @@ def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -
 
             assert now["source"] == "presence" and now["now_in_store"] > 0
             assert number("#now-in-store") == now["now_in_store"]
+            # No estimates in this store: the page shows heard counts and says they are not estimates.
+            assert footfall["totals"]["estimated"] is False
+            assert "not estimated yet" in page.inner_text("#now-in-store-range")
+            assert "not estimated yet" in page.inner_text("#range-visitors-range")
+            assert page.inner_text("#range-visitors-unit").strip() == "heard"
+            assert "–" not in page.inner_text("#range-visitors-range")
 
             assert number("#today-visitors") == compare["today"]["visitors"]
             assert number("#range-visitors") == footfall["totals"]["visitors"]
@@ -163,6 +183,16 @@ def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -
             if os.environ.get("FOOTFALL_SCREENSHOT"):
                 shutil.copy(shot, os.environ["FOOTFALL_SCREENSHOT"])
             assert failed == []
+
+            # A 390 px phone: no horizontal scrolling, the tables stacked, nothing cut off.
+            page.set_viewport_size({"width": 390, "height": 844})
+            expect(page.locator("#chart-footfall svg")).to_have_attribute("viewBox", re.compile(r"^0 0 (2|3)\d\d "))
+            no_horizontal_overflow(page, 390)
+            assert page.locator("#clusters tr").count() == clusters["k"]
+            page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+            if os.environ.get("FOOTFALL_SCREENSHOT_DIR"):
+                shutil.copy(tmp_path / "phone.png", Path(os.environ["FOOTFALL_SCREENSHOT_DIR"]) / "seeded-phone.png")
+                shutil.copy(shot, Path(os.environ["FOOTFALL_SCREENSHOT_DIR"]) / "seeded-desktop.png")
 
             page.click("#logout")
             page.wait_for_url(base + "/login")

@@ -1,6 +1,7 @@
 "use strict";
 // Tiny hand-written SVG charts: bars (grouped or stacked) with an optional line on a second
-// axis, a donut, and sparklines. No dependencies, nothing fetched from the internet.
+// axis, a line over time with gaps (occupancy), a donut, and sparklines. No dependencies,
+// nothing fetched from the internet.
 (function () {
   const NS = "http://www.w3.org/2000/svg";
 
@@ -26,8 +27,10 @@
     return String(Math.round(n));
   }
 
-  // opts: {labels, series: [{name, values, cls}], stacked, line: {values, cls, max, fmt}, height, labelEvery}
+  // opts: {labels, series: [{name, values, cls, classes?, titles?}], stacked, line: {values, cls, max, fmt},
+  // height, labelEvery, fmt}. classes[i] adds a class to one bar, titles[i] replaces its tooltip.
   function bars(container, opts) {
+    const vfmt = opts.fmt || ((v) => v.toLocaleString());
     const width = Math.max(container.clientWidth || 600, 280);
     const height = opts.height || 220;
     const pad = {l: 44, r: opts.line ? 44 : 12, t: 10, b: 26};
@@ -57,8 +60,9 @@
         const bh = (h * v) / max;
         const x = pad.l + slot * i + slot * 0.1 + (opts.stacked ? 0 : j * bw);
         const y = pad.t + h - bh - (opts.stacked ? (h * base) / max : 0);
-        const r = el("rect", {x, y, width: opts.stacked ? slot * 0.8 : bw, height: Math.max(0, bh), class: s.cls}, svg);
-        el("title", {}, r).textContent = `${opts.labels[i]} · ${s.name}: ${v.toLocaleString()}`;
+        const cls = s.cls + (s.classes && s.classes[i] ? " " + s.classes[i] : "");
+        const r = el("rect", {x, y, width: opts.stacked ? slot * 0.8 : bw, height: Math.max(0, bh), class: cls}, svg);
+        el("title", {}, r).textContent = (s.titles && s.titles[i]) || `${opts.labels[i]} · ${s.name}: ${vfmt(v)}`;
         base += v;
       });
       if (i % every === 0) {
@@ -80,9 +84,70 @@
       if (d) el("path", {d, class: opts.line.cls + " line"}, svg);
       for (let k = 0; k <= 4; k++) {
         const y = pad.t + h - (h * k) / 4;
-        el("text", {x: pad.l + w + 6, y: y + 4, class: "axis"}, svg).textContent = opts.line.fmt((lmax * k) / 4);
+        el("text", {x: pad.l + w + 6, y: y + 4, class: "axis"}, svg).textContent = (opts.line.axisFmt || opts.line.fmt)((lmax * k) / 4);
       }
     }
+    container.replaceChildren(svg);
+  }
+
+  // A line over time with gaps: null values are windows without data, drawn as a shaded band.
+  // opts: {values: [number|null], labels: [tooltip label], ticks: [{i, text}], height, cls,
+  // fmt (value -> text), pendingTitle}
+  function line(container, opts) {
+    const width = Math.max(container.clientWidth || 600, 240);
+    const height = opts.height || 200;
+    const pad = {l: 36, r: 12, t: 10, b: 26};
+    const w = width - pad.l - pad.r;
+    const h = height - pad.t - pad.b;
+    const vals = opts.values;
+    const n = vals.length;
+    const fmtv = opts.fmt || ((v) => String(Math.round(v)));
+    const svg = el("svg", {viewBox: `0 0 ${width} ${height}`, width: "100%", height, class: "svg-chart line-chart"});
+    const max = niceMax(Math.max(0, ...vals.filter((v) => v != null)));
+    for (let k = 0; k <= 4; k++) {
+      const y = pad.t + h - (h * k) / 4;
+      el("line", {x1: pad.l, x2: pad.l + w, y1: y, y2: y, class: "grid"}, svg);
+      el("text", {x: pad.l - 6, y: y + 4, class: "axis", "text-anchor": "end"}, svg).textContent = fmt((max * k) / 4);
+    }
+    const step = w / Math.max(n, 1);
+    const x = (i) => pad.l + step * (i + 0.5);
+    const y = (v) => pad.t + h - (h * v) / max;
+    // Runs of values and of gaps.
+    let i = 0;
+    let points = 0;
+    while (i < n) {
+      let j = i;
+      if (vals[i] == null) {
+        while (j + 1 < n && vals[j + 1] == null) j++;
+        const band = el("rect", {x: pad.l + step * i, y: pad.t, width: step * (j - i + 1), height: h, class: "pending"}, svg);
+        el("title", {}, band).textContent = `${opts.labels[i]}–${opts.labels[j]}: ${opts.pendingTitle || "no data"}`;
+      } else {
+        while (j + 1 < n && vals[j + 1] != null) j++;
+        let d = "";
+        for (let k = i; k <= j; k++) d += (k === i ? "M" : " L") + x(k).toFixed(1) + " " + y(vals[k]).toFixed(1);
+        const base = (pad.t + h).toFixed(1);
+        el("path", {d: `${d} L${x(j).toFixed(1)} ${base} L${x(i).toFixed(1)} ${base} Z`, class: opts.cls + " area"}, svg);
+        el("path", {d, class: opts.cls + " line"}, svg);
+        for (let k = i; k <= j; k++) {
+          const dot = el("circle", {cx: x(k), cy: y(vals[k]), r: n > 300 ? 1 : 1.8, class: opts.cls + " point"}, svg);
+          el("title", {}, dot).textContent = `${opts.labels[k]} · ${fmtv(vals[k])}`;
+          points++;
+        }
+      }
+      i = j + 1;
+    }
+    // Tick labels, thinned so they never overlap.
+    const ticks = opts.ticks || [];
+    const minGap = 40;
+    let last = -Infinity;
+    for (const t of ticks) {
+      const tx = x(t.i);
+      if (tx - last < minGap) continue;
+      el("line", {x1: tx, x2: tx, y1: pad.t + h, y2: pad.t + h + 4, class: "grid"}, svg);
+      el("text", {x: tx, y: height - 8, class: "axis", "text-anchor": "middle"}, svg).textContent = t.text;
+      last = tx;
+    }
+    svg.dataset.points = String(points);
     container.replaceChildren(svg);
   }
 
@@ -101,7 +166,7 @@
         "stroke-dasharray": `${len} ${c - len}`, "stroke-dashoffset": -offset,
         transform: `rotate(-90 ${size / 2} ${size / 2})`,
       }, svg);
-      el("title", {}, arc).textContent = `${p.name}: ${p.value.toLocaleString()}`;
+      el("title", {}, arc).textContent = `${p.name}: ${Math.round(p.value).toLocaleString()}`;
       offset += len;
     }
     el("text", {x: size / 2, y: size / 2 + 7, "text-anchor": "middle", class: "donut-text"}, svg).textContent = centerText;
@@ -125,5 +190,5 @@
     container.replaceChildren(svg);
   }
 
-  window.FootfallCharts = {bars, donut, spark};
+  window.FootfallCharts = {bars, line, donut, spark};
 })();
