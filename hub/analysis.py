@@ -26,11 +26,15 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from footfall.hub import linkmodel
-from footfall.hub.derandomize import Linker, LinkSettings, SweepDecision
+from footfall.hub.derandomize import Linker, LinkSettings, LinkStats, SweepDecision
 from footfall.hub.estimate import LONG_STAY_S, ScanRecord, Session, SiteModel, fit_site_model, split_sessions
 from footfall.hub.sweeps import scans_of
 
 SESSION_GAP_S = 600.0  # the agents' visit gap: a phone silent longer has left
+# A phone with a fixed address heard again within half an hour is the same visit: an idle phone
+# can be silent for over ten minutes, and coming back that soon is rare (identity is certain,
+# so a short silence says little).
+IDENTIFIED_GAP_S = 1800.0
 MIN_IDENTIFIED = 10  # identified stays before the site's measured link model is used
 
 
@@ -57,9 +61,9 @@ def sessions_from(
         span = max(float(v["last_seen"]) for v in vs) - min(float(v["first_seen"]) for v in vs)
         if span >= LONG_STAY_S:
             # Present for hours (staff, equipment): one stay, however often it fell silent.
-            out.append(Session(device, scans, identified=True))
+            out.append(Session(device, scans, identified=True, long_presence=True))
         else:
-            out += split_sessions(device, scans, gap_s, identified=True)
+            out += split_sessions(device, scans, max(gap_s, IDENTIFIED_GAP_S), identified=True)
     out.sort(key=lambda s: s.first)
     return out
 
@@ -103,6 +107,7 @@ class Analysis:
     model: SiteModel
     link_model: linkmodel.LinkModel | None
     decisions: list[SweepDecision] = field(default_factory=list)
+    stats: LinkStats | None = None
 
 
 def fit_models(
@@ -153,7 +158,7 @@ def analyse(
         linker.restore(*warm)
     keys = linker.feed(vs)
     decisions = linker.decisions or []
-    return Analysis(keys, sessions_from(decisions, vs), model, link_model, decisions)
+    return Analysis(keys, sessions_from(decisions, vs), model, link_model, decisions, linker.stats)
 
 
 def day_bounds(day: str, tz: tzinfo) -> tuple[float, float]:

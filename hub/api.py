@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -41,7 +41,9 @@ from footfall.hub.api_models import (
     Method,
     Now,
     Occupancy,
+    Reject,
     Rejects,
+    Sensor,
     Sensors,
 )
 
@@ -149,11 +151,17 @@ def _parse_day(value: str | None, name: str, default: date) -> date:
         raise HTTPException(400, f"{name} must be a date as YYYY-MM-DD, got {value!r}") from None
 
 
-def _csv_response(rows: list[dict[str, Any]], name: str) -> Response:
+def _csv_response(rows: list[dict[str, Any]], name: str, fields: Sequence[str] = ()) -> Response:
+    """``rows`` as a CSV attachment. The header is every key of the rows in the order they first
+    appear (rows of different kinds, e.g. a period's total below its daily rows, share the one
+    header; a row leaves the other kinds' columns empty), then any of ``fields`` no row has:
+    ``fields`` is the header of an export with no rows, so an empty export is a header line,
+    never 0 bytes. Nested values (dicts, lists) are left out."""
+    nested = {k for r in rows for k, v in r.items() if isinstance(v, (dict, list))}
+    header = [k for k in dict.fromkeys([*(k for r in rows for k in r), *fields]) if k not in nested]
     out = io.StringIO()
-    if rows:
-        fields = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
-        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer = csv.DictWriter(out, fieldnames=header, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return Response(
@@ -174,6 +182,98 @@ def _format(fmt: str) -> str:
     if fmt not in ("json", "csv"):
         raise HTTPException(400, f"format must be json or csv, got {fmt!r}")
     return fmt
+
+
+# ---------------------------------------------------------------- CSV exports
+# Each export keeps the columns and rows it always had, in the same order, and adds its headline
+# figures after them: a ``row`` column names each row's kind (a detail row's kind is the name of
+# its key column: "period", "day", "bucket", "histogram", "zone", "hour"), and the headline rows
+# come last ("total", "store", "today", ...; a text key column names them too). Each figure has
+# ``_low`` and ``_high`` (its 90 % range, empty where not estimated) and ``_heard`` (what the
+# sensors heard) beside ``estimated``, as in the JSON.
+_RANGE = ("", "_low", "_high", "_heard")
+_TRAFFIC = ("visitors", "passersby", "capture_rate", "mean_dwell_s")
+
+
+def _figure_cells(src: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {name + suffix: src.get(name + suffix) for name in names for suffix in _RANGE}
+
+
+def _local_time(unix: float | None, tz: str) -> str | None:
+    return None if unix is None else datetime.fromtimestamp(unix, metrics._tz(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def _columns(model: type[Any], *drop: str) -> list[str]:
+    """A report's CSV header when it has no rows: its model's fields."""
+    return [name for name in model.model_fields if name not in drop]
+
+
+def footfall_csv(out: dict[str, Any], tz: str) -> list[dict[str, Any]]:
+    """Each period, then the whole range's totals (unique visitors and median dwell are not sums)."""
+    t = out["totals"]
+    total = {"period": "total", **t, "row": "total", "as_of_time": _local_time(t.get("as_of"), tz)}
+    return [{**p, "row": "period"} for p in out["series"]] + [total]
+
+
+def engagement_csv(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """Buckets, the histogram, then the period's visits and median and mean dwell."""
+    rows = [{**b, "row": "bucket"} for b in out["buckets"]]
+    rows += [{"bucket": "", **h, "row": "histogram"} for h in out["histogram"]]
+    total = {"bucket": "total", "visits": out["visits"], "row": "total"}
+    rows.append(total | _figure_cells(out, "median_dwell_s", "mean_dwell_s") | {"estimated": out["estimated"]})
+    return rows
+
+
+def loyalty_csv(out: dict[str, Any], days: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each day with its return rate (estimated where the day is, else the heard share), then the
+    period's total: its return rate pools the days' followed phones, it is not a mean of days."""
+    rows = []
+    for p in out["series"]:
+        f = days.get(p["day"]) or {}
+        if f.get("return_rate") is not None:
+            cells, estimated = _figure_cells(f, "return_rate"), True
+        else:
+            seen = p["new"] + p["returning"]
+            rate = round(p["returning"] / seen, 4) if seen else None
+            cells, estimated = _figure_cells({"return_rate": rate}, "return_rate"), False
+        rows.append({**p, "row": "day", **cells, "estimated": estimated})
+    total = {"day": "total", "row": "total", **_figure_cells(out, "return_rate"), "estimated": out["estimated"]}
+    for name in ("unique_visitors", "new_visitors", "returning_visitors", "visitor_days"):
+        total[name] = out[name]
+    total["median_days_since_last_visit"] = out["median_days_since_last_visit"]
+    return rows + [total]
+
+
+def now_csv(out: dict[str, Any], heard: float, tz: str) -> list[dict[str, Any]]:
+    """Each zone's live count, then the store: people now with its range and what was heard."""
+    as_of = out["as_of_estimate"] if out["as_of_estimate"] is not None else out["as_of"]
+    store_row = {"zone": "store", "inside": out["now_in_store"], "devices": None, "age_s": None, "row": "store"}
+    store_row |= {
+        "now_in_store": out["now_in_store"],
+        "now_in_store_low": out["now_in_store_low"],
+        "now_in_store_high": out["now_in_store_high"],
+        "now_in_store_heard": heard,
+        "estimated": out["source"] == "occupancy",
+        "source": out["source"],
+        "as_of": out["as_of"],
+        "as_of_estimate": out["as_of_estimate"],
+        "as_of_time": _local_time(as_of, tz),
+    }
+    return [{**z, "row": "zone"} for z in out["zones"]] + [store_row]
+
+
+def compare_csv(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """Visitors per hour on both days, then today, the same weekday last week at the same time and
+    last week's whole day, each figure with its range; today's row has the changes."""
+    rows = [{**h, "row": "hour"} for h in out["hourly"]]
+    for block in ("today", "last_week_same_time", "last_week_full_day"):
+        b = out[block]
+        row = {"hour": None, "today": None, "last_week": None, "row": block, "date": b["date"]}
+        row |= _figure_cells(b, *_TRAFFIC) | {"estimated": b["estimated"]}
+        if block == "today":
+            row |= {f"change_{k}": v for k, v in out["change"].items()} | {"local_time": out["local_time"]}
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- the app
@@ -339,6 +439,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             presence_max_age_s=settings.presence_max_age_s,
             include_excluded=include_excluded,
         )
+        heard = out["now_in_store"]
         est = figures.now_people(conn, clock, metrics._tz(settings.tz))
         out["now_in_store_low"] = out["now_in_store_high"] = out["as_of_estimate"] = None
         if est is not None and est["age_s"] <= settings.now_max_age_s:
@@ -347,7 +448,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             out["as_of_estimate"] = est["as_of"]
             out["source"] = "occupancy"
         if _format(format) == "csv":
-            return _csv_response(out["zones"] or [{"zone": "store", "inside": out["now_in_store"]}], "now")
+            return _csv_response(now_csv(out, heard, settings.tz), "now")
         return _json(out)
 
     @app.get("/api/footfall", response_model=Footfall, tags=["metrics"], dependencies=authed)
@@ -372,7 +473,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         )
         out = figures.annotate_footfall(conn, out, s, e)
         if _format(format) == "csv":
-            return _csv_response(out["series"], f"footfall-{s}-{e}-{granularity}")
+            return _csv_response(footfall_csv(out, settings.tz), f"footfall-{s}-{e}-{granularity}")
         return _json(out)
 
     @app.get("/api/engagement", response_model=Engagement, tags=["metrics"], dependencies=authed)
@@ -389,7 +490,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         out = metrics.engagement(conn, s, e, zone=zone or None, include_excluded=include_excluded)
         out = figures.annotate_engagement(conn, out, s, e)
         if _format(format) == "csv":
-            return _csv_response(out["buckets"] + [{"bucket": "", **h} for h in out["histogram"]], f"dwell-{s}-{e}")
+            return _csv_response(engagement_csv(out), f"dwell-{s}-{e}")
         return _json(out)
 
     @app.get("/api/loyalty", response_model=Loyalty, tags=["metrics"], dependencies=authed)
@@ -405,7 +506,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         out = metrics.loyalty(conn, s, e, include_excluded=include_excluded)
         out = figures.annotate_loyalty(conn, out, s, e)
         if _format(format) == "csv":
-            return _csv_response(out["series"], f"loyalty-{s}-{e}")
+            return _csv_response(loyalty_csv(out, figures.day_rows(conn, s, e)), f"loyalty-{s}-{e}")
         return _json(out)
 
     @app.get("/api/compare", response_model=Compare, tags=["metrics"], dependencies=authed)
@@ -415,7 +516,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         out = metrics.compare(conn, now=clock, tz=settings.tz, include_excluded=include_excluded)
         out = figures.annotate_compare(conn, out, metrics.local_hour(clock, settings.tz))
         if _format(format) == "csv":
-            return _csv_response(out["hourly"], f"compare-{out['today']['date']}")
+            return _csv_response(compare_csv(out), f"compare-{out['today']['date']}")
         return _json(out)
 
     @app.get("/api/occupancy", response_model=Occupancy, tags=["metrics"], dependencies=authed)
@@ -444,7 +545,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             "series": rows,
         }
         if _format(format) == "csv":
-            return _csv_response(rows, f"occupancy-{s}-{e}")
+            return _csv_response(rows, f"occupancy-{s}-{e}", ("start", "people", "time"))
         return _json(out)
 
     @app.get("/api/method", response_model=Method, tags=["metrics"], dependencies=authed)
@@ -452,14 +553,21 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         """How each figure is estimated, and what each day's model was fitted on."""
         s, e = period(start, end, longest=settings.max_days)
         days = {d: f.get("model", {}) for d, f in figures.day_rows(conn, s, e).items()}
-        return _json({"explain": figures.EXPLAIN, "days": days})
+        cal = figures.latest_calibration(conn)
+        calibration = {
+            "visitors": cal.visitors,
+            "passersby": cal.passersby,
+            "source": cal.source or "none: the documented defaults apply",
+            "fit": cal.fit,
+        }
+        return _json({"explain": figures.EXPLAIN, "days": days, "calibration": calibration})
 
     @app.get("/api/sensors", response_model=Sensors, tags=["health"], dependencies=authed)
     def sensors(conn: Conn, format: str = fmt_q) -> Any:
         """Sensor health: online, offline or stale, with rates and backlog."""
         out = metrics.sensor_health(conn, now=settings.clock(), stale_after_s=settings.stale_after_s)
         if _format(format) == "csv":
-            return _csv_response(out["sensors"], "sensors")
+            return _csv_response(out["sensors"], "sensors", _columns(Sensor, "health"))
         return _json(out)
 
     @app.get("/api/rejects", response_model=Rejects, tags=["health"], dependencies=authed)
@@ -467,7 +575,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         """Messages ingest rejected, by reason."""
         out = metrics.rejects(conn)
         if _format(format) == "csv":
-            return _csv_response(out["reasons"], "rejects")
+            return _csv_response(out["reasons"], "rejects", _columns(Reject))
         return _json(out)
 
     app.include_router(api_segments.router(pool, _format, _csv_response, _json), dependencies=authed)

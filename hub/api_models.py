@@ -315,3 +315,4 @@ class Occupancy(BaseModel):
 class Method(BaseModel):
     explain: dict[str, str]
     days: dict[str, dict[str, Any]] = Field(description="per estimated day: what its model was fitted on")
+    calibration: dict[str, Any] = Field(description="the site's calibration against a real count, if any")

@@ -162,11 +162,56 @@ def _link(args: argparse.Namespace) -> int:
 
 
 def add_link(hub_sub: argparse._SubParsersAction) -> None:
-    p = hub_sub.add_parser("link", help="link randomized MACs into devices and rebuild recent store visits")
+    p = hub_sub.add_parser(
+        "link", help="link randomized MACs into devices, rebuild store visits and estimate people (whole days)"
+    )
     _config_args(p)
-    p.add_argument("--hours", type=float, default=6.0, help="window to relink (default 6 h)")
-    p.add_argument("--all", action="store_true", help="relink every stored visit")
+    p.add_argument("--hours", type=float, default=6.0, help="the days touched by the last N hours (default 6)")
+    p.add_argument("--all", action="store_true", help="every day with stored visits")
     p.set_defaults(func=_link)
+
+
+def _occupancy(args: argparse.Namespace) -> int:
+    """People present per window (estimated), as CSV: window start (local), UNIX seconds, people."""
+    import csv
+    from datetime import date, datetime, timedelta
+    from datetime import time as dt_time
+
+    from footfall.hub import figures, store
+
+    cfg = _load_config(args)
+    tz = cfg.tz
+    try:
+        start = date.fromisoformat(args.start)
+        end = date.fromisoformat(args.end) if args.end else start
+    except ValueError as exc:
+        print(f"footfall hub occupancy: dates must be YYYY-MM-DD ({exc})", file=sys.stderr)
+        return 2
+    if end < start:
+        print(f"footfall hub occupancy: --end {end} is before --start {start}", file=sys.stderr)
+        return 2
+    if args.window < 60 or args.window % 60:
+        print("footfall hub occupancy: --window must be a multiple of 60 seconds", file=sys.stderr)
+        return 2
+    conn = store.connect(cfg.db, readonly=True)
+    lo = datetime.combine(start, dt_time(), tz).timestamp()
+    hi = datetime.combine(end + timedelta(days=1), dt_time(), tz).timestamp()
+    rows = figures.occupancy(conn, lo, hi, args.window)
+    out = csv.writer(sys.stdout)
+    out.writerow(["start_local", "start_unix", "people"])
+    for r in rows:
+        local = datetime.fromtimestamp(r["start"], tz).strftime("%Y-%m-%d %H:%M")
+        out.writerow([local, r["start"], "" if r["people"] is None else r["people"]])
+    return 0
+
+
+def add_occupancy(hub_sub: argparse._SubParsersAction) -> None:
+    p = hub_sub.add_parser("occupancy", help="people present per window (estimated), as CSV")
+    _config_args(p)
+    p.add_argument("--start", required=True, help="first local day, YYYY-MM-DD")
+    p.add_argument("--end", help="last local day, inclusive (default: --start)")
+    p.add_argument("--window", type=int, default=600, help="window length in seconds (default 600)")
+    p.set_defaults(func=_occupancy)
 
 
 def _segment_add(args: argparse.Namespace) -> int:
@@ -250,6 +295,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_retention,
     add_remerge,
     add_link,
+    add_occupancy,
     add_segments,
 ]
 

@@ -197,6 +197,7 @@ class Linker:
         self._expiry: list[tuple[float, str]] = []
         self._open: list[_Pending] = []
         self._births: dict[str, _Births] = {}
+        self._inside_share = 0.5  # running share of sweeps heard inside (for the location term)
         self._out: dict[str, str] = {}
         self.now = float("-inf")
         self._next_forget = float("-inf")
@@ -357,6 +358,12 @@ class Linker:
             c = -math.log(m.gap_density(dt) * stay / max(silent, 1e-12))
         else:
             c = math.log1p(dt / s.gap_tau_s) + math.log(s.gap_tau_s) - math.log(max(stay, 1e-12))
+        if self.inside is not None:
+            # Where the sweep was heard from (inside or out) against where the track is: a phone
+            # in the shop rarely sounds like the street from one scan to the next.
+            pi = min(max(self._inside_share, 0.05), 0.95)
+            agree = tr.inside * p_in / pi + (1.0 - tr.inside) * (1.0 - p_in) / (1.0 - pi)
+            c -= math.log(max(agree, 1e-6))
         d = rssi_difference(tr.rssi, sw.rssi)
         if d is None:
             c += 0.5 * math.log(s.rssi_span_db)
@@ -378,7 +385,9 @@ class Linker:
                 c -= s.ssid_bonus
             else:
                 c += s.ssid_mismatch
-        return c + (s.bias if self.model is None else s.measured_bias), seq, ssid
+        # The measured model's correction is for phones inside (it stops visits splitting); a
+        # track on the pavement gets none: passers-by must not be joined into one another.
+        return c + (s.bias if self.model is None else s.measured_bias * tr.inside), seq, ssid
 
     def _candidates(self, sw: Sweep) -> list[_Track]:
         s = self.s
@@ -406,6 +415,7 @@ class Linker:
         st = self.stats
         p_in = self._inside_of(sw)
         lam = self._birth_rate(sw.fp, p_in, sw.first)
+        self._inside_share += 0.01 * (p_in - self._inside_share)
         best: tuple[float, _Track, bool, bool] | None = None
         second = float("inf")
         odds = 0.0  # sum over tracks of P(continues that track) / P(new device)

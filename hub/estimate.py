@@ -13,11 +13,10 @@ prior being the share of sessions that are visits (EM over the site's sessions).
 probabilities instead of drawing a line keeps the count unbiased where single sessions are
 ambiguous (a short look-in and a passer-by reading alike).
 
-**Visitors** = sum over sessions of ``p_visit / p_heard`` / ``probing_share``, times the
-tracker's correction and the site calibration: ``p_heard`` = 1 - exp(-scan_rate * dwell) is
-the chance a phone inside for that long scans at all (a short look-in with an idle phone is
-often not heard: Horvitz-Thompson weights, capped), ``probing_share`` the share of people
-whose phone probes at all.
+**Visitors** = sum over sessions of ``p_visit``, over the site's heard share (visits whose
+phone scans at all while there, measured on identified phones) and ``probing_share`` (people
+whose phone probes at all), times the tracker's correction at the site's crowding
+(``SiteModel.visitor_factor``) and the site calibration.
 
 **Passers-by** = scans heard by the street-facing sensor in sessions that were not visits,
 over the scans one passer-by's phone makes while in its range (``scan_rate * passby_exposure_s``),
@@ -58,16 +57,30 @@ class Defaults:
     replaces them (``footfall calibrate counts``)."""
 
     probing_share: float = 0.9  # people whose phone probes (simulator: 10 % Wi-Fi off; no published figure found)
-    passby_exposure_s: float = 23.0  # scans of a passer-by = scan_rate x this
-    passby_max_s: float = 90.0  # a session longer than this is not someone walking past
-    visitor_factor: float = 1.10  # the tracker's and the classifier's visits per visitor, inverted
-    dwell_factor: float = 0.97  # median dwell
-    mean_dwell_factor: float = 0.72  # merged stays make the tail of long dwells too long
+    passby_exposure_s: float = 27.0  # scans of a passer-by = scan_rate x this
+    passby_max_s: float = 90.0  # a session longer than this does not look like a walk past
+    # Scans of stays up to this long that are not visits count as passers-by: the tracker joins
+    # some passers-by of one phone model into a longer stay (with a 90 s limit the estimate then
+    # fell with the share of randomizing phones); longer still is a neighbour's device.
+    passby_scans_max_s: float = 900.0
+    session_gap_s: float = 600.0  # a device silent this long has left (the agents' visit gap)
+    # The tracker's and the classifier's visits per visitor, inverted, at ``crowding_ref`` phones
+    # present: the more phones of one model are in the shop at once, the more often the tracker
+    # joins two into one, so the factor grows as crowding ** exp (SiteModel.crowding). Least
+    # squares of log(truth / estimate) on log crowding over the tuning days: the spread of
+    # log(truth / estimate) between days is 0.15 with it, 0.23 without (held out: 0.15, 0.18).
+    visitor_factor: float = 1.15
+    crowding_ref: float = 10.0
+    crowding_range: tuple[float, float] = (5.0, 20.0)  # the tuning days' range: no extrapolation
+    visitor_crowding_exp: float = 0.58
+    passersby_crowding_exp: float = 0.0  # measured: no relation on the tuning days
+    dwell_factor: float = 0.81  # median dwell
+    mean_dwell_factor: float = 0.80  # mean dwell: merged stays lengthen the tail more than the middle
     scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
     # Relative standard deviation of the model part of the error (between days, on the tuning seeds).
-    visitors_sd: float = 0.20
-    passersby_sd: float = 0.24
-    dwell_sd: float = 0.18
+    visitors_sd: float = 0.15
+    passersby_sd: float = 0.23
+    dwell_sd: float = 0.22
     mean_dwell_sd: float = 0.12
 
 
@@ -91,10 +104,30 @@ class SiteModel:
     identified: int = 0  # identified stays the scan rate was measured on
     session_prior: float = 0.3
     shape_llr: dict[str, float] = field(default_factory=dict)  # see session_classes
+    heard_share: float = 1.0  # share of visits whose phone scans at all while there (see fit_site_model)
     front_sensor: str | None = None
     sweeps_per_visitor: float = 0.0  # for the tracker's new-device rate; 0 = its default
+    crowding: float = 0.0  # phones present per open minute, from scans (0: not measured)
+    identified_share: float = 0.0  # share of the scans heard while open from fixed-address phones
     fitted_on: str = ""
     calibration: Calibration = field(default_factory=Calibration)
+
+    def crowding_factor(self, exp: float, defaults: Defaults = DEFAULTS) -> float:
+        if self.crowding <= 0 or not exp:
+            return 1.0
+        lo, hi = defaults.crowding_range
+        return (min(max(self.crowding, lo), hi) / defaults.crowding_ref) ** exp
+
+    def visitor_factor(self, defaults: Defaults = DEFAULTS) -> float:
+        """Visitors per visit probability summed: the tracker's correction at this site's
+        crowding, its heard share, the probing share and the site calibration."""
+        return (
+            defaults.visitor_factor
+            * self.crowding_factor(defaults.visitor_crowding_exp, defaults)
+            / self.heard_share
+            / defaults.probing_share
+            * self.calibration.visitors
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -110,8 +143,11 @@ class SiteModel:
             identified=int(d.get("identified", 0)),
             session_prior=float(d.get("session_prior", 0.3)),
             shape_llr={k: float(v) for k, v in (d.get("shape_llr") or {}).items()},
+            heard_share=float(d.get("heard_share", 1.0)),
             front_sensor=d.get("front_sensor"),
             sweeps_per_visitor=float(d.get("sweeps_per_visitor", 0.0)),
+            crowding=float(d.get("crowding", 0.0)),
+            identified_share=float(d.get("identified_share", 0.0)),
             fitted_on=str(d.get("fitted_on", "")),
             calibration=Calibration(**{k: cal[k] for k in ("visitors", "passersby", "source", "fit") if k in cal}),
         )
@@ -132,6 +168,7 @@ class Session:
     identified: bool = False  # a globally administered MAC: its identity is certain
     llr: float = 0.0
     p_visit: float = 0.0
+    long_presence: bool = False  # its visits span LONG_STAY_S, whatever scans they list
 
     @property
     def first(self) -> float:
@@ -143,7 +180,7 @@ class Session:
 
     @property
     def staff(self) -> bool:
-        return self.last - self.first >= LONG_STAY_S
+        return self.long_presence or self.last - self.first >= LONG_STAY_S
 
 
 def split_sessions(key: str, scans: Iterable[ScanRecord], gap_s: float, identified: bool = False) -> list[Session]:
@@ -243,12 +280,15 @@ def fit_site_model(
     rate_n = 0
     rate_span = 0.0
     identified = 0
+    identified_lengths: list[float] = []
     for s in sessions:
         if s.staff:
             continue
         length = s.last - s.first
         if is_open(s.first) and ((s.identified and length >= 120) or length >= 600):
             inside_scans += [sc.peak for sc in s.scans if s.first + 60 <= sc.t <= s.last - 60]
+            if s.identified:
+                identified_lengths.append(length)
             if s.identified and length >= 300:
                 identified += 1
                 rate_n += len(s.scans) - 1
@@ -256,9 +296,13 @@ def fit_site_model(
         for sc in s.scans:
             (open_scans if is_open(sc.t) else outside_scans).append(sc.peak)
     inside = inside_mod.fit(inside_scans, outside_scans, open_scans)
+    rate = _shrunk_rate(rate_n, rate_span)
     model = SiteModel(
+        crowding=crowding(sessions, is_open, rate),
+        identified_share=_identified_share(sessions, is_open),
         inside=inside,
-        scan_rate=_shrunk_rate(rate_n, rate_span),
+        scan_rate=rate,
+        heard_share=_heard_share(identified_lengths, rate),
         identified=identified,
         sweeps_per_visitor=sweeps_per_visitor,
         fitted_on=fitted_on,
@@ -275,6 +319,45 @@ def fit_site_model(
                 heard[sensor] += 1.0 - s.p_visit
     model.front_sensor = max(heard, key=lambda k: heard[k]) if heard else None
     return model
+
+
+def crowding(sessions: Sequence[Session], is_open: Callable[[float], bool], scan_rate: float) -> float:
+    """Phones present per open minute, from scans alone (scans heard per minute over one phone's
+    scans per minute; staff and equipment left out), over the minutes anything was heard. It
+    does not depend on linking, whose mistakes it is used to correct."""
+    per_minute: dict[int, int] = defaultdict(int)
+    for s in sessions:
+        if s.staff:
+            continue
+        for sc in s.scans:
+            if is_open(sc.t):
+                per_minute[int(sc.t // 60)] += 1
+    if not per_minute:
+        return 0.0
+    return sum(per_minute.values()) / len(per_minute) / (scan_rate * 60.0)
+
+
+def _identified_share(sessions: Sequence[Session], is_open: Callable[[float], bool]) -> float:
+    """Share of the scans heard while open (staff and equipment left out) that come from phones
+    with a fixed address: the only ones the tracker cannot join to another phone."""
+    fixed = total = 0
+    for s in sessions:
+        if s.staff:
+            continue
+        n = sum(1 for sc in s.scans if is_open(sc.t))
+        total += n
+        fixed += n if s.identified else 0
+    return fixed / total if total else 0.0
+
+
+def _heard_share(lengths: Sequence[float], rate: float) -> float:
+    """Share of visits heard at all: visits of identified phones (whose length is not cut by
+    linking) weighted by how likely a visit that long is heard, 1 - exp(-rate x length), then
+    inverted (Horvitz-Thompson over the visits that were heard)."""
+    if not lengths:
+        return 1.0
+    inv = sum(min(1.0 / max(1.0 - math.exp(-rate * (d + 1.0 / rate)), 1e-9), MAX_WEIGHT) for d in lengths)
+    return len(lengths) / inv
 
 
 def _shrunk_rate(n: int, span: float, prior_n: float = 20.0) -> float:
@@ -350,8 +433,15 @@ def estimate(
     model: SiteModel,
     periods: Sequence[tuple[str, float, float]],
     defaults: Defaults = DEFAULTS,
+    *,
+    final_before: float | None = None,
 ) -> dict[str, PeriodEstimate]:
-    """Estimates per period (label, start, end): sessions count in the period they began."""
+    """Estimates per period (label, start, end): sessions count in the period they began.
+
+    With ``final_before``, a session counts only once it is over (silent for ``gap_s`` before
+    that time): a visit in progress can still turn out longer, inside or a walk past, and a
+    figure that counted it early would have to be revised, even downwards. People still in the
+    shop are what occupancy shows."""
     classify(sessions, model, defaults)
     cal = model.calibration
     q = defaults.probing_share
@@ -360,6 +450,8 @@ def estimate(
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
         mine = [s for s in sessions if start <= s.first < end and not s.staff]
+        if final_before is not None:
+            mine = [s for s in mine if s.last <= final_before - defaults.session_gap_s]
         v_sum = v_w2 = v_heard = 0.0
         pb_scans = pb_heard = 0.0
         dwell: list[tuple[float, float]] = []
@@ -370,19 +462,26 @@ def estimate(
             else:
                 pb_heard += 1
             if p > 0:
-                d = dwell_of(s, model, defaults)
-                w = min(1.0 / max(1.0 - math.exp(-rate * d), 1e-9), MAX_WEIGHT)
-                v_sum += p * w
-                v_w2 += p * w * w
+                # Not weighted by its own length: the tracker cuts some visits into pieces, and
+                # a piece's shortness would inflate the count. Visits not heard at all are put
+                # back by the site's heard share, measured on identified phones (fit_site_model).
+                v_sum += p
+                v_w2 += p * p
                 if len(s.scans) >= 2:
-                    dwell.append((d, p * w))
-            if s.last - s.first <= defaults.passby_max_s:
-                # Only sessions as short as a walk past: a visit's fragments are longer.
+                    dwell.append((dwell_of(s, model, defaults), p))
+            if s.last - s.first <= defaults.passby_scans_max_s:
+                # Not the day-long stays of a neighbour's device (see passby_scans_max_s).
                 front = model.front_sensor
                 n = sum(1 for sc in s.scans if front is None or front in sc.peak)
                 pb_scans += (1.0 - p) * n
-        visitors = v_sum / q * defaults.visitor_factor * cal.visitors
-        passersby = pb_scans / max(per_pass, 1e-9) / q * cal.passersby
+        visitors = v_sum * model.visitor_factor(defaults)
+        passersby = (
+            pb_scans
+            / max(per_pass, 1e-9)
+            / q
+            * model.crowding_factor(defaults.passersby_crowding_exp, defaults)
+            * cal.passersby
+        )
         v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, defaults.visitors_sd)
         p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, defaults.passersby_sd)
         vis = _count_figure(visitors, v_rel, v_heard)

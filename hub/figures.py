@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from footfall.hub.estimate import wilson
+from footfall.hub.estimate import Calibration, wilson
 
 EXPLAIN = {
     "visitors": "People who came in, estimated from the phones heard inside, corrected for phones not "
@@ -43,8 +43,38 @@ EXPLAIN = {
 COUNT_FIELDS = ("visitors", "passersby")
 
 
+def latest_calibration(conn: sqlite3.Connection) -> Calibration:
+    """The site's calibration against a real count (the latest), or none (factors 1.0)."""
+    row = conn.execute(
+        "SELECT visitors, passersby, source, fit FROM calibrations ORDER BY created DESC, id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return Calibration()
+    return Calibration(float(row[0]), float(row[1]), row[2], json.loads(row[3]))
+
+
+def calibrated(fig: dict[str, Any], cal: Calibration) -> dict[str, Any]:
+    """A stored figure with the calibration's factors on the estimates (heard counts stay)."""
+    if cal.visitors == 1.0 and cal.passersby == 1.0:
+        return fig
+    out = dict(fig)
+    for name, factor in (("visitors", cal.visitors), ("passersby", cal.passersby)):
+        for suffix in ("", "_low", "_high"):
+            if out.get(name + suffix) is not None:
+                out[name + suffix] = out[name + suffix] * factor
+    v, p = out.get("visitors"), out.get("passersby")
+    if v is not None and p is not None and v + p > 0:
+        out["capture_rate"] = v / (v + p)
+        vl, vh, pl, ph = (out.get(k) for k in ("visitors_low", "visitors_high", "passersby_low", "passersby_high"))
+        if None not in (vl, vh, pl, ph):
+            out["capture_rate_low"] = vl / (vl + ph) if vl + ph else None
+            out["capture_rate_high"] = vh / (vh + pl) if vh + pl else None
+    return out
+
+
 def _load(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[str, int, dict[str, Any], float]]:
-    return [(d, h, json.loads(f), w) for d, h, f, w in conn.execute(sql, args)]
+    cal = latest_calibration(conn)
+    return [(d, h, calibrated(json.loads(f), cal), w) for d, h, f, w in conn.execute(sql, args)]
 
 
 def day_rows(conn: sqlite3.Connection, start: date, end: date) -> dict[str, dict[str, Any]]:
@@ -194,9 +224,13 @@ def occupancy(conn: sqlite3.Connection, start: float, end: float, window_s: int)
     """People present per window of [start, end) (UNIX seconds), from the stored minutes."""
     from footfall.hub.occupancy import windows
 
-    minutes = dict(
-        conn.execute("SELECT minute, people FROM occupancy WHERE minute >= ? AND minute < ?", (int(start), int(end)))
-    )
+    factor = latest_calibration(conn).visitors
+    minutes = {
+        m: p * factor
+        for m, p in conn.execute(
+            "SELECT minute, people FROM occupancy WHERE minute >= ? AND minute < ?", (int(start), int(end))
+        )
+    }
     first = int(start // window_s * window_s)
     # Minutes the job has not estimated stay out: a window without any is None, not 0.
     got = windows(minutes, window_s) if minutes else {}
@@ -210,17 +244,19 @@ def occupancy(conn: sqlite3.Connection, start: float, end: float, window_s: int)
 
 def now_people(conn: sqlite3.Connection, now: float, tz: tzinfo) -> dict[str, Any] | None:
     """People inside at the latest estimated minute (the job runs ``settle_s`` behind)."""
+    # The latest whole minute before now.
     row = conn.execute(
-        "SELECT minute, people FROM occupancy WHERE minute <= ? ORDER BY minute DESC LIMIT 1", (now,)
+        "SELECT minute, people FROM occupancy WHERE minute <= ? ORDER BY minute DESC LIMIT 1", (now - 60,)
     ).fetchone()
     if row is None:
         return None
     minute, people = row
+    people *= latest_calibration(conn).visitors
     day = datetime.fromtimestamp(minute, tz).date().isoformat()
     fig = conn.execute("SELECT figures FROM estimates WHERE day = ? AND hour = -1", (day,)).fetchone()
     rel = 0.15
     if fig is not None:
-        f = json.loads(fig[0])
+        f = calibrated(json.loads(fig[0]), latest_calibration(conn))
         if f.get("visitors"):
             rel = (f["visitors_high"] - f["visitors"]) / f["visitors"]
     return {
@@ -265,7 +301,9 @@ def annotate_footfall(conn: sqlite3.Connection, out: dict[str, Any], start: date
     """metrics.footfall's answer with estimates of people (store-wide; zones stay heard counts)."""
     from footfall.hub.metrics import _period_key
 
-    store_wide = out.get("zone") is None
+    # Estimates are of customers, store-wide: a zone, or staff and equipment counted in, are
+    # heard counts only.
+    store_wide = out.get("zone") is None and not out.get("include_excluded")
     est = period_totals(conn, start, end) if store_wide else None
     totals = traffic(out["totals"], est)
     for suffix in ("", "_low", "_high"):

@@ -18,6 +18,8 @@ continues, see ``warm``):
    (``hub/merge.py``); later ones keep their MAC hash until linked;
 4. **estimates** of people for the day and each hour, with ranges, and people present per
    minute, written to ``estimates`` and ``occupancy``; the summaries of raw counts refreshed.
+   They are stored uncalibrated: a site's calibration against a door count applies when they
+   are read (``hub/figures.py``), to every day at once.
 
 Idempotent: running it twice gives the same rows.
 """
@@ -37,7 +39,7 @@ from footfall.hub import devices, linkmodel
 from footfall.hub.analysis import analyse, day_bounds, fit_models, hours_open, infer_open
 from footfall.hub.config import HubConfig
 from footfall.hub.derandomize import LinkSettings
-from footfall.hub.estimate import Calibration, SiteModel, estimate, wilson
+from footfall.hub.estimate import SiteModel, estimate, wilson
 from footfall.hub.merge import merge_new
 from footfall.hub.occupancy import per_minute
 
@@ -56,6 +58,8 @@ class RelinkResult:
     devices_after: int = 0
     seconds: float = 0.0
     days: list[str] = field(default_factory=list)
+    # The last day's analysis (devices, stays, model), for callers that look further (evaluation).
+    analysis: Any = field(default=None, repr=False, compare=False)
 
 
 class KeyEstimator:
@@ -95,15 +99,6 @@ def is_open_fn(config: HubConfig, visits: list[dict[str, Any]]):
     return hours_open(hours, config.tz) if hours else infer_open(visits, config.tz)
 
 
-def calibration(conn: sqlite3.Connection) -> Calibration:
-    row = conn.execute(
-        "SELECT visitors, passersby, source, fit FROM calibrations ORDER BY created DESC, id DESC LIMIT 1"
-    ).fetchone()
-    if row is None:
-        return Calibration()
-    return Calibration(float(row[0]), float(row[1]), row[2], json.loads(row[3]))
-
-
 def site_model(
     conn: sqlite3.Connection, config: HubConfig, day: str, today_rows: list[dict[str, Any]], now: float
 ) -> tuple[SiteModel, linkmodel.LinkModel | None]:
@@ -114,7 +109,6 @@ def site_model(
     if row is not None and not (row[2] and now - row[3] >= PROVISIONAL_REFIT_S):
         model = SiteModel.from_dict(json.loads(row[0]))
         link = linkmodel.LinkModel.from_dict(json.loads(row[1])) if row[1] else None
-        model.calibration = calibration(conn)
         return model, link
     start, _ = day_bounds(day, config.tz)
     history = _rows(
@@ -136,7 +130,6 @@ def site_model(
             "INSERT OR REPLACE INTO site_models (day, model, link_model, provisional, fitted) VALUES (?, ?, ?, ?, ?)",
             (day, json.dumps(model.to_dict()), json.dumps(link.to_dict()) if link else None, int(provisional), now),
         )
-    model.calibration = calibration(conn)
     return model, link
 
 
@@ -168,6 +161,7 @@ def relink(
         total.devices_before += r.devices_before
         total.devices_after += r.devices_after
         total.days.append(day)
+        total.analysis = r.analysis
     total.seconds = time.monotonic() - t0
     log.info(
         "linked %d sensor visits over %s: %d -> %d store visits, %d -> %d devices in %.1fs",
@@ -210,14 +204,18 @@ def relink_day(
     )
     warm = (warm_rows, {r["id"]: r["device_key"] for r in warm_rows}) if warm_rows else None
     an = analyse(linked, is_open=is_open_fn(config, linked), model=model, link_model=link, settings=settings, warm=warm)
-    result = RelinkResult(sensor_visits=len(rows), days=[day])
+    result = RelinkResult(sensor_visits=len(rows), days=[day], analysis=an)
     conn.execute("BEGIN IMMEDIATE")
     try:
         old = conn.execute(
             "SELECT id, device_key FROM visits WHERE first_seen >= ? AND first_seen < ?", (start, end)
         ).fetchall()
         old_keys = {r[1] for r in old}
-        excluded = devices.excluded_keys(conn)
+        # Staff and background by behaviour, per day (a randomized phone has a new key every
+        # day): hours heard inside is staff, hours heard outside is a neighbour's or the
+        # corridor's device. Both are left out of every figure (hub/estimate.py does the same).
+        behaviour = _long_presence(an, start, stop)
+        excluded = devices.excluded_keys(conn) | set(behaviour)
         conn.execute(
             "UPDATE sensor_visits SET visit_id = NULL WHERE visit_id IN "
             "(SELECT id FROM visits WHERE first_seen >= ? AND first_seen < ?)",
@@ -238,6 +236,10 @@ def relink_day(
             )
         }
         _recount_devices(conn, old_keys | new_keys, excluded)
+        conn.executemany(
+            "UPDATE devices SET excluded = 1, excluded_reason = coalesce(excluded_reason, ?) WHERE device_key = ?",
+            [(reason, key) for key, reason in behaviour.items()],
+        )
         _store_estimates(conn, config, day, start, stop, an, now)
         conn.execute("COMMIT")
     except BaseException:
@@ -256,6 +258,9 @@ def relink_day(
 
 
 def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: float, an, now: float) -> None:
+    """The day's and each hour's estimates (visits count once over, see estimate()), and the
+    people present per minute, replacing the day's rows."""
+    watermark = now - config.settle_s
     periods = [("day", start, stop)]
     tz = config.tz
     t = start
@@ -266,7 +271,7 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         ).timestamp()
         periods.append((str(h), t, min(nxt, stop)))
         t = nxt
-    figures = estimate(an.sessions, an.model, periods)
+    figures = estimate(an.sessions, an.model, periods, final_before=watermark)
     returning = _returning(conn, day, start, stop, an)
     rows = []
     for label, _, _ in periods:
@@ -283,6 +288,17 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         "INSERT OR REPLACE INTO occupancy (minute, people) VALUES (?, ?)",
         [(m, round(p, 3)) for m, p in minutes.items()],
     )
+
+
+def _long_presence(an, start: float, stop: float) -> dict[str, str]:
+    """Device keys heard for hours this day, with why they are left out."""
+    out: dict[str, str] = {}
+    for s in an.sessions:
+        if s.staff and s.first < stop and s.last >= start:
+            hours = (s.last - s.first) / 3600.0
+            inside = sum(an.model.inside.llr(sc.peak) for sc in s.scans) > 0
+            out[s.key] = f"{'staff (inside' if inside else 'background (outside'} for {hours:.1f} h on one day)"
+    return out
 
 
 def _dwell_hist(an, start: float, stop: float) -> list[float]:
@@ -339,7 +355,6 @@ def _model_note(an) -> dict[str, Any]:
         "inside_model": "site histograms" if m.inside.trained else "signal threshold (too little data yet)",
         "front_sensor": m.front_sensor,
         "link_model": an.link_model.source if an.link_model else "default forms",
-        "calibration": m.calibration.source or "none (defaults)",
     }
 
 

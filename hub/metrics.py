@@ -429,10 +429,12 @@ def now_in_store(
     ):
         zones.append({"zone": sensor, "inside": inside, "devices": devices, "age_s": round(max(0.0, now - ts), 1)})
     # Visits longer than 12 h are staff or fixed equipment; the bound keeps this an index range scan.
+    # Visits in progress at ``now``: begun by then (a past ``now`` must not count later visitors)
+    # and heard within the window before it.
     recent = conn.execute(
-        "SELECT count(DISTINCT device_key) FROM visits WHERE first_seen >= ? AND last_seen >= ? AND class = 'visitor'"
-        + _excl_clause(include_excluded, "excluded"),
-        (now - 12 * 3600, now - window_s),
+        "SELECT count(DISTINCT device_key) FROM visits WHERE first_seen >= ? AND first_seen <= ? AND last_seen >= ? "
+        "AND class = 'visitor'" + _excl_clause(include_excluded, "excluded"),
+        (now - 12 * 3600, now, now - window_s),
     ).fetchone()[0]
     if zones:
         value, source = max(z["inside"] for z in zones), "presence"

@@ -16,12 +16,11 @@ dashboard (``hub/link.py``), which serves windows of them (``footfall hub occupa
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from footfall.hub.estimate import DEFAULTS, MAX_WEIGHT, Defaults, Session, SiteModel, classify, dwell_of
+from footfall.hub.estimate import DEFAULTS, Defaults, Session, SiteModel, classify
 
 MINUTE = 60
 
@@ -30,9 +29,7 @@ def visit_weight(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) ->
     """People one stay stands for (0 for staff and stays that are not visits)."""
     if s.staff or s.p_visit <= 0:
         return 0.0
-    d = dwell_of(s, model, defaults)
-    w = min(1.0 / max(1.0 - math.exp(-model.scan_rate * d), 1e-9), MAX_WEIGHT)
-    return s.p_visit * w / defaults.probing_share * defaults.visitor_factor * model.calibration.visitors
+    return s.p_visit * model.visitor_factor(defaults)
 
 
 def inside_interval(s: Session, model: SiteModel) -> tuple[float, float]:

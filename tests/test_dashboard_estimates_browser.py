@@ -13,6 +13,7 @@ the screenshots.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -39,6 +40,11 @@ pytestmark = [
         not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install -y chromium)"
     ),
 ]
+
+
+def js_round(x: float) -> int:
+    """The page rounds with Math.round (halves up); Python's round() rounds halves to even."""
+    return math.floor(x + 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +101,8 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str], tmp
     occ = httpx.get(base + "/api/occupancy", params={"start": DAY, "end": DAY}, headers=headers).json()
     t = ff["totals"]
     # The store this test needs: estimated, provisional (the estimates stop before the clock).
-    assert t["estimated"] and t["visitors"] > t["visitors_heard"] > 0 and t["as_of"] < CLOCK
+    # The estimate may be above or below the heard count (the tracker splits and joins phones).
+    assert t["estimated"] and t["visitors"] > 0 and t["visitors_heard"] > 0 and t["as_of"] < CLOCK
     assert now["source"] == "occupancy" and now["now_in_store"] >= 0.5
     assert sum(p["people"] is not None for p in occ["series"]) > 20
 
@@ -114,15 +121,15 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str], tmp
             page.wait_for_selector("body[data-loaded='1']", timeout=20_000)
 
             # Headline visitors: the estimate in whole people, its 90 % range, the heard count.
-            assert page.inner_text("#range-visitors").replace(",", "") == str(round(t["visitors"]))
+            assert page.inner_text("#range-visitors").replace(",", "") == str(js_round(t["visitors"]))
             assert "people" in page.inner_text("#range-visitors-unit")
             rng = page.inner_text("#range-visitors-range")
-            assert "90 %" in rng and f"{round(t['visitors_low'])}–{round(t['visitors_high'])}" in rng
+            assert "90 %" in rng and f"{js_round(t['visitors_low'])}–{js_round(t['visitors_high'])}" in rng
             assert re.search(r"\d+–\d+", rng)
             heard = page.inner_text("#range-visitors-heard")
-            assert heard.startswith("heard") and str(round(t["visitors_heard"])) in heard
+            assert heard.startswith("heard") and str(js_round(t["visitors_heard"])) in heard
             # Passers-by and the capture rate carry theirs too (rates to 0.1 %).
-            assert f"{round(t['passersby_low'])}–{round(t['passersby_high'])}" in page.inner_text(
+            assert f"{js_round(t['passersby_low'])}–{js_round(t['passersby_high'])}" in page.inner_text(
                 "#range-passersby-range"
             )
             cap = f"{t['capture_rate_low'] * 100:.1f}–{t['capture_rate_high'] * 100:.1f} %"
@@ -139,7 +146,7 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str], tmp
             assert "estimated" in page.inner_text("#reading").lower()
 
             # Now in store: people, a range and "as of" in store time.
-            assert page.inner_text("#now-in-store").replace(",", "") == str(round(now["now_in_store"]))
+            assert page.inner_text("#now-in-store").replace(",", "") == str(js_round(now["now_in_store"]))
             assert re.search(r"\d+–\d+", page.inner_text("#now-in-store-range"))
             assert page.inner_text("#now-asof").startswith(f"as of {_hm(now['as_of_estimate'])}")
 

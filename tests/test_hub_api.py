@@ -150,7 +150,8 @@ def test_csv_exports(app_client: TestClient) -> None:
     for name in ("visitors", "passersby", "capture_rate", "mean_dwell_s"):
         assert {f"{name}_low", f"{name}_high", f"{name}_heard"} <= set(header)
     assert "estimated" in header
-    assert len(lines) == 25
+    assert len(lines) == 26  # the header, 24 hours, the day's total (tests/test_api_csv_ranges.py)
+    assert lines[-1].startswith("total,")
     row = dict(zip(header, lines[12].split(","), strict=True))
     assert (row["period"], row["visitors"], row["passersby"]) == (f"{D.isoformat()}T11", "2", "14")
     assert (row["visitors_heard"], row["estimated"]) == ("2", "False")

@@ -1,13 +1,10 @@
-"""Issue 2's end-to-end: a simulated store day -> agents -> Mosquitto -> hub -> API numbers.
+"""A simulated store day -> agents -> Mosquitto -> hub -> the link job -> API numbers.
 
-The numbers the store manager sees must match the simulator's ground truth within stated
-tolerances. Truth is counted over what the sensors could hear at all (phones with Wi-Fi off
-never probe; people the radio never reached were never in range):
-
-- visitors (visits of devices that came in): within 15 % of the true visits captured;
-- passers-by: within 30 % (people walking past together on the same phone model are the
-  linker's hardest case: some merge; see docs/device-estimation.md);
-- staff and fixed devices never count as visitors.
+The numbers the store manager sees are estimates of people, over ALL people (Wi-Fi off, never
+heard, far pavement included), with 90 % ranges and the heard counts beside them. They must
+stay within the bounds docs/metrics.md documents for held-out days (tests/test_estimates.py
+holds every figure to them without MQTT); here the point is the whole chain through a real
+broker. Staff and fixed devices never count as visitors.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ DATE = "2026-11-02"
 def test_store_day_numbers_match_ground_truth(broker, tmp_path):
     from fastapi.testclient import TestClient
 
-    truth = simulate_day(tmp_path / "day", seed=21, scale=0.4, site="demo", date=DATE, tz="UTC")
+    truth = simulate_day(tmp_path / "day", seed=21, scale=0.5, site="demo", date=DATE, tz="UTC")
     db = tmp_path / "hub.db"
     config = HubConfig(
         site="demo",
@@ -44,6 +41,7 @@ def test_store_day_numbers_match_ground_truth(broker, tmp_path):
         sensors=[s["id"] for s in truth["sensors"]],
         mqtt=MqttConfig(port=broker.port, client_id="footfall-hub-e2e"),
         link_every_s=0,
+        hours="10-21",
     )
     ingestor = Ingestor(config)
     thread = threading.Thread(target=ingestor.run, daemon=True)
@@ -73,10 +71,8 @@ def test_store_day_numbers_match_ground_truth(broker, tmp_path):
     api_key = auth.create_api_key(conn, "e2e")
     conn.close()
 
-    # Ground truth: what the sensors could hear.
-    people = {p["id"]: p for p in truth["people"]}
-    heard = {e["person"] for es in truth["expected"].values() for e in es}
-    kinds = Counter(people[p]["kind"] for p in heard if p in people)
+    # Ground truth over all people of the day.
+    kinds = Counter(p["kind"] for p in truth["people"])
 
     clock = dt.datetime(2026, 11, 2, 23, 0, tzinfo=dt.UTC).timestamp()
     client = TestClient(create_app(db, WebSettings(tz="UTC", clock=lambda: clock)))
@@ -84,18 +80,28 @@ def test_store_day_numbers_match_ground_truth(broker, tmp_path):
     r = client.get("/api/footfall", params={"start": DATE, "end": DATE, "granularity": "day"}, headers=headers)
     assert r.status_code == 200, r.text
     totals = r.json()["totals"]
-    print("hub totals", totals, "ground truth heard", dict(kinds))
-    assert totals["visitors"] == pytest.approx(kinds["visitor"], rel=0.15), (totals, kinds)
-    assert totals["passersby"] == pytest.approx(kinds["passerby"], rel=0.30), (totals, kinds)
+    print("hub totals", totals, "ground truth", dict(kinds))
+    assert totals["estimated"] is True
+    # The held-out worst cases of docs/metrics.md ("How well"): visitors within 50 %, passers-by
+    # (small stores with several sensors overcount them most) within 110 %.
+    assert totals["visitors"] == pytest.approx(kinds["visitor"], rel=0.5), (totals, kinds)
+    assert totals["passersby"] == pytest.approx(kinds["passerby"], rel=1.1), (totals, kinds)
+    assert totals["visitors_low"] <= totals["visitors"] <= totals["visitors_high"]
+    assert totals["visitors_heard"] > 0 and totals["passersby_heard"] > 0
     assert 0 < totals["capture_rate"] < 1
-    # Staff and fixed devices are excluded: counted with them, the visitors figure grows.
+    # Staff and fixed devices are excluded: counted with them (heard counts, per zone), the
+    # visitors figure grows.
+    zones = r.json()["zones"]
     r = client.get(
         "/api/footfall",
         params={"start": DATE, "end": DATE, "granularity": "day", "include_excluded": "true"},
         headers=headers,
     )
-    assert r.json()["totals"]["visitors"] >= totals["visitors"] + 1
-    # Hours: visitors only while the shop is open (10-21 local).
+    with_staff = r.json()
+    assert with_staff["totals"]["estimated"] is False  # estimates are of customers only
+    assert sum(z["visitors"] for z in with_staff["zones"]) >= sum(z["visitors"] for z in zones) + 1
+    # Hours: visitors only while the shop is open (10-21 local); an estimate puts at most a
+    # fraction of a person on an ambiguous stay before opening.
     r = client.get("/api/footfall", params={"start": DATE, "end": DATE, "granularity": "hour"}, headers=headers)
     by_hour = {p["period"][-2:]: p["visitors"] for p in r.json()["series"]}
-    assert sum(v for h, v in by_hour.items() if not 9 <= int(h) <= 21) == 0
+    assert sum(v for h, v in by_hour.items() if not 9 <= int(h) <= 21) <= 0.03 * totals["visitors"]

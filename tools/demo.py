@@ -99,6 +99,7 @@ def build(workdir: Path, *, days: int, scale: float, seed: int, tz: str) -> tupl
             sensors=[s["id"] for s in truth["sensors"]],
             mqtt=MqttConfig(port=broker.port, client_id=f"footfall-hub-demo-{secrets.token_hex(3)}"),
             link_every_s=0,  # linked once, over everything, when the replay is done
+            hours="10-21",  # the simulated shop's opening hours (simulate_day's default)
         )
         ingestor = Ingestor(config)
         thread = threading.Thread(target=ingestor.run, name="hub-ingest", daemon=True)
@@ -124,8 +125,13 @@ def build(workdir: Path, *, days: int, scale: float, seed: int, tz: str) -> tupl
     from footfall.hub.link import relink
 
     conn = store.connect(db)
+    print("linking devices and estimating people, day by day ...", flush=True)
     result = relink(conn, config, since=0)
-    print(f"linked randomized MACs: {result.devices_before} MAC hashes -> {result.devices_after} devices", flush=True)
+    print(
+        f"linked randomized MACs over {len(result.days)} days: {result.devices_before} MAC hashes -> "
+        f"{result.devices_after} devices ({result.seconds:.0f} s)",
+        flush=True,
+    )
     seed_segments(conn)
     conn.close()
     return db, truth

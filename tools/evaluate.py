@@ -131,7 +131,9 @@ def cluster_scores(truth: list[str], pred: list[str]) -> dict[str, float]:
 SILENCE_GAP_S = 300.0
 
 
-def silence_keys(visits: Iterable[dict[str, Any]], gap_s: float = SILENCE_GAP_S, per_fingerprint: bool = False) -> dict[str, str]:
+def silence_keys(
+    visits: Iterable[dict[str, Any]], gap_s: float = SILENCE_GAP_S, per_fingerprint: bool = False
+) -> dict[str, str]:
     """Baseline: a new device after ``gap_s`` of silence (per fingerprint, or in the whole stream)."""
     keys: dict[str, str] = {}
     current: dict[str, str] = {}
@@ -151,13 +153,20 @@ def score_visits(
     truth_of_device: dict[str, str],
     settings: LinkSettings | None = None,
     visitors: set[str] | None = None,
+    analysis: Any = None,
 ) -> Scores:
-    """Link ``visits`` and score them against ``truth_of_device`` (device hash -> true device)."""
+    """Link ``visits`` and score them against ``truth_of_device`` (device hash -> true device).
+
+    With ``analysis`` (``footfall.hub.analysis.analyse`` of the same visits: what the hub
+    does, with its inside model and stays) its keys are scored, and its visits counted."""
     from footfall.hub.derandomize import device_sessions, estimate_unique
 
     settings = settings or LinkSettings()
     labelled = [v for v in visits if v["device"] in truth_of_device]
-    keys, stats = link_with_stats(labelled, settings)
+    if analysis is not None:
+        keys, stats = analysis.keys, analysis.stats
+    else:
+        keys, stats = link_with_stats(labelled, settings)
     truth = [truth_of_device[v["device"]] for v in labelled]
     est = estimate_unique(labelled, float("-inf"), float("inf"), settings, keys=keys, stats=stats)
     scores = Scores(
@@ -174,12 +183,22 @@ def score_visits(
     )
     for name, per_fp in (("silence", False), ("silence_fp", True)):
         base = silence_keys(labelled, per_fingerprint=per_fp)
-        setattr(scores, name, cluster_scores(truth, [base[v["id"]] for v in labelled]) | {"devices": len(set(base.values()))})
+        setattr(
+            scores,
+            name,
+            cluster_scores(truth, [base[v["id"]] for v in labelled]) | {"devices": len(set(base.values()))},
+        )
     if visitors is not None:
         scores.true_visitors = len(visitors & set(truth))
-        sessions = device_sessions(labelled, keys)
-        staff = {s.device_key for s in sessions if s.long_stay}
-        scores.est_visitors = len({s.device_key for s in sessions if s.visitor and s.device_key not in staff})
+        if analysis is not None:
+            from footfall.hub.estimate import classify
+
+            classify(analysis.sessions, analysis.model)
+            scores.est_visitors = len({s.key for s in analysis.sessions if s.p_visit >= 0.5 and not s.staff})
+        else:
+            sessions = device_sessions(labelled, keys)
+            staff = {s.device_key for s in sessions if s.long_stay}
+            scores.est_visitors = len({s.device_key for s in sessions if s.visitor and s.device_key not in staff})
         scores.naive_visitors = len({v["device"] for v in labelled if v.get("class") == "visitor"})
     return scores
 
@@ -310,8 +329,19 @@ def sim_visitors(gt: dict[str, Any]) -> set[str]:
 
 
 def evaluate_simulation(directory: Path, settings: LinkSettings | None = None) -> Scores:
+    """Score the hub's linking of a simulated store: its own steps (``hub/analysis.py``: the
+    inside model and link model fitted on these visits, opening hours from the simulation)."""
+    from footfall.hub.analysis import analyse
+
     visits, truth, gt = load_simulation(directory)
-    return score_visits(visits, truth, settings, visitors=sim_visitors(gt))
+    windows = [(d["open"], d["close"]) for d in gt.get("days", [])]
+
+    def is_open(t: float) -> bool:
+        return any(a <= t <= b for a, b in windows) if windows else True
+
+    labelled = [v for v in visits if v["device"] in truth]
+    an = analyse(labelled, is_open=is_open, settings=settings)
+    return score_visits(labelled, truth, settings, visitors=sim_visitors(gt), analysis=an)
 
 
 def format_scores(title: str, s: Scores) -> str:
@@ -330,7 +360,10 @@ def format_scores(title: str, s: Scores) -> str:
         )
     lines[-1] += f" {'devices':>8}"
     rows = [("naive", s.naive, s.naive_count), ("linker", s.linker, s.estimated)]
-    rows += [(f"silence {SILENCE_GAP_S:.0f}s", s.silence, s.silence.get("devices")), ("  per fp", s.silence_fp, s.silence_fp.get("devices"))]
+    rows += [
+        (f"silence {SILENCE_GAP_S:.0f}s", s.silence, s.silence.get("devices")),
+        ("  per fp", s.silence_fp, s.silence_fp.get("devices")),
+    ]
     for name, m, n in rows:
         if not m:
             continue
@@ -341,10 +374,14 @@ def format_scores(title: str, s: Scores) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.metrics:
-        from footfall.tools.evaluate_metrics import cmd_metrics
+    if args.linking:
+        return cmd_linking(args.seeds, args.json, args.workdir)
+    if args.metrics or args.live:
+        from footfall.tools.evaluate_metrics import cmd_live, cmd_metrics
 
         try:
+            if args.live:
+                return cmd_live(args.seeds, args.workdir)
             return cmd_metrics(args.seeds, args.json, args.workdir)
         except ValueError as exc:
             print(f"footfall evaluate: {exc}", file=sys.stderr)
@@ -376,6 +413,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_linking(seeds_text: str, as_json: bool, workdir: str | None) -> int:
+    """The linker on simulated stores (the scenarios of ``--metrics``), beside the baselines."""
+    import tempfile
+
+    from footfall.tools.evaluate_metrics import HELD_OUT_SEEDS, parse_seeds, scenario
+    from footfall.tools.simulator import simulate_day
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="footfall-linking-") as tmp:
+        base = Path(workdir or tmp)
+        for seed in parse_seeds(seeds_text):
+            sc = scenario(seed)
+            directory = base / f"sim-{seed}"
+            if not (directory / "groundtruth.json").exists():
+                simulate_day(
+                    directory, seed=seed, sensors=sc.sensors, scale=sc.scale, randomized_share=sc.randomized_share,
+                    days=sc.days, site="demo",
+                )  # fmt: skip
+            s = evaluate_simulation(directory)
+            label = f"{sc.name} ({'held out' if seed in HELD_OUT_SEEDS else 'tuning'})"
+            results[label] = s
+            if not as_json:
+                print(format_scores(label, s))
+    if as_json:
+        print(json.dumps({k: asdict(v) | {"count_error": v.count_error} for k, v in results.items()}, indent=2))
+    return 0
+
+
 def register_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score the device estimator and the dashboard figures against ground truth")
     p.add_argument("--captures", default=str(DEFAULT_CAPTURES), help="folder of labelled pcaps (one phone a file)")
@@ -386,7 +451,17 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every dashboard figure on simulated days through the whole pipeline, against the truth",
     )
-    p.add_argument("--seeds", default="held-out", help="with --metrics: held-out, tuning, all, or e.g. 1,2,11-15")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="replay a simulated day as it happens, the link job every 15 min: how much settled figures move",
+    )
+    p.add_argument(
+        "--linking", action="store_true", help="the linker on the simulated stores of --metrics, beside the baselines"
+    )
+    p.add_argument(
+        "--seeds", default="held-out", help="with --metrics/--live/--linking: held-out, tuning, all, 1,11-15"
+    )
     p.add_argument("--workdir", help="with --metrics: keep simulations and databases here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from footfall.hub import metrics, store, summaries
+from footfall.hub import store, summaries
 
 ZONES = ("entrance", "floor", "fitting", "checkout")
 SITE = "store1"

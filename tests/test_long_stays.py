@@ -1,0 +1,47 @@
+"""A phone heard for hours lists only its first 64 bursts (payload v2, docs/mqtt.md); the hub
+must still see the whole stay: staff with a fixed address are staff, not 2-hour visitors."""
+
+from __future__ import annotations
+
+from footfall.hub.analysis import sessions_from
+from footfall.hub.sweeps import scans_of
+from footfall.schema import MAX_BURST_OFFSETS
+
+T0 = 1_793_000_000.0  # a Monday morning, UTC
+
+
+def long_visit(hours: float, every_s: float = 120.0) -> dict:
+    length = hours * 3600.0
+    n = int(length // every_s) + 1
+    minutes = [-128] * (int((T0 + length) // 60) - int(T0 // 60) + 1)
+    for k in range(n):
+        minutes[int((T0 + k * every_s) // 60) - int(T0 // 60)] = -50
+    return {
+        "device": "f" * 32,
+        "sensor": "s1",
+        "randomized": False,
+        "first_seen": T0,
+        "last_seen": T0 + (n - 1) * every_s,
+        "burst_offsets": [k * every_s for k in range(min(n, MAX_BURST_OFFSETS))],
+        "rssi_minutes": minutes,
+        "channels": [1],
+    }
+
+
+def test_scans_go_on_after_the_listed_bursts_until_the_last_sighting() -> None:
+    v = long_visit(8.0)
+    scans = scans_of([v])
+    assert scans[0][0] == T0 and scans[-1][0] == v["last_seen"]
+    # One scan per heard minute after the 64th burst: as many as the phone made.
+    assert abs(len(scans) - (8 * 3600 / 120 + 1)) <= 2
+    later = [t for t, _ in scans[MAX_BURST_OFFSETS - 1 :]]
+    assert all(b - a >= 60.0 for a, b in zip(later, later[1:], strict=False))
+    assert all(s[1] == {"s1": -50.0, "s1/1": -50.0} for s in scans)
+
+
+def test_a_shift_long_stay_is_staff_and_a_short_one_is_not() -> None:
+    [shift] = sessions_from([], [long_visit(8.0)])
+    assert shift.staff and shift.last - shift.first > 7.9 * 3600
+    # Three hours lists more bursts than the payload carries: the stay keeps its end.
+    [visit] = sessions_from([], [long_visit(3.0)])
+    assert not visit.staff and visit.last - visit.first > 2.9 * 3600

@@ -1,0 +1,123 @@
+"""People present, minute by minute: the library on agent visits, the hub's CLI and API, and
+live figures that are not revised when the link job runs again."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from footfall.hub import link, store
+from footfall.hub.occupancy import people_per_window, windows
+from footfall.tools.evaluate_metrics import (
+    Scenario,
+    _occupancy_errors,
+    evaluate_live,
+    hub_config,
+    ingest,
+    simulate,
+    truth_occupancy,
+)
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory):
+    work = Path(tmp_path_factory.mktemp("occupancy"))
+    return simulate(Scenario(seed=21, scale=0.5, randomized_share=0.8, sensors=2), work), work
+
+
+def test_windows_average_minutes_and_refuse_odd_lengths() -> None:
+    minutes = {0: 1.0, 60: 3.0, 600: 2.0}
+    assert windows(minutes, 600) == {0: 0.4, 600: 0.2}
+    with pytest.raises(ValueError, match="multiple of 60"):
+        windows(minutes, 90)
+
+
+def test_people_per_window_on_agent_visits_beats_counting_macs(small_store) -> None:
+    """The library function on the agents' visit payloads, no database, against the truth."""
+    run, _ = small_store
+    day = run.truth["days"][0]
+    presence = [{"ts": day["capture"][1]}]
+    est = people_per_window(run.visits, presence, 600, is_open=lambda t: day["open"] <= t <= day["close"])
+    truth = truth_occupancy(run.truth, 0)
+    keys = sorted(truth)
+    scores = _occupancy_errors(keys, truth, est)
+    macs: dict[int, set[str]] = {k: set() for k in keys}
+    for v in run.visits:
+        w = int(v["first_seen"] // 600 * 600)
+        while w <= v["last_seen"]:
+            if w in macs:
+                macs[w].add(v["device"])
+            w += 600
+    naive = _occupancy_errors(keys, truth, {k: float(len(x)) for k, x in macs.items()})
+    print("hub", scores, "distinct MACs", naive)
+    assert scores["mae_occupied"] < naive["mae_occupied"] / 5
+    assert scores["pearson"] > 0.8 > naive["pearson"] - 0.1
+    # Inferred opening hours give the same order of accuracy.
+    inferred = _occupancy_errors(keys, truth, people_per_window(run.visits, (), 600))
+    assert inferred["mae_occupied"] < naive["mae_occupied"] / 3
+
+
+def test_hub_occupancy_cli_and_api(small_store, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from footfall.hub import auth
+    from footfall.hub.api import WebSettings, create_app
+
+    run, _ = small_store
+    db = tmp_path / "hub.db"
+    writer, _ = ingest(run, db)
+    link.relink(writer.conn, writer.config, since=0)
+    writer.conn.close()
+    date = run.truth["days"][0]["date"]
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text(f'site = "demo"\ndb = "{db}"\nhours = "10-21"\n')
+    cmd = [sys.executable, "-m", "footfall", "hub", "occupancy", "--config", str(cfg), "--start", date]
+    proc = subprocess.run([*cmd, "--window", "900"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 96 and list(rows[0]) == ["start_local", "start_unix", "people"]
+    busy = [float(r["people"]) for r in rows if r["people"] and "12:00" <= r["start_local"][-5:] <= "19:00"]
+    assert busy and max(busy) > 1
+    bad = subprocess.run([*cmd, "--window", "90"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "multiple of 60" in bad.stderr
+
+    conn = store.connect(db)
+    key = auth.create_api_key(conn, "test")
+    conn.close()
+    clock = datetime.fromisoformat(date).replace(tzinfo=UTC).timestamp() + 15 * 3600
+    client = TestClient(create_app(db, WebSettings(clock=lambda: clock, refresh_interval_s=0)))
+    client.headers["X-API-Key"] = key
+    r = client.get("/api/occupancy", params={"start": date, "window": 600})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["window_s"] == 600 and len(body["series"]) == 144 and body["explain"]
+    assert client.get("/api/occupancy", params={"start": date, "window": 90}).status_code in (400, 422)
+    now = client.get("/api/now").json()
+    # At 15:00 the link job (run with the real clock) has estimated every minute: people inside.
+    assert now["source"] == "occupancy" and now["now_in_store"] >= 0 and now["as_of_estimate"] <= clock
+    csv_text = client.get("/api/occupancy/csv", params={"start": date}).text
+    assert csv_text.splitlines()[0].startswith("start,")
+
+
+def test_live_figures_are_not_revised_by_the_next_link_run(tmp_path: Path) -> None:
+    """A store with history, its day replayed as it happens, the link job every 15 minutes:
+    what a run has counted, the next run may not move by more than 5 % (passers-by) or
+    2 points (capture rate); today's totals never go down but for staff recognised late."""
+    r = evaluate_live(Scenario(seed=23, scale=0.5, randomized_share=0.8, sensors=2, days=2), tmp_path)
+    print(r.max_passersby_revision, r.max_visitors_revision, r.max_capture_revision_pts, r.backward)
+    assert r.steps > 40
+    assert r.max_passersby_revision <= 0.05
+    assert r.max_capture_revision_pts <= 2.0
+    assert r.max_visitors_revision <= 0.05
+    assert r.backward_moves <= 1
+
+
+def test_hub_config_for_evaluation_names_opening_hours(small_store, tmp_path: Path) -> None:
+    run, _ = small_store
+    assert hub_config(run, tmp_path / "x.db").opening_hours == (10.0, 21.0)
