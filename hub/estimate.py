@@ -19,7 +19,7 @@ whose phone probes at all), times the tracker's correction at the site's crowdin
 (``SiteModel.visitor_factor``) and the site calibration.
 
 **Passers-by** = scans heard by the street-facing sensor in sessions that were not visits,
-over the scans one passer-by's phone makes while in its range (``scan_rate * passby_exposure_s``),
+over the scans one passer-by's phone makes while in its range (``passby_scans``, a default),
 over ``probing_share``. Counting scans, not devices, needs no linking: a passer-by is heard in
 one scan, rarely two, and the tracker would only merge them.
 
@@ -45,6 +45,9 @@ from footfall.hub import inside as inside_mod
 from footfall.hub.inside import InsideModel
 
 Z90 = 1.645  # ranges are 90 % intervals
+# The model part of a range is a spread measured between 14 tuning days, not known: a 90 %
+# prediction interval for a new day is wider by t(0.95, 13) / z(0.95) x sqrt(1 + 1/14).
+PREDICTIVE = 1.7709 / Z90 * math.sqrt(1 + 1 / 14)
 LONG_STAY_S = 4 * 3600.0  # a session this long is staff or equipment
 MAX_WEIGHT = 3.0  # cap of the 1 / p_heard weight of a short visit
 
@@ -57,7 +60,12 @@ class Defaults:
     replaces them (``footfall calibrate counts``)."""
 
     probing_share: float = 0.9  # people whose phone probes (simulator: 10 % Wi-Fi off; no published figure found)
-    passby_exposure_s: float = 27.0  # scans of a passer-by = scan_rate x this
+    # Scans a passer-by's phone makes while in range (all phones, Wi-Fi off or not heard
+    # included in the 1 - probing_share). A default, not the site's scan rate: that is measured
+    # on the visitors with a fixed address, idle phones of a few older models, and it moved the
+    # passers-by of small stores by a third (spread of log(truth/estimate) between tuning days
+    # 0.23 with it, 0.20 without; held out 0.34 and 0.31).
+    passby_scans: float = 0.22
     passby_max_s: float = 90.0  # a session longer than this does not look like a walk past
     # Scans of stays up to this long that are not visits count as passers-by: the tracker joins
     # some passers-by of one phone model into a longer stay (with a 90 s limit the estimate then
@@ -79,7 +87,7 @@ class Defaults:
     scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
     # Relative standard deviation of the model part of the error (between days, on the tuning seeds).
     visitors_sd: float = 0.15
-    passersby_sd: float = 0.23
+    passersby_sd: float = 0.20
     dwell_sd: float = 0.22
     mean_dwell_sd: float = 0.12
 
@@ -445,8 +453,7 @@ def estimate(
     classify(sessions, model, defaults)
     cal = model.calibration
     q = defaults.probing_share
-    rate = model.scan_rate
-    per_pass = rate * defaults.passby_exposure_s
+    per_pass = defaults.passby_scans
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
         mine = [s for s in sessions if start <= s.first < end and not s.staff]
@@ -482,8 +489,8 @@ def estimate(
             * model.crowding_factor(defaults.passersby_crowding_exp, defaults)
             * cal.passersby
         )
-        v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, defaults.visitors_sd)
-        p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, defaults.passersby_sd)
+        v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, defaults.visitors_sd * PREDICTIVE)
+        p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, defaults.passersby_sd * PREDICTIVE)
         vis = _count_figure(visitors, v_rel, v_heard)
         pas = _count_figure(passersby, p_rel, pb_heard)
         total = visitors + passersby
@@ -511,11 +518,13 @@ def _dwell_figures(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> 
     med = _weighted_quantile(dwell, 0.5) or 0.0
     q1, q3 = _weighted_quantile(dwell, 0.25) or 0.0, _weighted_quantile(dwell, 0.75) or 0.0
     # Standard error of a median ~ 1.25 sigma / sqrt(n), sigma from the interquartile range.
-    med_rel = math.hypot(1.253 * (q3 - q1) / 1.349 / math.sqrt(n_eff) / med if med else 1.0, defaults.dwell_sd)
+    med_rel = math.hypot(
+        1.253 * (q3 - q1) / 1.349 / math.sqrt(n_eff) / med if med else 1.0, defaults.dwell_sd * PREDICTIVE
+    )
     scale = defaults.mean_dwell_factor / defaults.dwell_factor
     mean = sum(d * w for d, w in dwell) / total * scale
     sd = math.sqrt(sum(w * (d * scale - mean) ** 2 for d, w in dwell) / total)
-    mean_rel = math.hypot(sd / math.sqrt(n_eff) / mean if mean else 1.0, defaults.mean_dwell_sd)
+    mean_rel = math.hypot(sd / math.sqrt(n_eff) / mean if mean else 1.0, defaults.mean_dwell_sd * PREDICTIVE)
     heard_med = _weighted_quantile([(d / defaults.dwell_factor, 1.0) for d, _ in dwell], 0.5)
     heard_mean = sum(d for d, _ in dwell) / len(dwell) / defaults.dwell_factor
     return (

@@ -444,7 +444,7 @@ def test_end_to_end_simulated_store_moves_toward_the_truth(tmp_path, capsys):
     """A simulated 3-day store through agents, ingest and the link job; day 1's true hourly
     counts calibrate; days 2 and 3 (not used in the fit) read through figures.period_totals."""
     from footfall.hub import link
-    from footfall.tools.evaluate_metrics import Scenario, ingest, simulate
+    from footfall.tools.evaluate_pipeline import Scenario, ingest, simulate
 
     run = simulate(Scenario(seed=5, scale=0.5, days=3), tmp_path)
     db = tmp_path / "hub.db"

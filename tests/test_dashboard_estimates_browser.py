@@ -52,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     """(base URL, API key) of a hub serving a simulated store at 18:00, estimates included."""
     import uvicorn
 
-    from footfall.tools.evaluate_metrics import Scenario, ingest, simulate
+    from footfall.tools.evaluate_pipeline import Scenario, ingest, simulate
 
     work = tmp_path_factory.mktemp("estimates")
     run = simulate(Scenario(seed=21, scale=0.4), work)

@@ -14,15 +14,9 @@ import pytest
 
 from footfall.hub import link, store
 from footfall.hub.occupancy import people_per_window, windows
-from footfall.tools.evaluate_metrics import (
-    Scenario,
-    _occupancy_errors,
-    evaluate_live,
-    hub_config,
-    ingest,
-    simulate,
-    truth_occupancy,
-)
+from footfall.tools.evaluate_live import evaluate_live
+from footfall.tools.evaluate_metrics import _occupancy_errors, truth_occupancy
+from footfall.tools.evaluate_pipeline import Scenario, hub_config, ingest, simulate
 
 
 @pytest.fixture(scope="module")

@@ -451,7 +451,10 @@ def test_mutated_real_frames_never_raise_and_paths_agree(samples: list[bytes], w
 
 
 def test_bench_capture_is_all_valid_probes_with_rotating_addresses(tmp_path: Path) -> None:
-    from footfall.tools.bench.bench_parse import make_bench_pcap
+    from footfall.tools.bench.bench_parse import CAPTURES, make_bench_pcap
+
+    if not (CAPTURES.is_dir() and any(CAPTURES.glob("*.pcap"))):
+        pytest.skip("the benchmark is built from the shared real captures (the fallback is tested below)")
 
     path = tmp_path / "bench.pcap"
     assert make_bench_pcap(path, 16_000) == 16_000

@@ -377,7 +377,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.linking:
         return cmd_linking(args.seeds, args.json, args.workdir)
     if args.metrics or args.live:
-        from footfall.tools.evaluate_metrics import cmd_live, cmd_metrics
+        from footfall.tools.evaluate_live import cmd_live
+        from footfall.tools.evaluate_metrics import cmd_metrics
 
         try:
             if args.live:
@@ -417,7 +418,7 @@ def cmd_linking(seeds_text: str, as_json: bool, workdir: str | None) -> int:
     """The linker on simulated stores (the scenarios of ``--metrics``), beside the baselines."""
     import tempfile
 
-    from footfall.tools.evaluate_metrics import HELD_OUT_SEEDS, parse_seeds, scenario
+    from footfall.tools.evaluate_pipeline import HELD_OUT_SEEDS, parse_seeds, scenario
     from footfall.tools.simulator import simulate_day
 
     results = {}

@@ -1,11 +1,7 @@
 """``footfall evaluate --metrics``: every dashboard figure against the simulator's ground truth.
 
-A simulated store day goes through the real pipeline: each sensor's pcap through the edge
-agent (parser, keyed identity, visit tracker), its visit and presence messages through the
-hub's ingest code (``hub/ingest.py`` Writer, in the order the agents sent them), device
-linking (``hub/link.py``), the summaries, and finally the dashboard's own API
-(``hub/api.py``, through an HTTP test client). MQTT transport is left out: it moves bytes and
-cannot change a figure (``tests/test_hub_e2e.py`` runs the same path through Mosquitto).
+Each simulated store day goes through the real pipeline (:mod:`footfall.tools.evaluate_pipeline`:
+edge agents, hub ingest, device linking, summaries, the dashboard's own API).
 
 Truth is over ALL simulated people (Wi-Fi off, never heard, far pavement included), per local
 day:
@@ -20,9 +16,8 @@ Beside each estimate the *naive* figure is printed: what counting MAC addresses 
 (distinct MAC hashes the agents classed visitor / passer-by; their ratio; the agents' visitor
 dwell; distinct MACs seen on an earlier day).
 
-Seeds: :data:`TUNING_SEEDS` were used to choose settings; :data:`HELD_OUT_SEEDS` never were.
-:func:`scenario` spreads seeds over store sizes, randomization shares, sensor counts and
-numbers of days, deterministically.
+Seeds and scenarios: see :mod:`footfall.tools.evaluate_pipeline`; the live replay of a day is
+:mod:`footfall.tools.evaluate_live`.
 """
 
 from __future__ import annotations
@@ -33,166 +28,60 @@ import statistics
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from footfall.tools.evaluate import EVAL_KEY, read_pcap
+# Scenario and pipeline names are re-exported: importers of this module used to find them here.
+from footfall.tools.evaluate_pipeline import (
+    DATE,
+    HELD_OUT_SEEDS,
+    TUNING_SEEDS,
+    Message,
+    Scenario,
+    SimRun,
+    api_client,
+    hub_config,
+    ingest,
+    parse_seeds,
+    run_agents,
+    scenario,
+    simulate,
+)
 
-TUNING_SEEDS = tuple(range(1, 11))
-HELD_OUT_SEEDS = tuple(range(11, 31))
-DATE = "2026-11-02"
+__all__ = [
+    "BOUNDS",
+    "DATE",
+    "FIGURES",
+    "HELD_OUT_SEEDS",
+    "OCCUPANCY_WINDOW_S",
+    "TUNING_SEEDS",
+    "DayResult",
+    "Figure",
+    "Message",
+    "Scenario",
+    "SimRun",
+    "api_client",
+    "api_figures",
+    "cmd_metrics",
+    "evaluate_run",
+    "evaluate_seeds",
+    "format_day",
+    "hub_config",
+    "ingest",
+    "naive_figures",
+    "occupancy_scores",
+    "parse_seeds",
+    "results_json",
+    "run_agents",
+    "scenario",
+    "simulate",
+    "summarize",
+    "truth_figures",
+    "truth_occupancy",
+]
+
 OCCUPANCY_WINDOW_S = 600
-
-
-@dataclass(frozen=True)
-class Scenario:
-    seed: int
-    scale: float = 1.0
-    randomized_share: float = 0.8
-    sensors: int = 2
-    days: int = 1
-
-    @property
-    def name(self) -> str:
-        return (
-            f"seed {self.seed}, scale {self.scale:g}, {self.randomized_share:.0%} randomized, "
-            f"{self.sensors} sensor{'s' if self.sensors > 1 else ''}, {self.days} day{'s' if self.days > 1 else ''}"
-        )
-
-
-def scenario(seed: int) -> Scenario:
-    """The scenario a seed stands for. Every level of every factor (store size, share of phones
-    that randomize, number of sensors) appears among the tuning seeds and among the held-out
-    seeds, in other combinations; every fourth seed simulates three days (history for the
-    return rate, and a site model fitted on earlier days)."""
-    return Scenario(
-        seed=seed,
-        scale=(0.5, 1.0, 1.5)[seed % 3],
-        randomized_share=(0.6, 0.8, 0.95)[(seed // 3) % 3],
-        sensors=1 + (seed + seed // 9) % 3,
-        days=3 if seed % 4 == 0 else 1,
-    )
-
-
-# ----------------------------------------------------------------------------- the pipeline
-@dataclass
-class Message:
-    sent: float  # capture time at which the agent sent it
-    topic: str
-    payload: bytes
-
-
-@dataclass
-class SimRun:
-    scenario: Scenario
-    directory: Path
-    truth: dict[str, Any]
-    messages: list[Message]
-    visits: list[dict[str, Any]]  # every visit payload, all sensors
-
-
-def run_agents(directory: Path, truth: dict[str, Any], site: str = "demo") -> tuple[list[Message], list[dict]]:
-    """Every sensor's pcap through its own agent (one hash key); messages in sending order."""
-    import os
-
-    from footfall import schema
-    from footfall.edge_agent.agent import Agent
-    from footfall.edge_agent.config import AgentConfig
-
-    messages: list[Message] = []
-    visits: list[dict[str, Any]] = []
-    old = os.environ.get("FOOTFALL_HASH_KEY")
-    os.environ["FOOTFALL_HASH_KEY"] = EVAL_KEY.hex()
-    try:
-        for s in truth["sensors"]:
-            sensor = s["id"]
-            holder: list[Agent] = []
-
-            def sink(kind: str, payload: dict[str, Any], sensor: str = sensor, holder: list = holder) -> None:
-                if kind not in ("visit", "presence"):
-                    return
-                sent = holder[0].tracker.now if holder else 0.0
-                messages.append(Message(sent, f"footfall/{site}/{sensor}/{kind}", schema.dumps(payload)))
-                if kind == "visit":
-                    visits.append(payload)
-
-            agent = Agent(AgentConfig(site=site, sensor=sensor), sink)
-            holder.append(agent)
-            agent.process(read_pcap(directory / f"{sensor}.pcap"))
-            agent.finish("end_of_capture")
-    finally:
-        if old is None:
-            os.environ.pop("FOOTFALL_HASH_KEY", None)
-        else:
-            os.environ["FOOTFALL_HASH_KEY"] = old
-    messages.sort(key=lambda m: m.sent)
-    return messages, visits
-
-
-def simulate(sc: Scenario, workdir: Path) -> SimRun:
-    from footfall.tools.simulator import simulate_day
-
-    directory = workdir / f"sim-{sc.seed}"
-    truth = simulate_day(
-        directory,
-        seed=sc.seed,
-        sensors=sc.sensors,
-        date=DATE,
-        scale=sc.scale,
-        randomized_share=sc.randomized_share,
-        days=sc.days,
-        site="demo",
-        tz="UTC",
-    )
-    messages, visits = run_agents(directory, truth)
-    return SimRun(sc, directory, truth, messages, visits)
-
-
-def hub_config(run: SimRun, db: Path):
-    from footfall.hub.config import HubConfig
-
-    # The store's opening hours, as its hub.toml would say them.
-    cfg = HubConfig(site="demo", timezone="UTC", db=str(db), link_every_s=0, hours="10-21")
-    cfg.retention.raw_days = 100_000  # simulated dates may be far from today's clock
-    return cfg
-
-
-def ingest(run: SimRun, db: Path, *, until: float | None = None, start: int = 0, writer=None):
-    """Feed the run's messages (from index ``start``, sent before ``until``) to the hub writer.
-
-    Returns (writer, index of the next message)."""
-    from footfall.hub import store
-    from footfall.hub.ingest import Incoming, Writer
-
-    if writer is None:
-        writer = Writer(store.connect(db), hub_config(run, db))
-    batch: list[Incoming] = []
-    i = start
-    while i < len(run.messages) and (until is None or run.messages[i].sent < until):
-        m = run.messages[i]
-        batch.append(Incoming(m.topic, m.payload))
-        if len(batch) >= 2000:
-            writer.write(batch)
-            batch = []
-        i += 1
-    if batch:
-        writer.write(batch)
-    return writer, i
-
-
-def api_client(db: Path, clock: float, tz: str = "UTC"):
-    from fastapi.testclient import TestClient
-
-    from footfall.hub import auth, store
-    from footfall.hub.api import WebSettings, create_app
-
-    conn = store.connect(db)
-    key = auth.create_api_key(conn, f"evaluate-{clock}")
-    conn.close()
-    client = TestClient(create_app(db, WebSettings(tz=tz, clock=lambda: clock, refresh_interval_s=0)))
-    client.headers["X-API-Key"] = key
-    return client
 
 
 # ----------------------------------------------------------------------------- figures
@@ -525,21 +414,6 @@ def results_json(results: list[DayResult]) -> list[dict[str, Any]]:
     return out
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``held-out``, ``tuning``, ``all``, or a list like ``1,2,11-15``."""
-    if text == "held-out":
-        return list(HELD_OUT_SEEDS)
-    if text == "tuning":
-        return list(TUNING_SEEDS)
-    if text == "all":
-        return list(TUNING_SEEDS + HELD_OUT_SEEDS)
-    seeds: list[int] = []
-    for part in text.split(","):
-        a, _, b = part.strip().partition("-")
-        seeds += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return seeds
-
-
 def cmd_metrics(seeds_text: str, as_json: bool, workdir: str | None) -> int:
     seeds = parse_seeds(seeds_text)
     printer = None if as_json else print
@@ -552,107 +426,4 @@ def cmd_metrics(seeds_text: str, as_json: bool, workdir: str | None) -> int:
         if subset:
             print(f"\n== {label} ({len(subset)} days) ==")
             print(summarize(subset))
-    return 0
-
-
-# ----------------------------------------------------------------------------- live figures
-@dataclass
-class LiveResult:
-    scenario: Scenario
-    day: str
-    steps: int
-    max_passersby_revision: float  # relative change of what the previous run had counted, by the next run
-    max_visitors_revision: float
-    max_capture_revision_pts: float
-    backward_moves: int  # times today's passers-by or visitors total went down
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    backward: list[str] = field(default_factory=list)
-
-
-def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveResult:
-    """Replay the last simulated day as it happens: every ``step_s`` the messages the agents sent
-    by then reach the hub and the link job runs (``now`` = the simulated clock), as in a store.
-    Measured: how much each run revises the hours that were already settled in the run before
-    (the figures a manager has already read), and whether today's totals ever go down."""
-    from footfall.hub import figures, link
-    from footfall.hub.estimate import estimate
-
-    run = simulate(sc, workdir)
-    db = workdir / f"hub-live-{sc.seed}.db"
-    if db.exists():
-        db.unlink()
-    last = run.truth["days"][-1]
-    day = date.fromisoformat(last["date"])
-    lo, hi = last["capture"]
-    writer, i = ingest(run, db, until=lo)
-    conn = writer.conn
-    cfg = writer.config
-    link.relink(conn, cfg, since=0, now=lo)
-    day_start = datetime.combine(day, datetime.min.time(), UTC).timestamp()
-    prev: dict[str, Any] | None = None
-    res = LiveResult(sc, last["date"], 0, 0.0, 0.0, 0.0, 0)
-    t = lo + step_s
-    day_end = day_start + 86400
-    while t <= hi + cfg.settle_s + step_s:
-        writer, i = ingest(run, db, until=t, start=i, writer=writer)
-        result = link.relink(conn, cfg, since=day_start, now=t)
-        totals = figures.period_totals(conn, day, day) or {}
-        if prev is not None and result.analysis is not None:
-            # What this run says about the visits the previous run had already counted.
-            an = result.analysis
-            again = estimate(an.sessions, an.model, [("day", day_start, day_end)], final_before=prev["watermark"])[
-                "day"
-            ]
-            for name, attr in (("passersby", "max_passersby_revision"), ("visitors", "max_visitors_revision")):
-                before = prev["totals"].get(name) or 0.0
-                now_ = getattr(again, name).estimate or 0.0
-                # Relative to at least 10 people: early in the day 0.1 -> 0.2 is not "+100 %".
-                setattr(res, attr, max(getattr(res, attr), abs(now_ - before) / max(before, 10.0)))
-            cap_before, cap_now = prev["totals"].get("capture_rate"), again.capture_rate.estimate
-            if cap_before is not None and cap_now is not None:
-                res.max_capture_revision_pts = max(res.max_capture_revision_pts, abs(cap_now - cap_before) * 100)
-            for name in ("visitors", "passersby"):
-                if (totals.get(name) or 0.0) < (prev["totals"].get(name) or 0.0) - 1e-6:
-                    res.backward_moves += 1
-                    res.backward.append(
-                        f"{name} {prev['totals'].get(name)} -> {totals.get(name)} at "
-                        f"{datetime.fromtimestamp(t, UTC).strftime('%H:%M')}"
-                    )
-        res.rows.append(
-            {
-                "clock": datetime.fromtimestamp(t, UTC).strftime("%H:%M"),
-                "visitors": totals.get("visitors"),
-                "passersby": totals.get("passersby"),
-                "capture_rate": totals.get("capture_rate"),
-            }
-        )
-        prev = {"watermark": t - cfg.settle_s, "totals": totals}
-        t += step_s
-    res.steps = len(res.rows)
-    conn.close()
-    return res
-
-
-def cmd_live(seeds_text: str, workdir: str | None) -> int:
-    seeds = parse_seeds(seeds_text)
-    with tempfile.TemporaryDirectory(prefix="footfall-live-") as tmp:
-        base = Path(workdir or tmp)
-        for seed in seeds:
-            sc = scenario(seed)
-            if sc.days < 2:  # a store with history: its day's model is fitted on earlier days
-                sc = Scenario(sc.seed, sc.scale, sc.randomized_share, sc.sensors, 2)
-            r = evaluate_live(sc, base)
-            print(f"{sc.name} -- live replay of {r.day}, the link job every 15 min ({r.steps} runs)")
-            for row in r.rows:
-                cap = row["capture_rate"]
-                print(
-                    f"  {row['clock']}  visitors {row['visitors'] or 0:7.1f}  passers-by {row['passersby'] or 0:7.1f}"
-                    f"  capture {'-' if cap is None else f'{100 * cap:.1f}%'}"
-                )
-            print(
-                f"  largest revision of settled hours: passers-by {100 * r.max_passersby_revision:.2f} %, visitors "
-                f"{100 * r.max_visitors_revision:.2f} %, capture rate {r.max_capture_revision_pts:.2f} points; "
-                f"today's totals went down {r.backward_moves} times"
-                + (f" ({'; '.join(r.backward)})" if r.backward else "")
-            )
     return 0

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from footfall.hub import linkmodel
-from footfall.tools.evaluate_metrics import TUNING_SEEDS, scenario, simulate
+from footfall.tools.evaluate_pipeline import TUNING_SEEDS, scenario, simulate
 
 
 def main(argv: list[str] | None = None) -> int:

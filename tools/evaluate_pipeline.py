@@ -1,0 +1,191 @@
+"""Simulated store days through the real pipeline, shared by ``footfall evaluate --metrics`` and
+``--live``.
+
+A simulated store day goes through the real pipeline: each sensor's pcap through the edge
+agent (parser, keyed identity, visit tracker), its visit and presence messages through the
+hub's ingest code (``hub/ingest.py`` Writer, in the order the agents sent them), device
+linking (``hub/link.py``), the summaries, and finally the dashboard's own API
+(``hub/api.py``, through an HTTP test client). MQTT transport is left out: it moves bytes and
+cannot change a figure (``tests/test_hub_e2e.py`` runs the same path through Mosquitto).
+
+Seeds: :data:`TUNING_SEEDS` were used to choose settings; :data:`HELD_OUT_SEEDS` never were.
+:func:`scenario` spreads seeds over store sizes, randomization shares, sensor counts and
+numbers of days, deterministically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from footfall.tools.evaluate import EVAL_KEY, read_pcap
+
+TUNING_SEEDS = tuple(range(1, 11))
+HELD_OUT_SEEDS = tuple(range(11, 31))
+DATE = "2026-11-02"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seed: int
+    scale: float = 1.0
+    randomized_share: float = 0.8
+    sensors: int = 2
+    days: int = 1
+
+    @property
+    def name(self) -> str:
+        return (
+            f"seed {self.seed}, scale {self.scale:g}, {self.randomized_share:.0%} randomized, "
+            f"{self.sensors} sensor{'s' if self.sensors > 1 else ''}, {self.days} day{'s' if self.days > 1 else ''}"
+        )
+
+
+def scenario(seed: int) -> Scenario:
+    """The scenario a seed stands for. Every level of every factor (store size, share of phones
+    that randomize, number of sensors) appears among the tuning seeds and among the held-out
+    seeds, in other combinations; every fourth seed simulates three days (history for the
+    return rate, and a site model fitted on earlier days)."""
+    return Scenario(
+        seed=seed,
+        scale=(0.5, 1.0, 1.5)[seed % 3],
+        randomized_share=(0.6, 0.8, 0.95)[(seed // 3) % 3],
+        sensors=1 + (seed + seed // 9) % 3,
+        days=3 if seed % 4 == 0 else 1,
+    )
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``held-out``, ``tuning``, ``all``, or a list like ``1,2,11-15``."""
+    if text == "held-out":
+        return list(HELD_OUT_SEEDS)
+    if text == "tuning":
+        return list(TUNING_SEEDS)
+    if text == "all":
+        return list(TUNING_SEEDS + HELD_OUT_SEEDS)
+    seeds: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.strip().partition("-")
+        seeds += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return seeds
+
+
+# ----------------------------------------------------------------------------- the pipeline
+@dataclass
+class Message:
+    sent: float  # capture time at which the agent sent it
+    topic: str
+    payload: bytes
+
+
+@dataclass
+class SimRun:
+    scenario: Scenario
+    directory: Path
+    truth: dict[str, Any]
+    messages: list[Message]
+    visits: list[dict[str, Any]]  # every visit payload, all sensors
+
+
+def run_agents(directory: Path, truth: dict[str, Any], site: str = "demo") -> tuple[list[Message], list[dict]]:
+    """Every sensor's pcap through its own agent (one hash key); messages in sending order."""
+    import os
+
+    from footfall import schema
+    from footfall.edge_agent.agent import Agent
+    from footfall.edge_agent.config import AgentConfig
+
+    messages: list[Message] = []
+    visits: list[dict[str, Any]] = []
+    old = os.environ.get("FOOTFALL_HASH_KEY")
+    os.environ["FOOTFALL_HASH_KEY"] = EVAL_KEY.hex()
+    try:
+        for s in truth["sensors"]:
+            sensor = s["id"]
+            holder: list[Agent] = []
+
+            def sink(kind: str, payload: dict[str, Any], sensor: str = sensor, holder: list = holder) -> None:
+                if kind not in ("visit", "presence"):
+                    return
+                sent = holder[0].tracker.now if holder else 0.0
+                messages.append(Message(sent, f"footfall/{site}/{sensor}/{kind}", schema.dumps(payload)))
+                if kind == "visit":
+                    visits.append(payload)
+
+            agent = Agent(AgentConfig(site=site, sensor=sensor), sink)
+            holder.append(agent)
+            agent.process(read_pcap(directory / f"{sensor}.pcap"))
+            agent.finish("end_of_capture")
+    finally:
+        if old is None:
+            os.environ.pop("FOOTFALL_HASH_KEY", None)
+        else:
+            os.environ["FOOTFALL_HASH_KEY"] = old
+    messages.sort(key=lambda m: m.sent)
+    return messages, visits
+
+
+def simulate(sc: Scenario, workdir: Path) -> SimRun:
+    from footfall.tools.simulator import simulate_day
+
+    directory = workdir / f"sim-{sc.seed}"
+    truth = simulate_day(
+        directory,
+        seed=sc.seed,
+        sensors=sc.sensors,
+        date=DATE,
+        scale=sc.scale,
+        randomized_share=sc.randomized_share,
+        days=sc.days,
+        site="demo",
+        tz="UTC",
+    )
+    messages, visits = run_agents(directory, truth)
+    return SimRun(sc, directory, truth, messages, visits)
+
+
+def hub_config(run: SimRun, db: Path):
+    from footfall.hub.config import HubConfig
+
+    # The store's opening hours, as its hub.toml would say them.
+    cfg = HubConfig(site="demo", timezone="UTC", db=str(db), link_every_s=0, hours="10-21")
+    cfg.retention.raw_days = 100_000  # simulated dates may be far from today's clock
+    return cfg
+
+
+def ingest(run: SimRun, db: Path, *, until: float | None = None, start: int = 0, writer=None):
+    """Feed the run's messages (from index ``start``, sent before ``until``) to the hub writer.
+
+    Returns (writer, index of the next message)."""
+    from footfall.hub import store
+    from footfall.hub.ingest import Incoming, Writer
+
+    if writer is None:
+        writer = Writer(store.connect(db), hub_config(run, db))
+    batch: list[Incoming] = []
+    i = start
+    while i < len(run.messages) and (until is None or run.messages[i].sent < until):
+        m = run.messages[i]
+        batch.append(Incoming(m.topic, m.payload))
+        if len(batch) >= 2000:
+            writer.write(batch)
+            batch = []
+        i += 1
+    if batch:
+        writer.write(batch)
+    return writer, i
+
+
+def api_client(db: Path, clock: float, tz: str = "UTC"):
+    from fastapi.testclient import TestClient
+
+    from footfall.hub import auth, store
+    from footfall.hub.api import WebSettings, create_app
+
+    conn = store.connect(db)
+    key = auth.create_api_key(conn, f"evaluate-{clock}")
+    conn.close()
+    client = TestClient(create_app(db, WebSettings(tz=tz, clock=lambda: clock, refresh_interval_s=0)))
+    client.headers["X-API-Key"] = key
+    return client
