@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -102,12 +102,16 @@ def hours_open(hours: tuple[float, float], tz: tzinfo) -> Callable[[float], bool
 
 @dataclass
 class Analysis:
-    keys: dict[str, str]  # visit id -> device key
-    sessions: list[Session]
+    keys: dict[str, str]  # visit id -> device key (the identity pass)
+    sessions: list[Session]  # stays of the estimation pass: visitors, dwell, occupancy
     model: SiteModel
     link_model: linkmodel.LinkModel | None
     decisions: list[SweepDecision] = field(default_factory=list)
     stats: LinkStats | None = None
+    # Stays of the identity pass (passers-by are counted on them) and the estimation pass's
+    # keys (to find a stay's visits, e.g. staff recognised on an estimation stay).
+    identity_sessions: list[Session] = field(default_factory=list)
+    estimation_keys: dict[str, str] = field(default_factory=dict)
 
 
 def fit_models(
@@ -153,12 +157,26 @@ def analyse(
     if model is None:
         model, link_model = fit_models(vs, is_open, settings, fitted_on)
     inside = model.inside
-    linker = Linker(settings, inside=lambda sw: inside.p_inside(sw.peak), record=True, model=link_model)
-    if warm is not None:
-        linker.restore(*warm)
-    keys = linker.feed(vs)
-    decisions = linker.decisions or []
-    return Analysis(keys, sessions_from(decisions, vs), model, link_model, decisions, linker.stats)
+    settings = settings or LinkSettings()
+    passes = []
+    # Two passes (see LinkSettings.identity_bias): the estimation pass joins generously and the
+    # estimates correct for it; the identity pass keeps a key to one person where it can.
+    for s in (settings, replace(settings, measured_bias=settings.identity_bias)):
+        linker = Linker(s, inside=lambda sw: inside.p_inside(sw.peak), record=True, model=link_model)
+        if warm is not None:
+            linker.restore(*warm)
+        passes.append((linker.feed(vs), linker.decisions or [], linker.stats))
+    (est_keys, decisions, _), (keys, id_decisions, id_stats) = passes
+    return Analysis(
+        keys,
+        sessions_from(decisions, vs),
+        model,
+        link_model,
+        id_decisions,
+        id_stats,
+        identity_sessions=sessions_from(id_decisions, vs),
+        estimation_keys=est_keys,
+    )
 
 
 def day_bounds(day: str, tz: tzinfo) -> tuple[float, float]:

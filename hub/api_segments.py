@@ -198,7 +198,8 @@ def router(
                 }
                 for s in out
             ]
-            return _csv_response(rows, "segments")
+            fields = ["id", "name", "kind", "mode", "current", "size", "updated", "rule", "lookback_days"]
+            return _csv_response(rows, "segments", [*fields, *_PROFILE_CSV])
         return _json({"segments": out})
 
     @r.get("/api/clusters", response_model=Clusters, tags=["segments"])
@@ -219,7 +220,8 @@ def router(
                 }
                 for c in out["clusters"]
             ]
-            return _csv_response(rows, "clusters")
+            fields = ["k", "silhouette", "id", "label", "size", "share", *_PROFILE_CSV]
+            return _csv_response(rows, "clusters", fields)
         return _json(out)
 
     return r

@@ -60,12 +60,12 @@ class Defaults:
     replaces them (``footfall calibrate counts``)."""
 
     probing_share: float = 0.9  # people whose phone probes (simulator: 10 % Wi-Fi off; no published figure found)
-    # Scans a passer-by's phone makes while in range (all phones, Wi-Fi off or not heard
-    # included in the 1 - probing_share). A default, not the site's scan rate: that is measured
-    # on the visitors with a fixed address, idle phones of a few older models, and it moved the
-    # passers-by of small stores by a third (spread of log(truth/estimate) between tuning days
-    # 0.23 with it, 0.20 without; held out 0.34 and 0.31).
-    passby_scans: float = 0.22
+    # Scans of a passer-by's phone heard as outside stays of the tracker's identity pass while
+    # in range (all phones: Wi-Fi off is in probing_share). A default, not the site's scan rate:
+    # that is measured on the visitors with a fixed address, idle phones of a few older models,
+    # and it moved the passers-by of small stores by a third (spread of log(truth/estimate)
+    # between tuning days 0.23 with it, 0.20 without; counted on the identity pass, 0.14).
+    passby_scans: float = 0.43
     passby_max_s: float = 90.0  # a session longer than this does not look like a walk past
     # Scans of stays up to this long that are not visits count as passers-by: the tracker joins
     # some passers-by of one phone model into a longer stay (with a 90 s limit the estimate then
@@ -87,7 +87,7 @@ class Defaults:
     scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
     # Relative standard deviation of the model part of the error (between days, on the tuning seeds).
     visitors_sd: float = 0.15
-    passersby_sd: float = 0.20
+    passersby_sd: float = 0.14
     dwell_sd: float = 0.22
     mean_dwell_sd: float = 0.12
 
@@ -443,31 +443,33 @@ def estimate(
     defaults: Defaults = DEFAULTS,
     *,
     final_before: float | None = None,
+    pass_sessions: Sequence[Session] | None = None,
 ) -> dict[str, PeriodEstimate]:
     """Estimates per period (label, start, end): sessions count in the period they began.
+
+    Passers-by are counted on ``pass_sessions`` when given: the identity pass of the tracker
+    (``LinkSettings.identity_bias``), which does not join a passer-by's scan into a visit.
 
     With ``final_before``, a session counts only once it is over (silent for ``gap_s`` before
     that time): a visit in progress can still turn out longer, inside or a walk past, and a
     figure that counted it early would have to be revised, even downwards. People still in the
     shop are what occupancy shows."""
     classify(sessions, model, defaults)
+    passing = sessions if pass_sessions is None else pass_sessions
+    if pass_sessions is not None:
+        classify(pass_sessions, model, defaults)
     cal = model.calibration
     q = defaults.probing_share
     per_pass = defaults.passby_scans
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
-        mine = [s for s in sessions if start <= s.first < end and not s.staff]
-        if final_before is not None:
-            mine = [s for s in mine if s.last <= final_before - defaults.session_gap_s]
+        mine = _counted(sessions, start, end, final_before, defaults)
         v_sum = v_w2 = v_heard = 0.0
         pb_scans = pb_heard = 0.0
         dwell: list[tuple[float, float]] = []
         for s in mine:
             p = s.p_visit
-            if p >= 0.5:
-                v_heard += 1
-            else:
-                pb_heard += 1
+            v_heard += p >= 0.5
             if p > 0:
                 # Not weighted by its own length: the tracker cuts some visits into pieces, and
                 # a piece's shortness would inflate the count. Visits not heard at all are put
@@ -476,11 +478,13 @@ def estimate(
                 v_w2 += p * p
                 if len(s.scans) >= 2:
                     dwell.append((dwell_of(s, model, defaults), p))
+        front = model.front_sensor
+        for s in _counted(passing, start, end, final_before, defaults):
+            pb_heard += s.p_visit < 0.5
             if s.last - s.first <= defaults.passby_scans_max_s:
                 # Not the day-long stays of a neighbour's device (see passby_scans_max_s).
-                front = model.front_sensor
                 n = sum(1 for sc in s.scans if front is None or front in sc.peak)
-                pb_scans += (1.0 - p) * n
+                pb_scans += (1.0 - s.p_visit) * n
         visitors = v_sum * model.visitor_factor(defaults)
         passersby = (
             pb_scans
@@ -503,6 +507,16 @@ def estimate(
             cap_fig = Figure(None, None, None)
         out[label] = PeriodEstimate(vis, pas, cap_fig, *_dwell_figures(dwell, defaults), sessions=len(mine))
     return out
+
+
+def _counted(
+    sessions: Sequence[Session], start: float, end: float, final_before: float | None, defaults: Defaults
+) -> list[Session]:
+    """The stays a period counts: begun in it, not staff, over by ``final_before`` if given."""
+    mine = [s for s in sessions if start <= s.first < end and not s.staff]
+    if final_before is not None:
+        mine = [s for s in mine if s.last <= final_before - defaults.session_gap_s]
+    return mine
 
 
 def _dwell_figures(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> tuple[Figure, Figure]:

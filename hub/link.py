@@ -214,7 +214,7 @@ def relink_day(
         # Staff and background by behaviour, per day (a randomized phone has a new key every
         # day): hours heard inside is staff, hours heard outside is a neighbour's or the
         # corridor's device. Both are left out of every figure (hub/estimate.py does the same).
-        behaviour = _long_presence(an, start, stop)
+        behaviour = _identity_keys(an, _long_presence(an, start, stop))
         excluded = devices.excluded_keys(conn) | set(behaviour)
         conn.execute(
             "UPDATE sensor_visits SET visit_id = NULL WHERE visit_id IN "
@@ -271,7 +271,7 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         ).timestamp()
         periods.append((str(h), t, min(nxt, stop)))
         t = nxt
-    figures = estimate(an.sessions, an.model, periods, final_before=watermark)
+    figures = estimate(an.sessions, an.model, periods, final_before=watermark, pass_sessions=an.identity_sessions)
     returning = _returning(conn, day, start, stop, an)
     rows = []
     for label, _, _ in periods:
@@ -298,6 +298,20 @@ def _long_presence(an, start: float, stop: float) -> dict[str, str]:
             hours = (s.last - s.first) / 3600.0
             inside = sum(an.model.inside.llr(sc.peak) for sc in s.scans) > 0
             out[s.key] = f"{'staff (inside' if inside else 'background (outside'} for {hours:.1f} h on one day)"
+    return out
+
+
+def _identity_keys(an, by_estimation_key: dict[str, str]) -> dict[str, str]:
+    """The same, keyed by the device keys the store keeps (the identity pass): every key that
+    holds a visit of the estimation pass's staff or background device."""
+    out: dict[str, str] = {}
+    for vid, key in an.estimation_keys.items():
+        reason = by_estimation_key.get(key)
+        if reason is not None:
+            out.setdefault(an.keys.get(vid, key), reason)
+    # Identified MACs are their own key in both passes (and may have no visit in either map).
+    for key, reason in by_estimation_key.items():
+        out.setdefault(key, reason)
     return out
 
 

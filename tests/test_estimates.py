@@ -16,14 +16,14 @@ from footfall.tools.evaluate_metrics import BOUNDS, evaluate_run
 from footfall.tools.evaluate_pipeline import HELD_OUT_SEEDS, Scenario, simulate
 
 # Bounds per figure on this held-out store (relative error; return rate in points): its
-# measured errors (docs/metrics.md, "How well": visitors -0/+15/-5 %, passers-by +40/+21/+15 %,
-# capture rate -25/-4/-15 %, median dwell -13/+23/+13 %, mean dwell +7/-3/-8 %, return rate
+# measured errors (docs/metrics.md, "How well": visitors -0/+15/-5 %, passers-by -11/-1/-20 %,
+# capture rate +9/+14/+15 %, median dwell -13/+23/+13 %, mean dwell +7/-3/-8 %, return rate
 # +2.8/+0.6 pt) with a margin. A test that fails here means the estimates got worse than the
 # documented figures, not that they missed the aim of 10 %.
 DOCUMENTED = {
     "visitors": 0.30,
-    "passersby": 0.60,
-    "capture_rate": 0.40,
+    "passersby": 0.35,
+    "capture_rate": 0.30,
     "median_dwell_s": 0.35,
     "mean_dwell_s": 0.20,
     "return_rate": 0.10,

@@ -82,10 +82,10 @@ def test_store_day_numbers_match_ground_truth(broker, tmp_path):
     totals = r.json()["totals"]
     print("hub totals", totals, "ground truth", dict(kinds))
     assert totals["estimated"] is True
-    # The held-out worst cases of docs/metrics.md ("How well"): visitors within 50 %, passers-by
-    # (small stores with several sensors overcount them) within 65 %.
+    # The held-out worst cases of docs/metrics.md ("How well"): visitors and passers-by within
+    # 50 % (this store: -4 % and +11 %).
     assert totals["visitors"] == pytest.approx(kinds["visitor"], rel=0.5), (totals, kinds)
-    assert totals["passersby"] == pytest.approx(kinds["passerby"], rel=0.65), (totals, kinds)
+    assert totals["passersby"] == pytest.approx(kinds["passerby"], rel=0.5), (totals, kinds)
     assert totals["visitors_low"] <= totals["visitors"] <= totals["visitors_high"]
     assert totals["visitors_heard"] > 0 and totals["passersby_heard"] > 0
     assert 0 < totals["capture_rate"] < 1

@@ -59,9 +59,13 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
         if prev is not None and result.analysis is not None:
             # What this run says about the visits the previous run had already counted.
             an = result.analysis
-            again = estimate(an.sessions, an.model, [("day", day_start, day_end)], final_before=prev["watermark"])[
-                "day"
-            ]
+            again = estimate(
+                an.sessions,
+                an.model,
+                [("day", day_start, day_end)],
+                final_before=prev["watermark"],
+                pass_sessions=an.identity_sessions,
+            )["day"]
             for name, attr in (("passersby", "max_passersby_revision"), ("visitors", "max_visitors_revision")):
                 before = prev["totals"].get(name) or 0.0
                 now_ = getattr(again, name).estimate or 0.0
