@@ -46,6 +46,7 @@ from footfall.hub.api_models import (
     Sensor,
     Sensors,
 )
+from footfall.hub.now import now_people as live_now
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -440,9 +441,19 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             include_excluded=include_excluded,
         )
         heard = out["now_in_store"]
-        est = figures.now_people(conn, clock, metrics._tz(settings.tz))
         out["now_in_store_low"] = out["now_in_store_high"] = out["as_of_estimate"] = None
-        if est is not None and est["age_s"] <= settings.now_max_age_s:
+        # The live presence count scaled by the site's own ratio (hub/now.py) when there is one:
+        # the latest estimated minute is short of everyone still inside.
+        live = live_now(conn, clock, settings.presence_max_age_s)
+        est = figures.now_people(conn, clock, metrics._tz(settings.tz))
+        if live is not None:
+            k = figures.latest_calibration(conn).visitors
+            out["now_in_store"] = round(live["people"] * k, 1)
+            out["now_in_store_low"] = round(live["people_low"] * k, 1)
+            out["now_in_store_high"] = round(live["people_high"] * k, 1)
+            out["as_of_estimate"] = live["as_of"]
+            out["source"] = "presence_calibrated"
+        elif est is not None and est["age_s"] <= settings.now_max_age_s:
             out["now_in_store"] = est["people"]
             out["now_in_store_low"], out["now_in_store_high"] = est["people_low"], est["people_high"]
             out["as_of_estimate"] = est["as_of"]

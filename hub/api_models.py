@@ -147,14 +147,18 @@ class ZoneNow(BaseModel):
 
 
 class Now(BaseModel):
-    now_in_store: float = Field(description="people inside (estimate at the latest estimated minute)")
+    now_in_store: float = Field(
+        description="people inside: the live presence count times the site's people-per-count ratio "
+        "(hub/now.py), else the estimate at the latest estimated minute"
+    )
     now_in_store_low: float | None = None
     now_in_store_high: float | None = None
     source: str = Field(
-        description="'occupancy' (estimated people), 'presence' (live sensor counts) or 'recent_visits'"
+        description="'presence_calibrated' (live counts scaled to people), 'occupancy' (estimated people at "
+        "the latest estimated minute), 'presence' (live sensor counts) or 'recent_visits'"
     )
     as_of_estimate: float | None = Field(
-        None, description="the minute the estimate is for (the job runs settle_s behind)"
+        None, description="when the estimate is for: the presence report, or the estimated minute (settle_s behind)"
     )
     as_of: float
     window_s: float

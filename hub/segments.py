@@ -1,6 +1,6 @@
 """Visitor segments: behavioural clusters (scikit-learn) and rule-based segments (SQL).
 
-Both are sets of ``device_key`` (the device estimator's ids, see ``hub/derandomize.py``) kept in
+Both are sets of ``device_key`` (the device estimator's ids, see ``hub/linked_devices.py``) kept in
 ``segments`` / ``segment_members``, with their sizes over time in ``segment_counts``; the
 coupon, partner and sync features read them from there.
 

@@ -103,7 +103,7 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str], tmp
     # The store this test needs: estimated, provisional (the estimates stop before the clock).
     # The estimate may be above or below the heard count (the tracker splits and joins phones).
     assert t["estimated"] and t["visitors"] > 0 and t["visitors_heard"] > 0 and t["as_of"] < CLOCK
-    assert now["source"] == "occupancy" and now["now_in_store"] >= 0.5
+    assert now["source"] in ("presence_calibrated", "occupancy") and now["now_in_store"] >= 0.5
     assert sum(p["people"] is not None for p in occ["series"]) > 20
 
     with sync_api.sync_playwright() as p:

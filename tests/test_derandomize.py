@@ -8,15 +8,12 @@ from typing import Any
 
 from footfall.hub.derandomize import (
     Linker,
-    LinkingEstimator,
     LinkSettings,
-    device_sessions,
-    estimate_unique,
     link,
     link_with_stats,
-    peak_concurrency,
     seq_continues,
 )
+from footfall.hub.linked_devices import LinkingEstimator, device_sessions, estimate_unique, peak_concurrency
 
 _ids = itertools.count()
 

@@ -159,7 +159,7 @@ def score_visits(
 
     With ``analysis`` (``footfall.hub.analysis.analyse`` of the same visits: what the hub
     does, with its inside model and stays) its keys are scored, and its visits counted."""
-    from footfall.hub.derandomize import device_sessions, estimate_unique
+    from footfall.hub.linked_devices import device_sessions, estimate_unique
 
     settings = settings or LinkSettings()
     labelled = [v for v in visits if v["device"] in truth_of_device]

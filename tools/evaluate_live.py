@@ -26,6 +26,9 @@ class LiveResult:
     backward_moves: int  # times today's passers-by or visitors total went down
     rows: list[dict[str, Any]] = field(default_factory=list)
     backward: list[str] = field(default_factory=list)
+    # "Now in store" at each run while open, against the visitors truly inside at that moment:
+    # mean absolute error of the dashboard's figure and of the alternatives it chose between.
+    now_mae: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveResult:
@@ -87,13 +90,45 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
                 "visitors": totals.get("visitors"),
                 "passersby": totals.get("passersby"),
                 "capture_rate": totals.get("capture_rate"),
+                **_now_figures(conn, run.truth, t),
             }
         )
         prev = {"watermark": t - cfg.settle_s, "totals": totals}
         t += step_s
     res.steps = len(res.rows)
+    open_rows = [r for r in res.rows if r["now_truth"] is not None and r["now_open"]]
+    for name in ("now_dashboard", "now_presence_calibrated", "now_occupancy", "now_presence_raw"):
+        vals = [abs((r[name] or 0.0) - r["now_truth"]) for r in open_rows]
+        if vals:
+            res.now_mae[name] = sum(vals) / len(vals)
+    res.now_mae["truth_mean"] = sum(r["now_truth"] for r in open_rows) / max(len(open_rows), 1)
     conn.close()
     return res
+
+
+def _now_figures(conn, truth: dict[str, Any], t: float) -> dict[str, Any]:
+    """People inside at ``t``: the truth, what /api/now serves, and its alternatives."""
+    from footfall.hub import figures, metrics
+    from footfall.hub.now import now_people
+
+    inside = sum(
+        1 for p in truth["people"] if p["kind"] == "visitor" and p["inside"] and p["inside"][0] <= t < p["inside"][1]
+    )
+    live = now_people(conn, t)
+    occ = figures.now_people(conn, t, UTC)
+    raw = metrics.now_in_store(conn, now=t)
+    cal = figures.latest_calibration(conn).visitors
+    calibrated = None if live is None else live["people"] * cal
+    dashboard = calibrated if calibrated is not None else (occ["people"] if occ else raw["now_in_store"])
+    day = next((d for d in truth["days"] if d["open"] <= t <= d["close"]), None)
+    return {
+        "now_truth": inside,
+        "now_open": day is not None,
+        "now_dashboard": dashboard,
+        "now_presence_calibrated": calibrated,
+        "now_occupancy": occ["people"] if occ else None,
+        "now_presence_raw": raw["now_in_store"] if raw["source"] == "presence" else None,
+    }
 
 
 def cmd_live(seeds_text: str, workdir: str | None) -> int:
@@ -117,5 +152,13 @@ def cmd_live(seeds_text: str, workdir: str | None) -> int:
                 f"{100 * r.max_visitors_revision:.2f} %, capture rate {r.max_capture_revision_pts:.2f} points; "
                 f"today's totals went down {r.backward_moves} times"
                 + (f" ({'; '.join(r.backward)})" if r.backward else "")
+            )
+            m = r.now_mae
+            print(
+                f"  now in store while open (truth: {m.get('truth_mean', 0):.1f} people inside on average), mean "
+                f"absolute error: dashboard {m.get('now_dashboard', float('nan')):.2f}, presence x site ratio "
+                f"{m.get('now_presence_calibrated', float('nan')):.2f}, latest estimated minute "
+                f"{m.get('now_occupancy', float('nan')):.2f}, raw presence count "
+                f"{m.get('now_presence_raw', float('nan')):.2f}"
             )
     return 0

@@ -180,7 +180,7 @@
 
   function drawNow(now) {
     const live = now.zones.length ? Math.max(...now.zones.map((z) => z.inside)) : null;
-    if (now.source === "occupancy") {
+    if (now.source === "occupancy" || now.source === "presence_calibrated") {
       figure("now-in-store", "count", {
         value: now.now_in_store, low: now.now_in_store_low, high: now.now_in_store_high, heard: live, estimated: true,
       }, "devices live");

@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from footfall.hub.derandomize import estimate_unique, link_with_stats
+from footfall.hub.derandomize import link_with_stats
 from footfall.hub.devices import randomized_bounds
+from footfall.hub.linked_devices import estimate_unique
 from footfall.tools.evaluate import run_agent
 
 T = TypeVar("T")

@@ -1,0 +1,82 @@
+"""People in the store now: the sensors' live presence counts, scaled by what the site's own
+past says a count means.
+
+Occupancy per minute (``hub/occupancy.py``) is final only once every visit of that minute has
+been sent: a sensor sends a visit when the phone has been silent for its visit gap, so people
+still inside have no visit at the hub yet and the latest estimated minutes are short of them.
+The sensors' presence reports (MACs heard inside in the last window, per sensor) arrive every
+minute but count MAC addresses, not people: a phone that draws a new address every scan
+counts several times. The ratio between the two is measured where both are known: minutes old
+enough for their occupancy to be final (:data:`SETTLED_S` before the latest estimated one)
+over the last :data:`HISTORY_S`. ``people now = ratio x latest presence count``, with a 90 %
+range from the spread of people around that ratio on those minutes.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from typing import Any
+
+HISTORY_S = 7 * 86400.0
+SETTLED_S = 2 * 3600.0  # a minute this far behind the latest estimated one has (nearly) all its visits
+MIN_MINUTES = 60  # minutes with people or presence before the ratio is trusted
+Z90 = 1.645
+
+
+def presence_per_minute(conn: sqlite3.Connection, start: float, end: float) -> dict[int, int]:
+    """Per minute (UTC seconds): the largest zone count (zones overlap, as in metrics.now_in_store)."""
+    out: dict[int, int] = {}
+    for minute, inside in conn.execute(
+        "SELECT CAST(ts / 60 AS INTEGER) * 60 AS m, max(inside) FROM presence WHERE ts >= ? AND ts < ? GROUP BY m",
+        (start, end),
+    ):
+        out[int(minute)] = int(inside)
+    return out
+
+
+def fit_ratio(conn: sqlite3.Connection, now: float) -> dict[str, Any] | None:
+    """People per presence count over the settled minutes before ``now``; None without enough."""
+    row = conn.execute("SELECT max(minute) FROM occupancy WHERE minute <= ?", (now,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    end = row[0] - SETTLED_S
+    presence = presence_per_minute(conn, end - HISTORY_S, end)
+    pairs = [
+        (presence[m], people)
+        for m, people in conn.execute(
+            "SELECT minute, people FROM occupancy WHERE minute >= ? AND minute < ?", (end - HISTORY_S, end)
+        )
+        if m in presence and (presence[m] > 0 or people > 0)
+    ]
+    if len(pairs) < MIN_MINUTES or not sum(c for c, _ in pairs):
+        return None
+    ratio = sum(p for _, p in pairs) / sum(c for c, _ in pairs)
+    sd = math.sqrt(sum((p - ratio * c) ** 2 for c, p in pairs) / (len(pairs) - 1))
+    return {"ratio": ratio, "sd": sd, "minutes": len(pairs), "until": end}
+
+
+def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = 180.0) -> dict[str, Any] | None:
+    """People inside now from the freshest presence count, or None (no fresh count, no ratio)."""
+    row = conn.execute("SELECT max(ts) FROM presence WHERE ts >= ? AND ts <= ?", (now - max_age_s, now + 60)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    latest = row[0]
+    (count,) = conn.execute(
+        "SELECT max(inside) FROM presence WHERE ts >= ? AND ts <= ?", (latest - 60, latest)
+    ).fetchone()
+    fit = fit_ratio(conn, now)
+    if fit is None or count is None:
+        return None
+    people = fit["ratio"] * count
+    half = Z90 * fit["sd"]
+    return {
+        "people": round(people, 1),
+        "people_low": round(max(0.0, people - half), 1),
+        "people_high": round(people + half, 1),
+        "as_of": latest,
+        "age_s": round(max(0.0, now - latest), 1),
+        "presence": count,
+        "ratio": round(fit["ratio"], 4),
+        "fitted_minutes": fit["minutes"],
+    }

@@ -1,0 +1,55 @@
+""" "Now in store" from the live presence counts scaled by the site's own people-per-count ratio
+(hub/now.py), on a real hub database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from footfall.hub import store
+from footfall.hub.now import MIN_MINUTES, SETTLED_S, fit_ratio, now_people
+
+T0 = 1_793_000_000 // 60 * 60  # a minute boundary
+
+
+def fill(conn, minutes: int, ratio: float = 0.4) -> None:
+    """Occupancy and presence for ``minutes`` minutes from T0: people = ratio x count, +-0.5."""
+    for i in range(minutes):
+        m = T0 + 60 * i
+        count = 5 + i % 7
+        conn.execute(
+            "INSERT INTO occupancy (minute, people) VALUES (?, ?)", (m, ratio * count + (0.5 if i % 2 else -0.5))
+        )
+        for sensor, inside in (("s1", count), ("s2", count - 3)):  # zones overlap: the largest counts
+            conn.execute(
+                "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', ?, ?, ?, ?)",
+                (sensor, m + 10, inside + 2, inside),
+            )
+    conn.commit()
+
+
+def test_ratio_from_settled_minutes_and_people_now(tmp_path: Path) -> None:
+    conn = store.connect(tmp_path / "hub.db")
+    fill(conn, 600)
+    last = T0 + 60 * 599
+    fit = fit_ratio(conn, last + 60)
+    # Only minutes SETTLED_S before the latest estimated one count: their visits have all arrived.
+    assert fit is not None and fit["until"] == last - SETTLED_S
+    assert abs(fit["ratio"] - 0.4) < 0.02 and 0.4 < fit["sd"] < 0.6
+    # A fresh presence report with 20 MACs inside: about 8 people, with a range.
+    conn.execute(
+        "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's1', ?, 25, 20)", (last + 120,)
+    )
+    now = now_people(conn, last + 150)
+    assert now is not None and now["presence"] == 20 and now["as_of"] == last + 120
+    assert now["people_low"] < now["people"] < now["people_high"] and abs(now["people"] - 8.0) < 0.5
+
+
+def test_no_figure_without_history_or_a_fresh_count(tmp_path: Path) -> None:
+    conn = store.connect(tmp_path / "hub.db")
+    fill(conn, int(SETTLED_S // 60) + MIN_MINUTES - 10)  # too few settled minutes
+    last = T0 + 60 * (int(SETTLED_S // 60) + MIN_MINUTES - 11)
+    assert fit_ratio(conn, last + 60) is None
+    conn2 = store.connect(tmp_path / "hub2.db")
+    fill(conn2, 600)
+    # The latest report is 10 minutes old: not "now".
+    assert now_people(conn2, T0 + 60 * 610, max_age_s=180) is None
