@@ -27,14 +27,14 @@ from typing import Any
 
 from footfall.hub import linkmodel
 from footfall.hub.derandomize import Linker, LinkSettings, LinkStats, SweepDecision
-from footfall.hub.estimate import LONG_STAY_S, ScanRecord, Session, SiteModel, fit_site_model, split_sessions
+from footfall.hub.estimate import DEFAULTS, LONG_STAY_S, ScanRecord, Session, SiteModel, fit_site_model, split_sessions
 from footfall.hub.sweeps import scans_of
 
 SESSION_GAP_S = 600.0  # the agents' visit gap: a phone silent longer has left
 # A phone with a fixed address heard again within half an hour is the same visit: an idle phone
 # can be silent for over ten minutes, and coming back that soon is rare (identity is certain,
 # so a short silence says little).
-IDENTIFIED_GAP_S = 1800.0
+IDENTIFIED_GAP_S = DEFAULTS.identified_gap_s
 MIN_IDENTIFIED = 10  # identified stays before the site's measured link model is used
 
 
@@ -58,14 +58,32 @@ def sessions_from(
             stable[v["device"]].append(v)
     for device, vs in stable.items():
         scans = [ScanRecord(t, _peak(r)) for t, r in scans_of(vs)]
-        span = max(float(v["last_seen"]) for v in vs) - min(float(v["first_seen"]) for v in vs)
-        if span >= LONG_STAY_S:
+        if _presence_s(vs) >= LONG_STAY_S:
             # Present for hours (staff, equipment): one stay, however often it fell silent.
             out.append(Session(device, scans, identified=True, long_presence=True))
         else:
             out += split_sessions(device, scans, max(gap_s, IDENTIFIED_GAP_S), identified=True)
     out.sort(key=lambda s: s.first)
     return out
+
+
+def _presence_s(visits: Sequence[Mapping[str, Any]]) -> float:
+    """Hours a device was present in the day: its visits' spans, silences over the visit gap not
+    counted. Staff are present for hours whatever their breaks; a shopper who comes back in the
+    afternoon is present for two short visits, not for the hours between them."""
+    total = 0.0
+    start = end = None
+    for v in sorted(visits, key=lambda v: float(v["first_seen"])):
+        a, b = float(v["first_seen"]), float(v["last_seen"])
+        if end is not None and a - end <= SESSION_GAP_S:
+            end = max(end, b)
+            continue
+        if start is not None and end is not None:
+            total += end - start
+        start, end = a, b
+    if start is not None and end is not None:
+        total += end - start
+    return total
 
 
 def infer_open(visits: Iterable[Mapping[str, Any]], tz: tzinfo) -> Callable[[float], bool]:

@@ -254,7 +254,7 @@ def now_csv(out: dict[str, Any], heard: float, tz: str) -> list[dict[str, Any]]:
         "now_in_store_low": out["now_in_store_low"],
         "now_in_store_high": out["now_in_store_high"],
         "now_in_store_heard": heard,
-        "estimated": out["source"] == "occupancy",
+        "estimated": out["source"] in ("occupancy", "presence_calibrated"),
         "source": out["source"],
         "as_of": out["as_of"],
         "as_of_estimate": out["as_of_estimate"],

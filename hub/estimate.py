@@ -72,6 +72,7 @@ class Defaults:
     # fell with the share of randomizing phones); longer still is a neighbour's device.
     passby_scans_max_s: float = 900.0
     session_gap_s: float = 600.0  # a device silent this long has left (the agents' visit gap)
+    identified_gap_s: float = 1800.0  # the same for a fixed-address phone (see hub/analysis.py)
     # The tracker's and the classifier's visits per visitor, inverted, at ``crowding_ref`` phones
     # present: the more phones of one model are in the shop at once, the more often the tracker
     # joins two into one, so the factor grows as crowding ** exp (SiteModel.crowding). Least
@@ -515,7 +516,11 @@ def _counted(
     """The stays a period counts: begun in it, not staff, over by ``final_before`` if given."""
     mine = [s for s in sessions if start <= s.first < end and not s.staff]
     if final_before is not None:
-        mine = [s for s in mine if s.last <= final_before - defaults.session_gap_s]
+        mine = [
+            s
+            for s in mine
+            if s.last <= final_before - (defaults.identified_gap_s if s.identified else defaults.session_gap_s)
+        ]
     return mine
 
 

@@ -216,6 +216,10 @@ def relink_day(
         # corridor's device. Both are left out of every figure (hub/estimate.py does the same).
         behaviour = _identity_keys(an, _long_presence(an, start, stop))
         excluded = devices.excluded_keys(conn) | set(behaviour)
+        # The identity pass's pieces of a staff or background device are not passers-by either.
+        for s in an.identity_sessions:
+            if s.key in behaviour:
+                s.long_presence = True
         conn.execute(
             "UPDATE sensor_visits SET visit_id = NULL WHERE visit_id IN "
             "(SELECT id FROM visits WHERE first_seen >= ? AND first_seen < ?)",
@@ -310,8 +314,10 @@ def _identity_keys(an, by_estimation_key: dict[str, str]) -> dict[str, str]:
         if reason is not None:
             out.setdefault(an.keys.get(vid, key), reason)
     # Identified MACs are their own key in both passes (and may have no visit in either map).
+    identified = {s.key for s in an.sessions if s.identified}
     for key, reason in by_estimation_key.items():
-        out.setdefault(key, reason)
+        if key in identified:
+            out.setdefault(key, reason)
     return out
 
 

@@ -8,8 +8,9 @@ The sensors' presence reports (MACs heard inside in the last window, per sensor)
 minute but count MAC addresses, not people: a phone that draws a new address every scan
 counts several times. The ratio between the two is measured where both are known: minutes old
 enough for their occupancy to be final (:data:`SETTLED_S` before the latest estimated one)
-over the last :data:`HISTORY_S`. ``people now = ratio x latest presence count``, with a 90 %
-range from the spread of people around that ratio on those minutes.
+over the last :data:`HISTORY_S`, after taking off the count of the site's empty minutes (staff,
+equipment, the neighbours). ``people now = ratio x (latest count - background)``, with a 90 %
+range from the spread of people around that line on those minutes.
 """
 
 from __future__ import annotations
@@ -49,11 +50,17 @@ def fit_ratio(conn: sqlite3.Connection, now: float) -> dict[str, Any] | None:
         )
         if m in presence and (presence[m] > 0 or people > 0)
     ]
+    # Staff, equipment and the neighbours are in the count too, also when nobody is in the
+    # shop: the count of the empty minutes is the site's background, taken off first.
+    empty = sorted(c for c, p in pairs if p < 0.05)
+    background = empty[len(empty) // 2] if len(empty) >= MIN_MINUTES // 2 else 0
+    pairs = [(max(c - background, 0), p) for c, p in pairs]
+    pairs = [(c, p) for c, p in pairs if c > 0 or p > 0]
     if len(pairs) < MIN_MINUTES or not sum(c for c, _ in pairs):
         return None
     ratio = sum(p for _, p in pairs) / sum(c for c, _ in pairs)
     sd = math.sqrt(sum((p - ratio * c) ** 2 for c, p in pairs) / (len(pairs) - 1))
-    return {"ratio": ratio, "sd": sd, "minutes": len(pairs), "until": end}
+    return {"ratio": ratio, "background": background, "sd": sd, "minutes": len(pairs), "until": end}
 
 
 def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = 180.0) -> dict[str, Any] | None:
@@ -68,7 +75,7 @@ def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = 180.0) -
     fit = fit_ratio(conn, now)
     if fit is None or count is None:
         return None
-    people = fit["ratio"] * count
+    people = fit["ratio"] * max(count - fit["background"], 0)
     half = Z90 * fit["sd"]
     return {
         "people": round(people, 1),
@@ -78,5 +85,6 @@ def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = 180.0) -
         "age_s": round(max(0.0, now - latest), 1),
         "presence": count,
         "ratio": round(fit["ratio"], 4),
+        "background": fit["background"],
         "fitted_minutes": fit["minutes"],
     }

@@ -236,19 +236,21 @@ def scans_of(visits: Iterable[Mapping[str, Any]], join_s: float = 1.0) -> list[t
                 r = v.get("rssi_max") if not minutes else None
             events.append((t, v.get("sensor", ""), None if r is None else float(r), chans))
         if len(offsets) >= MAX_BURST_OFFSETS and minutes:
-            # A long stay lists only its first bursts; after them, every minute it was heard is
-            # one scan, and the last sighting closes it: cut at the 64th burst, a staff phone
-            # looked like a 2-hour visitor and a long visit lost its end.
+            # A long stay lists only its first bursts; after them, every minute it was heard
+            # (null: not heard; -128: heard without a reading) is one scan, and the last sighting
+            # closes it: cut at the 64th burst, a staff phone looked like a 2-hour visitor and a
+            # long visit lost its end.
             last = events[-1][0]
             end = float(v.get("last_seen", last))
-            for i, r in enumerate(minutes):
-                t = min((m0 + i) * 60.0 + 30.0, end)
-                if t > last + 60.0 and r is not None and r != -128:
-                    events.append((t, v.get("sensor", ""), float(r), chans))
+            for i in range(int(last // 60) - m0 + 1, len(minutes)):
+                r = minutes[i]
+                if r is not None:
+                    t = min((m0 + i) * 60.0 + 30.0, end)
+                    events.append((t, v.get("sensor", ""), None if r == -128 else float(r), chans))
                     last = t
             if end > last + join_s:
-                r = minutes[-1] if minutes[-1] not in (None, -128) else None
-                events.append((end, v.get("sensor", ""), None if r is None else float(r), chans))
+                r = minutes[-1]
+                events.append((end, v.get("sensor", ""), None if r in (None, -128) else float(r), chans))
     events.sort(key=lambda e: e[0])
     scans: list[tuple[float, dict[str, float]]] = []
     for t, sensor, r, chans in events:

@@ -53,3 +53,27 @@ def test_no_figure_without_history_or_a_fresh_count(tmp_path: Path) -> None:
     fill(conn2, 600)
     # The latest report is 10 minutes old: not "now".
     assert now_people(conn2, T0 + 60 * 610, max_age_s=180) is None
+
+
+def test_the_background_of_empty_minutes_is_taken_off(tmp_path: Path) -> None:
+    """Closed hours: nobody inside, the fixed devices and staff still counted (3 MACs)."""
+    conn = store.connect(tmp_path / "hub.db")
+    for i in range(900):
+        m = T0 + 60 * i
+        open_ = i % 300 < 200
+        count = 3 + (5 + i % 7 if open_ else 0)
+        people = 0.4 * (count - 3) if open_ else 0.0
+        conn.execute("INSERT INTO occupancy (minute, people) VALUES (?, ?)", (m, people))
+        conn.execute(
+            "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's1', ?, ?, ?)",
+            (m + 10, count, count),
+        )
+    conn.commit()
+    last = T0 + 60 * 899
+    fit = fit_ratio(conn, last + 60)
+    assert fit is not None and fit["background"] == 3 and abs(fit["ratio"] - 0.4) < 0.01
+    # A closed shop with only the background heard reads nobody.
+    conn.execute(
+        "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's1', ?, 3, 3)", (last + 120,)
+    )
+    assert now_people(conn, last + 150)["people"] == 0.0

@@ -98,7 +98,7 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
     res.steps = len(res.rows)
     open_rows = [r for r in res.rows if r["now_truth"] is not None and r["now_open"]]
     for name in ("now_dashboard", "now_presence_calibrated", "now_occupancy", "now_presence_raw"):
-        vals = [abs((r[name] or 0.0) - r["now_truth"]) for r in open_rows]
+        vals = [abs(r[name] - r["now_truth"]) for r in open_rows if r[name] is not None]
         if vals:
             res.now_mae[name] = sum(vals) / len(vals)
     res.now_mae["truth_mean"] = sum(r["now_truth"] for r in open_rows) / max(len(open_rows), 1)
@@ -114,8 +114,11 @@ def _now_figures(conn, truth: dict[str, Any], t: float) -> dict[str, Any]:
     inside = sum(
         1 for p in truth["people"] if p["kind"] == "visitor" and p["inside"] and p["inside"][0] <= t < p["inside"][1]
     )
-    live = now_people(conn, t)
+    # The same choice and age limits as /api/now (hub/api.py, WebSettings).
+    live = now_people(conn, t, 180.0)
     occ = figures.now_people(conn, t, UTC)
+    if occ is not None and occ["age_s"] > 3600:
+        occ = None
     raw = metrics.now_in_store(conn, now=t)
     cal = figures.latest_calibration(conn).visitors
     calibrated = None if live is None else live["people"] * cal
