@@ -385,9 +385,18 @@ def _recount_devices(conn: sqlite3.Connection, keys: set[str], excluded: set[str
     exclusion (staff, fixed equipment) is kept for keys that had it.
     """
     key_list = sorted(keys)
+    reasons: dict[str, str] = {}
     for start in range(0, len(key_list), 500):
         chunk = key_list[start : start + 500]
         marks = ", ".join("?" * len(chunk))
+        # Why a device is excluded (an operator's words, or the behaviour seen) outlives the recount.
+        reasons.update(
+            conn.execute(
+                f"SELECT device_key, excluded_reason FROM devices WHERE device_key IN ({marks}) "
+                "AND excluded_reason IS NOT NULL",
+                chunk,
+            ).fetchall()
+        )
         conn.execute(f"DELETE FROM devices WHERE device_key IN ({marks})", chunk)
         conn.execute(
             f"""INSERT INTO devices (device_key, randomized, partner_hash, first_seen, last_seen, visit_count,
@@ -399,3 +408,7 @@ def _recount_devices(conn: sqlite3.Connection, keys: set[str], excluded: set[str
         )
     if excluded & keys:
         conn.executemany("UPDATE devices SET excluded = 1 WHERE device_key = ?", [(k,) for k in excluded & keys])
+    if reasons:
+        conn.executemany(
+            "UPDATE devices SET excluded_reason = ? WHERE device_key = ?", [(r, k) for k, r in reasons.items()]
+        )

@@ -71,3 +71,27 @@ def test_a_shopper_back_in_the_afternoon_is_not_staff() -> None:
         pm[k] += 3.75 * 3600
     [shift] = sessions_from([], [am, pm])
     assert shift.staff
+
+
+def test_relink_keeps_exclusions_and_their_reasons(tmp_path) -> None:
+    """Through the hub's own job on a simulated store: fixed-address staff phones are excluded
+    as staff, and an operator's exclusion keeps its reason when the day is linked again."""
+    from footfall.hub import devices, link
+    from footfall.tools.evaluate_pipeline import Scenario, ingest, simulate
+
+    run = simulate(Scenario(seed=21, scale=0.5, randomized_share=0.6, sensors=2), tmp_path)
+    writer, _ = ingest(run, tmp_path / "hub.db")
+    conn = writer.conn
+    link.relink(conn, writer.config, since=0)
+    # Two staff phones and two fixed devices, all with a fixed address.
+    staff = {r[0] for r in conn.execute("SELECT device_key FROM devices WHERE excluded = 1 AND randomized = 0")}
+    assert len(staff) >= 4
+    key = conn.execute(
+        "SELECT device_key FROM devices WHERE excluded = 0 AND randomized = 0 ORDER BY visit_count DESC LIMIT 1"
+    ).fetchone()[0]
+    assert devices.exclude(conn, key, "manual: the shop's tablet")
+    conn.commit()
+    link.relink(conn, writer.config, since=0)
+    row = conn.execute("SELECT excluded, excluded_reason FROM devices WHERE device_key = ?", (key,)).fetchone()
+    assert tuple(row) == (1, "manual: the shop's tablet")
+    assert staff <= {r[0] for r in conn.execute("SELECT device_key FROM devices WHERE excluded = 1")}
