@@ -71,19 +71,15 @@ def _presence_s(visits: Sequence[Mapping[str, Any]]) -> float:
     """Hours a device was present in the day: its visits' spans, silences over the visit gap not
     counted. Staff are present for hours whatever their breaks; a shopper who comes back in the
     afternoon is present for two short visits, not for the hours between them."""
+    spans = sorted((float(v["first_seen"]), float(v["last_seen"])) for v in visits)
     total = 0.0
-    start = end = None
-    for v in sorted(visits, key=lambda v: float(v["first_seen"])):
-        a, b = float(v["first_seen"]), float(v["last_seen"])
-        if end is not None and a - end <= SESSION_GAP_S:
-            end = max(end, b)
-            continue
-        if start is not None and end is not None:
+    start, end = spans[0]
+    for a, b in spans[1:]:
+        if a - end > SESSION_GAP_S:
             total += end - start
-        start, end = a, b
-    if start is not None and end is not None:
-        total += end - start
-    return total
+            start = a
+        end = max(end, b)
+    return total + end - start
 
 
 def infer_open(visits: Iterable[Mapping[str, Any]], tz: tzinfo) -> Callable[[float], bool]:

@@ -46,7 +46,7 @@ from footfall.hub.api_models import (
     Sensor,
     Sensors,
 )
-from footfall.hub.now import now_people as live_now
+from footfall.hub.now import OCCUPANCY_MAX_AGE_S, PRESENCE_MAX_AGE_S, store_now
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -60,8 +60,8 @@ class WebSettings:
     max_days: int = 400  # longest range for day/week granularity
     max_hour_days: int = 14  # longest range for hourly series (336 bars is already a lot)
     now_window_s: float = 300
-    now_max_age_s: float = 3600  # an occupancy estimate older than this is not "now" any more
-    presence_max_age_s: float = 180
+    now_max_age_s: float = OCCUPANCY_MAX_AGE_S  # an occupancy estimate older than this is not "now" any more
+    presence_max_age_s: float = PRESENCE_MAX_AGE_S
     stale_after_s: float = 180  # a sensor silent this long is "stale"
     session_ttl_s: float = auth.SESSION_TTL_S
     secure_cookie: bool = False  # set behind HTTPS so the session cookie never travels in clear
@@ -441,23 +441,19 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             include_excluded=include_excluded,
         )
         heard = out["now_in_store"]
+        est = store_now(
+            conn,
+            clock,
+            metrics._tz(settings.tz),
+            presence_max_age_s=settings.presence_max_age_s,
+            occupancy_max_age_s=settings.now_max_age_s,
+        )
         out["now_in_store_low"] = out["now_in_store_high"] = out["as_of_estimate"] = None
-        # The live presence count scaled by the site's own ratio (hub/now.py) when there is one:
-        # the latest estimated minute is short of everyone still inside.
-        live = live_now(conn, clock, settings.presence_max_age_s)
-        est = figures.now_people(conn, clock, metrics._tz(settings.tz))
-        if live is not None:
-            k = figures.latest_calibration(conn).visitors
-            out["now_in_store"] = round(live["people"] * k, 1)
-            out["now_in_store_low"] = round(live["people_low"] * k, 1)
-            out["now_in_store_high"] = round(live["people_high"] * k, 1)
-            out["as_of_estimate"] = live["as_of"]
-            out["source"] = "presence_calibrated"
-        elif est is not None and est["age_s"] <= settings.now_max_age_s:
+        if est is not None:
             out["now_in_store"] = est["people"]
             out["now_in_store_low"], out["now_in_store_high"] = est["people_low"], est["people_high"]
             out["as_of_estimate"] = est["as_of"]
-            out["source"] = "occupancy"
+            out["source"] = est["source"]
         if _format(format) == "csv":
             return _csv_response(now_csv(out, heard, settings.tz), "now")
         return _json(out)

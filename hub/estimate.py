@@ -82,7 +82,6 @@ class Defaults:
     crowding_ref: float = 10.0
     crowding_range: tuple[float, float] = (5.0, 20.0)  # the tuning days' range: no extrapolation
     visitor_crowding_exp: float = 0.58
-    passersby_crowding_exp: float = 0.0  # measured: no relation on the tuning days
     dwell_factor: float = 0.81  # median dwell
     mean_dwell_factor: float = 0.80  # mean dwell: merged stays lengthen the tail more than the middle
     scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
@@ -117,7 +116,6 @@ class SiteModel:
     front_sensor: str | None = None
     sweeps_per_visitor: float = 0.0  # for the tracker's new-device rate; 0 = its default
     crowding: float = 0.0  # phones present per open minute, from scans (0: not measured)
-    identified_share: float = 0.0  # share of the scans heard while open from fixed-address phones
     fitted_on: str = ""
     calibration: Calibration = field(default_factory=Calibration)
 
@@ -156,7 +154,6 @@ class SiteModel:
             front_sensor=d.get("front_sensor"),
             sweeps_per_visitor=float(d.get("sweeps_per_visitor", 0.0)),
             crowding=float(d.get("crowding", 0.0)),
-            identified_share=float(d.get("identified_share", 0.0)),
             fitted_on=str(d.get("fitted_on", "")),
             calibration=Calibration(**{k: cal[k] for k in ("visitors", "passersby", "source", "fit") if k in cal}),
         )
@@ -308,7 +305,6 @@ def fit_site_model(
     rate = _shrunk_rate(rate_n, rate_span)
     model = SiteModel(
         crowding=crowding(sessions, is_open, rate),
-        identified_share=_identified_share(sessions, is_open),
         inside=inside,
         scan_rate=rate,
         heard_share=_heard_share(identified_lengths, rate),
@@ -344,19 +340,6 @@ def crowding(sessions: Sequence[Session], is_open: Callable[[float], bool], scan
     if not per_minute:
         return 0.0
     return sum(per_minute.values()) / len(per_minute) / (scan_rate * 60.0)
-
-
-def _identified_share(sessions: Sequence[Session], is_open: Callable[[float], bool]) -> float:
-    """Share of the scans heard while open (staff and equipment left out) that come from phones
-    with a fixed address: the only ones the tracker cannot join to another phone."""
-    fixed = total = 0
-    for s in sessions:
-        if s.staff:
-            continue
-        n = sum(1 for sc in s.scans if is_open(sc.t))
-        total += n
-        fixed += n if s.identified else 0
-    return fixed / total if total else 0.0
 
 
 def _heard_share(lengths: Sequence[float], rate: float) -> float:
@@ -487,13 +470,8 @@ def estimate(
                 n = sum(1 for sc in s.scans if front is None or front in sc.peak)
                 pb_scans += (1.0 - s.p_visit) * n
         visitors = v_sum * model.visitor_factor(defaults)
-        passersby = (
-            pb_scans
-            / max(per_pass, 1e-9)
-            / q
-            * model.crowding_factor(defaults.passersby_crowding_exp, defaults)
-            * cal.passersby
-        )
+        # No crowding factor here: on the tuning days passers-by showed no relation to it.
+        passersby = pb_scans / max(per_pass, 1e-9) / q * cal.passersby
         v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, defaults.visitors_sd * PREDICTIVE)
         p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, defaults.passersby_sd * PREDICTIVE)
         vis = _count_figure(visitors, v_rel, v_heard)

@@ -403,6 +403,15 @@ def local_hour(now: float, tz: str | tzinfo | None) -> int:
     return datetime.fromtimestamp(now, _tz(tz)).hour
 
 
+def latest_presence(conn: sqlite3.Connection, now: float, max_age_s: float) -> list[tuple[str, float, int, int]]:
+    """Each sensor's latest presence report no older than ``max_age_s``: (sensor, ts, devices, inside)."""
+    return conn.execute(
+        "SELECT sensor, max(ts), devices, inside FROM presence WHERE ts >= ? AND ts <= ? GROUP BY site, sensor "
+        "ORDER BY sensor",
+        (now - max_age_s, now + 60),
+    ).fetchall()
+
+
 def now_in_store(
     conn: sqlite3.Connection,
     *,
@@ -421,13 +430,10 @@ def now_in_store(
     Presence counts come from the sensors and cannot leave staff out.
     """
     now = time.time() if now is None else now
-    zones = []
-    for sensor, ts, devices, inside in conn.execute(
-        "SELECT sensor, max(ts), devices, inside FROM presence WHERE ts >= ? AND ts <= ? GROUP BY site, sensor "
-        "ORDER BY sensor",
-        (now - presence_max_age_s, now + 60),
-    ):
-        zones.append({"zone": sensor, "inside": inside, "devices": devices, "age_s": round(max(0.0, now - ts), 1)})
+    zones = [
+        {"zone": sensor, "inside": inside, "devices": devices, "age_s": round(max(0.0, now - ts), 1)}
+        for sensor, ts, devices, inside in latest_presence(conn, now, presence_max_age_s)
+    ]
     # Visits longer than 12 h are staff or fixed equipment; the bound keeps this an index range scan.
     # Visits in progress at ``now``: begun by then (a past ``now`` must not count later visitors)
     # and heard within the window before it.

@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from datetime import tzinfo
 from typing import Any
+
+from footfall.hub import figures
+from footfall.hub.metrics import latest_presence
 
 HISTORY_S = 7 * 86400.0
 SETTLED_S = 2 * 3600.0  # a minute this far behind the latest estimated one has (nearly) all its visits
 MIN_MINUTES = 60  # minutes with people or presence before the ratio is trusted
 Z90 = 1.645
+PRESENCE_MAX_AGE_S = 180.0  # a presence report older than this is not "now"
+OCCUPANCY_MAX_AGE_S = 3600.0  # nor is an estimated minute older than this
 
 
 def presence_per_minute(conn: sqlite3.Connection, start: float, end: float) -> dict[int, int]:
@@ -63,18 +69,17 @@ def fit_ratio(conn: sqlite3.Connection, now: float) -> dict[str, Any] | None:
     return {"ratio": ratio, "background": background, "sd": sd, "minutes": len(pairs), "until": end}
 
 
-def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = 180.0) -> dict[str, Any] | None:
-    """People inside now from the freshest presence count, or None (no fresh count, no ratio)."""
-    row = conn.execute("SELECT max(ts) FROM presence WHERE ts >= ? AND ts <= ?", (now - max_age_s, now + 60)).fetchone()
-    if row is None or row[0] is None:
+def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = PRESENCE_MAX_AGE_S) -> dict[str, Any] | None:
+    """People inside now from the sensors' latest presence counts (the largest zone, as in
+    metrics.now_in_store), or None (no fresh count, no ratio yet). Uncalibrated."""
+    zones = latest_presence(conn, now, max_age_s)
+    if not zones:
         return None
-    latest = row[0]
-    (count,) = conn.execute(
-        "SELECT max(inside) FROM presence WHERE ts >= ? AND ts <= ?", (latest - 60, latest)
-    ).fetchone()
     fit = fit_ratio(conn, now)
-    if fit is None or count is None:
+    if fit is None:
         return None
+    latest = max(ts for _, ts, _, _ in zones)
+    count = max(inside for _, _, _, inside in zones)
     people = fit["ratio"] * max(count - fit["background"], 0)
     half = Z90 * fit["sd"]
     return {
@@ -88,3 +93,30 @@ def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = 180.0) -
         "background": fit["background"],
         "fitted_minutes": fit["minutes"],
     }
+
+
+def store_now(
+    conn: sqlite3.Connection,
+    now: float,
+    tz: tzinfo,
+    *,
+    presence_max_age_s: float = PRESENCE_MAX_AGE_S,
+    occupancy_max_age_s: float = OCCUPANCY_MAX_AGE_S,
+) -> dict[str, Any] | None:
+    """What /api/now serves as people inside: the calibrated presence estimate when the site has
+    one, else the occupancy at the latest estimated minute if recent enough, else None (the
+    caller shows heard counts). ``source`` says which."""
+    live = now_people(conn, now, presence_max_age_s)
+    if live is not None:
+        k = figures.latest_calibration(conn).visitors
+        return {
+            "people": round(live["people"] * k, 1),
+            "people_low": round(live["people_low"] * k, 1),
+            "people_high": round(live["people_high"] * k, 1),
+            "as_of": live["as_of"],
+            "source": "presence_calibrated",
+        }
+    est = figures.now_people(conn, now, tz)
+    if est is not None and est["age_s"] <= occupancy_max_age_s:
+        return {k: est[k] for k in ("people", "people_low", "people_high", "as_of")} | {"source": "occupancy"}
+    return None

@@ -6,7 +6,6 @@ the target. Real agents, real hub DB, the real partner server over HTTP.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from footfall.hub.config import HubConfig
 from footfall.hub.ingest import ingest_many
 from footfall.hub.o2o import consent, reports, runner, scenarios
 from footfall.tools import partner_server
+from footfall.tools.evaluate import hash_key_env
 
 DAY = 86400.0
 
@@ -30,10 +30,8 @@ def two_days(tmp_path_factory) -> tuple[dict, list[tuple[str, bytes]]]:
 
     out = tmp_path_factory.mktemp("two")
     truth = simulate_day(out, seed=5, scale=0.4, days=2, returning_share=0.5, site="demo")
-    old = os.environ.get("FOOTFALL_HASH_KEY")
-    os.environ["FOOTFALL_HASH_KEY"] = KEY_HEX
     msgs: list[tuple[str, bytes]] = []
-    try:
+    with hash_key_env(bytes.fromhex(KEY_HEX)):
         for s in truth["sensors"]:
             sid = s["id"]
             cfg = AgentConfig(site="demo", sensor=sid, partner_enabled=True)
@@ -45,11 +43,6 @@ def two_days(tmp_path_factory) -> tuple[dict, list[tuple[str, bytes]]]:
             agent = Agent(cfg, sink)
             agent.process(PcapSource(out / f"{sid}.pcap"))
             agent.finish("end_of_capture")
-    finally:
-        if old is None:
-            os.environ.pop("FOOTFALL_HASH_KEY", None)
-        else:
-            os.environ["FOOTFALL_HASH_KEY"] = old
     return truth, msgs
 
 

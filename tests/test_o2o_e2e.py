@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import threading
 import time
@@ -24,6 +23,7 @@ from footfall.hub.o2o import coupons, pos, reports, runner, scenarios
 from footfall.hub.o2o.partner import PartnerClient, PartnerConfig
 from footfall.hub.o2o.web import create_app
 from footfall.tools import partner_server
+from footfall.tools.evaluate import hash_key_env
 
 KEY_HEX = "5a" * 32
 PARTNER_KEY = "partner-test-key"
@@ -67,10 +67,8 @@ def day(tmp_path_factory) -> tuple[Path, dict, list[tuple[str, bytes]]]:
 
     out = tmp_path_factory.mktemp("day")
     truth = simulate_day(out, seed=11, scale=0.5, site="demo")
-    old = os.environ.get("FOOTFALL_HASH_KEY")
-    os.environ["FOOTFALL_HASH_KEY"] = KEY_HEX
     msgs: list[tuple[str, bytes]] = []
-    try:
+    with hash_key_env(bytes.fromhex(KEY_HEX)):
         for s in truth["sensors"]:
             sid = s["id"]
             cfg = AgentConfig(site="demo", sensor=sid, partner_enabled=True, partner_mac_format="colon-upper")
@@ -82,11 +80,6 @@ def day(tmp_path_factory) -> tuple[Path, dict, list[tuple[str, bytes]]]:
             agent = Agent(cfg, sink)
             agent.process(PcapSource(out / f"{sid}.pcap"))
             agent.finish("end_of_capture")
-    finally:
-        if old is None:
-            os.environ.pop("FOOTFALL_HASH_KEY", None)
-        else:
-            os.environ["FOOTFALL_HASH_KEY"] = old
     return out, truth, msgs
 
 

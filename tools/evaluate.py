@@ -37,6 +37,7 @@ import struct
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,21 @@ class _Collector:
             self.visits.append(payload)
 
 
+@contextmanager
+def hash_key_env(key: bytes) -> Iterator[None]:
+    """The agent's hash key in FOOTFALL_HASH_KEY while agents are made (the only ways an agent
+    takes a key are that and a key file), the variable as it was afterwards."""
+    old = os.environ.get("FOOTFALL_HASH_KEY")
+    os.environ["FOOTFALL_HASH_KEY"] = key.hex()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("FOOTFALL_HASH_KEY", None)
+        else:
+            os.environ["FOOTFALL_HASH_KEY"] = old
+
+
 def run_agent(
     frames: Iterable[tuple[float, bytes]], *, site: str = "eval", sensor: str = "s1", key: bytes | None = None
 ) -> tuple[list[dict[str, Any]], Any]:
@@ -219,17 +235,9 @@ def run_agent(
     from footfall.edge_agent.agent import Agent
     from footfall.edge_agent.config import AgentConfig
 
-    key = key or secrets.token_bytes(32)
-    old = os.environ.get("FOOTFALL_HASH_KEY")
-    os.environ["FOOTFALL_HASH_KEY"] = key.hex()
-    try:
-        sink = _Collector()
+    sink = _Collector()
+    with hash_key_env(key or secrets.token_bytes(32)):
         agent = Agent(AgentConfig(site=site, sensor=sensor), sink)
-    finally:
-        if old is None:
-            os.environ.pop("FOOTFALL_HASH_KEY", None)
-        else:
-            os.environ["FOOTFALL_HASH_KEY"] = old
     agent.process(frames)
     agent.finish("end_of_capture")
     return sink.visits, agent

@@ -109,20 +109,19 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
 def _now_figures(conn, truth: dict[str, Any], t: float) -> dict[str, Any]:
     """People inside at ``t``: the truth, what /api/now serves, and its alternatives."""
     from footfall.hub import figures, metrics
-    from footfall.hub.now import now_people
+    from footfall.hub.now import OCCUPANCY_MAX_AGE_S, now_people, store_now
 
     inside = sum(
         1 for p in truth["people"] if p["kind"] == "visitor" and p["inside"] and p["inside"][0] <= t < p["inside"][1]
     )
-    # The same choice and age limits as /api/now (hub/api.py, WebSettings).
-    live = now_people(conn, t, 180.0)
+    served = store_now(conn, t, UTC)  # what /api/now serves, with its default age limits
+    live = now_people(conn, t)
     occ = figures.now_people(conn, t, UTC)
-    if occ is not None and occ["age_s"] > 3600:
+    if occ is not None and occ["age_s"] > OCCUPANCY_MAX_AGE_S:
         occ = None
     raw = metrics.now_in_store(conn, now=t)
-    cal = figures.latest_calibration(conn).visitors
-    calibrated = None if live is None else live["people"] * cal
-    dashboard = calibrated if calibrated is not None else (occ["people"] if occ else raw["now_in_store"])
+    calibrated = None if live is None else live["people"] * figures.latest_calibration(conn).visitors
+    dashboard = served["people"] if served else raw["now_in_store"]
     day = next((d for d in truth["days"] if d["open"] <= t <= d["close"]), None)
     return {
         "now_truth": inside,

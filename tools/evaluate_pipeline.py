@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from footfall.tools.evaluate import EVAL_KEY, read_pcap
+from footfall.tools.evaluate import EVAL_KEY, hash_key_env, read_pcap
 
 TUNING_SEEDS = tuple(range(1, 11))
 HELD_OUT_SEEDS = tuple(range(11, 31))
@@ -90,17 +90,13 @@ class SimRun:
 
 def run_agents(directory: Path, truth: dict[str, Any], site: str = "demo") -> tuple[list[Message], list[dict]]:
     """Every sensor's pcap through its own agent (one hash key); messages in sending order."""
-    import os
-
     from footfall import schema
     from footfall.edge_agent.agent import Agent
     from footfall.edge_agent.config import AgentConfig
 
     messages: list[Message] = []
     visits: list[dict[str, Any]] = []
-    old = os.environ.get("FOOTFALL_HASH_KEY")
-    os.environ["FOOTFALL_HASH_KEY"] = EVAL_KEY.hex()
-    try:
+    with hash_key_env(EVAL_KEY):
         for s in truth["sensors"]:
             sensor = s["id"]
             holder: list[Agent] = []
@@ -117,11 +113,6 @@ def run_agents(directory: Path, truth: dict[str, Any], site: str = "demo") -> tu
             holder.append(agent)
             agent.process(read_pcap(directory / f"{sensor}.pcap"))
             agent.finish("end_of_capture")
-    finally:
-        if old is None:
-            os.environ.pop("FOOTFALL_HASH_KEY", None)
-        else:
-            os.environ["FOOTFALL_HASH_KEY"] = old
     messages.sort(key=lambda m: m.sent)
     return messages, visits
 
