@@ -27,7 +27,8 @@ from typing import Any
 
 from footfall.hub import linkmodel
 from footfall.hub.derandomize import Linker, LinkSettings, LinkStats, SweepDecision
-from footfall.hub.estimate import DEFAULTS, LONG_STAY_S, ScanRecord, Session, SiteModel, fit_site_model, split_sessions
+from footfall.hub.estimate import DEFAULTS, LONG_STAY_S, ScanRecord, Session, SiteModel, split_sessions
+from footfall.hub.sitefit import fit_site_model
 from footfall.hub.sweeps import scans_of
 
 SESSION_GAP_S = 600.0  # the agents' visit gap: a phone silent longer has left
@@ -181,16 +182,43 @@ def analyse(
             linker.restore(*warm)
         passes.append((linker.feed(vs), linker.decisions or [], linker.stats))
     (est_keys, decisions, _), (keys, id_decisions, id_stats) = passes
+    sessions = sessions_from(decisions, vs)
+    identity_sessions = sessions_from(id_decisions, vs)
+    _hold_pieces(identity_sessions, id_decisions, decisions, sessions)
     return Analysis(
         keys,
-        sessions_from(decisions, vs),
+        sessions,
         model,
         link_model,
         id_decisions,
         id_stats,
-        identity_sessions=sessions_from(id_decisions, vs),
+        identity_sessions=identity_sessions,
         estimation_keys=est_keys,
     )
+
+
+def _hold_pieces(
+    pieces: Sequence[Session],
+    id_decisions: Sequence[SweepDecision],
+    decisions: Sequence[SweepDecision],
+    stays: Sequence[Session],
+) -> None:
+    """Mark each tracked stay of the identity pass with the end of the estimation pass's stay that
+    holds its first sweep (``Session.held_until``): the two passes decide on the same sweeps."""
+    est_key = {d.sweep.device: d.key for d in decisions}
+    sweep_at = {(d.key, d.sweep.first): d.sweep.device for d in id_decisions}
+    by_key: dict[str, list[Session]] = defaultdict(list)
+    for s in stays:
+        by_key[s.key].append(s)
+    for piece in pieces:
+        if piece.identified:
+            continue
+        sweep = sweep_at.get((piece.key, piece.first))
+        key = est_key.get(sweep) if sweep is not None else None
+        for stay in by_key.get(key, ()) if key is not None else ():
+            if stay.first <= piece.first <= stay.last:
+                piece.held_until = stay.last
+                break
 
 
 def day_bounds(day: str, tz: tzinfo) -> tuple[float, float]:

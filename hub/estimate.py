@@ -26,7 +26,7 @@ one scan, rarely two, and the tracker would only merge them.
 **Dwell** of a visit: its first to last inside scan, plus the time a phone waits to scan
 (``1 / scan_rate``: the stay began before the first scan and ended after the last one).
 
-What is measured at the site (from the phones it can identify, see ``fit_site_model``): the
+What is measured at the site (from the phones it can identify, ``hub/sitefit.py``): the
 inside model, the scan rate, the share of sessions that are visits, the street-facing sensor.
 What is a default (:data:`DEFAULTS`, documented in docs/metrics.md with the data it was chosen
 on) and should be calibrated with a door count (``footfall calibrate counts``): the probing
@@ -36,20 +36,34 @@ share, the passer-by's exposure, the tracker's correction, and the model part of
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from footfall.hub import inside as inside_mod
 from footfall.hub.inside import InsideModel
 
 Z90 = 1.645  # ranges are 90 % intervals
-# The model part of a range is a spread measured between 14 tuning days, not known: a 90 %
-# prediction interval for a new day is wider by t(0.95, 13) / z(0.95) x sqrt(1 + 1/14).
-PREDICTIVE = 1.7709 / Z90 * math.sqrt(1 + 1 / 14)
 LONG_STAY_S = 4 * 3600.0  # a session this long is staff or equipment
 MAX_WEIGHT = 3.0  # cap of the 1 / p_heard weight of a short visit
+
+
+@dataclass(frozen=True)
+class ModelSpread:
+    """The model part of a range: the root mean square of log(truth / estimate) between tuning
+    days (bias included: a figure that is short on average gets a range that says so), per
+    figure, and the days it was measured on. Measured, not known: a 90 % prediction interval for
+    a new day is wider by t(0.95, days - 1) / z(0.95) x sqrt(1 + 1 / days)."""
+
+    visitors: float
+    passersby: float
+    dwell: float  # median dwell
+    mean_dwell: float
+    days: int
+    t95: float  # t(0.95, days - 1)
+
+    @property
+    def predictive(self) -> float:
+        return self.t95 / Z90 * math.sqrt(1 + 1 / self.days)
 
 
 @dataclass(frozen=True)
@@ -85,11 +99,26 @@ class Defaults:
     dwell_factor: float = 0.81  # median dwell
     mean_dwell_factor: float = 0.80  # mean dwell: merged stays lengthen the tail more than the middle
     scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
-    # Relative standard deviation of the model part of the error (between days, on the tuning seeds).
-    visitors_sd: float = 0.15
-    passersby_sd: float = 0.14
-    dwell_sd: float = 0.22
-    mean_dwell_sd: float = 0.12
+    # The model part of every range, by how many sensors the site has (see ModelSpread). One
+    # sensor cannot tell the street from the shop: on the tuning days its passers-by came out
+    # 33 % short on average (held out: 22 %), and no correction carried over from the tuning
+    # days to the held-out ones (a factor on crowding fitted on the first halved the error there
+    # and left it as it was on the second), so its ranges are wide instead.
+    spread: ModelSpread = field(default_factory=lambda: ModelSpread(0.14, 0.11, 0.12, 0.12, days=12, t95=1.7959))
+    one_sensor_spread: ModelSpread = field(
+        default_factory=lambda: ModelSpread(0.20, 0.45, 0.31, 0.12, days=10, t95=1.8331)
+    )
+    # How stays of each class look (shares that are one scan, a few scans within a walk past,
+    # longer), measured by the session EM (``sitefit.shape_em`` with no prior) on the tuning days with
+    # 2-3 sensors, where the pattern over sensors tells the street from the shop
+    # (``python -m footfall.tools.fit_link_model --shapes``). With one sensor every scan reads
+    # about as "inside" as any other, nothing in a day's data says how visits look against walks
+    # past, and the EM's answer wandered: on one held-out store it took a single-scan stay for a
+    # visit 58 % of the time where 42 % were. The EM weighs these as ``shape_prior_n`` stays
+    # (tuning days: 100 and 300 both cut the passers-by error, 300 more, one-sensor stores too).
+    shape_visit: tuple[float, float, float] = (0.284, 0.061, 0.655)
+    shape_pass: tuple[float, float, float] = (0.756, 0.145, 0.099)
+    shape_prior_n: float = 300.0
 
 
 DEFAULTS = Defaults()
@@ -111,8 +140,8 @@ class SiteModel:
     scan_rate: float = DEFAULTS.scan_rate
     identified: int = 0  # identified stays the scan rate was measured on
     session_prior: float = 0.3
-    shape_llr: dict[str, float] = field(default_factory=dict)  # see session_classes
-    heard_share: float = 1.0  # share of visits whose phone scans at all while there (see fit_site_model)
+    shape_llr: dict[str, float] = field(default_factory=dict)  # see sitefit.session_classes
+    heard_share: float = 1.0  # share of visits whose phone scans at all while there (see sitefit.fit_site_model)
     front_sensor: str | None = None
     sweeps_per_visitor: float = 0.0  # for the tracker's new-device rate; 0 = its default
     crowding: float = 0.0  # phones present per open minute, from scans (0: not measured)
@@ -175,6 +204,10 @@ class Session:
     llr: float = 0.0
     p_visit: float = 0.0
     long_presence: bool = False  # its visits span LONG_STAY_S, whatever scans they list
+    # A stay of the identity pass counts only once this time is final too: the end of the
+    # estimation pass's stay that holds it (hub/analysis.py). Staff are found on that stay
+    # once it has lasted hours; a piece counted as a passer-by before would be taken back.
+    held_until: float | None = None
 
     @property
     def first(self) -> float:
@@ -202,11 +235,11 @@ def split_sessions(key: str, scans: Iterable[ScanRecord], gap_s: float, identifi
     return out
 
 
-def _sigmoid(x: float) -> float:
+def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(x, 40.0), -40.0)))
 
 
-def _logit(p: float) -> float:
+def logit(p: float) -> float:
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
 
@@ -224,138 +257,10 @@ SHAPES = ("single", "short", "long")
 def classify(sessions: Sequence[Session], model: SiteModel, defaults: Defaults | None = None) -> None:
     """Set every session's LLR (scans' RSSI plus its shape) and p_visit (see the module doc)."""
     d = defaults or DEFAULTS
-    prior = _logit(model.session_prior)
+    prior = logit(model.session_prior)
     for s in sessions:
         s.llr = sum(model.inside.llr(sc.peak) for sc in s.scans) + model.shape_llr.get(shape(s, d.passby_max_s), 0.0)
-        s.p_visit = 0.0 if s.staff else _sigmoid(s.llr + prior)
-
-
-def session_classes(
-    sessions: Sequence[Session], inside: InsideModel, passby_max_s: float = 90.0
-) -> tuple[float, dict[str, float]]:
-    """EM for the share of sessions that are visits and how each shape (one scan, short, long)
-    weighs visit against walk-past, given the scans' RSSI likelihood ratios (naive Bayes: the
-    shape is learnt from the data, the RSSI model anchors which class is which)."""
-    rows = [(sum(inside.llr(sc.peak) for sc in s.scans), shape(s, passby_max_s)) for s in sessions if not s.staff]
-    if not rows:
-        return 0.3, {}
-    pi = 0.3
-    p_vis = dict.fromkeys(SHAPES, 1.0 / 3)
-    p_pas = dict.fromkeys(SHAPES, 1.0 / 3)
-    for _ in range(300):
-        post = [_sigmoid(ll + math.log(p_vis[sh] / p_pas[sh]) + _logit(pi)) for ll, sh in rows]
-        new_pi = min(max(sum(post) / len(post), 0.01), 0.99)
-        vis = dict.fromkeys(SHAPES, 0.5)
-        pas = dict.fromkeys(SHAPES, 0.5)
-        for (_, sh), p in zip(rows, post, strict=True):
-            vis[sh] += p
-            pas[sh] += 1.0 - p
-        tv, tp = sum(vis.values()), sum(pas.values())
-        p_vis = {k: v / tv for k, v in vis.items()}
-        p_pas = {k: v / tp for k, v in pas.items()}
-        if abs(new_pi - pi) < 1e-6:
-            pi = new_pi
-            break
-        pi = new_pi
-    return pi, {k: round(math.log(p_vis[k] / p_pas[k]), 4) for k in SHAPES}
-
-
-def session_prior(sessions: Sequence[Session], inside: InsideModel, start: float = 0.3) -> float:
-    """The share of sessions that are visits (see :func:`session_classes`)."""
-    return session_classes(sessions, inside)[0]
-
-
-def fit_site_model(
-    sessions: Sequence[Session],
-    is_open: Callable[[float], bool],
-    *,
-    sweeps_per_visitor: float = 0.0,
-    fitted_on: str = "",
-    calibration: Calibration | None = None,
-) -> SiteModel:
-    """Measure the site: inside model, scan rate, session prior and the street-facing sensor.
-
-    ``sessions`` are the stays of the period fitted on (identified ones marked); nothing here
-    reads ground truth. Inside scans come from identified stays of 2 min to 4 h while open and
-    from the tracker's stays of 10 min to 4 h (minus their first and last minute); outside
-    scans from the sessions heard while the shop was closed (staff and equipment left out).
-    """
-    inside_scans: list[Mapping[str, float]] = []
-    outside_scans: list[Mapping[str, float]] = []
-    open_scans: list[Mapping[str, float]] = []
-    rate_n = 0
-    rate_span = 0.0
-    identified = 0
-    identified_lengths: list[float] = []
-    for s in sessions:
-        if s.staff:
-            continue
-        length = s.last - s.first
-        if is_open(s.first) and ((s.identified and length >= 120) or length >= 600):
-            inside_scans += [sc.peak for sc in s.scans if s.first + 60 <= sc.t <= s.last - 60]
-            if s.identified:
-                identified_lengths.append(length)
-            if s.identified and length >= 300:
-                identified += 1
-                rate_n += len(s.scans) - 1
-                rate_span += length
-        for sc in s.scans:
-            (open_scans if is_open(sc.t) else outside_scans).append(sc.peak)
-    inside = inside_mod.fit(inside_scans, outside_scans, open_scans)
-    rate = _shrunk_rate(rate_n, rate_span)
-    model = SiteModel(
-        crowding=crowding(sessions, is_open, rate),
-        inside=inside,
-        scan_rate=rate,
-        heard_share=_heard_share(identified_lengths, rate),
-        identified=identified,
-        sweeps_per_visitor=sweeps_per_visitor,
-        fitted_on=fitted_on,
-        calibration=calibration or Calibration(),
-    )
-    open_sessions = [s for s in sessions if is_open(s.first)]
-    model.session_prior, model.shape_llr = session_classes(open_sessions, inside, DEFAULTS.passby_max_s)
-    # The street-facing sensor: the one that hears the most scans of sessions that are not visits.
-    classify(open_sessions, model)
-    heard: dict[str, float] = defaultdict(float)
-    for s in open_sessions:
-        for sc in s.scans:
-            for sensor in sc.peak:
-                heard[sensor] += 1.0 - s.p_visit
-    model.front_sensor = max(heard, key=lambda k: heard[k]) if heard else None
-    return model
-
-
-def crowding(sessions: Sequence[Session], is_open: Callable[[float], bool], scan_rate: float) -> float:
-    """Phones present per open minute, from scans alone (scans heard per minute over one phone's
-    scans per minute; staff and equipment left out), over the minutes anything was heard. It
-    does not depend on linking, whose mistakes it is used to correct."""
-    per_minute: dict[int, int] = defaultdict(int)
-    for s in sessions:
-        if s.staff:
-            continue
-        for sc in s.scans:
-            if is_open(sc.t):
-                per_minute[int(sc.t // 60)] += 1
-    if not per_minute:
-        return 0.0
-    return sum(per_minute.values()) / len(per_minute) / (scan_rate * 60.0)
-
-
-def _heard_share(lengths: Sequence[float], rate: float) -> float:
-    """Share of visits heard at all: visits of identified phones (whose length is not cut by
-    linking) weighted by how likely a visit that long is heard, 1 - exp(-rate x length), then
-    inverted (Horvitz-Thompson over the visits that were heard)."""
-    if not lengths:
-        return 1.0
-    inv = sum(min(1.0 / max(1.0 - math.exp(-rate * (d + 1.0 / rate)), 1e-9), MAX_WEIGHT) for d in lengths)
-    return len(lengths) / inv
-
-
-def _shrunk_rate(n: int, span: float, prior_n: float = 20.0) -> float:
-    """Scans per second, shrunk toward the default while few identified stays were measured."""
-    prior = DEFAULTS.scan_rate
-    return (n + prior_n) / (span + prior_n / prior)
+        s.p_visit = 0.0 if s.staff else sigmoid(s.llr + prior)
 
 
 @dataclass
@@ -445,6 +350,7 @@ def estimate(
     cal = model.calibration
     q = defaults.probing_share
     per_pass = defaults.passby_scans
+    spread = defaults.one_sensor_spread if len(model.inside.sensors) == 1 else defaults.spread
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
         mine = _counted(sessions, start, end, final_before, defaults)
@@ -457,7 +363,7 @@ def estimate(
             if p > 0:
                 # Not weighted by its own length: the tracker cuts some visits into pieces, and
                 # a piece's shortness would inflate the count. Visits not heard at all are put
-                # back by the site's heard share, measured on identified phones (fit_site_model).
+                # back by the site's heard share, measured on identified phones (sitefit.fit_site_model).
                 v_sum += p
                 v_w2 += p * p
                 if len(s.scans) >= 2:
@@ -472,8 +378,8 @@ def estimate(
         visitors = v_sum * model.visitor_factor(defaults)
         # No crowding factor here: on the tuning days passers-by showed no relation to it.
         passersby = pb_scans / max(per_pass, 1e-9) / q * cal.passersby
-        v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, defaults.visitors_sd * PREDICTIVE)
-        p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, defaults.passersby_sd * PREDICTIVE)
+        v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, spread.visitors * spread.predictive)
+        p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, spread.passersby * spread.predictive)
         vis = _count_figure(visitors, v_rel, v_heard)
         pas = _count_figure(passersby, p_rel, pb_heard)
         total = visitors + passersby
@@ -484,7 +390,7 @@ def estimate(
             cap_fig.heard = v_heard / (v_heard + pb_heard) if v_heard + pb_heard else None
         else:
             cap_fig = Figure(None, None, None)
-        out[label] = PeriodEstimate(vis, pas, cap_fig, *_dwell_figures(dwell, defaults), sessions=len(mine))
+        out[label] = PeriodEstimate(vis, pas, cap_fig, *_dwell_figures(dwell, defaults, spread), sessions=len(mine))
     return out
 
 
@@ -497,12 +403,15 @@ def _counted(
         mine = [
             s
             for s in mine
-            if s.last <= final_before - (defaults.identified_gap_s if s.identified else defaults.session_gap_s)
+            if max(s.last, s.held_until or s.last)
+            <= final_before - (defaults.identified_gap_s if s.identified else defaults.session_gap_s)
         ]
     return mine
 
 
-def _dwell_figures(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> tuple[Figure, Figure]:
+def _dwell_figures(
+    dwell: Sequence[tuple[float, float]], defaults: Defaults, spread: ModelSpread
+) -> tuple[Figure, Figure]:
     """Median and mean visit dwell, each with its range, from (dwell, weight) pairs.
 
     ``dwell`` holds :func:`dwell_of` values, already scaled by ``dwell_factor``; the mean gets
@@ -516,12 +425,12 @@ def _dwell_figures(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> 
     q1, q3 = _weighted_quantile(dwell, 0.25) or 0.0, _weighted_quantile(dwell, 0.75) or 0.0
     # Standard error of a median ~ 1.25 sigma / sqrt(n), sigma from the interquartile range.
     med_rel = math.hypot(
-        1.253 * (q3 - q1) / 1.349 / math.sqrt(n_eff) / med if med else 1.0, defaults.dwell_sd * PREDICTIVE
+        1.253 * (q3 - q1) / 1.349 / math.sqrt(n_eff) / med if med else 1.0, spread.dwell * spread.predictive
     )
     scale = defaults.mean_dwell_factor / defaults.dwell_factor
     mean = sum(d * w for d, w in dwell) / total * scale
     sd = math.sqrt(sum(w * (d * scale - mean) ** 2 for d, w in dwell) / total)
-    mean_rel = math.hypot(sd / math.sqrt(n_eff) / mean if mean else 1.0, defaults.mean_dwell_sd * PREDICTIVE)
+    mean_rel = math.hypot(sd / math.sqrt(n_eff) / mean if mean else 1.0, spread.mean_dwell * spread.predictive)
     heard_med = _weighted_quantile([(d / defaults.dwell_factor, 1.0) for d, _ in dwell], 0.5)
     heard_mean = sum(d for d, _ in dwell) / len(dwell) / defaults.dwell_factor
     return (

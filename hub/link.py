@@ -30,6 +30,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -306,13 +307,21 @@ def _long_presence(an, start: float, stop: float) -> dict[str, str]:
 
 
 def _identity_keys(an, by_estimation_key: dict[str, str]) -> dict[str, str]:
-    """The same, keyed by the device keys the store keeps (the identity pass): every key that
-    holds a visit of the estimation pass's staff or background device."""
-    out: dict[str, str] = {}
+    """The same, keyed by the device keys the store keeps (the identity pass): every key most
+    of whose visits belong to the estimation pass's staff or background device. The estimation
+    pass joins generously, so a shopper's scan can land in the clerk's track; one such visit
+    must not leave the shopper's whole key out of every figure."""
+    total: Counter[str] = Counter()
+    held: Counter[str] = Counter()
+    reasons: dict[str, str] = {}
     for vid, key in an.estimation_keys.items():
+        ident = an.keys.get(vid, key)
+        total[ident] += 1
         reason = by_estimation_key.get(key)
         if reason is not None:
-            out.setdefault(an.keys.get(vid, key), reason)
+            held[ident] += 1
+            reasons.setdefault(ident, reason)
+    out = {k: reasons[k] for k, n in held.items() if 2 * n > total[k]}
     # Identified MACs are their own key in both passes (and may have no visit in either map).
     identified = {s.key for s in an.sessions if s.identified}
     for key, reason in by_estimation_key.items():

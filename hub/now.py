@@ -9,8 +9,13 @@ minute but count MAC addresses, not people: a phone that draws a new address eve
 counts several times. The ratio between the two is measured where both are known: minutes old
 enough for their occupancy to be final (:data:`SETTLED_S` before the latest estimated one)
 over the last :data:`HISTORY_S`, after taking off the count of the site's empty minutes (staff,
-equipment, the neighbours). ``people now = ratio x (latest count - background)``, with a 90 %
+equipment, the neighbours). ``people now = ratio x (count - background)``, with a 90 %
 range from the spread of people around that line on those minutes.
+
+The count is the mean of the last :data:`SMOOTH_MINUTES` per-minute counts, at fitting and
+at use alike: a phone scans every one to two minutes, so one minute's count hears about half
+the phones present, a different half every minute; a few minutes' mean is far steadier and
+lags a visit of ten minutes or more only a little.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ MIN_MINUTES = 60  # minutes with people or presence before the ratio is trusted
 Z90 = 1.645
 PRESENCE_MAX_AGE_S = 180.0  # a presence report older than this is not "now"
 OCCUPANCY_MAX_AGE_S = 3600.0  # nor is an estimated minute older than this
+SMOOTH_MINUTES = 5
 
 
 def presence_per_minute(conn: sqlite3.Connection, start: float, end: float) -> dict[int, int]:
@@ -42,20 +48,26 @@ def presence_per_minute(conn: sqlite3.Connection, start: float, end: float) -> d
     return out
 
 
-def fit_ratio(conn: sqlite3.Connection, now: float) -> dict[str, Any] | None:
+def smoothed(per_minute: dict[int, int], minute: int, minutes: int = SMOOTH_MINUTES) -> float | None:
+    """Mean count of the ``minutes`` minutes up to ``minute`` that have a report, or None."""
+    vals = [per_minute[m] for m in range(minute - 60 * (minutes - 1), minute + 1, 60) if m in per_minute]
+    return sum(vals) / len(vals) if vals else None
+
+
+def fit_ratio(conn: sqlite3.Connection, now: float, minutes: int = SMOOTH_MINUTES) -> dict[str, Any] | None:
     """People per presence count over the settled minutes before ``now``; None without enough."""
     row = conn.execute("SELECT max(minute) FROM occupancy WHERE minute <= ?", (now,)).fetchone()
     if row is None or row[0] is None:
         return None
     end = row[0] - SETTLED_S
-    presence = presence_per_minute(conn, end - HISTORY_S, end)
-    pairs = [
-        (presence[m], people)
-        for m, people in conn.execute(
-            "SELECT minute, people FROM occupancy WHERE minute >= ? AND minute < ?", (end - HISTORY_S, end)
-        )
-        if m in presence and (presence[m] > 0 or people > 0)
-    ]
+    presence = presence_per_minute(conn, end - HISTORY_S - 60 * minutes, end)
+    pairs = []
+    for m, people in conn.execute(
+        "SELECT minute, people FROM occupancy WHERE minute >= ? AND minute < ?", (end - HISTORY_S, end)
+    ):
+        count = smoothed(presence, int(m), minutes) if m in presence else None
+        if count is not None and (count > 0 or people > 0):
+            pairs.append((count, people))
     # Staff, equipment and the neighbours are in the count too, also when nobody is in the
     # shop: the count of the empty minutes is the site's background, taken off first.
     empty = sorted(c for c, p in pairs if p < 0.05)
@@ -69,17 +81,23 @@ def fit_ratio(conn: sqlite3.Connection, now: float) -> dict[str, Any] | None:
     return {"ratio": ratio, "background": background, "sd": sd, "minutes": len(pairs), "until": end}
 
 
-def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = PRESENCE_MAX_AGE_S) -> dict[str, Any] | None:
+def now_people(
+    conn: sqlite3.Connection, now: float, max_age_s: float = PRESENCE_MAX_AGE_S, minutes: int = SMOOTH_MINUTES
+) -> dict[str, Any] | None:
     """People inside now from the sensors' latest presence counts (the largest zone, as in
-    metrics.now_in_store), or None (no fresh count, no ratio yet). Uncalibrated."""
+    metrics.now_in_store, averaged over the last ``minutes``), or None (no fresh count, no
+    ratio yet). Uncalibrated."""
     zones = latest_presence(conn, now, max_age_s)
     if not zones:
         return None
-    fit = fit_ratio(conn, now)
+    fit = fit_ratio(conn, now, minutes)
     if fit is None:
         return None
     latest = max(ts for _, ts, _, _ in zones)
-    count = max(inside for _, _, _, inside in zones)
+    minute = int(latest // 60) * 60
+    count = smoothed(presence_per_minute(conn, minute - 60 * minutes, minute + 60), minute, minutes)
+    if count is None:
+        count = float(max(inside for _, _, _, inside in zones))
     people = fit["ratio"] * max(count - fit["background"], 0)
     half = Z90 * fit["sd"]
     return {
@@ -88,7 +106,7 @@ def now_people(conn: sqlite3.Connection, now: float, max_age_s: float = PRESENCE
         "people_high": round(people + half, 1),
         "as_of": latest,
         "age_s": round(max(0.0, now - latest), 1),
-        "presence": count,
+        "presence": round(count, 1),
         "ratio": round(fit["ratio"], 4),
         "background": fit["background"],
         "fitted_minutes": fit["minutes"],

@@ -95,3 +95,20 @@ def test_relink_keeps_exclusions_and_their_reasons(tmp_path) -> None:
     row = conn.execute("SELECT excluded, excluded_reason FROM devices WHERE device_key = ?", (key,)).fetchone()
     assert tuple(row) == (1, "manual: the shop's tablet")
     assert staff <= {r[0] for r in conn.execute("SELECT device_key FROM devices WHERE excluded = 1")}
+
+
+def test_staff_found_on_the_estimation_pass_excludes_only_keys_that_are_mostly_staff() -> None:
+    """The estimation pass joins generously: a shopper's scan may land in the clerk's track.
+    The shopper's own key (identity pass) must not be left out for that one visit."""
+    from types import SimpleNamespace
+
+    from footfall.hub.link import _identity_keys
+
+    # Estimation pass: the clerk's track "E" holds visits 1-6; visit 6 is really the shopper's.
+    estimation = {f"v{i}": "E" for i in range(1, 7)} | {"v7": "S", "v8": "S", "v9": "S"}
+    # Identity pass: the clerk is split in two keys (A, B), the shopper's visits 6-9 are key C.
+    identity = {"v1": "A", "v2": "A", "v3": "A", "v4": "B", "v5": "B"} | {f"v{i}": "C" for i in range(6, 10)}
+    an = SimpleNamespace(estimation_keys=estimation, keys=identity, sessions=[])
+    out = _identity_keys(an, {"E": "staff (inside for 7.5 h on one day)"})
+    assert set(out) == {"A", "B"}
+    assert out["A"].startswith("staff")

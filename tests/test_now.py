@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from footfall.hub import store
-from footfall.hub.now import MIN_MINUTES, SETTLED_S, fit_ratio, now_people
+from footfall.hub.now import MIN_MINUTES, SETTLED_S, SMOOTH_MINUTES, fit_ratio, now_people
 
 T0 = 1_793_000_000 // 60 * 60  # a minute boundary
 
@@ -31,7 +31,7 @@ def test_ratio_from_settled_minutes_and_people_now(tmp_path: Path) -> None:
     conn = store.connect(tmp_path / "hub.db")
     fill(conn, 600)
     last = T0 + 60 * 599
-    fit = fit_ratio(conn, last + 60)
+    fit = fit_ratio(conn, last + 60, minutes=1)
     # Only minutes SETTLED_S before the latest estimated one count: their visits have all arrived.
     assert fit is not None and fit["until"] == last - SETTLED_S
     assert abs(fit["ratio"] - 0.4) < 0.02 and 0.4 < fit["sd"] < 0.6
@@ -39,7 +39,7 @@ def test_ratio_from_settled_minutes_and_people_now(tmp_path: Path) -> None:
     conn.execute(
         "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's1', ?, 25, 20)", (last + 120,)
     )
-    now = now_people(conn, last + 150)
+    now = now_people(conn, last + 150, minutes=1)
     assert now is not None and now["presence"] == 20 and now["as_of"] == last + 120
     assert now["people_low"] < now["people"] < now["people_high"] and abs(now["people"] - 8.0) < 0.5
 
@@ -70,10 +70,44 @@ def test_the_background_of_empty_minutes_is_taken_off(tmp_path: Path) -> None:
         )
     conn.commit()
     last = T0 + 60 * 899
-    fit = fit_ratio(conn, last + 60)
+    fit = fit_ratio(conn, last + 60, minutes=1)
     assert fit is not None and fit["background"] == 3 and abs(fit["ratio"] - 0.4) < 0.01
     # A closed shop with only the background heard reads nobody.
     conn.execute(
         "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's1', ?, 3, 3)", (last + 120,)
     )
-    assert now_people(conn, last + 150)["people"] == 0.0
+    assert now_people(conn, last + 150, minutes=1)["people"] == 0.0
+
+
+def test_a_few_minutes_of_counts_are_steadier_than_one(tmp_path: Path) -> None:
+    """Ten people inside all along; a phone scans every two minutes, so each minute's count hears
+    a different half of them (MACs: 2 per phone heard). The mean of the last minutes is the
+    steadier reading, at fitting and at use alike."""
+    import random
+
+    rng = random.Random(7)
+    conn = store.connect(tmp_path / "hub.db")
+    for i in range(600):
+        m = T0 + 60 * i
+        heard = sum(rng.random() < 0.5 for _ in range(10))
+        conn.execute("INSERT INTO occupancy (minute, people) VALUES (?, 10.0)", (m,))
+        conn.execute(
+            "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's1', ?, ?, ?)",
+            (m + 10, 2 * heard, 2 * heard),
+        )
+    conn.commit()
+    last = T0 + 60 * 599
+    errors: dict[int, list[float]] = {1: [], 5: []}
+    for k in range(60):  # the next hour, ten people still inside
+        m = last + 60 * (k + 1)
+        heard = sum(rng.random() < 0.5 for _ in range(10))
+        conn.execute(
+            "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's1', ?, ?, ?)",
+            (m + 10, 2 * heard, 2 * heard),
+        )
+        for minutes in errors:
+            errors[minutes].append(abs(now_people(conn, m + 30, minutes=minutes)["people"] - 10.0))
+    mae = {n: sum(e) / len(e) for n, e in errors.items()}
+    assert mae[5] < 0.6 * mae[1]
+    # The dashboard's default is the few minutes' mean.
+    assert now_people(conn, last + 3630) == now_people(conn, last + 3630, minutes=SMOOTH_MINUTES)

@@ -21,7 +21,12 @@ from typing import Any
 
 from footfall.tools.evaluate import EVAL_KEY, hash_key_env, read_pcap
 
-TUNING_SEEDS = tuple(range(1, 11))
+# Seeds 1-10 were the tuning set until 2026-12-03; it had no one-sensor store bigger than the
+# smallest size, the case the held-out seeds found worst, so 41, 44, 49 and 52 (one sensor,
+# 80-95 % randomizing, medium and large) were added; the defaults were checked on all of them.
+# The default link model stays measured on 1-10 (re-measuring it changes every figure).
+FIRST_TUNING_SEEDS = tuple(range(1, 11))
+TUNING_SEEDS = FIRST_TUNING_SEEDS + (41, 44, 49, 52)
 HELD_OUT_SEEDS = tuple(range(11, 31))
 DATE = "2026-11-02"
 
