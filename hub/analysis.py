@@ -169,6 +169,8 @@ def analyse(
     ``warm``: visits already linked just before these, with their keys (continuity across a
     window boundary: a phone heard before midnight keeps its device)."""
     vs = sorted(visits, key=lambda v: (v["first_seen"], v["id"]))
+    if warm is not None:
+        warm = (list(warm[0]), warm[1])  # both passes restore from it
     if model is None:
         model, link_model = fit_models(vs, is_open, settings, fitted_on)
     inside = model.inside
@@ -217,7 +219,10 @@ def _hold_pieces(
         key = est_key.get(sweep) if sweep is not None else None
         for stay in by_key.get(key, ()) if key is not None else ():
             if stay.first <= piece.first <= stay.last:
-                piece.held_until = stay.last
+                # No longer than it takes to call a stay staff: by then the staff's own pieces
+                # are left out (hub/link.py), and a stay heard until midnight must not keep a
+                # passer-by out of the day's last count.
+                piece.held_until = min(stay.last, stay.first + LONG_STAY_S)
                 break
 
 

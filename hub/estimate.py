@@ -101,9 +101,10 @@ class Defaults:
     scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
     # The model part of every range, by how many sensors the site has (see ModelSpread). One
     # sensor cannot tell the street from the shop: on the tuning days its passers-by came out
-    # 33 % short on average (held out: 22 %), and no correction carried over from the tuning
+    # 32 % off on average (held out: 22 %), and no correction carried over from the tuning
     # days to the held-out ones (a factor on crowding fitted on the first halved the error there
-    # and left it as it was on the second), so its ranges are wide instead.
+    # and left it as it was on the second), so its ranges are wide instead; so are those of a
+    # site whose inside model is not trained yet (measured on the tuning days with 1 sensor).
     spread: ModelSpread = field(default_factory=lambda: ModelSpread(0.14, 0.11, 0.12, 0.12, days=12, t95=1.7959))
     one_sensor_spread: ModelSpread = field(
         default_factory=lambda: ModelSpread(0.20, 0.45, 0.31, 0.12, days=10, t95=1.8331)
@@ -114,11 +115,12 @@ class Defaults:
     # (``python -m footfall.tools.fit_link_model --shapes``). With one sensor every scan reads
     # about as "inside" as any other, nothing in a day's data says how visits look against walks
     # past, and the EM's answer wandered: on one held-out store it took a single-scan stay for a
-    # visit 58 % of the time where 42 % were. The EM weighs these as ``shape_prior_n`` stays
-    # (tuning days: 100 and 300 both cut the passers-by error, 300 more, one-sensor stores too).
+    # visit 58 % of the time where 42 % were. The EM weighs these as ``shape_prior_n`` stays a
+    # day of data (tuning days: 100 and 300 both cut the passers-by error, 300 more, one-sensor
+    # stores too; per day, so that a week of history does not drown the anchor).
     shape_visit: tuple[float, float, float] = (0.284, 0.061, 0.655)
     shape_pass: tuple[float, float, float] = (0.756, 0.145, 0.099)
-    shape_prior_n: float = 300.0
+    shape_prior_n: float = 300.0  # per day of stays fitted on (a site's model rests on a week)
 
 
 DEFAULTS = Defaults()
@@ -350,7 +352,10 @@ def estimate(
     cal = model.calibration
     q = defaults.probing_share
     per_pass = defaults.passby_scans
-    spread = defaults.one_sensor_spread if len(model.inside.sensors) == 1 else defaults.spread
+    # Street and shop told apart by the signal pattern only with two sensors or more and a
+    # trained inside model (the untrained fallback is a threshold on the strongest sensor).
+    weak = len(model.inside.sensors) <= 1 or not model.inside.trained
+    spread = defaults.one_sensor_spread if weak else defaults.spread
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
         mine = _counted(sessions, start, end, final_before, defaults)

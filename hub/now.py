@@ -95,9 +95,11 @@ def now_people(
         return None
     latest = max(ts for _, ts, _, _ in zones)
     minute = int(latest // 60) * 60
-    count = smoothed(presence_per_minute(conn, minute - 60 * minutes, minute + 60), minute, minutes)
-    if count is None:
-        count = float(max(inside for _, _, _, inside in zones))
+    # The latest minute may not have every sensor's report yet: it takes each fresh sensor's
+    # latest (the largest zone), the minutes before it are complete.
+    per_minute = presence_per_minute(conn, minute - 60 * minutes, minute)
+    per_minute[minute] = max(inside for _, _, _, inside in zones)
+    count = smoothed(per_minute, minute, minutes) or 0.0
     people = fit["ratio"] * max(count - fit["background"], 0)
     half = Z90 * fit["sd"]
     return {

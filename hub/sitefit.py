@@ -51,9 +51,10 @@ def shape_em(
 ) -> tuple[float, dict[str, float], dict[str, float]]:
     """(share of sessions that are visits, P(shape | visit), P(shape | walk past)): the EM of
     :func:`session_classes`, maximum a posteriori with ``defaults.shape_prior_n`` sessions' worth
-    of the default shapes (0: plain EM with add-half smoothing, how the defaults were measured)."""
+    of the default shapes for every day the stays began on (0: plain EM with add-half
+    smoothing, how the defaults were measured)."""
     rows = [(sum(inside.llr(sc.peak) for sc in s.scans), shape(s, passby_max_s)) for s in sessions if not s.staff]
-    n0 = defaults.shape_prior_n
+    n0 = defaults.shape_prior_n * max(len({int(s.first // 86400) for s in sessions}), 1)
     if n0 > 0:
         prior_vis = dict(zip(SHAPES, defaults.shape_visit, strict=True))
         prior_pas = dict(zip(SHAPES, defaults.shape_pass, strict=True))

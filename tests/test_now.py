@@ -111,3 +111,29 @@ def test_a_few_minutes_of_counts_are_steadier_than_one(tmp_path: Path) -> None:
     assert mae[5] < 0.6 * mae[1]
     # The dashboard's default is the few minutes' mean.
     assert now_people(conn, last + 3630) == now_people(conn, last + 3630, minutes=SMOOTH_MINUTES)
+
+
+def test_the_minute_in_progress_does_not_dip_when_a_sensor_has_not_reported_yet(tmp_path: Path) -> None:
+    """Two sensors, the shop's big zone (s1, 25 MACs) reports at :50, the small one (s2, 5) at
+    :10: between the two reports the minute so far holds only the small count, and "now" must
+    not read it as the shop's."""
+    conn = store.connect(tmp_path / "hub.db")
+    for i in range(600):
+        m = T0 + 60 * i
+        conn.execute("INSERT INTO occupancy (minute, people) VALUES (?, 10.0)", (m,))
+        for sensor, inside, at in (("s1", 25, 50), ("s2", 5, 10)):
+            conn.execute(
+                "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', ?, ?, ?, ?)",
+                (sensor, m + at, inside, inside),
+            )
+    conn.commit()
+    last = T0 + 60 * 599
+    nxt = last + 60
+    conn.execute("INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's2', ?, 5, 5)", (nxt + 10,))
+    early = now_people(conn, nxt + 20)
+    conn.execute(
+        "INSERT INTO presence (site, sensor, ts, devices, inside) VALUES ('demo', 's1', ?, 25, 25)", (nxt + 50,)
+    )
+    late = now_people(conn, nxt + 55)
+    assert early is not None and late is not None
+    assert abs(early["people"] - 10.0) < 0.5 and abs(late["people"] - 10.0) < 0.5
