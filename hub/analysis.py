@@ -143,15 +143,23 @@ def fit_models(
     if len(stays) >= MIN_IDENTIFIED:
         site = linkmodel.fit(stays, source=f"{len(stays)} identified visits {fitted_on}".strip())
         link_model = linkmodel.blend(site, linkmodel.DEFAULT)
-    first = Linker(settings, record=True, model=link_model)
-    first.feed(visits)
     model = fit_site_model(
-        sessions_from(first.decisions or [], visits),
+        first_pass_stays(visits, link_model, settings),
         is_open,
         sweeps_per_visitor=link_model.sweeps_per_visitor if link_model else 0.0,
         fitted_on=fitted_on,
     )
     return model, link_model
+
+
+def first_pass_stays(
+    visits: Sequence[Mapping[str, Any]], link_model: linkmodel.LinkModel | None, settings: LinkSettings | None = None
+) -> list[Session]:
+    """The stays of a tracker pass without the inside model (there is none yet): what the site
+    model is fitted on."""
+    first = Linker(settings, record=True, model=link_model)
+    first.feed(visits)
+    return sessions_from(first.decisions or [], visits)
 
 
 def analyse(
@@ -215,9 +223,8 @@ def _hold_pieces(
     for piece in pieces:
         if piece.identified:
             continue
-        sweep = sweep_at.get((piece.key, piece.first))
-        key = est_key.get(sweep) if sweep is not None else None
-        for stay in by_key.get(key, ()) if key is not None else ():
+        sweep = sweep_at.get((piece.key, piece.first), "")
+        for stay in by_key.get(est_key.get(sweep, ""), ()):
             if stay.first <= piece.first <= stay.last:
                 # No longer than it takes to call a stay staff: by then the staff's own pieces
                 # are left out (hub/link.py), and a stay heard until midnight must not keep a

@@ -105,10 +105,8 @@ class Defaults:
     # days to the held-out ones (a factor on crowding fitted on the first halved the error there
     # and left it as it was on the second), so its ranges are wide instead; so are those of a
     # site whose inside model is not trained yet (measured on the tuning days with 1 sensor).
-    spread: ModelSpread = field(default_factory=lambda: ModelSpread(0.14, 0.11, 0.12, 0.12, days=12, t95=1.7959))
-    one_sensor_spread: ModelSpread = field(
-        default_factory=lambda: ModelSpread(0.20, 0.45, 0.31, 0.12, days=10, t95=1.8331)
-    )
+    spread: ModelSpread = ModelSpread(0.14, 0.11, 0.12, 0.12, days=12, t95=1.7959)
+    one_sensor_spread: ModelSpread = ModelSpread(0.20, 0.45, 0.31, 0.12, days=10, t95=1.8331)
     # How stays of each class look (shares that are one scan, a few scans within a walk past,
     # longer), measured by the session EM (``sitefit.shape_em`` with no prior) on the tuning days with
     # 2-3 sensors, where the pattern over sensors tells the street from the shop

@@ -58,8 +58,11 @@ def shape_em(
     if n0 > 0:
         prior_vis = dict(zip(SHAPES, defaults.shape_visit, strict=True))
         prior_pas = dict(zip(SHAPES, defaults.shape_pass, strict=True))
+        base_vis = {k: n0 * prior_vis[k] for k in SHAPES}
+        base_pas = {k: n0 * prior_pas[k] for k in SHAPES}
     else:
         prior_vis = prior_pas = dict.fromkeys(SHAPES, 1.0 / 3)
+        base_vis = base_pas = dict.fromkeys(SHAPES, 0.5)
     if not rows:
         return 0.3, prior_vis, prior_pas
     pi = 0.3
@@ -67,12 +70,7 @@ def shape_em(
     for _ in range(300):
         post = [sigmoid(ll + math.log(p_vis[sh] / p_pas[sh]) + logit(pi)) for ll, sh in rows]
         new_pi = min(max(sum(post) / len(post), 0.01), 0.99)
-        if n0 > 0:
-            vis = {k: n0 * prior_vis[k] for k in SHAPES}
-            pas = {k: n0 * prior_pas[k] for k in SHAPES}
-        else:
-            vis = dict.fromkeys(SHAPES, 0.5)
-            pas = dict.fromkeys(SHAPES, 0.5)
+        vis, pas = dict(base_vis), dict(base_pas)
         for (_, sh), p in zip(rows, post, strict=True):
             vis[sh] += p
             pas[sh] += 1.0 - p
@@ -84,11 +82,6 @@ def shape_em(
             break
         pi = new_pi
     return pi, p_vis, p_pas
-
-
-def session_prior(sessions: Sequence[Session], inside: InsideModel, start: float = 0.3) -> float:
-    """The share of sessions that are visits (see :func:`session_classes`)."""
-    return session_classes(sessions, inside)[0]
 
 
 def fit_site_model(

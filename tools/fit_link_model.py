@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 def measure_shapes() -> int:
     from dataclasses import replace
 
-    from footfall.hub.analysis import fit_models, sessions_from
-    from footfall.hub.derandomize import Linker
+    from footfall.hub.analysis import first_pass_stays, fit_models
     from footfall.hub.estimate import DEFAULTS, SHAPES
     from footfall.hub.sitefit import shape_em
 
@@ -69,9 +68,7 @@ def measure_shapes() -> int:
 
             vs = sorted(run.visits, key=lambda v: (v["first_seen"], v["id"]))
             model, link_model = fit_models(vs, is_open)
-            first = Linker(record=True, model=link_model)
-            first.feed(vs)
-            stays = [s for s in sessions_from(first.decisions or [], vs) if is_open(s.first)]
+            stays = [s for s in first_pass_stays(vs, link_model) if is_open(s.first)]
             pi, p_vis, p_pas = shape_em(stays, model.inside, plain.passby_max_s, plain)
             found.append((p_vis, p_pas))
             print(f"seed {seed}: visits {pi:.3f} of {len(stays)} stays; visit {_fmt(p_vis)}; walk past {_fmt(p_pas)}")
