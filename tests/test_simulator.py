@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import statistics
 import struct
 import zlib
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from footfall.cli import main
-from footfall.tools.simulator import load_groundtruth, make_frames, simulate_day, store
+from footfall.tools.simulator import load_groundtruth, make_frames, radio, simulate_day, store
 from footfall.tools.simulator.captures import measure as measure_captures
 from footfall.tools.simulator.devices import MODELS, OUIS, PHONE_MODELS, Device, pick_policy, random_la_mac
 from footfall.tools.simulator.frames import write_pcap
@@ -145,7 +146,7 @@ def test_mac_rotation(day: tuple[Path, dict]) -> None:
             assert a["from_ts"] <= a["to_ts"] <= b["from_ts"]
     drawn = {p["mac_policy"] for p in gt["people"] if p["randomized"]}
     assert drawn <= RANDOM_POLICIES and {"ios_per_burst", "android_per_scan"} <= drawn
-    assert gt["params"]["truth_model"] == 2
+    assert gt["params"]["truth_model"] == 3
 
 
 # Truth model 2: the policy of a randomizing phone follows its model, as in the real captures.
@@ -345,6 +346,57 @@ def test_scan_cluster_share(captures: list[Path]) -> None:
     assert len(on_gaps) > 20_000 and abs(share - measured) < 0.02
     assert min(on_gaps) >= 2.0 and max(on_gaps) <= 45.0
     assert not any(10.0 < g < 15.0 for g in on_gaps)
+
+
+def _still_phone_steps(shadow_rng: int = 7) -> dict[str, float]:
+    """The captures' step figures for simulated phones lying still: the radio model's shadowing
+    and fast fading, two frames a scan on the sniffer's channel, RSSI in whole dB as radiotap
+    gives it, a scan every 30 s."""
+    import random
+
+    from footfall.tools.simulator import captures as cap
+
+    rng = random.Random(shadow_rng)
+    levels = []
+    for _ in range(300):
+        shadow = radio.Shadow(rng, 1, 0.0, 0.0)
+        scans = []
+        for k in range(50):
+            level = -60.0 + shadow.draw(rng, 0.0, 0.0)[0]
+            frames = [round(level + rng.gauss(0.0, radio.FAST_SIGMA)) for _ in range(2)]
+            scans.append((30.0 * k, statistics.fmean(frames)))
+        levels.append(scans)
+    return cap.step_figures(cap.rssi_steps(levels))
+
+
+def test_still_phone_signal_like_the_captures(captures: list[Path]) -> None:
+    """Truth model 3: a phone at rest keeps its level (most scans within 1 dB), with the captures'
+    share of big jumps and of jumps that come back at the next scan."""
+    measured = measure_captures(captures[0].parent)[1]
+    assert measured["rssi_steps"] > 700
+    sim = _still_phone_steps()
+    assert abs(sim["rssi_step_within_1db"] - measured["rssi_step_within_1db"]) < 0.08
+    assert abs(sim["rssi_step_5db_or_more"] - measured["rssi_step_5db_or_more"]) < 0.03
+    assert abs(sim["rssi_jump_comes_back"] - measured["rssi_jump_comes_back"]) < 0.08
+
+
+def test_shadowing_follows_the_walk() -> None:
+    """Standing still the level is kept between scans; after walking 30 m it is a fresh draw."""
+    import random
+
+    rng = random.Random(3)
+    still, walked = [], []
+    for _ in range(4000):
+        shadow = radio.Shadow(rng, 1, 0.0, 0.0)
+        a = shadow.levels[0]
+        still.append((shadow.draw(rng, 0.0, 0.0)[0] - a) ** 2)
+        shadow = radio.Shadow(rng, 1, 0.0, 0.0)
+        a = shadow.levels[0]
+        walked.append((shadow.draw(rng, 30.0, 0.0)[0] - a) ** 2)
+    # Fresh draws differ by 4 * sqrt(2) dB RMS; a still phone only by its shifts and transients.
+    assert math.sqrt(statistics.fmean(walked)) > 5.0
+    assert math.sqrt(statistics.fmean(still)) < 4.0
+    assert statistics.median(still) < 0.01
 
 
 def test_passersby_weaker_than_visitors_at_the_back(day: tuple[Path, dict]) -> None:

@@ -7,7 +7,7 @@ always give the same bytes: every random draw comes from ``random.Random`` seede
 string derived from ``seed`` and what is being drawn (day, person), so adding a person does
 not shift everybody else's noise.
 
-The model, and where the numbers come from (truth model 2, recorded as ``params.truth_model``;
+The model, and where the numbers come from (truth model 3, recorded as ``params.truth_model``;
 every phone-behaviour value with its source, or "no source found", and what changed from truth
 model 1 and why: docs/device-estimation.md, "The simulator's phone behaviour and its sources").
 "The captures" are the eleven labelled phones of the public Probe Requests Open Dataset
@@ -25,7 +25,8 @@ model 1 and why: docs/device-estimation.md, "The simulator's phone behaviour and
                ``android_per_scan`` (Galaxy S21, Oppo; AOSP: Android 8+ randomizes probe MACs),
                and ``global`` MACs with real vendor OUIs. ~80 % of phones (``randomized_share``,
                no source found) randomize; 10 % have Wi-Fi off (``wifi_off_share``, no source).
-* ``radio``    log-distance path loss, shop-front attenuation, shadowing and fast fading,
+* ``radio``    log-distance path loss, shop-front attenuation, shadowing that a phone keeps while
+               it stays put (as the captures' phones at rest do) and loses as it walks, fast fading,
                adjacent-channel leakage, -92 dBm sensitivity, 2 % collision loss.
 * ``store``    the day: probe schedules (screen on for U(0.05, 0.20) of the time, Hintze et al.
                2014; scans every 15-45 s screen on with 24.4 % of gaps 2-10 s as in the
@@ -52,7 +53,7 @@ Ground-truth schema (``groundtruth.json``, schema 1; timestamps are Unix seconds
     sensors      [{id, position: [x, y], channel, inside}]
     layout       {width, depth, door_x, backroom_y}  metres; street is y < 0
     radio        the path-loss parameters used
-    params       truth_model (2; absent = 1), scale, randomized_share, days, passersby, visitors,
+    params       truth_model (3; absent = 1), scale, randomized_share, days, passersby, visitors,
                  staff, fixed, wifi_off_share, returning_share
     rules        how kinds, inside intervals, dwell, mac windows and mac policies are defined
     summary      unique_people, appearances, visitors, passersby, staff, fixed,

@@ -29,6 +29,8 @@ SCAN_SPLIT_S = 1.0
 CLUSTER_GAP_S = (1.5, 10.0)
 SINGLE_STEP_MS = 35.0
 SEQ_CONTINUES = 64  # a counter step of at most this many across a MAC change counts as continuing
+STEP_WITHIN_S = 120.0  # consecutive scans further apart are not compared (the phone may have moved)
+JUMP_DB = 5.0
 
 
 def read_frames(path: str | Path) -> list[tuple[float, bytes, int, int]]:
@@ -65,6 +67,56 @@ def read_frames(path: str | Path) -> list[tuple[float, bytes, int, int]]:
     return unique
 
 
+def read_levels(path: str | Path) -> dict[int, list[tuple[float, float]]]:
+    """Per sniffer (by its channel): (time, mean RSSI) of each scan's frames sent on the
+    sniffer's own channel (frames leaking in from adjacent channels arrive attenuated and would
+    mix two levels), read with the agent's own pcap reader and radiotap parser."""
+    from footfall.edge_agent.parse import Parser
+    from footfall.edge_agent.pcapfile import read_frames as read_pcap
+
+    parser = Parser()
+    heard: dict[int, list[tuple[float, int]]] = {}
+    for ts, buf in read_pcap(path):
+        probe = parser.parse(buf, ts)
+        if probe is None or probe.rssi is None or probe.freq is None:
+            continue
+        channel = (probe.freq - 2407) // 5
+        if probe.ds_channel == channel:
+            heard.setdefault(channel, []).append((ts, probe.rssi))
+    levels = {}
+    for channel, frames in heard.items():
+        scans = split(sorted(frames), lambda a, b: b[0] - a[0] <= SCAN_SPLIT_S)
+        levels[channel] = [(s[0][0], statistics.fmean(r for _, r in s)) for s in scans]
+    return levels
+
+
+def rssi_steps(levels: Iterable[list[tuple[float, float]]]) -> list[tuple[float, float | None]]:
+    """(change, change at the next scan or None) between consecutive scans of one phone on one
+    sniffer, at most ``STEP_WITHIN_S`` apart: how still a still phone's signal is."""
+    out: list[tuple[float, float | None]] = []
+    for scans in levels:
+        steps = [
+            (b[1] - a[1]) if b[0] - a[0] <= STEP_WITHIN_S else None for a, b in zip(scans, scans[1:], strict=False)
+        ]
+        for i, d in enumerate(steps):
+            if d is not None:
+                out.append((d, steps[i + 1] if i + 1 < len(steps) else None))
+    return out
+
+
+def step_figures(steps: list[tuple[float, float | None]]) -> dict[str, float]:
+    """Share of steps within 1 dB, share of ``JUMP_DB`` or more, and the share of those jumps
+    that come back at the next scan (undone by at least half)."""
+    jumps = [(d, n) for d, n in steps if abs(d) >= JUMP_DB]
+    followed = [(d, n) for d, n in jumps if n is not None]
+    return {
+        "rssi_steps": len(steps),
+        "rssi_step_within_1db": sum(abs(d) <= 1.0 for d, _ in steps) / len(steps),
+        "rssi_step_5db_or_more": len(jumps) / len(steps),
+        "rssi_jump_comes_back": sum(abs(d + n) < abs(d) / 2 for d, n in followed) / max(1, len(followed)),
+    }
+
+
 def split(items: list, same) -> list[list]:
     groups: list[list] = []
     for x in items:
@@ -96,6 +148,7 @@ class Phone:
     mac_changes_seq_continues: int = 0
     macs: int = 0
     macs_in_two_scans: int = 0
+    steps: list[tuple[float, float | None]] = field(default_factory=list)
 
     @property
     def cluster_gaps(self) -> int:
@@ -138,6 +191,7 @@ def measure_file(path: str | Path) -> Phone:
             ph.mac_changes_seq_continues += (b[2] - a[2]) % 4096 <= SEQ_CONTINUES
     ph.macs = len(scan_of)
     ph.macs_in_two_scans = sum(len(s) > 1 for s in scan_of.values())
+    ph.steps = rssi_steps(read_levels(path).values())
     return ph
 
 
@@ -171,6 +225,7 @@ def pooled(phones: Iterable[Phone]) -> dict[str, float]:
         "android_partial_step_ms": med(
             [s for p in phones if not p.name.startswith("iPhone") for v in p.partial_steps_ms.values() for s in v]
         ),
+        **step_figures([s for p in phones for s in p.steps]),
     }
 
 

@@ -1,8 +1,9 @@
 """The ground-truth document written next to the pcaps (schema in the package docstring).
 
 Schema 1 still: truth model 2 (``params.truth_model``) only added keys (``params.truth_model``,
-``rules.mac_policies``) and policy names; an ``ios_per_burst`` phone has one ``macs`` entry per
-channel burst (a scale-1 day: ~10,000 entries, groundtruth.json ~3 MB).
+``rules.mac_policies``) and policy names, truth model 3 the shadowing keys of ``radio``; an
+``ios_per_burst`` phone has one ``macs`` entry per channel burst (a scale-1 day: ~10,000 entries,
+groundtruth.json ~3 MB).
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ def build_groundtruth(
             "path_loss_exponent": radio.PATH_LOSS_EXPONENT,
             "facade_db": radio.FACADE_DB,
             "shadow_sigma_db": radio.SHADOW_SIGMA,
+            "shadow_decorrelation_m": radio.SHADOW_DECORRELATION_M,
+            "shadow_shift_per_scan": radio.SHADOW_SHIFT,
+            "shadow_transient_per_scan": radio.SHADOW_TRANSIENT,
+            "shadow_transient_sigma_db": radio.SHADOW_TRANSIENT_SIGMA,
             "fast_sigma_db": radio.FAST_SIGMA,
             "sensitivity_dbm": radio.SENSITIVITY_DBM,
             "loss": radio.LOSS,

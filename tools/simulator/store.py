@@ -1,6 +1,6 @@
 """The simulated day(s): population, probe schedules, reception by each sensor, output files.
 
-Probe behaviour of a phone (truth model 2, ``TRUTH_MODEL``; every value and its source, or "no
+Probe behaviour of a phone (truth model 3, ``TRUTH_MODEL``; every value and its source, or "no
 source found", is in docs/device-estimation.md, "The simulator's phone behaviour and its sources";
 "the captures" are the labelled real captures of the public Probe Requests Open Dataset,
 Baccichet et al., in ../shared/data/probe-captures):
@@ -74,7 +74,7 @@ from footfall.tools.simulator.people import (
 )
 from footfall.tools.simulator.radio import Sensor
 
-TRUTH_MODEL = 2  # recorded in groundtruth.json as params.truth_model
+TRUTH_MODEL = 3  # recorded in groundtruth.json as params.truth_model
 
 FULL_SCAN = tuple(range(1, 14))
 SOCIAL_SCAN = (1, 6, 11)
@@ -127,6 +127,7 @@ class _Day:
         # per sensor: mac -> [person id, first_us, last_us, frames, rssi_max, rssi_sum]
         self.expected: list[dict[bytes, list]] = [{} for _ in sensors]
         self._prefix: dict[tuple[int, int], bytes] = {}
+        self.shadows: dict[str, radio.Shadow] = {}  # per person appearance
 
     def prefix(self, si: int, rate: int) -> bytes:
         key = (si, rate)
@@ -142,7 +143,10 @@ def _scan(day: _Day, p: Person, dev: Device, rng: random.Random, t0: float, full
     model = dev.model
     tx = model.tx_dbm_offset
     sensors = day.sensors
-    bases = [radio.mean_rssi(s, x, y, outside, tx) + rng.gauss(0.0, radio.SHADOW_SIGMA) for s in sensors]
+    shadow = day.shadows.get(p.id)
+    if shadow is None:
+        shadow = day.shadows[p.id] = radio.Shadow(rng, len(sensors), x, y)
+    bases = [radio.mean_rssi(s, x, y, outside, tx) + n for s, n in zip(sensors, shadow.draw(rng, x, y), strict=True)]
     audible = max(bases) > radio.SENSITIVITY_DBM - 4 * radio.FAST_SIGMA
     if full:
         channels, dwell = FULL_SCAN, CHANNEL_DWELL_S
@@ -484,7 +488,7 @@ def make_frames(
     rng = random.Random(f"{seed}:bench")
     sensor = Sensor("bench", 0.0, 0.0, channel)
     prefixes: dict[int, bytes] = {}
-    devs: list[tuple[Device, float]] = []
+    devs: list[tuple[Device, float, radio.Shadow]] = []
     scans: list[tuple[float, int]] = []
     for i in range(devices):
         model = pick_model(rng, PHONE_MODELS)
@@ -492,7 +496,7 @@ def make_frames(
         # One shared generator: seeding 50,000 of them would dominate the setup time.
         dev = Device(model, policy, rng, global_mac(rng, model.vendor))
         d = rng.uniform(1.0, 30.0)
-        devs.append((dev, radio.mean_rssi(sensor, d, 0.0, False, model.tx_dbm_offset)))
+        devs.append((dev, radio.mean_rssi(sensor, d, 0.0, False, model.tx_dbm_offset), radio.Shadow(rng, 1, d, 0.0)))
         scans.append((start + rng.uniform(0.0, 60.0), i))
     heapq.heapify(scans)
     pending: list[tuple[int, int, bytes]] = []  # (ts_us, tiebreak, frame)
@@ -509,10 +513,10 @@ def make_frames(
             emitted += 1
             if emitted >= n:
                 return
-        dev, base = devs[i]
+        dev, base, shadow = devs[i]
         dev.begin_scan(t0)
         per_burst = dev.policy == "ios_per_burst"
-        base += gauss(0.0, radio.SHADOW_SIGMA)
+        base += shadow.draw(rng, shadow.x, shadow.y)[0]
         k = rng.randint(*dev.model.burst)
         prefix = prefixes.get(dev.model.rate)
         if prefix is None:
