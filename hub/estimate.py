@@ -389,7 +389,8 @@ def estimate(
                 n = sum(1 for sc in s.scans if front is None or front in sc.peak)
                 pb_scans += (1.0 - s.p_visit) * n
         visitors = v_sum * model.visitor_factor(defaults)
-        # No crowding factor with two sensors or more: on those tuning days passers-by showed no relation to it.
+        # No crowding factor: on the 2-3 sensor tuning days passers-by showed no relation to it
+        # (on one-sensor days a fitted one did not carry over: see Defaults.one_sensor_spread).
         passersby = pb_scans * model.passersby_factor(defaults)
         v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, spread.visitors * spread.predictive)
         p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, spread.passersby * spread.predictive)

@@ -78,10 +78,10 @@ def read_levels(path: str | Path) -> dict[int, list[tuple[float, float]]]:
     heard: dict[int, list[tuple[float, int]]] = {}
     for ts, buf in read_pcap(path):
         probe = parser.parse(buf, ts)
-        if probe is None or probe.rssi is None or probe.freq is None:
+        if probe is None or probe.rssi is None:
             continue
-        channel = (probe.freq - 2407) // 5
-        if probe.ds_channel == channel:
+        channel = probe.channel
+        if channel is not None and probe.ds_channel == channel:
             heard.setdefault(channel, []).append((ts, probe.rssi))
     levels = {}
     for channel, frames in heard.items():

@@ -12,7 +12,7 @@
   distance of 3GPP TR 38.901's indoor office, NLOS), and even at rest it moves to a new level in
   5 % of scans (a body turned, someone in between) and is off by N(0, 12 dB) for one scan in 6 %:
   fitted to the real captures, phones lying still, where 55 % of consecutive scans agree within
-  1 dB on a sniffer, 10 % differ by 5 dB or more and 38 % of those come back at the next scan
+  1 dB on a sniffer, 10 % differ by 5 dB or more and 40 % of those come back at the next scan
   (``captures.rssi_steps``; docs/device-estimation.md). Truth model 2 drew it afresh for every scan,
   so a shopper standing at a shelf jumped by 5.7 dB (RMS) from scan to scan.
   ``X_fast`` ~ N(0, 1.5 dB) per frame (multipath).
