@@ -9,11 +9,18 @@ mode the loop also ticks when the source has been quiet for a second. A replay h
 ticks, so across a silent stretch of the capture the loop runs the ticks a live sensor would
 have run meanwhile (expiry, presence, health), one per presence interval, before the next
 frame (:meth:`Agent.process`).
+
+Opt-outs apply from the first frame: the last config the hub sent is saved next to the disk
+buffer (device ids only: keyed hashes and their prefixes, never a MAC) and applied in
+``Agent.__init__``, so an agent that starts while the broker is unreachable still drops the
+phones opted out in an earlier run; ``footfall agent run`` also waits a few seconds for a newer
+retained config before it opens capture.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +29,7 @@ from typing import Any
 
 from footfall import __version__, schema
 from footfall.edge_agent.config import AgentConfig
-from footfall.edge_agent.identity import Identifier
+from footfall.edge_agent.identity import Identifier, is_device_id
 from footfall.edge_agent.parse import Parser
 from footfall.edge_agent.visits import VisitTracker, channel_mask, freq_to_channel
 
@@ -47,10 +54,19 @@ def cpu_temperature() -> float | None:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, sink: Sink, *, backlog: Callable[[], tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        config: AgentConfig,
+        sink: Sink,
+        *,
+        backlog: Callable[[], tuple[int, int]] | None = None,
+        link: Callable[[], dict[str, Any]] | None = None,
+    ):
+        """``link``: the publisher's ``stats()``, whose refused-publish counts go into health."""
         self.config = config
         self.sink = sink
         self.backlog = backlog or (lambda: (0, 0))
+        self.link = link
         self.parser = Parser()
         self.identifier = Identifier(
             config.hash_key(),
@@ -66,6 +82,8 @@ class Agent:
         self._ticked = False
         self._last_health: tuple[float, int] | None = None
         self._stop = threading.Event()
+        self.hub_config_file = config.hub_config_file()
+        self._load_hub_config()
 
     # -- outputs ---------------------------------------------------------------------------
     def _emit_visit(self, payload: dict[str, Any]) -> None:
@@ -120,11 +138,28 @@ class Agent:
             "dropped": dropped,
             "cpu_temp_c": cpu_temperature(),
             "optout_dropped": self.identifier.optout_hits,
+            # copies of one transmission heard again (several sniffers, retries): not rejects
+            "duplicates": self.tracker.duplicates,
+            **self._link_health(),
         }
 
+    def _link_health(self) -> dict[str, int]:
+        if self.link is None:
+            return {}
+        try:
+            stats = self.link()
+        except Exception:  # health must go out even if the publisher's stats fail
+            log.exception("publisher stats failed")
+            return {}
+        # Publishes the broker refused (MQTT 5 PUBACK >= 0x80, e.g. its ACL) and rows held back.
+        return {"denied": int(stats.get("denied", 0)), "held": int(stats.get("held", 0))}
+
     # -- config from the hub ---------------------------------------------------------------
-    def apply_config(self, values: dict[str, Any]) -> list[str]:
-        """Apply a (retained) config message from the hub; unknown keys are ignored."""
+    def apply_config(self, values: dict[str, Any], *, save: bool = True) -> list[str]:
+        """Apply a (retained) config message from the hub; unknown keys are ignored.
+
+        ``save``: keep it on disk for the next start (see the module docstring).
+        """
         changed: list[str] = []
         try:
             if isinstance(values.get("visits"), dict):
@@ -145,7 +180,51 @@ class Agent:
             return changed
         if changed:
             log.info("applied config from hub: %s", ", ".join(changed))
+        if save:
+            self._save_hub_config(values)
         return changed
+
+    def _save_hub_config(self, values: dict[str, Any]) -> None:
+        path = self.hub_config_file
+        kept = dict(values)
+        if isinstance(values.get("optout"), list):
+            # Only device ids go to disk: anything else would not match a device anyway.
+            kept["optout"] = [h.lower() for h in values["optout"] if isinstance(h, str) and is_device_id(h.lower())]
+        data = schema.dumps(kept)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            if path.exists() and path.read_bytes() == data:
+                return  # the same retained config at every start: spare the flash a write
+            # Written aside and renamed over: a power cut leaves the old file or the new one.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except (OSError, TypeError, ValueError) as exc:
+            log.warning("could not save the hub config to %s (opt-outs apply from the broker only): %s", path, exc)
+
+    def _load_hub_config(self) -> None:
+        path = self.hub_config_file
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot read the saved hub config %s: %s", path, exc)
+            return
+        try:
+            values = schema.validate(raw, "config")
+        except schema.SchemaError as exc:
+            log.warning("ignoring the saved hub config %s: %s", path, exc)
+            return
+        self.apply_config(values, save=False)
+        log.info(
+            "applied the hub config saved in %s (%d opted-out devices)",
+            path,
+            len(self.identifier.optout) + len(self.identifier.optout_prefixes),
+        )
 
     # -- the hot loop ----------------------------------------------------------------------
     def catch_up(self, now: float) -> int:

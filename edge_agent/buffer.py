@@ -346,11 +346,14 @@ class DiskBuffer:
             return dict(self._dropped)
 
     def stats(self) -> dict[str, Any]:
+        """Backlog and drop counts; ``dropped_visits`` apart because a dropped visit is lost data
+        (presence and health are superseded by the next one), and a replay's exit status says so."""
         with self._lock:
             return {
                 "backlog": self._count,
                 "backlog_bytes": self._bytes,
                 "dropped": sum(self._dropped.values()),
+                "dropped_visits": self._dropped.get("visit", 0),
                 "dropped_by_kind": dict(self._dropped),
             }
 

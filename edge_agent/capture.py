@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 LINKTYPE_ETHERNET = 1
 LINKTYPE_IEEE802_11 = 105
 LINKTYPE_IEEE802_11_RADIOTAP = 127
+# what the parser decodes (edge_agent.parse), for the errors of file sources
+DECODABLE_LINKTYPES = {LINKTYPE_IEEE802_11_RADIOTAP: "802.11 + radiotap", LINKTYPE_IEEE802_11: "802.11"}
 
 ARPHRD_ETHER = 1
 ARPHRD_IEEE80211 = 801
@@ -499,9 +501,15 @@ def open_source(spec: str, **opts: Any) -> FrameSource:
     if path is not None:
         if not path:
             raise CaptureError("pcap: needs a file path, e.g. pcap:/var/lib/footfall/sample.pcap")
-        from .pcapfile import PcapSource  # only file replay needs it
+        from .pcapfile import PcapError, PcapSource  # only file replay needs it
 
-        return PcapSource(path, **opts)
+        try:
+            src = PcapSource(path, **opts)
+            # now, not at the first frame: an Ethernet capture is a clear error, not a traceback
+            src.require_linktype(DECODABLE_LINKTYPES)
+        except (OSError, PcapError) as exc:
+            raise CaptureError(str(exc)) from exc
+        return src
     live_opts = {k: v for k, v in opts.items() if k not in LIVE_IGNORED_OPTS}
     if sep and kind == "iface":
         return RawSocketSource(rest, **live_opts)

@@ -122,11 +122,31 @@ def _stdout_sink(kind: str, payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps({"kind": kind, **payload}, separators=(",", ":")) + "\n")
 
 
+# replay's exit status when it ran to the end but lost data on the way (docs/agent.md)
+EXIT_LOSS = 3
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from footfall.edge_agent.agent import Agent
+    from footfall.edge_agent.capture import DECODABLE_LINKTYPES
     from footfall.edge_agent.config import ConfigError
     from footfall.edge_agent.identity import load_key
     from footfall.edge_agent.pcapfile import PcapError, PcapSource
+
+    # Every file is checked before the first is replayed: a bad one in the list stops the replay
+    # with one line before anything was published, not with a traceback half-way.
+    sources = []
+    for path in args.pcaps:
+        try:
+            source = PcapSource(path, realtime=args.realtime)
+            source.require_linktype(DECODABLE_LINKTYPES)
+        except PcapError as exc:
+            print(f"footfall agent: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"footfall agent: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        sources.append(source)
 
     cfg = _load_config(args)
     if args.broker:
@@ -157,22 +177,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         agent = Agent(cfg, aged.sink, backlog=_backlog(publisher))
     except ConfigError as exc:
         raise SystemExit(f"footfall agent: {exc}") from None
+    # the buffer's drop counts live in its file: a --config buffer may have some from before
+    dropped_before = _dropped_visits(publisher)
+    damage = {"bad_records": 0, "skipped_bytes": 0, "truncated": 0}
+    delivered = True
     try:
-        for path in args.pcaps:
-            try:
-                source = PcapSource(path, realtime=args.realtime)
-            except (OSError, PcapError) as exc:
-                log.error("cannot read %s: %s", path, exc)
-                return 1
+        for source in sources:
             agent.process(source)
-            if source.stats.get("truncated"):
-                log.warning("%s is truncated: read %s frames up to the cut", path, source.stats.get("frames"))
+            for key in damage:
+                damage[key] += source.stats.get(key, 0)
         agent.finish("end_of_capture")
         stats = dict(agent.parser.stats)
         log.info("replayed %d frames: %s; %d visits", agent.frames, stats, agent.visits_sent)
         if publisher is not None and not publisher.flush(args.flush_timeout):
             log.error("broker did not acknowledge everything within %.0fs; the rest stays buffered", args.flush_timeout)
-            return 1
+            delivered = False
+        dropped = _dropped_visits(publisher) - dropped_before
     finally:
         if publisher is not None:
             publisher.close()
@@ -180,8 +200,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
             tmpdir.cleanup()
     if aged.count:
         print(aged.hint(agent.visits_sent), file=sys.stderr)
-    print(f"{agent.frames} frames, {stats.get('ok', 0)} probe requests, {agent.visits_sent} visits", file=sys.stderr)
-    return 0
+    print(_replay_summary(agent, stats, damage, dropped), file=sys.stderr)
+    if not delivered:
+        return 1
+    return EXIT_LOSS if dropped or damage["bad_records"] or damage["truncated"] else 0
+
+
+def _dropped_visits(publisher: Any) -> int:
+    """Visits the disk buffer has dropped for space, ever (0 without a buffer: --stdout)."""
+    return 0 if publisher is None else int(publisher.buffer.stats().get("dropped_visits", 0))
+
+
+def _replay_summary(agent: Any, stats: dict[str, int], damage: dict[str, int], dropped: int) -> str:
+    """replay's last line: what was read, and everything lost on the way (the exit status too).
+
+    Up to "N visits" it reads as it always did (scripts take the count after the last ", ")."""
+    line = (
+        f"{agent.frames} frames, {stats.get('ok', 0)} probe requests "
+        f"({agent.tracker.duplicates} repeats of one transmission), {agent.visits_sent} visits; "
+        f"{dropped} visits dropped by the full disk buffer"
+    )
+    if damage["bad_records"]:
+        line += f"; {damage['bad_records']} corrupt records rejected ({damage['skipped_bytes']} bytes skipped)"
+    if damage["truncated"]:
+        line += f"; {damage['truncated']} truncated files (last record cut short)"
+    return line
 
 
 class _AgedVisits:
@@ -223,20 +266,30 @@ def _backlog(publisher: Any) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # First: a module missing on a slimmed-down Python (OpenWrt) must stop us with one line, not
+    # kill the MQTT thread later while the process stays up (edge_agent/preflight.py).
+    from footfall.edge_agent import preflight
+
+    preflight.require()
     from footfall.edge_agent.agent import Agent
     from footfall.edge_agent.capture import CaptureError, open_source
     from footfall.edge_agent.config import ConfigError
+    from footfall.edge_agent.connection import Watchdog
 
     cfg = _load_config(args)
     if not cfg.source:
         raise SystemExit("footfall agent: [capture] source is not set")
     publisher = open_publisher(cfg)
     try:
-        agent = Agent(cfg, publisher.publish, backlog=_backlog(publisher))
+        agent = Agent(cfg, publisher.publish, backlog=_backlog(publisher), link=publisher.stats)
     except ConfigError as exc:
         publisher.close()
         raise SystemExit(f"footfall agent: {exc}") from None
     publisher.subscribe_config(agent.apply_config)
+    # Opt-outs must hold from the first frame: the saved hub config is in force already (Agent);
+    # a reachable broker gets a few seconds to deliver a newer retained one before capture opens.
+    if not publisher.wait_config(cfg.mqtt.config_wait_s):
+        log.info("no config from the broker within %.0f s; capturing with the saved one", cfg.mqtt.config_wait_s)
     hopper = None
     try:
         source = open_source(cfg.source, realtime=cfg.realtime)
@@ -256,14 +309,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # A dead MQTT loop (publisher.dead logs why) ends the run with status 1: the service manager
+    # restarts the agent, and what was buffered is sent by the next run.
+    watchdog = Watchdog(lambda: publisher.dead, lambda: (agent.stop(), source.close())).start()
     try:
         agent.run_live(source)
     finally:
+        watchdog.stop()
         if hopper is not None:
             hopper.stop()
-        publisher.flush(5.0)
+        if watchdog.reason is None:
+            publisher.flush(5.0)
         publisher.close()
-    return 0
+    return 1 if watchdog.reason is not None else 0
 
 
 def cmd_calibrate_counts(args: argparse.Namespace) -> int:

@@ -34,10 +34,12 @@ Example::
     ca_certs = "/etc/footfall/ca.pem"
     certfile = "/etc/footfall/s1.crt"
     keyfile = "/etc/footfall/s1.key"
+    config_wait_s = 5               # at start, wait this long for the hub's retained config
 
     [buffer]
     path = "/var/lib/footfall/buffer.db"
     max_bytes = 50000000
+    hub_config = "/var/lib/footfall/buffer.hub-config.json"   # default: next to path
 
     [report]
     presence_interval_s = 60
@@ -73,6 +75,9 @@ class MqttSettings:
     tls_insecure: bool = False
     keepalive: int = 30
     enabled: bool = True
+    # Capture opens only after the retained config (opt-outs) arrived, the broker said it has
+    # none, or this many seconds passed (broker unreachable: the saved config applies).
+    config_wait_s: float = 5.0
 
     def password(self) -> str | None:
         env = os.environ.get("FOOTFALL_MQTT_PASSWORD")
@@ -99,6 +104,8 @@ class AgentConfig:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     buffer_path: str = "/var/lib/footfall/buffer.db"
     buffer_max_bytes: int = 50_000_000
+    # The last config received from the hub (opt-outs), applied at start before capture.
+    hub_config_path: str | None = None
     presence_interval_s: float = 60.0
     health_interval_s: float = 60.0
 
@@ -127,6 +134,12 @@ class AgentConfig:
             return load_key(self.hash_key_file)
         except (OSError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
+
+    def hub_config_file(self) -> Path:
+        """Where the last hub config is saved: ``[buffer] hub_config``, else next to the buffer."""
+        if self.hub_config_path:
+            return Path(self.hub_config_path)
+        return Path(self.buffer_path).with_suffix(".hub-config.json")
 
     def optout(self) -> list[str]:
         if not self.optout_file or not Path(self.optout_file).exists():
@@ -169,6 +182,7 @@ class AgentConfig:
             mqtt=MqttSettings(**mqtt),
             buffer_path=buffer.get("path", "/var/lib/footfall/buffer.db"),
             buffer_max_bytes=int(buffer.get("max_bytes", 50_000_000)),
+            hub_config_path=buffer.get("hub_config"),
             presence_interval_s=float(report.get("presence_interval_s", 60)),
             health_interval_s=float(report.get("health_interval_s", 60)),
         )

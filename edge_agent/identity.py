@@ -43,6 +43,15 @@ MAC_FORMATS = {
 # 50,000 cache entries as well (memory budget of an OpenWrt router).
 CACHE_LIMIT = 1024
 KEY_BYTES = 32
+DEVICE_ID_BYTES = 16
+
+
+def is_device_id(text: str) -> bool:
+    """A device id as payloads and the hub's opt-out lists carry it: 32 lowercase hex digits.
+
+    What a sensor may keep on disk; a raw MAC (12 hex digits in any spelling) never passes.
+    """
+    return len(text) == 2 * DEVICE_ID_BYTES and all(c in "0123456789abcdef" for c in text)
 
 
 def is_randomized(mac: bytes) -> bool:
@@ -130,7 +139,7 @@ class Identifier:
         inner.update(mac)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.digest()[:16]
+        return outer.digest()[:DEVICE_ID_BYTES]
 
     def ssid_hash(self, ssid: bytes) -> str:
         """Keyed short hash of a directed SSID: linking evidence that reveals no network name."""

@@ -69,7 +69,9 @@ from collections.abc import Callable
 from hashlib import blake2b
 from operator import attrgetter
 
-__all__ = ["Elements", "MAX_MPDU", "Parser", "Probe", "decode_elements"]
+from footfall.edge_agent.bands import freq_to_channel
+
+__all__ = ["Elements", "MAX_MPDU", "Parser", "Probe", "decode_elements", "freq_to_channel"]
 
 MAX_MPDU = 2346
 IE_CACHE_MAX = 65536
@@ -87,13 +89,13 @@ _PROBE_REQ_FC0 = 0x40  # version 0, type management, subtype 4
 _FLAG_FCS = 0x10
 _FLAG_BAD_FCS = 0x40
 
-# radiotap field bit -> (alignment, size); from the radiotap.org field list
+# radiotap field bit -> (alignment, size): radiotap.org's defined fields (Linux radiotap.c agrees)
 _RT_FIELDS: dict[int, tuple[int, int]] = {
     0: (8, 8),  # TSFT
     1: (1, 1),  # Flags
     2: (1, 1),  # Rate
     3: (2, 4),  # Channel: u16 freq, u16 flags
-    4: (1, 2),  # FHSS
+    4: (2, 2),  # FHSS: u8 hop set, u8 hop pattern, aligned as one u16
     5: (1, 1),  # dBm antenna signal
     6: (1, 1),  # dBm antenna noise
     7: (2, 2),  # lock quality
@@ -642,26 +644,14 @@ class Probe:
 
     @property
     def channel(self) -> int | None:
-        """Channel number from the radiotap frequency (the one the sniffer was on)."""
-        return freq_to_channel(self.freq) if self.freq is not None else None
+        """Channel identifier of the radiotap frequency (the sniffer's): see :mod:`.bands`."""
+        return freq_to_channel(self.freq)
 
     def __repr__(self) -> str:
         return (
             f"Probe(ts={self.ts:.6f}, seq={self.seq}, rssi={self.rssi}, freq={self.freq}, "
             f"fingerprint={self.fingerprint}, ies={len(self.ie_ids)})"
         )
-
-
-def freq_to_channel(freq: int) -> int | None:
-    if freq == 2484:
-        return 14
-    if 2412 <= freq <= 2472:
-        return (freq - 2407) // 5
-    if 5000 <= freq <= 5895:
-        return (freq - 5000) // 5
-    if 5955 <= freq <= 7115:
-        return (freq - 5950) // 5
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

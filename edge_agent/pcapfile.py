@@ -9,11 +9,14 @@ Speed: the file is read in large chunks and records are cut out with
 ``struct.Struct.unpack_from``; the only per-frame allocation is the frame slice itself (plus
 the yielded tuple). ``stats`` is flushed from local counters at every chunk and at the end.
 
-Damage: a file cut mid-record (a capture still being written, a full disk) yields every
-complete record and then stops, counting ``truncated``. A record whose header is impossible
-(length beyond any snap length, a pcapng block length not a multiple of 4) cannot be resynced
-past: the reader counts ``bad_records`` and stops there, keeping what came before. A file that
-is not a capture at all raises :class:`PcapError` naming the reason.
+Damage never ends a read silently: every case is a WARNING (file and byte offset) and a counter.
+A file cut mid-record (a capture still being written, a full disk) yields every complete record
+and then stops, counting ``truncated``. A record whose header is impossible (a captured length
+beyond the snap length, or ``MAX_RECORD`` without one; a pcapng block length not a multiple of
+4) counts ``bad_records`` and the reader resumes where records line up again, counting the
+bytes passed over in ``skipped_bytes`` (``pcapresync`` says how it decides). A file that is not
+a capture at all raises :class:`PcapError` naming the reason; so does
+:meth:`PcapSource.require_linktype` for a link type the consumer cannot decode.
 
 pcapng files whose interfaces have different link types: frames of interfaces whose link type
 differs from the first interface's are skipped and counted as ``other_linktype``, since one
@@ -28,8 +31,10 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import IO, BinaryIO
+
+from footfall.edge_agent.pcapresync import Reporter, pcap_check, pcapng_check, resync
 
 __all__ = ["PcapError", "PcapSource", "read_frames", "write_pcap"]
 
@@ -52,12 +57,34 @@ _OPT_TSRESOL = 9
 _OPT_TSOFFSET = 14
 
 
+# names for error messages (tcpdump.org link-layer header types)
+LINKTYPE_NAMES = {
+    1: "Ethernet",
+    101: "raw IP",
+    105: "802.11",
+    113: "Linux cooked",
+    119: "802.11 + Prism",
+    127: "802.11 + radiotap",
+    163: "802.11 + AVS",
+    192: "802.11 + PPI",
+    276: "Linux cooked v2",
+}
+
+
 class PcapError(ValueError):
     """The file is not a readable pcap/pcapng capture."""
 
 
 def _new_stats() -> dict[str, int]:
-    return {"frames": 0, "bytes": 0, "truncated": 0, "bad_records": 0, "skipped_blocks": 0, "other_linktype": 0}
+    return {
+        "frames": 0,
+        "bytes": 0,
+        "truncated": 0,
+        "bad_records": 0,
+        "skipped_bytes": 0,
+        "skipped_blocks": 0,
+        "other_linktype": 0,
+    }
 
 
 class _Header:
@@ -214,6 +241,22 @@ class PcapSource:
     def format(self) -> str:
         return self._hdr.kind
 
+    def require_linktype(self, supported: Mapping[int, str]) -> int:
+        """The capture's link type when ``supported`` (type -> name) has it; else :class:`PcapError`
+        naming the file, the link type found and the supported ones, in one line."""
+        lt = self._hdr.linktype
+        if lt is not None and lt in supported:
+            return lt
+        wanted = " or ".join(f"{k} ({v})" for k, v in supported.items())
+        if lt is None:
+            found = "a pcapng file without an interface description block, so no link type"
+        else:
+            found = f"link type {lt} ({LINKTYPE_NAMES.get(lt, 'unknown')})"
+        raise PcapError(
+            f"{self.path}: {found}; supported: {wanted}. Capture on a monitor-mode interface "
+            "(802.11 + radiotap, e.g. `tcpdump -i mon0 -w FILE`), not on a managed or wired one"
+        )
+
     @property
     def snaplen(self) -> int:
         return self._hdr.snaplen
@@ -236,53 +279,98 @@ class PcapSource:
             f.close()
             raise
         if hdr.kind == "pcap":
-            return _iter_pcap(f, buf, hdr, self.stats, self._closed)
-        return _iter_pcapng(f, buf, hdr, self.stats, self._closed)
+            return _iter_pcap(f, buf, hdr, self.stats, self._closed, self.path)
+        return _iter_pcapng(f, buf, hdr, self.stats, self._closed, self.path)
+
+
+def _record_limit(snaplen: int) -> int:
+    # libpcap never writes more than the snap length; a header without one gets the sane bound
+    return snaplen if 0 < snaplen <= MAX_RECORD else MAX_RECORD
 
 
 def _iter_pcap(
-    f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int], closed: threading.Event
+    f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int], closed: threading.Event, name: str
 ) -> Generator[tuple[float, bytes], None, None]:
     unpack = struct.Struct(hdr.endian + "IIII").unpack_from
     divisor = hdr.divisor
-    limit = max(hdr.snaplen, MAX_RECORD)
+    limit = _record_limit(hdr.snaplen)
+    report = Reporter(name)
     off = base = hdr.data_offset
+    consumed = 0  # file offset of buf[0], for the warnings
+    last = None  # second of the last good record: a resync looks for records near it
     frames = 0  # since base; bytes are derived from the offsets, not added up per frame
     try:
         while True:
             end = len(buf)
+            incl = -1
             while off + 16 <= end:
                 sec, frac, incl, _ = unpack(buf, off)
                 if incl > limit:
-                    stats["bad_records"] += 1
-                    return
+                    break
                 start = off + 16
                 nxt = start + incl
                 if nxt > end:
                     break
                 off = nxt
                 frames += 1
+                last = sec
                 yield sec + frac / divisor, buf[start:nxt]
             stats["frames"] += frames
             stats["bytes"] += off - base - 16 * frames
             frames = 0
             base = off
-            chunk = b"" if closed.is_set() else f.read(CHUNK)
-            if not chunk:
-                if off < end and not closed.is_set():
+            if incl > limit:
+                what = f"corrupt record header (captured length {incl} > {limit})"
+            else:
+                chunk = b"" if closed.is_set() else f.read(CHUNK)
+                if chunk:
+                    buf = buf[off:] + chunk
+                    consumed += off
+                    off = base = 0
+                    continue
+                if off >= end or closed.is_set():
+                    return
+                if end - off < 16 or not _lines_up_later(f, buf, off, hdr, limit, last, closed):
                     stats["truncated"] += 1
+                    have = end - off
+                    report.warn(
+                        "last record cut short at offset %d (%s): a capture still being written, or a full disk",
+                        consumed + off,
+                        f"{have} of its 16 header bytes" if have < 16 else f"{have - 16} of {incl} bytes",
+                    )
+                    return
+                # good records follow: the length was wrong, not the file cut
+                what = f"corrupt record header (captured length {incl} runs past the end of the file)"
+            at = consumed + off
+            stats["bad_records"] += 1
+            check = pcap_check(hdr.endian, limit, int(divisor), last)
+            buf, found, dropped = resync(f, buf, off + 1, 1, check, closed)
+            consumed += dropped
+            to = consumed + (len(buf) if found is None else found)
+            stats["skipped_bytes"] += to - at
+            report.resynced(what, at, None if found is None else to, to)
+            if found is None:
                 return
-            buf = buf[off:] + chunk
-            off = base = 0
+            off = base = found
     finally:
         stats["frames"] += frames
         stats["bytes"] += off - base - 16 * frames
         f.close()
 
 
+def _lines_up_later(
+    f: BinaryIO, buf: bytes, off: int, hdr: _Header, limit: int, last: int | None, closed: threading.Event
+) -> bool:
+    """At the end of the file, whether records line up after the one at ``off`` (all read already)."""
+    check = pcap_check(hdr.endian, limit, int(hdr.divisor), last)
+    return resync(f, buf, off + 1, 1, check, closed)[1] is not None
+
+
 def _iter_pcapng(
-    f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int], closed: threading.Event
+    f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int], closed: threading.Event, name: str
 ) -> Generator[tuple[float, bytes], None, None]:
+    report = Reporter(name)
+    consumed = 0  # file offset of buf[0], for the warnings
     e = hdr.endian
     block = struct.Struct(e + "II").unpack_from
     epb = struct.Struct(e + "IIIII").unpack_from
@@ -296,22 +384,24 @@ def _iter_pcapng(
     try:
         while True:
             end = len(buf)
+            bad = ""
             while off + 12 <= end:
                 btype, blen = block(buf, off)
                 if btype == _PCAPNG_SHB:
                     # a new section may switch byte order; its length is in the new order
                     bom = buf[off + 8 : off + 12]
-                    e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
-                    if not e:
-                        stats["bad_records"] += 1
-                        return
+                    se = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
+                    if not se:
+                        bad = f"section header with a bad byte-order magic {bom.hex()}"
+                        break
+                    e = se
                     block = struct.Struct(e + "II").unpack_from
                     epb = struct.Struct(e + "IIIII").unpack_from
                     btype, blen = block(buf, off)
                     ifaces = []  # interface ids are per section
                 if blen < 12 or blen & 3 or blen > MAX_BLOCK:
-                    stats["bad_records"] += 1
-                    return
+                    bad = f"corrupt block header (type {btype:#x}, length {blen})"
+                    break
                 nxt = off + blen
                 if nxt > end:
                     break
@@ -319,6 +409,10 @@ def _iter_pcapng(
                     ifid, hi, lo, caplen, _ = epb(buf, off + 8) if blen >= 32 else (0, 0, 0, blen, 0)
                     if 28 + caplen > blen - 4 or ifid >= len(ifaces):
                         stats["bad_records"] += 1
+                        report.warn(
+                            "packet block at offset %d does not fit its block or names no interface; skipped",
+                            consumed + off,
+                        )
                     else:
                         lt, _, divisor, tsoff = ifaces[ifid]
                         if lt == want:
@@ -332,16 +426,20 @@ def _iter_pcapng(
                     continue
                 if btype == _BT_IDB:
                     if blen < 20:
+                        # kept as an interface of no link type: the ids of later ones stay right
                         stats["bad_records"] += 1
-                        return
-                    ifaces.append(_idb(buf, off, blen, e))
-                    if want is None:
-                        want = ifaces[-1][0]
+                        report.warn("interface block at offset %d is too short (%d bytes)", consumed + off, blen)
+                        ifaces.append((-1, 0, 1e6, 0.0))
+                    else:
+                        ifaces.append(_idb(buf, off, blen, e))
+                        if want is None:
+                            want = ifaces[-1][0]
                 elif btype == _BT_SPB:
                     # no timestamp, no interface id: interface 0, the previous frame's time
                     (orig,) = struct.unpack_from(e + "I", buf, off + 8) if blen >= 16 else (0,)
                     if not ifaces or blen < 16:
                         stats["bad_records"] += 1
+                        report.warn("simple packet block at offset %d without an interface; skipped", consumed + off)
                     else:
                         lt, snap, _, _ = ifaces[0]
                         caplen = min(orig, blen - 16, snap or orig)
@@ -358,6 +456,10 @@ def _iter_pcapng(
                         ifid, _, hi, lo, caplen, _ = struct.unpack_from(e + "HHIIII", buf, off + 8)
                     if 28 + caplen > blen - 4 or ifid >= len(ifaces):
                         stats["bad_records"] += 1
+                        report.warn(
+                            "packet block at offset %d does not fit its block or names no interface; skipped",
+                            consumed + off,
+                        )
                     else:
                         lt, _, divisor, tsoff = ifaces[ifid]
                         if lt == want:
@@ -373,13 +475,37 @@ def _iter_pcapng(
             stats["frames"] += frames
             stats["bytes"] += nbytes
             frames = nbytes = 0
-            chunk = b"" if closed.is_set() else f.read(CHUNK)
-            if not chunk:
-                if off < end and not closed.is_set():
+            check = pcapng_check(e)
+            if not bad:
+                chunk = b"" if closed.is_set() else f.read(CHUNK)
+                if chunk:
+                    buf = buf[off:] + chunk
+                    consumed += off
+                    off = 0
+                    continue
+                if off >= end or closed.is_set():
+                    return
+                if resync(f, buf, off + 4, 4, check, closed)[1] is None:
                     stats["truncated"] += 1
+                    report.warn(
+                        "last block cut short at offset %d (%d bytes present): a capture still being written, "
+                        "or a full disk",
+                        consumed + off,
+                        end - off,
+                    )
+                    return
+                bad = f"corrupt block length {blen} (runs past the end of the file)"
+            # blocks are 4-byte aligned: a resync only looks there
+            at = consumed + off
+            stats["bad_records"] += 1
+            buf, found, dropped = resync(f, buf, off + 4, 4, check, closed)
+            consumed += dropped
+            to = consumed + (len(buf) if found is None else found)
+            stats["skipped_bytes"] += to - at
+            report.resynced(bad, at, None if found is None else to, to)
+            if found is None:
                 return
-            buf = buf[off:] + chunk
-            off = 0
+            off = found
     finally:
         stats["frames"] += frames
         stats["bytes"] += nbytes

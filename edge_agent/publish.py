@@ -5,13 +5,14 @@ Flow of one message::
     publish(kind, payload) -> validate -> in-memory batch -> DiskBuffer (one commit per batch)
         -> sender thread peeks in seq order -> paho publish QoS 1 -> PUBACK -> ack (batched delete)
 
-Protocol choice: MQTT 3.1.1 with ``clean_session=False`` and a stable client id. Durability of
-our own data comes from the disk buffer, not from the broker session (QoS 1 publishes keep no
-broker-side state), so MQTT 5's session-expiry and reason codes buy little here, while 3.1.1
-works with every broker an installer may meet (old Mosquitto 1.x on OpenWrt, cloud brokers).
-The persistent session keeps the config subscription across reconnects and queues config
-changes sent while the sensor was offline. Bound a dead sensor's session on the broker with
-Mosquitto's ``persistent_client_expiration``.
+Protocol: MQTT 5 with ``clean_start=False``, a session expiry of ``SESSION_EXPIRY_S`` and a stable
+client id. MQTT 5 because its PUBACK carries a reason code: a publish the broker's ACL denies
+comes back as 0x87 Not authorized instead of being acknowledged as if delivered (3.1.1), so it
+stays in the buffer (``held.py``). The persistent session keeps the config subscription across
+reconnects. Needs a broker with MQTT 5 (Mosquitto 1.6 or later).
+
+The connection itself (our own network loop, why a connect failed in the journal, the watchdog
+that says when networking died for good) is ``connection.py``; the config topic ``hubconfig.py``.
 
 Ordering and duplicates. Rows go to paho strictly in ``seq`` order with a bounded in-flight
 window. While the process lives, paho itself keeps every unacknowledged QoS 1 message and resends
@@ -21,7 +22,8 @@ reconnect until the resent ones are acknowledged, so a new message can never ove
 one. The buffer covers what paho's memory cannot: after a crash or restart every row that was
 never acknowledged is sent again from the start. A message the broker received but whose PUBACK
 was lost is therefore delivered twice (at-least-once); payloads carry deterministic ``id`` s so
-the hub drops the second copy.
+the hub drops the second copy. Messages of a topic the broker refuses are the exception to
+strict order: they are sent again when the broker takes the topic again.
 
 Status: the last will is a retained ``offline`` status; on every connect we publish a retained
 ``online`` status; ``close()`` publishes ``offline`` itself and disconnects cleanly. Status
@@ -30,73 +32,34 @@ messages bypass the buffer: a replayed stale status would be wrong, a missed one
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import ssl
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from footfall import schema, topics
 
 from .buffer import DiskBuffer, DiskBufferError
+from .connection import STALL_S, NetworkLoop, TLSOptions, package_version
+from .held import FIRST_RETRY_S, HeldBack
+from .hubconfig import ConfigCallback, ConfigSubscription
+from .sender import COMMIT_BATCH, COMMIT_INTERVAL, MAX_PENDING, PENDING_TIMEOUT, Sender
+
+__all__ = ["COMMIT_BATCH", "COMMIT_INTERVAL", "ConfigCallback", "Publisher", "TLSOptions"]
 
 log = logging.getLogger(__name__)
 
-# Puts are committed in batches: whichever comes first of this many messages (committed by the
-# publish() call that fills the batch, so a busy producer cannot outrun the disk) or this long
-# (committed by the sender thread, so a lone message does not wait for company).
-COMMIT_BATCH = 256
-COMMIT_INTERVAL = 0.02
-# Only while the disk refuses writes can more than a batch wait in memory; then publish()
-# blocks (backpressure) and finally raises.
-MAX_PENDING = 20_000
-PENDING_TIMEOUT = 10.0
-
-ConfigCallback = Callable[[dict[str, Any]], None]
+# How long the broker keeps our session (the config subscription) while we are away. Our own
+# data does not depend on it (the disk buffer does that); a week covers a long closure.
+SESSION_EXPIRY_S = 7 * 86400
 
 
-@dataclass(frozen=True)
-class TLSOptions:
-    """TLS to the broker. ``ca_certs`` None uses the system CAs.
-
-    ``insecure`` skips the hostname check only (like ``mosquitto_pub --insecure``): the
-    certificate must still chain to ``ca_certs``. For brokers addressed by IP on a shop LAN.
-    """
-
-    ca_certs: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    insecure: bool = False
-
-    def context(self) -> ssl.SSLContext:
-        try:
-            ctx = ssl.create_default_context(cafile=self.ca_certs)
-            if self.certfile:
-                ctx.load_cert_chain(self.certfile, self.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(
-                f"TLS setup failed (ca_certs={self.ca_certs!r}, certfile={self.certfile!r}, "
-                f"keyfile={self.keyfile!r}): {exc}"
-            ) from None
-        if self.insecure:
-            ctx.check_hostname = False
-        return ctx
-
-
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("footfall")
-    except importlib.metadata.PackageNotFoundError:
-        return "0"
-
-
-class Publisher:
+class Publisher(Sender):
     """Publishes one sensor's messages through a :class:`DiskBuffer`; call :meth:`start` first."""
 
     def __init__(
@@ -116,18 +79,20 @@ class Publisher:
         keepalive: int = 30,
         reconnect_min_delay: float = 1.0,
         reconnect_max_delay: float = 60.0,
+        stall_s: float = STALL_S,
+        refused_retry_s: float = FIRST_RETRY_S,
     ) -> None:
         self.site = topics.check_id(site, "site")
         self.sensor = topics.check_id(sensor, "sensor")
         self.host = host
         self.port = port
         self.buffer = buffer
-        self.version = version or _package_version()
+        self.version = version or package_version()
         self.window = max(1, window)
         self.keepalive = keepalive
         self.started = time.time()
         self._status_topic = topics.topic(site, sensor, "status")
-        self._config_topic = topics.topic(site, sensor, "config")
+        self._config = ConfigSubscription(topics.topic(site, sensor, "config"))
 
         self._cond = threading.Condition()
         # Held across "take the pending batch" and "commit it", so batches reach the disk in the
@@ -136,45 +101,41 @@ class Publisher:
         self._write_failing = False
         self._pending: list[tuple[str, bytes, int, bool, str | None]] = []
         self._acked: list[int] = []
-        # mid -> buffer seq (None for status messages that bypass the buffer).
-        self._inflight: dict[int, int | None] = {}
+        # mid -> (buffer seq or None for status messages that bypass the buffer, topic).
+        self._inflight: dict[int, tuple[int | None, str]] = {}
         self._inflight_rows = 0
-        # PUBACKs that arrived before publish() returned their mid to us (see _claim).
-        self._early: set[int] = set()
+        # PUBACKs that arrived before publish() returned their mid to us (see _claim): mid -> reason.
+        self._early: dict[int, Any] = {}
         self._last_sent = 0
+        self._held = HeldBack(first_retry=refused_retry_s)
+        # Send again from here once the broker takes a refused topic again (see held.py).
+        self._rewind_to: int | None = None
+        self._send_window = self.window
         self._connected = False
         self._barrier = False
         self._draining = False
         self._stopping = False
         self._closed = False
         self._started = False
-        self._config_callback: ConfigCallback | None = None
-        self._last_config: bytes | None = None
         self._counts = {
             "published": 0,
             "acked": 0,
             "connects": 0,
             "reconnects": 0,
             "disconnects": 0,
-            "connect_failures": 0,
             "write_errors": 0,
             "unsendable": 0,
-            "config_applied": 0,
-            "config_rejected": 0,
-            "config_errors": 0,
         }
 
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"footfall-{self.site}-{self.sensor}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
+            protocol=mqtt.MQTTv5,
         )
         # Our window bounds what is in flight; a second, hidden queue inside paho would only
         # blur what "in flight" means when it resends after a reconnect.
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(reconnect_min_delay, reconnect_max_delay)  # type: ignore[arg-type]
         if username is not None:
             self._client.username_pw_set(username, password)
         if tls is not None:
@@ -182,10 +143,23 @@ class Publisher:
         # The will's ts is when it was registered; the hub should stamp receipt time on it.
         self._client.will_set(self._status_topic, self._status("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
-        self._client.message_callback_add(self._config_topic, self._on_config)
+        self._client.on_subscribe = self._on_subscribe
+        self._client.message_callback_add(self._config.topic, self._config.on_message)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._net = NetworkLoop(
+            self._client,
+            host,
+            port,
+            keepalive,
+            properties=props,
+            min_delay=reconnect_min_delay,
+            max_delay=reconnect_max_delay,
+            stall_s=stall_s,
+            name=f"footfall-mqtt-{self.sensor}",
+        )
         self._sender = threading.Thread(target=self._run, name=f"footfall-sender-{self.sensor}", daemon=True)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -196,9 +170,22 @@ class Publisher:
             return self
         self._started = True
         self._sender.start()
-        self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
-        self._client.loop_start()
+        self._net.start()
         return self
+
+    @property
+    def dead(self) -> str | None:
+        """Why the network loop stopped for good (logged once), or None while it runs.
+
+        Then nothing more reaches the broker while this process lives: the agent exits non-zero
+        so that systemd or procd restart it.
+        """
+        return self._net.dead
+
+    @property
+    def client(self) -> mqtt.Client:
+        """The paho client, for callbacks of your own (they run on the network loop's thread)."""
+        return self._client
 
     def __enter__(self) -> Publisher:
         return self.start()
@@ -222,21 +209,24 @@ class Publisher:
         # Waiting for in-flight acks here saves a duplicate of each of them on the next start.
         with self._cond:
             self._cond.wait_for(
-                lambda: not self._pending and (self._inflight_rows == 0 or not self._connected),
+                lambda: (
+                    not self._pending
+                    and (self._inflight_rows == 0 or not self._connected or self._net.dead is not None)
+                ),
                 timeout=max(0.0, deadline - time.monotonic()),
             )
             self._stopping = True
             self._cond.notify_all()
         if self._sender.is_alive():
             self._sender.join()
-        if self._connected:
+        if self._connected and self._net.dead is None:
             info = self._publish_direct("offline")
             try:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as exc:
                 log.warning("could not publish offline status: %s", exc)
         self._client.disconnect()
-        self._client.loop_stop()
+        self._net.stop()
         # PUBACKs that arrived after the sender stopped (and anything a failing disk held back).
         with self._commit_lock:
             with self._cond:
@@ -291,13 +281,21 @@ class Publisher:
             return self._commit(pending, [])
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything published so far is acknowledged by the broker."""
+        """Wait until everything published so far is acknowledged by the broker.
+
+        False at once when all that is left is held back because the broker refuses its topic
+        (``held`` in :meth:`stats`): that waits for an operator, not for the network.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             self._cond.notify_all()
             while True:
-                if not self._pending and not self._acked and self._inflight_rows == 0 and len(self.buffer) == 0:
-                    return True
+                if not self._pending and not self._acked and self._inflight_rows == 0:
+                    left = len(self.buffer)
+                    if left == 0:
+                        return True
+                    if left <= self._held.count and not self._held.due():
+                        return False
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -311,10 +309,18 @@ class Publisher:
         next delivery. An identical payload to the last applied one is not applied twice.
         """
         with self._cond:
-            self._config_callback = callback
+            self._config.callback = callback
             connected = self._connected
         if connected:
-            self._client.subscribe(self._config_topic, qos=1)
+            self._client.subscribe(self._config.topic, qos=1)
+
+    def wait_config(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the retained config (after :meth:`subscribe_config`).
+
+        True once it was handled or the broker has none for us; False when the broker was not
+        reachable in time (the agent then starts with the config it saved last time).
+        """
+        return self._config.wait(timeout)
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
@@ -323,7 +329,11 @@ class Publisher:
                 connected=self._connected,
                 inflight=self._inflight_rows,
                 pending=len(self._pending),
+                connect_failures=self._net.failures,
+                denied=self._held.refusals,
+                held=self._held.count,
             )
+        counts.update(self._config.stats())
         buffered = self.buffer.stats()
         counts.update(
             backlog=buffered["backlog"] + counts["pending"],
@@ -337,138 +347,9 @@ class Publisher:
     def connected(self) -> bool:
         return self._connected
 
-    # -- sender thread -------------------------------------------------------------------------
-
-    def _can_send(self) -> bool:
-        """Caller holds the lock. True when rows may go to paho now."""
-        if not self._connected or self._draining:
-            return False
-        if self._barrier:
-            if self._inflight_rows:
-                return False
-            self._barrier = False
-        return self._inflight_rows < self.window and self.buffer.last_seq > self._last_sent
-
-    def _urgent(self) -> bool:
-        return (
-            self._stopping
-            or len(self._pending) >= COMMIT_BATCH
-            or len(self._acked) >= max(1, self.window // 2)
-            or (self._inflight_rows <= self.window // 2 and self._can_send())
-        )
-
-    def _run(self) -> None:
-        while True:
-            try:
-                with self._cond:
-                    if not self._urgent():
-                        if not self._pending and not self._acked:
-                            self._cond.wait(1.0)
-                        # Something arrived: give a batch a moment to form before one commit.
-                        self._cond.wait_for(self._urgent, timeout=COMMIT_INTERVAL)
-                    stopping = self._stopping
-                with self._commit_lock:
-                    with self._cond:
-                        pending, self._pending = self._pending, []
-                        acked, self._acked = self._acked, []
-                    ok = self._commit(pending, acked)
-                if stopping:
-                    if not ok:
-                        log.error("closing with %d messages that could not be written to disk", len(self._pending))
-                    return
-                if not ok:
-                    time.sleep(1.0)
-                    continue
-                self._send()
-            except Exception:
-                # The sender must outlive any bug: log, back off, carry on.
-                log.exception("sender loop error")
-                time.sleep(1.0)
-
-    def _commit(self, pending: list[tuple[str, bytes, int, bool, str | None]], acked: list[int]) -> bool:
-        """Write a batch of new rows and delete a batch of acknowledged ones; False on disk error.
-
-        Callers hold ``_commit_lock`` from taking the batch until this returns.
-        """
-        if not pending and not acked:
-            return True
-        try:
-            if pending:
-                self.buffer.put_many(pending)
-                pending = []
-            if acked:
-                self.buffer.ack_many(acked)
-        except DiskBufferError as exc:
-            log.error("disk buffer write failed, will retry: %s", exc)
-            with self._cond:
-                self._counts["write_errors"] += 1
-                self._write_failing = True
-                # Put the batches back in front, keeping order, for the next attempt.
-                self._pending[:0] = pending
-                self._acked[:0] = acked
-                self._cond.notify_all()
-            return False
-        with self._cond:
-            self._write_failing = False
-            self._cond.notify_all()  # producers waiting on MAX_PENDING, flush()
-        return True
-
-    def _send(self) -> None:
-        with self._cond:
-            if not self._can_send():
-                return
-            free = self.window - self._inflight_rows
-            after = self._last_sent
-        newest = self.buffer.last_seq
-        rows = self.buffer.peek(free, after=after)
-        for msg in rows:
-            if not self._connected or self._draining:
-                return
-            try:
-                info = self._client.publish(msg.topic, msg.payload, qos=max(1, msg.qos), retain=msg.retain)
-            except (ValueError, TypeError) as exc:
-                # A row no broker would take (not written by us: wildcards in the topic, ...)
-                # would block the queue forever: drop it, loudly.
-                log.error("dropping unsendable buffered message seq %d: %s", msg.seq, exc)
-                with self._cond:
-                    self._counts["unsendable"] += 1
-                    self._acked.append(msg.seq)
-                self._last_sent = msg.seq
-                continue
-            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-                return  # paho refused to store it; it stays in the buffer for the next round
-            self._claim(info.mid, msg.seq)
-            self._last_sent = msg.seq
-        if len(rows) < free:
-            # Everything up to `newest` is sent or was dropped for space: don't look there again.
-            self._last_sent = max(self._last_sent, newest)
-
-    def _claim(self, mid: int, seq: int | None) -> None:
-        # The PUBACK can be handled on paho's thread before publish() returns the mid here, and
-        # paho holds its own lock while calling on_publish, so we cannot hold ours across
-        # publish(): an ack for an unknown mid is parked in _early and matched here instead.
-        with self._cond:
-            if mid in self._early:
-                self._early.discard(mid)
-                self._acknowledged(seq)
-            else:
-                self._inflight[mid] = seq
-                if seq is not None:
-                    self._inflight_rows += 1
-
-    def _acknowledged(self, seq: int | None) -> None:
-        if seq is not None:
-            self._acked.append(seq)
-            self._counts["acked"] += 1
-        # Waking the sender on every PUBACK costs more than the work it would do: wake it when a
-        # batch is worth a commit, when the window is half empty, or when it might be asleep.
-        half = max(1, self.window // 2)
-        if seq is None or len(self._acked) in (1, half) or self._inflight_rows == half or self._inflight_rows == 0:
-            self._cond.notify_all()
-
     def _publish_direct(self, state: str) -> mqtt.MQTTMessageInfo:
         info = self._client.publish(self._status_topic, self._status(state), qos=1, retain=True)
-        self._claim(info.mid, None)
+        self._claim(info.mid, None, self._status_topic)
         return info
 
     def _status(self, state: str) -> bytes:
@@ -483,35 +364,28 @@ class Publisher:
             )
         )
 
-    # -- paho callbacks (paho's network thread) ------------------------------------------------
+    # -- paho callbacks (the network loop's thread, connection.py) --------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            with self._cond:
-                self._counts["connect_failures"] += 1
-            log.warning("broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            # "Not authorized", "Bad user name or password", ...: the broker closes the socket next.
+            self._net.refused(str(reason))
             return
+        receive_max = getattr(properties, "ReceiveMaximum", None)
         with self._cond:
             self._connected = True
             self._counts["connects"] += 1
             if self._counts["connects"] > 1:
                 self._counts["reconnects"] += 1
-            callback = self._config_callback
+            # MQTT 5: the broker says how many QoS 1 publishes it takes unacknowledged at once.
+            self._send_window = min(self.window, receive_max) if isinstance(receive_max, int) else self.window
+            self._held.retry_now()
+            callback = self._config.callback
             self._cond.notify_all()
-        log.info(
-            "connected to %s:%d (session present: %s, backlog %d)",
-            self.host,
-            self.port,
-            flags.session_present,
-            len(self.buffer),
-        )
+        self._net.connected(f"session present: {bool(flags.session_present)}, backlog {len(self.buffer)}")
         self._publish_direct("online")
         if callback is not None:
-            client.subscribe(self._config_topic, qos=1)
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        with self._cond:
-            self._counts["connect_failures"] += 1
+            client.subscribe(self._config.topic, qos=1)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         with self._cond:
@@ -522,42 +396,18 @@ class Publisher:
             if was:
                 self._counts["disconnects"] += 1
             self._cond.notify_all()
-        if was and not self._closed:
-            log.warning("disconnected from %s:%d (%s); buffering until reconnect", self.host, self.port, reason)
+        if not self._closed:
+            self._net.disconnected(str(reason), was)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._cond:
             if mid in self._inflight:
-                seq = self._inflight.pop(mid)
+                seq, topic = self._inflight.pop(mid)
                 if seq is not None:
                     self._inflight_rows -= 1
-                self._acknowledged(seq)
+                self._settle(seq, topic, reason)
             else:
-                self._early.add(mid)
+                self._early[mid] = reason
 
-    def _on_config(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        raw = bytes(message.payload)
-        if not raw:
-            log.info("retained config on %s was cleared; keeping the current config", message.topic)
-            return
-        with self._cond:
-            callback = self._config_callback
-            if callback is None or raw == self._last_config:
-                return
-        try:
-            config = schema.validate(raw, "config")
-        except schema.SchemaError as exc:
-            log.warning("rejected config on %s (%d bytes): %s", message.topic, len(raw), exc)
-            with self._cond:
-                self._counts["config_rejected"] += 1
-            return
-        try:
-            callback(config)
-        except Exception:
-            log.exception("config callback failed on %s", message.topic)
-            with self._cond:
-                self._counts["config_errors"] += 1
-            return
-        with self._cond:
-            self._last_config = raw
-            self._counts["config_applied"] += 1
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        self._config.on_suback(reasons)

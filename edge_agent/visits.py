@@ -35,6 +35,16 @@ Why these defaults (``VisitSettings``):
   after lunch is two visits. The hub also merges adjacent visits across sensors.
 - ``long_stay_s = 4 h``: no shopping trip in one store lasts that long; a shift does.
 - ``max_visit_s = 12 h``: an all-day device is reported at least twice a day, not never.
+- ``duplicate_s = 1``: a frame with the device's last sequence number within a second of its
+  last frame is the same transmission again, not a new sighting. A sensor's radios on
+  neighbouring channels hear one transmission each (the real captures: 3 sniffers on 1/6/11,
+  up to 44 % of a phone's frames are such copies, microseconds apart), a unicast probe is
+  retried with the same number, and a monitor interface can deliver a frame twice. A phone's
+  next probe has the next number (12 bits, wrapping after 4096 frames), so a second is
+  far from both. The copy does not count in ``sightings`` (``VisitTracker.duplicates`` counts
+  it), but its reading is still a reading: it goes into the RSSI figures, inside time and the
+  channel set as before (another radio heard the phone, at its own level). Probe requests are
+  never fragmented, so the fragment number is not compared.
 
 Memory is bounded: a sensor on an OpenWrt router tracks tens of thousands of devices in a
 few megabytes, so per-device state lives in parallel typed arrays (``array``) indexed by a
@@ -71,6 +81,9 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from footfall import schema
+from footfall.edge_agent.bands import channel_bit, channels_of, freq_to_channel
+
+__all__ = ["VisitSettings", "VisitTracker", "channel_mask", "freq_to_channel"]
 
 
 @dataclass
@@ -83,6 +96,7 @@ class VisitSettings:
     max_visit_s: float = 12 * 3600.0
     max_devices: int = 100_000
     burst_s: float = 1.0
+    duplicate_s: float = 1.0
 
     def update(self, values: dict[str, Any]) -> list[str]:
         """Apply known keys (from a config message); return the names that changed."""
@@ -96,47 +110,13 @@ class VisitSettings:
         return changed
 
 
-def _channel_bit(channel: int) -> int:
-    """Bit of a channel in a 64-bit mask: 2.4 GHz channels 1-14, then 5 GHz 32-177 in steps of 4."""
-    if channel <= 14:
-        return channel
-    if 32 <= channel <= 177:
-        return 15 + (channel - 32) // 4
-    return 0
+def channel_mask(channel: int | None) -> int:
+    """The bit of a channel identifier (:func:`freq_to_channel`) in a visit's channel set; 0 if unknown.
 
-
-def _bit_channel(bit: int) -> int:
-    return bit if bit <= 14 else 32 + (bit - 15) * 4
-
-
-def channel_mask(channel: int) -> int:
-    """The bit of a channel in a visit's channel set (0 for an unknown channel)."""
-    return 1 << _channel_bit(channel) if channel else 0
-
-
-def _channels(mask: int) -> list[int]:
-    out = []
-    while mask:
-        low = mask & -mask
-        bit = low.bit_length() - 1
-        if bit:
-            out.append(_bit_channel(bit))
-        mask ^= low
-    return out
-
-
-def freq_to_channel(freq: int | None) -> int:
-    if not freq:
-        return 0
-    if freq == 2484:
-        return 14
-    if 2412 <= freq < 2484:
-        return (freq - 2407) // 5
-    if 5000 <= freq < 5950:
-        return (freq - 5000) // 5
-    if 5950 <= freq <= 7125:
-        return (freq - 5950) // 5
-    return 0
+    2.4 GHz and most 5 GHz channels have bits below 64 (the tracker's column); 6 GHz ones have
+    higher bits (a side table): see :mod:`footfall.edge_agent.bands`."""
+    bit = channel_bit(channel)
+    return 1 << bit if bit else 0
 
 
 class Model(Protocol):
@@ -178,6 +158,7 @@ class VisitTracker:
         "open",
         "closed",
         "evicted",
+        "duplicates",
         "now",
         "_next_expire",
         "_minute_start",
@@ -204,6 +185,7 @@ class VisitTracker:
         "_model",
         "_phash",
         "_ssids",
+        "_wide_channels",
         "_minute_table",
         "_offset_table",
     )
@@ -222,6 +204,7 @@ class VisitTracker:
         self.open: dict[bytes | str, int] = {}  # device -> slot
         self.closed = 0
         self.evicted = 0
+        self.duplicates = 0  # frames that repeated the device's last sequence number (see observe)
         self.now = 0.0
         self._next_expire = 0.0
         # The UTC minute of ``now``: a frame of a device whose last frame is before its start
@@ -257,6 +240,7 @@ class VisitTracker:
         # Rare extras live in side tables keyed by slot, not in a column for every device.
         self._phash: dict[int, str] = {}
         self._ssids: dict[int, set[str]] = {}
+        self._wide_channels: dict[int, int] = {}  # channel bits from 64 up (6 GHz): rare
         self._minute_table: dict[int, bytearray] = {}
         self._offset_table: dict[int, array[float]] = {}
 
@@ -307,7 +291,8 @@ class VisitTracker:
 
         ``model`` is what identifies the phone model (the parser's shared ``Elements``: its
         ``fingerprint`` and ``ie_ids``); ``channel_mask`` is :func:`channel_mask` of the channel;
-        ``rssi`` is dBm in -128..127 (radiotap's signed byte) or None.
+        ``rssi`` is dBm in -128..127 (radiotap's signed byte) or None. A repeat of the device's
+        last ``seq`` within ``duplicate_s`` counts in ``duplicates``, not in ``sightings``.
         Positional and flat on purpose: this runs for every frame.
         """
         s = self.settings
@@ -318,10 +303,15 @@ class VisitTracker:
         if seq is None:
             seq = _NONE
         device = ident[0]
+        dup = False
         i = self.open.get(device)
         if i is not None:
             last = self._last[i]
             gap = ts - last
+            if seq == self._seq_last[i] and -s.duplicate_s <= gap <= s.duplicate_s and seq != _NONE:
+                # The same transmission again (another radio heard it, a retry, the interface
+                # delivered it twice): not a new sighting, but its reading still counts below.
+                dup = True
             if gap > s.gap_s or ts - self._first[i] > s.max_visit_s:
                 self._close(device, "gap" if gap > s.gap_s else "max_duration")
                 i = None
@@ -346,15 +336,22 @@ class VisitTracker:
                                 offsets.append(ts - self._first[i])
                     self._last[i] = ts
         if i is None:
+            dup = False  # the first frame of a visit (one closed for its length just above)
             if len(self.open) >= s.max_devices:
                 self._evict()
             i = self.open[device] = self._open_slot(ts, ident[1], seq, model, rssi)
             if ident[2] is not None:
                 self._phash[i] = ident[2]
-        self._count[i] += 1
+        if dup:
+            self.duplicates += 1
+        else:
+            self._count[i] += 1
         self._seq_last[i] = seq
         if channel_mask:
-            self._channels[i] |= channel_mask
+            try:
+                self._channels[i] |= channel_mask
+            except OverflowError:  # a bit past the 64-bit column (6 GHz): free when not raised
+                self._wide_channels[i] = self._wide_channels.get(i, 0) | channel_mask
         if ssid is not None:
             ssids = self._ssids.get(i)
             if ssids is None:
@@ -496,7 +493,7 @@ class VisitTracker:
             rssi_minutes = [rssi_max]
         seq_first, seq_last = self._seq_first[i], self._seq_last[i]
         bursts = self._bursts[i]
-        mask = self._channels[i]
+        mask = self._channels[i] | self._wide_channels.pop(i, 0)
         ssids = self._ssids.pop(i, None)
         model = self._model[i]
         if bursts == 1:
@@ -523,7 +520,7 @@ class VisitTracker:
             ie_ids=list(model.ie_ids) if model is not None else [],
             seq_first=None if seq_first == _NONE else seq_first,
             seq_last=None if seq_last == _NONE else seq_last,
-            channels=_channels(mask),
+            channels=channels_of(mask),
             closed_by=reason,
             ssid_hashes=sorted(ssids) if ssids else None,
             burst_gap_s=(self._gap_sum[i] / (bursts - 1)) if bursts > 1 else None,

@@ -45,11 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
+            if name == "footfall.edge_agent.cli":
+                # Every install has the agent: its import failing is a broken install (a
+                # sensor missing an OpenWrt package), not a missing extra. Without this the
+                # operator would read "invalid choice: 'agent'".
+                agent_broken(exc)
             # A sensor install lacks the hub's extras: its commands are simply absent.
             logging.getLogger(__name__).debug("part %s not available: %s", name, exc)
             continue
         module.register(sub)
     return parser
+
+
+def agent_broken(exc: ImportError) -> None:
+    """Exit with one line saying which module the agent lacks and which package provides it."""
+    from footfall.edge_agent import preflight
+
+    preflight.require()  # names the package when it is one the preflight knows
+    raise SystemExit(f"footfall: the sensor agent cannot be imported: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -182,6 +182,11 @@ _HEALTH_FIELDS = {
     "backlog": ((int,), True),
     "dropped": ((int,), True),
     "cpu_temp_c": ((int, float, type(None)), False),
+    # Newer agents add these; older ones omit them, so they stay optional.
+    "optout_dropped": ((int,), False),
+    "duplicates": ((int,), False),
+    "denied": ((int,), False),
+    "held": ((int,), False),
 }
 _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     # Every key optional: the hub sends only what it changes. The agent knows the rest.

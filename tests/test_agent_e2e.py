@@ -285,7 +285,128 @@ def test_replay_says_how_many_visits_a_default_hub_drops_as_expired(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].endswith(", 5 visits")  # the summary stays the last line
+    assert lines[-1].endswith(", 5 visits; 0 visits dropped by the full disk buffer")  # the summary: last line
     assert f"3 of 5 visits are older than {raw_days} days" in lines[-2]
     assert f"retention.raw_days = {raw_days}" in lines[-2]
     assert sum('"kind":"visit"' in line for line in proc.stdout.splitlines()) == 5
+
+
+def _replay(*args: str, key: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "footfall", "agent", "replay", *args, "--site", "demo", "--sensor", "s1",
+         "--stdout", "--hash-key-file", str(key)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_replay_of_an_unsupported_capture_is_one_line_and_publishes_nothing(tmp_path):
+    from footfall.edge_agent.pcapfile import write_pcap
+
+    key = tmp_path / "key"
+    key.write_text(KEY_HEX)
+    good = tmp_path / "good.pcap"
+    write_pcap(good, [(T0 + k, probe(k, seq=k)) for k in range(3)])
+    ether = tmp_path / "ether.pcap"
+    write_pcap(ether, [(T0, b"\xff" * 6 + b"\x00\x1b\x63\x00\x00\x01" + b"\x08\x00" + bytes(46))], linktype=1)
+    # a pcapng whose only blocks are a section header and a packet: no interface, no link type
+    shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    epb = struct.pack("<IIIIIII", 6, 36, 0, 0, 1, 4, 4) + b"abcd" + struct.pack("<I", 36)
+    no_idb = tmp_path / "noidb.pcapng"
+    no_idb.write_bytes(shb + epb)
+    for bad, found in ((ether, "link type 1 (Ethernet)"), (no_idb, "without an interface description block")):
+        proc = _replay(str(good), str(bad), key=key)
+        assert proc.returncode == 1
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith(f"footfall agent: {bad}: ") and found in proc.stderr
+        assert "supported: 127 (802.11 + radiotap) or 105 (802.11)" in proc.stderr
+        assert proc.stdout == ""  # checked before the good file was replayed: nothing half-sent
+
+
+def test_replay_reports_corrupt_records_and_exits_non_zero(tmp_path):
+    from footfall.edge_agent.pcapfile import write_pcap
+
+    key = tmp_path / "key"
+    key.write_text(KEY_HEX)
+    pcap = tmp_path / "bad.pcap"
+    frames = [(T0 + k, probe(k % 5, seq=k)) for k in range(40)]
+    write_pcap(pcap, frames)
+    data = bytearray(pcap.read_bytes())
+    at = 24 + 20 * (16 + len(frames[0][1]))  # record 20's header: every frame has the same length
+    data[at + 8 : at + 12] = struct.pack("<I", 0x00FFFFFF)
+    pcap.write_bytes(bytes(data[:-7]))  # and the last record cut short
+    proc = _replay(str(pcap), key=key)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert any(f"{pcap}: corrupt record header" in ln and f"at offset {at}" in ln for ln in lines)
+    assert any(f"{pcap}: last record cut short" in ln for ln in lines)
+    assert lines[-1].startswith("38 frames, 38 probe requests (0 repeats of one transmission), 5 visits")
+    skipped = 16 + len(frames[20][1])  # exactly the damaged record
+    assert lines[-1].endswith(
+        f"; 1 corrupt records rejected ({skipped} bytes skipped); 1 truncated files (last record cut short)"
+    )
+
+
+def test_replay_counts_one_transmission_heard_twice_once(tmp_path):
+    from footfall.edge_agent.pcapfile import write_pcap
+
+    key = tmp_path / "key"
+    key.write_text(KEY_HEX)
+    pcap = tmp_path / "dup.pcap"
+    # each frame delivered twice, 20 us apart (two radios, or the interface repeating it)
+    frames = [(T0 + k + d, probe(1, rssi=-50, seq=k)) for k in range(6) for d in (0.0, 0.00002)]
+    write_pcap(pcap, frames)
+    proc = _replay(str(pcap), key=key)
+    assert proc.returncode == 0, proc.stderr
+    (visit,) = [json.loads(ln) for ln in proc.stdout.splitlines() if '"kind":"visit"' in ln]
+    assert visit["sightings"] == 6
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert summary.startswith("12 frames, 12 probe requests (6 repeats of one transmission)")
+
+
+class _BufferOnlyPublisher:
+    """open_publisher's stand-in: the real disk buffer, a broker that acknowledges everything at the end."""
+
+    def __init__(self, cfg) -> None:
+        from footfall import topics
+        from footfall.edge_agent.buffer import DiskBuffer
+
+        self.buffer = DiskBuffer(cfg.buffer_path, max_bytes=cfg.buffer_max_bytes)
+        self._topic = lambda kind: topics.topic(cfg.site, cfg.sensor, kind)
+
+    def publish(self, kind: str, payload: dict, durable: bool = False) -> None:
+        self.buffer.put(self._topic(kind), schema.dumps(payload), msg_id=payload.get("id"))
+
+    def stats(self) -> dict:
+        return self.buffer.stats()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+def test_replay_summary_says_how_many_visits_the_full_buffer_dropped(tmp_path, monkeypatch, capsys):
+    from footfall import cli as main_cli
+    from footfall.edge_agent import cli as agent_cli
+    from footfall.edge_agent.pcapfile import write_pcap
+
+    pcap = tmp_path / "many.pcap"
+    write_pcap(pcap, [(T0 + k, probe(k, seq=k)) for k in range(300)])  # 300 devices: 300 visits
+    key = tmp_path / "key"
+    key.write_text(KEY_HEX)
+    conf = tmp_path / "agent.toml"
+    buffer = tmp_path / "buffer.db"
+    conf.write_text(
+        f'site = "demo"\nsensor = "s1"\nhash_key_file = "{key}"\n[buffer]\npath = "{buffer}"\nmax_bytes = 40000\n'
+    )
+    monkeypatch.setattr(agent_cli, "open_publisher", _BufferOnlyPublisher)
+    rc = main_cli.main(["agent", "replay", str(pcap), "--config", str(conf)])
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    from footfall.edge_agent.buffer import DiskBuffer
+
+    with DiskBuffer(buffer) as buf:
+        dropped = buf.stats()["dropped_visits"]
+    assert dropped > 100  # 300 visits of ~600 bytes cannot fit 40 kB
+    assert summary.endswith(f", 300 visits; {dropped} visits dropped by the full disk buffer")
+    assert rc == 3

@@ -81,6 +81,7 @@ def test_survives_reopen_with_counters(tmp_path: Path) -> None:
             "backlog": len(kept),
             "backlog_bytes": len(kept) * (100 + len(PRESENCE)),
             "dropped": 12 - len(kept),
+            "dropped_visits": 0,
             "dropped_by_kind": dropped,
         }
         # Sequence numbers are never reused, even after everything was acked.
@@ -117,6 +118,10 @@ def test_full_buffer_drops_oldest_presence_before_visits(tmp_path: Path, caplog:
         all_visits = [msg(VISIT, i)[1] for i in range(6)] + [msg(VISIT, 300 + i)[1] for i in range(20)]
         assert left == all_visits[8:]  # the newest survive
         assert buf.stats()["dropped"] == 11
+        # the lost data apart from the superseded kinds, and kept across a reopen like the rest
+        assert buf.stats()["dropped_visits"] == 8
+    with DiskBuffer(tmp_path / "q.db", max_bytes=20 * ROW) as buf:
+        assert buf.stats()["dropped_visits"] == 8
 
 
 def test_corrupt_file_gives_a_clear_error_and_can_be_recovered(tmp_path: Path) -> None:

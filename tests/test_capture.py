@@ -390,6 +390,22 @@ def test_open_source_delegates_pcap_files(captures: list[Path]) -> None:
             src.close()
 
 
+def test_open_source_refuses_captures_the_parser_cannot_decode(tmp_path: Path) -> None:
+    from footfall.edge_agent.pcapfile import write_pcap
+
+    ether = tmp_path / "wired.pcap"
+    write_pcap(ether, [(1.0, bytes(60))], linktype=1)
+    # at open, in one line: not a traceback at the first frame of `footfall agent run`
+    with pytest.raises(CaptureError, match=r"wired.pcap: link type 1 \(Ethernet\); supported: 127 .* or 105"):
+        open_source(f"pcap:{ether}")
+    with pytest.raises(CaptureError, match="nosuch.pcap"):
+        open_source(str(tmp_path / "nosuch.pcap"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(CaptureError, match="not a pcap or pcapng capture"):
+        open_source(f"pcap:{notes}")
+
+
 # --- clear errors before opening ---------------------------------------------------------------
 
 

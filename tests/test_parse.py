@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -12,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from footfall.edge_agent.parse import MAX_MPDU, Parser, Probe
-from footfall.edge_agent.pcapfile import read_frames
+from footfall.edge_agent.pcapfile import read_frames, write_pcap
 
 scapy_all = pytest.importorskip("scapy.all")
 RadioTap = scapy_all.RadioTap
@@ -300,6 +302,54 @@ def test_vendor_namespace_is_skipped() -> None:
             p = parser.parse(frame, 0)
             assert p is not None
             assert (p.rssi, p.chain_rssi, p.flags) == (-51, (-56,), 0)
+
+
+def tshark_fields(path: Path, *fields: str) -> list[list[str]]:
+    """tshark's reading of a pcap (one row a frame), or a skip where tshark is not installed."""
+    exe = shutil.which("tshark")
+    if exe is None:
+        pytest.skip("tshark not installed")
+    cmd = [exe, "-r", str(path), "-T", "fields", *(x for f in fields for x in ("-e", f))]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def test_fhss_is_two_byte_aligned(tmp_path: Path) -> None:
+    # flags at 8, FHSS (u8 hop set, u8 hop pattern; alignment 2 per radiotap.org) at 10, after
+    # one pad byte, signal at 12. Aligned to 1, FHSS would sit at 9 and the signal read 7.
+    frame = radiotap([(1 << 1) | (1 << 4) | (1 << 5)], struct.pack("<BxBBb", 0, 3, 7, -42)) + dot11()
+    for parser in (Parser(), Parser(fast=False)):
+        for _ in range(2):
+            p = parser.parse(frame, 0.0)
+            assert p is not None and (p.flags, p.rssi) == (0, -42)
+    path = tmp_path / "fhss.pcap"
+    write_pcap(path, [(1.0, frame)])
+    assert tshark_fields(path, "radiotap.fhss.hopset", "radiotap.fhss.pattern", "radiotap.dbm_antsignal") == [
+        ["3", "7", "-42"]
+    ]
+
+
+# 2.4 GHz, 5 GHz (149-165 included) and 6 GHz frequencies, as the radiotap channel field says
+FREQS_24 = (2412, 2437, 2462, 2472, 2484)
+FREQS_5 = (5180, 5320, 5500, 5720, 5745, 5765, 5785, 5805, 5825, 5865)
+FREQS = FREQS_24 + FREQS_5 + (5955, 5975, 6415, 7115)
+
+
+def test_channels_agree_with_tshark_and_6ghz_is_its_own_band(tmp_path: Path) -> None:
+    frames = [
+        (1.0 + k, radiotap([0x2E], struct.pack("<BBHHb", 0, 2, f, 0, -40)) + dot11()) for k, f in enumerate(FREQS)
+    ]
+    path = tmp_path / "bands.pcap"
+    write_pcap(path, frames)
+    parser = Parser()
+    ours_ = [parser.parse(fr, ts).channel for ts, fr in read_frames(path)]
+    rows = tshark_fields(path, "wlan_radio.frequency", "wlan_radio.channel")
+    assert [int(f) for f, _ in rows] == list(FREQS)
+    # tshark numbers each band's channels from 1; the identifiers keep 6 GHz apart (+1000)
+    theirs = [int(c) + (1000 if int(f) > 5925 else 0) for f, c in rows]
+    assert ours_ == theirs
+    assert ours_[9:14] == [149, 153, 157, 161, 165]
+    assert ours_[15:17] == [1001, 1005] and not set(ours_[15:]) & set(ours_[:15])
 
 
 def test_same_layout_with_trailing_header_padding() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -140,6 +141,7 @@ def test_pcapng_by_hand(tmp_path: Path, endian: str) -> None:
         "bytes": 28,
         "truncated": 0,
         "bad_records": 1,
+        "skipped_bytes": 0,
         "skipped_blocks": 1,
         "other_linktype": 1,
     }
@@ -165,11 +167,147 @@ def test_truncated_file_yields_complete_records(tmp_path: Path, captures: list[P
     assert src.stats["truncated"] == 1
 
 
-def test_corrupt_record_header_stops_with_counter(tmp_path: Path) -> None:
+def test_corrupt_record_header_with_nothing_valid_after_it(tmp_path: Path, caplog) -> None:
     data = classic("<", False) + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 10) + b"junk" * 100
-    src = PcapSource(write(tmp_path, "c.pcap", data))
-    assert len(list(src)) == 5
+    path = write(tmp_path, "c.pcap", data)
+    src = PcapSource(path)
+    with caplog.at_level(logging.WARNING, logger="footfall.edge_agent.pcapfile"):
+        assert len(list(src)) == 5
+    assert src.stats["bad_records"] == 1 and src.stats["skipped_bytes"] == 16 + 400
+    at = len(classic("<", False))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: corrupt record header (captured length 2147483647 > 65535) at offset {at}; "
+        "no valid record after it, the last 416 bytes are skipped"
+    ]
+
+
+def _corrupt(data: bytes, at: int, incl: int) -> bytes:
+    """``data`` with the captured length of the record header at ``at`` replaced."""
+    return data[: at + 8] + struct.pack("<I", incl) + data[at + 12 :]
+
+
+MANY = [(1_700_000_000.0 + i * 0.25, bytes([i % 251]) * (20 + i % 7)) for i in range(60)]
+
+
+def _offsets(frames) -> list[int]:
+    out, off = [], 24
+    for _, fr in frames:
+        out.append(off)
+        off += 16 + len(fr)
+    return out
+
+
+@pytest.mark.parametrize("incl", [0xFFFFFFFF, 70_000, 65_536, 300])
+def test_corrupt_record_length_is_reported_and_reading_resyncs(tmp_path: Path, caplog, incl: int) -> None:
+    # a length beyond the snap length, or (300) a plausible one that lands mid-record: the next
+    # header there is garbage, and the reader finds where the records line up again
+    data = classic("<", False, MANY)
+    at = _offsets(MANY)[20]
+    path = write(tmp_path, "r.pcap", _corrupt(data, at, incl))
+    src = PcapSource(path)
+    with caplog.at_level(logging.WARNING, logger="footfall.edge_agent.pcapfile"):
+        got = list(src)
+    assert src.stats["bad_records"] == 1 and src.stats["truncated"] == 0
+    frames = [fr for _, fr in got]
+    if incl > 65535:
+        # exactly the damaged record is lost
+        assert frames == [fr for _, fr in MANY[:20] + MANY[21:]]
+        assert src.stats["skipped_bytes"] == 16 + len(MANY[20][1])
+        (msg,) = [r.getMessage() for r in caplog.records]
+        assert msg.startswith(f"{path}: corrupt record header (captured length {incl} > 65535) at offset {at};")
+        assert msg.endswith(f"next valid record at offset {_offsets(MANY)[21]}")
+    else:
+        # the frame read with the wrong length is delivered (the parser judges it), then the
+        # records line up again within a few: nothing before the damage or far after it is lost
+        assert frames[:20] == [fr for _, fr in MANY[:20]]
+        assert frames[-30:] == [fr for _, fr in MANY[-30:]]
+        assert len(caplog.records) == 1 and str(path) in caplog.records[0].getMessage()
+    assert src.stats["frames"] == len(got)
+
+
+def test_record_longer_than_the_snap_length_is_corrupt(tmp_path: Path) -> None:
+    frames = [(1_700_000_000.0 + i, bytes([i]) * 100) for i in range(6)]
+    data = bytearray(classic("<", False, frames))
+    data[16:20] = struct.pack("<I", 100)  # snap length 100: every record fits it
+    at = _offsets(frames)[3]
+    data = _corrupt(bytes(data), at, 101)
+    src = PcapSource(write(tmp_path, "s.pcap", data))
+    assert [fr[0] for _, fr in src] == [0, 1, 2, 4, 5]
     assert src.stats["bad_records"] == 1
+
+
+def test_length_past_the_end_with_records_after_it_is_corrupt_not_a_cut(tmp_path: Path) -> None:
+    data = classic("<", False, MANY)
+    at = _offsets(MANY)[55]
+    src = PcapSource(write(tmp_path, "e.pcap", _corrupt(data, at, 60_000)))
+    assert [fr for _, fr in src] == [fr for _, fr in MANY[:55] + MANY[56:]]
+    assert (src.stats["bad_records"], src.stats["truncated"]) == (1, 0)
+
+
+def test_truncated_last_record_is_counted_and_reported(tmp_path: Path, caplog) -> None:
+    data = classic("<", False, MANY)
+    last = _offsets(MANY)[-1]
+    for cut, what in ((last + 16 + 5, f"5 of {len(MANY[-1][1])} bytes"), (last + 9, "9 of its 16 header bytes")):
+        path = write(tmp_path, "t.pcap", data[:cut])
+        src = PcapSource(path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="footfall.edge_agent.pcapfile"):
+            assert len(list(src)) == len(MANY) - 1
+        assert (src.stats["truncated"], src.stats["bad_records"]) == (1, 0)
+        (msg,) = [r.getMessage() for r in caplog.records]
+        assert msg.startswith(f"{path}: last record cut short at offset {last} ({what})")
+
+
+def test_corrupt_record_in_a_real_capture_loses_only_that_record(tmp_path: Path, captures: list[Path]) -> None:
+    whole = captures[0].read_bytes()
+    frames = list(read_frames(captures[0]))
+    offs, off = [], 24
+    for _, fr in frames:
+        offs.append(off)
+        off += 16 + len(fr)
+    k = len(frames) // 2
+    src = PcapSource(write(tmp_path, "real.pcap", _corrupt(whole, offs[k], 0x00FFFFFF)))
+    assert list(src) == frames[:k] + frames[k + 1 :]
+    assert src.stats["bad_records"] == 1 and src.stats["skipped_bytes"] == 16 + len(frames[k][1])
+
+
+def test_pcapng_corrupt_block_length_resyncs_at_the_next_block(tmp_path: Path, caplog) -> None:
+    e = "<"
+    blocks = [ng_shb(e), ng_idb(e)] + [ng_epb(e, 0, 1_000_000 * (i + 1), bytes([65 + i]) * 9) for i in range(6)]
+    at = sum(map(len, blocks[:4]))
+    bad = bytearray(blocks[4])
+    bad[4:8] = struct.pack(e + "I", 0x7FFFFFF1)  # not a multiple of 4
+    data = b"".join(blocks[:4]) + bytes(bad) + b"".join(blocks[5:])
+    path = write(tmp_path, "n.pcapng", data)
+    src = PcapSource(path)
+    with caplog.at_level(logging.WARNING, logger="footfall.edge_agent.pcapfile"):
+        assert [fr[0] for _, fr in src] == [65, 66, 68, 69, 70]
+    assert src.stats["bad_records"] == 1 and src.stats["skipped_bytes"] == len(blocks[4])
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert msg.startswith(f"{path}: corrupt block header (type 0x6, length 2147483633) at offset {at};")
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (classic("<", False, linktype=1), "link type 1 (Ethernet)"),
+        (classic(">", True, linktype=228), "link type 228 (unknown)"),
+        (
+            ng_shb("<") + ng_epb("<", 0, 5, b"x"),
+            "a pcapng file without an interface description block, so no link type",
+        ),
+        (ng_shb("<") + ng_idb("<", 1) + ng_epb("<", 0, 5, b"x"), "link type 1 (Ethernet)"),
+    ],
+)
+def test_unsupported_link_type_is_one_clear_line(tmp_path: Path, data: bytes, found: str) -> None:
+    path = write(tmp_path, "l.pcap", data)
+    src = PcapSource(path)
+    with pytest.raises(PcapError) as err:
+        src.require_linktype({127: "802.11 + radiotap", 105: "802.11"})
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: {found}; supported: 127 (802.11 + radiotap) or 105 (802.11).")
+    assert "\n" not in msg
+    assert PcapSource(write(tmp_path, "ok.pcap", classic("<", False))).require_linktype({127: "radiotap"}) == 127
 
 
 @pytest.mark.parametrize(

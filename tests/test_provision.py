@@ -601,6 +601,51 @@ def run_cli(*argv: str) -> int:
     return args.func(args)
 
 
+def test_add_sensor_platform_openwrt_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--platform openwrt`: no hopping and a small RAM buffer without remembering any flag."""
+    d = str(tmp_path / "site")
+    assert run_cli("provision", "init-site", "--dir", d, "--site", SITE, "--host", "hub.local") == 0
+    assert run_cli("provision", "add-sensor", "--dir", d, "s1", "--platform", "openwrt") == 0
+    out = capsys.readouterr().out
+    assert "footfall-agent.init" in out and "packages.txt" in out
+    text = (tmp_path / "site/sensors/s1/agent.toml").read_text()
+    agent = tomllib.loads(text)
+    assert agent["capture"] == {"source": "iface:mon0", "channels": [], "dwell_s": 0.25}
+    # The queue in RAM; the hub's config (opt-outs) on flash, so it survives a reboot.
+    assert agent["buffer"] == {
+        "path": "/var/lib/footfall/buffer.db",
+        "max_bytes": 5_000_000,
+        "hub_config": "/etc/footfall/hub-config.json",
+    }
+    assert "OpenWrt" in text.split("\n\n")[0]  # the header says why
+    # The agent's own loader reads it: no hopping means no ChannelHopper (edge_agent/cli.py).
+    from footfall.edge_agent.config import AgentConfig
+
+    cfg = AgentConfig.load(tmp_path / "site/sensors/s1/agent.toml")
+    assert cfg.channels == [] and cfg.buffer_max_bytes == 5_000_000
+    assert str(cfg.hub_config_file()) == "/etc/footfall/hub-config.json"
+    # A flag given still wins over the preset; one not given keeps it.
+    assert run_cli("provision", "add-sensor", "--dir", d, "s2", "--platform", "openwrt", "--channels", "1,6,11") == 0
+    s2 = tomllib.loads((tmp_path / "site/sensors/s2/agent.toml").read_text())
+    assert s2["capture"]["channels"] == [1, 6, 11] and s2["buffer"]["max_bytes"] == 5_000_000
+    args = ["--platform", "openwrt", "--buffer-path", "/mnt/sda1/footfall/buffer.db", "--buffer-max-bytes", "20000000"]
+    assert run_cli("provision", "add-sensor", "--dir", d, "s3", *args) == 0
+    s3 = tomllib.loads((tmp_path / "site/sensors/s3/agent.toml").read_text())
+    assert s3["buffer"]["path"] == "/mnt/sda1/footfall/buffer.db" and s3["buffer"]["max_bytes"] == 20_000_000
+    # The default platform is unchanged (Raspberry Pi / Debian), and hopping can be switched off there.
+    assert run_cli("provision", "add-sensor", "--dir", d, "s4", "--channels", "none") == 0
+    s4 = tomllib.loads((tmp_path / "site/sensors/s4/agent.toml").read_text())
+    assert s4["capture"]["channels"] == [] and s4["buffer"]["max_bytes"] == 50_000_000
+    assert run_cli("provision", "add-sensor", "--dir", d, "s5") == 0
+    assert tomllib.loads((tmp_path / "site/sensors/s5/agent.toml").read_text())["capture"]["channels"] == [1, 6, 11]
+    # The preset is remembered: a rotated OpenWrt sensor keeps its OpenWrt settings.
+    assert pv.load(Path(d)).sensors["s1"]["settings"]["platform"] == "openwrt"
+    assert run_cli("provision", "rotate", "--dir", d, "s1") == 0
+    assert tomllib.loads((tmp_path / "site/sensors/s1/agent.toml").read_text())["capture"]["channels"] == []
+    with pytest.raises(ValueError):
+        pv.platform_settings("windows")
+
+
 def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = str(tmp_path / "site")
     key = tmp_path / "chain.key"

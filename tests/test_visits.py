@@ -21,7 +21,12 @@ def tracker(**kw):
     return t, out
 
 
-def see(t, ts, device="d1", rssi=-50, seq=1, randomized=False):
+_SEQ = itertools.count()
+
+
+def see(t, ts, device="d1", rssi=-50, seq=None, randomized=False):
+    # a phone numbers its frames: each sighting its own sequence number unless a test says
+    seq = next(_SEQ) % 4096 if seq is None else seq
     t.observe(ts, (device, randomized, None), rssi, seq, Model, channel_mask(6), None)
 
 
@@ -118,7 +123,65 @@ def test_settings_update_from_config():
 
 
 def test_freq_to_channel():
-    assert [freq_to_channel(f) for f in (2412, 2437, 2462, 2484, 5180, None)] == [1, 6, 11, 14, 36, 0]
+    assert [freq_to_channel(f) for f in (2412, 2437, 2462, 2484, 5180, None)] == [1, 6, 11, 14, 36, None]
+    assert channel_mask(None) == channel_mask(0) == 0
+
+
+def test_one_channel_function_with_distinct_identifiers_per_band():
+    from footfall.edge_agent import parse
+
+    # the parser's Probe.channel and the visits' channel sets come from one function
+    assert parse.freq_to_channel is freq_to_channel
+    assert [freq_to_channel(f) for f in (5745, 5765, 5785, 5805, 5825)] == [149, 153, 157, 161, 165]
+    # 6 GHz channel 1 and 5 (5955, 5975 MHz) are not 2.4 GHz channel 1 and 5, nor 5 GHz numbers
+    assert [freq_to_channel(f) for f in (5955, 5975, 5935, 7115)] == [1001, 1005, 1002, 1233]
+    # off the 5 MHz raster, or 5 GHz numbers that would collide with 2.4 GHz ones: unknown
+    # 6 GHz off its 20 MHz grid (5960 would be "channel 2" again): unknown too
+    assert [freq_to_channel(f) for f in (2413, 5040, 4920, 8000, 5960, 5965)] == [None] * 6
+    ids = {
+        freq_to_channel(f) for f in [*range(2412, 2473, 5), 2484, *range(5160, 5886, 5), 5935, *range(5955, 7116, 20)]
+    }
+    assert None not in ids and len(ids) == 13 + 1 + 146 + 1 + 59  # every frequency its own identifier
+    masks = [channel_mask(c) for c in ids]
+    assert len(set(masks)) == len(ids) and all(m and m & (m - 1) == 0 for m in masks)
+
+
+def test_visit_channels_keep_bands_apart():
+    t, out = tracker()
+    freqs = (2412, 5955, 2437, 5975, 5745, 5765, 5785, 5805, 5825, 5180, 6415)
+    for k, freq in enumerate(freqs):
+        t.observe(100.0 + k, ("d1", False, None), -50, k, Model, channel_mask(freq_to_channel(freq)), None)
+    t.flush()
+    assert out[0]["channels"] == [1, 6, 36, 149, 153, 157, 161, 165, 1001, 1005, 1093]
+    # a reused slot starts with no channel of the previous visit, 6 GHz ones included
+    t.observe(500.0, ("d2", False, None), -50, 1, Model, channel_mask(1), None)
+    t.flush()
+    assert out[1]["channels"] == [1]
+
+
+def test_same_transmission_heard_twice_counts_once():
+    t, out = tracker(inside_rssi=-70, duplicate_s=1.0)
+    ch1, ch6 = channel_mask(1), channel_mask(6)
+    # seq 10 heard by the radio on channel 1 (weak, leaking in) and 4 us later on channel 6
+    t.observe(100.0, ("d1", False, None), -60, 10, Model, ch1, None)
+    t.observe(100.000004, ("d1", False, None), -40, 10, Model, ch6, None)
+    # a copy delivered slightly out of order, and a retry 0.5 s later: still seq 10
+    t.observe(99.999999, ("d1", False, None), -61, 10, Model, ch1, None)
+    t.observe(100.5, ("d1", False, None), -45, 10, Model, ch6, None)
+    t.observe(100.6, ("d1", False, None), -45, 11, Model, ch6, None)  # the next probe
+    t.observe(102.0, ("d1", False, None), -45, 11, Model, ch6, None)  # same number, 1.4 s later
+    assert t.duplicates == 3
+    t.flush()
+    v = out[0]
+    assert v["sightings"] == 3
+    # the copies' readings still count: strongest level, both radios' channels
+    assert v["rssi_max"] == -40 and v["channels"] == [1, 6]
+    assert v["rssi_mean"] == pytest.approx((-60 - 40 - 61 - 45 - 45 - 45) / 6, abs=0.05)
+    # no sequence number, no duplicate test
+    t.observe(200.0, ("d2", False, None), -50, None, Model, ch6, None)
+    t.observe(200.1, ("d2", False, None), -50, None, Model, ch6, None)
+    t.flush()
+    assert out[1]["sightings"] == 2 and t.duplicates == 3
 
 
 # Per-burst and per-minute evidence (visit payload version 2).

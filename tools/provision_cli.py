@@ -22,6 +22,12 @@ RELOAD_HINT = (
 )
 
 
+OPENWRT_HINT = (
+    "OpenWrt: with footfall-sensor.tgz, firmware_configs/openwrt/footfall-agent.init and footfall.uci "
+    "(firmware_configs/openwrt/README.md, 'Install'); opkg install the packages in packages.txt"
+)
+
+
 def _passphrase(args: argparse.Namespace) -> bytes | None:
     if getattr(args, "ca_passphrase_file", None):
         return Path(args.ca_passphrase_file).read_text().strip().encode() or None
@@ -37,6 +43,8 @@ def _site_dir(args: argparse.Namespace) -> Path:
 
 
 def _channels(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return []  # stay on the radio's channel: no hopping
     try:
         channels = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
@@ -77,20 +85,34 @@ def _add_bridge_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_agent_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("agent settings written into agent.toml")
+    g = p.add_argument_group("agent settings written into agent.toml (defaults: the --platform's)")
     d = pv.AgentSettings()
-    g.add_argument("--source", default=d.capture_source, help="capture source (default %(default)s)")
-    g.add_argument("--channels", type=_channels, default=d.channels, help="e.g. 1,6,11 (default 1,6,11)")
-    g.add_argument("--dwell", type=float, default=d.dwell_s, help="seconds per channel (default %(default)s)")
-    g.add_argument("--inside-rssi", type=int, default=d.inside_rssi, help="dBm (default %(default)s)")
-    g.add_argument("--min-inside", type=int, default=d.min_inside_s, help="seconds (default %(default)s)")
-    g.add_argument("--gap", type=int, default=d.gap_s, help="seconds closing a visit (default %(default)s)")
-    g.add_argument("--buffer-path", default=d.buffer_path, help="disk buffer on the device (default %(default)s)")
+    ow = pv.platform_settings("openwrt")
+    g.add_argument(
+        "--platform",
+        choices=pv.PLATFORMS,
+        default="linux",
+        help="linux: Raspberry Pi OS / Debian under systemd (default); openwrt: a router under procd, "
+        "no channel hopping and a small buffer in RAM (firmware_configs/openwrt/README.md)",
+    )
+    # Defaults are None so that a flag given overrides the platform's preset and one not given
+    # does not (the operator need not remember OpenWrt's values).
+    g.add_argument("--source", help=f"capture source (default {d.capture_source})")
+    g.add_argument(
+        "--channels",
+        type=_channels,
+        help="channels to hop, e.g. 1,6,11, or none to stay on the radio's channel "
+        "(default linux: 1,6,11; openwrt: none)",
+    )
+    g.add_argument("--dwell", type=float, help=f"seconds per channel (default {d.dwell_s})")
+    g.add_argument("--inside-rssi", type=int, help=f"dBm (default {d.inside_rssi})")
+    g.add_argument("--min-inside", type=int, help=f"seconds (default {d.min_inside_s})")
+    g.add_argument("--gap", type=int, help=f"seconds closing a visit (default {d.gap_s})")
+    g.add_argument("--buffer-path", help=f"disk buffer on the device (default {d.buffer_path})")
     g.add_argument(
         "--buffer-max-bytes",
         type=int,
-        default=d.buffer_max_bytes,
-        help="buffer cap (default %(default)s; OpenWrt: 5000000)",
+        help=f"buffer cap (default linux: {d.buffer_max_bytes}; openwrt: {ow.buffer_max_bytes}, in RAM)",
     )
 
 
@@ -212,7 +234,8 @@ def _init_site(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> pv.AgentSettings:
-    return pv.AgentSettings(
+    return pv.platform_settings(
+        args.platform,
         capture_source=args.source,
         channels=args.channels,
         dwell_s=args.dwell,
@@ -231,6 +254,8 @@ def _add_sensor(args: argparse.Namespace) -> int:
         site_dir, args.sensor, settings=_settings(args), passphrase=_passphrase(args), days=args.days
     )
     print(f"sensor {args.sensor}: bundle in {bundle} (install to the device's /etc/footfall, mode 0600)")
+    if args.platform == "openwrt":
+        print(OPENWRT_HINT)
     print(RELOAD_HINT.format(broker=site_dir / "broker"))
     return 0
 

@@ -4,6 +4,7 @@ Public API (the CLI in ``footfall.tools.provision_cli`` is a thin layer over it)
 
     init_site(site_dir, site, hosts, broker=BrokerConfig(...), bridge=Bridge(...)) -> SiteState
     add_sensor(site_dir, sensor, settings=AgentSettings(...)) -> bundle directory
+    platform_settings("openwrt", channels=[1, 6, 11]) -> AgentSettings  # a platform's defaults
     rotate(site_dir, sensor) -> bundle directory      # old password and certificate stop working
     revoke(site_dir, sensor)                          # out of passwd and ACL, certificate in the CRL
     configure_hub(site_dir, port=..., require_certificate=..., bridge=...) -> SiteState
@@ -14,7 +15,7 @@ After each change copy ``<site_dir>/broker/`` to the hub and send Mosquitto SIGH
 (``systemctl reload mosquitto``): it re-reads passwd and ACL; see docs/operator-guide.md.
 """
 
-from footfall.tools.provision.bundle import AgentSettings
+from footfall.tools.provision.bundle import PLATFORMS, AgentSettings, platform_settings
 from footfall.tools.provision.mosquitto import HUB_USER, Bridge, BrokerConfig, hash_password, verify_password
 from footfall.tools.provision.site import (
     ProvisionError,
@@ -30,6 +31,7 @@ from footfall.tools.provision.state import SiteState, load
 
 __all__ = [
     "HUB_USER",
+    "PLATFORMS",
     "AgentSettings",
     "Bridge",
     "BrokerConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "hash_password",
     "init_site",
     "load",
+    "platform_settings",
     "refresh_crl",
     "render_broker",
     "revoke",

@@ -33,6 +33,34 @@ class AgentSettings:
     gap_s: int = 300
     buffer_path: str = "/var/lib/footfall/buffer.db"
     buffer_max_bytes: int = 50_000_000
+    platform: str = "linux"
+
+
+PLATFORMS = ("linux", "openwrt")
+
+# OpenWrt: the buffer stays in RAM (/var is tmpfs), capped small. On the internal flash a queue
+# that inserts and deletes a row per message would wear NOR/NAND out and can fill an overlay of a
+# few MB (which also blocks saving the router's config). 5 MB of payload is ~8,000 visits, days of
+# a hub outage for one store; SQLite needs ~6 MB of tmpfs for it plus its WAL (README.md, "RAM
+# and flash budget"). A power cut loses the queue: the price of not wearing the flash.
+# No channel hopping: the radio usually also serves the store's Wi-Fi, and hopping would move the
+# access point's channel; a dedicated radio opts in with --channels 1,6,11.
+PLATFORM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "linux": {},
+    "openwrt": {
+        "channels": [],
+        "buffer_path": "/var/lib/footfall/buffer.db",
+        "buffer_max_bytes": 5_000_000,
+    },
+}
+
+
+def platform_settings(platform: str = "linux", **overrides: Any) -> AgentSettings:
+    """A platform's defaults, with the given settings (those not None) on top."""
+    if platform not in PLATFORM_DEFAULTS:
+        raise ValueError(f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}")
+    values = {**PLATFORM_DEFAULTS[platform], **{k: v for k, v in overrides.items() if v is not None}}
+    return AgentSettings(platform=platform, **values)
 
 
 def _value(v: Any) -> str:
@@ -91,7 +119,17 @@ def agent_toml(site: str, sensor: str, host: str, port: int, agent_dir: str, set
         "mqtt": mqtt_table(host, port, sensor, d),
         "buffer": {"path": settings.buffer_path, "max_bytes": settings.buffer_max_bytes},
     }
-    return toml_text(doc, f"Footfall agent for sensor {sensor} of site {site}: written by `footfall provision`.")
+    header = f"Footfall agent for sensor {sensor} of site {site}: written by `footfall provision`."
+    if settings.platform == "openwrt":
+        # The hub's last config (opt-outs) must survive a reboot, unlike the RAM buffer beside
+        # which it would land by default; it is rewritten only when the hub changes it, so
+        # flash sees a write per config change, not per message.
+        doc["buffer"]["hub_config"] = f"{d}/hub-config.json"
+        header += (
+            "\nOpenWrt: no channel hopping (channels = []; the radio may serve the store's Wi-Fi); the buffer is"
+            "\nin RAM (/var is tmpfs) and capped: flash wear. firmware_configs/openwrt/README.md says why."
+        )
+    return toml_text(doc, header)
 
 
 def write_sensor_bundle(
