@@ -277,9 +277,8 @@ class Agent:
             chan = channel_of.get(freq)
             if chan is None:
                 chan = channel_of[freq] = channel_mask(freq_to_channel(freq))
-            el = p.elements
-            ssid = el.ssid
-            observe(ts, ident, p.rssi, p.seq, el, chan, ssid_hash(ssid) if ssid else None)
+            ssid = p.ssid
+            observe(ts, ident, p.rssi, p.seq, p.elements, chan, ssid_hash(ssid) if ssid else None)
         self.frames += n
 
     def finish(self, reason: str = "shutdown") -> None:

@@ -18,7 +18,6 @@ identity so the hot path does not run HMAC per frame; it lives only in memory.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 try:  # CPython's own SHA-256: no OpenSSL call overhead, which dominates for 6-byte inputs
@@ -42,6 +41,8 @@ MAC_FORMATS = {
 # Small on purpose: a probe burst hits it; a sensor tracking 50,000 devices must not hold
 # 50,000 cache entries as well (memory budget of an OpenWrt router).
 CACHE_LIMIT = 1024
+# SSIDs are at most 32 octets: 4,096 of them and their hashes stay under 1 MB.
+SSID_CACHE_LIMIT = 4096
 KEY_BYTES = 32
 DEVICE_ID_BYTES = 16
 
@@ -103,7 +104,17 @@ def load_key(path: str | Path, *, create: bool = False) -> bytes:
 class Identifier:
     """Keyed hashing of MACs with an opt-out list; one per agent (one key, one site)."""
 
-    __slots__ = ("_key", "_cache", "_inner", "_outer", "partner_format", "optout", "optout_prefixes", "optout_hits")
+    __slots__ = (
+        "_key",
+        "_cache",
+        "_ssids",
+        "_inner",
+        "_outer",
+        "partner_format",
+        "optout",
+        "optout_prefixes",
+        "optout_hits",
+    )
 
     def __init__(
         self,
@@ -123,6 +134,7 @@ class Identifier:
         self._inner = _sha256(bytes(b ^ 0x36 for b in block))
         self._outer = _sha256(bytes(b ^ 0x5C for b in block))
         self._cache: dict[bytes, tuple[bytes, bool, str | None] | None] = {}
+        self._ssids: dict[bytes, str] = {}
         self.partner_format = partner_format
         self.optout: frozenset[str] = frozenset(optout)
         # First 8 bytes of device digests (the hub's compact list, see schema.pack_optout_prefixes).
@@ -143,7 +155,18 @@ class Identifier:
 
     def ssid_hash(self, ssid: bytes) -> str:
         """Keyed short hash of a directed SSID: linking evidence that reveals no network name."""
-        return hmac.new(self._key, b"ssid\x00" + ssid, hashlib.sha256).hexdigest()[:12]
+        # Cached: a crowd's directed probes repeat their few networks every scan, and a full HMAC
+        # per frame was a fifth of the agent's time on field traffic (tools/bench/realmix.py).
+        digest = self._ssids.get(ssid)
+        if digest is None:
+            if len(self._ssids) >= SSID_CACHE_LIMIT:
+                self._ssids.clear()
+            inner = self._inner.copy()
+            inner.update(b"ssid\x00" + ssid)
+            outer = self._outer.copy()
+            outer.update(inner.digest())
+            digest = self._ssids[ssid] = outer.hexdigest()[:12]
+        return digest
 
     def set_optout(self, hashes: Iterable[str], prefixes: Iterable[bytes] = ()) -> None:
         self.optout = frozenset(h.lower() for h in hashes)

@@ -10,9 +10,12 @@ Caches make the common frame cheap:
   together, and the Probe is filled without branching on which fields exist. It makes the
   same checks in the same order as the general path (tests run both on real, synthetic and
   mutated frames) and hands anything unusual (short frames) back to it;
-* the element blob (everything after the 24-byte header, FCS stripped) is decoded once per
-  distinct blob: a device repeats the same few blobs, so decoding and the fingerprint hash are
-  paid once per blob, not per frame (bounded: cleared at ``IE_CACHE_MAX`` entries);
+* the element list (everything after the 24-byte header, FCS stripped) is decoded once per
+  distinct list *after its SSID element*: a device repeats the same few lists, so decoding and
+  the fingerprint hash are paid once per list, not per frame. The SSID is left out of the key
+  because it is what differs most between devices of one model (each asks for its own
+  networks): keyed with it, a crowd's directed probes made every phone's lists distinct. The
+  frame's SSID is ``Probe.ssid``. Bounded in bytes (``IE_CACHE_BYTES``), not entries;
 * ``Probe`` keeps the shared decoded :class:`Elements` by reference and exposes its fields as
   read-only properties, so a frame costs one small object.
 
@@ -74,7 +77,12 @@ from footfall.edge_agent.bands import freq_to_channel
 __all__ = ["Elements", "MAX_MPDU", "Parser", "Probe", "decode_elements", "freq_to_channel"]
 
 MAX_MPDU = 2346
-IE_CACHE_MAX = 65536
+# What the element caches may hold, in key octets plus a per-entry charge for the decoded
+# objects: the field's element lists are a few hundred bytes and a few hundred distinct ones an
+# hour, while someone in radio range can send 2.3 KB of fresh elements with every frame (a count
+# bound of 65,536 entries let such a flood take the agent to 400 MB).
+IE_CACHE_BYTES = 2 * 1024 * 1024
+IE_ENTRY_COST = 600
 LAYOUT_CACHE_MAX = 1024
 
 LINKTYPE_IEEE802_11 = 105
@@ -307,10 +315,18 @@ _FAST_SRC = """def fn(buf, ts):
     if end < {need}:
         cnt.truncated += 1
         return None
-    el = ies_get(buf[{body}:end] if not fc1 & 128 else buf[{body_htc}:end])
-    if el is None:
-        el = decode(buf[{body}:end] if not fc1 & 128 else buf[{body_htc}:end])
+    b = {body} if not fc1 & 128 else {body_htc}
+    if end > b + 1 and buf[b] == 0 and b + 2 + buf[b + 1] <= end:
+        s = b + 2 + buf[b + 1]
+        ssid = buf[b + 2:s]
+        el = ies_get(buf[s:end])
+        if el is None:
+            el = decode(buf[b:end], s - b)
+    else:
+        el = decode(buf[b:end], 0)
+        ssid = el.ssid
     p = new(Probe)
+    p.ssid = ssid
     p.ts = ts
     p.sa = sa
     p.da = da
@@ -396,8 +412,36 @@ def _gen_fast(
 # elements
 
 
+class BoundedCache(dict):
+    """A dict that forgets everything once its entries cost more than ``budget`` bytes.
+
+    Forgetting all at once, not the least recently used, keeps a hit the plain ``dict.get``
+    (the hot path's one call); a miss after a clear costs one decode, and in the field's
+    traffic the cache fills again within seconds."""
+
+    __slots__ = ("budget", "used")
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+        self.used = 0
+
+    def put(self, key: bytes, value: object, size: int) -> None:
+        cost = size + IE_ENTRY_COST
+        if self.used + cost > self.budget:
+            self.clear()
+        self[key] = value
+        self.used += cost
+
+    def clear(self) -> None:
+        super().clear()
+        self.used = 0
+
+
 class Elements:
-    """The decoded element list of one probe request; shared by every frame with the same blob."""
+    """The decoded element list of one probe request, shared by every frame whose elements after
+    the SSID are the same. ``ssid`` is the SSID of the list it was decoded from: a frame's own
+    SSID is :attr:`Probe.ssid`."""
 
     __slots__ = (
         "ssid",
@@ -509,6 +553,10 @@ def _stable_key(blob: bytes) -> tuple[bytes, bytes, int | None, bool]:
     return b"".join(parts), ssid, ds, complete
 
 
+_IE_IDS: dict[tuple[int, ...], tuple[int, ...]] = {}
+_IE_IDS_MAX = 4096
+
+
 def _decode_stable(key: bytes) -> tuple:
     """The fields of an element list that the fingerprint covers (decoded from the key)."""
     ids: list[int] = []
@@ -534,8 +582,16 @@ def _decode_stable(key: bytes) -> tuple:
         elif eid == 221 and k - j >= 3:
             vendors.append((int.from_bytes(key[j : j + 3], "big"), key[j + 3] if k - j >= 4 else -1))
         i = k
+    ie_ids = tuple(ids)
+    # One tuple per distinct id sequence: visits keep it for minutes, and a flood of distinct
+    # element contents still repeats a few id sequences.
+    shared = _IE_IDS.get(ie_ids)
+    if shared is None:
+        if len(_IE_IDS) >= _IE_IDS_MAX:
+            _IE_IDS.clear()
+        shared = _IE_IDS[ie_ids] = ie_ids
     return (
-        tuple(ids),
+        shared,
         tuple(exts),
         first.get(1, b""),
         first.get(50, b""),
@@ -557,9 +613,9 @@ def decode_elements(blob: bytes, stable_cache: dict[bytes, tuple] | None = None)
     stable = None if stable_cache is None else stable_cache.get(key)
     if stable is None:
         stable = _decode_stable(key)
-        if stable_cache is not None:
-            if len(stable_cache) >= IE_CACHE_MAX:
-                stable_cache.clear()
+        if isinstance(stable_cache, BoundedCache):
+            stable_cache.put(key, stable, len(key))
+        elif stable_cache is not None:
             stable_cache[key] = stable
     ids, exts, rates, ext_rates, ht, vht, he, ext_cap, vendors, digest = stable
     return Elements(ssid, ids, exts, ds, rates, ext_rates, ht, vht, he, ext_cap, vendors, digest, complete)
@@ -573,8 +629,9 @@ class Probe:
     """One received probe request.
 
     ``sa`` is the raw transmitter MAC: only the parsing/identity step may look at it; the
-    repr leaves the addresses out so a logged probe cannot leak them. Element fields
-    (``ssid``, ``ie_ids``, ``fingerprint``...) are read through the shared :class:`Elements`."""
+    repr leaves the addresses out so a logged probe cannot leak them. ``ssid`` is this frame's;
+    the other element fields (``ie_ids``, ``fingerprint``...) are read through the shared
+    :class:`Elements`."""
 
     __slots__ = (
         "ts",
@@ -592,6 +649,7 @@ class Probe:
         "rate",
         "fcs",
         "elements",
+        "ssid",
     )
 
     def __init__(
@@ -611,6 +669,7 @@ class Probe:
         rate: int | None = None,
         fcs: bool = False,
         elements: Elements | None = None,
+        ssid: bytes | None = None,
     ) -> None:
         self.ts = ts
         self.sa = sa
@@ -627,8 +686,8 @@ class Probe:
         self.rate = rate
         self.fcs = fcs
         self.elements = elements if elements is not None else Elements()
+        self.ssid = self.elements.ssid if ssid is None else ssid
 
-    ssid = property(attrgetter("elements.ssid"))
     ie_ids = property(attrgetter("elements.ie_ids"))
     ext_ids = property(attrgetter("elements.ext_ids"))
     ds_channel = property(attrgetter("elements.ds_channel"))
@@ -678,8 +737,8 @@ class Parser:
     def __init__(self, fast: bool = True) -> None:
         self._cnt = _Counts()
         self._layouts: dict[int | bytes, _Layout] = {}
-        self._ies: dict[bytes, Elements] = {}
-        self._stable: dict[bytes, tuple] = {}
+        self._ies = BoundedCache(IE_CACHE_BYTES)
+        self._stable = BoundedCache(IE_CACHE_BYTES)
         self._fast: dict[bytes, Callable] = {}
         self._use_fast = fast
 
@@ -705,12 +764,28 @@ class Parser:
             return self.parse_80211
         raise ValueError(f"unsupported link type {linktype}: expected 127 (radiotap) or 105 (802.11)")
 
-    def _elements(self, blob: bytes) -> Elements:
-        ies = self._ies
-        if len(ies) >= IE_CACHE_MAX:
-            ies.clear()
-        el = ies[blob] = decode_elements(blob, self._stable)
+    def _elements(self, blob: bytes, ssid_end: int) -> Elements:
+        """Decode ``blob`` (a miss) and cache it under the elements after its SSID element.
+
+        ``ssid_end``: where the leading SSID element ends (0: the list does not start with a
+        whole SSID element; such a list, malformed for a probe request, is not cached, since
+        its key could equal another list's tail)."""
+        el = decode_elements(blob, self._stable)
+        if ssid_end:
+            self._ies.put(blob[ssid_end:], el, len(blob) - ssid_end)
         return el
+
+    def _lookup(self, buf: bytes, b: int, end: int) -> tuple[Elements, bytes]:
+        """(elements, ssid) of the element list ``buf[b:end]``: the general paths' version of
+        what the generated decoders inline."""
+        if end > b + 1 and buf[b] == 0 and b + 2 + buf[b + 1] <= end:
+            s = b + 2 + buf[b + 1]
+            el = self._ies.get(buf[s:end])
+            if el is None:
+                el = self._elements(buf[b:end], s - b)
+            return el, buf[b + 2 : s]
+        el = self._elements(buf[b:end], 0)
+        return el, el.ssid
 
     def _layout(self, buf: bytes, rtlen: int, present: int) -> _Layout | None:
         """Layout for this header; cached per present-word chain unless a vendor namespace
@@ -803,11 +878,8 @@ class Parser:
             return None
         fc1, da, sa, bssid, sc = _MGMT_HDR(buf, rtlen)
         start = rtlen + 28 if fc1 & 0x80 else rtlen + 24  # +HTC: 4 bytes of HT control first
-        blob = buf[start:end]
-        el = self._ies.get(blob)
-        if el is None:
-            el = self._elements(blob)
-        p = Probe(ts, sa, da, bssid, sc >> 4, sc & 15, rssi, chains, freq, chan_flags, flags, tsft, rate, fcs, el)
+        el, ssid = self._lookup(buf, start, end)
+        p = Probe(ts, sa, da, bssid, sc >> 4, sc & 15, rssi, chains, freq, chan_flags, flags, tsft, rate, fcs, el, ssid)
         if el.complete:
             cnt.ok += 1
         else:
@@ -833,11 +905,8 @@ class Parser:
                 cnt.truncated += 1
                 return None
             fc1, da, sa, bssid, sc = _MGMT_HDR(buf, 0)
-            blob = buf[28 if fc1 & 0x80 else 24 : end]
-            el = self._ies.get(blob)
-            if el is None:
-                el = self._elements(blob)
-            p = Probe(ts, sa, da, bssid, sc >> 4, sc & 15, fcs=fcs, elements=el)
+            el, ssid = self._lookup(buf, 28 if fc1 & 0x80 else 24, end)
+            p = Probe(ts, sa, da, bssid, sc >> 4, sc & 15, fcs=fcs, elements=el, ssid=ssid)
             if el.complete:
                 cnt.ok += 1
             else:

@@ -135,6 +135,7 @@ _MINUTE_VALUE: list[int | None] = [None, *range(-128, 127)]
 _MAX_MINUTE_INDEX = schema.MAX_RSSI_MINUTES - 2
 _MAX_OFFSETS = schema.MAX_BURST_OFFSETS
 _ONE_BURST = (0.0,)
+_MODELS_MAX = 4096  # distinct fingerprints remembered for sharing; the field has hundreds
 
 
 def _minute_code(rssi: int) -> int:
@@ -183,6 +184,7 @@ class VisitTracker:
         "_minutes01",
         "_offset2",
         "_model",
+        "_models",
         "_phash",
         "_ssids",
         "_wide_channels",
@@ -235,16 +237,29 @@ class VisitTracker:
         self._minute_rssi = array("b")
         self._minutes01 = array("H")
         self._offset2 = array("f")
-        # The parser's decoded elements, shared by every frame with the same element bytes.
-        self._model: list[Model | None] = []
+        # (fingerprint, element ids) of the visit's first frame, one tuple per fingerprint: not
+        # the parser's decoded elements, whose vendor and capability fields a visit never reads
+        # and which an element flood makes unique per device (1.5 KB each, kept for 10 minutes).
+        self._model: list[tuple[str, tuple[int, ...]] | None] = []
+        self._models: dict[str, tuple[str, tuple[int, ...]]] = {}
         # Rare extras live in side tables keyed by slot, not in a column for every device.
         self._phash: dict[int, str] = {}
-        self._ssids: dict[int, set[str]] = {}
+        self._ssids: dict[int, tuple[str, ...]] = {}
         self._wide_channels: dict[int, int] = {}  # channel bits from 64 up (6 GHz): rare
         self._minute_table: dict[int, bytearray] = {}
         self._offset_table: dict[int, array[float]] = {}
 
+    def _kept(self, model: Model) -> tuple[str, tuple[int, ...]]:
+        fingerprint = model.fingerprint
+        kept = self._models.get(fingerprint)
+        if kept is None:
+            if len(self._models) >= _MODELS_MAX:
+                self._models.clear()  # open visits keep their own tuples
+            kept = self._models[fingerprint] = (fingerprint, model.ie_ids)
+        return kept
+
     def _open_slot(self, ts: float, randomized: bool, seq: int, model: Model, rssi: int | None) -> int:
+        model_kept = self._kept(model)
         if self._free:
             i = self._free.pop()
             self._first[i] = self._last[i] = ts
@@ -254,7 +269,7 @@ class VisitTracker:
             self._seq_first[i] = seq
             self._bursts[i] = 1
             self._randomized[i] = randomized
-            self._model[i] = model
+            self._model[i] = model_kept
             self._minute_rssi[i] = _NO_RSSI if rssi is None else rssi
             return i
         self._first.append(ts)
@@ -271,7 +286,7 @@ class VisitTracker:
         self._seq_last.append(seq)
         self._bursts.append(1)
         self._randomized.append(randomized)
-        self._model.append(model)
+        self._model.append(model_kept)
         self._minute_rssi.append(_NO_RSSI if rssi is None else rssi)
         self._minutes01.append(0)
         self._offset2.append(0.0)
@@ -353,11 +368,13 @@ class VisitTracker:
             except OverflowError:  # a bit past the 64-bit column (6 GHz): free when not raised
                 self._wide_channels[i] = self._wide_channels.get(i, 0) | channel_mask
         if ssid is not None:
+            # A tuple: a phone asks for one to three networks, and a one-element set costs 216
+            # bytes against a tuple's 48 (a tenth of a crowd's open visits carry SSIDs).
             ssids = self._ssids.get(i)
             if ssids is None:
-                self._ssids[i] = {ssid}
-            elif len(ssids) < 16:
-                ssids.add(ssid)
+                self._ssids[i] = (ssid,)
+            elif ssid not in ssids and len(ssids) < 16:
+                self._ssids[i] = (*ssids, ssid)
         if rssi is not None:
             self._rssi_sum[i] += rssi
             self._rssi_n[i] += 1
@@ -516,8 +533,8 @@ class VisitTracker:
             rssi_mean=(self._rssi_sum[i] / rssi_n) if rssi_n else None,
             visit_class="visitor" if self._inside[i] >= s.min_inside_s else "passerby",
             long_stay=dwell >= s.long_stay_s,
-            fingerprint=model.fingerprint if model is not None else "",
-            ie_ids=list(model.ie_ids) if model is not None else [],
+            fingerprint=model[0] if model is not None else "",
+            ie_ids=list(model[1]) if model is not None else [],
             seq_first=None if seq_first == _NONE else seq_first,
             seq_last=None if seq_last == _NONE else seq_last,
             channels=channels_of(mask),

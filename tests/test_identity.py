@@ -128,3 +128,20 @@ def test_agent_applies_compact_optout_from_hub_config(monkeypatch):
     # A full-id list replaces it.
     assert agent.apply_config({"optout": []}) == ["optout"]
     assert agent.identifier.identify(GLOBAL) is not None
+
+
+def test_ssid_hash_is_the_keyed_hmac_and_its_cache_is_bounded() -> None:
+    """The cached, precomputed-state SSID hash is HMAC-SHA256(key, "ssid\\0" + ssid), as the
+    hub and earlier agents computed it, and the cache never outgrows its limit."""
+    import hashlib
+    import hmac
+
+    from footfall.edge_agent import identity
+
+    key = bytes(range(32))
+    ident = identity.Identifier(key)
+    for ssid in (b"", b"home", b"x" * 32, b"home", "Кафе".encode()):
+        assert ident.ssid_hash(ssid) == hmac.new(key, b"ssid\x00" + ssid, hashlib.sha256).hexdigest()[:12]
+    for k in range(identity.SSID_CACHE_LIMIT * 2 + 5):
+        ident.ssid_hash(b"net-%d" % k)
+        assert len(ident._ssids) <= identity.SSID_CACHE_LIMIT

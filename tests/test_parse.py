@@ -211,6 +211,45 @@ def test_fingerprint_ignores_ssid_and_channel() -> None:
     assert pd.elements is not pe.elements and pd.ext_ids == (2,) and pd.ie_ids == (0, 59, 255)
 
 
+def test_each_frame_keeps_its_own_ssid_while_elements_are_shared() -> None:
+    """The element cache is keyed by the elements after the SSID: phones of one model asking
+    for different networks share one decoded list, yet every frame reports its own SSID, on
+    both parser paths, and a list without a leading SSID element is never confused with one."""
+    tail = ie(1, b"\x82\x84") + ie(3, b"\x01")
+    frames = [probe_frame(ies=ie(0, name) + tail) for name in (b"home", b"", b"office-net", b"home")]
+    for parser in (Parser(), Parser(fast=False)):
+        first = [parser.parse(f, 0.0) for f in frames]  # the first decodes, the rest hit the cache
+        probes = first + [parser.parse(f, 0.0) for f in frames]
+        assert [p.ssid for p in first] == [b"home", b"", b"office-net", b"home"]
+        probes = probes[4:]
+        assert [p.ssid for p in probes] == [b"home", b"", b"office-net", b"home"]
+        assert len({id(p.elements) for p in probes}) == 1
+        assert {p.ie_ids for p in probes} == {(0, 1, 3)}
+        bare = parser.parse(probe_frame(ies=tail), 0.0)  # no SSID element: the same tail bytes
+        assert bare.ie_ids == (1, 3) and bare.ssid == b"" and bare.elements is not probes[0].elements
+        assert parser.parse(frames[0], 0.0).ie_ids == (0, 1, 3)  # and the cache was not poisoned
+        # an SSID element running past the end is a damaged list, not a cached tail
+        cut = parser.parse(probe_frame(ies=b"\x00\x20home"), 0.0)
+        assert cut is not None and not cut.ies_complete
+
+
+def test_element_caches_are_bounded_in_bytes() -> None:
+    """A flood of frames with 2.3 KB of fresh elements each must not grow the caches past
+    their byte budget (a count bound let 60,000 such frames take the agent to 400 MB)."""
+    import random
+
+    from footfall.edge_agent import parse
+
+    rnd = random.Random(3)
+    parser = Parser()
+    for _ in range(3000):
+        blob = ie(0, b"") + b"".join(ie(221, rnd.randbytes(250)) for _ in range(9))
+        assert parser.parse(probe_frame(ies=blob), 0.0) is not None
+        for cache in (parser._ies, parser._stable):
+            assert cache.used <= parse.IE_CACHE_BYTES
+            assert sum(len(k) for k in cache) <= parse.IE_CACHE_BYTES
+
+
 # ---------------------------------------------------------------------------------------------
 # synthetic frames
 
