@@ -19,6 +19,7 @@ retained config before it opens capture.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -31,7 +32,7 @@ from footfall import __version__, schema
 from footfall.edge_agent.config import AgentConfig
 from footfall.edge_agent.identity import Identifier, is_device_id
 from footfall.edge_agent.parse import Parser
-from footfall.edge_agent.visits import VisitTracker, channel_mask, freq_to_channel
+from footfall.edge_agent.visits import VisitSettings, VisitTracker, channel_mask, freq_to_channel
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +181,43 @@ class Agent:
             return changed
         if changed:
             log.info("applied config from hub: %s", ", ".join(changed))
-        if save:
+        if save and changed:
             self._save_hub_config(values)
         return changed
 
+    @staticmethod
+    def savable(values: dict[str, Any]) -> dict[str, Any]:
+        """What of a hub config goes to the sensor's disk: an allow-list of what the agent
+        applies, each value checked, so nothing else the hub sends (a raw MAC in a field the
+        agent does not know, a list of addresses where ids belong) ever lands on its flash."""
+        kept: dict[str, Any] = {"v": 1, "type": "config"}
+        visits = values.get("visits")
+        if isinstance(visits, dict):
+            names = {f.name for f in dataclasses.fields(VisitSettings)}
+            numbers = {
+                k: v for k, v in visits.items() if k in names and isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            if numbers:
+                kept["visits"] = numbers
+        if isinstance(values.get("optout"), list):
+            # Only device ids: anything else would not match a device anyway.
+            kept["optout"] = [h.lower() for h in values["optout"] if isinstance(h, str) and is_device_id(h.lower())]
+        packed = values.get("optout_prefixes")
+        if isinstance(packed, str):
+            try:
+                schema.unpack_optout_prefixes(packed)
+                kept["optout_prefixes"] = packed
+            except ValueError:
+                pass
+        for key in ("presence_interval_s", "health_interval_s"):
+            value = values.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                kept[key] = float(value)
+        return kept
+
     def _save_hub_config(self, values: dict[str, Any]) -> None:
         path = self.hub_config_file
-        kept = dict(values)
-        if isinstance(values.get("optout"), list):
-            # Only device ids go to disk: anything else would not match a device anyway.
-            kept["optout"] = [h.lower() for h in values["optout"] if isinstance(h, str) and is_device_id(h.lower())]
-        data = schema.dumps(kept)
+        data = schema.dumps(self.savable(values))
         tmp = path.with_name(f".{path.name}.tmp")
         try:
             if path.exists() and path.read_bytes() == data:

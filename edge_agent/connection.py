@@ -182,8 +182,11 @@ class NetworkLoop:
         max_delay: float = 60.0,
         stall_s: float = STALL_S,
         name: str = "footfall-mqtt",
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
+        # Told when loop() fails without paho calling on_disconnect (see _run).
+        self.on_lost = on_lost
         self.host = host
         self.port = port
         self.keepalive = keepalive
@@ -204,6 +207,7 @@ class NetworkLoop:
         self._lock = threading.Lock()
         self._opened: float | None = None  # socket open, CONNACK not yet in
         self._attempt_reported = False
+        self._disconnects = 0  # calls of disconnected(): did paho's on_disconnect fire?
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     # -- lifecycle (owner's thread) --------------------------------------------------------------
@@ -257,7 +261,11 @@ class NetworkLoop:
     def refused(self, cause: str) -> None:
         self._attempt_failed(f"broker refused the connection: {cause}")
 
-    def disconnected(self, reason: str, was_connected: bool) -> None:
+    def disconnected(self, reason: str, was_connected: bool, *, report: bool = True) -> None:
+        """The socket is gone (paho's on_disconnect). ``report=False``: closing, nothing to log."""
+        self._disconnects += 1
+        if not report:
+            return
         if was_connected:
             self.log.failed(reason, lost=True)
         elif not self._attempt_reported and not self._stop.is_set():
@@ -281,6 +289,7 @@ class NetworkLoop:
 
     def _run(self) -> None:
         connected = False  # a socket is open (CONNACK or not)
+        disconnects = 0  # self._disconnects when it opened
         while True:
             self._beat = time.monotonic()
             if self._stop.is_set() and (not connected or time.monotonic() > self._stop_deadline):
@@ -297,10 +306,16 @@ class NetworkLoop:
                     continue
                 connected = True
                 self._opened = time.monotonic()
+                disconnects = self._disconnects
             rc = self.client.loop(timeout=LOOP_TIMEOUT)
             if rc != mqtt.MQTT_ERR_SUCCESS:
-                # The socket is gone; paho has called on_disconnect.
+                # The socket is gone. paho usually calls on_disconnect first, but not on every
+                # path (select() failing on a socket closed under it returns CONN_LOST, a socket
+                # already gone NO_CONN): without this the owner would go on thinking it is
+                # connected, and new messages could overtake the ones paho resends.
                 connected = False
+                if self._disconnects == disconnects and self.on_lost is not None:
+                    self.on_lost(f"network loop failed: {mqtt.error_string(rc).rstrip('.')}")
                 if not self._stop.is_set():
                     self._backoff()
             elif self._opened is not None and time.monotonic() - self._opened > self.connack_timeout:

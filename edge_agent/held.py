@@ -107,11 +107,16 @@ class HeldBack:
         return True
 
     def retry_now(self) -> None:
-        """On a new connection: probe every refused topic at once (the ACL may have changed)."""
+        """On a new connection: probe every refused topic at once (the ACL may have changed).
+
+        A topic whose probe is still unanswered keeps it: paho resends that publish after the
+        reconnect, and the resend is this connection's probe; a second one would send the same
+        row twice.
+        """
         now = self._clock()
         for t in self._topics.values():
-            t.probe = None
-            t.next_retry = now
+            if t.probe is None:
+                t.next_retry = now
 
     def due(self) -> bool:
         now = self._clock()

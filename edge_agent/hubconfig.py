@@ -4,7 +4,8 @@ and tell the agent's start whether the retained config has arrived yet.
 At start the agent waits (bounded) for the retained config before it opens capture, so an
 opt-out already published by the hub applies to the very first frame. A retained message comes
 right after the SUBACK of the subscription; when there is none, nothing comes at all, so the
-wait ends a short ``GRACE_S`` after the SUBACK.
+wait ends ``GRACE_S`` after the SUBACK, and never later than the caller's timeout
+(``[mqtt] config_wait_s``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from footfall import schema
 log = logging.getLogger("footfall.edge_agent.publish")
 
 ConfigCallback = Callable[[dict[str, Any]], None]
-GRACE_S = 0.5
+# The broker sends the retained PUBLISH right behind the SUBACK; what can still separate them here
+# is the payload's transfer (a long opt-out list is tens of KB: seconds on a 100 kbit/s cellular
+# uplink) and a lost TCP segment (RFC 6298's initial retransmission timeout is 1 s). Half a second
+# (before) missed a config on such links; the cost of more is only a later capture start when
+# the hub has published no config, and the wait's own timeout bounds it.
+GRACE_S = 3.0
 
 
 class ConfigSubscription:

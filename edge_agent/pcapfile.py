@@ -12,9 +12,12 @@ the yielded tuple). ``stats`` is flushed from local counters at every chunk and 
 Damage never ends a read silently: every case is a WARNING (file and byte offset) and a counter.
 A file cut mid-record (a capture still being written, a full disk) yields every complete record
 and then stops, counting ``truncated``. A record whose header is impossible (a captured length
-beyond the snap length, or ``MAX_RECORD`` without one; a pcapng block length not a multiple of
-4) counts ``bad_records`` and the reader resumes where records line up again, counting the
-bytes passed over in ``skipped_bytes`` (``pcapresync`` says how it decides). A file that is not
+beyond ``MAX_RECORD``, or one that runs past the end of the file with good records after it; a
+pcapng block length not a multiple of 4) counts ``bad_records`` and the reader resumes where
+records line up again, counting the bytes passed over in ``skipped_bytes`` (``pcapresync`` says
+how it decides). A record longer than the file's snap length is not damage: libpcap reads it
+(writers that change the snap length mid-file, or never enforce it, exist), so it is read too,
+counted in ``over_snaplen`` and reported once per read of the file. A file that is not
 a capture at all raises :class:`PcapError` naming the reason; so does
 :meth:`PcapSource.require_linktype` for a link type the consumer cannot decode.
 
@@ -82,6 +85,7 @@ def _new_stats() -> dict[str, int]:
         "skipped_bytes": 0,
         "skipped_blocks": 0,
         "other_linktype": 0,
+        "over_snaplen": 0,
     }
 
 
@@ -225,9 +229,10 @@ class PcapSource:
         return iter_pcapng(f, buf, hdr, self.stats, self._closed, self.path, CHUNK)
 
 
-def _record_limit(snaplen: int) -> int:
-    # libpcap never writes more than the snap length; a header without one gets the sane bound
-    return snaplen if 0 < snaplen <= MAX_RECORD else MAX_RECORD
+def _soft_limit(snaplen: int) -> int:
+    # Past this a record is suspicious but readable: libpcap's reader takes records longer than
+    # the header's snap length (only its own maximum is a hard limit), and so do we.
+    return snaplen if 0 < snaplen < MAX_RECORD else MAX_RECORD
 
 
 def _iter_pcap(
@@ -235,7 +240,9 @@ def _iter_pcap(
 ) -> Generator[tuple[float, bytes], None, None]:
     unpack = struct.Struct(hdr.endian + "IIII").unpack_from
     divisor = hdr.divisor
-    limit = _record_limit(hdr.snaplen)
+    # The hard limit is ours, not the file's snap length (see _soft_limit).
+    limit = MAX_RECORD
+    soft = _soft_limit(hdr.snaplen)
     report = Reporter(name)
     off = base = hdr.data_offset
     consumed = 0  # file offset of buf[0], for the warnings
@@ -247,8 +254,19 @@ def _iter_pcap(
             incl = -1
             while off + 16 <= end:
                 sec, frac, incl, _ = unpack(buf, off)
-                if incl > limit:
-                    break
+                if incl > soft:  # one comparison on the hot path; the rest only for long records
+                    if incl > limit:
+                        break
+                    if off + 16 + incl <= end:
+                        stats["over_snaplen"] += 1
+                        if stats["over_snaplen"] == 1:
+                            report.warn(
+                                "record at offset %d is %d bytes, longer than the file's snap length %d; "
+                                "read anyway, as libpcap does (later ones only counted: over_snaplen)",
+                                consumed + off,
+                                incl,
+                                hdr.snaplen,
+                            )
                 start = off + 16
                 nxt = start + incl
                 if nxt > end:

@@ -1,8 +1,8 @@
 """Finding the next good record after a corrupt one in a pcap/pcapng file (``pcapfile``'s damage path).
 
-A record header that cannot be right (a captured length beyond the snap length, a pcapng block
-length that is not a multiple of 4) leaves the reader at an unknown place: the bytes after it
-are the rest of a frame, or another record. Stopping there silently lost the rest of the file,
+A record header that cannot be right (a captured length beyond ``MAX_RECORD`` or past the end
+of the file, a pcapng block length that is not a multiple of 4) leaves the reader at an unknown
+place: the bytes after it are the rest of a frame, or another record. Stopping there silently lost the rest of the file,
 so the reader looks for the next offset where records line up again and goes on from there,
 after a WARNING naming the file and both offsets. Lining up means:
 

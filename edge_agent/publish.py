@@ -159,6 +159,7 @@ class Publisher(Sender):
             max_delay=reconnect_max_delay,
             stall_s=stall_s,
             name=f"footfall-mqtt-{self.sensor}",
+            on_lost=self._lost,
         )
         self._sender = threading.Thread(target=self._run, name=f"footfall-sender-{self.sensor}", daemon=True)
 
@@ -328,6 +329,7 @@ class Publisher(Sender):
             counts.update(
                 connected=self._connected,
                 inflight=self._inflight_rows,
+                window=self._send_window,
                 pending=len(self._pending),
                 connect_failures=self._net.failures,
                 denied=self._held.refusals,
@@ -378,7 +380,12 @@ class Publisher(Sender):
             if self._counts["connects"] > 1:
                 self._counts["reconnects"] += 1
             # MQTT 5: the broker says how many QoS 1 publishes it takes unacknowledged at once.
-            self._send_window = min(self.window, receive_max) if isinstance(receive_max, int) else self.window
+            # One of them is kept for the status messages (``online`` just below, ``offline`` at
+            # close), which bypass the buffer and so the row count; at least one row, though.
+            if isinstance(receive_max, int):
+                self._send_window = max(1, min(self.window, receive_max - 1))
+            else:
+                self._send_window = self.window
             self._held.retry_now()
             callback = self._config.callback
             self._cond.notify_all()
@@ -388,6 +395,11 @@ class Publisher(Sender):
             client.subscribe(self._config.topic, qos=1)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._lost(str(reason))
+
+    def _lost(self, reason: str) -> None:
+        """The socket is gone: from paho's on_disconnect, or from the network loop when paho's
+        ``loop()`` failed without calling it (connection.py)."""
         with self._cond:
             was = self._connected
             self._connected = False
@@ -396,8 +408,7 @@ class Publisher(Sender):
             if was:
                 self._counts["disconnects"] += 1
             self._cond.notify_all()
-        if not self._closed:
-            self._net.disconnected(str(reason), was)
+        self._net.disconnected(reason, was, report=not self._closed)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._cond:

@@ -145,3 +145,40 @@ def test_ssid_hash_is_the_keyed_hmac_and_its_cache_is_bounded() -> None:
     for k in range(identity.SSID_CACHE_LIMIT * 2 + 5):
         ident.ssid_hash(b"net-%d" % k)
         assert len(ident._ssids) <= identity.SSID_CACHE_LIMIT
+
+
+def test_saved_hub_config_holds_no_raw_mac(monkeypatch, tmp_path):
+    """Only what the agent applies, checked value by value, reaches the sensor's disk: a MAC
+    sent where an id belongs, in a field the agent does not know, or nested in the visit
+    settings, is not written (privacy: no raw MAC on disk), and the file still restores the
+    opt-out at the next start."""
+    import re
+
+    from footfall.edge_agent.agent import Agent
+    from footfall.edge_agent.config import AgentConfig
+
+    monkeypatch.setenv("FOOTFALL_HASH_KEY", KEY.hex())
+    cfg = AgentConfig(site="st", sensor="s1")
+    cfg.buffer_path = str(tmp_path / "buffer.db")
+    agent = Agent(cfg, lambda kind, payload: None)
+    opted = agent.identifier.device_id(GLOBAL)
+    config = {
+        "v": 1,
+        "type": "config",
+        "optout": [opted, "00:1b:63:a1:b2:c3"],
+        "pending_optout": ["00:1b:63:d4:e5:f6"],
+        "visits": {"min_inside_s": 90, "note": "AA-BB-CC-DD-EE-FF"},
+        "presence_interval_s": 30,
+    }
+    assert "optout" in agent.apply_config(config)
+    text = cfg.hub_config_file().read_text()
+    assert not re.search(r"(?i)[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}(?![0-9a-f])", text.replace(opted, "")), text
+    assert opted in text and '"min_inside_s":90' in text and "note" not in text and "pending" not in text
+    # A string where the list belongs is not applied, so the file is not touched.
+    before = cfg.hub_config_file().read_bytes()
+    assert agent.apply_config({"v": 1, "type": "config", "optout": "00:1b:63:a1:b2:c3"}) == []
+    assert cfg.hub_config_file().read_bytes() == before
+    # The next start applies it before any frame.
+    again = Agent(cfg, lambda kind, payload: None)
+    assert again.identifier.identify(GLOBAL) is None
+    assert again.config.visits.min_inside_s == 90 and again.config.presence_interval_s == 30

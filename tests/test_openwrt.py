@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,7 +243,11 @@ def test_the_blocker_reproduces_issue_13_without_preflight(
         f"c.username_pw_set('s1', open({str(bundle / 'mqtt.pass')!r}).read().strip())\n"
         f"c.connect_async('localhost', {broker.port})\n"
         "c.loop_start()\n"
-        "time.sleep(2)\n"
+        # Until connected or the network thread died, not a fixed sleep: a TLS handshake on a
+        # loaded machine can take longer than any fixed guess.
+        "deadline = time.monotonic() + 20\n"
+        "while not (c.is_connected() or died) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
         "print('thread died:', died, 'connected:', c.is_connected())\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -302,7 +305,11 @@ def test_openwrt_files_default_to_no_hopping_and_a_small_ram_buffer() -> None:
     template = (OPENWRT / "agent.toml.template").read_text()
     conf = tomllib.loads(re.sub(r"<[^>]+>", "x", template))
     assert conf["capture"]["channels"] == []
-    assert conf["buffer"] == {"path": "/var/lib/footfall/buffer.db", "max_bytes": 5_000_000}
+    assert conf["buffer"] == {
+        "path": "/var/lib/footfall/buffer.db",
+        "max_bytes": 5_000_000,
+        "hub_config": "/etc/footfall/hub-config.json",  # opt-outs survive a reboot
+    }
     uci = (OPENWRT / "footfall.uci").read_text()
     assert "option statedir '/var/lib/footfall'" in uci
     assert "python3-codecs" in opkg.read_packages(PACKAGES_TXT)
@@ -315,14 +322,16 @@ def test_init_script_warns_when_the_buffer_directory_is_not_in_ram_or_on_usb(tmp
     conf.write_text('site = "x"\n')
     harness = tmp_path / "harness.sh"
     harness.write_text(PROCD_STUBS)
-    # Not under /tmp or /var: on a router both are RAM. The script creates the directory.
-    flashy = Path(tempfile.mkdtemp(dir=Path.home())) / "state"
-    env = {**os.environ, "T_config": str(conf), "T_statedir": str(flashy), "T_iface": "mon-absent"}
+    # Not under /tmp, /var or /mnt (on a router the first two are RAM, the last USB): a relative
+    # path, resolved in tmp_path by the script's mkdir, so neither $HOME nor where pytest keeps
+    # tmp_path matters, and pytest removes it whatever the outcome.
+    env = {**os.environ, "T_config": str(conf), "T_statedir": "flash/state", "T_iface": "mon-absent"}
     r = subprocess.run(
-        ["sh", str(harness), str(OPENWRT / "footfall-agent.init")], capture_output=True, text=True, env=env
-    )
+        ["sh", str(harness), str(OPENWRT / "footfall-agent.init")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30,
+    )  # fmt: skip
     assert "status 0" in r.stdout and "may be on the internal flash" in r.stdout, r.stdout
-    shutil.rmtree(flashy.parent)
+    assert (tmp_path / "flash" / "state").stat().st_mode & 0o777 == 0o700
     assert f"param command /usr/bin/python3 -m footfall agent run --config {conf}" in r.stdout
     env["T_statedir"] = str(tmp_path / "state")  # RAM: no warning
     r = subprocess.run(

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from footfall.edge_agent.pcapfile import PcapError, PcapSource, read_frames, write_pcap
+from footfall.edge_agent.pcapfile import MAX_RECORD, PcapError, PcapSource, read_frames, write_pcap
 
 FRAMES = [(1_700_000_000.25 + i * 0.5, bytes([i]) * (10 + i)) for i in range(5)]
 
@@ -144,6 +144,7 @@ def test_pcapng_by_hand(tmp_path: Path, endian: str) -> None:
         "skipped_bytes": 0,
         "skipped_blocks": 1,
         "other_linktype": 1,
+        "over_snaplen": 0,
     }
 
 
@@ -176,7 +177,7 @@ def test_corrupt_record_header_with_nothing_valid_after_it(tmp_path: Path, caplo
     assert src.stats["bad_records"] == 1 and src.stats["skipped_bytes"] == 16 + 400
     at = len(classic("<", False))
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: corrupt record header (captured length 2147483647 > 65535) at offset {at}; "
+        f"{path}: corrupt record header (captured length 2147483647 > {MAX_RECORD}) at offset {at}; "
         "no valid record after it, the last 416 bytes are skipped"
     ]
 
@@ -197,10 +198,11 @@ def _offsets(frames) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("incl", [0xFFFFFFFF, 70_000, 65_536, 300])
+@pytest.mark.parametrize("incl", [0xFFFFFFFF, MAX_RECORD + 1, 70_000, 65_536, 300])
 def test_corrupt_record_length_is_reported_and_reading_resyncs(tmp_path: Path, caplog, incl: int) -> None:
-    # a length beyond the snap length, or (300) a plausible one that lands mid-record: the next
-    # header there is garbage, and the reader finds where the records line up again
+    # a length beyond MAX_RECORD, one within it (and beyond the snap length 65535, which is no
+    # limit) that runs past the end of the file with records after it, or (300) a plausible one
+    # that lands mid-record: the reader finds where the records line up again
     data = classic("<", False, MANY)
     at = _offsets(MANY)[20]
     path = write(tmp_path, "r.pcap", _corrupt(data, at, incl))
@@ -214,8 +216,13 @@ def test_corrupt_record_length_is_reported_and_reading_resyncs(tmp_path: Path, c
         assert frames == [fr for _, fr in MANY[:20] + MANY[21:]]
         assert src.stats["skipped_bytes"] == 16 + len(MANY[20][1])
         (msg,) = [r.getMessage() for r in caplog.records]
-        assert msg.startswith(f"{path}: corrupt record header (captured length {incl} > 65535) at offset {at};")
+        if incl > MAX_RECORD:
+            what = f"captured length {incl} > {MAX_RECORD}"
+        else:
+            what = f"captured length {incl} runs past the end of the file"
+        assert msg.startswith(f"{path}: corrupt record header ({what}) at offset {at};")
         assert msg.endswith(f"next valid record at offset {_offsets(MANY)[21]}")
+        assert src.stats["over_snaplen"] == 0
     else:
         # the frame read with the wrong length is delivered (the parser judges it), then the
         # records line up again within a few: nothing before the damage or far after it is lost
@@ -225,15 +232,47 @@ def test_corrupt_record_length_is_reported_and_reading_resyncs(tmp_path: Path, c
     assert src.stats["frames"] == len(got)
 
 
-def test_record_longer_than_the_snap_length_is_corrupt(tmp_path: Path) -> None:
-    frames = [(1_700_000_000.0 + i, bytes([i]) * 100) for i in range(6)]
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 16])
+def test_records_longer_than_the_snap_length_are_read_counted_and_reported_once(
+    tmp_path: Path, caplog, monkeypatch, chunk: int
+) -> None:
+    # libpcap reads them (its only hard limit is its own maximum), so must we: a writer that
+    # does not enforce the snap length it declares loses no frames here. Small read chunks make
+    # the long records straddle reads: each is still counted once.
+    from footfall.edge_agent import pcapfile
+
+    monkeypatch.setattr(pcapfile, "CHUNK", chunk)
+    frames = [(1_700_000_000.0 + i, bytes([i]) * (150 if i in (3, 5) else 100)) for i in range(7)]
     data = bytearray(classic("<", False, frames))
-    data[16:20] = struct.pack("<I", 100)  # snap length 100: every record fits it
+    data[16:20] = struct.pack("<I", 100)  # snap length 100
+    path = write(tmp_path, "s.pcap", bytes(data))
+    src = PcapSource(path)
+    with caplog.at_level(logging.WARNING, logger="footfall.edge_agent.pcapfile"):
+        assert list(src) == frames
+        assert list(src) == frames  # a second read: the counters and the warning start afresh
+    assert src.stats["over_snaplen"] == 2
+    assert (src.stats["bad_records"], src.stats["truncated"], src.stats["skipped_bytes"]) == (0, 0, 0)
+    msgs = [r.getMessage() for r in caplog.records]
     at = _offsets(frames)[3]
-    data = _corrupt(bytes(data), at, 101)
-    src = PcapSource(write(tmp_path, "s.pcap", data))
-    assert [fr[0] for _, fr in src] == [0, 1, 2, 4, 5]
-    assert src.stats["bad_records"] == 1
+    assert (
+        msgs
+        == [
+            f"{path}: record at offset {at} is 150 bytes, longer than the file's snap length 100; "
+            "read anyway, as libpcap does (later ones only counted: over_snaplen)"
+        ]
+        * 2
+    )
+
+
+def test_a_length_past_max_record_is_corrupt_whatever_the_snap_length(tmp_path: Path) -> None:
+    frames = [(1_700_000_000.0 + i, bytes([i]) * 100) for i in range(6)]
+    for snaplen in (100, 0, 0x7FFFFFFF):  # small, unset, larger than any frame
+        data = bytearray(classic("<", False, frames))
+        data[16:20] = struct.pack("<I", snaplen)
+        data = _corrupt(bytes(data), _offsets(frames)[3], MAX_RECORD + 1)
+        src = PcapSource(write(tmp_path, "m.pcap", data))
+        assert [fr[0] for _, fr in src] == [0, 1, 2, 4, 5]
+        assert (src.stats["bad_records"], src.stats["over_snaplen"]) == (1, 0)
 
 
 def test_length_past_the_end_with_records_after_it_is_corrupt_not_a_cut(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -129,11 +130,22 @@ def test_refused_port_and_unknown_host_are_logged_once_then_reconnect_is_info(
     if mosquitto_path() is None:
         pytest.skip("mosquitto is not installed")
     caplog.set_level(logging.INFO, logger=LOGGER)
+    # The real resolver, timed: here a ".invalid" name fails in milliseconds (NXDOMAIN, RFC 6761),
+    # but a resolver that times out instead takes its full timeout (5 s x attempts x servers) per
+    # connect attempt. What the test needs is three attempts, however long each takes.
+    t0 = time.monotonic()
+    try:
+        socket.getaddrinfo("no-such-hub.invalid", 1883)
+    except socket.gaierror:
+        pass
+    else:
+        pytest.skip("this resolver answers for .invalid names")
+    lookup_s = time.monotonic() - t0
     with DiskBuffer(tmp_path / "dns.db") as buf:
         pub = Publisher(SITE, SENSOR, "no-such-hub.invalid", 1883, buf, reconnect_min_delay=0.05,
                         reconnect_max_delay=0.1)  # fmt: skip
         with pub:
-            wait_until(lambda: pub.stats()["connect_failures"] >= 3, what="DNS failures")
+            wait_until(lambda: pub.stats()["connect_failures"] >= 3, 20 + 4 * lookup_s, "DNS failures")
         assert lines(caplog, logging.WARNING, "MQTT connect to no-such-hub.invalid:1883 failed: cannot resolve")
         assert len(lines(caplog, logging.WARNING, "no-such-hub.invalid")) == 1
 
@@ -380,15 +392,17 @@ def test_an_exception_in_the_network_loop_makes_the_publisher_dead(
         try:
             wait_until(lambda: pub.connected, what="connected")
             assert pub.dead is None
-            pub.client.message_callback_add(boom_topic, boom)
-            pub.client.subscribe(boom_topic, qos=1)
-            time.sleep(0.3)
+            # Retained and acknowledged before the subscription exists: the broker delivers it
+            # whenever the SUBSCRIBE arrives, so no guess at how long that takes (the broker is
+            # this test's own, so the retained message disturbs nothing else).
             other = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="poke")
             other.connect("127.0.0.1", broker.port)
             other.loop_start()
-            other.publish(boom_topic, b"x", qos=1).wait_for_publish(5)
+            other.publish(boom_topic, b"x", qos=1, retain=True).wait_for_publish(5)
             other.disconnect()
             other.loop_stop()
+            pub.client.message_callback_add(boom_topic, boom)
+            pub.client.subscribe(boom_topic, qos=1)
             wait_until(lambda: pub.dead is not None, 10, "the publisher to report the dead loop")
             assert pub.dead == "LookupError: unknown encoding: idna"
             pub.publish("presence", presence(1))  # still buffered: the next run sends it
@@ -525,3 +539,98 @@ def test_a_corrupt_saved_config_is_ignored(monkeypatch: pytest.MonkeyPatch, tmp_
     agent.apply_config({"v": 1, "type": "config", "optout": ["ab" * 16], "visits": {"inside_rssi": -66}})
     again = Agent(AgentConfig(site=SITE, sensor=SENSOR, buffer_path=str(tmp_path / "buf.db")), lambda k, p: None)
     assert again.identifier.optout == frozenset({"ab" * 16}) and again.config.visits.inside_rssi == -66
+
+
+# -- 3. the in-flight window, probes and lost connections across reconnects -----------------------
+
+
+@pytest.mark.parametrize(("receive_max", "window"), [(4, 3), (1, 1)])
+def test_the_window_leaves_a_slot_of_the_brokers_receive_maximum_for_the_status(
+    tmp_path: Path, receive_max: int, window: int
+) -> None:
+    # Mosquitto's max_inflight_messages is the Receive Maximum of its CONNACK. The `online` status
+    # goes out on every connect outside the buffer's rows: a window of the full Receive Maximum
+    # would put one publish more in flight than the broker takes.
+    if mosquitto_path() is None:
+        pytest.skip("mosquitto is not installed")
+    broker = Broker(tmp_path / "broker", extra_conf=f"max_inflight_messages {receive_max}\n").start()
+    hub = Collector(broker.port)
+    try:
+        with DiskBuffer(tmp_path / "buf.db") as buf, Publisher(SITE, SENSOR, "127.0.0.1", broker.port, buf) as pub:
+            wait_until(lambda: pub.connected, what="connected")
+            assert pub.stats()["window"] == window
+            for i in range(40):
+                pub.publish("presence", presence(i))
+            assert pub.flush(20), pub.stats()
+            wait_until(lambda: len(hub.payloads("presence")) == 40, what="all delivered")
+            assert [p["devices"] for p in hub.payloads("presence")] == list(range(40))
+    finally:
+        hub.close()
+        broker.stop()
+
+
+def test_a_probe_in_flight_at_a_reconnect_is_not_sent_twice() -> None:
+    from footfall.edge_agent.held import HeldBack
+
+    now = [0.0]
+    held = HeldBack(clock=lambda: now[0], first_retry=30)
+    held.refused("t/a", 5, "Not authorized")
+    held.refused("t/b", 9, "Not authorized")
+    held.hold("t/a", 6)
+    now[0] = 31
+    assert held.probes(lambda seq: True) == [("t/a", 5), ("t/b", 9)]
+    held.refused("t/b", 9, "Not authorized")  # b's probe answered; a's still in flight
+    held.retry_now()  # reconnect: paho resends a's probe itself
+    assert held.probes(lambda seq: True) == [("t/b", 9)]  # only b is probed afresh
+    assert not held.due()
+    held.refused("t/a", 5, "Not authorized")  # the resend is answered: a backs off as usual
+    assert held.probes(lambda seq: True) == [] and not held.due()
+    now[0] += 61
+    assert held.probes(lambda seq: True) == [("t/a", 5)]
+
+
+def test_a_loop_failure_without_on_disconnect_still_counts_as_a_lost_connection(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A socket closed under paho: when select() is what fails, loop() returns CONN_LOST without
+    # calling on_disconnect, and the publisher used to go on as if connected.
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    hub = Collector(broker.port)
+    with DiskBuffer(tmp_path / "buf.db") as buf:
+        pub = Publisher(SITE, SENSOR, "127.0.0.1", broker.port, buf, reconnect_min_delay=0.05).start()
+        try:
+            wait_until(lambda: pub.connected, what="connected")
+            pub.publish("presence", presence(0))
+            assert pub.flush(10)
+            sock = pub.client.socket()
+            assert sock is not None
+            sock.close()
+            wait_until(lambda: pub.stats()["disconnects"] == 1, what="the lost connection to be noticed")
+            for i in range(1, 20):
+                pub.publish("presence", presence(i))
+            wait_until(lambda: pub.stats()["reconnects"] == 1 and pub.connected, what="reconnected")
+            assert pub.flush(20), pub.stats()
+            wait_until(lambda: len(hub.payloads("presence")) >= 20, what="all delivered")
+            assert sorted({p["devices"] for p in hub.payloads("presence")}) == list(range(20))
+            # Which of paho's paths sees the closed socket depends on where its loop was (select()
+            # failing: no on_disconnect; a read failing: on_disconnect): either way, one loss.
+            lost = lines(caplog, logging.WARNING, "MQTT connection to 127.0.0.1")
+            assert len(lost) == 1 and lost[0].startswith(f"MQTT connection to 127.0.0.1:{broker.port} lost: "), lost
+        finally:
+            pub.close()
+            hub.close()
+
+
+def test_the_config_wait_gives_the_retained_config_time_and_stays_within_its_timeout(
+    broker: Broker, tmp_path: Path
+) -> None:
+    from footfall.edge_agent.hubconfig import GRACE_S
+
+    with DiskBuffer(tmp_path / "buf.db") as buf, Publisher(SITE, SENSOR, "127.0.0.1", broker.port, buf) as pub:
+        pub.subscribe_config(lambda config: None)
+        wait_until(lambda: pub.connected, what="connected")
+        t0 = time.monotonic()
+        assert not pub.wait_config(0.5)  # no config here: the grace would run on, the timeout ends it
+        assert time.monotonic() - t0 < 0.5 + 1
+        assert pub.wait_config(GRACE_S + 10)  # then the broker has none for us
+        assert time.monotonic() - t0 >= GRACE_S - 0.5

@@ -43,6 +43,7 @@ class Broker:
     port: int = 0
     host: str = "127.0.0.1"
     proc: subprocess.Popen | None = None
+    extra_conf: str = ""  # more mosquitto.conf lines, for a test that needs other broker limits
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -67,7 +68,7 @@ class Broker:
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 0\n"
-            "message_size_limit 1048576\n"
+            "message_size_limit 1048576\n" + self.extra_conf
         )
         with open(self.workdir / "mosquitto.log", "ab") as log:
             self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=log, stderr=log)

@@ -16,10 +16,14 @@ caches, not the agent. These frames keep what makes real traffic expensive:
 - **Their own SSIDs.** A directed probe carries one of the device's own networks (one to
   three, drawn from a pool with a Zipf head: a few hotspots are common, most home networks
   unique), so per-SSID work (the keyed SSID hash) is not served from a cache of a handful.
+- **Many models.** Each device is one of ``MODELS`` models of its phone's chipset family
+  (Zipf: the captured phone most often): a model's element lists are the phone's with its own
+  HT capabilities and extended-capabilities bits, so the element cache meets hundreds of
+  distinct lists, not eleven phones' worth.
 - **OS mix.** Android on 60 % of devices (StatCounter, mobile OS share in Russia 2024: Android
   about two thirds), split between the two Android phones; iOS on the rest, over the nine
-  iPhones. The Oppo probes for its networks in most scans, so about half of all frames carry
-  an SSID, as in the issue's field traffic.
+  iPhones. The Oppo probes for its networks in most scans, so about two thirds of all frames
+  carry an SSID (65 % measured; the issue's field traffic had half).
 
 :func:`describe` prints these properties of a generated file, so a reader can check them.
 Without the captures (a user's clone) the simulator's frames stand in (same element layouts,
@@ -46,6 +50,10 @@ REPO = Path(__file__).resolve().parents[2]
 CAPTURES = Path(os.environ.get("FOOTFALL_SHARED", REPO.parent / "shared")) / "data" / "probe-captures"
 T0 = 1_700_000_000.0
 ANDROID_SHARE = 0.6
+# Phone models per OS family in the air, Zipf-distributed (rank 1 = the captured phone
+# itself): a mall hears hundreds of models; each has its own element lists, so the parser's
+# element cache sees as many distinct lists as the field gives it, not eleven phones' worth.
+MODELS = 300
 # A capture's silence longer than this starts a new piece: iPhone 11-M was recorded twice,
 # weeks apart, and a device replaying it must not sit silent for weeks.
 PIECE_GAP_S = 3600.0
@@ -120,17 +128,26 @@ def _templates() -> list[_Template]:
     return out
 
 
-class _Pool:
-    """SSIDs with a Zipf head: rank k drawn with weight 1/k over a pool of ``n``."""
+class _Zipf:
+    """Ranks 1..n drawn with weight 1/rank (approximately: rank = exp(u * H_n))."""
 
-    def __init__(self, rnd: random.Random, n: int = 200_000) -> None:
+    def __init__(self, rnd: random.Random, n: int) -> None:
         self.rnd = rnd
         self.n = n
         self.h = math.log(n) + 0.5772
 
-    def draw(self) -> bytes:
-        # inverse of the harmonic CDF, approximately: rank = exp(u * H_n)
-        rank = min(self.n, int(math.exp(self.rnd.random() * self.h)))
+    def draw(self) -> int:
+        return min(self.n, int(math.exp(self.rnd.random() * self.h)))
+
+
+class _Pool(_Zipf):
+    """SSIDs: a few hotspots common, most home networks unique."""
+
+    def __init__(self, rnd: random.Random, n: int = 200_000) -> None:
+        super().__init__(rnd, n)
+
+    def draw_ssid(self) -> bytes:
+        rank = self.draw()
         return b"net-%06d" % rank if rank > 50 else b"Free_WiFi_%02d" % rank
 
 
@@ -141,13 +158,41 @@ def _address(rnd: random.Random, la: bool) -> bytes:
     return bytes([rnd.randrange(256) & 0xFC]) + rnd.randbytes(5)
 
 
+def _variant(tail: bytes, model: int, cache: dict[tuple[bytes, int], bytes]) -> bytes:
+    """The element list as another model of the same chipset family would send it: the HT
+    capabilities info and the last extended-capabilities octet carry the model number (model 0
+    is the captured phone itself). Lengths and element order stay, so parsing costs the same."""
+    if not model:
+        return tail
+    out = cache.get((tail, model))
+    if out is None:
+        buf = bytearray(tail)
+        i = 0
+        while i + 2 <= len(buf):
+            eid, ln = buf[i], buf[i + 1]
+            if eid == 45 and ln >= 2:
+                buf[i + 2 : i + 4] = (model * 40503 & 0xFFFF).to_bytes(2, "little")
+            elif eid == 127 and ln >= 1:
+                buf[i + 1 + ln] = model & 0xFF
+            i += 2 + ln
+        out = cache[(tail, model)] = bytes(buf)
+    return out
+
+
 def _device(
-    rnd: random.Random, tpl: _Template, pool: _Pool, arrive: float, stay: float
+    rnd: random.Random,
+    tpl: _Template,
+    pool: _Pool,
+    arrive: float,
+    stay: float,
+    model: int = 0,
+    variants: dict[tuple[bytes, int], bytes] | None = None,
 ) -> Iterator[tuple[float, bytes]]:
+    variants = {} if variants is None else variants
     offset = rnd.uniform(0, tpl.span)
     k = bisect.bisect_left(tpl.times, offset)
     n = len(tpl.frames)
-    own_ssids = [pool.draw() for _ in range(rnd.randint(1, 3))]
+    own_ssids = [pool.draw_ssid() for _ in range(rnd.randint(1, 3))]
     macs: dict[int, bytes] = {}
     elapsed = 0.0
     lap = 0.0
@@ -166,7 +211,7 @@ def _device(
         if sa is None:
             sa = macs[f.mac_index] = _address(rnd, f.la)
         ssid = b"" if f.ssid < 0 else own_ssids[f.ssid % len(own_ssids)]
-        mpdu = f.head + sa + f.mid + bytes((0, len(ssid))) + ssid + f.tail
+        mpdu = f.head + sa + f.mid + bytes((0, len(ssid))) + ssid + _variant(f.tail, model, variants)
         yield arrive + t, f.rt + mpdu + (struct.pack("<I", zlib.crc32(mpdu)) if f.fcs else b"")
         k += 1
 
@@ -181,6 +226,8 @@ def mix_frames(frames: int, at_once: int = 3000, seed: int = 1) -> Iterator[tupl
         return
     rnd = random.Random(seed)
     pool = _Pool(rnd)
+    models = _Zipf(rnd, MODELS)
+    variants: dict[tuple[bytes, int], bytes] = {}
     android = [t for t in templates if t.android]
     ios = [t for t in templates if not t.android]
     mean_stay = 0.7 * 55 + 0.3 * 720
@@ -197,7 +244,7 @@ def mix_frames(frames: int, at_once: int = 3000, seed: int = 1) -> Iterator[tupl
         nonlocal uid
         tpl = rnd.choice(android if android and rnd.random() < ANDROID_SHARE else ios or android)
         stay = rnd.uniform(20, 90) if rnd.random() < 0.7 else rnd.expovariate(1 / 720)
-        it = _device(rnd, tpl, pool, when, stay)
+        it = _device(rnd, tpl, pool, when, stay, models.draw() - 1, variants)
         first = next(it, None)
         if first is not None:
             uid += 1
