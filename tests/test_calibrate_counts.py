@@ -455,20 +455,12 @@ def test_end_to_end_simulated_store_moves_toward_the_truth(tmp_path, capsys):
     link.relink(conn, cfg, since=0, now=end + cfg.settle_s)
 
     # Ground truth per local (UTC) hour: visitors by when they came in, passers-by by arrival.
-    truth: dict[int, dict[int, list[int]]] = {i: {} for i in range(len(run.truth["days"]))}
-    for p in run.truth["people"]:
-        if p["kind"] == "visitor" and p["inside"]:
-            t, k = p["inside"][0], 0
-        elif p["kind"] == "passerby":
-            t, k = p["arrive"], 1
-        else:
-            continue
-        hour = int(t // 3600 * 3600)
-        truth[p["day"]].setdefault(hour, [0, 0])[k] += 1
-    lines = ["start,visitors,passersby"]
-    for hour, (v, pb) in sorted(truth[0].items()):
-        lines.append(f"{datetime.fromtimestamp(hour, UTC).isoformat()},{v},{pb}")
-    path = write(tmp_path, "\n".join(lines) + "\n", "door.csv")
+    from footfall.tools.evaluate_calibration import door_count_csv, hourly_truth
+
+    truth = hourly_truth(run.truth)
+    text = door_count_csv(truth, [0])
+    lines = text.strip().splitlines()
+    path = write(tmp_path, text, "door.csv")
 
     report = fit_counts(conn, read_counts(path, cfg.tz), cfg.tz)
     assert report["intervals_used"] == len(lines) - 1 and report["days"] == [run.truth["days"][0]["date"]]

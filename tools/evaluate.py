@@ -384,11 +384,15 @@ def format_scores(title: str, s: Scores) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.linking:
         return cmd_linking(args.seeds, args.json, args.workdir)
-    if args.metrics or args.live:
+    if args.metrics or args.live or args.calibration:
         from footfall.tools.evaluate_live import cmd_live
         from footfall.tools.evaluate_metrics import cmd_metrics
 
         try:
+            if args.calibration:
+                from footfall.tools.evaluate_calibration import cmd_calibration
+
+                return cmd_calibration(args.seeds, args.json, args.workdir)
             if args.live:
                 return cmd_live(args.seeds, args.workdir)
             return cmd_metrics(args.seeds, args.json, args.workdir)
@@ -466,11 +470,16 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         help="replay a simulated day as it happens, the link job every 15 min: how much settled figures move",
     )
     p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="a door-count calibration on the 3-day simulated stores, checked on days it was not fitted on",
+    )
+    p.add_argument(
         "--linking", action="store_true", help="the linker on the simulated stores of --metrics, beside the baselines"
     )
     p.add_argument(
-        "--seeds", default="held-out", help="with --metrics/--live/--linking: held-out, tuning, all, 1,11-15"
+        "--seeds", default="held-out", help="with --metrics, --calibration etc.: held-out, tuning, all, 1,11-15"
     )
-    p.add_argument("--workdir", help="with --metrics: keep simulations and databases here")
+    p.add_argument("--workdir", help="with --metrics/--calibration: keep simulations and databases here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -69,6 +69,7 @@ __all__ = [
     "format_day",
     "hub_config",
     "ingest",
+    "link_run",
     "naive_figures",
     "occupancy_scores",
     "parse_seeds",
@@ -230,17 +231,24 @@ class DayResult:
     occupancy: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate_run(run: SimRun, workdir: Path) -> list[DayResult]:
-    """Ingest the whole run, link, and read every day's figures off the API."""
+def link_run(run: SimRun, workdir: Path) -> tuple[Path, Any]:
+    """A fresh hub database with the whole run ingested, linked and summarized, as the hub's link
+    job leaves it. Returns (database path, ingest writer: its ``conn`` and ``config``)."""
     from footfall.hub import link, summaries
 
     db = workdir / f"hub-{run.scenario.seed}.db"
     if db.exists():
         db.unlink()
     writer, _ = ingest(run, db)
+    link.relink(writer.conn, writer.config, since=0)
+    summaries.rebuild_summaries(writer.conn)
+    return db, writer
+
+
+def evaluate_run(run: SimRun, workdir: Path) -> list[DayResult]:
+    """Ingest the whole run, link, and read every day's figures off the API."""
+    db, writer = link_run(run, workdir)
     conn = writer.conn
-    link.relink(conn, writer.config, since=0)
-    summaries.rebuild_summaries(conn)
     results = []
     before: set[str] = set()
     for i, d in enumerate(run.truth["days"]):
