@@ -567,3 +567,27 @@ def test_synthetic_bench_frames_parse() -> None:
     probes = [parser.parse(fr, 0.0) for fr in _synthetic_cycle(500)]
     assert parser.stats["ok"] == 500
     assert len({p.fingerprint for p in probes}) == 11  # one per made-up device model
+
+
+def test_real_mix_frames_are_valid_and_have_the_field_properties(tmp_path: Path) -> None:
+    """The throughput benchmark's capture (tools/bench/realmix.py): every frame a valid probe
+    with a right FCS, in time order, many addresses, SSIDs of the devices' own, many distinct
+    element lists."""
+    from footfall.tools.bench.realmix import CAPTURES, describe, make_mix_pcap
+
+    if not (CAPTURES.is_dir() and any(CAPTURES.glob("*.pcap"))):
+        pytest.skip("the real mix is built from the shared real captures")
+    path = tmp_path / "mix.pcap"
+    assert make_mix_pcap(path, 20_000, at_once=500) == 20_000
+    parser = Parser()
+    last = 0.0
+    for ts, frame in read_frames(path):
+        p = parser.parse(frame, ts)
+        assert p is not None and p.ies_complete and ts >= last
+        last = ts
+        rtlen = frame[2] | frame[3] << 8
+        assert zlib.crc32(frame[rtlen:-4]) == int.from_bytes(frame[-4:], "little")
+    d = describe(path)
+    assert d["frames"] == 20_000 and d["addresses"] > 1000
+    assert 0.4 < d["ssid_share"] < 0.8 and d["distinct_ssids"] > 50
+    assert d["distinct_element_lists"] > 1000
