@@ -521,6 +521,7 @@ def _stable_key(blob: bytes) -> tuple[bytes, bytes, int | None, bool]:
     ds = None
     seen_ssid = False
     i = 0
+    run = 0  # start of the elements not yet copied: kept elements are copied a run at a time
     n = len(blob)
     while i + 2 <= n:
         eid = blob[i]
@@ -528,29 +529,41 @@ def _stable_key(blob: bytes) -> tuple[bytes, bytes, int | None, bool]:
         k = j + blob[i + 1]
         if k > n:
             break
-        if eid == 0:
-            if not seen_ssid:
-                ssid = blob[j:k]
-                seen_ssid = True
-            parts.append(b"\x00\x00")
-        elif eid == 3:
-            if ds is None and k > j:
-                ds = blob[j]
-            parts.append(b"\x03\x00")
-        elif eid == 255 and k > j and blob[j] == _EXT_FILS_REQ:
-            parts.append(b"\xff\x01\x02")
-        elif eid == 59 and k > j:
-            parts.append(bytes((59, k - j - 1)) + blob[j + 1 : k])
-        elif eid == 221 and k - j >= 4 and blob[j : j + 4] in (_OUI_WPS, _OUI_P2P):
-            body = _wps_without_uuid(blob[j:k]) if blob[j : j + 4] == _OUI_WPS else blob[j : j + 4]
-            parts.append(bytes((221, len(body))) + body)
-        else:
-            parts.append(blob[i:k])
+        if eid in _VOLATILE:  # one test for the common element (this runs on every cache miss)
+            repl = None
+            if eid == 0:
+                if not seen_ssid:
+                    ssid = blob[j:k]
+                    seen_ssid = True
+                repl = b"\x00\x00"
+            elif eid == 3:
+                if ds is None and k > j:
+                    ds = blob[j]
+                repl = b"\x03\x00"
+            elif eid == 255:
+                if k > j and blob[j] == _EXT_FILS_REQ:
+                    repl = b"\xff\x01\x02"
+            elif eid == 59:
+                if k > j:
+                    repl = bytes((59, k - j - 1)) + blob[j + 1 : k]
+            elif k - j >= 4 and blob[j : j + 4] in (_OUI_WPS, _OUI_P2P):  # 221
+                body = _wps_without_uuid(blob[j:k]) if blob[j : j + 4] == _OUI_WPS else blob[j : j + 4]
+                repl = bytes((221, len(body))) + body
+            if repl is not None:
+                if run < i:
+                    parts.append(blob[run:i])
+                parts.append(repl)
+                run = k
         i = k
+    if run < i:
+        parts.append(blob[run:i])
     complete = i == n
     if not complete:
         parts.append(_CUT)
     return b"".join(parts), ssid, ds, complete
+
+
+_VOLATILE = frozenset((0, 3, 59, 221, 255))  # elements _stable_key may rewrite
 
 
 _IE_IDS: dict[tuple[int, ...], tuple[int, ...]] = {}
