@@ -51,6 +51,11 @@ MAX_BURST_OFFSETS = 64
 MAX_RSSI_MINUTES = 1441
 RSSI_NO_READING = -128
 VISIT_CLASSES = ("visitor", "passerby")
+# Presence bounds. An agent counts at most its tracker's open visits (``max_devices``, 100,000)
+# and reports every ``presence_interval_s`` (60 s by default): anything beyond is a broken or
+# hostile sender, and stored it would reach the dashboard as "Now in store" as it is.
+MAX_PRESENCE_DEVICES = 100_000
+MAX_PRESENCE_WINDOW_S = 86400.0
 STATUS_STATES = ("online", "offline")
 
 
@@ -418,7 +423,21 @@ def validate(raw: bytes | str, kind: str | None = None) -> dict[str, Any]:
             _check_visit_v2(payload)
     elif ptype == "status" and payload["state"] not in STATUS_STATES:
         raise SchemaError(f"state must be one of {STATUS_STATES}")
+    elif ptype == "presence":
+        _check_presence(payload)
     return payload
+
+
+def _check_presence(payload: dict[str, Any]) -> None:
+    """Counts a sensor can have heard: ``0 <= inside <= devices <= MAX_PRESENCE_DEVICES`` and
+    ``0 < window_s <= MAX_PRESENCE_WINDOW_S`` (``inside`` is the part of ``devices`` inside)."""
+    devices, inside, window = payload["devices"], payload["inside"], payload["window_s"]
+    if not 0 <= devices <= MAX_PRESENCE_DEVICES:
+        raise SchemaError(f"devices must be a count 0..{MAX_PRESENCE_DEVICES}, got {devices}")
+    if not 0 <= inside <= devices:
+        raise SchemaError(f"inside must be a count 0..devices ({devices}), got {inside}")
+    if not 0 < window <= MAX_PRESENCE_WINDOW_S:
+        raise SchemaError(f"window_s must be seconds in (0, {MAX_PRESENCE_WINDOW_S:g}], got {window}")
 
 
 def _versions(versions: tuple[int, ...]) -> str:

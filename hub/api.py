@@ -353,6 +353,17 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             raise HTTPException(400, f"range of {(e - s).days + 1} days is too long (at most {longest})")
         return s, e
 
+    def known_zone(conn: sqlite3.Connection, zone: str | None) -> str | None:
+        """``zone`` if the store has it; an unknown one is a 404 naming the known zones (a typo
+        used to answer all zeros, which reads as a zone where nobody went)."""
+        if not zone:
+            return None
+        zones = metrics.known_zones(conn)
+        if zone not in zones:
+            known = ", ".join(zones) if zones else "none yet (no sensor has reported)"
+            raise HTTPException(404, f"unknown zone {zone!r}; known zones: {known}")
+        return zone
+
     Who = Annotated[auth.Principal, Depends(principal)]
     authed = [Depends(principal)]
     start_q = Query(None, description="first local day, YYYY-MM-DD (default today)")
@@ -464,7 +475,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         start: str | None = start_q,
         end: str | None = end_q,
         granularity: str = Query("hour", description="hour, day or week"),
-        zone: str | None = Query(None, description="one zone (sensor id); default the whole store"),
+        zone: str | None = Query(None, description="one zone (sensor id); default the whole store; unknown: 404"),
         include_excluded: bool = excl_q,
         format: str = fmt_q,
     ) -> Any:
@@ -476,7 +487,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         longest = settings.max_hour_days if granularity == "hour" else settings.max_days
         s, e = period(start, end, longest=longest)
         out = metrics.footfall(
-            conn, s, e, granularity=granularity, zone=zone or None, include_excluded=include_excluded
+            conn, s, e, granularity=granularity, zone=known_zone(conn, zone), include_excluded=include_excluded
         )
         out = figures.annotate_footfall(conn, out, s, e)
         if _format(format) == "csv":
@@ -488,13 +499,13 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
         conn: Conn,
         start: str | None = start_q,
         end: str | None = end_q,
-        zone: str | None = Query(None, description="one zone (sensor id)"),
+        zone: str | None = Query(None, description="one zone (sensor id); unknown: 404"),
         include_excluded: bool = excl_q,
         format: str = fmt_q,
     ) -> Any:
         """Dwell-time distribution: histogram, buckets, median and mean."""
         s, e = period(start, end, longest=settings.max_days)
-        out = metrics.engagement(conn, s, e, zone=zone or None, include_excluded=include_excluded)
+        out = metrics.engagement(conn, s, e, zone=known_zone(conn, zone), include_excluded=include_excluded)
         out = figures.annotate_engagement(conn, out, s, e)
         if _format(format) == "csv":
             return _csv_response(engagement_csv(out), f"dwell-{s}-{e}")
@@ -596,7 +607,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     # O2O retargeting: reports behind the hub's login; the POS and share links carry their own keys.
     from footfall.hub.o2o import web as o2o_web
 
-    app.include_router(o2o_web.report_router(db_path), dependencies=authed)
+    app.include_router(o2o_web.report_router(db_path, settings.clock), dependencies=authed)
     app.include_router(o2o_web.pos_router(db_path))
     app.include_router(o2o_web.share_router(db_path))
 

@@ -186,6 +186,7 @@ class CompareHour(BaseModel):
 class Compare(BaseModel):
     as_of: float
     local_time: str
+    tz: str = Field("UTC", description="the store's time zone (IANA name): every time the dashboard shows is in it")
     today: DayTraffic
     last_week_same_time: DayTraffic
     last_week_full_day: DayTraffic
@@ -196,7 +197,9 @@ class Compare(BaseModel):
 class Sensor(BaseModel):
     site: str
     sensor: str
-    status: str = Field(description="online, offline or stale")
+    status: str = Field(
+        description="online, offline, stale, or replayed (data from a recorded capture played back, as in the demo)"
+    )
     state: str | None
     version: str | None
     online_since: float | None
@@ -216,6 +219,7 @@ class Sensors(BaseModel):
     online: int
     offline: int
     stale: int
+    replayed: int = 0
     sensors: list[Sensor]
 
 

@@ -24,6 +24,7 @@ Example (``/etc/footfall/hub.toml``)::
     [ingest]
     batch_max = 5000                 # commit after this many messages ...
     batch_ms = 50                    # ... or this long, whichever comes first, then ack
+    max_clock_ahead_s = 300          # visits/presence timed further ahead of our clock: rejected
 
     [retention]
     raw_days = 400                   # sensor_visits and visits; rolled up into hourly first
@@ -91,6 +92,10 @@ class IngestConfig:
     log_every_s: float = 10.0
     # Retention and staff exclusion run from the ingest loop this often.
     housekeeping_s: float = 3600.0
+    # A visit or presence report timed more than this ahead of the hub's clock is rejected as
+    # ``future``: sensors and hub run NTP, so 5 minutes covers a sensor whose clock has drifted
+    # before it synced; a larger error is a wrong clock whose data would land in the wrong hours.
+    max_clock_ahead_s: float = 300.0
 
 
 @dataclass
@@ -155,6 +160,14 @@ class HubConfig:
             raise ConfigError("merge_gap_s must be >= 0")
         if self.settle_s < 0 or self.link_every_s < 0:
             raise ConfigError("settle_s and link_every_s must be >= 0")
+        if not 0 <= self.ingest.max_clock_ahead_s < float("inf"):
+            raise ConfigError("ingest.max_clock_ahead_s must be a number of seconds >= 0")
+        if self.ingest.batch_max < 1 or self.ingest.batch_ms <= 0:
+            raise ConfigError("ingest.batch_max must be >= 1 and ingest.batch_ms > 0")
+        if self.mqtt.receive_maximum <= self.ingest.batch_max:
+            raise ConfigError("mqtt.receive_maximum must be larger than ingest.batch_max")
+        if min(self.retention.raw_days, self.retention.presence_days, self.retention.o2o_days) < 1:
+            raise ConfigError("retention days must be >= 1")
         if self.hours:
             try:
                 parse_hours(self.hours)
@@ -164,12 +177,6 @@ class HubConfig:
     @property
     def opening_hours(self) -> tuple[float, float] | None:
         return parse_hours(self.hours) if self.hours else None
-        if self.ingest.batch_max < 1 or self.ingest.batch_ms <= 0:
-            raise ConfigError("ingest.batch_max must be >= 1 and ingest.batch_ms > 0")
-        if self.mqtt.receive_maximum <= self.ingest.batch_max:
-            raise ConfigError("mqtt.receive_maximum must be larger than ingest.batch_max")
-        if min(self.retention.raw_days, self.retention.presence_days, self.retention.o2o_days) < 1:
-            raise ConfigError("retention days must be >= 1")
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:

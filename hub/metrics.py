@@ -234,6 +234,14 @@ def footfall(
     }
 
 
+def known_zones(conn: sqlite3.Connection) -> list[str]:
+    """Every zone a report can be asked about: the sensors that ever sent something and the
+    zones in the summaries (a sensor since removed still has its history). The summary tables
+    hold a row per day and zone, not per visit: reading them stays cheap for a year of data."""
+    rows = conn.execute("SELECT sensor FROM sensors UNION SELECT zone FROM agg_day UNION SELECT zone FROM hourly")
+    return sorted(r[0] for r in rows if r[0])
+
+
 def unique_visitors(conn: sqlite3.Connection, start: date, end: date, *, include_excluded: bool = False) -> int:
     """Distinct visitor devices in [start, end] (summarized days).
 
@@ -538,6 +546,7 @@ def compare(
     return {
         "as_of": now,
         "local_time": local_now.strftime("%H:%M"),
+        "tz": getattr(zone, "key", None) or str(zone),
         "today": today_block,
         "last_week_same_time": lw_block,
         "last_week_full_day": {"date": last_week.isoformat(), **_traffic(int(lw_full[0]), int(lw_full[1]), lw_full[2])},
@@ -553,15 +562,16 @@ def compare(
 
 
 def sensor_health(conn: sqlite3.Connection, *, now: float | None = None, stale_after_s: float = 180) -> dict[str, Any]:
-    """Each sensor's state: ``online``, ``offline`` (its last will or an offline status), or
-    ``stale`` (claims online but silent for ``stale_after_s``: power cut, network loss)."""
+    """Each sensor's state: ``online``, ``offline`` (its last will or an offline status),
+    ``stale`` (claims online but silent for ``stale_after_s``: power cut, network loss), or
+    ``replayed`` (its data is a recorded capture played back, as in the demo: not live, not broken)."""
     now = time.time() if now is None else now
     sensors = []
     for r in conn.execute("SELECT * FROM sensors ORDER BY site, sensor"):
         row = dict(r) if isinstance(r, sqlite3.Row) else dict(zip([c[0] for c in conn.description], r, strict=True))
         last = row.get("last_message")
-        if row.get("state") == "offline":
-            status = "offline"
+        if row.get("state") in ("offline", "replayed"):
+            status = row["state"]
         elif last is None or now - last > stale_after_s:
             status = "stale"
         else:
@@ -590,7 +600,7 @@ def sensor_health(conn: sqlite3.Connection, *, now: float | None = None, stale_a
                 "health": health if isinstance(health, dict) else None,
             }
         )
-    counts = {k: sum(1 for s in sensors if s["status"] == k) for k in ("online", "offline", "stale")}
+    counts = {k: sum(1 for s in sensors if s["status"] == k) for k in ("online", "offline", "stale", "replayed")}
     return {"as_of": now, "stale_after_s": stale_after_s, **counts, "sensors": sensors}
 
 

@@ -12,7 +12,8 @@ import time
 
 from footfall.hub import metrics
 
-STATE_VALUE = {"online": 1, "stale": 0.5, "offline": 0}
+# A replayed sensor (the demo's) is not capturing anything live: down, like an offline one.
+STATE_VALUE = {"online": 1, "stale": 0.5, "offline": 0, "replayed": 0}
 
 
 def _label(value: object) -> str:
@@ -35,7 +36,7 @@ def exposition(conn: sqlite3.Connection, *, now: float | None = None, stale_afte
 
     health = metrics.sensor_health(conn, now=now, stale_after_s=stale_after_s)
     sensors = health["sensors"]
-    family("footfall_sensor_up", "gauge", "1 online, 0.5 stale (silent), 0 offline (last will)")
+    family("footfall_sensor_up", "gauge", "1 online, 0.5 stale (silent), 0 offline (last will) or replayed")
     for s in sensors:
         sample("footfall_sensor_up", STATE_VALUE[s["status"]], site=s["site"], sensor=s["sensor"])
     family("footfall_sensor_last_message_age_seconds", "gauge", "seconds since the sensor's last message")
@@ -62,7 +63,7 @@ def exposition(conn: sqlite3.Connection, *, now: float | None = None, stale_afte
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 sample(name, value, site=s["site"], sensor=s["sensor"])
     family("footfall_sensors", "gauge", "sensors by state")
-    for state in ("online", "stale", "offline"):
+    for state in ("online", "stale", "offline", "replayed"):
         sample("footfall_sensors", health[state], state=state)
     family("footfall_ingest_rejected_total", "counter", "MQTT messages ingest rejected, by reason")
     for r in metrics.rejects(conn)["reasons"]:

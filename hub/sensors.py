@@ -15,6 +15,10 @@
 
 A sensor is *stale* when nothing arrived from it for more than 3 heartbeat intervals: it may
 be online on the broker but no longer capturing or reporting.
+
+A sensor is *replayed* (state ``replayed``, set by ``mark_replayed``) when its data is a
+recorded capture played back once, as in ``footfall demo``: neither online (nothing live is
+connected) nor offline (nothing is broken). Any later live status message replaces it.
 """
 
 from __future__ import annotations
@@ -61,6 +65,20 @@ def apply_status(conn: sqlite3.Connection, payload: Mapping[str, Any], *, receiv
                                         THEN sensors.offline_since ELSE excluded.offline_since END""",
             (site, sensor, since, ts),
         )
+
+
+def mark_replayed(conn: sqlite3.Connection, site: str, sensors: list[str], *, until: float) -> None:
+    """Say that these sensors' data is a replay that ran up to ``until`` (kept in ``status_ts``).
+
+    Their agents closed after the replay and said ``offline``: true of the agent process, but a
+    store manager reads red "offline" as a broken sensor, and green "online" would be a lie."""
+    conn.executemany(
+        """INSERT INTO sensors (site, sensor, state, status_ts) VALUES (?, ?, 'replayed', ?)
+           ON CONFLICT (site, sensor) DO UPDATE SET state = 'replayed', offline_since = NULL,
+               status_ts = excluded.status_ts""",
+        [(site, sensor, until) for sensor in sensors],
+    )
+    conn.commit()
 
 
 def apply_health(conn: sqlite3.Connection, payload: Mapping[str, Any]) -> None:
@@ -114,7 +132,7 @@ class ActivityMeter:
 class SensorHealth:
     site: str
     sensor: str
-    state: str  # online | offline | unknown
+    state: str  # online | offline | replayed | unknown
     stale: bool
     online_since: float | None
     offline_since: float | None

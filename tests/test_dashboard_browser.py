@@ -20,6 +20,8 @@ import pytest
 
 from footfall.hub import auth, segments, store
 from footfall.hub.api import WebSettings, create_app
+from footfall.hub.sensors import mark_replayed
+from footfall.tools.bench.seed_store import SITE as SEED_SITE
 from footfall.tools.bench.seed_store import build
 from tests.conftest import free_port, wait_port
 
@@ -61,6 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     )
     segments.refresh_segments(conn, now=t - 3600)
     segments.refresh_segments(conn, now=t)
+    # A fifth sensor whose data is a replay, as in the demo: neither online nor offline.
+    mark_replayed(conn, SEED_SITE, ["replay-s9"], until=t - 600)
     conn.close()
     # Presence stays "fresh" for the whole test however slow the machine: the number shown
     # must then equal the API's exactly.
@@ -77,14 +81,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
 
 def no_horizontal_overflow(page, width: int) -> None:
     """The document is no wider than the viewport and nothing in a card is cut off (the page
-    was once 508 px wide on a phone, with its tables cut off)."""
+    was once 508 px wide on a phone, with its tables cut off). A table wider than the screen
+    must scroll inside a box of its own (itself or an ancestor with overflow-x auto/scroll)
+    that fits the screen, never widen the page."""
     widths = page.evaluate("() => [document.documentElement.scrollWidth, document.body.scrollWidth]")
     assert max(widths) <= width, f"page is {max(widths)} px wide on a {width} px screen"
     cut = page.evaluate(
-        """() => [...document.querySelectorAll('.topbar, .kpi, .card, table, svg')]
-            .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5
-                || (!(e instanceof SVGElement) && e.scrollWidth > e.clientWidth + 1))
-            .map((e) => e.id || e.getAttribute('class') || e.tagName)"""
+        """() => {
+            const scrolls = (e) => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
+            const fits = (e) => e.getBoundingClientRect().right <= window.innerWidth + 0.5;
+            const bad = [...document.querySelectorAll('.topbar, .kpi, .card, svg')]
+                .filter((e) => !fits(e) || (!(e instanceof SVGElement) && e.scrollWidth > e.clientWidth + 1));
+            for (const t of document.querySelectorAll('table')) {
+                let box = t;
+                while (box && box !== document.body && !scrolls(box)) box = box.parentElement;
+                const scroller = box && box !== document.body ? box : null;
+                if (scroller ? !fits(scroller) : !fits(t) || t.scrollWidth > t.clientWidth + 1) bad.push(t);
+            }
+            return bad.map((e) => e.id || e.getAttribute('class') || e.tagName);
+        }"""
     )
     assert cut == [], f"wider than the screen or cut off: {cut}"
 
@@ -106,7 +121,8 @@ def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1366, "height": 1000})
+            # The browser in another zone than the store: every time shown must still be the store's.
+            page = browser.new_page(viewport={"width": 1366, "height": 1000}, timezone_id="America/Los_Angeles")
             failed: list[str] = []
             # Nothing may come from outside the hub (no CDN): record any foreign request.
             page.on("request", lambda r: None if r.url.startswith((base, "data:")) else failed.append(r.url))
@@ -130,6 +146,15 @@ def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -
             def number(sel: str) -> int:
                 return int("".join(ch for ch in page.inner_text(sel) if ch.isdigit()))
 
+            # One clock: the store's zone, named once in the header; "updated" is the hub's clock in it.
+            assert compare["tz"] == "Europe/Paris"
+            expect(page.locator("#store-tz")).to_have_text("store time: Europe/Paris")
+            assert page.locator("text=Europe/Paris").count() == 1
+            hh, mm = map(int, compare["local_time"].split(":"))
+            shown = re.fullmatch(r"updated (\d\d):(\d\d)", page.inner_text("#updated"))
+            assert shown, page.inner_text("#updated")
+            assert abs((int(shown[1]) * 60 + int(shown[2])) - (hh * 60 + mm)) % 1440 in (0, 1, 1439)
+
             assert now["source"] == "presence" and now["now_in_store"] > 0
             assert number("#now-in-store") == now["now_in_store"]
             # No estimates in this store: the page shows heard counts and says they are not estimates.
@@ -142,7 +167,11 @@ def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -
             assert number("#today-visitors") == compare["today"]["visitors"]
             assert number("#range-visitors") == footfall["totals"]["visitors"]
             assert footfall["totals"]["visitors"] > 0
-            assert page.locator("#sensors tr").count() == 4
+            assert page.locator("#sensors tr").count() == 5
+            assert page.locator("#sensors tr[data-status='online']").count() == 3
+            replayed = page.locator("#sensors tr[data-status='replayed']")
+            assert replayed.count() == 1 and "replayed" in replayed.inner_text()
+            assert "recorded capture" in page.inner_text("#sensors-note")
             assert page.locator("#chart-footfall svg rect").count() > 10
 
             # Segments and clusters: the seeded names with the API's sizes, a trend line each.
@@ -193,9 +222,16 @@ def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -
             if os.environ.get("FOOTFALL_SCREENSHOT_DIR"):
                 shutil.copy(tmp_path / "phone.png", Path(os.environ["FOOTFALL_SCREENSHOT_DIR"]) / "seeded-phone.png")
                 shutil.copy(shot, Path(os.environ["FOOTFALL_SCREENSHOT_DIR"]) / "seeded-desktop.png")
+            # The other pages a manager opens on a phone: the O2O report's wide table scrolls in its box.
+            page.goto(base + "/o2o")
+            page.wait_for_selector("table")
+            no_horizontal_overflow(page, 390)
+            page.goto(base + "/")
+            page.wait_for_selector("body[data-loaded='1']", timeout=20_000)
 
             page.click("#logout")
             page.wait_for_url(base + "/login")
+            no_horizontal_overflow(page, 390)
             assert page.request.get(base + "/api/now").status == 401
         finally:
             browser.close()

@@ -257,3 +257,91 @@ def test_cli_user_and_apikey(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
     conn.close()
     args = parser.parse_args(["serve", "--db", str(db), "--port", "9999", "--tz", "Europe/Paris"])
     assert (args.port, args.tz) == (9999, "Europe/Paris")
+
+
+def test_unknown_zone_is_a_404_naming_the_known_zones(app_client: TestClient) -> None:
+    login(app_client)
+    day = {"start": D.isoformat(), "end": D.isoformat()}
+    for path in ("/api/footfall", "/api/engagement"):
+        # A known zone (a sensor, or a zone in the summaries) still answers; an empty one is the store.
+        assert app_client.get(path, params={**day, "zone": "entrance"}).status_code == 200, path
+        assert app_client.get(path, params={**day, "zone": ""}).json()["zone"] is None, path
+        for fmt in ("json", "csv"):
+            r = app_client.get(path, params={**day, "zone": "entrnce", "format": fmt})
+            assert r.status_code == 404, (path, fmt)
+            assert r.json() == {"detail": "unknown zone 'entrnce'; known zones: entrance, floor"}, path
+    floor = app_client.get("/api/footfall", params={**day, "zone": "floor"}).json()
+    assert floor["zone"] == "floor" and floor["totals"]["visitors"] == 6
+
+
+def test_unknown_zone_before_any_sensor_reported(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    conn = store.connect(db)
+    key = auth.create_api_key(conn, "t")
+    conn.commit()
+    conn.close()
+    with TestClient(create_app(db, WebSettings(tz="UTC", refresh_interval_s=0, clock=lambda: NOW))) as client:
+        r = client.get("/api/footfall", params={"zone": "s1"}, headers={"X-API-Key": key})
+    assert r.status_code == 404
+    assert r.json()["detail"] == "unknown zone 's1'; known zones: none yet (no sensor has reported)"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field", "message"),
+    [
+        ("/o2o", {"end": "9999-12-31"}, "end", "end must be a day from 1970-01-01 to 2027-03-11 (a year past today)"),
+        ("/o2o", {"end": "2027-03-12"}, "end", "end must be a day from 1970-01-01 to 2027-03-11"),
+        ("/o2o", {"end": "0001-01-03"}, "end", "end must be a day from 1970-01-01"),
+        ("/o2o", {"start": "1969-12-31", "end": "1970-01-02"}, "start", "start must be a day from 1970-01-01"),
+        ("/o2o", {"start": "2026-02-30"}, "start", "start must be a date as YYYY-MM-DD, got '2026-02-30'"),
+        ("/o2o", {"start": "2026-03-10", "end": "2026-03-01"}, "end", "end 2026-03-01 is before start 2026-03-10"),
+        ("/api/o2o/report", {"end": "9999-12-31"}, "end", "end must be a day from 1970-01-01"),
+        ("/api/o2o/invoice", {"start": "2026-01-01", "end": "9999-12-31"}, "end", "a year past today"),
+        ("/api/o2o/register", {"end": "50000-01-01"}, "end", "end must be a date as YYYY-MM-DD"),
+    ],
+)
+def test_o2o_dates_out_of_range_are_a_clear_422(
+    app_client: TestClient, path: str, query: dict[str, str], field: str, message: str
+) -> None:
+    # A far-future end date was a 500 (the page's dates overflowed Python's datetime).
+    login(app_client)
+    r = app_client.get(path, params=query)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]  # FastAPI's own shape for a query parameter it refuses
+    assert error["loc"] == ["query", field] and error["type"] == "value_error"
+    assert message in error["msg"]
+
+
+def test_o2o_dates_within_range_still_answer(app_client: TestClient) -> None:
+    login(app_client)
+    assert app_client.get("/o2o", params={"end": "2027-03-11"}).status_code == 200  # a year past today (NOW)
+    assert app_client.get("/o2o", params={"start": "1970-01-01", "end": "1970-01-05"}).status_code == 200
+    r = app_client.get("/api/o2o/report", params={"end": D.isoformat()})
+    assert r.status_code == 200 and r.json()["end"] == NOW - 15.5 * 3600 + 86400
+
+
+def test_every_csv_export_has_its_header_even_with_no_rows(tmp_path: Path) -> None:
+    from footfall.hub.o2o import reports, scenarios
+
+    db = tmp_path / "empty.db"
+    conn = store.connect(db)
+    key = auth.create_api_key(conn, "t")
+    conn.commit()
+    conn.close()
+    names = ["now", "footfall", "engagement", "loyalty", "compare", "occupancy", "sensors", "rejects"]
+    names += ["segments", "clusters"]
+    with TestClient(create_app(db, WebSettings(tz="UTC", refresh_interval_s=0, clock=lambda: NOW))) as client:
+        client.headers["X-API-Key"] = key
+        for path in [f"/api/{n}/csv" for n in names] + ["/api/o2o/report?format=csv"]:
+            r = client.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), path
+            assert r.text.endswith("\n") and r.text.splitlines()[0].count(",") >= 2, (path, r.text)
+        # The O2O report had no scenario: 0 bytes, which a spreadsheet import refuses.
+        empty = client.get("/api/o2o/report", params={"format": "csv"}).text
+        assert empty.splitlines() == [",".join(reports.REPORT_COLUMNS)]
+        conn = store.connect(db)
+        scenarios.add(conn, scenarios.Scenario(name="quick", target="passersby"))
+        conn.commit()
+        conn.close()
+        lines = client.get("/api/o2o/report", params={"format": "csv"}).text.splitlines()
+        assert lines[0] == empty.strip() and lines[1].startswith("quick,")  # the same header with rows

@@ -291,6 +291,13 @@ def test_config_from_toml_with_env_overrides(tmp_path: Path) -> None:
         from_dict({"mqtt": {"port": "many"}}, env={})
     with pytest.raises(ConfigError, match="site"):
         from_dict({"site": "a/b"}, env={})
+    # Checks that once sat after a return and never ran.
+    with pytest.raises(ConfigError, match="retention days"):
+        from_dict({"retention": {"raw_days": 0}}, env={})
+    with pytest.raises(ConfigError, match="receive_maximum"):
+        from_dict({"ingest": {"batch_max": 100}, "mqtt": {"receive_maximum": 50}}, env={})
+    with pytest.raises(ConfigError, match="batch_max"):
+        from_dict({"ingest": {"batch_max": 0}}, env={})
 
 
 def test_cli_ingest_sensors_retention_remerge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

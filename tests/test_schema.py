@@ -283,3 +283,29 @@ def test_versions_are_accepted_per_type() -> None:
     assert not schema.supported_version({"v": 2, "type": "status"})
     assert not schema.supported_version({"v": True, "type": "visit"})
     assert schema.supported_version({"v": 2, "type": "nonsense"})  # then it is the type that is wrong
+
+
+PRESENCE = schema.presence_payload(site="s", sensor="a", ts=1_700_000_000.0, window_s=60, devices=12, inside=5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"devices": -100}, "devices must be a count 0..100000, got -100"),
+        ({"inside": -100}, "inside must be a count 0..devices (12), got -100"),
+        ({"inside": 13}, "inside must be a count 0..devices (12), got 13"),
+        ({"devices": 10**9, "inside": 0}, "devices must be a count 0..100000, got 1000000000"),
+        ({"window_s": -60}, "window_s must be seconds in (0, 86400], got -60"),
+        ({"window_s": 0}, "window_s must be seconds in (0, 86400], got 0"),
+        ({"window_s": 1e9}, "window_s must be seconds in (0, 86400]"),
+    ],
+)
+def test_presence_refuses_negative_and_absurd_counts(change: dict[str, Any], message: str) -> None:
+    # A negative count was stored and shown as "Now in store -100" on the dashboard.
+    with pytest.raises(schema.SchemaError, match=re.escape(message)):
+        schema.validate(schema.dumps({**PRESENCE, **change}), "presence")
+
+
+def test_presence_accepts_the_bounds() -> None:
+    for change in ({"devices": 0, "inside": 0}, {"devices": 100_000, "inside": 100_000}, {"window_s": 86400}):
+        assert schema.validate(schema.dumps({**PRESENCE, **change}), "presence")["devices"] == change.get("devices", 12)

@@ -7,10 +7,13 @@ the broker down and bring it back with every persistent session intact.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,15 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
     raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGTERM when the process that started it
+    dies, however it dies (SIGKILL included, when no cleanup code of ours can run)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 
@@ -44,6 +56,9 @@ class Broker:
     host: str = "127.0.0.1"
     proc: subprocess.Popen | None = None
     extra_conf: str = ""  # more mosquitto.conf lines, for a test that needs other broker limits
+    # Tie the broker's life to this process (Linux). Opt-in: the kernel ties it to the *thread*
+    # that started it, so a broker started from a short-lived thread would die with that thread.
+    die_with_parent: bool = False
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -70,9 +85,17 @@ class Broker:
             "max_queued_messages 0\n"
             "message_size_limit 1048576\n" + self.extra_conf
         )
+        tie = self.die_with_parent and sys.platform.startswith("linux")
         with open(self.workdir / "mosquitto.log", "ab") as log:
-            self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=log, stderr=log)
-        wait_port(self.port, host=self.host)
+            self.proc = subprocess.Popen(
+                [exe, "-c", str(self.conf)], stdout=log, stderr=log, preexec_fn=_die_with_parent if tie else None
+            )
+        try:
+            wait_port(self.port, host=self.host)
+        except BaseException:
+            # An interrupt or a broker that never listened: ``with`` would not call __exit__.
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -147,6 +147,7 @@ def hub_config(run: SimRun, db: Path):
     # The store's opening hours, as its hub.toml would say them.
     cfg = HubConfig(site="demo", timezone="UTC", db=str(db), link_every_s=0, hours="10-21")
     cfg.retention.raw_days = 100_000  # simulated dates may be far from today's clock
+    cfg.ingest.max_clock_ahead_s = 1e9  # ... on either side: a day "in the future" is still simulated
     return cfg
 
 

@@ -125,12 +125,23 @@ def report(conn: Any, start: float, end: float, scenario: str | None = None) -> 
     return out
 
 
+# scenario_report's keys, in order: the CSV header when a period has no scenario to report
+# (a spreadsheet import of a 0-byte file fails; a header alone reads as "no rows").
+REPORT_COLUMNS = (
+    "scenario", "scenario_id", "target", "start", "end", "eligible", "control", "sent_to_partner", "matched",
+    "match_rate", "messageable", "messaged", "segment", "blocked", "pending", "expired", "coupons_issued",
+    "coupons_redeemed", "redemption_rate", "revenue", "discount_cost", "partner_cost", "fixed_cost", "costs",
+    "romi", "returned_treated", "returned_messaged", "returned_control", "return_rate_treated",
+    "return_rate_control", "uplift", "incremental_visits",
+)  # fmt: skip
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    """The report as CSV: always the header line, then one row per scenario."""
     buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else list(REPORT_COLUMNS))
+    w.writeheader()
+    w.writerows(rows)
     return buf.getvalue()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from footfall.hub import auth, store
@@ -32,15 +33,35 @@ from footfall.hub.o2o.runner import link_hash
 __all__ = ["create_app", "pos_router", "report_router", "share_router"]
 
 
-def _period(start: str | None, end: str | None) -> tuple[float, float]:
-    """Days YYYY-MM-DD (UTC), end inclusive; default: the last 30 days."""
+# Report periods are whole UTC days from the UNIX epoch to a year past today: a later end date
+# is a typo (the page's dates went out of Python's range past 9999 and answered a 500).
+FIRST_DAY = date(1970, 1, 1)
+MAX_DAYS_AHEAD = 366
+
+
+def _invalid(name: str, value: str | None, message: str) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, as if the query parameter had failed its declared type."""
+    return RequestValidationError([{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}])
+
+
+def _day(name: str, value: str, first: date, last: date) -> date:
     try:
-        e = date.fromisoformat(end) if end else datetime.now(UTC).date()
-        s = date.fromisoformat(start) if start else e - timedelta(days=29)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise HTTPException(400, "start/end must be YYYY-MM-DD") from None
+        raise _invalid(name, value, f"{name} must be a date as YYYY-MM-DD, got {value!r}") from None
+    if not first <= day <= last:
+        raise _invalid(name, value, f"{name} must be a day from {first} to {last} (a year past today), got {day}")
+    return day
+
+
+def _period(start: str | None, end: str | None, now: float) -> tuple[float, float]:
+    """Days YYYY-MM-DD (UTC), end inclusive; default: the last 30 days."""
+    today = datetime.fromtimestamp(now, UTC).date()
+    last = today + timedelta(days=MAX_DAYS_AHEAD)
+    e = _day("end", end, FIRST_DAY, last) if end else today
+    s = _day("start", start, FIRST_DAY, last) if start else max(FIRST_DAY, e - timedelta(days=29))
     if e < s:
-        raise HTTPException(400, f"end {e} is before start {s}")
+        raise _invalid("end", end, f"end {e} is before start {s}")
     t0 = datetime(s.year, s.month, s.day, tzinfo=UTC).timestamp()
     t1 = datetime(e.year, e.month, e.day, tzinfo=UTC).timestamp() + 86400
     return t0, t1
@@ -57,18 +78,18 @@ def _db_dep(db_path: str | Path):
     return db
 
 
-def report_router(db_path: str | Path) -> APIRouter:
+def report_router(db_path: str | Path, clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter(tags=["o2o"])
     Conn = Annotated[sqlite3.Connection, Depends(_db_dep(db_path))]
-    start_q = Query(None, description="first UTC day YYYY-MM-DD (default: 29 days before end)")
-    end_q = Query(None, description="last UTC day, inclusive (default: today)")
+    start_q = Query(None, description="first UTC day YYYY-MM-DD (default: 29 days before end), from 1970-01-01")
+    end_q = Query(None, description="last UTC day, inclusive (default: today), at most a year past today")
 
     @router.get("/api/o2o/report")
     def report(
         conn: Conn, start: str | None = start_q, end: str | None = end_q, scenario: str | None = None,
         format: str = Query("json"),
     ) -> Any:  # fmt: skip
-        t0, t1 = _period(start, end)
+        t0, t1 = _period(start, end, clock())
         rows = reports.report(conn, t0, t1, scenario)
         if format == "csv":
             return Response(
@@ -81,12 +102,12 @@ def report_router(db_path: str | Path) -> APIRouter:
 
     @router.get("/api/o2o/invoice")
     def invoice(conn: Conn, start: str | None = start_q, end: str | None = end_q, partner: str = "partner") -> Any:
-        t0, t1 = _period(start, end)
+        t0, t1 = _period(start, end, clock())
         return reports.partner_invoice(conn, t0, t1, partner)
 
     @router.get("/api/o2o/register")
     def transfers(conn: Conn, start: str | None = start_q, end: str | None = end_q) -> Any:
-        t0, t1 = _period(start, end)
+        t0, t1 = _period(start, end, clock())
         return {"entries": register.entries(conn, t0, t1), "summary": register.summary(conn, t0, t1)}
 
     @router.get("/api/o2o/scenarios")
@@ -106,7 +127,7 @@ def report_router(db_path: str | Path) -> APIRouter:
 
     @router.get("/o2o", response_class=HTMLResponse, include_in_schema=False)
     def page(conn: Conn, start: str | None = start_q, end: str | None = end_q) -> Any:
-        t0, t1 = _period(start, end)
+        t0, t1 = _period(start, end, clock())
         return HTMLResponse(reports.html_page(reports.report(conn, t0, t1), reports.partner_invoice(conn, t0, t1)))
 
     return router
@@ -151,7 +172,7 @@ def create_app(db_path: str | Path, *, clock: Callable[[], float] = time.time) -
         finally:
             conn.close()
 
-    app.include_router(report_router(db_path), dependencies=[Depends(principal)])
+    app.include_router(report_router(db_path, clock), dependencies=[Depends(principal)])
     app.include_router(pos_router(db_path, clock))
     app.include_router(share_router(db_path, clock))
     return app

@@ -3,8 +3,10 @@
 //
 // Every headline figure is an estimate of people with its 90 % range, beside what the sensors
 // heard. Where the API says a figure is not estimated yet (`estimated` false) the page shows the
-// heard count and says so: a heard count is never dressed up as an estimate. Times are the
-// store's local time (learned from /api/compare), not the browser's.
+// heard count and says so: a heard count is never dressed up as an estimate. Every time on the
+// page is the store's local time (its zone from /api/compare, named once in the header), never
+// the browser's: a manager reading the dashboard from home or a head office elsewhere must see
+// the shop's hours.
 (function () {
   const REFRESH_MS = Math.max(10, Number(new URLSearchParams(location.search).get("refresh")) || 20) * 1000;
   const OCCUPANCY_MAX_DAYS = 14; // the API's limit for per-window series
@@ -42,10 +44,21 @@
   }
 
   // ------------------------------------------------------------ store time
-  // The API gives UNIX times and, in /api/compare, the store's local HH:MM of its clock: the
-  // difference is the store's UTC offset. The browser may be in another time zone.
-  const store = {offsetMin: 0, today: null, now: null};
+  // The API gives UNIX times and, in /api/compare, the store's time zone and local HH:MM. Times
+  // are formatted in that zone (right across a DST change); without it (an older hub) the
+  // difference between local HH:MM and UTC gives the store's offset. The browser may be in
+  // another time zone.
+  const store = {offsetMin: 0, today: null, now: null, tz: null, fmt: null};
   function learnStoreClock(cmp) {
+    if (cmp.tz && cmp.tz !== store.tz) {
+      try {
+        store.fmt = new Intl.DateTimeFormat("en-CA", {timeZone: cmp.tz, year: "numeric", month: "2-digit",
+          day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
+        store.tz = cmp.tz;
+      } catch (e) {
+        store.fmt = null; // a zone this browser does not know: the offset below still holds
+      }
+    }
     const [hh, mm] = cmp.local_time.split(":").map(Number);
     const utcMin = Math.floor(cmp.as_of / 60) % 1440;
     let off = (((hh * 60 + mm - utcMin) % 1440) + 1440) % 1440;
@@ -55,6 +68,10 @@
     store.now = cmp.as_of;
   }
   function storeParts(unix) {
+    if (store.fmt) {
+      const p = Object.fromEntries(store.fmt.formatToParts(new Date(unix * 1000)).map((x) => [x.type, x.value]));
+      return {day: `${p.year}-${p.month}-${p.day}`, hm: `${p.hour}:${p.minute}`};
+    }
     const d = new Date((unix + store.offsetMin * 60) * 1000);
     const p2 = (n) => String(n).padStart(2, "0");
     return {
@@ -66,6 +83,11 @@
   function dayEnd(day) {
     const [y, m, d] = day.split("-").map(Number);
     return Date.UTC(y, m - 1, d + 1) / 1000 - store.offsetMin * 60;
+  }
+  // "17:45" (today) or "2026-11-01 17:45" in store time.
+  function storeText(unix) {
+    const p = storeParts(unix);
+    return p.day === store.today ? p.hm : `${p.day} ${p.hm}`;
   }
   // "as of 17:45" (today) or "as of 2026-11-01 17:45", never later than the store's clock.
   function asOfText(unix) {
@@ -461,7 +483,11 @@
     const heads = ["Sensor", "Status", "Last heard", "Msg/s", "Backlog"];
     const rows = se.sensors.map((s) => {
       const tr = document.createElement("tr");
-      const cells = [s.sensor, s.status, ago(s.last_message_age_s), s.message_rate == null ? "–" : s.message_rate.toFixed(1),
+      tr.dataset.sensor = s.sensor;
+      tr.dataset.status = s.status;
+      // A replayed sensor's "last heard" is when the replay reached the hub, not a live signal.
+      const heard = s.status === "replayed" ? "replay" : ago(s.last_message_age_s);
+      const cells = [s.sensor, s.status, heard, s.message_rate == null || s.status === "replayed" ? "–" : s.message_rate.toFixed(1),
         s.backlog == null ? "–" : num(s.backlog)];
       cells.forEach((c, i) => {
         const td = document.createElement("td");
@@ -480,6 +506,12 @@
     });
     if (!rows.length) rows.push(emptyRow(5, "No sensor has reported yet."));
     $("sensors").replaceChildren(...rows);
+    const replayed = se.sensors.filter((s) => s.status === "replayed").length;
+    $("sensors-note").hidden = !replayed;
+    $("sensors-note").textContent = replayed
+      ? `Replayed: ${replayed === se.sensors.length ? "these sensors'" : "a replayed sensor's"} data is a recorded ` +
+        "capture played back once (a demo), not a live sensor; nothing new will arrive from it."
+      : "";
     $("rejects").textContent = rj.total ? `${num(rj.total)} malformed or unknown messages rejected (` +
       rj.reasons.map((r) => `${r.reason}: ${num(r.count)}`).join(", ") + ")" : "No rejected messages.";
   }
@@ -503,7 +535,7 @@
   function trend(history) {
     const box = document.createElement("span");
     const counts = history.map((h) => h.members);
-    const title = history.map((h) => `${new Date(h.ts * 1000).toLocaleString()}: ${num(h.members)}`).join("\n");
+    const title = history.map((h) => `${storeText(h.ts)}: ${num(h.members)}`).join("\n");
     charts.spark(box, counts, title);
     return box;
   }
@@ -557,7 +589,7 @@
     $("clusters").replaceChildren(...(crows.length ? crows : [emptyRow(5, "No clusters yet.")]));
     $("clusters-meta").textContent = cl.k
       ? `k = ${cl.k}` + (cl.silhouette == null ? "" : `, silhouette ${cl.silhouette.toFixed(2)}`) +
-        ` · ${num(cl.devices)} devices · ${new Date(cl.as_of * 1000).toLocaleString()}`
+        ` · ${num(cl.devices)} devices · ${storeText(cl.as_of)}`
       : "";
   }
 
@@ -612,7 +644,9 @@
       drawSensors(se, rj);
       drawSegments(sg, cl);
       $("error").hidden = true;
-      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+      // The hub's clock in store time, not the browser's: one clock on the whole page.
+      $("updated").textContent = "updated " + storeText(cmp.as_of);
+      $("store-tz").textContent = store.tz ? `store time: ${store.tz}` : "store time";
       document.body.dataset.loaded = "1";
     } catch (e) {
       $("error").textContent = e.message;
