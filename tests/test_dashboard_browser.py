@@ -226,6 +226,9 @@ def test_login_numbers_and_screenshot(server: tuple[str, str], tmp_path: Path) -
             page.goto(base + "/o2o")
             page.wait_for_selector("table")
             no_horizontal_overflow(page, 390)
+            # Same store clock as the dashboard, named once in its header.
+            expect(page.locator("#store-tz")).to_have_text("store time: Europe/Paris")
+            assert page.inner_text("body").count("Europe/Paris") == 1
             page.goto(base + "/")
             page.wait_for_selector("body[data-loaded='1']", timeout=20_000)
 

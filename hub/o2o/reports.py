@@ -19,6 +19,10 @@ A report covers the **targets assigned in the period** (a cohort) and follows th
                     intention to treat), the messaged and the control group
 ``uplift``          return rate treated - return rate control; ``incremental_visits`` = uplift
                     x eligible (the visits the scenario added over doing nothing)
+
+The period is whole local days in the store's zone (``tz``). Machine-readable times stay
+zone-free: ``start``/``end`` are UNIX seconds and ``start_utc``/``end_utc`` the same instants
+as ISO 8601 UTC (``...Z``); only the HTML page prints store time.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import csv
 import html
 import io
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
+from footfall.hub import metrics
 from footfall.hub.o2o import register
 from footfall.hub.o2o.scenarios import Scenario
 
@@ -45,6 +50,22 @@ def romi(revenue: float, costs: float, margin: float = 1.0) -> float | None:
     return round((revenue * margin - costs) / costs, 3) if costs > 0 else None
 
 
+def zone_name(tz: str | tzinfo | None) -> str:
+    """The IANA name (``Europe/Moscow``) an integrator can hand to any tz library."""
+    zone = metrics._tz(tz)
+    return getattr(zone, "key", None) or str(zone)
+
+
+def utc_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def period_fields(start: float, end: float, tz: str | tzinfo | None) -> dict[str, Any]:
+    """A period as the JSON and CSV carry it: UNIX bounds, the same as UTC ISO, and the zone
+    whose local days they bound (an integrator should not have to guess the zone)."""
+    return {"tz": zone_name(tz), "start": start, "end": end, "start_utc": utc_iso(start), "end_utc": utc_iso(end)}
+
+
 def _returned(conn: Any, sc_id: int, start: float, end: float, status_sql: str, since_col: str, days: float) -> int:
     return conn.execute(
         f"SELECT count(*) FROM o2o_targets t WHERE t.scenario_id = ? AND t.assigned_at >= ? AND t.assigned_at < ?"
@@ -55,7 +76,9 @@ def _returned(conn: Any, sc_id: int, start: float, end: float, status_sql: str, 
     ).fetchone()[0]
 
 
-def scenario_report(conn: Any, sc: Scenario, start: float, end: float) -> dict[str, Any]:
+def scenario_report(
+    conn: Any, sc: Scenario, start: float, end: float, *, tz: str | tzinfo | None = "UTC"
+) -> dict[str, Any]:
     q = conn.execute(
         "SELECT total(status != 'control'), total(status = 'control'), total(sent_at IS NOT NULL),"
         " total(known = 1), total(known = 1 AND messageable = 1), total(message_id IS NOT NULL),"
@@ -112,16 +135,24 @@ def scenario_report(conn: Any, sc: Scenario, start: float, end: float) -> dict[s
         "return_rate_control": rate_c,
         "uplift": uplift,
         "incremental_visits": round(uplift * eligible, 1) if uplift is not None else None,
+        # Last, so CSV readers that go by column position keep working.
+        "tz": zone_name(tz),
+        "start_utc": utc_iso(start),
+        "end_utc": utc_iso(end),
     }
 
 
-def report(conn: Any, start: float, end: float, scenario: str | None = None) -> list[dict[str, Any]]:
+def report(
+    conn: Any, start: float, end: float, scenario: str | None = None, *, tz: str | tzinfo | None = "UTC"
+) -> list[dict[str, Any]]:
+    """Every scenario's report for targets assigned in [start, end); ``tz`` names the zone whose
+    local days the period is (it labels the rows, the bounds are already UNIX seconds)."""
     rows = conn.execute("SELECT * FROM o2o_scenarios ORDER BY id").fetchall()
     out = []
     for row in rows:
         sc = Scenario.from_row(row)
         if scenario is None or sc.name == scenario:
-            out.append(scenario_report(conn, sc, start, end))
+            out.append(scenario_report(conn, sc, start, end, tz=tz))
     return out
 
 
@@ -132,7 +163,7 @@ REPORT_COLUMNS = (
     "match_rate", "messageable", "messaged", "segment", "blocked", "pending", "expired", "coupons_issued",
     "coupons_redeemed", "redemption_rate", "revenue", "discount_cost", "partner_cost", "fixed_cost", "costs",
     "romi", "returned_treated", "returned_messaged", "returned_control", "return_rate_treated",
-    "return_rate_control", "uplift", "incremental_visits",
+    "return_rate_control", "uplift", "incremental_visits", "tz", "start_utc", "end_utc",
 )  # fmt: skip
 
 
@@ -183,12 +214,30 @@ def partner_invoice(conn: Any, start: float, end: float, recipient: str = "partn
     }
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+def _when(ts: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M")
 
 
-def html_page(rows: list[dict[str, Any]], invoice: dict[str, Any]) -> str:
-    """A plain dashboard page (no scripts) for the O2O results; served at ``/o2o``."""
+def html_page(
+    rows: list[dict[str, Any]],
+    invoice: dict[str, Any],
+    *,
+    tz: str | tzinfo | None = "UTC",
+    days: tuple[date, date] | None = None,
+    now: float | None = None,
+) -> str:
+    """A plain dashboard page (no scripts) for the O2O results; served at ``/o2o``.
+
+    Like the dashboard, every time is the store's (``tz``) and the header names the zone once,
+    so no time on the page carries a zone of its own. ``days``: the period's first and last
+    local day (default: read from the invoice's bounds).
+    """
+    zone = metrics._tz(tz)
+    if days is None:
+        # end is the next local midnight: one second before it is the last day.
+        days = (datetime.fromtimestamp(invoice["start"], zone).date(),
+                datetime.fromtimestamp(invoice["end"], zone).date() - timedelta(days=1))  # fmt: skip
+    first, last = (d.isoformat() for d in days)
     cols = ["scenario", "eligible", "control", "sent_to_partner", "matched", "match_rate", "messaged",
             "segment", "coupons_issued", "coupons_redeemed", "revenue", "discount_cost", "partner_cost", "romi",
             "return_rate_treated", "return_rate_control", "incremental_visits"]  # fmt: skip
@@ -201,16 +250,25 @@ def html_page(rows: list[dict[str, Any]], invoice: dict[str, Any]) -> str:
         f"<tr><td>{html.escape(x['scenario'])}</td><td>{x['matched']}</td><td>{x['sms']}</td><td>{x['amount']}</td></tr>"
         for x in invoice["lines"]
     )
-    period = f"{_when(invoice['start'])} – {_when(invoice['end'])} UTC"
+    period = first if first == last else f"{first} – {last}"
+    csv_link = html.escape(f"/api/o2o/report?start={first}&end={last}&format=csv", quote=True)
+    generated = _when(time.time() if now is None else now, zone)
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>O2O retargeting</title>"
-        "<link rel='stylesheet' href='/static/style.css'></head><body><main>"
-        f"<h1>O2O retargeting</h1><p>{html.escape(period)}. ROMI = (revenue × margin − costs) / costs; "
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<title>Footfall · O2O retargeting</title>"
+        "<link rel='stylesheet' href='/static/style.css'></head><body>"
+        "<header class='topbar'><div class='brand'>Footfall <span class='muted'>O2O report</span></div>"
+        "<div class='status'><span id='store-tz' class='muted' title=\"Every time on this page is the store's"
+        f' local time">store time: {html.escape(zone_name(zone))}</span>'
+        "<a href='/' class='link'>Dashboard</a></div></header><main>"
+        f"<h1>O2O retargeting</h1><p>Targets assigned {html.escape(period)} (whole days, store time)."
+        " ROMI = (revenue × margin − costs) / costs; "
         "costs = discounts + partner (per match and per SMS) + fixed.</p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         f"<h2>Partner invoice ({html.escape(invoice['recipient'])})</h2>"
         "<table><thead><tr><th>scenario</th><th>matched</th><th>sms</th><th>amount</th></tr></thead>"
         f"<tbody>{inv}</tbody></table><p>Total {invoice['total']}</p>"
-        f"<p>Generated {html.escape(_when(time.time()))} UTC. <a href='/api/o2o/report?format=csv'>CSV</a></p>"
+        f"<p>Generated {html.escape(generated)}. <a href='{csv_link}'>CSV</a></p>"
         "</main></body></html>"
     )

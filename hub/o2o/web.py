@@ -11,13 +11,17 @@ Mounting into the hub app (``hub/api.py``)::
 ``/api/o2o/register``, ``/api/o2o/scenarios``, ``/api/o2o/runs`` and the page ``GET /o2o``.
 ``share_router``: ``GET /api/o2o/segments/{token}?part=N`` serves an ad-platform segment CSV
 until its link expires (3 days).
+
+Report days are the store's local days (the hub's ``timezone``), as on the rest of the dashboard;
+the page prints times in that zone, the JSON and CSV carry UNIX seconds and ``*_utc`` ISO times
+with the zone in ``tz`` (docs/metrics.md).
 """
 
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +29,8 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from footfall.hub import auth, store
+from footfall.hub import auth, metrics, store
+from footfall.hub.analysis import day_bounds
 from footfall.hub.o2o import register, reports
 from footfall.hub.o2o.pos import open_conn, pos_router
 from footfall.hub.o2o.runner import link_hash
@@ -33,7 +38,7 @@ from footfall.hub.o2o.runner import link_hash
 __all__ = ["create_app", "pos_router", "report_router", "share_router"]
 
 
-# Report periods are whole UTC days from the UNIX epoch to a year past today: a later end date
+# Report periods are whole local days from 1970-01-01 to a year past today: a later end date
 # is a typo (the page's dates went out of Python's range past 9999 and answered a 500).
 FIRST_DAY = date(1970, 1, 1)
 MAX_DAYS_AHEAD = 366
@@ -54,17 +59,28 @@ def _day(name: str, value: str, first: date, last: date) -> date:
     return day
 
 
-def _period(start: str | None, end: str | None, now: float) -> tuple[float, float]:
-    """Days YYYY-MM-DD (UTC), end inclusive; default: the last 30 days."""
-    today = datetime.fromtimestamp(now, UTC).date()
+def _period(start: str | None, end: str | None, now: float, tz: tzinfo) -> tuple[date, date, float, float]:
+    """Days YYYY-MM-DD in the store's zone, end inclusive (default: the last 30 days), and
+    their UNIX bounds: local midnight to local midnight, so a DST day is 23 or 25 hours."""
+    today = metrics.local_today(now, tz)
     last = today + timedelta(days=MAX_DAYS_AHEAD)
     e = _day("end", end, FIRST_DAY, last) if end else today
     s = _day("start", start, FIRST_DAY, last) if start else max(FIRST_DAY, e - timedelta(days=29))
     if e < s:
         raise _invalid("end", end, f"end {e} is before start {s}")
-    t0 = datetime(s.year, s.month, s.day, tzinfo=UTC).timestamp()
-    t1 = datetime(e.year, e.month, e.day, tzinfo=UTC).timestamp() + 86400
-    return t0, t1
+    # The dashboard's own local-day bounds (hub/analysis.py), so an O2O day is a dashboard day.
+    return s, e, day_bounds(s.isoformat(), tz)[0], day_bounds(e.isoformat(), tz)[1]
+
+
+def _zone_dep(tz: str | None) -> Callable[[Request], tzinfo]:
+    """The store's zone: ``tz`` if given, else the hub app's ``settings.tz`` (hub/api.py keeps
+    its settings in ``app.state``), read per request so the router needs no settings of its own."""
+
+    def zone(request: Request) -> tzinfo:
+        name = tz if tz is not None else getattr(getattr(request.app.state, "settings", None), "tz", None)
+        return metrics._tz(name)
+
+    return zone
 
 
 def _db_dep(db_path: str | Path):
@@ -78,19 +94,23 @@ def _db_dep(db_path: str | Path):
     return db
 
 
-def report_router(db_path: str | Path, clock: Callable[[], float] = time.time) -> APIRouter:
+def report_router(db_path: str | Path, clock: Callable[[], float] = time.time, tz: str | None = None) -> APIRouter:
+    """The O2O reports; ``tz`` is the store's zone (default: the hub app's ``settings.tz``, else UTC)."""
     router = APIRouter(tags=["o2o"])
     Conn = Annotated[sqlite3.Connection, Depends(_db_dep(db_path))]
-    start_q = Query(None, description="first UTC day YYYY-MM-DD (default: 29 days before end), from 1970-01-01")
-    end_q = Query(None, description="last UTC day, inclusive (default: today), at most a year past today")
+    Zone = Annotated[tzinfo, Depends(_zone_dep(tz))]
+    start_q = Query(
+        None, description="first day YYYY-MM-DD in the store's time zone (default: 29 days before end), from 1970-01-01"
+    )
+    end_q = Query(None, description="last local day, inclusive (default: today), at most a year past today")
 
     @router.get("/api/o2o/report")
     def report(
-        conn: Conn, start: str | None = start_q, end: str | None = end_q, scenario: str | None = None,
+        conn: Conn, zone: Zone, start: str | None = start_q, end: str | None = end_q, scenario: str | None = None,
         format: str = Query("json"),
     ) -> Any:  # fmt: skip
-        t0, t1 = _period(start, end, clock())
-        rows = reports.report(conn, t0, t1, scenario)
+        s, e, t0, t1 = _period(start, end, clock(), zone)
+        rows = reports.report(conn, t0, t1, scenario, tz=zone)
         if format == "csv":
             return Response(
                 reports.to_csv(rows), media_type="text/csv",
@@ -98,17 +118,24 @@ def report_router(db_path: str | Path, clock: Callable[[], float] = time.time) -
             )  # fmt: skip
         if format != "json":
             raise HTTPException(400, "format must be json or csv")
-        return {"start": t0, "end": t1, "scenarios": rows}
+        return {**reports.period_fields(t0, t1, zone), "start_day": s.isoformat(), "end_day": e.isoformat(),
+                "scenarios": rows}  # fmt: skip
 
     @router.get("/api/o2o/invoice")
-    def invoice(conn: Conn, start: str | None = start_q, end: str | None = end_q, partner: str = "partner") -> Any:
-        t0, t1 = _period(start, end, clock())
-        return reports.partner_invoice(conn, t0, t1, partner)
+    def invoice(
+        conn: Conn, zone: Zone, start: str | None = start_q, end: str | None = end_q, partner: str = "partner"
+    ) -> Any:
+        _, _, t0, t1 = _period(start, end, clock(), zone)
+        return reports.partner_invoice(conn, t0, t1, partner) | reports.period_fields(t0, t1, zone)
 
     @router.get("/api/o2o/register")
-    def transfers(conn: Conn, start: str | None = start_q, end: str | None = end_q) -> Any:
-        t0, t1 = _period(start, end, clock())
-        return {"entries": register.entries(conn, t0, t1), "summary": register.summary(conn, t0, t1)}
+    def transfers(conn: Conn, zone: Zone, start: str | None = start_q, end: str | None = end_q) -> Any:
+        _, _, t0, t1 = _period(start, end, clock(), zone)
+        return {
+            **reports.period_fields(t0, t1, zone),
+            "entries": register.entries(conn, t0, t1),
+            "summary": register.summary(conn, t0, t1),
+        }
 
     @router.get("/api/o2o/scenarios")
     def scenarios(conn: Conn) -> Any:
@@ -126,9 +153,11 @@ def report_router(db_path: str | Path, clock: Callable[[], float] = time.time) -
         return {"runs": [dict(r) for r in rows]}
 
     @router.get("/o2o", response_class=HTMLResponse, include_in_schema=False)
-    def page(conn: Conn, start: str | None = start_q, end: str | None = end_q) -> Any:
-        t0, t1 = _period(start, end, clock())
-        return HTMLResponse(reports.html_page(reports.report(conn, t0, t1), reports.partner_invoice(conn, t0, t1)))
+    def page(conn: Conn, zone: Zone, start: str | None = start_q, end: str | None = end_q) -> Any:
+        now = clock()
+        s, e, t0, t1 = _period(start, end, now, zone)
+        rows, invoice = reports.report(conn, t0, t1, tz=zone), reports.partner_invoice(conn, t0, t1)
+        return HTMLResponse(reports.html_page(rows, invoice, tz=zone, days=(s, e), now=now))
 
     return router
 
@@ -157,8 +186,9 @@ def share_router(db_path: str | Path, clock: Callable[[], float] = time.time) ->
     return router
 
 
-def create_app(db_path: str | Path, *, clock: Callable[[], float] = time.time) -> FastAPI:
-    """Standalone O2O app: reports behind hub API keys, POS and share links with their own auth."""
+def create_app(db_path: str | Path, *, clock: Callable[[], float] = time.time, tz: str = "UTC") -> FastAPI:
+    """Standalone O2O app: reports behind hub API keys, POS and share links with their own auth;
+    ``tz`` is the store's zone, as the hub's ``timezone`` setting."""
     store.connect(db_path).close()
     app = FastAPI(title="Footfall O2O", version="1")
 
@@ -172,7 +202,7 @@ def create_app(db_path: str | Path, *, clock: Callable[[], float] = time.time) -
         finally:
             conn.close()
 
-    app.include_router(report_router(db_path, clock), dependencies=[Depends(principal)])
+    app.include_router(report_router(db_path, clock, tz), dependencies=[Depends(principal)])
     app.include_router(pos_router(db_path, clock))
     app.include_router(share_router(db_path, clock))
     return app
