@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import signal
@@ -21,7 +22,7 @@ import pytest
 from footfall import schema, topics
 from footfall.hub import store
 from footfall.hub.config import HubConfig, IngestConfig, MqttConfig, RetentionConfig, load
-from footfall.hub.ingest import Ingestor, ingest_many, ingest_payload
+from footfall.hub.ingest import Incoming, Ingestor, Writer, ingest_many, ingest_payload
 from footfall.hub.sensors import sensor_health
 
 SITE = "st"
@@ -75,8 +76,8 @@ def hub_config(broker: Any, tmp_path: Path, **kw: Any) -> HubConfig:
 
 
 @contextmanager
-def running(cfg: HubConfig) -> Iterator[Ingestor]:
-    ingestor = Ingestor(cfg)
+def running(cfg: HubConfig, ingestor: Ingestor | None = None) -> Iterator[Ingestor]:
+    ingestor = ingestor or Ingestor(cfg)
     thread = threading.Thread(target=ingestor.run, daemon=True)
     thread.start()
     try:
@@ -186,6 +187,9 @@ def test_bad_messages_are_rejected_counted_and_good_ones_around_them_kept(broker
         (vtopic("s2"), visit("s1", "bad7", T0, T0 + 10), "mismatch"),
         (vtopic("s1"), visit("s1", "AA:BB:CC:DD:EE:FF", T0, T0 + 10), "privacy"),
         (vtopic("s1"), visit("s1", "bad8", T0 - 500 * 86400, T0 - 500 * 86400 + 10), "expired"),
+        (vtopic("s1"), visit("s1", "bad9", time.time() + 3600, time.time() + 3660), "future"),
+        (vtopic("s1", "presence"), presence("s1", time.time(), devices=-100), "schema"),
+        (vtopic("s1", "presence"), presence("s1", time.time() + 12 * 3600), "future"),
     ]
     msgs: list[tuple[str, bytes | dict[str, Any]]] = []
     for i, (t, p, _) in enumerate(bad):
@@ -203,6 +207,11 @@ def test_bad_messages_are_rejected_counted_and_good_ones_around_them_kept(broker
     # The raw MAC never reached the disk, not even in the reject detail.
     assert not any("AA:BB" in (r[0] or "") for r in conn.execute("SELECT last_detail FROM ingest_rejects"))
     assert hub.stats.rejected == expected
+    assert conn.execute("SELECT count(*) FROM presence").fetchone()[0] == 0
+
+
+def presence(sensor: str, ts: float, devices: int = 7, inside: int = 3) -> dict[str, Any]:
+    return schema.presence_payload(site=SITE, sensor=sensor, ts=ts, window_s=60, devices=devices, inside=inside)
 
 
 def test_direct_ingest_payload_outcomes(tmp_path: Path) -> None:
@@ -454,3 +463,146 @@ def test_kill_9_during_ingest_loses_and_doubles_nothing(broker: Any, tmp_path: P
     assert conn.execute("SELECT count(*) FROM sensor_visits WHERE visit_id IS NULL").fetchone()[0] == 0
     assert conn.execute("SELECT sum(visit_count) FROM devices").fetchone()[0] == n
     assert conn.execute("SELECT count(*) FROM ingest_rejects").fetchone()[0] == 0
+
+
+def test_visits_and_presence_from_the_future_are_rejected_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Visits up to 24 h ahead of the hub's clock were stored and landed in tomorrow's figures.
+    now = T0 + 3 * 3600
+    conn = store.connect(tmp_path / "hub.db")
+    cfg = HubConfig(site=SITE, timezone="Europe/Berlin", ingest=IngestConfig(log_every_s=0.0))
+    writer = Writer(conn, cfg, clock=lambda: now)
+    skew = cfg.ingest.max_clock_ahead_s
+    assert skew == 300
+    msgs = [
+        (vtopic("s1"), visit("s1", "past", now - 600, now - 60)),
+        (vtopic("s1"), visit("s1", "skewed", now - 60, now + skew - 1)),  # a sensor clock 5 min fast: kept
+        (vtopic("s1"), visit("s1", "tomorrow", now + 20 * 3600, now + 20 * 3600 + 60)),
+        (vtopic("s1"), visit("s1", "ends-ahead", now - 60, now + skew + 60)),
+        (vtopic("s1", "presence"), presence("s1", now + skew - 1)),
+        (vtopic("s1", "presence"), presence("s1", now + 3600)),
+        (vtopic("s1", "presence"), {**presence("s1", now), "ts": 10**30}),
+    ]
+    with caplog.at_level(logging.WARNING, logger="footfall.hub.ingest"):
+        outcomes = writer.write([Incoming(t, schema.dumps(p)) for t, p in msgs])
+    assert outcomes == ["stored", "stored"] + ["rejected:future"] * 2 + ["presence"] + ["rejected:future"] * 2
+    assert {r[0] for r in conn.execute("SELECT device FROM sensor_visits")} == {"past", "skewed"}
+    assert [r[0] for r in conn.execute("SELECT ts FROM presence")] == [round(now + skew - 1, 3)]
+    count_, detail = conn.execute("SELECT count, last_detail FROM ingest_rejects WHERE reason = 'future'").fetchone()
+    assert count_ == 4 and "from the future" in detail and "ingest.max_clock_ahead_s = 300" in detail
+    lines = [r.getMessage() for r in caplog.records if "future" in r.getMessage()]
+    assert any("visit's last_seen" in line and "20.0 h ahead of the hub's clock" in line for line in lines), lines
+    assert writer.stats.rejected == {"future": 4}
+    # The allowance is the hub's setting (hub.toml [ingest] max_clock_ahead_s, or the environment).
+    wide = Writer(conn, load(None, env={"FOOTFALL_HUB_SITE": SITE, "FOOTFALL_HUB_INGEST_MAX_CLOCK_AHEAD_S": "86400"}))
+    wide.clock = lambda: now
+    assert wide.write([Incoming(vtopic("s1"), schema.dumps(visit("s1", "tomorrow", now + 3600, now + 3660)))]) == [
+        "stored"
+    ]
+    with pytest.raises(ValueError, match="max_clock_ahead_s"):
+        HubConfig(site=SITE, ingest=IngestConfig(max_clock_ahead_s=-1))
+
+
+# paho internals the hub once overrode to parse packets itself, and their neighbours: the next
+# paho release may rename any of them, and the hub would break without a test failing.
+PAHO_PRIVATE = (
+    "_packet_read",
+    "_packet_handle",
+    "_packet_queue",
+    "_packet_write",
+    "_in_packet",
+    "_out_packet",
+    "_sock",
+    "_msgtime_mutex",
+    "_callback_mutex",
+    "_handle_",
+    "_easy_log",
+    "_last_bytes_received",
+    "_manual_ack",
+)
+
+
+def test_ingest_uses_only_paho_public_api(tmp_path: Path) -> None:
+    files = sorted((REPO / "hub").glob("ingest*.py"))
+    assert REPO / "hub" / "ingest.py" in files
+    for path in files:
+        text = path.read_text()
+        found = [name for name in PAHO_PRIVATE if name in text]
+        assert not found, f"hub/{path.name} uses paho internals: {found}"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(b) for b in node.bases]
+                assert not any("mqtt" in b or "Client" in b for b in bases), f"{node.name} subclasses {bases}"
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                # Private state is fine on our own objects and modules, never through a paho one.
+                owner = ast.unparse(node.value)
+                assert owner in ("self", "schema"), f"hub/{path.name}:{node.lineno}: {owner}.{node.attr}"
+    cfg = HubConfig(site=SITE, mqtt=MqttConfig(client_id="public-api"))
+    assert type(Ingestor(cfg, conn=store.connect(tmp_path / "hub.db")).client) is mqtt.Client
+
+
+def test_messages_are_acknowledged_only_after_their_batch_is_committed(broker: Any, tmp_path: Path) -> None:
+    cfg = hub_config(broker, tmp_path)
+    hub = Ingestor(cfg)
+    write, ack = hub.writer.write, hub.client.ack
+    committed: dict[int, str | None] = {}  # message id -> visit id, once its batch is committed
+    acked: list[int] = []
+    reader: list[sqlite3.Connection] = []
+
+    def write_then_note(messages: Any) -> list[str]:
+        outcomes = write(messages)
+        for m in messages:
+            payload = json.loads(m.payload) if m.payload.startswith(b"{") else {}
+            committed[m.mid] = payload.get("id")
+        return outcomes
+
+    def checked_ack(mid: int, qos: int) -> Any:
+        assert mid in committed, f"message {mid} acknowledged before its batch was committed"
+        if not reader:  # a connection of its own, looking as another process would
+            reader.append(sqlite3.connect(cfg.db, check_same_thread=False))
+        vid = committed[mid]
+        if vid is not None:
+            assert reader[0].execute("SELECT count(*) FROM sensor_visits WHERE id = ?", (vid,)).fetchone()[0] == 1
+        acked.append(mid)
+        return ack(mid, qos)
+
+    hub.writer.write = write_then_note  # type: ignore[method-assign]
+    hub.client.ack = checked_ack  # type: ignore[method-assign]
+    msgs: list[tuple[str, bytes | dict[str, Any]]] = [
+        (vtopic(f"s{i % 3 + 1}"), visit(f"s{i % 3 + 1}", f"ack{i:04d}", T0 + i, T0 + i + 30)) for i in range(600)
+    ]
+    msgs[100] = (vtopic("s1"), b"not json")  # a reject is acknowledged too, after its count is committed
+    with running(cfg, hub), publisher(broker) as pub:
+        publish(pub, msgs)
+        wait_for(lambda: len(acked) >= 600, what="600 acks")
+    reader[0].close()
+    assert hub.stats.stored == 599 and hub.stats.rejected == {"garbage": 1}
+    assert len(acked) == len(set(acked)) == 600 and hub.stats.batches >= 3
+    # The broker took the acks: the same session resumed gets a new message and nothing redelivered.
+    with running(cfg) as again, publisher(broker) as pub:
+        publish(pub, [(vtopic("s1"), visit("s1", "after", T0, T0 + 5))])
+        wait_for(lambda: again.stats.received >= 1, what="the new message")
+        assert again.stats.received == 1 and again.stats.stored == 1
+
+
+def test_a_batch_whose_commit_fails_is_not_acknowledged_and_comes_back(broker: Any, tmp_path: Path) -> None:
+    cfg = hub_config(broker, tmp_path)
+    hub = Ingestor(cfg)
+    write = hub.writer.write
+    failed: list[int] = []
+
+    def fails_once(messages: Any) -> list[str]:
+        if not failed:
+            failed.extend(m.mid for m in messages)
+            raise sqlite3.OperationalError("disk I/O error (test)")
+        return write(messages)
+
+    hub.writer.write = fails_once  # type: ignore[method-assign]
+    msgs = [(vtopic("s2"), visit("s2", f"fail{i:03d}", T0 + i, T0 + i + 30)) for i in range(300)]
+    with running(cfg, hub), publisher(broker) as pub:
+        publish(pub, msgs)
+        wait_for(lambda: hub.stats.stored >= 300, timeout=60, what="all 300 after the failed commit")
+    assert failed, "no commit failed"
+    assert count(cfg.db, "SELECT count(*) FROM sensor_visits") == 300
+    assert count(cfg.db, "SELECT count(DISTINCT id) FROM sensor_visits") == 300
