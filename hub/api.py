@@ -13,6 +13,8 @@ with no internet).
 import csv
 import io
 import logging
+import math
+import os
 import queue
 import sqlite3
 import threading
@@ -30,7 +32,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from footfall.hub import api_segments, auth, figures, metrics, prometheus, store, summaries
+from footfall.hub import api_segments, auth, figures, metrics, monitor, prometheus, store, summaries
 from footfall.hub.api_models import (
     Compare,
     Engagement,
@@ -63,11 +65,21 @@ class WebSettings:
     now_max_age_s: float = OCCUPANCY_MAX_AGE_S  # an occupancy estimate older than this is not "now" any more
     presence_max_age_s: float = PRESENCE_MAX_AGE_S
     stale_after_s: float = 180  # a sensor silent this long is "stale"
+    # /metrics: the roster and certificate files to watch (hub/monitor.py); None: the database only.
+    monitor_sources: monitor.MonitorSources | None = None
     session_ttl_s: float = auth.SESSION_TTL_S
     secure_cookie: bool = False  # set behind HTTPS so the session cookie never travels in clear
     refresh_interval_s: float = 15.0  # summary refresh period; 0 disables the background thread
     read_pool_size: int = 8
     clock: Callable[[], float] = field(default=time.time)
+    login_limits: auth.LoginLimits = field(default_factory=auth.LoginLimits)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the real client; with
+    # none, a login is counted against the socket peer and the header is ignored.
+    trusted_proxies: tuple[str, ...] = field(default_factory=lambda: _env_list("FOOTFALL_TRUSTED_PROXIES"))
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
 
 
 # ---------------------------------------------------------------- database access
@@ -285,7 +297,8 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     store.connect(db_path).close()
     pool = ReadPool(db_path, settings.read_pool_size)
     refresher = SummaryRefresher(db_path, settings)
-    limiter = auth.LoginLimiter()
+    limiter = auth.LoginLimiter(settings.login_limits)
+    trusted_proxies = auth.parse_networks(settings.trusted_proxies)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -389,22 +402,35 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     # -------------------------------------------------------- auth
     @app.post("/auth/login", response_model=Me, tags=["auth"])
     def login(body: LoginRequest, request: Request, response: Response) -> Any:
-        client = request.client.host if request.client else "unknown"
-        wait = limiter.retry_after(client, body.username)
-        if wait > 0:
+        client = auth.client_address(
+            request.client.host if request.client else None,
+            request.headers.getlist("x-forwarded-for"),
+            trusted_proxies,
+        )
+        # From app.state, not the closure, so a test can swap in a limiter with its own clock.
+        limiter: auth.LoginLimiter = request.app.state.limiter
+        # The slot is taken before the password is checked: parallel guesses see each other.
+        attempt = limiter.begin(body.username, client)
+        if not attempt.allowed:
             raise HTTPException(
-                429, "too many failed logins; try again later", headers={"Retry-After": str(int(wait) + 1)}
+                429,
+                f"too many failed logins ({attempt.reason}); try again in {math.ceil(attempt.retry_after)} s",
+                headers={"Retry-After": str(math.ceil(attempt.retry_after))},
             )
-        conn = store.connect(db_path)
+        verdict: bool | None = None  # stays None if the database fails: not the user's guess
         try:
-            user_id = auth.authenticate(conn, body.username, body.password)
-            if user_id is None:
-                limiter.failed(client, body.username)
-                raise HTTPException(401, "wrong user name or password")
-            limiter.succeeded(client, body.username)
-            token = auth.create_session(conn, user_id, ttl_s=settings.session_ttl_s)
+            conn = store.connect(db_path)
+            try:
+                user_id = auth.authenticate(conn, body.username, body.password)
+                verdict = user_id is not None
+                if user_id is None:
+                    raise HTTPException(401, "wrong user name or password")
+                token = auth.create_session(conn, user_id, ttl_s=settings.session_ttl_s)
+            finally:
+                conn.close()
         finally:
-            conn.close()
+            limiter.finish(attempt, verdict)
+        log.info("login: user %r from %s", body.username, client)
         response.set_cookie(
             auth.SESSION_COOKIE,
             token,
@@ -601,7 +627,9 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     # Fleet health for Prometheus (scrape with an API key as the bearer token).
     @app.get("/metrics", tags=["health"], dependencies=authed, response_class=PlainTextResponse)
     def prometheus_metrics(conn: Conn) -> PlainTextResponse:
-        text = prometheus.exposition(conn, now=settings.clock(), stale_after_s=settings.stale_after_s)
+        text = prometheus.exposition(
+            conn, now=settings.clock(), stale_after_s=settings.stale_after_s, sources=settings.monitor_sources
+        )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     # O2O retargeting: reports behind the hub's login; the POS and share links carry their own keys.

@@ -8,8 +8,20 @@
 - API keys: ``ffk_<prefix>_<secret>``, shown once at creation, stored as SHA-256 (the secret
   is 256 random bits, so a plain hash is enough), sent as ``Authorization: Bearer <key>`` or
   ``X-API-Key: <key>``; revocable.
-- Login rate limiting: at most ``MAX_FAILURES`` failed logins per client address and per
-  user name in ``FAILURE_WINDOW_S``; further attempts get 429 until the window passes.
+- Login limits (``LoginLimiter``), all over a sliding ``window_s``:
+  * per (user name, client address): ``pair_failures`` wrong passwords lock that pair only, so
+    an attacker at one address cannot lock the manager out at another;
+  * per client address across user names: ``address_failures`` (password spraying);
+  * per user name across addresses: past ``user_free_failures`` attempts from addresses the
+    user has not logged in from recently are spaced out exponentially, up to ``slow_max_s``
+    apart: a botnet is slowed, the owner is never locked out (not slowed at all from an address
+    they logged in from recently; from a new one each wait is at most ``slow_max_s``).
+  A slot is taken, under one lock, *before* the password is checked and given back on success,
+  so N parallel attempts let at most the allowed number through. A successful login clears its
+  pair. Lockouts are logged (user name and address, never the password) on the
+  ``footfall.hub.auth`` logger. IPv6 clients are counted per /64, the block one host controls.
+- Client address: the socket peer; ``X-Forwarded-For`` only when the peer is a configured
+  trusted proxy (``client_address``), else any client could pick the address it is counted as.
 """
 
 from __future__ import annotations
@@ -17,12 +29,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import logging
+import math
 import secrets
 import sqlite3
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 SESSION_COOKIE = "footfall_session"
 SESSION_TTL_S = 12 * 3600
@@ -30,6 +46,8 @@ MAX_FAILURES = 5
 FAILURE_WINDOW_S = 300
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _KEY_PREFIX = "ffk"
+
+log = logging.getLogger(__name__)
 
 
 def _b64(raw: bytes) -> str:
@@ -179,39 +197,222 @@ def api_key_principal(conn: sqlite3.Connection, key: str | None) -> Principal | 
     return Principal("apikey", row[0])
 
 
-class LoginLimiter:
-    """Failed logins per client address and per user name in a sliding window (in memory:
-    one hub process serves one store)."""
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = FAILURE_WINDOW_S) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
+
+def parse_networks(specs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """``["127.0.0.1", "10.0.0.0/8"]`` -> networks; raises ValueError naming a bad entry."""
+    out = []
+    for spec in specs:
+        spec = spec.strip()
+        if not spec:
+            continue
+        try:
+            out.append(ipaddress.ip_network(spec, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {spec!r}") from None
+    return tuple(out)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _rate_key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    # One IPv6 host usually has a whole /64 to itself: counting single addresses would hand an
+    # attacker 2**64 fresh limits.
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
+    """The address a login is counted against.
+
+    ``peer`` is the socket peer, ``forwarded_for`` the request's ``X-Forwarded-For`` header
+    values. The header is followed only from a trusted proxy, right to left (each proxy appends
+    the address it received from), stopping at the first hop that is not itself a trusted proxy:
+    the entries left of it were written by the client and prove nothing.
+    """
+    if not peer:
+        return "unknown"
+    addr = _ip(peer)
+    if addr is None:
+        return peer  # not an IP (a test client, a Unix socket): counted under its own name
+    hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
+    while hops and any(addr in net for net in trusted):
+        hop = _ip(hops.pop())
+        if hop is None:
+            break  # a garbled entry: count the request against the proxy that handed it over
+        addr = hop
+    return _rate_key(addr)
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """How many wrong passwords are allowed before a client waits (see the module docstring)."""
+
+    pair_failures: int = MAX_FAILURES  # per (user name, address)
+    address_failures: int = 20  # per address, all user names together
+    user_free_failures: int = 10  # per user name, all addresses, before attempts are spaced out
+    window_s: float = FAILURE_WINDOW_S
+    slow_base_s: float = 1.0  # first spacing past user_free_failures; doubles with each failure
+    slow_max_s: float = 30.0  # longest spacing: the most a distributed attack can delay the owner
+    known_address_s: float = 30 * 86400  # a login this recent from an address exempts it from spacing
+
+
+@dataclass
+class LoginAttempt:
+    """A login the limiter admitted (``retry_after == 0``) or refused (the wait, and why)."""
+
+    username: str
+    address: str
+    at: float
+    retry_after: float = 0.0
+    reason: str = ""  # refused: "user and address", "address" or "user"
+    _done: bool = field(default=False, repr=False)
+
+    @property
+    def allowed(self) -> bool:
+        return self.retry_after <= 0
+
+
+class LoginLimiter:
+    """Failed logins per (user, address), per address and per user in a sliding window.
+
+    In memory: one hub process serves one store (``footfall hub serve`` runs one worker), and a
+    restart forgetting a lockout costs an attacker a restart they cannot cause.
+    """
+
+    _PRUNE_EVERY = 256
+
+    def __init__(self, limits: LoginLimits | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits or LoginLimits()
+        self.clock = clock
+        self._pair: dict[tuple[str, str], deque[float]] = {}
+        self._address: dict[str, deque[float]] = {}
+        self._user: dict[str, deque[float]] = {}
+        self._user_next: dict[str, float] = {}  # earliest admitted attempt from an unknown address
+        self._known: dict[tuple[str, str], float] = {}  # last successful login per (user, address)
+        self._alerted: dict[str, float] = {}  # lockouts already logged, until when
+        self._calls = 0
         self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
-        while q and q[0] <= now - self.window_s:
-            q.popleft()
+    def _recent(self, table: dict, key: object, now: float) -> deque[float] | None:
+        q = table.get(key)
+        if q is not None:
+            while q and q[0] <= now - self.limits.window_s:
+                q.popleft()
         return q
 
-    def retry_after(self, client: str, username: str, *, now: float | None = None) -> float:
-        """Seconds until this client may try again for this user; 0 when allowed now."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            waits = []
-            for key in (f"ip:{client}", f"user:{username}"):
-                q = self._recent(key, now)
-                if len(q) >= self.max_failures:
-                    waits.append(q[0] + self.window_s - now)
-            return max(waits, default=0.0)
+    def _count(self, table: dict, key: object, now: float) -> int:
+        q = self._recent(table, key, now)
+        return len(q) if q else 0
 
-    def failed(self, client: str, username: str, *, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            for key in (f"ip:{client}", f"user:{username}"):
-                self._recent(key, now).append(now)
+    def _wait(self, table: dict, key: object, now: float, limit: int) -> float:
+        """Seconds until ``key`` is below ``limit`` failures again; 0 when it is now."""
+        q = self._recent(table, key, now)
+        if not q or len(q) < limit:
+            return 0.0
+        # The (len - limit + 1)-th oldest failure has to leave the window.
+        return q[len(q) - limit] + self.limits.window_s - now
 
-    def succeeded(self, client: str, username: str) -> None:
+    def _known_address(self, username: str, address: str, now: float) -> bool:
+        last = self._known.get((username, address))
+        return last is not None and now - last < self.limits.known_address_s
+
+    def begin(self, username: str, address: str) -> LoginAttempt:
+        """Admit or refuse a login attempt. An admitted one counts as a failure at once (so
+        parallel attempts see it) until ``finish`` says otherwise: call ``finish`` exactly once."""
+        lim = self.limits
+        pair = (username, address)
         with self._lock:
-            self._failures.pop(f"user:{username}", None)
+            now = self.clock()
+            self._calls += 1
+            if self._calls % self._PRUNE_EVERY == 0:
+                self._prune(now)
+            attempt = LoginAttempt(username, address, now)
+            checks = [
+                ("user and address", self._wait(self._pair, pair, now, lim.pair_failures)),
+                ("address", self._wait(self._address, address, now, lim.address_failures)),
+            ]
+            slowed = (
+                self._count(self._user, username, now) >= lim.user_free_failures
+                and not self._known_address(username, address, now)
+            )
+            if slowed:
+                checks.append(("user", self._user_next.get(username, 0.0) - now))
+            reason, wait = max(checks, key=lambda c: c[1])
+            if wait > 0:
+                attempt.retry_after, attempt.reason, attempt._done = wait, reason, True
+                return attempt
+            if slowed:
+                excess = self._count(self._user, username, now) - lim.user_free_failures
+                gap = min(lim.slow_base_s * 2.0 ** min(excess, 32), lim.slow_max_s)
+                self._user_next[username] = now + gap
+                if self._alerted.get(f"user:{username}", -math.inf) <= now:
+                    self._alerted[f"user:{username}"] = now + lim.window_s
+                    log.warning(
+                        "login slowed down for user %r: %d failed logins from several addresses in %.0f s",
+                        username, lim.user_free_failures, lim.window_s,
+                    )
+            self._pair.setdefault(pair, deque()).append(now)
+            self._address.setdefault(address, deque()).append(now)
+            self._user.setdefault(username, deque()).append(now)
+            return attempt
+
+    def finish(self, attempt: LoginAttempt, ok: bool | None) -> None:
+        """Record an admitted attempt's outcome: True (right password: clears its pair), False
+        (wrong: the failure stays counted), None (no verdict, e.g. a database error: given back)."""
+        if attempt._done:
+            return
+        attempt._done = True
+        pair = (attempt.username, attempt.address)
+        with self._lock:
+            now = self.clock()
+            if ok is False:
+                self._log_lockouts(attempt, now)
+                return
+            for table, key in ((self._pair, pair), (self._address, attempt.address), (self._user, attempt.username)):
+                q = table.get(key)
+                if q is not None and attempt.at in q:  # absent once it slid out of the window
+                    q.remove(attempt.at)
+            if ok:
+                # Only the pair: the address may be spraying other names, the name may be under
+                # attack from elsewhere.
+                self._pair.pop(pair, None)
+                self._alerted.pop(f"pair:{attempt.username}@{attempt.address}", None)
+                self._known[pair] = now
+
+    def _log_lockouts(self, attempt: LoginAttempt, now: float) -> None:
+        lim = self.limits
+        pair = (attempt.username, attempt.address)
+        for key, table, tkey, limit, what in (
+            (f"pair:{attempt.username}@{attempt.address}", self._pair, pair, lim.pair_failures, "user and address"),
+            (f"address:{attempt.address}", self._address, attempt.address, lim.address_failures, "address"),
+        ):
+            wait = self._wait(table, tkey, now, limit)
+            if wait > 0 and self._alerted.get(key, -math.inf) <= now:
+                self._alerted[key] = now + wait
+                log.warning(
+                    "login locked for %s: user %r from %s, %d failed logins in %.0f s; next try in %.0f s",
+                    what, attempt.username, attempt.address, limit, lim.window_s, wait,
+                )
+
+    def _prune(self, now: float) -> None:
+        """Drop state nobody needs any more, so random names and addresses cannot grow memory."""
+        for table in (self._pair, self._address, self._user):
+            for key in [k for k in table if not self._recent(table, k, now)]:
+                del table[key]
+        for key in [k for k, t in self._user_next.items() if t <= now]:
+            del self._user_next[key]
+        for key in [k for k, t in self._alerted.items() if t <= now]:
+            del self._alerted[key]
+        for key in [k for k, t in self._known.items() if now - t >= self.limits.known_address_s]:
+            del self._known[key]

@@ -15,8 +15,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from footfall.cli import read_password
+
+if TYPE_CHECKING:
+    from footfall.hub.monitor import MonitorSources
 
 DEFAULT_DB = os.environ.get("FOOTFALL_HUB_DB", "hub.db")
 DEFAULT_TZ = os.environ.get("FOOTFALL_TZ", "UTC")
@@ -32,6 +36,7 @@ def run(
     refresh_interval_s: float = 15.0,
     stale_after_s: float = 180.0,
     log_level: str = "info",
+    monitor_sources: MonitorSources | None = None,
 ) -> None:
     """Serve the dashboard until interrupted."""
     import uvicorn
@@ -39,30 +44,37 @@ def run(
     from footfall.hub.api import WebSettings, create_app
 
     settings = WebSettings(
-        tz=tz, secure_cookie=secure_cookie, refresh_interval_s=refresh_interval_s, stale_after_s=stale_after_s
+        tz=tz,
+        secure_cookie=secure_cookie,
+        refresh_interval_s=refresh_interval_s,
+        stale_after_s=stale_after_s,
+        monitor_sources=monitor_sources,
     )
     app = create_app(db_path, settings)
     # One worker: the summary refresher and the login rate limiter live in this process.
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
 
 
-def _resolve(args: argparse.Namespace) -> tuple[str, str, float]:
-    """Database, time zone and sensor staleness: flags first, then the hub's TOML config
-    (``--config``, the same file ``footfall hub run`` reads), then env and defaults."""
-    db, tz, stale = args.db, args.tz, 180.0
+def _resolve(args: argparse.Namespace) -> tuple[str, str, float, MonitorSources | None]:
+    """Database, time zone, sensor staleness and what /metrics watches: flags first, then the
+    hub's TOML config (``--config``, the same file ``footfall hub run`` reads), then env and defaults."""
+    db, tz, stale, sources = args.db, args.tz, 180.0, None
     if getattr(args, "config", None) is not None:
         from footfall.hub import config
+        from footfall.hub.monitor import MonitorSources
 
         cfg = config.load(args.config)
         db = db or cfg.db
         tz = tz or cfg.timezone
         # Three missed heartbeats make a sensor stale.
         stale = 3 * cfg.heartbeat_s
-    return db or DEFAULT_DB, tz or DEFAULT_TZ, stale
+        # The roster and certificate files, so /metrics shows a sensor that never connected.
+        sources = MonitorSources.from_config(cfg)
+    return db or DEFAULT_DB, tz or DEFAULT_TZ, stale, sources
 
 
 def _serve(args: argparse.Namespace) -> int:
-    db, tz, stale = _resolve(args)
+    db, tz, stale, sources = _resolve(args)
     run(
         db,
         host=args.host,
@@ -72,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
         refresh_interval_s=args.refresh,
         stale_after_s=stale,
         log_level="debug" if getattr(args, "verbose", 0) > 1 else "info",
+        monitor_sources=sources,
     )
     return 0
 

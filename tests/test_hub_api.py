@@ -115,12 +115,16 @@ def test_login_rate_limit(app_client: TestClient) -> None:
 
 
 def test_limiter_window_passes() -> None:
-    limiter = auth.LoginLimiter(max_failures=2, window_s=60)
-    limiter.failed("1.2.3.4", "u", now=0)
-    limiter.failed("1.2.3.4", "u", now=1)
-    assert limiter.retry_after("1.2.3.4", "u", now=2) == pytest.approx(58)
-    assert limiter.retry_after("5.6.7.8", "other", now=2) == 0
-    assert limiter.retry_after("1.2.3.4", "u", now=61) == 0
+    now = [0.0]
+    limiter = auth.LoginLimiter(auth.LoginLimits(pair_failures=2, window_s=60), clock=lambda: now[0])
+    for t in (0, 1):
+        now[0] = t
+        limiter.finish(limiter.begin("u", "1.2.3.4"), False)
+    now[0] = 2
+    assert limiter.begin("u", "1.2.3.4").retry_after == pytest.approx(58)
+    assert limiter.begin("other", "5.6.7.8").allowed
+    now[0] = 61
+    assert limiter.begin("u", "1.2.3.4").allowed
 
 
 def test_api_keys_bearer_and_header_and_revoke(app_client: TestClient, db: Path) -> None:

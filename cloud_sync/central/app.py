@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -372,14 +373,18 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
     @app.post("/api/v1/login")
     def login(body: LoginRequest, request: Request, response: Response, conn: Conn) -> dict[str, Any]:
         client = request.client.host if request.client else "?"
-        wait = limiter.retry_after(client, body.username)
-        if wait > 0:
-            raise HTTPException(429, f"too many failed logins, retry in {int(wait) + 1} s")
-        user_id = auth.authenticate(conn, body.username, body.password)
-        if user_id is None:
-            limiter.failed(client, body.username)
-            raise HTTPException(401, "wrong user name or password")
-        limiter.succeeded(client, body.username)
+        # Counted per (user, address) and taken before the password check: see hub/auth.py.
+        attempt = limiter.begin(body.username, client)
+        if not attempt.allowed:
+            raise HTTPException(429, f"too many failed logins, retry in {math.ceil(attempt.retry_after)} s")
+        verdict: bool | None = None
+        try:
+            user_id = auth.authenticate(conn, body.username, body.password)
+            verdict = user_id is not None
+            if user_id is None:
+                raise HTTPException(401, "wrong user name or password")
+        finally:
+            limiter.finish(attempt, verdict)
         token = auth.create_session(conn, user_id)
         response.set_cookie(
             auth.SESSION_COOKIE,
