@@ -44,7 +44,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from footfall import topics
-from footfall.hub import retention, store
+from footfall.hub import monitor, retention, store
 from footfall.hub.config import HubConfig
 from footfall.hub.devices import DeviceEstimator
 from footfall.hub.ingest_writer import (
@@ -107,6 +107,7 @@ class Ingestor:
         self._batch: list[Incoming] = []
         self._batch_started = 0.0
         self._next_link = 0.0
+        self._next_status = 0.0
         self._connected = False
         self.client = self._make_client()
 
@@ -159,10 +160,12 @@ class Ingestor:
             log.error("subscription refused: %s", reasons)
             return
         self.ready.set()
+        self._status()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected = False
         self.ready.clear()
+        self._status()
         if not self._stop.is_set():
             log.warning("disconnected from the broker: %s", reason)
 
@@ -186,6 +189,18 @@ class Ingestor:
             for m in batch:
                 if m.qos:  # QoS 0 has nothing to acknowledge
                     send_ack(m.mid, m.qos)
+
+    def _status(self) -> None:
+        """Liveness for /metrics, served by another process: the loop turned, the session is up.
+        Callbacks and the loop run on this one thread, so this never lands inside a batch's write."""
+        now = time.time()
+        try:
+            with self.conn:
+                monitor.record_status(self.conn, monitor.STATUS_HEARTBEAT, now, now)
+                monitor.record_status(self.conn, monitor.STATUS_MQTT_CONNECTED, float(self.ready.is_set()), now)
+        except sqlite3.Error as exc:
+            log.warning("could not record ingest status for monitoring: %s", exc)
+        self._next_status = time.monotonic() + monitor.STATUS_EVERY_S
 
     def _housekeeping(self) -> None:
         try:
@@ -277,6 +292,8 @@ class Ingestor:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
+                if not self._batch and time.monotonic() >= self._next_status:
+                    self._status()
                 if not self._batch and time.monotonic() >= next_housekeeping:
                     self._housekeeping()
                     next_housekeeping = time.monotonic() + cfg.housekeeping_s

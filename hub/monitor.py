@@ -11,8 +11,8 @@ sensor provisioned or a CRL renewed shows up at the next scrape without a restar
   A rostered sensor with no row in ``sensors`` has never sent anything: down from the start.
 - **Liveness**: the last time ingest stored a message is ``max(sensors.last_message)`` (ingest
   stamps it with the hub's clock on every batch). The MQTT session state and a heartbeat that
-  moves while no sensor sends need ingest to write them: it does so into ``hub_status`` (see
-  :data:`HUB_STATUS_DDL`) once that table exists; until then those series are absent.
+  moves while no sensor sends: ingest writes them into ``hub_status`` (:func:`record_status`,
+  every ``STATUS_EVERY_S`` and at each connect and disconnect); absent until it first has.
 - **Certificates and CRLs**: ``mqtt.certfile`` (the hub's client certificate) and
   ``mqtt.ca_certs``; a ``crl.pem`` beside ``ca_certs`` (install the site's CRL there, readable by
   the dashboard's user: the broker's copy in /etc/mosquitto/footfall is not); from the site
@@ -40,11 +40,9 @@ SITE_DIR_ENV = "FOOTFALL_SITE_DIR"  # the same variable as ``footfall provision`
 
 # What ingest should write (not yet: the table needs a migration in hub/store.py and writes in
 # hub/ingest.py): one row per name, ``value`` a number, ``updated`` the hub's clock.
-HUB_STATUS_DDL = (
-    "CREATE TABLE hub_status (name TEXT PRIMARY KEY, value REAL NOT NULL, updated REAL NOT NULL) WITHOUT ROWID"
-)
 STATUS_MQTT_CONNECTED = "mqtt_connected"  # 1 after on_connect, 0 after on_disconnect
 STATUS_HEARTBEAT = "ingest_heartbeat"  # value = the time of the ingest loop's last turn
+STATUS_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)

@@ -565,6 +565,10 @@ MIGRATIONS: list[str] = [
         fit TEXT NOT NULL
     );
     """,
+    # Ingest's liveness for /metrics, which the dashboard process serves (hub/monitor.py).
+    """
+    CREATE TABLE hub_status (name TEXT PRIMARY KEY, value REAL NOT NULL, updated REAL NOT NULL) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -606,3 +606,19 @@ def test_a_batch_whose_commit_fails_is_not_acknowledged_and_comes_back(broker: A
     assert failed, "no commit failed"
     assert count(cfg.db, "SELECT count(*) FROM sensor_visits") == 300
     assert count(cfg.db, "SELECT count(DISTINCT id) FROM sensor_visits") == 300
+
+
+def test_ingest_records_its_liveness_for_monitoring(broker: Any, tmp_path: Path) -> None:
+    """/metrics runs in the dashboard's process: ingest leaves a heartbeat and whether its MQTT
+    session is up in hub_status, and the exposition shows both."""
+    from footfall.hub import monitor, prometheus
+
+    cfg = hub_config(broker, tmp_path)
+    conn = store.connect(cfg.db)
+    with running(cfg):
+        wait_for(lambda: monitor.hub_status(conn).get(monitor.STATUS_MQTT_CONNECTED, (0, 0))[0] == 1, what="up")
+        beat = monitor.hub_status(conn)[monitor.STATUS_HEARTBEAT][0]
+        assert time.time() - 30 < beat <= time.time()
+        text = prometheus.exposition(conn, now=time.time())
+        assert "footfall_hub_mqtt_connected 1" in text and "footfall_hub_ingest_heartbeat_timestamp_seconds" in text
+    conn.close()

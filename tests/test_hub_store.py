@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from footfall import schema, topics
-from footfall.hub import ingest, store
+from footfall.hub import ingest, ingest_writer, store
 from footfall.hub.config import HubConfig
 from footfall.hub.ingest import ingest_many
 
@@ -61,9 +61,9 @@ def old_ingest() -> Iterator[None]:
     """Ingest as a build before migration 10 did: without the version 2 visit columns."""
     columns = [c for c in ingest.SENSOR_VISIT_COLUMNS if c not in V2_COLUMNS]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ingest, "_row_values", operator.itemgetter(*columns))
+        mp.setattr(ingest_writer, "_row_values", operator.itemgetter(*columns))
         mp.setattr(
-            ingest,
+            ingest_writer,
             "_INSERT_SENSOR_VISIT",
             f"INSERT INTO sensor_visits ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         )
