@@ -32,6 +32,42 @@ BOOTSTRAP = 2000
 MIN_DAYS = 3
 MAX_HALF_WIDTH = 0.15
 SANE_FACTOR = (1 / 3, 3.0)
+# How much a store's figure wanders from day to day around its own bias: the standard
+# deviation of log(truth / estimate) between the days of one store, pooled over the simulator's
+# tuning stores with three days (seeds 4 and 8 with 2-3 sensors, 44 and 52 with one; truth
+# model 3, 2026-12-04; 4 degrees of freedom each, so a rough figure). The rest of the figure's
+# model spread (Defaults.spread) is the store's own bias, the part a count can take out.
+DAY_NOISE: dict[bool, dict[str, float]] = {
+    False: {"visitors": 0.023, "passersby": 0.075},
+    True: {"visitors": 0.085, "passersby": 0.13},
+}
+
+
+def credibility(fig: str, days: int, weak: bool) -> float:
+    """The share of the counted days' log ratio to apply: bias variance over bias variance plus
+    the day noise of the counted days' mean (a credibility weight). A figure whose error is mostly
+    day-to-day noise (passers-by with two or three sensors) keeps its default more; one that is
+    mostly a store's bias (a one-sensor store) takes nearly all of the count's factor."""
+    from footfall.hub.estimate import DEFAULTS
+
+    spread = DEFAULTS.one_sensor_spread if weak else DEFAULTS.spread
+    noise = DAY_NOISE[weak][fig] ** 2
+    bias = max(getattr(spread, fig) ** 2 - noise, 0.0)
+    return bias / (bias + noise / max(days, 1)) if bias > 0 else 0.0
+
+
+def site_is_weak(conn: sqlite3.Connection, days: Iterable[str]) -> bool:
+    """Whether the counted days' site models tell street from shop by signal pattern (SiteModel.weak:
+    one sensor or an untrained inside model); most days decide, no model means not weak."""
+    from footfall.hub.estimate import SiteModel
+
+    days = list(days)
+    if not days:
+        return False
+    marks = ",".join("?" * len(days))
+    rows = conn.execute(f"SELECT model FROM site_models WHERE day IN ({marks})", days).fetchall()
+    weak = [SiteModel.from_dict(json.loads(r[0])).weak for r in rows]
+    return bool(weak) and sum(weak) * 2 > len(weak)
 
 
 # ----------------------------------------------------------------------------- matching
@@ -130,7 +166,7 @@ def _rel(a: float, b: float) -> float | None:
     return (a - b) / b if b else None
 
 
-def _fit_figure(fig: str, matches: Sequence[_Match]) -> tuple[dict[str, Any] | None, list[str]]:
+def _fit_figure(fig: str, matches: Sequence[_Match], weak: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
     usable = [m for m in matches if m.row.count(fig) is not None and m.estimate.get(fig) is not None]
     label = LABELS[fig]
     if not usable:
@@ -141,7 +177,7 @@ def _fit_figure(fig: str, matches: Sequence[_Match]) -> tuple[dict[str, Any] | N
         return None, [f"{label}: the count is zero over every matched interval; nothing to calibrate against"]
     if est <= 0:
         return None, [f"{label}: the hub estimated none over the counted intervals; check the time zone and the dates"]
-    factor = truth / est
+    fitted = truth / est
     by_day: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for m in usable:
         g = by_day[m.day]
@@ -149,11 +185,17 @@ def _fit_figure(fig: str, matches: Sequence[_Match]) -> tuple[dict[str, Any] | N
         g[1] += m.estimate[fig] or 0.0
         g[2] += 1
     days = sorted(by_day)
+    # What is applied: the fitted factor shrunk toward 1 by how much of its log is a store's bias
+    # rather than the counted days' noise (chosen on the tuning seeds; docs/calibration.md).
+    weight = credibility(fig, len(days), weak)
+    factor = fitted**weight
     if len(days) >= 2:
         groups, grouped_by = [(by_day[d][0], by_day[d][1]) for d in days], "days"
     else:
         groups, grouped_by = [(m.row.count(fig) or 0.0, m.estimate[fig] or 0.0) for m in usable], "intervals"
     ci = _bootstrap(groups)
+    if ci is not None:
+        ci = (ci[0] ** weight, ci[1] ** weight)
     per_day = []
     before: list[float] = []
     after: list[float] = []
@@ -176,6 +218,8 @@ def _fit_figure(fig: str, matches: Sequence[_Match]) -> tuple[dict[str, Any] | N
             after.append(abs(ea))
     out: dict[str, Any] = {
         "factor": round(factor, 4),
+        "fitted": round(fitted, 4),
+        "weight": round(weight, 3),
         "low": None if ci is None else round(ci[0], 4),
         "high": None if ci is None else round(ci[1], 4),
         "truth": round(truth, 1),
@@ -200,9 +244,9 @@ def _fit_figure(fig: str, matches: Sequence[_Match]) -> tuple[dict[str, Any] | N
             f"{label}: the factor's 90 % interval ({ci[0]:.2f}-{ci[1]:.2f}) is wider than +-{MAX_HALF_WIDTH:.0%}: "
             "the counted periods disagree; count more days before trusting it"
         )
-    if not SANE_FACTOR[0] <= factor <= SANE_FACTOR[1]:
+    if not SANE_FACTOR[0] <= fitted <= SANE_FACTOR[1]:
         warnings.append(
-            f"{label}: factor {factor:.2f} is far from 1; check the count covers the same doors (or pavement) the "
+            f"{label}: factor {fitted:.2f} is far from 1; check the count covers the same doors (or pavement) the "
             "sensors hear, and that the time zone is the hub's"
         )
     return out, warnings
@@ -272,8 +316,9 @@ def fit_counts(
             [tz_warning] if tz_warning else [],
         )
     report_figs: dict[str, Any] = {}
+    weak = site_is_weak(conn, sorted({m.day for m in matched}))
     for fig in counts.figures:
-        res, warns = _fit_figure(fig, matched)
+        res, warns = _fit_figure(fig, matched, weak)
         warnings += warns
         if res is not None:
             report_figs[fig] = res

@@ -52,7 +52,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             )
         out.append(
             f"  {'total':10} {f['truth']:9.0f} {f['estimate']:10.1f} {_pct(_rel(f['estimate'], f['truth'])):>8} "
-            f"{f['estimate'] * f['factor']:11.1f} {_pct(0.0):>8}"
+            f"{f['estimate'] * f['factor']:11.1f} {_pct(_rel(f['estimate'] * f['factor'], f['truth'])):>8}"
         )
         mb, ma = f["mape_before"], f["mape_after"]
         if mb is not None and ma is not None:
@@ -62,6 +62,12 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"  factor {f['factor']:.3f} ({ci}, bootstrap over {f['bootstrap_over'] or '-'}), "
             f"from {f['intervals']} intervals on {f['days']} day{'s' if f['days'] != 1 else ''}"
         )
+        weight = f.get("weight", 1.0)
+        if weight < 0.995:
+            out.append(
+                f"  (the count alone says {f['fitted']:.3f}; {100 * weight:.0f} % of it is applied: the rest is "
+                "within a store's day-to-day wander, so more counted days move it closer)"
+            )
     if report.get("warnings"):
         out.append("")
         out.append("Warnings:")

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from footfall import cli
-from footfall.hub import calibrate, figures, store
+from footfall.hub import calibrate, calibrate_fit, figures, store
 from footfall.hub.calibrate import CountsError, clear_calibrations, fit_counts, read_counts, store_calibration
 
 DAY0 = date(2026, 11, 2)
@@ -119,11 +119,14 @@ def test_factor_is_the_ratio_estimator_with_a_bootstrap_interval(conn, tmp_path)
     report = fit_counts(conn, counts, "UTC")
 
     v = report["figures"]["visitors"]
-    assert v["factor"] == pytest.approx(sum(truth_v.values()) / (5 * 80), abs=1e-4)
+    assert v["fitted"] == pytest.approx(sum(truth_v.values()) / (5 * 80), abs=1e-4)
+    # Applied: the fitted factor shrunk toward 1 by its credibility (five days: nearly all of it).
+    assert v["weight"] == pytest.approx(calibrate_fit.credibility("visitors", 5, False), abs=1e-3)
+    assert v["factor"] == pytest.approx(v["fitted"] ** v["weight"], abs=1e-3)
     assert v["intervals"] == 40 and v["days"] == 5 and v["bootstrap_over"] == "days"
     assert v["low"] < v["factor"] < v["high"]
     # The day ratios are 1.15-1.375: the interval lies inside their range.
-    assert v["low"] >= 1.15 and v["high"] <= 1.375
+    assert v["low"] >= 1.15 ** v["weight"] and v["high"] <= 1.375 ** v["weight"]
     assert [d["day"] for d in v["per_day"]] == [d.isoformat() for d in days]
     first = v["per_day"][0]
     assert first["truth"] == 96.0 and first["estimate"] == 80.0
@@ -146,13 +149,13 @@ def test_partial_hours_are_prorated(conn, tmp_path):
     # 10:30-11:30 covers half of hour 10 and half of 11: 5 + 10 estimated visitors.
     path = write(tmp_path, "start,end,visitors\n2026-11-02T10:30,2026-11-02T11:30,30\n")
     v = fit_counts(conn, read_counts(path, "UTC"), "UTC")["figures"]["visitors"]
-    assert v["estimate"] == 15.0 and v["factor"] == 2.0
+    assert v["estimate"] == 15.0 and v["fitted"] == 2.0
     # Quarter hours without an end: each runs to the next start; the last one a quarter too.
     text = "time,visitors\n" + "".join(f"2026-11-02 12:{m:02d},3\n" for m in (0, 15, 30, 45))
     counts = read_counts(write(tmp_path, text, "q.csv"), "UTC")
     assert counts.step_s == 900 and [r.end - r.start for r in counts.rows] == [900] * 4
     v = fit_counts(conn, counts, "UTC")["figures"]["visitors"]
-    assert v["estimate"] == 30.0 and v["factor"] == pytest.approx(12 / 30)
+    assert v["estimate"] == 30.0 and v["fitted"] == pytest.approx(12 / 30)
     assert v["bootstrap_over"] == "intervals" and v["low"] is not None
 
 
@@ -221,7 +224,7 @@ def test_local_times_and_offsets_match_the_hubs_local_hours(conn, tmp_path):
     unix = write(tmp_path, f"time,visitors\n{t0:.0f},20\n{t0 + 3600:.0f},20\n", "unix.csv")
     for path in (local, offset, unix):
         v = fit_counts(conn, read_counts(path, "Europe/Paris"), "Europe/Paris")["figures"]["visitors"]
-        assert v["estimate"] == 20.0 and v["factor"] == 2.0, path.name
+        assert v["estimate"] == 20.0 and v["fitted"] == 2.0, path.name
 
 
 def test_the_hour_the_clocks_go_back_covers_two_hours(conn, tmp_path):
@@ -230,7 +233,7 @@ def test_the_hour_the_clocks_go_back_covers_two_hours(conn, tmp_path):
     add_day(conn, fall_back, {2: (20.0, 0.0)}, tz=paris)
     path = write(tmp_path, "start,end,visitors\n2026-10-25T01:00Z,2026-10-25T02:00Z,15\n")  # the second 02:00
     v = fit_counts(conn, read_counts(path, paris), paris)["figures"]["visitors"]
-    assert v["estimate"] == 10.0 and v["factor"] == 1.5
+    assert v["estimate"] == 10.0 and v["fitted"] == 1.5
 
 
 def test_rows_without_a_count_take_no_part(conn, tmp_path):
@@ -240,8 +243,8 @@ def test_rows_without_a_count_take_no_part(conn, tmp_path):
     assert counts.empty_rows == 1
     report = fit_counts(conn, counts, "UTC")
     assert report["intervals_used"] == 2 and report["rows_without_count"] == 1
-    assert report["figures"]["visitors"]["factor"] == 1.0 and report["figures"]["visitors"]["intervals"] == 2
-    assert report["figures"]["passersby"]["factor"] == 0.9 and report["figures"]["passersby"]["intervals"] == 1
+    assert report["figures"]["visitors"]["fitted"] == 1.0 and report["figures"]["visitors"]["intervals"] == 2
+    assert report["figures"]["passersby"]["fitted"] == 0.9 and report["figures"]["passersby"]["intervals"] == 1
     assert "1 row has no count and was left out" in calibrate.format_report(report)
 
 
@@ -328,27 +331,29 @@ def test_calibration_scales_the_dashboard_figures_but_not_the_heard_counts(conn,
     before = figures.period_totals(conn, days[0], days[-1])
     truth = {d: 120.0 for d in days}
     report = fit_counts(conn, read_counts(write(tmp_path, hourly_csv(days, truth)), "UTC"), "UTC")
-    assert report["factors"] == {"visitors": 1.5, "passersby": 1.0}
+    f = round(1.5 ** calibrate_fit.credibility("visitors", 3, False), 4)
+    assert report["figures"]["visitors"]["fitted"] == 1.5 and 1.4 < f < 1.5
+    assert report["factors"] == {"visitors": f, "passersby": 1.0}
     cal_id = store_calibration(conn, report)
     row = conn.execute("SELECT visitors, passersby, source, fit FROM calibrations WHERE id = ?", (cal_id,)).fetchone()
-    assert tuple(row[:3]) == (1.5, 1.0, report["source"])
-    assert json.loads(row[3])["figures"]["visitors"]["factor"] == 1.5
+    assert tuple(row[:3]) == (f, 1.0, report["source"])
+    assert json.loads(row[3])["figures"]["visitors"]["factor"] == f
 
     after = figures.period_totals(conn, days[0], days[-1])
-    assert before["visitors"] == 240.0 and after["visitors"] == 360.0
-    assert after["visitors_low"] == pytest.approx(before["visitors_low"] * 1.5)
-    assert after["visitors_high"] == pytest.approx(before["visitors_high"] * 1.5)
+    assert before["visitors"] == 240.0 and after["visitors"] == pytest.approx(240.0 * f, abs=0.2)
+    assert after["visitors_low"] == pytest.approx(before["visitors_low"] * f, abs=0.2)
+    assert after["visitors_high"] == pytest.approx(before["visitors_high"] * f, abs=0.2)
     assert after["visitors_heard"] == before["visitors_heard"]
     assert after["passersby"] == before["passersby"] and after["passersby_heard"] == before["passersby_heard"]
-    assert after["capture_rate"] == pytest.approx(360 / (360 + 1200), abs=1e-4)
+    assert after["capture_rate"] == pytest.approx(240 * f / (240 * f + 1200), abs=1e-3)
 
     # A new calibration is fitted on the stored (uncalibrated) estimates: it replaces, never compounds.
     report2 = fit_counts(conn, read_counts(write(tmp_path, hourly_csv(days, truth), "again.csv"), "UTC"), "UTC")
-    assert report2["factors"]["visitors"] == 1.5 and report2["replaces"]["id"] == cal_id
+    assert report2["factors"]["visitors"] == f and report2["replaces"]["id"] == cal_id
     store_calibration(conn, report2)
-    assert figures.period_totals(conn, days[0], days[-1])["visitors"] == 360.0
+    assert figures.period_totals(conn, days[0], days[-1])["visitors"] == pytest.approx(240.0 * f, abs=0.2)
     assert clear_calibrations(conn, latest_only=True) == 1
-    assert figures.latest_calibration(conn).visitors == 1.5
+    assert figures.latest_calibration(conn).visitors == f
     assert clear_calibrations(conn) == 1
     assert figures.period_totals(conn, days[0], days[-1])["visitors"] == 240.0
 
@@ -361,19 +366,21 @@ def test_cli_dry_run_json_store_show_undo_clear(conn, tmp_path, capsys):
     path = write(tmp_path, hourly_csv(days, {d: 100.0 for d in days}, passersby={d: 360.0 for d in days}))
 
     rc, out, _ = run_cli(capsys, "--truth", str(path), "--db", db, "--tz", "UTC", "--dry-run")
-    assert rc == 0 and "Dry run: nothing stored" in out and "factor 1.250" in out and "factor 0.900" in out
+    assert rc == 0 and "Dry run: nothing stored" in out and "says 1.250" in out and "says 0.900" in out
     assert conn.execute("SELECT count(*) FROM calibrations").fetchone()[0] == 0
 
     rc, out, _ = run_cli(capsys, "--truth", str(path), "--db", db, "--dry-run", "--json")
     report = json.loads(out)
-    assert rc == 0 and report["stored"] is None and report["factors"] == {"visitors": 1.25, "passersby": 0.9}
+    assert rc == 0 and report["stored"] is None
+    assert {k: v["fitted"] for k, v in report["figures"].items()} == {"visitors": 1.25, "passersby": 0.9}
     assert conn.execute("SELECT count(*) FROM calibrations").fetchone()[0] == 0
 
     rc, out, _ = run_cli(capsys, "--truth", str(path), "--db", db)
     assert rc == 0 and "Stored as calibration 1" in out
-    assert figures.latest_calibration(conn).visitors == 1.25
+    applied = figures.latest_calibration(conn).visitors
+    assert applied == round(1.25 ** calibrate_fit.credibility("visitors", 3, False), 4)
     rc, out, _ = run_cli(capsys, "--show", "--db", db)
-    assert rc == 0 and "factor 1.250" in out
+    assert rc == 0 and f"factor {applied:.3f}" in out
 
     # A config file gives the database and the time zone.
     toml = write(tmp_path, f'site = "demo"\ntimezone = "UTC"\ndb = "{db}"\n', "hub.toml")
@@ -381,7 +388,7 @@ def test_cli_dry_run_json_store_show_undo_clear(conn, tmp_path, capsys):
     assert rc == 0 and "Stored as calibration 2" in out and "In force until now" in out
 
     rc, out, _ = run_cli(capsys, "--undo", "--db", db)
-    assert rc == 0 and "removed 1 calibration;" in out and "in force now: visitors x1.250" in out
+    assert rc == 0 and "removed 1 calibration;" in out and f"in force now: visitors x{applied:.3f}" in out
     rc, out, _ = run_cli(capsys, "--clear", "--db", db)
     assert rc == 0 and "removed 1 calibration;" in out and "uncalibrated" in out
     assert conn.execute("SELECT count(*) FROM calibrations").fetchone()[0] == 0
@@ -489,3 +496,36 @@ def test_end_to_end_simulated_store_moves_toward_the_truth(tmp_path, capsys):
     assert all(math.isfinite(x) for x in errors["after"])
     assert ma <= mb
     conn.close()
+
+
+def test_credibility_shrinks_noise_and_keeps_bias():
+    """The applied share of a count's factor: small where a figure's error is mostly
+    day-to-day noise (passers-by with 2-3 sensors, one counted day), nearly all where it is a
+    store's bias (one sensor), growing with the days counted, and never above one."""
+    w = calibrate_fit.credibility
+    assert 0.5 < w("passersby", 1, False) < w("passersby", 3, False) < w("passersby", 30, False) < 1
+    assert w("visitors", 1, False) > 0.9
+    assert w("visitors", 1, True) > 0.8 and w("passersby", 1, True) > 0.8
+    assert w("passersby", 1, False) < w("passersby", 1, True)
+
+
+def test_one_sensor_site_takes_more_of_the_factor(conn, tmp_path):
+    """The site kind comes from the counted days' site models (SiteModel.weak)."""
+    from footfall.hub.estimate import SiteModel
+    from footfall.hub.inside import InsideModel
+
+    days = [DAY0]
+    add_day(conn, DAY0, open_hours(10.0, 50.0))
+    path = write(tmp_path, hourly_csv(days, {DAY0: 120.0}, passersby={DAY0: 300.0}))
+    strong = fit_counts(conn, read_counts(path, "UTC"), "UTC")["figures"]["passersby"]
+    weak_model = SiteModel(inside=InsideModel(sensors=("s1",)))
+    assert weak_model.weak
+    with conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO site_models (day, model, link_model, provisional, fitted) "
+            "VALUES (?, ?, NULL, 0, 0)",
+            (DAY0.isoformat(), json.dumps(weak_model.to_dict())),
+        )
+    weak = fit_counts(conn, read_counts(path, "UTC"), "UTC")["figures"]["passersby"]
+    assert strong["fitted"] == weak["fitted"] == 0.75
+    assert strong["weight"] < weak["weight"] and 0.75 < weak["factor"] < strong["factor"] < 1.0
