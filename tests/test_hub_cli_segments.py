@@ -3,13 +3,16 @@
 import json
 import subprocess
 import sys
+import time
 
 from footfall import schema, topics
 from footfall.hub import store
 from footfall.hub.config import HubConfig
 from footfall.hub.ingest import ingest_many
 
-T0 = 1_793_600_000.0
+# Three days ending yesterday: segments look back a fixed number of days from now, so a fixed
+# date made this test fail once the calendar passed it.
+T0 = (time.time() // 86400 - 3) * 86400 + 8 * 3600
 
 
 def run(*args):

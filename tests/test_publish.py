@@ -83,7 +83,7 @@ def retained_status(port: int) -> dict[str, Any]:
 
 
 def presence(i: int) -> dict[str, Any]:
-    return schema.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i, inside=1)
+    return schema.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i, inside=0)
 
 
 def visit(i: int) -> dict[str, Any]:
@@ -223,7 +223,7 @@ _KILLED_PUBLISHER = textwrap.dedent(
     print("online", flush=True)
     for i in range(count):
         pub.publish("presence", schema.presence_payload(
-            site="shop1", sensor="sensor-a", ts=1_700_000_000 + i, window_s=60, devices=i, inside=1))
+            site="shop1", sensor="sensor-a", ts=1_700_000_000 + i, window_s=60, devices=i, inside=0))
         if i % 100 == 99:
             print(i + 1, flush=True)
     pub.flush(60)

@@ -46,7 +46,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
 
 
 def presence(i: int) -> dict[str, Any]:
-    return schema.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i, inside=1)
+    return schema.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i, inside=0)
 
 
 def lines(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
