@@ -15,6 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from footfall.hub.config import HubConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +94,13 @@ def add_ingest(hub_sub: argparse._SubParsersAction) -> None:
 
 
 def _sensors(args: argparse.Namespace) -> int:
-    from footfall.hub import store
+    from footfall.hub import roster, store
     from footfall.hub.sensors import sensor_health
 
     cfg = _load_config(args)
     conn = store.connect(cfg.db)
+    if args.admit or args.drop:
+        return _admit_or_drop(conn, cfg, args)
     for s in sensor_health(conn, heartbeat_s=cfg.heartbeat_s, site=cfg.site):
         print(json.dumps(asdict(s), sort_keys=True))
     for r in conn.execute("SELECT reason, count, last_at, last_detail FROM ingest_rejects ORDER BY reason"):
@@ -101,12 +109,60 @@ def _sensors(args: argparse.Namespace) -> int:
                 {"rejected": r["reason"], "count": r["count"], "last_at": r["last_at"], "last_detail": r["last_detail"]}
             )
         )
+    for q in roster.quarantined(conn):
+        print(json.dumps(q, sort_keys=True))
+    return 0
+
+
+def _admit_or_drop(conn: sqlite3.Connection, cfg: HubConfig, args: argparse.Namespace) -> int:
+    from footfall import topics
+    from footfall.hub import roster
+    from footfall.hub.ingest import Writer
+
+    for name in args.admit:
+        try:
+            topics.check_id(name, "sensor")
+            writer = Writer(conn, cfg)
+            refused = writer.gate.refuse(name)
+            if refused is not None and refused[0] == "revoked":
+                # A revoked sensor stays out; its quarantined messages stay for inspection (--drop).
+                raise ValueError(refused[1] + "; re-provision it (footfall provision add-sensor) to let it in")
+            roster.admit(conn, cfg.site, name)
+            outcomes = roster.release(conn, writer, cfg.site, name)
+        except ValueError as exc:
+            print(f"footfall hub sensors: error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps({"admitted": name, "replayed": sum(outcomes.values()), "outcomes": outcomes}, sort_keys=True))
+    for name in args.drop:
+        roster.ensure_tables(conn)
+        with conn:
+            n = conn.execute("DELETE FROM sensor_quarantine WHERE site = ? AND sensor = ?", (cfg.site, name)).rowcount
+        print(json.dumps({"dropped": name, "messages": n}))
     return 0
 
 
 def add_sensors(hub_sub: argparse._SubParsersAction) -> None:
-    p = hub_sub.add_parser("sensors", help="sensor health and ingest reject counts, as JSON lines")
+    p = hub_sub.add_parser(
+        "sensors",
+        help="sensor health, ingest reject counts and quarantined messages, as JSON lines; "
+        "--admit lets a refused sensor in",
+    )
     _config_args(p)
+    p.add_argument(
+        "--admit",
+        action="append",
+        default=[],
+        metavar="SENSOR",
+        help="accept this sensor from now on (beside hub.toml's sensors, no restart) and ingest the "
+        "messages it sent while refused (repeatable)",
+    )
+    p.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="SENSOR",
+        help="delete this sensor's quarantined messages (e.g. a stolen sensor's, once inspected)",
+    )
     p.set_defaults(func=_sensors)
 
 

@@ -5,7 +5,9 @@ Example (``/etc/footfall/hub.toml``)::
     site = "store-042"
     timezone = "Europe/Berlin"
     db = "/var/lib/footfall/hub.db"
-    sensors = ["s1", "s2"]          # allow-list; empty accepts any sensor of the site
+    roster = "/etc/footfall/roster.json"  # from `footfall provision` (broker/): revoked sensors refused
+    sensors = ["s1", "s2"]          # optional allow-list (plus the roster's active sensors); empty:
+                                     # every sensor the broker lets publish on the site's topics
     merge_gap_s = 600                # visits of one device this close are one store visit
     link_every_s = 300               # link devices and estimate people this often ...
     settle_s = 900                   # ... up to this long ago (sensors send a visit 10 min after it ends)
@@ -119,7 +121,11 @@ class HubConfig:
     site: str = "store"
     timezone: str = "UTC"
     db: str = "hub.db"
+    # The broker's ACL already ties a topic to the sensor that may publish it, so by default every
+    # sensor of the site is ingested (hub/roster.py); ``sensors`` is an optional allow-list and
+    # ``roster`` the provisioning file that says which sensors are active or revoked.
     sensors: list[str] = field(default_factory=list)
+    roster: str = ""
     # The agents' visit gap: a linked phone's successive MACs are minutes apart when it idles.
     merge_gap_s: float = 600.0
     # Linking and estimates run every link_every_s over whole local days, up to settle_s ago: a

@@ -26,7 +26,8 @@ over several, so the hub stays one client.
 
 Library use: ``Ingestor(config).run()`` (blocking; ``stop()`` from another thread or a signal
 handler) or ``ingest_payload(conn, topic, raw_bytes)`` for one message without MQTT. Validation,
-reject reasons and storage are in :mod:`footfall.hub.ingest_writer`.
+reject reasons and storage are in :mod:`footfall.hub.ingest_writer`; which sensors are let in, and
+the quarantine of the refused ones, in :mod:`footfall.hub.roster`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -44,7 +46,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from footfall import topics
-from footfall.hub import monitor, retention, store
+from footfall.hub import monitor, retention, roster, store
 from footfall.hub.config import HubConfig
 from footfall.hub.devices import DeviceEstimator
 from footfall.hub.ingest_writer import (
@@ -55,8 +57,6 @@ from footfall.hub.ingest_writer import (
     Rejected,
     RejectLog,
     Writer,
-    ingest_many,
-    ingest_payload,
     visit_row,
 )
 
@@ -108,6 +108,7 @@ class Ingestor:
         self._batch_started = 0.0
         self._next_link = 0.0
         self._next_status = 0.0
+        self._released = -1  # the sensor gate's generation whose quarantine was last replayed
         self._connected = False
         self.client = self._make_client()
 
@@ -202,6 +203,19 @@ class Ingestor:
             log.warning("could not record ingest status for monitoring: %s", exc)
         self._next_status = time.monotonic() + monitor.STATUS_EVERY_S
 
+    def _maybe_release(self) -> None:
+        """A sensor admitted or re-activated in the roster: ingest what it sent while refused."""
+        gate = self.writer.gate
+        gate.refresh()
+        if gate.generation == self._released:
+            return
+        try:
+            roster.release_allowed(self.conn, self.writer)
+        except sqlite3.OperationalError:
+            log.exception("replaying quarantined messages failed; will retry")
+            return
+        self._released = gate.generation
+
     def _housekeeping(self) -> None:
         try:
             retention.apply(self.conn, self.config)
@@ -294,6 +308,8 @@ class Ingestor:
                     continue
                 if not self._batch and time.monotonic() >= self._next_status:
                     self._status()
+                if not self._batch:
+                    self._maybe_release()
                 if not self._batch and time.monotonic() >= next_housekeeping:
                     self._housekeeping()
                     next_housekeeping = time.monotonic() + cfg.housekeeping_s
@@ -306,3 +322,38 @@ class Ingestor:
             finally:
                 self.client.disconnect()
                 self.ready.clear()
+
+
+def ingest_payload(
+    conn: sqlite3.Connection,
+    topic: str,
+    raw: bytes | str,
+    config: HubConfig | None = None,
+    *,
+    retained: bool = False,
+) -> str:
+    """Validate and store one message without MQTT; returns its outcome (see ``Writer.write``).
+
+    Without ``config`` the site is taken from the topic and every sensor is accepted.
+    """
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if config is None:
+        parsed = topics.parse(topic)
+        config = HubConfig(site=parsed[0] if parsed else "unknown")
+    return Writer(conn, config).write([Incoming(topic, raw, retained)])[0]
+
+
+def ingest_many(conn: sqlite3.Connection, messages: Iterable[tuple[str, bytes]], config: HubConfig) -> list[str]:
+    """Store many (topic, payload) pairs in batches of ``config.ingest.batch_max``."""
+    writer = Writer(conn, config)
+    out: list[str] = []
+    batch: list[Incoming] = []
+    for topic, raw in messages:
+        batch.append(Incoming(topic, raw))
+        if len(batch) >= config.ingest.batch_max:
+            out += writer.write(batch)
+            batch = []
+    if batch:
+        out += writer.write(batch)
+    return out

@@ -14,7 +14,9 @@ bad) and never stop the good messages around them. Reasons:
 ``garbage``         not JSON, or not a JSON object
 ``version``         a schema version this build does not read
 ``schema``          a field missing, mistyped or out of range
-``unknown_sensor``  a sensor not in the configured allow-list
+``unknown_sensor``  a sensor outside hub.toml's optional ``sensors`` allow-list and the roster
+``revoked``         a sensor the provisioning roster lists as revoked. These two are kept in
+                    ``sensor_quarantine``, not dropped: see ``hub/roster.py``
 ``mismatch``        payload site/sensor differs from the topic's
 ``privacy``         a device field that looks like a raw MAC address (never stored)
 ``expired``         a visit older than the retention window (see ``hub/retention.py``); the log line
@@ -34,7 +36,7 @@ import operator
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -43,6 +45,7 @@ from footfall import schema, topics
 from footfall.hub import devices, merge, retention
 from footfall.hub.config import HubConfig
 from footfall.hub.devices import DeviceEstimator, HashEstimator
+from footfall.hub.roster import QUARANTINE_REASONS, SensorGate
 from footfall.hub.sensors import ActivityMeter, apply_health, apply_status
 
 # The reject log lines keep the logger name operators filter on.
@@ -55,6 +58,7 @@ REASONS = (
     "version",
     "schema",
     "unknown_sensor",
+    "revoked",
     "mismatch",
     "privacy",
     "expired",
@@ -274,7 +278,7 @@ class Writer:
         self.clock = clock
         self.estimator: DeviceEstimator = estimator or HashEstimator()
         self.tz = config.tz
-        self.allowed = frozenset(config.sensors)
+        self.gate = SensorGate(conn, config)
         self.stats = IngestStats()
         self.meter = ActivityMeter()
         self.reject_log = RejectLog(config.ingest.log_every_s)
@@ -327,14 +331,16 @@ class Writer:
             payload = schema.validate(m.payload, kind)
         except schema.SchemaError as exc:
             raise Rejected(_classify_schema_error(m.payload, exc), str(exc)) from None
-        if self.allowed and sensor not in self.allowed:
-            raise Rejected("unknown_sensor", f"sensor {sensor!r} is not configured")
         if payload["site"] != site or payload["sensor"] != sensor:
             raise Rejected("mismatch", "payload site/sensor differ from the topic's")
+        refused = self.gate.refuse(sensor)
+        if refused is not None:  # last: only messages that would be stored are quarantined
+            raise Rejected(*refused)
         return site, sensor, kind, payload
 
     def _write(self, messages: Sequence[Incoming]) -> list[str]:
         now = self.clock()
+        self.gate.refresh()
         expired = retention.expired_before(self.config, now)
         latest = now + self.config.ingest.max_clock_ahead_s
         outcomes: list[str] = [""] * len(messages)
@@ -342,6 +348,7 @@ class Writer:
         rejects: dict[str, int] = {}
         details: dict[str, str] = {}
         activity: dict[tuple[str, str], int] = {}
+        held: list[tuple[Incoming, str]] = []
         other = 0
         conn = self.conn
         with conn:
@@ -359,7 +366,11 @@ class Writer:
                 except Rejected as exc:
                     rejects[exc.reason] = rejects.get(exc.reason, 0) + 1
                     details[exc.reason] = f"{m.topic}: {exc.detail}"[:300]
-                    self.reject_log.note(exc.reason, m.topic, exc.detail)
+                    if exc.reason in QUARANTINE_REASONS:
+                        held.append((m, exc.reason))
+                        self.gate.note(m.topic, exc.reason, exc.detail)
+                    else:
+                        self.reject_log.note(exc.reason, m.topic, exc.detail)
                     outcomes[i] = f"rejected:{exc.reason}"
                     continue
                 if not m.retained:
@@ -404,6 +415,8 @@ class Writer:
                     outcomes[i] = "stored"
             if rejects:
                 self._count_rejects(rejects, details, now)
+            if held:
+                self.gate.hold(held, now)
             self.meter.flush(conn, now, activity)
         s = self.stats
         s.batches += 1
@@ -470,38 +483,3 @@ def _duration(seconds: float) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.0f} days"
-
-
-def ingest_payload(
-    conn: sqlite3.Connection,
-    topic: str,
-    raw: bytes | str,
-    config: HubConfig | None = None,
-    *,
-    retained: bool = False,
-) -> str:
-    """Validate and store one message without MQTT; returns its outcome (see ``Writer.write``).
-
-    Without ``config`` the site is taken from the topic and every sensor is accepted.
-    """
-    if isinstance(raw, str):
-        raw = raw.encode()
-    if config is None:
-        parsed = topics.parse(topic)
-        config = HubConfig(site=parsed[0] if parsed else "unknown")
-    return Writer(conn, config).write([Incoming(topic, raw, retained)])[0]
-
-
-def ingest_many(conn: sqlite3.Connection, messages: Iterable[tuple[str, bytes]], config: HubConfig) -> list[str]:
-    """Store many (topic, payload) pairs in batches of ``config.ingest.batch_max``."""
-    writer = Writer(conn, config)
-    out: list[str] = []
-    batch: list[Incoming] = []
-    for topic, raw in messages:
-        batch.append(Incoming(topic, raw))
-        if len(batch) >= config.ingest.batch_max:
-            out += writer.write(batch)
-            batch = []
-    if batch:
-        out += writer.write(batch)
-    return out

@@ -6,8 +6,10 @@ everything here is read from what both can see: the hub's TOML settings (the sam
 the SQLite database and the files the settings name. Every read happens at scrape time, so a
 sensor provisioned or a CRL renewed shows up at the next scrape without a restart.
 
-- **Roster**: ``sensors`` in hub.toml, plus the active sensors of ``site.json`` when the site
-  directory is visible (``$FOOTFALL_SITE_DIR``, the variable ``footfall provision`` reads).
+- **Roster**: ``sensors`` in hub.toml, plus the active sensors of the ``roster`` file hub.toml
+  names (the one ingest reads, hub/roster.py) and of ``site.json`` when the site directory is
+  visible (``$FOOTFALL_SITE_DIR``, the variable ``footfall provision`` reads). A sensor either
+  lists as revoked is not expected: ingest refuses it.
   A rostered sensor with no row in ``sensors`` has never sent anything: down from the start.
 - **Liveness**: the last time ingest stored a message is ``max(sensors.last_message)`` (ingest
   stamps it with the hub's clock on every batch). The MQTT session state and a heartbeat that
@@ -52,6 +54,7 @@ class MonitorSources:
     site: str = ""
     sensors: tuple[str, ...] = ()
     site_dir: Path | None = None
+    roster_file: Path | None = None  # ``roster`` in hub.toml
     # (role, path): role is what the file is to the hub, so an alert can say which one expires.
     certs: tuple[tuple[str, Path], ...] = ()
     # (role, path, required): a CRL we only guess the place of is skipped when it is not there.
@@ -76,7 +79,14 @@ class MonitorSources:
             certs.append(("site_ca", path / "ca" / "ca.pem"))
             crls.append(("site", path / "ca" / "crl.pem", True))
             crls.append(("broker", path / "broker" / "crl.pem", True))
-        return cls(site=config.site, sensors=tuple(config.sensors), site_dir=path, certs=tuple(certs), crls=tuple(crls))
+        return cls(
+            site=config.site,
+            sensors=tuple(config.sensors),
+            site_dir=path,
+            roster_file=Path(config.roster) if config.roster else None,
+            certs=tuple(certs),
+            crls=tuple(crls),
+        )
 
 
 @dataclass(frozen=True)
@@ -148,22 +158,41 @@ def _parse_iso(value: object) -> float | None:
 def roster(sources: MonitorSources) -> Roster:
     expected: dict[tuple[str, str], str] = {(sources.site, s): "config" for s in sources.sensors}
     expiry: dict[tuple[str, str], float] = {}
+    error = None
+    if sources.roster_file is not None:
+        from footfall.hub.roster import read_roster
+
+        try:
+            rf = read_roster(sources.roster_file)
+        except (OSError, ValueError) as exc:
+            error = type(exc).__name__
+        else:
+            for sensor in rf.revoked:
+                expected.pop((rf.site, sensor), None)
+            for sensor in rf.active:
+                key = (rf.site, sensor)
+                expected[key] = "config,provisioning" if expected.get(key) == "config" else "provisioning"
+                if sensor in rf.cert_expiry:
+                    expiry[key] = rf.cert_expiry[sensor]
     if sources.site_dir is None:
-        return Roster(expected, expiry)
+        return Roster(expected, expiry, error)
     from footfall.tools.provision import state as site_state
 
     try:
         st = site_state.load(sources.site_dir)
     except (OSError, ValueError) as exc:
         # Keep the hub.toml roster: a half-copied site.json must not make sensors disappear.
-        return Roster(expected, expiry, type(exc).__name__)
+        return Roster(expected, expiry, error or type(exc).__name__)
+    for sensor, rec in st.sensors.items():
+        if rec.get("status") == "revoked":
+            expected.pop((st.site, sensor), None)
     for sensor in st.active_sensors():
         key = (st.site, sensor)
-        expected[key] = "config,provisioning" if key in expected else "provisioning"
+        expected[key] = "config,provisioning" if expected.get(key, "").startswith("config") else "provisioning"
         not_after = _parse_iso(st.sensors[sensor].get("cert", {}).get("not_after"))
         if not_after is not None:
             expiry[key] = not_after
-    return Roster(expected, expiry)
+    return Roster(expected, expiry, error)
 
 
 def hub_status(conn: sqlite3.Connection) -> dict[str, tuple[float, float]]:

@@ -10,6 +10,10 @@ Generators follow the CDP's fields (seed 003): ``length`` (default 10), ``charse
 ``type`` (``code`` or ``barcode``), ``bindings_limit`` (how many coupons the generator may bind
 to devices in total; 0 = no limit) and validity by ``end_date`` or ``ttl_days``.
 
+Short codes are guessable at the POS: :mod:`footfall.hub.o2o.guessing` says how many may be
+outstanding for a format, ``scenarios.add`` refuses settings past it and :func:`issue` stops
+there.
+
 Redemption is atomic and exactly once under any concurrency: ``BEGIN IMMEDIATE`` takes
 SQLite's write lock before the coupon is read, and the update is conditional
 (``... WHERE redeemed_at IS NULL``) with its row count checked, so two tills racing on one code
@@ -19,6 +23,7 @@ get one success and one ``already_redeemed``.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sqlite3
 import string
@@ -27,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from footfall.hub.o2o import guessing
 
 # 32 characters without 0/O and 1/I: codes are read aloud and typed at tills; an even size
 # lets the Luhn mod N check catch every single-character error and nearly every adjacent swap.
@@ -39,6 +46,7 @@ CHARSETS = {
     "alnum": string.ascii_uppercase + string.digits,
 }
 DAY = 86400.0
+log = logging.getLogger(__name__)
 
 
 class CouponError(Exception):
@@ -179,6 +187,7 @@ def issue(
     records it on the target together).
     """
     now = time.time() if now is None else now
+    _check_guessable(conn, gen, now)
     if gen.bindings_limit:
         n = conn.execute(
             "SELECT count(*) FROM o2o_coupons WHERE scenario_id IS ? AND campaign = ?", (scenario_id, gen.campaign)
@@ -211,6 +220,37 @@ def issue(
         except sqlite3.IntegrityError:
             continue  # a collision: astronomically rare, but draw again rather than fail
     raise RuntimeError("could not draw a unique coupon code")
+
+
+# Formats whose bound is above this many outstanding codes are not counted at each issue: no
+# hub holds that many, and the count is a scan of the coupon table.
+_COUNT_BELOW = 10_000_000
+
+
+def _check_guessable(conn: sqlite3.Connection, gen: Generator, now: float) -> None:
+    """Refuse to issue past the guessing bound: settings stored before the rule existed, or an
+    unlimited generator that outgrew ``PLANNED_OUTSTANDING``, must not silently get weaker."""
+    limit = guessing.max_outstanding(gen)
+    if limit >= _COUNT_BELOW:
+        return
+    n = guessing.outstanding_like(conn, gen, now=now)
+    if n + 1 > limit:
+        log.warning("coupon not issued: %d outstanding codes of campaign %r's format, bound %d", n, gen.campaign, limit)
+        raise CouponError(
+            "too_guessable",
+            f"{n} codes of this format are outstanding, the most a POS guesser allows is {limit}: "
+            "use longer codes (docs/operator-guide.md, POS limits)",
+        )
+
+
+def exists(conn: sqlite3.Connection, code: str) -> bool:
+    """Whether a code was ever issued, as :func:`validate` and :func:`redeem` look it up; no
+    side effects, so the POS can decide on a rate limit before anything happens."""
+    try:
+        _load(conn, normalize(code))
+    except CouponError:
+        return False
+    return True
 
 
 def _load(conn: sqlite3.Connection, code: str) -> sqlite3.Row:

@@ -6,7 +6,9 @@ A scenario (``o2o_scenarios``; its settings are one JSON document, :class:`Scena
                    stayed under ``max_dwell_s``, 300 s by default) or ``segment:<name>`` (the
                    members of a segment from ``hub/segments.py``, seen in the window).
 ``message``        the SMS template: ``{code}``, ``{discount}``, ``{valid_until}``, ``{store}``.
-``coupon``         a :class:`~footfall.hub.o2o.coupons.Generator` (value, minimum, validity...).
+``coupon``         a :class:`~footfall.hub.o2o.coupons.Generator` (value, minimum, validity...);
+                   :func:`add` refuses code settings a POS guesser would break
+                   (:mod:`footfall.hub.o2o.guessing`).
 ``interval_s``     a run every 30 minutes by default; ``retry_s`` after a failed run.
 ``cap_days``/``cap_contacts``  at most ``cap_contacts`` messages per device in ``cap_days``
                    (over all scenarios), and a device is targeted by one scenario at most once
@@ -34,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from footfall.hub.o2o import guessing
 from footfall.hub.o2o.coupons import Generator
 
 BUILTIN_TARGETS = ("passersby", "short_visits")
@@ -116,6 +119,9 @@ class Scenario:
 
 def add(conn: sqlite3.Connection, sc: Scenario, *, now: float | None = None, replace: bool = False) -> int:
     now = time.time() if now is None else now
+    # Refused here, when someone configures it, rather than in Scenario.check: a stored scenario
+    # must still load (and be fixable) after codes from other scenarios filled the space.
+    guessing.check_settings(conn, sc.coupon, now=now)
     with conn:
         if replace:
             row = conn.execute("SELECT id FROM o2o_scenarios WHERE name = ?", (sc.name,)).fetchone()

@@ -164,6 +164,8 @@ def hub_toml(site: str, username: str, port: int, hub_dir: str) -> str:
     doc = {
         "site": topics.check_id(site, "site"),
         "db": "/var/lib/footfall/hub.db",
+        # Deployed from broker/ with every sensor change: the hub refuses the revoked ones.
+        "roster": f"{d}/roster.json",
         "mqtt": {
             # The hub talks to the broker on its own machine; 127.0.0.1 is in the server certificate.
             "host": "127.0.0.1",

@@ -6,7 +6,7 @@ Layout of ``site_dir`` (keep it offline or on the hub, mode 0700; never in git):
     ca/ca.key ca/ca.pem     the site CA (key optionally encrypted with a passphrase)
     ca/hash.key             the site's device-id HMAC secret (hex), shipped to every sensor
     ca/bridge.pass          the central broker password, if the bridge uses one
-    broker/                 mosquitto.conf passwd acl ca.pem server.crt server.key crl.pem -> hub
+    broker/                 mosquitto.conf passwd acl ca.pem server.crt server.key crl.pem roster.json -> hub
     hub/                    the hub's MQTT client bundle
     sensors/<id>/           one sensor's bundle -> that sensor's /etc/footfall
 """
@@ -24,7 +24,7 @@ from footfall import topics
 from footfall.tools.provision import ca, mosquitto
 from footfall.tools.provision.bundle import AgentSettings, write_hub_bundle, write_sensor_bundle
 from footfall.tools.provision.files import PUBLIC_MODE, ensure_dir, write_file
-from footfall.tools.provision.state import STATE_FILE, SiteState, load, save
+from footfall.tools.provision.state import ROSTER_FILE, STATE_FILE, SiteState, load, save
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1")  # the hub's own client connects locally
 
@@ -75,6 +75,8 @@ def render_broker(site_dir: Path, state: SiteState) -> Path:
     users += [(s, state.sensors[s]["password_hash"]) for s in state.active_sensors()]
     write_file(out / "passwd", mosquitto.passwd_text(users))
     write_file(out / "acl", mosquitto.acl_text(state.site, state.active_sensors()))
+    # Public (no secrets) so the hub's own user can read its copy in /etc/footfall.
+    write_file(out / ROSTER_FILE, state.roster_json(), PUBLIC_MODE)
     bridge = _bridge(site_dir, state)
     write_file(out / "mosquitto.conf", mosquitto.conf_text(state.site, _broker_config(state), bridge))
     return out

@@ -18,6 +18,7 @@ from footfall.tools.provision.files import write_file
 
 STATE_VERSION = 1
 STATE_FILE = "site.json"
+ROSTER_FILE = "roster.json"  # written into broker/, read by the hub
 
 
 @dataclass
@@ -46,6 +47,23 @@ class SiteState:
         if rec is None:
             raise KeyError(f"sensor {sensor!r} is not provisioned in site {self.site!r}")
         return rec
+
+    def roster_json(self) -> str:
+        """``roster.json`` for the hub: who is active or revoked, no secrets (hub/roster.py reads it).
+
+        The hub ingests any sensor the broker lets publish; this tells it whom to refuse (revoked)
+        and whom /metrics should expect (active) without a copy of site.json and the CA beside it.
+        """
+        sensors = {}
+        for name, rec in sorted(self.sensors.items()):
+            entry: dict[str, Any] = {"status": rec.get("status")}
+            if rec.get("status") == "active":
+                entry["not_after"] = rec.get("cert", {}).get("not_after")
+            elif rec.get("revoked_at"):
+                entry["revoked_at"] = rec["revoked_at"]
+            sensors[name] = entry
+        doc = {"version": 1, "site": self.site, "sensors": sensors}
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
