@@ -193,9 +193,8 @@ def _fit_figure(fig: str, matches: Sequence[_Match], weak: bool = False) -> tupl
         groups, grouped_by = [(by_day[d][0], by_day[d][1]) for d in days], "days"
     else:
         groups, grouped_by = [(m.row.count(fig) or 0.0, m.estimate[fig] or 0.0) for m in usable], "intervals"
-    ci = _bootstrap(groups)
-    if ci is not None:
-        ci = (ci[0] ** weight, ci[1] ** weight)
+    raw_ci = _bootstrap(groups)
+    ci = None if raw_ci is None else (raw_ci[0] ** weight, raw_ci[1] ** weight)
     per_day = []
     before: list[float] = []
     after: list[float] = []
@@ -239,9 +238,11 @@ def _fit_figure(fig: str, matches: Sequence[_Match], weak: bool = False) -> tupl
         )
     if ci is None:
         warnings.append(f"{label}: a single counted interval gives no interval for the factor; count more")
-    elif max(ci[1] / factor - 1, 1 - ci[0] / factor) > MAX_HALF_WIDTH:
+    elif raw_ci is not None and max(raw_ci[1] / fitted - 1, 1 - raw_ci[0] / fitted) > MAX_HALF_WIDTH:
+        # How much the counted days disagree is the data's, so it is judged before any shrinking.
         warnings.append(
-            f"{label}: the factor's 90 % interval ({ci[0]:.2f}-{ci[1]:.2f}) is wider than +-{MAX_HALF_WIDTH:.0%}: "
+            f"{label}: the counted factor's 90 % interval ({raw_ci[0]:.2f}-{raw_ci[1]:.2f}) is wider than "
+            f"+-{MAX_HALF_WIDTH:.0%}: "
             "the counted periods disagree; count more days before trusting it"
         )
     if not SANE_FACTOR[0] <= fitted <= SANE_FACTOR[1]:

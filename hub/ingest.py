@@ -106,6 +106,11 @@ class Ingestor:
         self._stop = threading.Event()
         self._batch: list[Incoming] = []
         self._batch_started = 0.0
+        # Which connection the pending batch arrived on: message ids restart with a new
+        # connection when the broker lost the session, so an ack must never cross connections.
+        self._conn_gen = 0
+        self._batch_gen = 0
+        self._connack = False
         self._next_link = 0.0
         self._next_status = 0.0
         self._released = -1  # the sensor gate's generation whose quarantine was last replayed
@@ -147,6 +152,7 @@ class Ingestor:
             log.error("broker refused the connection: %s", reason)
             return
         self._connected = True
+        self._connack = True
         log.info(
             "connected to %s:%d (session present: %s)",
             self.config.mqtt.host,
@@ -165,6 +171,8 @@ class Ingestor:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected = False
+        self._connack = False
+        self._conn_gen += 1
         self.ready.clear()
         self._status()
         if not self._stop.is_set():
@@ -177,6 +185,7 @@ class Ingestor:
             topic = None
         if not self._batch:
             self._batch_started = time.monotonic()
+            self._batch_gen = self._conn_gen
         self._batch.append(Incoming(topic, msg.payload, bool(msg.retain), msg.mid, msg.qos))
 
     def _flush(self, *, ack: bool = True) -> None:
@@ -185,7 +194,9 @@ class Ingestor:
         if not batch:
             return
         self.writer.write(batch)
-        if ack and self._connected:
+        # Only on the connection the batch came on (a message id of a lost connection may name
+        # another message on the next), and only once that connection's CONNACK arrived.
+        if ack and self._connected and self._connack and self._batch_gen == self._conn_gen:
             send_ack = self.client.ack
             for m in batch:
                 if m.qos:  # QoS 0 has nothing to acknowledge
@@ -260,10 +271,16 @@ class Ingestor:
         try:
             while not self._stop.is_set():
                 if not self._connected:
+                    self._connack = False
+                    self._conn_gen += 1  # whatever is pending came on the connection that ended
                     try:
                         self._connect()
                         backoff = 0.5
                     except OSError as exc:
+                        # Still alive, only the broker is not: the heartbeat keeps telling apart
+                        # "ingest stopped" from "broker unreachable" (mqtt_connected 0).
+                        if time.monotonic() >= self._next_status:
+                            self._status()
                         log.warning(
                             "cannot reach the broker at %s:%d: %s; retrying in %.1fs",
                             self.config.mqtt.host,

@@ -164,7 +164,7 @@ def roster(sources: MonitorSources) -> Roster:
 
         try:
             rf = read_roster(sources.roster_file)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any damaged file is an error series, never a 500 on /metrics
             error = type(exc).__name__
         else:
             for sensor in rf.revoked:
@@ -180,18 +180,17 @@ def roster(sources: MonitorSources) -> Roster:
 
     try:
         st = site_state.load(sources.site_dir)
-    except (OSError, ValueError) as exc:
-        # Keep the hub.toml roster: a half-copied site.json must not make sensors disappear.
+        for sensor, rec in st.sensors.items():
+            if rec.get("status") == "revoked":
+                expected.pop((st.site, sensor), None)
+        for sensor in st.active_sensors():
+            key = (st.site, sensor)
+            expected[key] = "config,provisioning" if expected.get(key, "").startswith("config") else "provisioning"
+            not_after = _parse_iso((st.sensors[sensor].get("cert") or {}).get("not_after"))
+            if not_after is not None:
+                expiry[key] = not_after
+    except Exception as exc:  # a half-copied or hand-edited site.json: report it, keep the rest
         return Roster(expected, expiry, error or type(exc).__name__)
-    for sensor, rec in st.sensors.items():
-        if rec.get("status") == "revoked":
-            expected.pop((st.site, sensor), None)
-    for sensor in st.active_sensors():
-        key = (st.site, sensor)
-        expected[key] = "config,provisioning" if expected.get(key, "").startswith("config") else "provisioning"
-        not_after = _parse_iso(st.sensors[sensor].get("cert", {}).get("not_after"))
-        if not_after is not None:
-            expiry[key] = not_after
     return Roster(expected, expiry, error)
 
 
@@ -205,9 +204,12 @@ def hub_status(conn: sqlite3.Connection) -> dict[str, tuple[float, float]]:
 
 def record_status(conn: sqlite3.Connection, name: str, value: float, now: float) -> None:
     """For ingest: set one ``hub_status`` row (in its own batch transaction; it commits)."""
+    # ``updated`` is when the value last changed (the heartbeat's value is its time, so it
+    # changes every write), which is what "connected since" needs.
     conn.execute(
         "INSERT INTO hub_status (name, value, updated) VALUES (?, ?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+        " ON CONFLICT (name) DO UPDATE SET updated = CASE WHEN value = excluded.value THEN updated"
+        " ELSE excluded.updated END, value = excluded.value",
         (name, value, now),
     )
 

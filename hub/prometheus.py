@@ -136,12 +136,12 @@ def exposition(
     w.family("footfall_sensor_visits_stored", "gauge", "sensor visits kept now (retention deletes old ones)")
     w.sample("footfall_sensor_visits_stored", stored)
 
-    _hub(w, conn)
+    _hub(w, conn, now)
     _certificates(w, sources, roster)
     return w.text()
 
 
-def _hub(w: _Writer, conn: sqlite3.Connection) -> None:
+def _hub(w: _Writer, conn: sqlite3.Connection, now: float) -> None:
     w.family("footfall_hub_last_ingest_timestamp_seconds", "gauge", "hub time ingest last stored a message; 0: never")
     w.sample("footfall_hub_last_ingest_timestamp_seconds", monitor.last_ingest(conn))
     status = monitor.hub_status(conn)
@@ -151,8 +151,11 @@ def _hub(w: _Writer, conn: sqlite3.Connection) -> None:
         w.sample("footfall_hub_ingest_heartbeat_timestamp_seconds", status[monitor.STATUS_HEARTBEAT][0])
     if monitor.STATUS_MQTT_CONNECTED in status:
         value, updated = status[monitor.STATUS_MQTT_CONNECTED]
+        beat = status.get(monitor.STATUS_HEARTBEAT, (0.0, 0.0))[0]
+        # A killed ingest leaves its last "1" behind: past three missed heartbeats it is not up.
+        alive = now - beat <= 3 * monitor.STATUS_EVERY_S
         w.family("footfall_hub_mqtt_connected", "gauge", "1 while ingest's MQTT session is up")
-        w.sample("footfall_hub_mqtt_connected", 1 if value else 0)
+        w.sample("footfall_hub_mqtt_connected", 1 if value and alive else 0)
         w.family("footfall_hub_mqtt_connected_changed_timestamp_seconds", "gauge", "when it last changed")
         w.sample("footfall_hub_mqtt_connected_changed_timestamp_seconds", updated)
     d = monitor.disk(conn)

@@ -111,6 +111,30 @@ def test_sessions_with_hashed_passwords(client: TestClient, database: Database):
     assert client.get("/api/v1/me").status_code == 401
 
 
+def test_login_limits_count_the_client_behind_the_proxy(database: Database, monkeypatch: pytest.MonkeyPatch):
+    """Central sits behind a TLS proxy on 127.0.0.1: with the proxy trusted, wrong passwords
+    from one client lock out that client only, not every user arriving through the proxy."""
+    monkeypatch.setenv("FOOTFALL_TRUSTED_PROXIES", "127.0.0.1")
+    with database.connect() as conn:
+        auth.add_user(conn, "maria", "correct horse battery", role="marketing", stores=["south"])
+    app = create_app(CentralConfig(), db=database)
+    with TestClient(app, client=("127.0.0.1", 40000)) as proxy:
+        attacker = {"X-Forwarded-For": "203.0.113.9"}
+        codes = [
+            proxy.post("/api/v1/login", json={"username": "maria", "password": "nope"}, headers=attacker).status_code
+            for _ in range(8)
+        ]
+        assert codes.count(401) == 5 and codes[-1] == 429
+        ok = proxy.post(
+            "/api/v1/login",
+            json={"username": "maria", "password": "correct horse battery"},
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        )
+        assert ok.status_code == 200
+        long_name = proxy.post("/api/v1/login", json={"username": "x" * 65, "password": "p"}, headers=attacker)
+        assert long_name.status_code == 422
+
+
 def test_pages_are_self_contained(client: TestClient):
     for path in ("/", "/login", "/optout", "/static/app.js", "/static/style.css"):
         assert client.get(path).status_code == 200, path

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -33,13 +34,14 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from footfall.cloud_sync import signing
 from footfall.cloud_sync.central import auth, cdp, consent, export, model, segments
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Connection, Database
+from footfall.hub import auth as hub_auth
 from footfall.hub.auth import LoginLimiter
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,9 @@ class Metrics:
 
 
 class LoginRequest(BaseModel):
-    username: str
-    password: str
+    # Bounded: every name tried is remembered by the login limiter for its window.
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
 
 
 class SegmentRequest(BaseModel):
@@ -369,10 +372,16 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
 
     limiter = LoginLimiter()
+    # Central runs behind a TLS proxy on the same machine: without its X-Forwarded-For every
+    # login would count against 127.0.0.1, and one attacker's wrong passwords would lock out
+    # every user. Followed only from the proxies named in FOOTFALL_TRUSTED_PROXIES.
+    trusted_proxies = hub_auth.parse_networks(os.environ.get("FOOTFALL_TRUSTED_PROXIES", "").split(","))
 
     @app.post("/api/v1/login")
     def login(body: LoginRequest, request: Request, response: Response, conn: Conn) -> dict[str, Any]:
-        client = request.client.host if request.client else "?"
+        client = hub_auth.client_address(
+            request.client.host if request.client else None, request.headers.getlist("x-forwarded-for"), trusted_proxies
+        )
         # Counted per (user, address) and taken before the password check: see hub/auth.py.
         attempt = limiter.begin(body.username, client)
         if not attempt.allowed:

@@ -151,8 +151,11 @@ def conf_text(site: str, cfg: BrokerConfig, bridge: Bridge | None = None) -> str
         "connection_messages true",
         # Visits are small JSON; a megabyte cap stops a broken client filling the hub's disk.
         "max_packet_size 1048576",
-        # Sensors buffer on their own disk; the broker need not hold an offline hub's backlog forever.
-        "max_queued_messages 100000",
+        # The hub's backlog while it is down: Mosquitto acknowledges a sensor's message and then
+        # drops it for a subscriber whose queue is full, so this bounds how long a hub may be
+        # down without loss: 300,000 is a day and a half of a 10-sensor store (200,000 visits and
+        # 15,000 presence reports a day), at most a few hundred MB of broker memory.
+        "max_queued_messages 300000",
         "",
         "# TLS only: nothing listens in clear text.",
         listener,
