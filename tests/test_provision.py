@@ -681,6 +681,10 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert run_cli("provision", "revoke", "--dir", d, "s1", "--reason", "stolen") == 0
     assert run_cli("provision", "crl", "--dir", d) == 0
     assert pv.load(Path(d)).crl["entries"] == 2
+    before = pv.load(Path(d)).crl["next_update"]
+    capsys.readouterr()
+    assert run_cli("provision", "crl", "--dir", d, "--days", "0") == 2  # would lock every sensor out
+    assert "30 or more" in capsys.readouterr().err and pv.load(Path(d)).crl["next_update"] == before
     assert run_cli("provision", "hub", "--dir", d, "--no-mtls", "--port", "9883") == 0
     conf = (tmp_path / "site/broker/mosquitto.conf").read_text()
     assert "listener 9883" in conf and "require_certificate false" in conf

@@ -307,8 +307,17 @@ def revoke(site_dir: Path, sensor: str, *, passphrase: bytes | None = None, reas
     shutil.rmtree(_paths(site_dir)["sensors"] / sensor, ignore_errors=True)
 
 
+# A CRL that expires soon locks every sensor out of the broker when nobody re-signs it in
+# time: a month leaves room for a missed renewal (crl --days 0 once wrote one already expired).
+MIN_CRL_DAYS = 30
+
+
 def refresh_crl(site_dir: Path, *, passphrase: bytes | None = None, days: int = 365) -> SiteState:
     """Re-sign the CRL before its next_update: an expired CRL makes Mosquitto refuse everyone."""
+    if days < MIN_CRL_DAYS:
+        raise ProvisionError(
+            f"a CRL valid for {days} days would lock every sensor out when it lapses; use --days {MIN_CRL_DAYS} or more"
+        )
     state = load(site_dir)
     ca_cert, ca_key = _load_ca(site_dir, passphrase)
     _write_crl(site_dir, state, ca_cert, ca_key, days)
