@@ -271,6 +271,15 @@ class Ingestor:
         try:
             while not self._stop.is_set():
                 if not self._connected:
+                    if self._batch:
+                        # Commit what came on the connection that ended, without acks: a batch
+                        # never spans connections, and the broker redelivers anything of a
+                        # resumed session (dropped as duplicates).
+                        try:
+                            self._flush(ack=False)
+                        except sqlite3.OperationalError:
+                            log.exception("database write failed; the broker redelivers the batch")
+                            self._batch = []
                     self._connack = False
                     self._conn_gen += 1  # whatever is pending came on the connection that ended
                     try:
