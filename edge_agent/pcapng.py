@@ -137,8 +137,13 @@ def iter_pcapng(
                 nxt = off + blen
                 if nxt > end:
                     break
-                if btype == _BT_EPB:
-                    ifid, hi, lo, caplen, _ = epb(buf, off + 8) if blen >= 32 else (0, 0, 0, blen, 0)
+                if btype in (_BT_EPB, _BT_OPB):  # packet blocks, the enhanced one by far the commonest
+                    if btype == _BT_EPB:
+                        ifid, hi, lo, caplen, _ = epb(buf, off + 8) if blen >= 32 else (0, 0, 0, blen, 0)
+                    elif blen < 32:  # the obsolete packet block: a 16-bit interface id and drops count
+                        ifid, hi, lo, caplen = 0, 0, 0, blen
+                    else:
+                        ifid, _, hi, lo, caplen, _ = struct.unpack_from(e + "HHIIII", buf, off + 8)
                     if 28 + caplen > blen - 4 or ifid >= len(ifaces):
                         stats["bad_records"] += 1
                         report.warn(
@@ -177,26 +182,6 @@ def iter_pcapng(
                         caplen = min(orig, blen - 16, snap or orig)
                         if lt == want:
                             yield last_ts, buf[off + 12 : off + 12 + caplen]
-                            frames += 1
-                            nbytes += caplen
-                        else:
-                            stats["other_linktype"] += 1
-                elif btype == _BT_OPB:
-                    if blen < 32:
-                        ifid, hi, lo, caplen = 0, 0, 0, blen
-                    else:
-                        ifid, _, hi, lo, caplen, _ = struct.unpack_from(e + "HHIIII", buf, off + 8)
-                    if 28 + caplen > blen - 4 or ifid >= len(ifaces):
-                        stats["bad_records"] += 1
-                        report.warn(
-                            "packet block at offset %d does not fit its block or names no interface; skipped",
-                            consumed + off,
-                        )
-                    else:
-                        lt, _, divisor, tsoff = ifaces[ifid]
-                        if lt == want:
-                            last_ts = ((hi << 32) | lo) / divisor + tsoff
-                            yield last_ts, buf[off + 28 : off + 28 + caplen]
                             frames += 1
                             nbytes += caplen
                         else:

@@ -37,6 +37,7 @@ from pathlib import Path
 from cryptography import x509
 
 from footfall.hub.config import HubConfig
+from footfall.hub.roster import SITE_FILE, read_roster
 
 SITE_DIR_ENV = "FOOTFALL_SITE_DIR"  # the same variable as ``footfall provision``
 
@@ -146,51 +147,27 @@ def files(sources: MonitorSources) -> tuple[list[FileReading], list[FileReading]
     return certs, crls
 
 
-def _parse_iso(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
-
-
 def roster(sources: MonitorSources) -> Roster:
     expected: dict[tuple[str, str], str] = {(sources.site, s): "config" for s in sources.sensors}
     expiry: dict[tuple[str, str], float] = {}
     error = None
-    if sources.roster_file is not None:
-        from footfall.hub.roster import read_roster
-
+    # The hub's roster file and the provisioning site's site.json read alike (hub/roster.py).
+    files = (sources.roster_file, None if sources.site_dir is None else sources.site_dir / SITE_FILE)
+    for path in files:
+        if path is None:
+            continue
         try:
-            rf = read_roster(sources.roster_file)
-        except Exception as exc:  # any damaged file is an error series, never a 500 on /metrics
-            error = type(exc).__name__
-        else:
-            for sensor in rf.revoked:
-                expected.pop((rf.site, sensor), None)
-            for sensor in rf.active:
-                key = (rf.site, sensor)
-                expected[key] = "config,provisioning" if expected.get(key) == "config" else "provisioning"
-                if sensor in rf.cert_expiry:
-                    expiry[key] = rf.cert_expiry[sensor]
-    if sources.site_dir is None:
-        return Roster(expected, expiry, error)
-    from footfall.tools.provision import state as site_state
-
-    try:
-        st = site_state.load(sources.site_dir)
-        for sensor, rec in st.sensors.items():
-            if rec.get("status") == "revoked":
-                expected.pop((st.site, sensor), None)
-        for sensor in st.active_sensors():
-            key = (st.site, sensor)
+            rf = read_roster(path)
+        except Exception as exc:  # a damaged or half-copied file is an error series, never a 500
+            error = error or type(exc).__name__
+            continue
+        for sensor in rf.revoked:
+            expected.pop((rf.site, sensor), None)
+        for sensor in rf.active:
+            key = (rf.site, sensor)
             expected[key] = "config,provisioning" if expected.get(key, "").startswith("config") else "provisioning"
-            not_after = _parse_iso((st.sensors[sensor].get("cert") or {}).get("not_after"))
-            if not_after is not None:
-                expiry[key] = not_after
-    except Exception as exc:  # a half-copied or hand-edited site.json: report it, keep the rest
-        return Roster(expected, expiry, error or type(exc).__name__)
+            if sensor in rf.cert_expiry:
+                expiry[key] = rf.cert_expiry[sensor]
     return Roster(expected, expiry, error)
 
 

@@ -117,7 +117,7 @@ def read_roster(path: Path) -> RosterFile:
         status = rec.get("status") if isinstance(rec, dict) else None
         if status == "active":
             active.add(sensor)
-            not_after = _iso(rec.get("not_after") or rec.get("cert", {}).get("not_after"))
+            not_after = _iso(rec.get("not_after") or (rec.get("cert") or {}).get("not_after"))
             if not_after is not None:
                 expiry[sensor] = not_after
         elif status == "revoked":

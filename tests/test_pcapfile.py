@@ -53,6 +53,21 @@ def ng_epb(e: str, ifid: int, ticks: int, frame: bytes) -> bytes:
     return ng_block(e, 6, body)
 
 
+def test_obsolete_packet_blocks_read_like_enhanced_ones(tmp_path: Path) -> None:
+    """Type 2 (a 16-bit interface id and a drops count) shares the enhanced block's reading:
+    the same frame and time, and a block naming no interface is counted and skipped."""
+
+    def opb(ifid: int, ticks: int, frame: bytes) -> bytes:
+        body = struct.pack("<HHIIII", ifid, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame))
+        return ng_block("<", 2, body + pad4(frame))
+
+    data = ng_shb("<") + ng_idb("<") + opb(0, 1_700_000_000_500_000, b"old") + opb(7, 5, b"nowhere")
+    data += ng_epb("<", 0, 1_700_000_001_000_000, b"new")
+    src = PcapSource(write(tmp_path, "opb.pcapng", data))
+    assert [(round(ts, 6), fr) for ts, fr in src] == [(1_700_000_000.5, b"old"), (1_700_000_001.0, b"new")]
+    assert src.stats["bad_records"] == 1 and src.stats["frames"] == 2
+
+
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(data)
