@@ -277,6 +277,24 @@ class EnqueueResult:
                     self.events))  # fmt: skip
 
 
+# The phone hash the telecom partner shared for a device at its latest match. The partner
+# returns one only where the subscriber allows it to be shared (docs/o2o.md), so it arrives
+# with its own consent; a withdrawal recorded on the hub still stops it.
+_PHONES_SQL = """SELECT device_key, phone_md5, max(matched_at) AS matched_at FROM o2o_targets
+                 WHERE phone_md5 IS NOT NULL GROUP BY device_key"""
+
+
+def _shared_phones(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+    if not keys or not has_table(conn, "o2o_targets"):
+        return {}
+    marks = ",".join("?" * len(keys))
+    return {
+        r[0]: (r[1], float(r[2] or 0.0))
+        for r in conn.execute(f"SELECT * FROM ({_PHONES_SQL}) WHERE device_key IN ({marks})", list(keys))
+        if r[1]
+    }
+
+
 def _profile_state_sql(conn: sqlite3.Connection) -> str:
     # One string per device of everything a profile is built from: comparing it with the
     # string stored at the previous run finds changed devices in one SQL pass, including late
@@ -291,14 +309,20 @@ def _profile_state_sql(conn: sqlite3.Connection) -> str:
         else ""
     )
     seg_col = "coalesce(m.segs, '')" if segs else "''"
+    phones = has_table(conn, "o2o_targets")
+    phone_join = f"LEFT JOIN ({_PHONES_SQL}) ph ON ph.device_key = d.device_key" if phones else ""
+    phone_col = "coalesce(ph.phone_md5, '') || '|' || coalesce(cw.withdrawn, '')" if phones else "''"
+    withdrawn_join = "LEFT JOIN consents cw ON cw.device = d.device_key AND cw.withdrawn IS NOT NULL" if phones else ""
     return f"""
         SELECT cur.device_key, cur.snapshot FROM (
             SELECT d.device_key,
                    d.visit_count || '|' || d.total_dwell_s || '|' || d.first_seen || '|' || d.last_seen || '|'
                    || coalesce(d.partner_hash, '') || '|' || d.excluded || '|' || {seg_col} || '|'
-                   || coalesce(c.granted, '') AS snapshot
+                   || coalesce(c.granted, '') || '|' || {phone_col} AS snapshot
             FROM devices d
             {seg_join}
+            {phone_join}
+            {withdrawn_join}
             LEFT JOIN consents c ON c.device = d.device_key AND c.withdrawn IS NULL AND c.granted IS NOT NULL
             WHERE d.device_key NOT IN (SELECT device_key FROM optout_keys) AND d.excluded = 0
         ) cur
@@ -335,6 +359,13 @@ def build_profiles(conn: sqlite3.Connection, keys: Sequence[str], site: str) -> 
                 chunk,
             )
         }
+        withdrawn = {
+            r[0]
+            for r in conn.execute(
+                f"SELECT device FROM consents WHERE device IN ({marks}) AND withdrawn IS NOT NULL", chunk
+            )
+        }
+        phones = _shared_phones(conn, chunk)
         for r in conn.execute(
             f"""SELECT device_key, randomized, partner_hash, first_seen, last_seen, visit_count, total_dwell_s,
                        excluded FROM devices WHERE device_key IN ({marks})""",
@@ -360,6 +391,12 @@ def build_profiles(conn: sqlite3.Connection, keys: Sequence[str], site: str) -> 
                 # 152-FZ: a phone hash is personal data, sent only under a recorded consent.
                 "partner_hash": r[2] if (r[2] and key in consented) else None,
             }
+            if key in phones and key not in withdrawn:
+                phone, matched_at = phones[key]
+                out[key]["phone_md5"] = phone
+                if key not in consented:
+                    consented[key] = matched_at
+                    out[key]["consent_source"] = "partner"
             if key in consented:
                 # The centre records the consent from this before it accepts the phone hash.
                 out[key]["consent_granted"] = consented[key]

@@ -165,6 +165,9 @@ def _strip_phone_hashes(conn: sqlite3.Connection, device: str, keys: Sequence[st
     conn.execute(
         f"UPDATE sensor_visits SET partner_hash = NULL WHERE partner_hash IS NOT NULL AND device IN ({m})", keys
     )
+    # The phone hashes the telecom partner shared, kept by the O2O module.
+    if outbox.has_table(conn, "o2o_targets"):
+        conn.execute(f"UPDATE o2o_targets SET phone_md5 = NULL WHERE device_key IN ({m})", keys)
 
 
 def apply_optout(conn: sqlite3.Connection, device: str, *, ts: float, now: float, source: str = "central") -> int:
@@ -233,7 +236,10 @@ def apply_items(conn: sqlite3.Connection, items: Iterable[Any], site: str, *, no
                 device = _device(item)
                 if conn.execute("SELECT 1 FROM optouts WHERE device = ?", (device,)).fetchone():
                     raise ValueError("consent for an opted-out device")
-                outbox.record_consent(conn, device, granted=_ts(item, now), source="central")
+                # Every key the hub linked to the device: the phone hash a partner shared may
+                # sit on any of them.
+                for key in sorted(linked_keys(conn, device)):
+                    outbox.record_consent(conn, key, granted=_ts(item, now), source="central")
                 res.consents_granted += 1
             elif kind in ("segment_definition", "scenario_settings"):
                 ident = item.get("id")

@@ -134,7 +134,10 @@ def test_supplier_csv_splits_and_warns(database: Database, tmp_path):
     assert all(len(h) == 32 and int(h, 16) >= 0 for h in hashes)
     assert "5000" in result.warnings[0]
     with database.connect() as conn:
-        big = export.supplier_csv(conn, "all", tmp_path / "ok", min_members=30)
+        # "More than 5,000": a list of exactly the minimum is still refused by the platform.
+        exact = export.supplier_csv(conn, "all", tmp_path / "exact", min_members=30)
+        assert len(exact.warnings) == 1 and "more than 30" in exact.warnings[0]
+        big = export.supplier_csv(conn, "all", tmp_path / "ok", min_members=29)
         assert big.warnings == [] and len(big.files) == 1
         # Withdrawn consent: the hash is gone from the next export, and so is the member's row.
         consent.withdraw_consent(conn, dev(0))

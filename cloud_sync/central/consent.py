@@ -32,12 +32,15 @@ DAY = 86400.0
 
 def record_consent(conn: Connection, device: str, *, ts: float | None = None, source: str = "central") -> None:
     ts = time.time() if ts is None else ts
-    conn.execute(
-        "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, ?) "
-        "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
-        "source = excluded.source",
-        (device, ts, source),
-    )
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, ?) "
+            "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
+            "source = excluded.source",
+            (device, ts, source),
+        )
+        # Every hub hears of it, so the stores that know the device may sync its phone hash too.
+        model.add_pushback(conn, "consent_granted", {"device": device})
 
 
 def withdraw_consent(conn: Connection, device: str, *, ts: float | None = None) -> dict[str, int]:

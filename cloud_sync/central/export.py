@@ -2,9 +2,9 @@
 
 **Data-supplier format** (an ad platform's "contact list" upload): a CSV whose only column
 is headed ``msisdn``, one MD5 phone hash per line, each file under 100 MB (we split at
-``max_bytes``, every part with its own header), and at least 5,000 people for the platform to
-accept it: fewer gives a warning, not an error, because the operator may still want the
-file for a partner with a lower threshold.
+``max_bytes``, every part with its own header), and more than 5,000 people for the platform to
+accept it ("более 5 000 клиентов": exactly 5,000 is refused too): fewer gives a warning, not
+an error, because the operator may still want the file for a partner with a lower threshold.
 
 Only profiles with an active ``phone_md5`` identifier **and** a recorded personal-data
 consent are exported; the hash is read at export time, so a consent withdrawn after the
@@ -93,9 +93,9 @@ def supplier_csv(
         buf += line
     if phones or not result.files:
         flush()
-    if len(phones) < min_members:
+    if len(phones) <= min_members:
         result.warnings.append(
-            f"segment {segment_id!r} has {len(phones)} consented phone hashes; the platform needs at least "
+            f"segment {segment_id!r} has {len(phones)} consented phone hashes; the platform needs more than "
             f"{min_members} to accept a list"
         )
     return result

@@ -531,6 +531,9 @@ def _personal(device: str, data: Mapping[str, Any], now: float) -> Callable[[Con
         given = _num(consent, "ts", now)
     elif data.get("consent_granted") is not None:
         given = _num(data, "consent_granted")
+    # A phone hash the telecom partner shared comes with the subscriber's consent to share it
+    # (the partner answers with one only then); the register says where each consent came from.
+    source = "partner" if data.get("consent_source") == "partner" else "hub"
     found = []
     for name, id_type in PERSONAL_IDENTIFIERS.items():
         value = data.get(name)
@@ -543,10 +546,10 @@ def _personal(device: str, data: Mapping[str, Any], now: float) -> Callable[[Con
     def op(conn: Connection) -> bool:
         if given is not None:
             conn.execute(
-                "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, 'hub') "
+                "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, ?) "
                 "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
                 "source = excluded.source WHERE consents.withdrawn IS NULL OR consents.withdrawn < excluded.given",
-                (device, given),
+                (device, given, source),
             )
         if not found:
             return True
