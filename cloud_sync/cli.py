@@ -52,7 +52,12 @@ def _stores(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+CONFIG_ENV = "FOOTFALL_CENTRAL_CONFIG"
+
+
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from footfall.cloud_sync.central.app import create_app
@@ -60,8 +65,36 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     host = args.host or cfg.host
     port = args.port or cfg.port
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level=args.log_level, proxy_headers=False)
+    if args.workers <= 1:
+        uvicorn.run(create_app(cfg), host=host, port=port, log_level=args.log_level, proxy_headers=False)
+        return 0
+    # Several processes on one port (uvicorn's supervisor): each builds its own app from the
+    # same settings, handed on through the environment. Everything they share (nonces, batch
+    # ids, sessions, pushback cursors) is in the database; /metrics counters are per process.
+    if args.config:
+        os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    if args.db:
+        os.environ["FOOTFALL_CENTRAL_DB"] = args.db
+    uvicorn.run(
+        "footfall.cloud_sync.cli:worker_app",
+        factory=True,
+        workers=args.workers,
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        proxy_headers=False,
+    )
     return 0
+
+
+def worker_app():  # -> FastAPI
+    """The app of one ``footfall central serve --workers N`` process."""
+    import os
+
+    from footfall.cloud_sync.central import config
+    from footfall.cloud_sync.central.app import create_app
+
+    return create_app(config.load(os.environ.get(CONFIG_ENV) or None))
 
 
 def _hub_add(args: argparse.Namespace) -> int:
@@ -201,6 +234,9 @@ def register_central(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--log-level", default="info")
+    s.add_argument(
+        "--workers", type=int, default=1, help="service processes on the port (hub batches are CPU-bound: ~cores)"
+    )
     s.set_defaults(func=_serve)
 
     hub = actions.add_parser("hub", help="store hubs allowed to sync").add_subparsers(dest="hub_cmd", metavar="ACTION")

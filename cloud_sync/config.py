@@ -8,12 +8,15 @@ Example (``/etc/footfall/sync.toml``)::
     secret_file = "/etc/footfall/sync.secret" # this hub's HMAC secret (or FOOTFALL_SYNC_SECRET)
     ca_file = "/etc/footfall/central-ca.pem"  # TLS trust for the centre; empty = system CAs
     interval_s = 60
-    batch_records = 500
-    batch_bytes = 1000000                     # uncompressed JSON bytes per batch
+    batch_records = 5000                      # records per batch (the centre takes up to 50,000)
+    batch_bytes = 4000000                     # uncompressed JSON bytes per batch (~600 kB gzipped)
     outbox_max_rows = 500000                  # above this, oldest low-value rows are dropped
 
 Without ``hub_config`` the keys ``site``, ``db``, ``timezone``, ``mqtt_host`` ... are read from
-the ``[sync]`` table itself. Environment overrides are named ``FOOTFALL_SYNC_<KEY>``
+the ``[sync]`` table itself. With it, the MQTT login (which publishes the sensors' opt-out lists)
+is hub.toml's ``[sync_mqtt]`` (``footfall-sync``, from ``footfall provision``), host, port and CA
+its ``[mqtt]``; a hub.toml without ``[sync_mqtt]`` leaves the ingest's login, which the publisher
+refuses to use (``ingest_identity_clash``). Environment overrides are named ``FOOTFALL_SYNC_<KEY>``
 (``FOOTFALL_SYNC_URL``, ``FOOTFALL_SYNC_BATCH_RECORDS=100``). The secret is never in the file.
 """
 
@@ -54,8 +57,14 @@ class SyncConfig:
     # Plain http is only for tests and a loopback centre: signatures stop forgery, not reading.
     allow_http: bool = False
     interval_s: float = 60.0
-    batch_records: int = 500
-    batch_bytes: int = 1_000_000
+    # Big batches: the per-request costs (signature, nonce, transaction, commit) are shared by
+    # more records; 5,000 profiles are ~2.3 MB of JSON, ~350 kB on the wire (docs/central.md,
+    # "Performance"). A 413 from the centre halves them for the batches that follow.
+    batch_records: int = 5000
+    batch_bytes: int = 4_000_000
+    # While the centre acknowledges batches, form the next one while the last is in flight
+    # (sender.py): a backlog drains at the pace of the slower side instead of both added up.
+    form_ahead: bool = True
     outbox_max_rows: int = 500_000
     # Kinds that may be dropped (oldest first, counted) when the outbox is over its bound.
     # Profiles are snapshots that collapse per device and are never dropped.
@@ -83,7 +92,18 @@ class SyncConfig:
     mqtt_ca_certs: str = ""
     mqtt_certfile: str = ""
     mqtt_keyfile: str = ""
+    # The hub ingest's login (hub.toml [mqtt], filled from hub_config): the broker makes the
+    # username the client id, so publishing under it would disconnect the running ingest and
+    # take over its session. The opt-out publisher refuses to; the fleet report reads its
+    # certificate's expiry as the hub's ("client").
+    ingest_mqtt_username: str = ""
+    ingest_mqtt_certfile: str = ""
     sensors: list[str] = field(default_factory=list)
+    # The provisioning roster (hub.toml's ``roster``): the fleet report lists every sensor it
+    # names, so one that never connected shows as down at the centre too (cloud_sync/fleet.py).
+    roster: str = ""
+    # Send the fleet report (sensors, hub liveness, certificate and CRL expiry) every cycle.
+    fleet_report: bool = True
 
     def __post_init__(self) -> None:
         self.check()
@@ -136,6 +156,17 @@ class SyncConfig:
             return (self.client_cert, self.client_key)
         return self.client_cert or None
 
+    def ingest_identity_clash(self) -> str | None:
+        """Why the MQTT login configured here is the hub ingest's own, or None when it is not."""
+        if self.ingest_mqtt_username and self.mqtt_username == self.ingest_mqtt_username:
+            return f"mqtt_username {self.mqtt_username!r} is the hub ingest's"
+        # Under use_identity_as_username the certificate, not the username sent, is the login.
+        if self.ingest_mqtt_certfile and self.mqtt_certfile:
+            mine, ingest = Path(self.mqtt_certfile), Path(self.ingest_mqtt_certfile)
+            if mine.resolve() == ingest.resolve():
+                return f"mqtt_certfile {self.mqtt_certfile} is the hub ingest's certificate"
+        return None
+
     def mqtt_secret(self) -> str:
         if self.mqtt_password:
             return self.mqtt_password
@@ -156,21 +187,27 @@ def _from_hub_config(path: str) -> dict[str, Any]:
     except hub_config.ConfigError as exc:
         raise ConfigError(f"hub_config: {exc}") from None
     m = hub.mqtt
+    # The sync's own login when hub.toml names one (a provisioned site); otherwise the ingest's
+    # stays, and the publisher refuses it (ingest_identity_clash) rather than kick the ingest.
+    login = hub.sync_mqtt if (hub.sync_mqtt.username or hub.sync_mqtt.certfile) else m
     return {
         "site": hub.site,
         "db": hub.db,
         "timezone": hub.timezone,
         "sensors": list(hub.sensors),
+        "roster": hub.roster,
         "heartbeat_s": hub.heartbeat_s,
         "mqtt_host": m.host,
         "mqtt_port": m.port,
-        "mqtt_username": m.username,
-        "mqtt_password": m.password,
-        "mqtt_password_file": m.password_file,
+        "mqtt_username": login.username,
+        "mqtt_password": login.password,
+        "mqtt_password_file": login.password_file,
         "mqtt_tls": m.tls,
         "mqtt_ca_certs": m.ca_certs,
-        "mqtt_certfile": m.certfile,
-        "mqtt_keyfile": m.keyfile,
+        "mqtt_certfile": login.certfile,
+        "mqtt_keyfile": login.keyfile,
+        "ingest_mqtt_username": m.username,
+        "ingest_mqtt_certfile": m.certfile,
     }
 
 

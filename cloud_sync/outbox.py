@@ -14,11 +14,15 @@ Record kinds (``docs/sync-protocol.md``):
 - ``segment_change`` (key: segment, device, enter/exit, since): found by diffing
   ``segment_members`` against the snapshot taken at the previous run.
 - ``scenario_result`` (key: scenario and run): finished ``o2o_runs`` when that table exists,
-  or whatever :func:`enqueue` is given.
+  or whatever :func:`enqueue` is given; and (key: scenario and ``day:YYYY-MM-DD``) each
+  scenario's report of a local day's cohort, re-reported while it can still change
+  (``o2o_results.py``).
 - ``daily_aggregate`` (key: site and local day): closed days only; visitors, passers-by,
   capture rate, dwell, and per-sensor reporting (the day's sensor health).
 - ``health`` (key: site): the sensors now (total, stale, offline; per-sensor state), queued
   when a state changes.
+- ``definitions`` (key: site): the version of every segment definition and scenario setting
+  the centre pushed, and whether it was applied or refused (``definitions.py``).
 - ``event`` (key: ``visit:<device>:<start>``, ``coupon:<code>``, ``redemption:<id>:<code>``):
   visitor visits once settled (no merge can extend them any more), coupons issued and
   redemptions (O2O tables, when installed), by id cursors; the first run backfills 30 days.
@@ -44,8 +48,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event", "health")
-NEVER_DROPPED = ("profile", "daily_aggregate", "health")
+KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event", "health", "definitions")
+NEVER_DROPPED = ("profile", "daily_aggregate", "health", "definitions")
 _CHUNK = 500
 
 
@@ -214,6 +218,26 @@ def release_batch(conn: sqlite3.Connection, batch_id: str) -> None:
                AND o.batch_id IS NULL AND o.parked IS NULL)""",
         (batch_id,),
     )
+    if conn.execute("SELECT count(*) FROM sync_batches").fetchone()[0] > 1:
+        # So does one in a batch formed after this one (the sender forms one ahead): re-cut,
+        # this batch goes out after it and must not carry the older version. (A later row of
+        # the same kind and key is a newer version: a frozen row is never updated in place.)
+        newest: dict[tuple[str, str], int] = {}
+        for rid, kind, key in conn.execute(
+            "SELECT id, kind, key FROM sync_outbox WHERE batch_id IS NOT NULL AND batch_id <> ? AND parked IS NULL",
+            (batch_id,),
+        ):
+            newest[(kind, key)] = max(rid, newest.get((kind, key), rid))
+        stale = [
+            rid
+            for rid, kind, key in conn.execute(
+                "SELECT id, kind, key FROM sync_outbox WHERE batch_id = ? AND parked IS NULL", (batch_id,)
+            )
+            if newest.get((kind, key), rid) > rid
+        ]
+        for i in range(0, len(stale), _CHUNK):
+            chunk = stale[i : i + _CHUNK]
+            conn.execute(f"DELETE FROM sync_outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
     conn.execute("UPDATE sync_outbox SET batch_id = NULL WHERE batch_id = ? AND parked IS NULL", (batch_id,))
     conn.execute("DELETE FROM sync_batches WHERE batch_id = ?", (batch_id,))
 
@@ -317,7 +341,8 @@ def _profile_state_sql(conn: sqlite3.Connection) -> str:
         SELECT cur.device_key, cur.snapshot FROM (
             SELECT d.device_key,
                    d.visit_count || '|' || d.total_dwell_s || '|' || d.first_seen || '|' || d.last_seen || '|'
-                   || coalesce(d.partner_hash, '') || '|' || d.excluded || '|' || {seg_col} || '|'
+                   || coalesce(CASE WHEN length(d.partner_hash) = 32 THEN d.partner_hash END, '') || '|'
+                   || d.excluded || '|' || {seg_col} || '|'
                    || coalesce(c.granted, '') || '|' || {phone_col} AS snapshot
             FROM devices d
             {seg_join}
@@ -389,7 +414,9 @@ def build_profiles(conn: sqlite3.Connection, keys: Sequence[str], site: str) -> 
                 "cluster": clusters[0].removeprefix("cluster: ") if clusters else None,
                 "segments": [{"name": n, "kind": k, "since": s} for n, k, s in segs],
                 # 152-FZ: a phone hash is personal data, sent only under a recorded consent.
-                "partner_hash": r[2] if (r[2] and key in consented) else None,
+                # Only the MAC MD5 itself: once the O2O module keyed it at rest ("k1:..."), the
+                # centre has nothing to match it with (hub/o2o/privacy.py).
+                "partner_hash": r[2] if (r[2] and len(r[2]) == 32 and key in consented) else None,
             }
             if key in phones and key not in withdrawn:
                 phone, matched_at = phones[key]
@@ -697,6 +724,8 @@ def enqueue_changes(
     One transaction: a crash leaves either the previous state or the new one, never snapshots
     that claim to be queued when they are not.
     """
+    from footfall.cloud_sync import definitions, o2o_results  # they build on this module
+
     now = time.time() if now is None else now
     zone = zoneinfo.ZoneInfo(tz) if isinstance(tz, str) else tz
     res = EnqueueResult()
@@ -704,8 +733,10 @@ def enqueue_changes(
         res.profiles = _enqueue_profiles(conn, site, now)
         res.segment_changes = _enqueue_segment_changes(conn, now)
         res.scenario_results = _enqueue_scenario_results(conn, site, now)
+        res.scenario_results += o2o_results.enqueue_days(conn, site, zone, now)
         res.daily_aggregates = _enqueue_daily(conn, site, zone, now, aggregate_days)
         res.health = _enqueue_health(conn, site, now, heartbeat_s)
+        res.health += definitions.enqueue_status(conn, site, now)
         if visit_events:
             res.events += _enqueue_visit_events(conn, now, event_settle_s, event_backfill_days)
         res.events += _enqueue_o2o_events(conn, now)

@@ -17,8 +17,8 @@ transaction, so a crash re-applies at most one page, and every item is idempoten
 - Both put the device's partner hashes on the O2O stop-list (``o2o_stoplist``) first, when the
   O2O module's tables exist, so no campaign contacts that person again.
 - ``consent_granted`` (an extension of the protocol): a consent recorded centrally.
-- ``segment_definition`` / ``scenario_settings``: stored in ``central_segments`` /
-  ``central_scenarios`` for the segment and scenario engines.
+- ``segment_definition`` / ``scenario_settings``: versioned; applied to the hub's rule segments
+  and O2O scenarios, the outcome reported back (``definitions.py``).
 
 Unknown or malformed items are counted (``pushback_rejected``) and skipped, never fatal.
 """
@@ -36,12 +36,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
 from footfall import schema, topics
-from footfall.cloud_sync import outbox, signing
+from footfall.cloud_sync import definitions, outbox
+from footfall.cloud_sync.clock import CentralClock
 from footfall.cloud_sync.config import SyncConfig
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ApplyResult:
     consents_granted: int = 0
     segment_definitions: int = 0
     scenario_settings: int = 0
+    definitions_refused: int = 0
     rejected: int = 0
     devices_forgotten: int = 0
 
@@ -153,6 +155,11 @@ def _stop_list(conn: sqlite3.Connection, device: str, keys: Sequence[str], reaso
         "INSERT OR IGNORE INTO o2o_stoplist (subject, reason, added) VALUES (?, ?, ?)",
         [(h.lower(), reason, now) for h in hashes if h],
     )
+    # Everything else of the person's on the O2O side: targets, segment rows, and the rows of
+    # segment files already written (rewritten in place), inside this transaction.
+    from footfall.hub.o2o import optout
+
+    optout.forget_devices(conn, keys, reason=reason, now=now)
 
 
 def _strip_phone_hashes(conn: sqlite3.Connection, device: str, keys: Sequence[str]) -> None:
@@ -244,16 +251,15 @@ def apply_items(conn: sqlite3.Connection, items: Iterable[Any], site: str, *, no
             elif kind in ("segment_definition", "scenario_settings"):
                 ident = item.get("id")
                 body = item.get("definition" if kind == "segment_definition" else "settings")
+                version = item.get("version")
                 if not isinstance(ident, (str, int)) or isinstance(ident, bool) or not isinstance(body, Mapping):
                     raise ValueError("needs an id and an object")
-                table = "central_segments" if kind == "segment_definition" else "central_scenarios"
-                column = "definition" if kind == "segment_definition" else "settings"
-                conn.execute(
-                    f"""INSERT INTO {table} (id, {column}, updated) VALUES (?, ?, ?)
-                        ON CONFLICT (id) DO UPDATE SET {column} = excluded.{column}, updated = excluded.updated""",
-                    (str(ident), outbox.dumps(body), now),
-                )
-                if kind == "segment_definition":
+                if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+                    raise ValueError("version must be a positive integer")
+                outcome = definitions.apply(conn, kind, str(ident), version, body, now)
+                if outcome == "refused":
+                    res.definitions_refused += 1
+                elif kind == "segment_definition":
                     res.segment_definitions += 1
                 else:
                     res.scenario_settings += 1
@@ -305,7 +311,14 @@ def config_payload(existing: Mapping[str, Any] | None, optout: Sequence[str]) ->
 
 
 class ConfigPublisher:
-    """Publishes retained per-sensor config messages through the site broker."""
+    """Publishes retained per-sensor config messages through the site broker.
+
+    It logs in as the sync's own identity (``footfall-sync``: hub.toml ``[sync_mqtt]``), never as
+    the hub ingest's: the broker makes the username the client id, so that login would disconnect
+    the running ingest and take over its session, and sensor messages of that moment could be lost.
+    The ACL lets footfall-sync read and write ``footfall/<site>/+/config`` and nothing else; MQTT 5
+    makes a refused publish visible (PUBACK "Not authorized") instead of silently dropped.
+    """
 
     def __init__(self, config: SyncConfig, *, timeout_s: float = 10.0, settle_s: float = 0.5) -> None:
         self.config = config
@@ -316,8 +329,11 @@ class ConfigPublisher:
         import paho.mqtt.client as mqtt
 
         cfg = self.config
+        # A broker with use_username_as_clientid replaces this id by the username.
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"footfall-sync-{cfg.site}-{uuid.uuid4().hex[:8]}"
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"footfall-sync-{cfg.site}-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
         )
         if cfg.mqtt_username:
             client.username_pw_set(cfg.mqtt_username, cfg.mqtt_secret() or None)
@@ -330,10 +346,18 @@ class ConfigPublisher:
     def publish(self, sensors: Sequence[str], optout: Sequence[str]) -> tuple[list[str], int]:
         """Merge ``optout`` into each sensor's retained config; returns (sensors published, ids left out)."""
         site = self.config.site
+        clash = self.config.ingest_identity_clash()
+        if clash:
+            raise PushbackError(
+                f"not publishing the opt-out list: {clash}, and logging in as it would disconnect the running "
+                "ingest; give the sync its own identity (`footfall provision hub` issues footfall-sync, then "
+                "hub.toml [sync_mqtt]: docs/operator-guide.md, 'Upgrading a site: the sync's MQTT identity')"
+            )
         retained: dict[str, Any] = {}
         connected = threading.Event()
         subscribed = threading.Event()
         failure: list[str] = []
+        refused: dict[int, str] = {}
 
         def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
             if getattr(reason, "is_failure", False):
@@ -345,6 +369,10 @@ class ConfigPublisher:
 
         def on_subscribe(client: Any, userdata: Any, mid: Any, reasons: Any, properties: Any) -> None:
             subscribed.set()
+
+        def on_publish(client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+            if getattr(reason, "is_failure", False):
+                refused[mid] = str(reason)
 
         def on_message(client: Any, userdata: Any, msg: Any) -> None:
             parsed = topics.parse(msg.topic)
@@ -360,6 +388,7 @@ class ConfigPublisher:
         client = self._client()
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
+        client.on_publish = on_publish
         client.on_message = on_message
         try:
             client.connect(self.config.mqtt_host, self.config.mqtt_port, keepalive=30)
@@ -382,9 +411,21 @@ class ConfigPublisher:
                 infos.append(client.publish(topics.topic(site, sensor, "config"), payload, qos=1, retain=True))
             deadline = time.monotonic() + self.timeout_s
             for info in infos:
-                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                try:
+                    info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                except RuntimeError as exc:
+                    # paho raises this when the connection dropped with the message unsent;
+                    # a PushbackError keeps it a failed cycle (retried), not a crashed sync.
+                    raise PushbackError(f"MQTT publish failed: {exc}") from None
                 if not info.is_published():
                     raise PushbackError("MQTT publish not acknowledged in time")
+            if refused:
+                user = self.config.mqtt_username or "this client"
+                raise PushbackError(
+                    f"the broker refused {len(refused)} config publication(s) ({next(iter(refused.values()))}): "
+                    f"its ACL does not let {user} write {topics.ROOT}/{site}/+/config (deploy broker/ from "
+                    "`footfall provision`)"
+                )
             return targets, left_out
         finally:
             client.disconnect()
@@ -422,20 +463,15 @@ def publish_optouts(
 
 
 def fetch(
-    session: requests.Session, config: SyncConfig, secret: bytes, cursor: str | None
+    session: requests.Session,
+    config: SyncConfig,
+    secret: bytes,
+    cursor: str | None,
+    clock: CentralClock | None = None,
 ) -> tuple[str | None, list[Any]]:
     url = config.endpoint(PUSHBACK_PATH) + f"?since={quote(str(cursor if cursor is not None else 0), safe='')}"
-    parts = urlsplit(url)
-    path = parts.path + "?" + parts.query
-    headers = signing.sign_headers(secret, config.site, "GET", path, b"")
     try:
-        resp = session.get(
-            url,
-            headers=headers,
-            timeout=(config.connect_timeout_s, config.read_timeout_s),
-            verify=config.tls_verify_arg(),
-            cert=config.client_cert_arg(),
-        )
+        resp = (clock or CentralClock()).request(session, config, secret, "GET", url)
     except requests.RequestException as exc:
         raise PushbackError(f"{type(exc).__name__}: {exc}") from None
     if resp.status_code != 200:
@@ -458,12 +494,13 @@ def pull(
     session: requests.Session | None = None,
     publisher: ConfigPublisher | None = None,
     now: float | None = None,
+    clock: CentralClock | None = None,
 ) -> PullResult:
     """Fetch and apply every page of pushback since the stored cursor, then update the sensors."""
     session = session or requests.Session()
     res = PullResult(cursor=outbox.get_state(conn, "pushback_cursor"))
     for _ in range(MAX_PAGES):
-        cursor, items = fetch(session, config, secret, res.cursor)
+        cursor, items = fetch(session, config, secret, res.cursor, clock)
         with conn:
             applied = apply_items(conn, items, config.site, now=now)
             if cursor is not None:

@@ -12,7 +12,9 @@ records' content. ``seq`` grows by one per formed batch.
 Answers: ``200`` ack; ``400``/``422`` the batch is parked (rows kept, marked, counted,
 logged) and sending goes on; ``413`` the batch is split (halved) and a single record that is
 still too large is parked; ``401``/``403``, other ``4xx``, ``5xx`` and network errors retry
-with exponential backoff and full jitter (``uniform(0, min(cap, base * 2**n))``).
+with exponential backoff and full jitter (``uniform(0, min(cap, base * 2**n))``). A ``401``
+whose signed server time shows the hub's clock is off is signed again at once with the
+corrected time (``clock.py``); ``clock`` injects the hub's clock.
 """
 
 from __future__ import annotations
@@ -22,17 +24,18 @@ import hashlib
 import json
 import logging
 import random
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
-from footfall.cloud_sync import outbox, signing
+from footfall.cloud_sync import outbox
+from footfall.cloud_sync.clock import CentralClock
 from footfall.cloud_sync.config import SyncConfig
 
 log = logging.getLogger(__name__)
@@ -76,10 +79,19 @@ class DrainResult:
     delays: list[float] = field(default_factory=list)
 
 
+# Characters json.dumps(..., ensure_ascii=False) escapes in a string; any other string is
+# written as itself between quotes (the usual key: a hex device id).
+_JSON_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
+
+
+def _json_str(text: str) -> str:
+    if _JSON_ESCAPED.search(text) is None:
+        return '"' + text + '"'
+    return json.dumps(text, ensure_ascii=False)
+
+
 def _record_text(kind: str, key: str, data_text: str) -> str:
-    return (
-        '{"kind":' + json.dumps(kind) + ',"key":' + json.dumps(key, ensure_ascii=False) + ',"data":' + data_text + "}"
-    )
+    return '{"kind":' + _json_str(kind) + ',"key":' + _json_str(key) + ',"data":' + data_text + "}"
 
 
 class Sender:
@@ -95,6 +107,7 @@ class Sender:
         rng: random.Random | None = None,
         sleep: Callable[[float], Any] | None = None,
         stop: threading.Event | None = None,
+        clock: CentralClock | Callable[[], float] | None = None,
     ) -> None:
         self.conn = conn
         self.config = config
@@ -106,8 +119,12 @@ class Sender:
         # Shrinks after a 413 so the next batches fit; never grows past the configured size.
         self.max_records = config.batch_records
         self.failures = 0  # failed attempts in a row: drives the backoff
+        self._ahead = False  # the last batch was acknowledged: form the next while one is out
         self.retry_at = 0.0  # monotonic time before which drain() does not try again
         self.url = config.endpoint(BATCHES_PATH) if config.url else ""
+        # The hub's clock and its measured offset to the centre's, shared with pushback and the
+        # fleet report of the same cycle (cloud_sync/clock.py); a bare callable is the hub's clock.
+        self.clock = clock if isinstance(clock, CentralClock) else CentralClock(clock)
 
     # -- forming ------------------------------------------------------------------------------
     def pending_batch(self) -> Batch | None:
@@ -121,9 +138,16 @@ class Sender:
         existing = self.pending_batch()
         if existing is not None:
             return existing
-        now = time.time() if now is None else now
+        return self._form_new(self.clock.local() if now is None else now)
+
+    def _form_new(self, now: float) -> Batch | None:
+        """Form a batch from the first pending rows (whatever batches are formed already)."""
         cfg = self.config
         with self.conn:
+            if not self.conn.in_transaction:
+                # Read the rows and freeze them in one write transaction: nothing (an enqueue
+                # replacing a row's data, an unpark) can change them in between.
+                self.conn.execute("BEGIN IMMEDIATE")
             rows = self.conn.execute(
                 "SELECT id, kind, key, data FROM sync_outbox WHERE batch_id IS NULL AND parked IS NULL "
                 "ORDER BY id LIMIT ?",
@@ -153,8 +177,12 @@ class Sender:
             head = {"v": PROTOCOL_VERSION, "hub": cfg.site, "batch_id": batch_id, "seq": seq, "created": round(now, 3)}
             text = json.dumps(head, separators=(",", ":"))[:-1] + ',"records":[' + ",".join(pieces) + "]}"
             body = gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
-            marks = ",".join("?" * len(ids))
-            self.conn.execute(f"UPDATE sync_outbox SET batch_id = ? WHERE id IN ({marks})", (batch_id, *ids))
+            # The rows read are the first pending ones in id order and ids only grow, so the
+            # pending rows of this id range are exactly them (no list of thousands of ids).
+            self.conn.execute(
+                "UPDATE sync_outbox SET batch_id = ? WHERE id BETWEEN ? AND ? AND batch_id IS NULL AND parked IS NULL",
+                (batch_id, ids[0], ids[-1]),
+            )
             self.conn.execute(
                 "INSERT INTO sync_batches (batch_id, seq, first_id, last_id, records, body, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -175,23 +203,38 @@ class Sender:
 
     # -- sending ------------------------------------------------------------------------------
     def post(self, batch: Batch) -> requests.Response:
-        cfg = self.config
-        parts = urlsplit(self.url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        headers = signing.sign_headers(self.secret, cfg.site, "POST", path, batch.body)
-        headers |= {
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-            "Idempotency-Key": batch.batch_id,
-        }
-        return self.session.post(
-            self.url,
-            data=batch.body,
-            headers=headers,
-            timeout=(cfg.connect_timeout_s, cfg.read_timeout_s),
-            verify=cfg.tls_verify_arg(),
-            cert=cfg.client_cert_arg(),
-        )
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "Idempotency-Key": batch.batch_id}
+        return self.clock.request(self.session, self.config, self.secret, "POST", self.url, batch.body, headers)
+
+    def _post_forming_next(self, batch: Batch) -> requests.Response:
+        """POST ``batch`` from a helper thread and meanwhile form the next batch, so the hub's
+        work (SQLite, JSON, gzip) overlaps the centre's instead of adding to it.
+
+        Safe for exactly-once: the next batch is formed like any other (its own rows, id and
+        seq, stored before it is sent) and goes out only after this one is answered; what
+        happens to this one (ack, park, re-cut, retry) is handled as without it. A batch
+        re-cut or released later gives up its older versions of records a later row holds
+        (``outbox.release_batch``), so nothing is sent after its newer version."""
+        box: dict[str, Any] = {}
+
+        def post() -> None:
+            try:
+                box["resp"] = self.post(batch)
+            except BaseException as exc:  # handed to the caller below
+                box["exc"] = exc
+
+        worker = threading.Thread(target=post, name="sync-post", daemon=True)
+        worker.start()
+        try:
+            if self.conn.execute("SELECT count(*) FROM sync_batches").fetchone()[0] == 1:
+                self._form_new(self.clock.local())
+        except sqlite3.Error:
+            log.exception("sync: could not form the next batch ahead; it is formed after this one")
+        finally:
+            worker.join()
+        if "exc" in box:
+            raise box["exc"]
+        return box["resp"]
 
     def send_once(self, *, now: float | None = None) -> SendOutcome:
         """Form (or take up again) the next batch and make one attempt to deliver it."""
@@ -202,9 +245,10 @@ class Sender:
             ).fetchone():
                 return SendOutcome("parked")  # an oversized record was parked; more remain
             return SendOutcome("empty")
-        now = time.time() if now is None else now
+        now = self.clock.local() if now is None else now
+        ahead, self._ahead = self._ahead and self.config.form_ahead, False
         try:
-            resp = self.post(batch)
+            resp = self._post_forming_next(batch) if ahead else self.post(batch)
         except requests.RequestException as exc:
             return self._failed(batch, None, f"{type(exc).__name__}: {exc}", now)
         code = resp.status_code
@@ -258,6 +302,7 @@ class Sender:
         if self.max_records < self.config.batch_records:
             self.max_records = min(self.config.batch_records, self.max_records * 2)
         log.info("sync: batch seq %d (%d records) acknowledged%s", batch.seq, batch.records, " (dup)" * duplicate)
+        self._ahead = True  # the centre takes batches: the next one may be formed while this one is out
         return SendOutcome("duplicate" if duplicate else "sent", batch.batch_id, batch.seq, batch.records, 200)
 
     def _parked(self, batch: Batch, code: int, detail: str, now: float) -> SendOutcome:

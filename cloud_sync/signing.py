@@ -24,6 +24,10 @@ HUB_HEADER = "X-Footfall-Hub"
 TIMESTAMP_HEADER = "X-Footfall-Timestamp"
 NONCE_HEADER = "X-Footfall-Nonce"
 SIGNATURE_HEADER = "X-Footfall-Signature"
+# The centre's clock on its replies (docs/sync-protocol.md, "Clock offset"): the time on every
+# reply, and on replies to a known hub an HMAC over it bound to the request's nonce.
+SERVER_TIME_HEADER = "X-Footfall-Server-Time"
+SERVER_SIGNATURE_HEADER = "X-Footfall-Server-Signature"
 DEFAULT_WINDOW_S = 300
 
 _NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -121,6 +125,35 @@ def verify(
     expected = signature(secret, method, path, ts, values[NONCE_HEADER], body)
     if not hmac.compare_digest(expected, sig):
         raise SignatureError("bad_signature")
+
+
+def _server_time_message(hub: str, nonce: str, server_time: str) -> bytes:
+    # Its own first line, so a signed server time can never pass for a signed request (whose
+    # canonical form starts with an upper-case method) and the other way round.
+    return "\n".join(["footfall-server-time", hub, nonce.lower(), server_time]).encode("utf-8")
+
+
+def server_time_signature(secret: bytes, hub: str, nonce: str, server_time: str) -> str:
+    """The centre's HMAC over its time, bound to the hub and to the nonce of the request it answers."""
+    return hmac.new(secret, _server_time_message(hub, nonce, server_time), hashlib.sha256).hexdigest()
+
+
+def verified_server_time(secret: bytes, hub: str, nonce: str, headers: Mapping[str, str]) -> float | None:
+    """The server time of a reply to our request with ``nonce``, or None unless the centre signed it.
+
+    The nonce was random and fresh in our request, so a valid signature also proves the time is
+    the answer to this request and not one recorded earlier."""
+    text = (_header(headers, SERVER_TIME_HEADER) or "").strip()
+    sig = (_header(headers, SERVER_SIGNATURE_HEADER) or "").strip().lower()
+    if not text or not _SIG_RE.match(sig):
+        return None
+    if not hmac.compare_digest(server_time_signature(secret, hub, nonce, text), sig):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and 0 < value < 1e11 else None
 
 
 def hub_of(headers: Mapping[str, str]) -> str | None:

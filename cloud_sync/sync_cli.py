@@ -54,7 +54,7 @@ def _open(args: argparse.Namespace) -> tuple[SyncConfig, Any]:
 
 def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, deadline: float | None = None) -> bool:
     """One sync cycle; True when the outbox is empty afterwards and pushback was applied."""
-    from footfall.cloud_sync import pushback
+    from footfall.cloud_sync import fleet, pushback
 
     try:
         outbox.enqueue_changes(
@@ -75,12 +75,21 @@ def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, dead
     pulled = True
     if pull:
         try:
-            pushback.pull(conn, cfg, sender.secret, session=sender.session)
+            pushback.pull(conn, cfg, sender.secret, session=sender.session, clock=sender.clock)
         except (pushback.PushbackError, OSError) as exc:
             pulled = False
             log.warning("sync: pushback not applied this cycle: %s", exc)
     once = deadline is None
     result = sender.drain(max_attempts=cfg.once_max_attempts if once else None, deadline=deadline)
+    if cfg.fleet_report:
+        try:
+            fleet.send(conn, cfg, sender.secret, sender.clock, session=sender.session)
+        except Exception:
+            # The fleet page going stale is visible at the centre; it must not stop the data.
+            log.exception("sync: fleet report failed")
+    if sender.clock.measured is not None:
+        with conn:
+            outbox.set_state(conn, "clock_offset_s", round(sender.clock.measured, 1))
     return result.ok and pulled
 
 
@@ -142,6 +151,9 @@ def status(conn: Any) -> dict[str, Any]:
         "pushback_cursor": outbox.get_state(conn, "pushback_cursor"),
         "last_success": outbox.get_state(conn, "last_success"),
         "last_error": outbox.get_state(conn, "last_error"),
+        # centre minus hub clock, from the centre's last trusted reply (cloud_sync/clock.py)
+        "clock_offset_s": outbox.get_state(conn, "clock_offset_s"),
+        "fleet_last_sent": outbox.get_state(conn, "fleet_last_sent"),
         "optouts": conn.execute("SELECT count(*) FROM optouts").fetchone()[0],
         "counters": outbox.counters(conn),
     }

@@ -68,7 +68,9 @@ class WebSettings:
     # /metrics: the roster and certificate files to watch (hub/monitor.py); None: the database only.
     monitor_sources: monitor.MonitorSources | None = None
     session_ttl_s: float = auth.SESSION_TTL_S
-    secure_cookie: bool = False  # set behind HTTPS so the session cookie never travels in clear
+    # True: every session cookie is Secure. False: those of requests that came over HTTPS are (TLS
+    # here, or a trusted proxy's X-Forwarded-Proto: https); a plain-HTTP test or demo still logs in.
+    secure_cookie: bool = False
     refresh_interval_s: float = 15.0  # summary refresh period; 0 disables the background thread
     read_pool_size: int = 8
     clock: Callable[[], float] = field(default=time.time)
@@ -322,9 +324,20 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
     app.state.pool = pool
     app.state.limiter = limiter
 
+    def over_https(request: Request) -> bool:
+        """TLS to us, or to the trusted reverse proxy that forwarded the request."""
+        if request.url.scheme == "https":
+            return True
+        peer = request.client.host if request.client else None
+        return auth.forwarded_https(peer, request.headers.getlist("x-forwarded-proto"), trusted_proxies)
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
         response = await call_next(request)
+        if over_https(request):
+            # For a year the browser turns any http:// link to this host into https://, so a
+            # stripped link cannot hand the manager a look-alike login page in clear text.
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -437,7 +450,7 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             max_age=int(settings.session_ttl_s),
             httponly=True,
             samesite="strict",
-            secure=settings.secure_cookie,
+            secure=settings.secure_cookie or over_https(request),
             path="/",
         )
         return {"kind": "user", "name": body.username}
@@ -452,7 +465,13 @@ def create_app(db_path: str | Path, settings: WebSettings | None = None) -> Fast
             finally:
                 conn.close()
         response = JSONResponse({"logged_out": True})
-        response.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        response.delete_cookie(
+            auth.SESSION_COOKIE,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=settings.secure_cookie or over_https(request),
+        )
         return response
 
     @app.get("/auth/me", response_model=Me, tags=["auth"])

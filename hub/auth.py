@@ -22,6 +22,8 @@
   ``footfall.hub.auth`` logger. IPv6 clients are counted per /64, the block one host controls.
 - Client address: the socket peer; ``X-Forwarded-For`` only when the peer is a configured
   trusted proxy (``client_address``), else any client could pick the address it is counted as.
+- The session cookie is ``Secure`` whenever the request came over HTTPS: served with TLS, or
+  from a trusted proxy whose ``X-Forwarded-Proto`` says https (``forwarded_https``).
 """
 
 from __future__ import annotations
@@ -252,6 +254,20 @@ def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequ
             break  # a garbled entry: count the request against the proxy that handed it over
         addr = hop
     return _rate_key(addr)
+
+
+def forwarded_https(peer: str | None, forwarded_proto: Sequence[str], trusted: Sequence[IPNetwork]) -> bool:
+    """Whether the reverse proxy in front says its client spoke HTTPS to it.
+
+    ``forwarded_proto`` is the request's ``X-Forwarded-Proto`` header values. Believed only from
+    a trusted proxy (any client can send the header), and only its last entry: the one the
+    proxy next to us wrote about the connection it accepted.
+    """
+    addr = _ip(peer) if peer else None
+    if addr is None or not any(addr in net for net in trusted):
+        return False
+    values = [v.strip().lower() for value in forwarded_proto for v in value.split(",") if v.strip()]
+    return bool(values) and values[-1] == "https"
 
 
 @dataclass(frozen=True)

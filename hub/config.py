@@ -23,6 +23,12 @@ Example (``/etc/footfall/hub.toml``)::
     ca_certs = "/etc/footfall/ca.pem"
     client_id = "footfall-hub-store-042"   # fixed: the broker keeps our session by it
 
+    [sync_mqtt]                      # `footfall sync`'s own login (it reads this file); host,
+    username = "footfall-sync"       # port and CA are [mqtt]'s. Never the ingest's: the broker
+    password_file = "/etc/footfall/sync-mqtt.pass"   # makes the username the client id
+    certfile = "/etc/footfall/footfall-sync.crt"
+    keyfile = "/etc/footfall/footfall-sync.key"
+
     [ingest]
     batch_max = 5000                 # commit after this many messages ...
     batch_ms = 50                    # ... or this long, whichever comes first, then ack
@@ -37,6 +43,13 @@ Example (``/etc/footfall/hub.toml``)::
     long_stay = true                 # a device with a long_stay visit is fixed equipment
     staff_days = 5                   # present on this many distinct days ...
     staff_hours = 4.0                # ... for at least this long each day
+
+    [web]                            # `footfall hub serve` (flags override these)
+    host = "0.0.0.0"
+    port = 8443
+    certfile = "/etc/footfall/dashboard.crt"   # from `footfall provision dashboard-cert`
+    keyfile = "/etc/footfall/dashboard.key"
+    insecure_http = false            # plain HTTP off loopback: only when this says so
 
 The file may also put everything under a ``[hub]`` table. Environment overrides are named
 ``FOOTFALL_HUB_<KEY>`` for top-level keys and ``FOOTFALL_HUB_<SECTION>_<KEY>`` for the rest
@@ -85,6 +98,19 @@ class MqttConfig:
 
 
 @dataclass
+class SyncMqttConfig:
+    """``footfall sync``'s login for the sensors' retained config (opt-outs); the hub itself never
+    uses it. A second login as the ingest's user would disconnect the ingest, whose username the
+    broker makes its client id (use_username_as_clientid), and take over its persistent session."""
+
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+
+
+@dataclass
 class IngestConfig:
     # Bigger batches amortize the commit (index pages rewritten into the WAL) over more messages;
     # receive_maximum (20000) must stay well above it.
@@ -117,6 +143,16 @@ class ExclusionConfig:
 
 
 @dataclass
+class WebConfig:
+    # Plain HTTP is only served on loopback (a TLS proxy in front, a demo) unless insecure_http.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    certfile: str = ""
+    keyfile: str = ""
+    insecure_http: bool = False
+
+
+@dataclass
 class HubConfig:
     site: str = "store"
     timezone: str = "UTC"
@@ -138,9 +174,11 @@ class HubConfig:
     hours: str = ""
     heartbeat_s: float = 60.0
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    sync_mqtt: SyncMqttConfig = field(default_factory=SyncMqttConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     exclusion: ExclusionConfig = field(default_factory=ExclusionConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     def __post_init__(self) -> None:
         self.check()
@@ -174,6 +212,10 @@ class HubConfig:
             raise ConfigError("mqtt.receive_maximum must be larger than ingest.batch_max")
         if min(self.retention.raw_days, self.retention.presence_days, self.retention.o2o_days) < 1:
             raise ConfigError("retention days must be >= 1")
+        if not 0 < self.web.port < 65536:
+            raise ConfigError("web.port must be 1-65535")
+        if self.web.keyfile and not self.web.certfile:
+            raise ConfigError("web.keyfile needs web.certfile")
         if self.hours:
             try:
                 parse_hours(self.hours)
@@ -214,9 +256,11 @@ def _build(cls: type, data: Mapping[str, Any], env: Mapping[str, str], prefix: s
 # Field annotations are strings under ``from __future__ import annotations``.
 _SECTIONS: dict[Any, type] = {
     "MqttConfig": MqttConfig,
+    "SyncMqttConfig": SyncMqttConfig,
     "IngestConfig": IngestConfig,
     "RetentionConfig": RetentionConfig,
     "ExclusionConfig": ExclusionConfig,
+    "WebConfig": WebConfig,
 }
 
 

@@ -15,12 +15,16 @@ sensor provisioned or a CRL renewed shows up at the next scrape without a restar
   stamps it with the hub's clock on every batch). The MQTT session state and a heartbeat that
   moves while no sensor sends: ingest writes them into ``hub_status`` (:func:`record_status`,
   every ``STATUS_EVERY_S`` and at each connect and disconnect); absent until it first has.
-- **Certificates and CRLs**: ``mqtt.certfile`` (the hub's client certificate) and
-  ``mqtt.ca_certs``; a ``crl.pem`` beside ``ca_certs`` (install the site's CRL there, readable by
-  the dashboard's user: the broker's copy in /etc/mosquitto/footfall is not); from the site
-  directory ``ca/ca.pem``, ``ca/crl.pem``, ``broker/crl.pem`` and every active sensor certificate's
-  expiry recorded in ``site.json``. Files not configured are skipped; a configured file that
-  cannot be read or parsed is reported as an error series, since silence would look healthy.
+- **Certificates and CRLs**: ``mqtt.certfile`` (the hub's client certificate),
+  ``sync_mqtt.certfile`` (the sync's, role ``sync_client``) and ``mqtt.ca_certs``; a ``crl.pem``
+  beside ``ca_certs`` (install the site's CRL there, readable by the dashboard's user: the
+  broker's copy in /etc/mosquitto/footfall is not); from the site directory ``ca/ca.pem``,
+  ``ca/crl.pem``, ``broker/crl.pem`` and every active sensor certificate's expiry recorded in
+  ``site.json``. Files not configured are skipped; a configured file that cannot be read or parsed
+  is reported as an error series, since silence would look healthy.
+
+The fleet report the sync sends the central service (``cloud_sync/fleet.py``) reads the same
+things through the same functions, so the centre's fleet page and ``/metrics`` agree.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
+from footfall.hub import metrics
 from footfall.hub.config import HubConfig
 from footfall.hub.roster import SITE_FILE, read_roster
 
@@ -71,6 +77,9 @@ class MonitorSources:
         crls: list[tuple[str, Path, bool]] = []
         if config.mqtt.certfile:
             certs.append(("client", Path(config.mqtt.certfile)))
+        # Expired, it stops opt-outs reaching the sensors while ingest carries on: watched too.
+        if config.sync_mqtt.certfile and config.sync_mqtt.certfile != config.mqtt.certfile:
+            certs.append(("sync_client", Path(config.sync_mqtt.certfile)))
         if config.mqtt.ca_certs:
             ca = Path(config.mqtt.ca_certs)
             certs.append(("ca", ca))
@@ -171,6 +180,31 @@ def roster(sources: MonitorSources) -> Roster:
     return Roster(expected, expiry, error)
 
 
+def sensors(
+    conn: sqlite3.Connection, now: float, stale_after_s: float, roster: Roster
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every sensor the database knows plus every expected one it does not (``never_seen``),
+    sorted by (site, sensor), and how many are in each state. ``/metrics`` and the fleet report
+    the hub sends the centre (cloud_sync/fleet.py) both read the fleet through this."""
+    health = metrics.sensor_health(conn, now=now, stale_after_s=stale_after_s)
+    known = {(s["site"], s["sensor"]): s for s in health["sensors"]}
+    for key in roster.expected:
+        if key not in known:
+            known[key] = {"site": key[0], "sensor": key[1], "status": "never_seen", "messages": 0}
+            known[key].update(dict.fromkeys(("last_message", "last_message_age_s", "backlog", "health")))
+    counts = {state: health[state] for state in ("online", "stale", "offline", "replayed")}
+    counts["never_seen"] = len(known) - len(health["sensors"])
+    return [known[k] for k in sorted(known)], counts
+
+
+def visits_since(conn: sqlite3.Connection, since: float) -> dict[tuple[str, str], int]:
+    """Sensor visits that began at or after ``since``, per (site, sensor) (first_seen is indexed)."""
+    rows = conn.execute(
+        "SELECT site, sensor, count(*) FROM sensor_visits WHERE first_seen >= ? GROUP BY site, sensor", (since,)
+    )
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
 def hub_status(conn: sqlite3.Connection) -> dict[str, tuple[float, float]]:
     """``hub_status`` rows (name -> (value, updated)); empty while ingest does not write them."""
     try:
@@ -189,6 +223,17 @@ def record_status(conn: sqlite3.Connection, name: str, value: float, now: float)
         " ELSE excluded.updated END, value = excluded.value",
         (name, value, now),
     )
+
+
+def mqtt_session(status: dict[str, tuple[float, float]], now: float) -> tuple[bool, float] | None:
+    """(up, changed at) of ingest's MQTT session; None while ingest has never written it."""
+    if STATUS_MQTT_CONNECTED not in status:
+        return None
+    value, updated = status[STATUS_MQTT_CONNECTED]
+    beat = status.get(STATUS_HEARTBEAT, (0.0, 0.0))[0]
+    # A killed ingest leaves its last "1" behind: past three missed heartbeats it is not up.
+    alive = now - beat <= 3 * STATUS_EVERY_S
+    return bool(value) and alive, updated
 
 
 def last_ingest(conn: sqlite3.Connection) -> float:

@@ -68,21 +68,6 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
-def _sensors(
-    conn: sqlite3.Connection, now: float, stale_after_s: float, roster: monitor.Roster
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Every sensor the database knows plus every expected one it does not (``never_seen``)."""
-    health = metrics.sensor_health(conn, now=now, stale_after_s=stale_after_s)
-    known = {(s["site"], s["sensor"]): s for s in health["sensors"]}
-    for key in roster.expected:
-        if key not in known:
-            known[key] = {"site": key[0], "sensor": key[1], "status": "never_seen", "messages": 0}
-            known[key].update(dict.fromkeys(("last_message", "last_message_age_s", "backlog", "health")))
-    counts = {state: health[state] for state in ("online", "stale", "offline", "replayed")}
-    counts["never_seen"] = len(known) - len(health["sensors"])
-    return [known[k] for k in sorted(known)], counts
-
-
 def _per_sensor(w: _Writer, sensors: Iterable[dict[str, Any]], name: str, values: Any) -> None:
     for s in sensors:
         w.sample(name, values(s), site=s["site"], sensor=s["sensor"])
@@ -98,7 +83,7 @@ def exposition(
     now = time.time() if now is None else now
     sources = sources or monitor.MonitorSources()
     roster = monitor.roster(sources)
-    sensors, counts = _sensors(conn, now, stale_after_s, roster)
+    sensors, counts = monitor.sensors(conn, now, stale_after_s, roster)
     w = _Writer()
 
     w.family(
@@ -149,13 +134,11 @@ def _hub(w: _Writer, conn: sqlite3.Connection, now: float) -> None:
     if monitor.STATUS_HEARTBEAT in status:
         w.family("footfall_hub_ingest_heartbeat_timestamp_seconds", "gauge", "last turn of the ingest loop")
         w.sample("footfall_hub_ingest_heartbeat_timestamp_seconds", status[monitor.STATUS_HEARTBEAT][0])
-    if monitor.STATUS_MQTT_CONNECTED in status:
-        value, updated = status[monitor.STATUS_MQTT_CONNECTED]
-        beat = status.get(monitor.STATUS_HEARTBEAT, (0.0, 0.0))[0]
-        # A killed ingest leaves its last "1" behind: past three missed heartbeats it is not up.
-        alive = now - beat <= 3 * monitor.STATUS_EVERY_S
+    session = monitor.mqtt_session(status, now)
+    if session is not None:
+        up, updated = session
         w.family("footfall_hub_mqtt_connected", "gauge", "1 while ingest's MQTT session is up")
-        w.sample("footfall_hub_mqtt_connected", 1 if value and alive else 0)
+        w.sample("footfall_hub_mqtt_connected", 1 if up else 0)
         w.family("footfall_hub_mqtt_connected_changed_timestamp_seconds", "gauge", "when it last changed")
         w.sample("footfall_hub_mqtt_connected_changed_timestamp_seconds", updated)
     d = monitor.disk(conn)

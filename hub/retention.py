@@ -9,7 +9,12 @@ O2O rows hold MAC and phone MD5s (``o2o_targets``, ``o2o_coupons``, ``o2o_segmen
 after ``retention.o2o_days`` the hashes and device keys of targets are cleared (the rows and
 their counts stay, so past ROMI reports do not change except for return visits, whose raw
 visits are gone by then anyway), coupons lose theirs once expired, and segment rows are
-deleted. Consent and the stop-list are kept: an opt-out must outlive everything else.
+deleted. Long before that, ``hub/o2o/housekeeping.py`` (run here, after the transaction) keys
+every unkeyed MAC MD5 no enabled scenario needs (visits included), deletes segment rows
+outside their scenario's membership window and segment files nobody can download, and ages
+out the transfer register, snapshot records, share links, stop-list and local consent
+(3 years by default). If it cannot run (the O2O subject key is missing or wrong) the reason
+is logged and returned in ``o2o_error``; the rest of retention is not held up.
 
 ``hourly`` rows written here have ``rolled_up = 1``; per (site, local day, hour, zone =
 best sensor), over the visits NOT excluded as staff/fixed devices:
@@ -26,6 +31,7 @@ at the next run. Messages older than the retention window itself are rejected by
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -34,8 +40,10 @@ from datetime import datetime, timedelta
 from footfall import schema
 from footfall.hub.config import HubConfig
 
+log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
+
+@dataclass
 class RetentionResult:
     cutoff_day: str
     hours_rolled_up: int
@@ -44,6 +52,10 @@ class RetentionResult:
     presence_deleted: int
     o2o_targets_cleared: int = 0
     o2o_segment_rows_deleted: int = 0
+    o2o_hashes_keyed: int = 0
+    o2o_files_deleted: int = 0
+    o2o_records_deleted: int = 0
+    o2o_error: str | None = None
 
 
 def cutoff_day(config: HubConfig, now: float | None = None) -> str:
@@ -109,4 +121,27 @@ def apply(conn: sqlite3.Connection, config: HubConfig, *, now: float | None = No
             (o2o_before, now),
         )
         rows = conn.execute("DELETE FROM o2o_segment_rows WHERE added < ?", (o2o_before,)).rowcount
-    return RetentionResult(cutoff, hours, visits, sv, presence, targets, rows)
+    result = RetentionResult(cutoff, hours, visits, sv, presence, targets, rows)
+    return _o2o_housekeeping(conn, now, result)
+
+
+def _o2o_housekeeping(conn: sqlite3.Connection, now: float, result: RetentionResult) -> RetentionResult:
+    from footfall.hub.o2o import housekeeping, privacy
+
+    try:
+        h = housekeeping.apply(conn, now=now)
+    except (privacy.PrivacyError, OSError) as exc:
+        # Ingest calls this hourly: a missing key file must not stop ingest, it must be seen.
+        log.error("O2O housekeeping skipped: %s", exc)
+        result.o2o_error = str(exc)
+        return result
+    p = h.purge
+    result.o2o_hashes_keyed = (
+        p.visits_keyed + p.sensor_visits_keyed + p.devices_keyed + p.targets_keyed + p.coupons_keyed + p.subjects_keyed
+    )
+    result.o2o_segment_rows_deleted += p.segment_rows_deleted
+    result.o2o_files_deleted = h.files_deleted
+    result.o2o_records_deleted = (
+        h.transfers_deleted + h.snapshot_records_deleted + h.links_deleted + h.stoplist_deleted + h.consent_deleted
+    )
+    return result

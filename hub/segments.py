@@ -254,6 +254,41 @@ def create_segment(
     return seg_id
 
 
+def put_rule_segment(
+    conn: sqlite3.Connection,
+    name: str,
+    rule: Mapping[str, Any] | str,
+    *,
+    origin: str,
+    dynamic: bool = True,
+    now: float | None = None,
+    lookback_days: float = 30.0,
+) -> int:
+    """Create or redefine the rule segment ``name`` owned by ``origin`` (e.g. ``central``) and
+    evaluate it; returns its size. A segment of that name made by someone else is refused, so
+    the centre never overwrites a store manager's segment (or the other way round)."""
+    parsed = parse_rule(rule)
+    if not 0 < lookback_days <= 3650:
+        raise RuleError("lookback_days must be in (0, 3650]")
+    now = time.time() if now is None else now
+    definition = json.dumps({"rule": rule_to_json(parsed), "lookback_days": lookback_days, "origin": origin})
+    row = conn.execute("SELECT id, kind, definition FROM segments WHERE name = ?", (name,)).fetchone()
+    if row is not None and (row[1] != "rule" or json.loads(row[2] or "{}").get("origin") != origin):
+        raise RuleError(f"a segment named {name!r} exists already and was not made by {origin}")
+    if row is None:
+        seg_id = int(
+            conn.execute(
+                "INSERT INTO segments (name, kind, definition, dynamic, created, updated) "
+                "VALUES (?, 'rule', ?, ?, ?, ?)",
+                (name, definition, int(dynamic), now, now),
+            ).lastrowid
+        )
+    else:
+        seg_id = int(row[0])
+        conn.execute("UPDATE segments SET definition = ?, dynamic = ? WHERE id = ?", (definition, int(dynamic), seg_id))
+    return _set_members(conn, seg_id, evaluate_rule(conn, parsed, now, lookback_days), now)
+
+
 def _set_members(conn: sqlite3.Connection, seg_id: int, keys: Sequence[str], now: float) -> int:
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS _seg_new (device_key TEXT PRIMARY KEY)")
     conn.execute("DELETE FROM _seg_new")

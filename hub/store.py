@@ -569,6 +569,22 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE hub_status (name TEXT PRIMARY KEY, value REAL NOT NULL, updated REAL NOT NULL) WITHOUT ROWID;
     """,
+    # Segment definitions and scenario settings from the centre are versioned; the hub keeps
+    # the version it applied (or refused, and why) and reports it back (cloud_sync/definitions.py).
+    """
+    ALTER TABLE central_segments ADD COLUMN version INTEGER;
+    ALTER TABLE central_segments ADD COLUMN status TEXT;
+    ALTER TABLE central_segments ADD COLUMN error TEXT;
+    ALTER TABLE central_scenarios ADD COLUMN version INTEGER;
+    ALTER TABLE central_scenarios ADD COLUMN status TEXT;
+    ALTER TABLE central_scenarios ADD COLUMN error TEXT;
+    -- Ad exposures imported from an ad platform or media partner, for attribution of exposure
+    -- to visits (hub/o2o/exposure.py); subjects keyed like every partner hash at rest.
+    CREATE TABLE ad_exposures (
+        campaign TEXT NOT NULL, subject TEXT NOT NULL, ts REAL NOT NULL, channel TEXT,
+        PRIMARY KEY (campaign, subject, ts)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -140,12 +140,18 @@ def make_node(device: str, group: list[Mapping[str, Any]], trust_la_bit: bool = 
     for v in group:
         last = max(last, float(v["last_seen"]))
         sensor = v.get("sensor", "")
+        rmax = v.get("rssi_max")
         if v.get("rssi_mean") is not None:
-            sums[sensor].append(float(v["rssi_mean"]))
             chans = json_list(v.get("channels"))
             if len(chans) == 1:
+                sums[sensor].append(float(v["rssi_mean"]))
                 sums[f"{sensor}/{chans[0]}"].append(float(v["rssi_mean"]))
-        rmax = v.get("rssi_max")
+            else:
+                # Heard by radios on several channels: the copies off the phone's channel come
+                # through the neighbour channel's filter 10-25 dB weaker, so their mean says how
+                # far the channels are apart, not the phone; the strongest copy is the one on
+                # its channel.
+                sums[sensor].append(float(rmax if rmax is not None else v["rssi_mean"]))
         if rmax is not None and rmax > peak.get(sensor, -999):
             peak[sensor] = int(rmax)
         ssids.update(s for s in json_list(v.get("ssid_hashes")) if isinstance(s, str))

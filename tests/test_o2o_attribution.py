@@ -14,7 +14,7 @@ from test_o2o_e2e import KEY_HEX, client_for, make_partner
 from footfall.hub import segments, store
 from footfall.hub.config import HubConfig
 from footfall.hub.ingest import ingest_many
-from footfall.hub.o2o import consent, reports, runner, scenarios
+from footfall.hub.o2o import consent, privacy, reports, runner, scenarios
 from footfall.tools import partner_server
 from footfall.tools.evaluate import hash_key_env
 
@@ -67,13 +67,16 @@ def test_returns_attributed_and_uplift_vs_control(two_days, tmp_path):
         [res] = runner.run_due(conn, client_for(partner.url), now=end1, export=runner.ExportSettings(tmp_path / "x"))
         assert res.status == "ok" and res.counts["control"] > 0 and res.counts["eligible"] > 0
 
-        # Independent attribution: a target "returned" if its hash has a visitor visit after assignment.
+        # Independent attribution: a target "returned" if its MAC hash has a visitor visit after
+        # assignment (the report goes by device key; the target keeps its MAC MD5 keyed only, the
+        # visits raw or keyed: o2o_subject() gives the keyed form of either).
+        privacy.attach(conn)
         targets = conn.execute("SELECT partner_hash, status, assigned_at, messaged_at FROM o2o_targets").fetchall()
 
         def came_back(h: str, since: float) -> bool:
             return (
                 conn.execute(
-                    "SELECT 1 FROM visits WHERE partner_hash = ? AND class = 'visitor' AND excluded = 0"
+                    "SELECT 1 FROM visits WHERE o2o_subject(partner_hash) = ? AND class = 'visitor' AND excluded = 0"
                     " AND first_seen > ? AND first_seen <= ?",
                     (h, since, since + 7 * DAY),
                 ).fetchone()
@@ -127,11 +130,12 @@ def test_quiet_hours_stop_list_and_consent_in_a_run(two_days, tmp_path):
         morning = (end1 // DAY + 1) * DAY + 9.5 * 3600
         [r2] = runner.run_due(conn, client_for(partner.url), now=morning, export=export)
         assert r2.status == "ok" and r2.counts["sent_to_partner"] >= len(cands) - 1
+        subj = privacy.attach(conn)  # done targets, the stop-list and consent hold keyed hashes
         blocked = dict(conn.execute("SELECT partner_hash, last_error FROM o2o_targets WHERE status = 'blocked'"))
-        assert blocked[withdrawn] == "no_consent" and blocked[unsub] == "unsubscribed"
+        assert blocked[subj.key(withdrawn)] == "no_consent" and blocked[subj.key(unsub)] == "unsubscribed"
         sent_to = {r[0] for r in pconn.execute("SELECT mac_md5 FROM outbox")}
         assert not sent_to & {stopped, withdrawn, unsub}
-        assert stopped not in {r[0] for r in conn.execute("SELECT partner_hash FROM o2o_targets")}
+        assert not {stopped, subj.key(stopped)} & {r[0] for r in conn.execute("SELECT partner_hash FROM o2o_targets")}
         pconn.close()
     finally:
         partner.stop()

@@ -19,7 +19,7 @@ import uvicorn
 from footfall.hub import auth, store
 from footfall.hub.config import HubConfig
 from footfall.hub.ingest import ingest_many
-from footfall.hub.o2o import coupons, pos, reports, runner, scenarios
+from footfall.hub.o2o import coupons, pos, privacy, reports, runner, scenarios
 from footfall.hub.o2o.partner import PartnerClient, PartnerConfig
 from footfall.hub.o2o.web import create_app
 from footfall.tools import partner_server
@@ -153,7 +153,7 @@ def test_o2o_end_to_end(day, tmp_path):
         )  # fmt: skip
         scenarios.add(conn, short, now=end - 3600)
         scenarios.add(conn, passers, now=end - 3600)
-        export = runner.ExportSettings(directory=tmp_path / "exports", max_file_bytes=200)
+        export = runner.ExportSettings(directory=tmp_path / "exports", max_file_bytes=100)  # two rows a part
         client = client_for(partner.url)
         results = {r.scenario: r for r in runner.run_due(conn, client, now=end, export=export)}
         assert set(results) == {"short-visits", "passersby"}
@@ -162,6 +162,7 @@ def test_o2o_end_to_end(day, tmp_path):
         pconn = partner_server.connect(pdb)
         subs = {r["mac_md5"]: r for r in pconn.execute("SELECT * FROM subscribers")}
         outbox = [dict(r) for r in pconn.execute("SELECT * FROM outbox")]
+        subj = privacy.attach(conn)  # targets done with the partner keep their MAC MD5 keyed only
         total_sent = total_known = 0
         for sc in (short, passers):
             r = results[sc.name].counts
@@ -171,7 +172,11 @@ def test_o2o_end_to_end(day, tmp_path):
             assert r["eligible"] == len(eligible) and r["control"] == len(control)
             assert r["sent_to_partner"] == len(eligible)
             assert r["matched"] == len(known) and r["messaged"] == len(messageable) == r["coupons"]
-            assert r["segment_rows"] == len(eligible) - len(messageable)
+            # Seed 004: known but not messageable -> the ad segment (when a phone MD5 was shared);
+            # unknown -> no contact needed.
+            segment = {h for h in known - messageable if subs[h]["share_phone"]}
+            assert r["segment_rows"] == len(segment) and r["unknown"] == len(eligible) - len(known)
+            assert r["segment_no_phone"] == len(known - messageable) - len(segment)
             total_sent += len(eligible)
             total_known += len(known)
             # Each messaged device's SMS in the partner's outbox holds exactly its coupon code.
@@ -180,35 +185,32 @@ def test_o2o_end_to_end(day, tmp_path):
                 " AND status = 'messaged'",
                 (sc.id,),
             ).fetchall()
-            assert {row[0] for row in rows} == messageable
+            assert {row[0] for row in rows} == {subj.key(h) for h in messageable}
             for h, code, mid in rows:
                 sms = [m for m in outbox if m["id"] == mid]
-                assert len(sms) == 1 and sms[0]["mac_md5"] == h and code in sms[0]["text"]
-            # Segment export: the unmatched and the unmessageable, with msisdn MD5 when shared.
+                assert len(sms) == 1 and subj.key(sms[0]["mac_md5"]) == h and code in sms[0]["text"]
+            # Segment rows: the known, unmessageable ones with the phone MD5 the partner shared.
             seg = {
                 r[0]: r[1]
                 for r in conn.execute(
                     "SELECT mac_md5, msisdn_md5 FROM o2o_segment_rows WHERE scenario_id = ?", (sc.id,)
                 )
             }
-            assert set(seg) == eligible - messageable
-            for h, msisdn in seg.items():
-                want = subs[h]["phone_md5"] if h in subs and subs[h]["share_phone"] else None
-                assert msisdn == want
+            assert seg == {subj.key(h): subs[h]["phone_md5"] for h in segment}
         assert len(outbox) == sum(results[n].counts["messaged"] for n in results)
         assert 0.6 <= total_known / total_sent <= 1.0  # seeded at 84 %
 
-        # The segment share link serves CSVs (split: 200-byte files) with the msisdn column, no auth needed.
-        link = results["passersby"].links[0]
-        assert link["parts"] > 1
+        # The segment share link serves the seed's format (split: 100-byte files), no auth needed.
+        link, snap = results["passersby"].links[0], results["passersby"].snapshot
+        assert snap["rows"] >= 1 and snap["parts"] == -(-snap["rows"] // 2)  # a few on a simulated day
         got = []
-        for part in range(1, link["parts"] + 1):
+        for part in range(1, snap["parts"] + 1):
             resp = requests.get(f"{hub.url}/api/o2o/segments/{link['token']}", params={"part": part}, timeout=5)
-            assert resp.status_code == 200 and len(resp.content) <= 200
+            assert resp.status_code == 200 and len(resp.content) <= 100
             lines = resp.text.strip().splitlines()
-            assert lines[0] == "mac_md5,msisdn"
-            got += [line.split(",")[0] for line in lines[1:]]
-        assert len(got) == results["passersby"].counts["exported_rows"]
+            assert lines[0] == "msisdn" and all(len(x) == 32 for x in lines[1:])
+            got += lines[1:]
+        assert len(got) == len(set(got)) == results["passersby"].counts["exported_rows"] == snap["rows"]
         assert requests.get(f"{hub.url}/api/o2o/segments/nope", timeout=5).status_code == 404
         clock[0] = end + 3 * 86400 + 1
         assert requests.get(f"{hub.url}/api/o2o/segments/{link['token']}", timeout=5).status_code == 410

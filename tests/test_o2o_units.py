@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 
 import pytest
 
 from footfall.hub import store
-from footfall.hub.o2o import consent, coupons, register, runner, scenarios
+from footfall.hub.o2o import consent, coupons, privacy, register, scenarios
 from footfall.hub.o2o.coupons import CouponError, Generator
 
 
@@ -130,42 +129,7 @@ def test_scenario_roundtrip(conn):
         scenarios.add(conn, scenarios.Scenario(name="s"))
 
 
-def test_segment_files_split_under_limit(tmp_path):
-    rows = [{"mac_md5": md5(str(i)), "msisdn_md5": md5(f"p{i}") if i % 2 else None} for i in range(1000)]
-    files = runner._write_files(tmp_path, "run-1", rows, 10_000)
-    assert len(files) > 1 and sum(f["rows"] for f in files) == 1000
-    seen = []
-    for f in files:
-        data = Path(f["path"]).read_bytes()
-        assert len(data) <= 10_000 and len(data) == f["bytes"]
-        lines = data.decode().splitlines()
-        assert lines[0] == "mac_md5,msisdn"
-        seen += [line.split(",") for line in lines[1:]]
-    assert [s[0] for s in seen] == [r["mac_md5"] for r in rows]
-    assert seen[1][1] == rows[1]["msisdn_md5"] and seen[0][1] == ""
-
-
-def test_share_link_cap(conn, tmp_path):
-    ex = runner.ExportSettings(directory=tmp_path, link_cap=2)
-    sc = scenarios.Scenario(name="s", quiet_hours=None)
-    scenarios.add(conn, sc)
-    now = 1_800_000_000.0
-    links = 0
-    for i in range(3):
-        with conn:
-            conn.execute(
-                "INSERT INTO o2o_segment_rows (scenario_id, target_id, mac_md5, added) VALUES (?, ?, ?, ?)",
-                (sc.id, i, md5(str(i)), now),
-            )
-        res = runner.RunResult("s", i, counts=dict.fromkeys(runner.COUNTS, 0))
-        runner._export(conn, sc, i, ex, now + i, "test", res)
-        links += len(res.links)
-    assert links == 2
-    assert conn.execute("SELECT link_status FROM o2o_exports ORDER BY id").fetchall()[2][0] == "waiting"
-    res = runner.RunResult("s", 9, counts=dict.fromkeys(runner.COUNTS, 0))
-    runner._export(conn, sc, 9, ex, now + 3 * 86400 + 10, "test", res)  # the period rolled over
-    assert len(res.links) == 1
-    assert [e["count"] for e in register.entries(conn, 0, 2e9)] == [1, 1, 1]
+# The ad-platform segment's files, links and register: tests/test_o2o_adsegment.py.
 
 
 def test_reconcile():
@@ -236,15 +200,18 @@ def test_retention_clears_o2o_hashes_but_keeps_the_counts(conn):
 
     config = HubConfig(site="st", retention=RetentionConfig(o2o_days=90))
     result = retention.apply(conn, config, now=now)
-    assert (result.o2o_targets_cleared, result.o2o_segment_rows_deleted) == (2, 2)
+    # Two by o2o_days, the third (10 days old) by the scenario's 7-day segment membership.
+    assert (result.o2o_targets_cleared, result.o2o_segment_rows_deleted) == (2, 3)
     targets = {r["id"]: dict(r) for r in conn.execute("SELECT * FROM o2o_targets")}
     assert [targets[i]["status"] for i in (1, 2, 3)] == ["messaged", "segment", "messaged"]  # counts kept
     for i in (1, 2):
         assert (targets[i]["partner_hash"], targets[i]["device_key"], targets[i]["phone_md5"]) == ("", "", None)
-    assert targets[3]["partner_hash"] == md5("mac3") and targets[3]["phone_md5"] == md5("phone3")
-    assert [r[0] for r in conn.execute("SELECT target_id FROM o2o_segment_rows")] == [3]
+    # A target done with the partner keeps its MAC MD5 keyed only; the partner's phone MD5 stays.
+    subj = privacy.attach(conn)
+    assert targets[3]["partner_hash"] == subj.key(md5("mac3")) and targets[3]["phone_md5"] == md5("phone3")
+    assert [r[0] for r in conn.execute("SELECT target_id FROM o2o_segment_rows")] == []
     kept = {r["code"]: r["partner_hash"] for r in conn.execute("SELECT code, partner_hash FROM o2o_coupons")}
-    assert kept == {"OLDGONE": None, "OLDVALID": md5("mac1"), "NEW": md5("mac1")}
-    # Opt-outs outlive retention.
-    assert conn.execute("SELECT count(*) FROM o2o_consent").fetchone()[0] == 1
+    assert kept == {"OLDGONE": None, "OLDVALID": subj.key(md5("mac1")), "NEW": subj.key(md5("mac1"))}
+    # Consent outlives o2o_days (it is aged out after three years, keyed meanwhile).
+    assert [r[0] for r in conn.execute("SELECT subject FROM o2o_consent")] == [subj.key(md5("mac1"))]
     assert retention.apply(conn, config, now=now).o2o_targets_cleared == 0

@@ -239,7 +239,9 @@ def test_the_blocker_reproduces_issue_13_without_preflight(
         "died = []\n"
         "threading.excepthook = lambda a: died.append(repr(a.exc_value))\n"
         "c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id='probe')\n"
-        f"c.tls_set(ca_certs={str(bundle / 'ca.pem')!r})\n"
+        # The sensor's own certificate: client certificates are required by default.
+        f"c.tls_set(ca_certs={str(bundle / 'ca.pem')!r}, certfile={str(bundle / 's1.crt')!r}, "
+        f"keyfile={str(bundle / 's1.key')!r})\n"
         f"c.username_pw_set('s1', open({str(bundle / 'mqtt.pass')!r}).read().strip())\n"
         f"c.connect_async('localhost', {broker.port})\n"
         "c.loop_start()\n"

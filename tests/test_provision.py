@@ -111,7 +111,11 @@ def _install_root() -> Path:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Path, HubBroker]]:
-    """A provisioned site (hub + sensors s1, s2) and its broker, not yet started."""
+    """A provisioned site (hub + sensors s1, s2) and its broker, not yet started.
+
+    Passwords only (`init-site --no-mtls`, the mode kept for old clients), so that the password
+    checks below are what refuses; mutual TLS, the default, is tested in test_provision_secure.py.
+    """
     root = _install_root()
     port = free_port()
     site_dir = tmp_path / "site"
@@ -121,6 +125,8 @@ def site(tmp_path: Path) -> Iterator[tuple[Path, HubBroker]]:
         bind="127.0.0.1",
         persistence_location=f"{root}/data/",
         log_dest=["stderr"],
+        require_certificate=False,
+        use_identity_as_username=False,
     )
     pv.init_site(site_dir, SITE, ["hub.store-042.example"], broker=cfg)
     pv.add_sensor(site_dir, "s1")
@@ -166,12 +172,14 @@ class Client:
 
 
 def bundle_files(site_dir: Path, who: str) -> dict[str, str]:
-    d = site_dir / ("hub" if who == mosquitto.HUB_USER else f"sensors/{who}")
+    # The hub's bundle holds two identities: ingest's and the sync job's.
+    d = site_dir / ("hub" if who in mosquitto.SERVICE_USERS else f"sensors/{who}")
+    password = {mosquitto.HUB_USER: "hub-mqtt.pass", mosquitto.SYNC_USER: "sync-mqtt.pass"}.get(who, "mqtt.pass")
     return {
         "ca": str(d / "ca.pem"),
         "cert": str(d / f"{who}.crt"),
         "key": str(d / f"{who}.key"),
-        "password": (d / ("hub-mqtt.pass" if who == mosquitto.HUB_USER else "mqtt.pass")).read_text().strip(),
+        "password": (d / password).read_text().strip(),
     }
 
 
@@ -291,6 +299,14 @@ def test_site_files_secrets_and_state(site: tuple[Path, HubBroker]) -> None:
     assert "PRIVATE KEY" not in text and (bundle / "mqtt.pass").read_text().strip() not in text
     acl = (site_dir / "broker" / "acl").read_text()
     assert f"topic read footfall/{SITE}/s1/config" in acl and f"topic write footfall/{SITE}/s1/config" not in acl
+    # The sync job has its own user, limited to the sensors' config; the hub ingest only reads.
+    assert f"user {mosquitto.SYNC_USER}\ntopic readwrite footfall/{SITE}/+/config\n\n" in acl
+    assert f"user {mosquitto.HUB_USER}\ntopic read footfall/{SITE}/#\n\n" in acl
+    passwd = (site_dir / "broker" / "passwd").read_text()
+    assert [line.split(":")[0] for line in passwd.splitlines()] == [mosquitto.HUB_USER, mosquitto.SYNC_USER, "s1", "s2"]
+    sync_password = bundle_files(site_dir, mosquitto.SYNC_USER)["password"]
+    assert mosquitto.verify_password(sync_password, pv.load(site_dir).sync["password_hash"])
+    assert ca.common_name(ca.load_cert((site_dir / "hub" / "footfall-sync.crt").read_bytes())) == "footfall-sync"
     # The bundles load with the agent's and the hub's own config readers.
     from footfall.edge_agent.config import AgentConfig
     from footfall.hub import config as hub_config
@@ -299,8 +315,14 @@ def test_site_files_secrets_and_state(site: tuple[Path, HubBroker]) -> None:
     assert agent.sensor == "s1" and agent.mqtt.certfile == "/etc/footfall/s1.crt" and agent.channels == [1, 6, 11]
     hub = hub_config.load(site_dir / "hub" / "hub.toml", env={})
     assert hub.site == SITE and hub.mqtt.tls and hub.mqtt.username == mosquitto.HUB_USER
+    assert hub.sync_mqtt.username == mosquitto.SYNC_USER
+    assert hub.sync_mqtt.certfile == "/etc/footfall/footfall-sync.crt"
+    assert hub.sync_mqtt.password_file == "/etc/footfall/sync-mqtt.pass"
     with pytest.raises(pv.ProvisionError):
         pv.add_sensor(site_dir, "s1")
+    for service in mosquitto.SERVICE_USERS:
+        with pytest.raises(pv.ProvisionError, match="hub's MQTT users"):
+            pv.add_sensor(site_dir, service)
     with pytest.raises(pv.ProvisionError):
         pv.init_site(site_dir, SITE, ["x"])
     with pytest.raises(ValueError):
@@ -310,7 +332,7 @@ def test_site_files_secrets_and_state(site: tuple[Path, HubBroker]) -> None:
 def test_encrypted_ca_key_needs_its_passphrase(tmp_path: Path) -> None:
     pv.init_site(tmp_path / "s", SITE, ["hub"], passphrase=b"correct horse")
     assert b"ENCRYPTED" in (tmp_path / "s" / "ca" / "ca.key").read_bytes()
-    with pytest.raises(ValueError):
+    with pytest.raises(pv.ProvisionError, match="encrypted: give its passphrase"):
         pv.add_sensor(tmp_path / "s", "s1")
     with pytest.raises(ValueError):
         pv.add_sensor(tmp_path / "s", "s1", passphrase=b"wrong")
@@ -330,12 +352,13 @@ def test_sensor_publishes_and_hub_receives(running: tuple[Path, HubBroker]) -> N
     s1 = ok(as_user(site_dir, broker.port, "s1"))
     assert not s1.publish(f"footfall/{SITE}/s1/visit", '{"v": 1}').is_failure
     assert receive(hub) == (f"footfall/{SITE}/s1/visit", '{"v": 1}')
-    # The hub writes a sensor's config; that sensor (only) reads it.
+    # The sync writes a sensor's config; that sensor (only) reads it.
     assert s1.subscribe(f"footfall/{SITE}/s1/config").value == 1
-    hub.publish(f"footfall/{SITE}/s1/config", '{"inside_rssi": -65}')
+    sync = ok(as_user(site_dir, broker.port, mosquitto.SYNC_USER))
+    sync.publish(f"footfall/{SITE}/s1/config", '{"inside_rssi": -65}')
     assert receive(s1) == (f"footfall/{SITE}/s1/config", '{"inside_rssi": -65}')
-    s1.close()
-    hub.close()
+    for c in (s1, sync, hub):
+        c.close()
 
 
 @needs_broker
@@ -421,19 +444,21 @@ def test_sensor_reads_only_its_own_config(running: tuple[Path, HubBroker]) -> No
     s2 = ok(as_user(site_dir, broker.port, "s2"))
     s2.publish(f"footfall/{SITE}/s2/visit", "s2 data")
     assert receive(hub) == (f"footfall/{SITE}/s2/visit", "s2 data")
-    hub.publish(f"footfall/{SITE}/s2/config", "for s2")
-    hub.publish(f"footfall/{SITE}/s1/config", "for s1")
+    sync = ok(as_user(site_dir, broker.port, mosquitto.SYNC_USER))
+    sync.publish(f"footfall/{SITE}/s2/config", "for s2")
+    sync.publish(f"footfall/{SITE}/s1/config", "for s1")
     # In-order delivery from one publisher: "for s1" arriving means "for s2" was withheld.
     assert receive(s1) == (f"footfall/{SITE}/s1/config", "for s1")
     assert s1.messages.empty()
-    # The hub may not forge sensor data either (it hears its own config writes: the marker).
     assert [receive(hub)[1], receive(hub)[1]] == ["for s2", "for s1"]
+    # The hub may write neither sensor data nor config (the sync's marker closes the window).
     hub.publish(f"footfall/{SITE}/s1/visit", "forged by hub")
-    hub.publish(f"footfall/{SITE}/s1/config", "after")
+    hub.publish(f"footfall/{SITE}/s1/config", "config by hub")
+    sync.publish(f"footfall/{SITE}/s1/config", "after")
     assert receive(hub) == (f"footfall/{SITE}/s1/config", "after")
     assert receive(s1) == (f"footfall/{SITE}/s1/config", "after")
     assert hub.messages.empty() and s1.messages.empty()
-    for c in (s1, s2, hub):
+    for c in (s1, s2, sync, hub):
         c.close()
 
 
@@ -485,12 +510,21 @@ def test_rotated_password_old_refused_new_accepted(running: tuple[Path, HubBroke
         connect(broker.port, ca_file=old_hub["ca"], username=mosquitto.HUB_USER, password=old_hub["password"]), str
     )
     hub_listening(site_dir, broker.port).close()
+    # And the sync's.
+    old_sync = bundle_files(site_dir, mosquitto.SYNC_USER)
+    pv.rotate(site_dir, mosquitto.SYNC_USER)
+    broker.reload()
+    assert isinstance(
+        connect(broker.port, ca_file=old_sync["ca"], username=mosquitto.SYNC_USER, password=old_sync["password"]), str
+    )
+    ok(as_user(site_dir, broker.port, mosquitto.SYNC_USER)).close()
 
 
 @needs_broker
 def test_mutual_tls_refuses_clients_without_a_certificate(site: tuple[Path, HubBroker]) -> None:
     site_dir, broker = site
-    pv.configure_hub(site_dir, require_certificate=True)
+    # Certificate and password both checked, not tied together (`hub --mtls --no-identity-as-username`).
+    pv.configure_hub(site_dir, require_certificate=True, use_identity_as_username=False)
     broker.start()
     f = bundle_files(site_dir, "s1")
     no_cert = connect(broker.port, ca_file=f["ca"], username="s1", password=f["password"])
@@ -604,7 +638,8 @@ def run_cli(*argv: str) -> int:
 def test_add_sensor_platform_openwrt_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`--platform openwrt`: no hopping and a small RAM buffer without remembering any flag."""
     d = str(tmp_path / "site")
-    assert run_cli("provision", "init-site", "--dir", d, "--site", SITE, "--host", "hub.local") == 0
+    init = ["provision", "init-site", "--dir", d, "--site", SITE, "--host", "hub.local", "--no-ca-passphrase"]
+    assert run_cli(*init) == 0
     assert run_cli("provision", "add-sensor", "--dir", d, "s1", "--platform", "openwrt") == 0
     out = capsys.readouterr().out
     assert "footfall-agent.init" in out and "packages.txt" in out
@@ -665,6 +700,8 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
             "--hash-key-file",
             str(key),
             "--mtls",
+            "--no-identity-as-username",
+            "--no-ca-passphrase",
         )
         == 0
     )

@@ -31,6 +31,7 @@ from footfall.cloud_sync import outbox, pushback, signing
 from footfall.cloud_sync.config import ConfigError, SyncConfig, from_dict
 from footfall.cloud_sync.sender import Sender
 from footfall.hub import store
+from footfall.hub.o2o import privacy, scenarios
 from footfall.tools.broker import free_port
 
 SITE = "store-042"
@@ -578,7 +579,9 @@ def test_pushback_optout_consent_definitions_and_retained_config(tmp_path: Path,
     ]
     res = pushback.pull(conn, cfg, SECRET, publisher=pushback.ConfigPublisher(cfg, settle_s=0.3))
     a = res.applied
-    assert (a.optouts, a.consents_withdrawn, a.segment_definitions, a.scenario_settings, a.rejected) == (1, 1, 1, 1, 2)
+    # The segment definition is not in the hub's rule syntax: refused (and reported), not lost.
+    assert (a.optouts, a.consents_withdrawn, a.segment_definitions, a.scenario_settings, a.rejected) == (1, 1, 0, 1, 2)
+    assert a.definitions_refused == 1
     assert res.cursor == "6" and outbox.get_state(conn, "pushback_cursor") == "6"
     assert res.sensors_notified == 2
 
@@ -599,12 +602,14 @@ def test_pushback_optout_consent_definitions_and_retained_config(tmp_path: Path,
     prof = json.loads(conn.execute("SELECT data FROM sync_outbox WHERE key = ?", (withdrawn,)).fetchone()[0])
     assert prof["partner_hash"] is None
     # ... and O2O campaigns will not contact either of them.
+    # (keyed at rest, hub/o2o/privacy.py)
     stop = {r[0] for r in conn.execute("SELECT subject FROM o2o_stoplist")}
-    assert stop == {phone_hash(opted), phone_hash(withdrawn)}
-    assert json.loads(conn.execute("SELECT definition FROM central_segments").fetchone()[0]) == {
-        "stores_30d": {">=": 2}
-    }
-    assert conn.execute("SELECT id FROM central_scenarios").fetchone()[0] == "7"
+    subjects = privacy.attach(conn)
+    assert stop == {subjects.key(phone_hash(opted)), subjects.key(phone_hash(withdrawn))}
+    definition, status, error = conn.execute("SELECT definition, status, error FROM central_segments").fetchone()
+    assert json.loads(definition) == {"stores_30d": {">=": 2}} and status == "refused" and "stores_30d" in error
+    assert conn.execute("SELECT id, status FROM central_scenarios").fetchone()[:] == ("7", "applied")
+    assert not scenarios.get(conn, "7").enabled
 
     # The sensors see the retained config with the opt-out list (a subscriber arriving later).
     sub, got, ready = _subscriber(broker, f"footfall/{SITE}/+/config")

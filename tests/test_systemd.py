@@ -23,6 +23,7 @@ SERVICES = [
     "footfall-dashboard.service",
     "footfall-central.service",
     "footfall-sync.service",
+    "footfall-o2o.service",
 ]
 SCRIPTS = sorted([*FIRMWARE.glob("*/*.sh"), *FIRMWARE.glob("*/*.init")])
 
@@ -89,6 +90,16 @@ def test_sync_timer_triggers_the_sync_service() -> None:
     assert one(directives(UNITS / "footfall-sync.service"), "Type") == "oneshot"
 
 
+def test_o2o_timer_triggers_the_o2o_service_with_the_key_as_a_credential() -> None:
+    d = directives(UNITS / "footfall-o2o.timer")
+    assert d["Timer.OnUnitInactiveSec"] and d["Install.WantedBy"] == ["timers.target"]
+    svc = directives(UNITS / "footfall-o2o.service")
+    assert one(svc, "Type") == "oneshot"
+    # The partner's key reaches the runner as a credential, never on its command line.
+    assert one(svc, "LoadCredential").startswith("partner-key:")
+    assert "key" not in one(svc, "ExecStart").lower()
+
+
 def _systemd_analyze() -> str:
     exe = shutil.which("systemd-analyze")
     if exe is None:
@@ -118,7 +129,7 @@ def unit_copies(tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", [*SERVICES, "footfall-sync.timer"])
+@pytest.mark.parametrize("name", [*SERVICES, "footfall-sync.timer", "footfall-o2o.timer"])
 def test_systemd_analyze_verify(unit_copies: Path, name: str) -> None:
     r = subprocess.run(
         [shutil.which("systemd-analyze") or "systemd-analyze", "verify", str(unit_copies / name)],
@@ -219,9 +230,21 @@ config_get_bool() { config_get "$@"; }
 logger() { echo "logger $*"; }
 procd_open_instance() { echo "open_instance"; }
 procd_set_param() { echo "param $*"; }
+procd_add_jail() { echo "jail $*"; }
 procd_close_instance() { echo "close_instance"; }
 procd_add_reload_trigger() { echo "reload_trigger $*"; }
+# /lib/functions.sh's user helpers; chown and iw only say what they would do: this machine has no
+# user footfall to give files to, and no radio.
+user_exists() { grep -qs "^$1:" "${T_passwd:-/etc/passwd}"; }
+group_add_next() { echo 32768; }
+user_add() { echo "user_add $*"; }
+chown() { echo "chown $*"; }
+iw() { echo "iw $*"; }
 . "$1"
+# A router with procd-ujail and the capabilities file (any readable file stands in), unless a test
+# says otherwise.
+UJAIL=${T_ujail:-/bin/true}
+CAPABILITIES=${T_capabilities:-$1}
 start_service
 echo "status $?"
 service_triggers

@@ -3,8 +3,9 @@
 A private Mosquitto, a simulated fortnight of a shop (two sensors, the last day running up
 to now), one agent per sensor replaying its capture through the real publisher (disk
 buffer, QoS 1), the hub ingesting from the broker into SQLite, and the dashboard at
-http://127.0.0.1:8080 (login ``manager`` / ``footfall-demo``). Nothing is mocked; only the radio is
-simulated.
+http://127.0.0.1:8080 (login ``manager`` / ``footfall-demo``), with the O2O scenarios of seed
+004 run a day at a time against the reference telecom partner (``tools/demo_o2o.py``; the
+till's redemptions are simulated). Nothing is mocked; only the radio is simulated.
 
 First look: the shop is in the machine's time zone (``--tz`` or ``FOOTFALL_TZ`` to change it)
 and is open at the hour the demo starts, so "today" always has visits; the sensors show as
@@ -53,6 +54,11 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="with a --host other than loopback: serve plain HTTP there anyway (the demo has no certificate)",
+    )
     p.add_argument("--no-serve", action="store_true", help="build the store database and exit")
     p.set_defaults(func=cmd_demo)
 
@@ -112,7 +118,10 @@ def replay_sensor(pcap: Path, sensor: str, port: int, workdir: Path, now: float)
 
     publisher = Publisher(SITE, sensor, "127.0.0.1", port, DiskBuffer(workdir / f"{sensor}-buffer.db")).start()
     try:
-        agent = Agent(AgentConfig(site=SITE, sensor=sensor, hash_key_file=str(workdir / "hash.key")), publisher.publish)
+        # The partner hash on, as in a store that runs the O2O scenarios (tools/demo_o2o.py).
+        cfg = AgentConfig(site=SITE, sensor=sensor, hash_key_file=str(workdir / "hash.key"), partner_enabled=True,
+                          partner_mac_format="colon-upper")  # fmt: skip
+        agent = Agent(cfg, publisher.publish)
         agent.process(until(PcapSource(pcap), now))
         agent.finish("end_of_capture")
         if not publisher.flush(120):
@@ -207,6 +216,16 @@ def build(workdir: Path, *, days: int, scale: float, seed: int, tz: str, now: fl
             flush=True,
         )
         seed_segments(conn)
+        from footfall.tools.demo_o2o import REDEEMED_SHARE, run_fortnight
+
+        print("O2O: a run a day against the reference telecom partner ...", flush=True)
+        o2o = run_fortnight(conn, truth, workdir, tz=tz, days=days, now=now, seed=seed)
+        print(
+            f"O2O: {o2o['runs']} runs, {o2o['matched']} matched, {o2o['messaged']} SMS coupons, "
+            f"{o2o['segment_rows']} to the ad segment; {o2o['redeemed']} redemptions SIMULATED "
+            f"({REDEEMED_SHARE:.0%} of coupons: the simulator has no shoppers who react to one)",
+            flush=True,
+        )
     finally:
         conn.close()
     return db, truth
@@ -263,7 +282,19 @@ def resolve_tz(arg: str | None) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from footfall.hub.tls import TransportError, check_transport
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    # Refused before a minute of building, not after: the dashboard's own rule for plain HTTP.
+    try:
+        check_transport(args.host, None, args.insecure_http)
+    except TransportError:
+        print(
+            f"error: the demo dashboard is plain HTTP (no certificate); on {args.host}, where other machines "
+            "reach it, only with --insecure-http (its login then travels in clear text)",
+            file=sys.stderr,
+        )
+        return 2
     tz = resolve_tz(args.tz)
     _stop_on_signals()
     try:
@@ -298,5 +329,7 @@ def _run_demo(args: argparse.Namespace, tz: str) -> int:
     os.environ.setdefault("FOOTFALL_TZ", tz)
     # While serving, uvicorn handles SIGINT/SIGTERM itself: a graceful stop, exit status 0.
     # Nothing else is running by then (the broker stopped when the build was done).
-    run(db, host=args.host, port=args.port, tz=tz, log_level="warning")
+    # Plain HTTP on loopback: a certificate from a throwaway CA would greet the first look with
+    # the browser's "not private" page, while localhost traffic never leaves the machine.
+    run(db, host=args.host, port=args.port, tz=tz, log_level="warning", insecure_http=args.insecure_http)
     return 0

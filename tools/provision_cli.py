@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 from footfall.tools import provision as pv
+from footfall.tools.provision import dashboard_cert
+from footfall.tools.provision.site import MIN_CRL_DAYS
 
 PASSPHRASE_ENV = "FOOTFALL_CA_PASSPHRASE"
 SITE_DIR_ENV = "FOOTFALL_SITE_DIR"
@@ -28,11 +30,40 @@ OPENWRT_HINT = (
 )
 
 
+# A passphrase for a new CA key: long enough that guessing it offline (the key file copied
+# off a stolen laptop or USB stick) is not the easy way in; a diceware phrase passes easily.
+MIN_PASSPHRASE = 12
+
+
 def _passphrase(args: argparse.Namespace) -> bytes | None:
-    if getattr(args, "ca_passphrase_file", None):
-        return Path(args.ca_passphrase_file).read_text().strip().encode() or None
-    value = os.environ.get(PASSPHRASE_ENV)
+    """From the file or the environment, never from the command line (shell history, ps)."""
+    path = getattr(args, "ca_passphrase_file", None)
+    if path:
+        value = Path(path).read_text().strip()
+        if not value:
+            raise pv.ProvisionError(f"the passphrase file {path} is empty")
+        return value.encode()
+    value = os.environ.get(PASSPHRASE_ENV, "").strip()
     return value.encode() if value else None
+
+
+def _new_ca_passphrase(args: argparse.Namespace) -> bytes | None:
+    """init-site: a passphrase is required unless --no-ca-passphrase says otherwise, explicitly."""
+    passphrase = _passphrase(args)
+    if args.no_ca_passphrase:
+        if passphrase is not None:
+            source = args.ca_passphrase_file or f"${PASSPHRASE_ENV}"
+            raise pv.ProvisionError(f"--no-ca-passphrase contradicts the passphrase given ({source}); drop one")
+        return None
+    if passphrase is None:
+        raise pv.ProvisionError(
+            f"the CA key is encrypted by default: give its passphrase in a file (--ca-passphrase-file FILE) "
+            f"or in ${PASSPHRASE_ENV}, or pass --no-ca-passphrase to leave it unencrypted (then keep the "
+            "site directory on encrypted storage)"
+        )
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise pv.ProvisionError(f"the CA passphrase must be at least {MIN_PASSPHRASE} characters")
+    return passphrase
 
 
 def _site_dir(args: argparse.Namespace) -> Path:
@@ -124,6 +155,7 @@ def register_provision(sub: argparse._SubParsersAction) -> None:
         description="Create and maintain a site's certificates, passwords and Mosquitto configuration.",
     )
     psub = parser.add_subparsers(dest="provision_command", metavar="STEP", required=True)
+    dashboard_cert.add_parser(psub)
 
     p = psub.add_parser("init-site", help="create the site CA, broker certificate, hub identity and broker files")
     _add_common(p)
@@ -134,8 +166,23 @@ def register_provision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8883)
     p.add_argument("--bind", help="listen address (default: all interfaces)")
     p.add_argument("--key-type", choices=("ec", "rsa"), default="ec", help="ECDSA P-256 (default) or RSA 2048")
-    p.add_argument("--mtls", action="store_true", help="require a client certificate (require_certificate)")
-    p.add_argument("--identity-as-username", action="store_true", help="certificate CN is the username (with --mtls)")
+    p.add_argument(
+        "--mtls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="require a site client certificate (default on); --no-mtls only for old clients that cannot hold one",
+    )
+    p.add_argument(
+        "--identity-as-username",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the certificate CN is the MQTT username, tying each certificate to its user (default: on with --mtls)",
+    )
+    p.add_argument(
+        "--no-ca-passphrase",
+        action="store_true",
+        help=f"leave the CA key unencrypted (default: encrypted with --ca-passphrase-file or ${PASSPHRASE_ENV})",
+    )
     p.add_argument("--broker-dir", default="/etc/mosquitto/footfall", help="where broker files live on the hub")
     p.add_argument("--persistence-location", default="/var/lib/mosquitto/")
     p.add_argument("--agent-dir", default="/etc/footfall", help="where bundles are installed on devices")
@@ -152,7 +199,9 @@ def register_provision(sub: argparse._SubParsersAction) -> None:
     _add_agent_options(p)
     p.set_defaults(func=_add_sensor)
 
-    p = psub.add_parser("rotate", help=f"new key, certificate and password for a sensor (or {pv.HUB_USER})")
+    p = psub.add_parser(
+        "rotate", help=f"new key, certificate and password for a sensor (or {pv.HUB_USER}, {pv.SYNC_USER})"
+    )
     _add_common(p)
     p.add_argument("sensor")
     p.add_argument("--days", type=int, default=825)
@@ -164,7 +213,11 @@ def register_provision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", default="retired", help="recorded in the site state (e.g. stolen, retired)")
     p.set_defaults(func=_revoke)
 
-    p = psub.add_parser("hub", help="change broker settings, bridge or host names; rewrite the broker files")
+    p = psub.add_parser(
+        "hub",
+        help=f"change broker settings, bridge or host names; rewrite the broker files (and issue {pv.SYNC_USER} "
+        "to a site made before it existed)",
+    )
     _add_common(p)
     p.add_argument("--host", action="append", help="replace the hub host names (re-issues the server certificate)")
     p.add_argument("--port", type=int)
@@ -179,8 +232,23 @@ def register_provision(sub: argparse._SubParsersAction) -> None:
 
     p = psub.add_parser("crl", help="re-sign the CRL (do it before next_update: an expired CRL locks out everyone)")
     _add_common(p)
-    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--days", type=int, default=365, help=f"validity of the new CRL (at least {MIN_CRL_DAYS})")
+    p.add_argument(
+        "--if-expiring-within",
+        type=float,
+        metavar="DAYS",
+        help="re-sign only when fewer than DAYS remain, otherwise do nothing (what footfall-crl-renew.timer runs)",
+    )
     p.set_defaults(func=_crl)
+
+    p = psub.add_parser(
+        "rotate-hash-key",
+        help="new device-id key; every sensor re-issued with it (devices get new ids: operator guide)",
+    )
+    _add_common(p)
+    p.add_argument("--hash-key-file", help="the chain's new chain-wide key (hex) instead of a new per-site one")
+    p.add_argument("--days", type=int, default=825, help="validity of the re-issued sensor certificates")
+    p.set_defaults(func=_rotate_hash_key)
 
     p = psub.add_parser("list", help="sensors, certificates and their expiry")
     _add_common(p, ca=False)
@@ -193,7 +261,7 @@ def _run(fn):
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return fn(args) or 0
-        except (pv.ProvisionError, FileNotFoundError, KeyError, ValueError) as exc:
+        except (pv.ProvisionError, OSError, KeyError, ValueError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"footfall provision: error: {message}", file=sys.stderr)
             return 2
@@ -204,7 +272,9 @@ def _run(fn):
 @_run
 def _init_site(args: argparse.Namespace) -> int:
     site_dir = _site_dir(args)
+    passphrase = _new_ca_passphrase(args)
     hash_key = Path(args.hash_key_file).read_text() if args.hash_key_file else None
+    identity = args.mtls if args.identity_as_username is None else args.identity_as_username
     state = pv.init_site(
         site_dir,
         args.site,
@@ -214,21 +284,29 @@ def _init_site(args: argparse.Namespace) -> int:
             port=args.port,
             bind=args.bind,
             require_certificate=args.mtls,
-            use_identity_as_username=args.identity_as_username,
+            use_identity_as_username=identity,
             persistence_location=args.persistence_location,
         ),
         bridge=_bridge(args),
         key_type=args.key_type,
         agent_dir=args.agent_dir,
-        passphrase=_passphrase(args),
+        passphrase=passphrase,
         hash_key_hex=hash_key,
         ca_days=args.ca_days,
         cert_days=args.cert_days,
     )
     print(f"site {state.site} created in {site_dir}")
     print(f"  broker files: {site_dir / 'broker'}  (install to {args.broker_dir} on the hub)")
-    print(f"  hub client:   {site_dir / 'hub'}  (install to {args.agent_dir} on the hub)")
+    print(
+        f"  hub client:   {site_dir / 'hub'}  (install to {args.agent_dir} on the hub; "
+        f"{pv.HUB_USER} for ingest, {pv.SYNC_USER} for `footfall sync`)"
+    )
     print(f"  broker certificate for: {', '.join(state.server['hosts'])}")
+    # The dashboard serves HTTPS by default: its certificate comes with the site.
+    crt, _key = dashboard_cert.issue(site_dir, passphrase=passphrase)
+    print(f"  dashboard HTTPS certificate: {crt}  (install to {args.agent_dir} on the hub)")
+    print(f"  {_tls_summary(state.broker)}")
+    print(f"  CA key: {'encrypted with the passphrase' if passphrase else 'NOT encrypted (--no-ca-passphrase)'}")
     print("next: footfall provision add-sensor --dir ... <sensor-id>")
     return 0
 
@@ -265,6 +343,8 @@ def _rotate(args: argparse.Namespace) -> int:
     site_dir = _site_dir(args)
     bundle = pv.rotate(site_dir, args.sensor, passphrase=_passphrase(args), days=args.days)
     print(f"{args.sensor}: new credentials in {bundle}; the old password and certificate stop working on reload")
+    if args.sensor == pv.SYNC_USER:
+        print(f"install {bundle}/{pv.SYNC_USER}.crt, .key and sync-mqtt.pass to the hub's /etc/footfall/")
     print(RELOAD_HINT.format(broker=site_dir / "broker"))
     return 0
 
@@ -281,6 +361,7 @@ def _revoke(args: argparse.Namespace) -> int:
 @_run
 def _hub(args: argparse.Namespace) -> int:
     site_dir = _site_dir(args)
+    had_sync = bool(pv.load(site_dir).sync)
     state = pv.configure_hub(
         site_dir,
         hosts=args.host,
@@ -295,19 +376,54 @@ def _hub(args: argparse.Namespace) -> int:
         days=args.days,
     )
     b = state.broker
-    print(
-        f"broker: port {b['port']}, mutual TLS {'on' if b['require_certificate'] else 'off'}, "
-        f"bridge {state.bridge['address'] if state.bridge else 'none'}"
-    )
+    print(f"broker: port {b['port']}, {_tls_summary(b)}, bridge {state.bridge['address'] if state.bridge else 'none'}")
+    if not had_sync:
+        hub = site_dir / "hub"
+        print(
+            f"issued {pv.SYNC_USER}, the sync's own MQTT identity: install {hub}/{pv.SYNC_USER}.crt, .key and "
+            f"sync-mqtt.pass to the hub's /etc/footfall/ and add the [sync_mqtt] table of {hub}/hub.toml to "
+            "/etc/footfall/hub.toml (docs/operator-guide.md, 'Upgrading a site: the sync's MQTT identity')"
+        )
     print(RELOAD_HINT.format(broker=site_dir / "broker"))
     return 0
+
+
+def _tls_summary(broker: dict) -> str:
+    if not broker.get("require_certificate"):
+        return "mutual TLS off (a password alone logs in)"
+    if broker.get("use_identity_as_username"):
+        return "mutual TLS on (the certificate's CN is the MQTT username)"
+    return "mutual TLS on, certificate not tied to the username (--identity-as-username ties it)"
 
 
 @_run
 def _crl(args: argparse.Namespace) -> int:
     site_dir = _site_dir(args)
-    state = pv.refresh_crl(site_dir, passphrase=_passphrase(args), days=args.days)
+    state = pv.refresh_crl(
+        site_dir, passphrase=_passphrase(args), days=args.days, if_expiring_within=args.if_expiring_within
+    )
+    if state is None:
+        left = pv.crl_days_left(pv.load(site_dir))
+        print(f"CRL still valid for {int(left)} days (at least {args.if_expiring_within:g}): nothing to do")
+        return 0
     print(f"CRL re-signed: {state.crl['entries']} entries, valid until {state.crl['next_update']}")
+    print(RELOAD_HINT.format(broker=site_dir / "broker"))
+    return 0
+
+
+@_run
+def _rotate_hash_key(args: argparse.Namespace) -> int:
+    site_dir = _site_dir(args)
+    hash_key = Path(args.hash_key_file).read_text() if args.hash_key_file else None
+    bundles = pv.rotate_hash_key(site_dir, passphrase=_passphrase(args), hash_key_hex=hash_key, days=args.days)
+    print(f"new device-id key in {site_dir / 'ca' / 'hash.key'}; {len(bundles)} sensor bundle(s) re-issued:")
+    for bundle in bundles:
+        print(f"  {bundle}")
+    print(
+        "every device gets a new id once its sensor runs the new bundle: returning-visitor figures restart, and "
+        "opt-outs recorded before now no longer match (docs/operator-guide.md, 'Device-id key')"
+    )
+    print("install every bundle and deploy broker/ together: the old certificates and passwords stop working")
     print(RELOAD_HINT.format(broker=site_dir / "broker"))
     return 0
 
@@ -320,8 +436,15 @@ def _days_left(iso: str) -> int:
 def _list(args: argparse.Namespace) -> int:
     state = pv.load(_site_dir(args))
     rows = [("CA", "active", state.ca), ("broker", "active", state.server), (pv.HUB_USER, "active", state.hub["cert"])]
+    if state.sync:
+        rows.append((pv.SYNC_USER, "active", state.sync["cert"]))
     rows += [(s, rec["status"], rec["cert"]) for s, rec in sorted(state.sensors.items())]
     print(f"site {state.site}  hosts {', '.join(state.hosts)}  port {state.broker['port']}")
+    print(f"broker: {_tls_summary(state.broker)}")
+    if not state.sync:
+        print(f"{pv.SYNC_USER}: not issued (a site made before it existed): `footfall provision hub` issues it")
+    if state.hash_key:
+        print(f"device-id key: {state.hash_key.get('source', '?')}, since {state.hash_key.get('since', '?')}")
     print(f"{'name':<20} {'status':<8} {'serial':<12} {'expires':<26} days left")
     warn = 0
     for name, status, cert in rows:

@@ -13,6 +13,7 @@ database, so several service processes behind a load balancer share one replay c
 dependencies defined inside :func:`create_app`.)
 """
 
+import asyncio
 import gzip
 import io
 import json
@@ -25,7 +26,7 @@ import time
 import zipfile
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Annotated, Any
@@ -38,7 +39,18 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from footfall.cloud_sync import signing
-from footfall.cloud_sync.central import auth, cdp, consent, export, model, segments
+from footfall.cloud_sync.central import (
+    auth,
+    cdp,
+    consent,
+    definitions,
+    export,
+    fleet_web,
+    model,
+    o2o,
+    segments,
+    wire,
+)
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Connection, Database
 from footfall.hub import auth as hub_auth
@@ -60,6 +72,8 @@ class Metrics:
         self.records: Counter[str] = Counter()
         self.pushback = 0
         self._profiles: tuple[float, int] = (0.0, 0)
+        # More families from routers of their own (fleet_web.py), rendered after these.
+        self.extra: list[Callable[[Connection], list[str]]] = []
 
     def profiles(self, conn: Connection) -> int:
         # The profile count aggregates the whole profile_stores table: at most once a minute,
@@ -113,6 +127,8 @@ class Metrics:
         for hub, last in conn.all("SELECT hub_id, last_sync FROM hubs WHERE disabled = 0 ORDER BY hub_id"):
             age = -1 if last is None else round(now - last, 1)
             out.append(f'footfall_central_hub_last_sync_age_seconds{{hub="{hub}"}} {age}')
+        for lines in self.extra:
+            out += lines(conn)
         return "\n".join(out) + "\n"
 
 
@@ -169,10 +185,14 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def _envelope(raw: bytes, hub: str, idem: str | None, max_records: int) -> dict[str, Any]:
-    try:
-        batch = json.loads(raw)
-    except ValueError:
-        raise _BadBatch("body is not JSON") from None
+    # The typed decoder (wire.py) first; a body it does not take is decoded again as plain JSON,
+    # so anything malformed is refused with the same reason either way.
+    batch = wire.decode_envelope(raw)
+    if batch is None:
+        try:
+            batch = json.loads(raw)
+        except ValueError:
+            raise _BadBatch("body is not JSON") from None
     if not isinstance(batch, dict):
         raise _BadBatch("body must be a JSON object")
     if batch.get("v") != 1:
@@ -203,7 +223,8 @@ def _raw_path(request: Request) -> str:
 
 def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) -> FastAPI:
     cfg = cfg or CentralConfig()
-    database = db or Database(cfg.db)
+    # Enough pooled connections for the batches applied at once plus the pages.
+    database = db or Database(cfg.db, pool_size=max(1, cfg.sync_concurrency) + 4)
     model.init(database)
     metrics = Metrics()
     chain_key = cfg.chain_key()
@@ -216,7 +237,19 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
+        state = request.state  # created before the route runs, so what authenticate_hub puts there shows here
         response = await call_next(request)
+        # The centre's clock on every reply, signed for a hub it knows (cloud_sync/clock.py):
+        # how a hub with a wrong clock finds out, and by how much, even from a 401.
+        server_time = f"{time.time():.3f}"
+        response.headers[signing.SERVER_TIME_HEADER] = server_time
+        hub_secret = getattr(state, "hub_secret", None)
+        nonce = request.headers.get(signing.NONCE_HEADER, "").strip()
+        if hub_secret is not None and nonce:
+            hub, secret = hub_secret
+            response.headers[signing.SERVER_SIGNATURE_HEADER] = signing.server_time_signature(
+                secret, hub, nonce, server_time
+            )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -260,6 +293,9 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
         row = conn.one("SELECT secret, disabled FROM hubs WHERE hub_id = ?", (hub,)) if hub else None
         if row is None or row[1]:
             raise signing.SignatureError("unknown_hub")
+        # Whatever the verdict, the reply carries the centre's time signed with this hub's
+        # secret: a hub whose clock is off can only learn it from a 401 it can trust.
+        request.state.hub_secret = (hub, row[0].encode())
         signing.verify(
             row[0].encode(),
             request.headers,
@@ -282,7 +318,10 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
 
     def reject(status: int, reason: str, message: str) -> JSONResponse:
         metrics.reject(reason)
-        return JSONResponse({"error": message, "reason": reason}, status_code=status)
+        body: dict[str, Any] = {"error": message, "reason": reason}
+        if status == 401:
+            body["server_time"] = round(time.time(), 3)  # signed in the headers when the hub is known
+        return JSONResponse(body, status_code=status)
 
     def handle_batch(request: Request, body: bytes) -> JSONResponse:
         with database.connect() as conn:
@@ -309,6 +348,17 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
             answer.update(rejected=result.rejected, errors=result.errors)
         return JSONResponse(answer)
 
+    slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def sync_slots() -> asyncio.Semaphore:
+        # One per event loop: a semaphore that ever had a waiter is bound to its loop, and the
+        # same app may be served again from a new loop (a restarted test server).
+        loop = asyncio.get_running_loop()
+        if loop not in slots:
+            slots.clear()
+            slots[loop] = asyncio.Semaphore(max(1, cfg.sync_concurrency))
+        return slots[loop]
+
     @app.post("/api/v1/sync/batches")
     async def sync_batches(request: Request) -> Response:
         limit = cfg.max_batch_bytes
@@ -320,7 +370,20 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
             body += chunk
             if len(body) > limit:
                 return reject(413, "too_large", f"batch over {limit} bytes")
-        return await run_in_threadpool(handle_batch, request, bytes(body))
+        # Admission control: at most sync_concurrency batches per process at once (more would
+        # only queue inside PostgreSQL, on a connection each); the others wait their turn here,
+        # and after sync_wait_s (below the hub's read timeout) are told to come back later.
+        turn = sync_slots()
+        try:
+            await asyncio.wait_for(turn.acquire(), cfg.sync_wait_s)
+        except TimeoutError:
+            busy = reject(503, "busy", "the centre is busy; retry later")
+            busy.headers["Retry-After"] = "10"
+            return busy
+        try:
+            return await run_in_threadpool(handle_batch, request, bytes(body))
+        finally:
+            turn.release()
 
     def handle_pushback(request: Request, since: int) -> JSONResponse:
         with database.connect() as conn:
@@ -332,6 +395,10 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
         with metrics.lock:
             metrics.pushback += 1
         return JSONResponse({"cursor": cursor, "items": items})
+
+    fleet_counters = fleet_web.FleetMetrics()
+    metrics.extra.append(fleet_counters.lines)
+    app.include_router(fleet_web.router(database, cfg, principal, authenticate_hub, reject, _inflate, fleet_counters))
 
     @app.get("/api/v1/sync/pushback")
     async def sync_pushback(request: Request, since: int = Query(0, ge=0)) -> Response:
@@ -349,6 +416,10 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
     @app.get("/login", include_in_schema=False)
     def login_page() -> FileResponse:
         return FileResponse(STATIC / "login.html")
+
+    @app.get("/o2o", include_in_schema=False)
+    def o2o_page() -> FileResponse:
+        return FileResponse(STATIC / "o2o.html")
 
     @app.get("/optout", include_in_schema=False)
     def optout_page() -> FileResponse:
@@ -572,6 +643,10 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
             if format != "msisdn":
                 text = export.generic(conn, segment_id, format, version=version, stores=seg["stores"])
                 media = "application/json" if format == "json" else "text/csv"
+                body = text.encode()
+                n = len(json.loads(text)) if format == "json" else max(0, text.count("\n") - 1)
+                o2o.record_export(conn, who=who.name, segment=segment_id, version=version, fmt=format, rows=n,
+                                  payload=body)  # fmt: skip
                 return Response(
                     text,
                     media_type=media,
@@ -579,6 +654,10 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
                 )
             with TemporaryDirectory() as tmp:
                 result = export.supplier_csv(conn, segment_id, tmp, version=version)
+                blob = b"".join(f.read_bytes() for f in result.files)
+                o2o.record_export(conn, who=who.name, segment=segment_id, version=version, fmt="msisdn",
+                                  rows=result.count, payload=blob, files=len(result.files),
+                                  warning=result.warnings[0] if result.warnings else None)  # fmt: skip
                 headers = {"X-Footfall-Count": str(result.count)}
                 if result.warnings:
                     headers["X-Footfall-Warning"] = result.warnings[0]
@@ -607,20 +686,65 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
             raise HTTPException(409, str(exc).strip("'\"")) from None
         except cdp.CdpError as exc:
             raise HTTPException(502, str(exc)) from None
+        o2o.record_export(conn, who=who.name, segment=segment_id, version=None, fmt=f"cdp:{connector}",
+                          rows=r.sent, files=r.batches)  # fmt: skip
         return {"export_id": r.export_id, "queued": r.queued, "sent": r.sent, "batches": r.batches}
+
+    # ---- O2O results across stores, and the register of exports -----------------------
+
+    @app.get("/api/v1/o2o/results")
+    def o2o_results(
+        who: Who,
+        conn: Conn,
+        start: str = Query(...),
+        end: str = Query(...),
+        scenario: str | None = None,
+        format: str = Query("json", pattern="^(json|csv)$"),
+    ) -> Response:
+        need(who, "readonly")
+        try:
+            res = o2o.results(conn, start, end, who.stores, scenario)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if format == "csv":
+            return Response(
+                o2o.to_csv(res["rows"] + res["totals"]),
+                media_type="text/csv",
+                headers={"Content-Disposition": f'attachment; filename="o2o_{start}_{end}.csv"'},
+            )
+        return JSONResponse(res)
+
+    @app.get("/api/v1/exports")
+    def exports_register(
+        who: Who, conn: Conn, format: str = Query("json", pattern="^(json|csv)$")
+    ) -> Response:
+        need(who, "readonly")
+        visible = None
+        if who.stores is not None:
+            visible = {s["id"] for s in segments.list_segments(conn) if who.covers(s["stores"])}
+        rows = o2o.exports(conn, visible)
+        if format == "csv":
+            return Response(o2o.to_csv(rows, o2o.EXPORT_COLUMNS), media_type="text/csv")
+        return JSONResponse({"exports": rows})
 
     # ---- pushback to hubs -------------------------------------------------------------
 
     @app.post("/api/v1/pushback", status_code=201)
     def add_pushback(body: PushbackRequest, who: Who, conn: Conn) -> dict[str, Any]:
         need(who, "marketing")
-        kinds = {"segment_definition": "definition", "scenario_settings": "settings"}
-        if body.kind not in kinds:
-            raise HTTPException(400, f"kind must be one of {', '.join(kinds)}")
+        if body.kind not in definitions.KINDS:
+            raise HTTPException(400, f"kind must be one of {', '.join(definitions.KINDS)}")
         if not who.covers(None if body.store is None else [body.store]):
             raise HTTPException(403, "that store is outside your stores")
-        item_id = model.add_pushback(conn, body.kind, {"id": body.id, kinds[body.kind]: body.body}, store=body.store)
-        return {"id": item_id}
+        item_id, version = definitions.publish(
+            conn, body.kind, body.id, body.body, store=body.store, by=who.name, now=time.time()
+        )
+        return {"id": item_id, "version": version}
+
+    @app.get("/api/v1/definitions")
+    def list_definitions(who: Who, conn: Conn) -> dict[str, Any]:
+        need(who, "readonly")
+        return {"definitions": definitions.overview(conn, who.stores)}
 
     # ---- consent and opt-out ----------------------------------------------------------
 

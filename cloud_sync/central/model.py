@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from footfall.cloud_sync.central import fleet, wire
 from footfall.cloud_sync.central.db import KEY_POSTGRES, Connection, Database
 
 SCHEMA_VERSION = 1
@@ -195,11 +197,49 @@ CREATE TABLE IF NOT EXISTS api_keys (
     stores TEXT NOT NULL DEFAULT '*',
     created DOUBLE PRECISION NOT NULL,
     revoked DOUBLE PRECISION
+);
+-- Versions of what the team sends to the stores, and the version each store runs
+-- (definitions.py).
+CREATE TABLE IF NOT EXISTS definitions (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    store TEXT,
+    created DOUBLE PRECISION NOT NULL,
+    created_by TEXT,
+    PRIMARY KEY (kind, id, version)
+);
+CREATE TABLE IF NOT EXISTS definition_status (
+    store TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER,
+    status TEXT NOT NULL,
+    error TEXT,
+    applied DOUBLE PRECISION,
+    received DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (store, kind, id)
+);
+-- Every export the centre makes of a segment (o2o.py).
+CREATE TABLE IF NOT EXISTS central_exports (
+    id {serial},
+    ts DOUBLE PRECISION NOT NULL,
+    who TEXT NOT NULL,
+    segment TEXT NOT NULL,
+    version INTEGER,
+    format TEXT NOT NULL,
+    rows BIGINT NOT NULL,
+    bytes BIGINT,
+    sha256 TEXT,
+    files INTEGER NOT NULL,
+    warning TEXT
 )
 """
 
-# Temp tables of the bulk profile path (per connection).
-_TEMP = """
+# Temp tables of the bulk paths (per connection): profiles and profile events.
+_TEMP = {
+    "in_profiles": """
 CREATE TEMP TABLE IF NOT EXISTS in_profiles (
     device {key} NOT NULL,
     store {key} NOT NULL,
@@ -211,8 +251,17 @@ CREATE TEMP TABLE IF NOT EXISTS in_profiles (
     cluster TEXT,
     segments TEXT NOT NULL,
     updated DOUBLE PRECISION NOT NULL
-)
-"""
+)""",
+    "in_events": """
+CREATE TEMP TABLE IF NOT EXISTS in_events (
+    event_key {key} NOT NULL,
+    device {key} NOT NULL,
+    store {key},
+    kind TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    data TEXT NOT NULL
+)""",
+}
 
 PROFILE_COLUMNS = (
     "device",
@@ -226,11 +275,15 @@ PROFILE_COLUMNS = (
     "segments",
     "updated",
 )
+# Their PostgreSQL types, for the binary COPY (db.Connection.load_rows).
+PROFILE_TYPES = ("text", "text", "float8", "float8", "int8", "float8", "float8", "text", "text", "float8")
+EVENT_COLUMNS = ("event_key", "device", "store", "kind", "ts", "data")
+EVENT_TYPES = ("text", "text", "text", "text", "float8", "text")
 # Personal data in a profile record: a phone MD5 (from partner matching) and the partner's
 # MD5 of the MAC (an unkeyed hash, trivially reversible); plus the consent that allows them.
 PERSONAL_IDENTIFIERS = {"phone_md5": "phone_md5", "partner_hash": "mac_md5"}
 PERSONAL_FIELDS = (*PERSONAL_IDENTIFIERS, "consent", "consent_granted")
-RECORD_KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event", "health")
+RECORD_KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event", "health", "definitions")
 EVENT_KINDS = ("visit", "segment_entry", "segment_exit", "coupon_issued", "redemption")
 _ID_RE = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -251,6 +304,24 @@ def init(db: Database) -> None:
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
             (str(SCHEMA_VERSION),),
         )
+        migrate(conn, db)
+
+
+# Changes after version 1, in order: (version, DDL with the same slots as SCHEMA). Each runs once,
+# in init()'s transaction together with the version it brings meta.schema_version to, so a
+# database of any age (or one two processes start at once) ends up at the latest version.
+MIGRATIONS: tuple[tuple[int, str], ...] = ((2, fleet.SCHEMA),)
+
+
+def migrate(conn: Connection, db: Database) -> int:
+    """Apply the migrations newer than the database's schema version; returns the version."""
+    current = int(conn.scalar("SELECT value FROM meta WHERE key = 'schema_version'", default=SCHEMA_VERSION))
+    for version, ddl in MIGRATIONS:
+        if version > current:
+            conn.executescript(db.ddl(ddl))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+            current = version
+    return current
 
 
 WRITE_LOCK = 7_342_001  # PostgreSQL advisory lock id: profile writers vs erasures
@@ -268,11 +339,11 @@ def write_lock(conn: Connection, *, exclusive: bool = False) -> None:
         conn.execute(f"SELECT {fn}(?)", (WRITE_LOCK,))
 
 
-def _ensure_temp(conn: Connection) -> None:
+def _ensure_temp(conn: Connection, table: str = "in_profiles") -> None:
     # PostgreSQL never vacuums temp tables, so rows deleted there would pile up as dead tuples
     # for the life of the connection; ON COMMIT DELETE ROWS truncates instead. SQLite's
     # unqualified DELETE is a truncate too.
-    temp = _TEMP.replace("{key}", KEY_POSTGRES if conn.postgres else "TEXT")
+    temp = _TEMP[table].replace("{key}", KEY_POSTGRES if conn.postgres else "TEXT")
     conn.execute(temp + (" ON COMMIT DELETE ROWS" if conn.postgres else ""))
 
 
@@ -298,7 +369,10 @@ def _num(data: Mapping[str, Any], name: str, default: float | None = None, *, re
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise RecordError(f"{name} must be a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        raise RecordError(f"{name} must be a number") from None
 
 
 def _ident(value: Any, name: str) -> str:
@@ -314,8 +388,12 @@ def profile_row(store: str, key: Any, data: Mapping[str, Any]) -> tuple:
     last = _num(data, "last_seen", required=True)
     if last < first:
         raise RecordError("last_seen is before first_seen")
-    visits = int(_num(data, "visits", 0))
+    visits = _num(data, "visits", 0)
+    if visits is None or not math.isfinite(visits):
+        raise RecordError("visits must be a number")
     dwell = _num(data, "dwell_s", _num(data, "dwell_total_s", 0.0))
+    if dwell is None:
+        raise RecordError("dwell_total_s must be a number")
     median = _num(data, "dwell_median_s")
     cluster = data.get("cluster")
     if cluster is not None and not isinstance(cluster, str | int):
@@ -328,17 +406,64 @@ def profile_row(store: str, key: Any, data: Mapping[str, Any]) -> tuple:
     if not all(isinstance(s, str | int) for s in segments):
         raise RecordError("segments must be names or objects with a name")
     updated = _num(data, "updated", last)
+    if updated is None:
+        raise RecordError("updated must be a number")
     return (
         device,
         store,
         first,
         last,
-        visits,
+        int(visits),
         dwell,
         median,
         None if cluster is None else str(cluster),
-        json.dumps(sorted(str(s) for s in segments)),
+        _segments_text([str(s) for s in segments]),
         updated,
+    )
+
+
+_SEGMENTS_TEXT: dict[tuple, str] = {}
+
+
+def _segments_text(names: list) -> str:
+    """The stored form of a profile's segment names (str, or int; never bool, which would
+    share a key with 1): a sorted JSON list. A chain has a few dozen distinct combinations, so
+    they are remembered rather than encoded per profile."""
+    key = tuple(names)
+    text = _SEGMENTS_TEXT.get(key)
+    if text is None:
+        text = json.dumps(sorted(str(s) for s in names))
+        if len(_SEGMENTS_TEXT) > 4096:
+            _SEGMENTS_TEXT.clear()
+        _SEGMENTS_TEXT[key] = text
+    return text
+
+
+def _typed_profile_row(store: str, key: Any, p: wire.Profile) -> tuple | None:
+    """:func:`profile_row` for a record the typed decoder took (``wire.Profile``: the types are
+    checked already); None when a rule fails, and :func:`profile_row` then says which."""
+    device = key if p.device is wire.UNSET else p.device
+    if not isinstance(device, str) or not _ID_RE.match(device):
+        return None
+    first, last = p.first_seen, p.last_seen
+    if last < first:
+        return None
+    visits = float(p.visits)
+    if not math.isfinite(visits):
+        return None
+    cluster = p.cluster
+    names = [s.name if type(s) is wire.Segment else s for s in p.segments]
+    return (
+        device,
+        store,
+        first,
+        last,
+        int(visits),
+        p.dwell_total_s if p.dwell_s is wire.UNSET else p.dwell_s,
+        p.dwell_median_s,
+        None if cluster is None else str(cluster),
+        _segments_text(names),
+        last if p.updated is wire.UNSET else p.updated,
     )
 
 
@@ -358,11 +483,10 @@ def upsert_profiles(conn: Connection, rows: Sequence[tuple], *, now: float | Non
             newest[(row[0], row[1])] = row
     if len(newest) < len(rows):
         rows = list(newest.values())
-    prepared = conn.prepare_rows(rows)  # before any lock or transaction: pure Python
     with conn.transaction():
         write_lock(conn)
         _ensure_temp(conn)
-        conn.load_rows("in_profiles", PROFILE_COLUMNS, prepared)
+        conn.load_rows("in_profiles", PROFILE_COLUMNS, rows, types=PROFILE_TYPES)
         n = len(rows) - conn.execute("DELETE FROM in_profiles WHERE device IN (SELECT device FROM optouts)").rowcount
         # The hashed MAC is the profile's informational identifier (never a contact channel),
         # written once, when the device is new (an anti-join is cheaper than failed inserts).
@@ -422,24 +546,70 @@ def add_event(
     key: str | None = None,
 ) -> bool:
     """Record a profile event once (the key dedups replays); True when it was new."""
-    body = json.dumps(dict(data or {}), sort_keys=True)
-    key = key or event_key(store or "", device, kind, ts, body)
+    row = event_row(device, kind, ts, store=store, data=data, key=key)
     cur = conn.execute(
         "INSERT INTO profile_events (event_key, device, store, kind, ts, data) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (event_key) DO NOTHING",
-        (key, device, store, kind, ts, body),
+        row,
     )
     return cur.rowcount > 0
 
 
-def _optout_set(conn: Connection, devices: Iterable[str]) -> set[str]:
+def event_row(
+    device: str,
+    kind: str,
+    ts: float,
+    *,
+    store: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    key: str | None = None,
+) -> tuple:
+    """A ``profile_events`` row (:data:`EVENT_COLUMNS`) as :func:`add_event` writes it."""
+    body = json.dumps(dict(data or {}), sort_keys=True)
+    return (key or event_key(store or "", device, kind, ts, body), device, store, kind, float(ts), body)
+
+
+def add_events(conn: Connection, rows: Sequence[tuple]) -> None:
+    """:func:`add_event` for many rows (from :func:`event_row`) at once: one bulk load and one
+    ``INSERT ... ON CONFLICT DO NOTHING``. Of rows sharing a key the first wins, as it would
+    one by one."""
+    if not rows:
+        return
+    first: dict[str, tuple] = {}
+    for row in rows:
+        first.setdefault(row[0], row)
+    with conn.transaction():
+        _ensure_temp(conn, "in_events")
+        conn.load_rows("in_events", EVENT_COLUMNS, list(first.values()), types=EVENT_TYPES)
+        cols = ", ".join(EVENT_COLUMNS)
+        conn.execute(
+            f"INSERT INTO profile_events ({cols}) SELECT {cols} FROM in_events WHERE true ORDER BY event_key "
+            "ON CONFLICT (event_key) DO NOTHING"
+        )
+        if not conn.postgres:
+            conn.execute("DELETE FROM in_events")
+
+
+def _devices_in(conn: Connection, sql: str, devices: Iterable[str]) -> set[str]:
+    """Which of ``devices`` the query ``sql`` returns; it ends in ``device IN ({marks})``.
+
+    On PostgreSQL the list is one array parameter (``device = ANY(?)``): a batch's 5,000
+    devices as 5,000 placeholders cost more to send and plan than the lookup itself. SQLite
+    gets the placeholders, 500 at a time (builds before 3.32 allow 999 parameters)."""
     devices = sorted(set(devices))
+    if not devices:
+        return set()
+    if conn.postgres:
+        return {r[0] for r in conn.all(sql.replace("IN ({marks})", "= ANY(?)"), (devices,))}
     out: set[str] = set()
     for i in range(0, len(devices), 500):
         chunk = devices[i : i + 500]
-        marks = ", ".join("?" * len(chunk))
-        out |= {r[0] for r in conn.all(f"SELECT device FROM optouts WHERE device IN ({marks})", chunk)}
+        out |= {r[0] for r in conn.all(sql.format(marks=", ".join("?" * len(chunk))), chunk)}
     return out
+
+
+def _optout_set(conn: Connection, devices: Iterable[str]) -> set[str]:
+    return _devices_in(conn, "SELECT device FROM optouts WHERE device IN ({marks})", devices)
 
 
 Op = Callable[[Connection], None]
@@ -452,7 +622,8 @@ class Plan:
     result: ApplyResult
     devices: dict[int, str]  # record index -> device, for the opt-out filter
     profiles: list[tuple[int, tuple]] = field(default_factory=list)
-    personal: list[tuple[int, Callable[[Connection], bool]]] = field(default_factory=list)
+    personal: list[tuple[int, Personal]] = field(default_factory=list)
+    events: list[tuple[int, tuple]] = field(default_factory=list)  # event_row()s, bulk-inserted
     ops: list[tuple[int, Op]] = field(default_factory=list)
 
 
@@ -463,6 +634,25 @@ def plan_records(store: str, records: Sequence[Any], *, now: float | None = None
     plan = Plan(ApplyResult(), {})
     for i, rec in enumerate(records):
         try:
+            if isinstance(rec, wire.Record):
+                # Decoded by wire.decode_envelope: a profile goes the typed way when the typed
+                # decoder and the remaining rules take it; anything else (other kinds, or a
+                # profile with something wrong) is plain JSON below and gets its reason there.
+                if rec.kind == "profile" and (p := wire.decode_profile(rec.data)) is not None:
+                    row = _typed_profile_row(store, rec.key, p)
+                    if row is not None:
+                        if (
+                            p.phone_md5 is not None
+                            or p.partner_hash is not None
+                            or p.consent is not None
+                            or p.consent_granted is not None
+                        ):
+                            fields = {k: getattr(p, k) for k in (*PERSONAL_FIELDS, "consent_source")}
+                            plan.personal.append((i, _personal(row[0], fields, now)))
+                        plan.devices[i] = row[0]
+                        plan.profiles.append((i, row))
+                        continue
+                rec = {"kind": rec.kind, "key": rec.key, "data": wire.loads(rec.data)}
             if not isinstance(rec, dict) or not isinstance(rec.get("data"), dict):
                 raise RecordError("a record is an object with kind, key and data")
             kind, key, data = rec.get("kind"), rec.get("key"), rec["data"]
@@ -472,19 +662,24 @@ def plan_records(store: str, records: Sequence[Any], *, now: float | None = None
                 plan.devices[i] = _ident(data.get("device", key), "device")
             if kind == "profile":
                 row = profile_row(store, key, data)
-                plan.profiles.append((i, row))
+                # Personal data first: a record refused for it is refused whole, profile too.
                 if any(data.get(k) is not None for k in PERSONAL_FIELDS):
                     plan.personal.append((i, _personal(row[0], data, now)))
+                plan.profiles.append((i, row))
             elif kind == "segment_change":
-                plan.ops.append((i, _segment_change(store, plan.devices[i], data)))
+                plan.events.append((i, _segment_change(store, plan.devices[i], data)))
             elif kind == "event":
-                plan.ops.append((i, _event(store, plan.devices[i], key, data)))
+                plan.events.append((i, _event(store, plan.devices[i], key, data)))
             elif kind == "daily_aggregate":
                 plan.ops.append((i, _daily(store, key, data, now)))
             elif kind == "scenario_result":
                 plan.ops.append((i, _scenario(store, key, data, now)))
             elif kind == "health":
                 plan.ops.append((i, _health(store, data, now)))
+            elif kind == "definitions":
+                from footfall.cloud_sync.central import definitions  # it builds on this module
+
+                plan.ops.append((i, definitions.status_op(store, data, now)))
         except RecordError as exc:
             plan.devices.pop(i, None)
             plan.result.rejected += 1
@@ -504,12 +699,13 @@ def run_plan(conn: Connection, plan: Plan, *, now: float | None = None) -> Apply
         if i not in dropped:
             op(conn)
             result.accepted += 1
+    events = [row for i, row in plan.events if i not in dropped]
+    add_events(conn, events)
+    result.accepted += len(events)
     rows = [row for i, row in plan.profiles if i not in dropped]
     upsert_profiles(conn, rows, now=now)
     result.accepted += len(rows)
-    for i, op in plan.personal:
-        if i not in dropped and not op(conn):
-            result.dropped_no_consent += 1
+    result.dropped_no_consent += _apply_personal(conn, [p for i, p in plan.personal if i not in dropped], now)
     return result
 
 
@@ -518,9 +714,19 @@ def apply_records(conn: Connection, store: str, records: Sequence[Any], *, now: 
     return run_plan(conn, plan_records(store, records, now=now), now=now)
 
 
-def _personal(device: str, data: Mapping[str, Any], now: float) -> Callable[[Connection], bool]:
-    """Consent first, then the personal identifiers only if a consent is on record (152-FZ).
-    The op returns False when personal data arrived without a consent and was dropped.
+@dataclass
+class Personal:
+    """A profile record's consent and personal identifiers, validated (see :func:`_personal`)."""
+
+    device: str
+    given: float | None  # a consent given at this time, or None
+    source: str
+    found: list[tuple[str, str]]  # (identifier type, value)
+
+
+def _personal(device: str, data: Mapping[str, Any], now: float) -> Personal:
+    """Consent first, then the personal identifiers only if a consent is on record (152-FZ);
+    :func:`_apply_personal` writes them.
 
     A consent arrives as ``"consent": {"pd": true, "ts": <granted>}`` or ``"consent_granted":
     <ts>``; a withdrawal recorded here after that time stands (the hub may not have heard of
@@ -542,27 +748,44 @@ def _personal(device: str, data: Mapping[str, Any], now: float) -> Callable[[Con
         if not isinstance(value, str) or not _MD5_RE.match(value.lower()):
             raise RecordError(f"{name} must be 32 hex digits")
         found.append((id_type, value.lower()))
-
-    def op(conn: Connection) -> bool:
-        if given is not None:
-            conn.execute(
-                "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, ?) "
-                "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
-                "source = excluded.source WHERE consents.withdrawn IS NULL OR consents.withdrawn < excluded.given",
-                (device, given, source),
-            )
-        if not found:
-            return True
-        if not has_consent(conn, device):
-            return False
-        for id_type, value in found:
-            add_identifier(conn, device, id_type, value, now=now)
-        return True
-
-    return op
+    return Personal(device, given, source, found)
 
 
-def _segment_change(store: str, device: str, data: Mapping[str, Any]) -> Op:
+def _apply_personal(conn: Connection, items: Sequence[Personal], now: float) -> int:
+    """Record the consents, then the identifiers of the devices that have a consent on record,
+    in a few statements for the whole batch. Returns how many records carried identifiers but
+    no consent (dropped). As record by record: a device named twice in one batch is done one
+    record at a time, so a consent in a later record never covers an earlier one."""
+    if len({p.device for p in items}) < len(items):
+        return sum(_apply_personal(conn, [p], now) for p in items)
+    consents = [(p.device, p.given, p.source) for p in items if p.given is not None]
+    if consents:
+        conn.executemany(
+            "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 1, ?, NULL, ?) "
+            "ON CONFLICT (device) DO UPDATE SET pd_consent = 1, given = excluded.given, withdrawn = NULL, "
+            "source = excluded.source WHERE consents.withdrawn IS NULL OR consents.withdrawn < excluded.given",
+            consents,
+        )
+    wanted = [p for p in items if p.found]
+    if not wanted:
+        return 0
+    ok = _devices_in(
+        conn, "SELECT device FROM consents WHERE pd_consent <> 0 AND device IN ({marks})", [p.device for p in wanted]
+    )
+    # add_identifier() for each, in key order (concurrent batches then never deadlock on them):
+    # the other identifiers of the type become inactive, this one is added or re-activated.
+    ids = sorted((p.device, id_type, value) for p in wanted if p.device in ok for id_type, value in p.found)
+    if ids:
+        conn.executemany("UPDATE identifiers SET active = 0 WHERE device = ? AND type = ? AND value <> ?", ids)
+        conn.executemany(
+            "INSERT INTO identifiers (device, type, value, active, added) VALUES (?, ?, ?, 1, ?) "
+            "ON CONFLICT (device, type, value) DO UPDATE SET active = 1",
+            [(*i, now) for i in ids],
+        )
+    return sum(p.device not in ok for p in wanted)
+
+
+def _segment_change(store: str, device: str, data: Mapping[str, Any]) -> tuple:
     change = {"enter": "entry", "entry": "entry", "exit": "exit"}.get(data.get("change"))
     if change is None:
         raise RecordError("change must be 'enter' or 'exit'")
@@ -570,17 +793,17 @@ def _segment_change(store: str, device: str, data: Mapping[str, Any]) -> Op:
     if not isinstance(segment, str | int):
         raise RecordError("segment is required")
     ts = _num(data, "ts", required=True)
-    return lambda conn: add_event(conn, device, f"segment_{change}", ts, store=store, data={"segment": str(segment)})
+    return event_row(device, f"segment_{change}", ts, store=store, data={"segment": str(segment)})
 
 
-def _event(store: str, device: str, key: Any, data: Mapping[str, Any]) -> Op:
+def _event(store: str, device: str, key: Any, data: Mapping[str, Any]) -> tuple:
     kind = data.get("type", data.get("kind"))
     if kind not in EVENT_KINDS:
         raise RecordError(f"event type must be one of {', '.join(EVENT_KINDS)}")
     ts = _num(data, "ts", required=True)
     extra = {k: v for k, v in data.items() if k not in ("type", "kind", "ts", "device", "phone_md5")}
     ekey = f"{store}:{key}" if isinstance(key, str) and key else None
-    return lambda conn: add_event(conn, device, kind, ts, store=store, data=extra, key=ekey)
+    return event_row(device, kind, ts, store=store, data=extra, key=ekey)
 
 
 def _daily(store: str, key: Any, data: Mapping[str, Any], now: float) -> Op:

@@ -125,7 +125,9 @@ def reset(db: Any) -> None:
 
     from footfall.cloud_sync.central import model
 
-    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", model.SCHEMA)
+    ddl = model.SCHEMA + "".join(text for _, text in model.MIGRATIONS)
+    # meta stays: it records which migrations the schema already has.
+    tables = [t for t in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl) if t != "meta"]
     # DELETE rather than TRUNCATE: on a handful of rows it is several times faster.
     with db.connect() as conn, conn.transaction():
         for t in tables:

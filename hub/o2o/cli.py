@@ -7,12 +7,14 @@ environment, never from the command line: ``FOOTFALL_PARTNER_KEY`` (partner API 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import logging
 import os
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -78,28 +80,47 @@ def _scenario_enable(args: argparse.Namespace) -> int:
     return 0
 
 
+def partner_key() -> str:
+    """The partner's API key: ``FOOTFALL_PARTNER_KEY``, or the systemd credential
+    ``partner-key`` (``LoadCredential=``, footfall-o2o.service), or the file named by
+    ``FOOTFALL_PARTNER_KEY_FILE``; empty when none is set (the partner then answers 401)."""
+    key = os.environ.get("FOOTFALL_PARTNER_KEY")
+    if key:
+        return key.strip()
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    for path in (Path(creds) / "partner-key" if creds else None, os.environ.get("FOOTFALL_PARTNER_KEY_FILE")):
+        if path and Path(path).is_file():
+            return Path(path).read_text().strip()
+    return ""
+
+
 def _client(args: argparse.Namespace):
     from footfall.hub.o2o.partner import PartnerClient, PartnerConfig
 
     return PartnerClient(
         PartnerConfig(
-            url=args.partner_url, api_key=os.environ.get("FOOTFALL_PARTNER_KEY", ""), name=args.partner_name,
+            url=args.partner_url, api_key=partner_key(), name=args.partner_name,
             connect_timeout_s=args.timeout, read_timeout_s=args.timeout,
         )
     )  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
+    from footfall.hub.o2o.privacy import PrivacyError
     from footfall.hub.o2o.runner import ExportSettings, run_due
 
     conn = _conn(args)
     client = _client(args)
     export = ExportSettings(directory=Path(args.export_dir or Path(args.db).resolve().parent / "o2o_exports"))
     while True:
-        results = run_due(
-            conn, client, now=args.now, export=export, force=args.force, only=args.scenario,
-            actor=f"cli:{getpass.getuser()}",
-        )  # fmt: skip
+        try:
+            results = run_due(
+                conn, client, now=args.now, export=export, force=args.force, only=args.scenario,
+                actor=f"cli:{getpass.getuser()}",
+            )  # fmt: skip
+        except PrivacyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         for r in results:
             print(json.dumps(r.as_dict()), flush=True)
         if not args.loop:
@@ -152,13 +173,21 @@ def _pos_key(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from footfall.hub.o2o import consent
+    from footfall.hub.o2o import optout, privacy
 
     conn = _conn(args)
-    if args.action == "add":
-        consent.add_stop(conn, args.subject, args.reason)
-    else:
-        consent.remove_stop(conn, args.subject)
+    try:
+        if args.action == "add":
+            # An opt-out: the person's hashes go everywhere, the segment files still offered included.
+            with conn:
+                res = optout.forget(conn, [args.subject], reason=args.reason or "opt-out (local)")
+            privacy.checkpoint(conn)
+            print(json.dumps(asdict(res)))
+        else:
+            optout.remove_stop(conn, args.subject)
+    except (ValueError, privacy.PrivacyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -276,7 +305,9 @@ def register_o2o(sub: argparse._SubParsersAction) -> None:
     pk.add_argument("store")
     pk.set_defaults(func=_pos_key)
 
-    st = osub.add_parser("stop", help="add or remove a MAC/phone MD5 on the stop-list")
+    st = osub.add_parser(
+        "stop", help="opt a MAC/phone MD5 out (purged everywhere, segment files included), or take it off"
+    )
     db(st)
     st.add_argument("action", choices=("add", "remove"))
     st.add_argument("subject")
@@ -299,6 +330,46 @@ def register_o2o(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("--seed", type=int, default=1)
     ps.add_argument("--delay", type=float, default=0.0, help="slow every answer by this many seconds")
     ps.set_defaults(func=_partner_serve)
+
+    ex = osub.add_parser("exposure", help="attribution of ad exposure to visits (import a log, report)")
+    ex.set_defaults(func=lambda args: ex.print_help() or 2)
+    exsub = ex.add_subparsers(dest="exposure_command", metavar="COMMAND")
+    ei = exsub.add_parser("import", help="import an exposure log: CSV with mac_md5 (or hash) and ts columns")
+    db(ei)
+    ei.add_argument("--campaign", required=True)
+    ei.add_argument("file", help="CSV file, or - for stdin")
+    ei.set_defaults(func=_exposure_import)
+    er = exsub.add_parser("report", help="exposed-then-visited, matched unexposed baseline, frequency")
+    db(er)
+    er.add_argument("--campaign", required=True)
+    er.add_argument("--window-days", type=float, default=7.0, help="a visit counts this long after exposure")
+    er.add_argument("--pre-days", type=float, default=90.0, help="history the baseline is matched on")
+    er.set_defaults(func=_exposure_report)
+
+
+def _exposure_import(args: argparse.Namespace) -> int:
+    from footfall.hub.o2o import exposure
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8-sig")
+        res = exposure.import_exposures(_conn(args), text, args.campaign)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(dataclasses.asdict(res)))
+    return 0 if res.accepted or not res.rejected else 1
+
+
+def _exposure_report(args: argparse.Namespace) -> int:
+    from footfall.hub.o2o import exposure
+
+    try:
+        rep = exposure.report(_conn(args), args.campaign, window_days=args.window_days, pre_days=args.pre_days)
+    except KeyError as exc:
+        print(f"error: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
+        return 1
+    print(json.dumps(rep, indent=1))
+    return 0
 
 
 register = register_o2o

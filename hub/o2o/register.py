@@ -2,10 +2,16 @@
 
 One row per transfer (``o2o_transfers``): when, to whom (``recipient``: the partner's name or
 ``ad_platform``), who sent it (``actor``: the scenario runner, a user), what (``kind``:
-``match`` = MAC MD5s sent for matching, ``sms`` = SMS requests, ``segment`` = an ad-platform
-segment shared by link), for which scenario and run, how many hashes, and the outcome
-(``ok``; ``failed`` = refused before anything left; ``unknown`` = a timeout: the partner may
-have received it, so it is registered and the reconciliation shows it).
+``match`` = MAC MD5s sent for matching, ``sms`` = SMS requests, ``segment`` = a new
+ad-platform segment snapshot offered through a share link (``detail``: JSON with the snapshot
+id, rows, bytes, SHA-256 and the link's expiry), ``segment_download`` = a part of it fetched
+through the link, ``erasure`` = rows removed from files still offered after an opt-out), for
+which scenario and run, how many hashes, and the outcome (``ok``; ``failed`` = refused before
+anything left; ``unknown`` = a timeout: the partner may have received it, so it is registered
+and the reconciliation shows it). The snapshots themselves are listed by :func:`snapshots`.
+
+The register holds counts, never hashes; it is kept ``register_days`` (3 years by default,
+``hub/o2o/housekeeping.py``) for billing disputes and audits.
 
 Both parties reconcile and bill from it: :func:`summary` totals a period by recipient and
 kind; :func:`reconcile` puts our totals next to the partner's own ``/v1/usage`` figures.
@@ -13,6 +19,7 @@ kind; :func:`reconcile` puts our totals next to the partner's own ``/v1/usage`` 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from typing import Any
@@ -30,14 +37,19 @@ def record(
     actor: str = "o2o-runner",
     detail: str = "",
     now: float | None = None,
+    commit: bool = True,
 ) -> int:
-    """Append one transfer; committed at once so that a later crash cannot lose it."""
+    """Append one transfer; committed at once so that a later crash cannot lose it (``commit``
+    False: part of the caller's transaction, e.g. an opt-out applied by the sync pushback)."""
+    sql = (
+        "INSERT INTO o2o_transfers (at, recipient, actor, kind, scenario_id, run_id, count, status, detail)"
+        " VALUES (?,?,?,?,?,?,?,?,?)"
+    )
+    args = (time.time() if now is None else now, recipient, actor, kind, scenario_id, run_id, count, status, detail)
+    if not commit:
+        return conn.execute(sql, args).lastrowid
     with conn:
-        return conn.execute(
-            "INSERT INTO o2o_transfers (at, recipient, actor, kind, scenario_id, run_id, count, status, detail)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
-            (time.time() if now is None else now, recipient, actor, kind, scenario_id, run_id, count, status, detail),
-        ).lastrowid
+        return conn.execute(sql, args).lastrowid
 
 
 def entries(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:
@@ -47,6 +59,25 @@ def entries(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str
         (start, end),
     )
     return [dict(r) for r in rows]
+
+
+def snapshots(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:
+    """The ad-platform segment snapshots made in the period: rows, bytes, SHA-256, link expiry."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'o2o_snapshots'").fetchone():
+        return []
+    rows = conn.execute(
+        "SELECT n.id, n.scenario_id, s.name AS scenario, n.run_id, n.created, n.rows, n.bytes, n.sha256, n.files,"
+        " n.link_expires, n.superseded, n.deleted, n.purged_rows FROM o2o_snapshots n"
+        " LEFT JOIN o2o_scenarios s ON s.id = n.scenario_id WHERE n.created >= ? AND n.created < ? ORDER BY n.id",
+        (start, end),
+    )
+    out = []
+    for r in rows:
+        d = dict(r)
+        # Paths are the hub's business; the recipient's view is the parts' sizes and digests.
+        d["parts"] = [{k: f[k] for k in ("rows", "bytes", "sha256") if k in f} for f in json.loads(d.pop("files"))]
+        out.append(d)
+    return out
 
 
 def summary(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:

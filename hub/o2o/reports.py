@@ -5,7 +5,7 @@ A report covers the **targets assigned in the period** (a cohort) and follows th
 ``eligible``        devices targeted (control group excluded); ``control`` the held-out ones
 ``sent_to_partner`` targets whose hash the partner answered for; ``matched`` the ones it knew
                     (``match_rate`` = matched / sent_to_partner); ``messaged`` SMS it queued
-``segment``         unknown or not messageable: exported to the ad platform
+``segment``         known to the partner but not messageable: the ad-platform segment
 ``coupons_issued`` / ``coupons_redeemed`` (cancelled redemptions do not count)
 ``revenue``         receipt amounts of the redemptions (a redemption = a sale attributed to
                     its scenario); ``discount_cost`` the discounts granted
@@ -14,7 +14,8 @@ A report covers the **targets assigned in the period** (a cohort) and follows th
 ``ROMI``            (revenue x ``margin`` - costs) / costs; with the default margin 1.0 this is
                     revenue-based ROMI, as in seed 004 (22.2 for the dwell-time scenario, 0.7
                     for passers-by); set ``margin`` to the gross margin for a profit-based one
-``returned``        targets with a store visit (class visitor, not staff) within
+``returned``        targets with a store visit (class visitor, not staff; found by device key,
+                    the MAC MD5 being keyed once the target is done) within
                     ``attribution_days`` after assignment: for the treated (all eligible,
                     intention to treat), the messaged and the control group
 ``uplift``          return rate treated - return rate control; ``incremental_visits`` = uplift
@@ -69,7 +70,7 @@ def period_fields(start: float, end: float, tz: str | tzinfo | None) -> dict[str
 def _returned(conn: Any, sc_id: int, start: float, end: float, status_sql: str, since_col: str, days: float) -> int:
     return conn.execute(
         f"SELECT count(*) FROM o2o_targets t WHERE t.scenario_id = ? AND t.assigned_at >= ? AND t.assigned_at < ?"
-        f" AND {status_sql} AND EXISTS (SELECT 1 FROM visits v WHERE v.partner_hash = t.partner_hash"
+        f" AND {status_sql} AND EXISTS (SELECT 1 FROM visits v WHERE v.device_key = t.device_key"
         f" AND v.class = 'visitor' AND v.excluded = 0 AND v.first_seen > t.{since_col}"
         f" AND v.first_seen <= t.{since_col} + ?)",
         (sc_id, start, end, days * DAY),

@@ -9,55 +9,47 @@ A run (every ``interval_s``, 30 minutes by default; :func:`run_due` starts the d
    by any scenario (``capped``).
 2. **Match.** All ``pending`` targets of the scenario (this run's and earlier failed runs') go to
    the partner in batches. Only an answer changes a target: known and messageable becomes
-   ``matched``; unknown or not messageable becomes ``segment`` (an ad-platform segment row).
-   If the partner is down or slow the targets stay ``pending`` (attempts and error noted), the
-   run ends ``failed`` and the scenario is due again after ``retry_s``.
+   ``matched``; known but not messageable becomes ``segment`` (seed 004: "accumulate a segment
+   of hashes"), a member of the ad-platform segment when the partner shared its phone MD5;
+   unknown becomes ``unknown`` (no contact needed). If the partner is down or slow the targets
+   stay ``pending`` (attempts and error noted), the run ends ``failed`` and the scenario is
+   due again after ``retry_s``.
 3. **Message.** Each ``matched`` target passes the consent checks (``consent.py``; quiet hours
    defer, the others block), gets its personal coupon (issued once, kept across retries) and
    an SMS request with an idempotency ``ref``; only the partner's ``queued``/``duplicate``
    answer makes it ``messaged``. A failed send leaves it ``matched`` for the next run.
-4. **Segment export.** New segment rows are written as CSV (``mac_md5,msisdn``; ``msisdn`` is
-   the phone MD5 when the partner shared one), split to stay under ``max_file_bytes`` (100 MB,
-   the ad platform's limit), with a share link valid 3 days, at most ``link_cap`` links per
-   ``link_period_s`` (25 per 3 days, seed 000); over the cap the export waits for a later run.
+4. **Keying.** A target done with the partner keeps only the keyed form of its MAC MD5
+   (``privacy.py``); the partner's phone MD5 stays for the segment and the centre.
+5. **Segment.** The scenario's whole current segment is written as a snapshot and offered
+   through expiring share links (``adsegment.py``), every run, even a failed one.
 
 Every request that carries hashes is entered in the data transfer register first-hand.
-Target statuses: pending, control, matched, messaged, segment, blocked, rejected, expired.
+Target statuses: pending, control, matched, messaged, segment, unknown, blocked, rejected, expired.
+:func:`run_due` first keys the raw MD5s no enabled scenario needs any more and afterwards deletes
+segment files nobody can download (``housekeeping.py`` does both hourly as well).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import logging
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from footfall.hub.o2o import consent, coupons, register
+from footfall.hub.o2o import adsegment, consent, coupons, privacy, register
+from footfall.hub.o2o.adsegment import AD_PLATFORM, ExportSettings, link_hash
 from footfall.hub.o2o.partner import MATCH_BATCH, SMS_BATCH, PartnerClient, PartnerError
+from footfall.hub.o2o.privacy import LATE_OVERLAP_S, Subjects
 from footfall.hub.o2o.scenarios import Scenario, candidates
+
+__all__ = ["AD_PLATFORM", "COUNTS", "ExportSettings", "RunResult", "link_hash", "run_due", "run_scenario"]
 
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
-LATE_OVERLAP_S = 600.0
-AD_PLATFORM = "ad_platform"
-
-
-@dataclass
-class ExportSettings:
-    directory: Path = Path("o2o_exports")
-    max_file_bytes: int = 100 * 1024 * 1024
-    link_ttl_s: float = 3 * DAY
-    link_cap: int = 25
-    link_period_s: float = 3 * DAY
 
 
 @dataclass
@@ -68,6 +60,7 @@ class RunResult:
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     links: list[dict[str, Any]] = field(default_factory=list)  # the only place share tokens appear in clear
+    snapshot: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +70,7 @@ class RunResult:
             "error": self.error,
             **self.counts,
             "links": self.links,
+            "snapshot": self.snapshot,
         }
 
 
@@ -96,6 +90,8 @@ COUNTS = (
     "segment_rows",
     "exported_rows",
 )
+# Reported with the run (JSON) but not stored in ``o2o_runs``.
+EXTRA_COUNTS = ("unknown", "segment_no_phone", "stale_hash")
 
 
 def _ref(code: str) -> str:
@@ -103,24 +99,31 @@ def _ref(code: str) -> str:
     return hashlib.sha256(b"o2o-sms-ref:" + code.encode()).hexdigest()[:24]
 
 
-def _assign(conn: sqlite3.Connection, sc: Scenario, run_id: int, now: float, start: float, c: dict[str, int]) -> None:
+def _assign(
+    conn: sqlite3.Connection, sc: Scenario, run_id: int, now: float, start: float, c: dict[str, int], subj: Subjects
+) -> None:
     cands = candidates(conn, sc, start, now)
     c["candidates"] = len(cands)
     cap_from = now - sc.cap_days * DAY
     with conn:
         for cand in cands:
             h = cand["partner_hash"]
-            if consent.on_stop_list(conn, [h]):
+            if not privacy.is_raw(h):
+                c["stale_hash"] += 1  # keyed already: the visit is older than any scenario's window
+                continue
+            h = h.lower()
+            forms = subj.forms(h)  # earlier targets and the stop-list hold the keyed form
+            if consent.on_stop_list(conn, forms):
                 c["opted_out"] += 1
                 continue
             if conn.execute(
-                "SELECT 1 FROM o2o_targets WHERE scenario_id = ? AND partner_hash = ? AND assigned_at > ?"
+                "SELECT 1 FROM o2o_targets WHERE scenario_id = ? AND partner_hash IN (?, ?) AND assigned_at > ?"
                 " AND status != 'expired' LIMIT 1",
-                (sc.id, h, cap_from),
+                (sc.id, *forms, cap_from),
             ).fetchone():
                 continue  # already targeted by this scenario in the cap window (or seen in the overlap)
             contacts = conn.execute(
-                "SELECT count(*) FROM o2o_targets WHERE partner_hash = ? AND messaged_at > ?", (h, cap_from)
+                "SELECT count(*) FROM o2o_targets WHERE partner_hash IN (?, ?) AND messaged_at > ?", (*forms, cap_from)
             ).fetchone()[0]
             if contacts >= sc.cap_contacts:
                 c["capped"] += 1
@@ -148,8 +151,9 @@ def _fail_targets(conn: sqlite3.Connection, ids: list[int], error: str, now: flo
 
 
 def _match(
-    conn: sqlite3.Connection, sc: Scenario, run_id: int, client: PartnerClient, now: float, c: dict[str, int]
-) -> None:
+    conn: sqlite3.Connection, sc: Scenario, run_id: int, client: PartnerClient, now: float, c: dict[str, int],
+    subj: Subjects,
+) -> None:  # fmt: skip
     pending = conn.execute(
         "SELECT id, partner_hash FROM o2o_targets WHERE scenario_id = ? AND status = 'pending' ORDER BY id", (sc.id,)
     ).fetchall()
@@ -177,7 +181,8 @@ def _match(
         with conn:
             for row in batch:
                 m = by_hash[row["partner_hash"]]
-                status = "matched" if m.known and m.messageable else "segment"
+                status = ("matched" if m.messageable else "segment") if m.known else "unknown"
+                c["unknown"] += not m.known
                 c["matched"] += m.known
                 c["messageable"] += m.known and m.messageable
                 conn.execute(
@@ -185,11 +190,13 @@ def _match(
                     " sent_at = ?, attempts = attempts + 1, last_error = NULL, updated = ? WHERE id = ?",
                     (status, int(m.known), int(m.messageable), m.phone_md5, now, now, now, row["id"]),
                 )
-                if status == "segment":
+                if status == "segment" and m.phone_md5 is None:
+                    c["segment_no_phone"] += 1  # the platform matches on msisdn: no row without one
+                elif status == "segment":
                     conn.execute(
                         "INSERT INTO o2o_segment_rows (scenario_id, target_id, mac_md5, msisdn_md5, added)"
                         " VALUES (?,?,?,?,?)",
-                        (sc.id, row["id"], row["partner_hash"], m.phone_md5, now),
+                        (sc.id, row["id"], subj.key(row["partner_hash"]), m.phone_md5, now),
                     )
                     c["segment_rows"] += 1
 
@@ -199,17 +206,19 @@ def _fmt_discount(gen: coupons.Generator) -> str:
 
 
 def _message(
-    conn: sqlite3.Connection, sc: Scenario, run_id: int, client: PartnerClient, now: float, c: dict[str, int]
-) -> None:
+    conn: sqlite3.Connection, sc: Scenario, run_id: int, client: PartnerClient, now: float, c: dict[str, int],
+    subj: Subjects,
+) -> None:  # fmt: skip
     rows = conn.execute(
         "SELECT * FROM o2o_targets WHERE scenario_id = ? AND status = 'matched' ORDER BY id", (sc.id,)
     ).fetchall()
     outgoing: list[tuple[int, dict[str, Any]]] = []
     with conn:
         for t in rows:
+            subjects = [*subj.forms(t["partner_hash"]), *subj.forms(t["phone_md5"])]
             d = consent.check(
-                conn, [t["partner_hash"], t["phone_md5"]], channel=sc.channel, category=sc.category,
-                partner_consent=bool(t["messageable"]), now=now, quiet=sc.quiet_hours, tz=sc.timezone,
+                conn, subjects, channel=sc.channel, category=sc.category, partner_consent=bool(t["messageable"]),
+                now=now, quiet=sc.quiet_hours, tz=sc.timezone,
             )  # fmt: skip
             if not d.ok:
                 if d.defer:
@@ -286,97 +295,6 @@ def _message(
                     )
 
 
-def _new_link(conn: sqlite3.Connection, ex: ExportSettings, now: float) -> tuple[str, str] | None:
-    used = conn.execute(
-        "SELECT count(*) FROM o2o_exports WHERE link_hash IS NOT NULL AND link_expires - ? > ?",
-        (ex.link_ttl_s, now - ex.link_period_s),
-    ).fetchone()[0]
-    if used >= ex.link_cap:
-        return None
-    token = secrets.token_urlsafe(24)
-    return token, hashlib.sha256(token.encode()).hexdigest()
-
-
-def link_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _write_files(directory: Path, stem: str, rows: list[sqlite3.Row], max_bytes: int) -> list[dict[str, Any]]:
-    """CSV files of at most ``max_bytes`` each, every one with the header."""
-    directory.mkdir(parents=True, exist_ok=True)
-    header = "mac_md5,msisdn\r\n"
-    files: list[dict[str, Any]] = []
-    buf, n_rows = io.StringIO(), 0
-
-    def flush() -> None:
-        nonlocal buf, n_rows
-        path = directory / f"{stem}-{len(files) + 1:03d}.csv"
-        data = (header + buf.getvalue()).encode()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        files.append({"path": str(path), "rows": n_rows, "bytes": len(data)})
-        buf, n_rows = io.StringIO(), 0
-
-    if max_bytes < 200:
-        raise ValueError("max_file_bytes is too small for one row")
-    for r in rows:
-        line = io.StringIO()
-        csv.writer(line, lineterminator="\r\n").writerow([r["mac_md5"], r["msisdn_md5"] or ""])
-        text = line.getvalue()
-        if n_rows and len(header) + buf.tell() + len(text) > max_bytes:
-            flush()
-        buf.write(text)
-        n_rows += 1
-    if n_rows:
-        flush()
-    return files
-
-
-def _export(
-    conn: sqlite3.Connection, sc: Scenario, run_id: int, ex: ExportSettings, now: float, actor: str, res: RunResult
-) -> None:
-    c = res.counts
-    rows = conn.execute(
-        "SELECT id, mac_md5, msisdn_md5 FROM o2o_segment_rows WHERE scenario_id = ? AND export_id IS NULL ORDER BY id",
-        (sc.id,),
-    ).fetchall()
-    if rows:
-        files = _write_files(ex.directory / f"scenario-{sc.id}", f"run-{run_id}", rows, ex.max_file_bytes)
-        with conn:
-            export_id = conn.execute(
-                "INSERT INTO o2o_exports (scenario_id, run_id, created, files, rows, link_status) VALUES (?,?,?,?,?,?)",
-                (sc.id, run_id, now, json.dumps(files), len(rows), "waiting"),
-            ).lastrowid
-            conn.executemany(
-                "UPDATE o2o_segment_rows SET export_id = ? WHERE id = ?", [(export_id, r["id"]) for r in rows]
-            )
-        c["exported_rows"] += len(rows)
-    # Share links: this run's export and any earlier one that waited for the link cap.
-    for e in conn.execute(
-        "SELECT id, rows, files FROM o2o_exports WHERE scenario_id = ? AND link_status = 'waiting' ORDER BY id",
-        (sc.id,),
-    ).fetchall():
-        link = _new_link(conn, ex, now)
-        if link is None:
-            log.warning("share link cap reached (%d per %.0f s): export %d waits", ex.link_cap, ex.link_period_s, e[0])
-            break
-        token, lhash = link
-        with conn:
-            conn.execute(
-                "UPDATE o2o_exports SET link_hash = ?, link_expires = ?, link_status = 'shared' WHERE id = ?",
-                (lhash, now + ex.link_ttl_s, e["id"]),
-            )
-        register.record(
-            conn, recipient=AD_PLATFORM, kind="segment", count=e["rows"], status="ok", scenario_id=sc.id,
-            run_id=run_id, actor=actor, detail=f"export {e['id']}, link expires in {ex.link_ttl_s / DAY:g} days",
-            now=now,
-        )  # fmt: skip
-        res.links.append(
-            {"export_id": e["id"], "token": token, "expires": now + ex.link_ttl_s, "parts": len(json.loads(e["files"]))}
-        )
-
-
 def run_scenario(
     conn: sqlite3.Connection,
     sc: Scenario,
@@ -385,10 +303,13 @@ def run_scenario(
     now: float | None = None,
     export: ExportSettings | None = None,
     actor: str = "o2o-runner",
+    subjects: Subjects | None = None,
 ) -> RunResult:
+    """One run (see the module docstring); raises :class:`privacy.PrivacyError` without the subject key."""
     now = time.time() if now is None else now
     export = export or ExportSettings()
     assert sc.id is not None, "scenario must be stored first"
+    subj = subjects or privacy.attach(conn)
     row = conn.execute("SELECT watermark FROM o2o_scenarios WHERE id = ?", (sc.id,)).fetchone()
     start = (row["watermark"] - LATE_OVERLAP_S) if row["watermark"] is not None else now - sc.lookback_s
     with conn:
@@ -396,24 +317,34 @@ def run_scenario(
             "INSERT INTO o2o_runs (scenario_id, started, now, status, window_from, window_to) VALUES (?,?,?,?,?,?)",
             (sc.id, time.time(), now, "running", start, now),
         ).lastrowid
-    res = RunResult(sc.name, run_id, counts=dict.fromkeys(COUNTS, 0))
+    res = RunResult(sc.name, run_id, counts=dict.fromkeys(COUNTS + EXTRA_COUNTS, 0))
     c = res.counts
     try:
-        _assign(conn, sc, run_id, now, start, c)
+        _assign(conn, sc, run_id, now, start, c, subj)
         if consent.in_quiet_hours(now, sc.quiet_hours, sc.timezone):
             # No advertising now: keep the queue for the first run after the quiet hours.
             c["deferred"] += conn.execute(
                 "SELECT count(*) FROM o2o_targets WHERE scenario_id = ? AND status IN ('pending', 'matched')", (sc.id,)
             ).fetchone()[0]
         else:
-            _match(conn, sc, run_id, client, now, c)
-            _message(conn, sc, run_id, client, now, c)
-        _export(conn, sc, run_id, export, now, actor, res)
+            _match(conn, sc, run_id, client, now, c, subj)
+            _message(conn, sc, run_id, client, now, c, subj)
     except PartnerError as exc:
         res.status, res.error = "failed", f"{exc.kind}: {exc}"
     except Exception as exc:  # a bug or a full disk must not kill the scheduler; the run says why
         log.exception("o2o run %d of %s failed", run_id, sc.name)
         res.status, res.error = "error", repr(exc)
+    # Also after a partner failure: the answers that did come are final, and the segment is
+    # refreshed every interval whatever the partner does.
+    try:
+        privacy.key_finished(conn, sc.id)
+        snap = adsegment.refresh(conn, sc, run_id, export, now=now, actor=actor)
+        res.links, res.snapshot = snap.links, snap.as_dict()
+        c["exported_rows"] = snap.rows
+    except Exception as exc:
+        log.exception("o2o run %d of %s: segment snapshot failed", run_id, sc.name)
+        if res.status == "ok":
+            res.status, res.error = "error", f"segment snapshot: {exc!r}"
     next_run = now + (sc.interval_s if res.status == "ok" else sc.retry_s)
     with conn:
         conn.execute(
@@ -437,12 +368,21 @@ def run_due(
     only: str | None = None,
     actor: str = "o2o-runner",
 ) -> list[RunResult]:
-    """Run every enabled scenario whose time has come (or all of them with ``force``)."""
+    """Run every enabled scenario whose time has come (or all of them with ``force``).
+
+    Raises :class:`privacy.PrivacyError` when the subject key is missing or not the database's.
+    """
     now = time.time() if now is None else now
+    export = export or ExportSettings()
+    privacy.purge(conn, now=now)  # also registers o2o_subject() on this connection
+    subj = privacy.attach(conn)
     out = []
     for row in conn.execute("SELECT * FROM o2o_scenarios WHERE enabled = 1 ORDER BY id").fetchall():
         if only is not None and row["name"] != only:
             continue
         if force or row["next_run"] is None or row["next_run"] <= now:
-            out.append(run_scenario(conn, Scenario.from_row(row), client, now=now, export=export, actor=actor))
+            out.append(
+                run_scenario(conn, Scenario.from_row(row), client, now=now, export=export, actor=actor, subjects=subj)
+            )
+    adsegment.cleanup(conn, export, now=now)
     return out

@@ -27,6 +27,7 @@ or fixed equipment (``excluded``), not on the stop-list, not capped, not in the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -122,7 +123,9 @@ def add(conn: sqlite3.Connection, sc: Scenario, *, now: float | None = None, rep
     # Refused here, when someone configures it, rather than in Scenario.check: a stored scenario
     # must still load (and be fixable) after codes from other scenarios filled the space.
     guessing.check_settings(conn, sc.coupon, now=now)
-    with conn:
+    # Joins a caller's open transaction (settings from the centre are applied with the rest of
+    # a pushback page) instead of committing it half-way.
+    with contextlib.nullcontext() if conn.in_transaction else conn:
         if replace:
             row = conn.execute("SELECT id FROM o2o_scenarios WHERE name = ?", (sc.name,)).fetchone()
             if row:

@@ -9,15 +9,15 @@ Mounting into the hub app (``hub/api.py``)::
 
 ``report_router``: ``GET /api/o2o/report`` (json|csv), ``/api/o2o/invoice``,
 ``/api/o2o/register``, ``/api/o2o/scenarios``, ``/api/o2o/runs`` and the page ``GET /o2o``.
-``share_router``: ``GET /api/o2o/segments/{token}?part=N`` serves an ad-platform segment CSV
-until its link expires (3 days).
+``share_router``: ``GET /api/o2o/segments/{token}?part=N[&snapshot=ID]`` serves part N of the
+scenario's current ad-platform segment snapshot until the link expires (3 days; 410 after,
+404 for an unknown link); see ``adsegment.py``.
 
 Report days are the store's local days (the hub's ``timezone``), as on the rest of the dashboard;
 the page prints times in that zone, the JSON and CSV carry UNIX seconds and ``*_utc`` ISO times
 with the zone in ``tz`` (docs/metrics.md).
 """
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +31,8 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from footfall.hub import auth, metrics, store
 from footfall.hub.analysis import day_bounds
-from footfall.hub.o2o import register, reports
+from footfall.hub.o2o import adsegment, register, reports
 from footfall.hub.o2o.pos import open_conn, pos_router
-from footfall.hub.o2o.runner import link_hash
 
 __all__ = ["create_app", "pos_router", "report_router", "share_router"]
 
@@ -135,6 +134,7 @@ def report_router(db_path: str | Path, clock: Callable[[], float] = time.time, t
             **reports.period_fields(t0, t1, zone),
             "entries": register.entries(conn, t0, t1),
             "summary": register.summary(conn, t0, t1),
+            "snapshots": register.snapshots(conn, t0, t1),
         }
 
     @router.get("/api/o2o/scenarios")
@@ -167,21 +167,12 @@ def share_router(db_path: str | Path, clock: Callable[[], float] = time.time) ->
     Conn = Annotated[sqlite3.Connection, Depends(_db_dep(db_path))]
 
     @router.get("/api/o2o/segments/{token}")
-    def download(token: str, conn: Conn, part: int = Query(1, ge=1)) -> Any:
-        row = conn.execute(
-            "SELECT files, link_expires FROM o2o_exports WHERE link_hash = ?", (link_hash(token),)
-        ).fetchone()
-        if row is None:
-            raise HTTPException(404, "unknown share link")
-        if row["link_expires"] <= clock():
-            raise HTTPException(410, "share link has expired")
-        files = json.loads(row["files"])
-        if part > len(files):
-            raise HTTPException(404, f"this segment has {len(files)} part(s)")
-        path = Path(files[part - 1]["path"])
-        if not path.is_file():
-            raise HTTPException(410, "segment file is gone")
-        return FileResponse(path, media_type="text/csv", filename=path.name)
+    def download(token: str, conn: Conn, part: int = Query(1, ge=1), snapshot: int | None = Query(None, ge=1)) -> Any:
+        try:
+            path, headers = adsegment.resolve(conn, token, part, snapshot=snapshot, now=clock())
+        except adsegment.ShareError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return FileResponse(path, media_type="text/csv", filename=path.name, headers=headers)
 
     return router
 

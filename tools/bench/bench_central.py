@@ -10,8 +10,9 @@ Three measurements, each run in this process against both engines:
   (inserts), the same profiles again with a newer timestamp (updates: the usual case), and
   updates from two connections at once ("2 writers": as concurrent hub requests, one encodes
   its rows while the other writes).
-- **batch apply** (``model.apply_batch``): the whole server-side path of a decoded batch,
-  JSON records validated one by one, batch id claimed, hub counters updated.
+- **batch apply** (``wire.decode_envelope`` + ``model.apply_batch``): the server-side path of
+  a batch's JSON after inflating: typed decoding and validation of the records, batch id
+  claimed, the upsert, hub counters updated (``bench_sync.py`` measures it over HTTP).
 - **wire size**: realistic hub profile records (as ``cloud_sync/outbox.py`` builds them) in
   batches of 500, compact JSON vs gzip (level 6, as the hub sends).
 
@@ -38,6 +39,7 @@ from typing import Any
 from footfall.cloud_sync.central import model
 from footfall.cloud_sync.central.db import Database
 from footfall.cloud_sync.central.testing import postgres_available, throwaway_postgres
+from footfall.cloud_sync.central.wire import decode_envelope
 
 BATCH = 5000
 WIRE_BATCH = 500
@@ -151,8 +153,9 @@ def bench_engine(db: Database, records: list[tuple[str, dict[str, Any]]]) -> dic
         by_store.setdefault(store, []).append(rec)
     batches = []
     for store, recs in by_store.items():
-        for i in range(0, len(recs), WIRE_BATCH):
-            batches.append((store, {"batch_id": f"{store}-{i}", "seq": i, "records": recs[i : i + WIRE_BATCH]}))
+        for i in range(0, len(recs), BATCH):
+            doc = {"v": 1, "hub": store, "batch_id": f"{store}-{i}", "seq": i, "records": recs[i : i + BATCH]}
+            batches.append((store, json.dumps(doc, separators=(",", ":")).encode()))
     with db.connect() as conn:
         for store in by_store:
             conn.execute(
@@ -160,8 +163,8 @@ def bench_engine(db: Database, records: list[tuple[str, dict[str, Any]]]) -> dic
                 (store,),
             )
     start = time.perf_counter()
-    for store, b in batches:
-        model.apply_batch(db, store, b)
+    for store, raw in batches:
+        model.apply_batch(db, store, decode_envelope(raw))
     out["apply"] = len(records) / (time.perf_counter() - start)
     return out
 
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("PostgreSQL not reachable: skipped")
     print(f"{'engine':<12}{'insert/s':>10}{'(cpu)':>9}{'update/s':>10}{'(cpu)':>9}{'2 writers':>11}{'apply/s':>9}")
+    print(f"(apply: decode + validate + apply of batches of {BATCH}, as the centre does after inflating)")
     for engine, r in results.items():
         print(
             f"{engine:<12}{r['insert']:>10,.0f}{r['insert_cpu']:>9,.0f}{r['update']:>10,.0f}{r['update_cpu']:>9,.0f}"

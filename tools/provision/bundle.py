@@ -2,7 +2,10 @@
 
 A sensor bundle holds ``agent.toml``, ``ca.pem``, ``<sensor>.crt``, ``<sensor>.key``,
 ``mqtt.pass`` and ``hash.key``, every file 0600 in a 0700 directory; the TOML points at the
-paths the files will have *on the device* (``agent_dir``, default ``/etc/footfall``).
+paths the files will have *on the device* (``agent_dir``, default ``/etc/footfall``). The hub's
+holds ``hub.toml``, ``ca.pem`` and two identities: ``footfall-hub.crt/.key`` with
+``hub-mqtt.pass`` (ingest) and ``footfall-sync.crt/.key`` with ``sync-mqtt.pass`` (``footfall
+sync``, which reads them from hub.toml's ``[sync_mqtt]``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from footfall.tools.provision.files import ensure_dir, write_file
 AGENT_TOML = "agent.toml"
 HUB_TOML = "hub.toml"
 HUB_PASS = "hub-mqtt.pass"
+SYNC_PASS = "sync-mqtt.pass"
 
 
 @dataclass
@@ -158,10 +162,14 @@ def write_sensor_bundle(
     return out
 
 
-def hub_toml(site: str, username: str, port: int, hub_dir: str) -> str:
-    """Settings for ``footfall hub run`` (hub/config.py's format); merge in timezone etc. by hand."""
+def hub_toml(site: str, username: str, port: int, hub_dir: str, *, sync_username: str | None = None) -> str:
+    """Settings for ``footfall hub run`` (hub/config.py's format); merge in timezone etc. by hand.
+
+    ``[sync_mqtt]`` is the sync job's login (``footfall sync`` reads hub.toml); None leaves it
+    out (a site whose sync identity is not issued yet).
+    """
     d = hub_dir.rstrip("/")
-    doc = {
+    doc: dict[str, Any] = {
         "site": topics.check_id(site, "site"),
         "db": "/var/lib/footfall/hub.db",
         # Deployed from broker/ with every sensor change: the hub refuses the revoked ones.
@@ -179,7 +187,19 @@ def hub_toml(site: str, username: str, port: int, hub_dir: str) -> str:
             "client_id": f"footfall-hub-{site}",
         },
     }
-    return toml_text(doc, f"Footfall hub for site {site}: written by `footfall provision`.")
+    header = f"Footfall hub for site {site}: written by `footfall provision`."
+    if sync_username:
+        doc["sync_mqtt"] = {
+            "username": sync_username,
+            "password_file": f"{d}/{SYNC_PASS}",
+            "certfile": f"{d}/{sync_username}.crt",
+            "keyfile": f"{d}/{sync_username}.key",
+        }
+        header += (
+            "\n[sync_mqtt]: `footfall sync`'s own login (host, port and CA are [mqtt]'s). Never the ingest's:"
+            "\nthe broker makes the username the client id, so it would disconnect the running ingest."
+        )
+    return toml_text(doc, header)
 
 
 def write_hub_bundle(
@@ -193,12 +213,34 @@ def write_hub_bundle(
     cert_pem: bytes,
     key_pem: bytes,
     password: str,
+    sync_username: str | None = None,
 ) -> Path:
     """The hub's MQTT client identity; file names differ from a sensor's so both fit one /etc/footfall."""
     ensure_dir(out)
-    write_file(out / HUB_TOML, hub_toml(site, username, port, hub_dir))
+    write_file(out / HUB_TOML, hub_toml(site, username, port, hub_dir, sync_username=sync_username))
     write_file(out / "ca.pem", ca_pem)
     write_file(out / f"{username}.crt", cert_pem)
     write_file(out / f"{username}.key", key_pem)
     write_file(out / HUB_PASS, password + "\n")
+    return out
+
+
+def write_sync_identity(
+    out: Path,
+    *,
+    site: str,
+    hub_username: str,
+    username: str,
+    port: int,
+    hub_dir: str,
+    cert_pem: bytes,
+    key_pem: bytes,
+    password: str,
+) -> Path:
+    """The sync job's identity beside the hub's, and hub.toml rewritten to name it."""
+    ensure_dir(out)
+    write_file(out / f"{username}.crt", cert_pem)
+    write_file(out / f"{username}.key", key_pem)
+    write_file(out / SYNC_PASS, password + "\n")
+    write_file(out / HUB_TOML, hub_toml(site, hub_username, port, hub_dir, sync_username=username))
     return out

@@ -20,6 +20,11 @@ PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for $7$ (mosquitto 2.0)
 SALT_BYTES = 12
 HASH_BYTES = 64
 HUB_USER = "footfall-hub"
+# `footfall sync`'s own login, for the sensors' retained config (opt-outs). Not the hub's: the
+# broker makes the username the client id, so a second login as footfall-hub would disconnect
+# the running ingest and take over its persistent session.
+SYNC_USER = "footfall-sync"
+SERVICE_USERS = (HUB_USER, SYNC_USER)
 SENSOR_KINDS = tuple(k for k in topics.KINDS if k != "config")
 
 
@@ -62,11 +67,14 @@ def passwd_text(users: Iterable[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def acl_text(site: str, sensors: Iterable[str], hub_user: str = HUB_USER) -> str:
+def acl_text(site: str, sensors: Iterable[str], hub_user: str = HUB_USER, sync_user: str | None = SYNC_USER) -> str:
     """A sensor writes only its own topics (not its config) and reads only its own config.
 
-    Mosquitto denies what no line allows, so an unlisted user (a revoked sensor that still has
-    a valid certificate under ``use_identity_as_username``) can do nothing at all.
+    The hub ingest only reads; the sync job only reads and writes the sensors' config (it reads
+    the retained config to merge its opt-out list into it). ``sync_user`` None: a site made
+    before the sync had its own identity. Mosquitto denies what no line allows, so an unlisted
+    user (a revoked sensor that still has a valid certificate under ``use_identity_as_username``)
+    can do nothing at all.
     """
     topics.check_id(site, "site")
     out = [
@@ -74,9 +82,10 @@ def acl_text(site: str, sensors: Iterable[str], hub_user: str = HUB_USER) -> str
         "",
         f"user {hub_user}",
         f"topic read {topics.ROOT}/{site}/#",
-        f"topic write {topics.ROOT}/{site}/+/config",
         "",
     ]
+    if sync_user is not None:
+        out += [f"user {sync_user}", f"topic readwrite {topics.ROOT}/{site}/+/config", ""]
     for sensor in sorted(sensors):
         out.append(f"user {topics.check_id(sensor, 'sensor')}")
         out.extend(f"topic write {topics.topic(site, sensor, kind)}" for kind in SENSOR_KINDS)
@@ -111,6 +120,20 @@ class Bridge:
         }
 
 
+# Mozilla's "intermediate" TLS 1.2 list: every OpenSSL >= 1.0.2 and every Python ssl module a
+# sensor runs has them. ECDSA ones serve the default EC keys, RSA ones `--key-type rsa`.
+TLS12_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+
 @dataclass
 class BrokerConfig:
     """Where the broker files live *on the hub* and how its listener behaves."""
@@ -118,14 +141,21 @@ class BrokerConfig:
     install_dir: str = "/etc/mosquitto/footfall"
     port: int = 8883
     bind: str | None = None  # None = every interface
-    require_certificate: bool = False
-    use_identity_as_username: bool = False
+    # Mutual TLS with the certificate's CN as the MQTT username: a leaked password alone opens
+    # nothing, and a certificate acts only as the user it was issued to (sensor s1's certificate
+    # cannot publish as s2, whatever username it sends). Off only for clients that cannot hold a
+    # certificate (`init-site --no-mtls`).
+    require_certificate: bool = True
+    use_identity_as_username: bool = True
     # The client id becomes the username: a compromised sensor cannot connect under the hub's
     # client id and so kick the hub off (or another sensor). Cost: one connection per user.
     use_username_as_clientid: bool = True
     persistence_location: str = "/var/lib/mosquitto/"
     log_dest: list[str] = field(default_factory=lambda: ["syslog"])
     tls_version: str = "tlsv1.2"  # minimum; mosquitto accepts 1.3 as well
+    # TLS 1.2 suites: forward secret (ECDHE) and AEAD only; CBC with SHA-1 (Lucky13-style padding
+    # oracles, SHA-1 MAC) and static-RSA key exchange are refused. TLS 1.3 suites are all AEAD.
+    ciphers: str = TLS12_CIPHERS
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -164,6 +194,7 @@ def conf_text(site: str, cfg: BrokerConfig, bridge: Bridge | None = None) -> str
         f"certfile {d}/server.crt",
         f"keyfile {d}/server.key",
         f"tls_version {cfg.tls_version}",
+        f"ciphers {cfg.ciphers}",
     ]
     if cfg.use_username_as_clientid:
         # A listener option: placed before any `listener` line it would open a default 1883 one.
@@ -176,8 +207,14 @@ def conf_text(site: str, cfg: BrokerConfig, bridge: Bridge | None = None) -> str
         ]
         if cfg.use_identity_as_username:
             lines += [
-                "# The certificate CN is the MQTT username; passwords are then not checked.",
+                "# The certificate CN is the MQTT username (whatever username the client sends), so a",
+                "# certificate acts only as the user it was issued to; passwords are then not checked.",
                 "use_identity_as_username true",
+            ]
+        else:
+            lines += [
+                "# Certificate and password both checked, but not tied together: any site certificate",
+                "# with any user's password passes (`footfall provision hub --identity-as-username` ties them).",
             ]
     else:
         lines.append("require_certificate false")

@@ -3,11 +3,11 @@
 Layout of ``site_dir`` (keep it offline or on the hub, mode 0700; never in git)::
 
     site.json               issued certificates, expiry, password hashes (no keys, no passwords)
-    ca/ca.key ca/ca.pem     the site CA (key optionally encrypted with a passphrase)
-    ca/hash.key             the site's device-id HMAC secret (hex), shipped to every sensor
+    ca/ca.key ca/ca.pem     the site CA (key encrypted with a passphrase unless init-site was told not to)
+    ca/hash.key             the site's device-id HMAC secret (hex), shipped to every sensor (rotate-hash-key)
     ca/bridge.pass          the central broker password, if the bridge uses one
     broker/                 mosquitto.conf passwd acl ca.pem server.crt server.key crl.pem roster.json -> hub
-    hub/                    the hub's MQTT client bundle
+    hub/                    the hub's MQTT client bundle: ingest (footfall-hub) and sync (footfall-sync)
     sensors/<id>/           one sensor's bundle -> that sensor's /etc/footfall
 """
 
@@ -22,7 +22,12 @@ from cryptography import x509
 
 from footfall import topics
 from footfall.tools.provision import ca, mosquitto
-from footfall.tools.provision.bundle import AgentSettings, write_hub_bundle, write_sensor_bundle
+from footfall.tools.provision.bundle import (
+    AgentSettings,
+    write_hub_bundle,
+    write_sensor_bundle,
+    write_sync_identity,
+)
 from footfall.tools.provision.files import PUBLIC_MODE, ensure_dir, write_file
 from footfall.tools.provision.state import ROSTER_FILE, STATE_FILE, SiteState, load, save
 
@@ -45,9 +50,26 @@ def _paths(site_dir: Path) -> dict[str, Path]:
     }
 
 
+PASSPHRASE_HINT = "--ca-passphrase-file FILE or the environment variable FOOTFALL_CA_PASSPHRASE"
+
+
 def _load_ca(site_dir: Path, passphrase: bytes | None) -> tuple[x509.Certificate, ca.PrivateKey]:
     p = _paths(site_dir)
-    return ca.load_cert(p["ca_pem"].read_bytes()), ca.load_key(p["ca_key"].read_bytes(), passphrase)
+    pem = p["ca_key"].read_bytes()
+    # Said here rather than as cryptography's "Password was not given but private key is encrypted".
+    if b"ENCRYPTED" in pem and not passphrase:
+        raise ProvisionError(f"the CA key {p['ca_key']} is encrypted: give its passphrase ({PASSPHRASE_HINT})")
+    return ca.load_cert(p["ca_pem"].read_bytes()), ca.load_key(pem, passphrase)
+
+
+def _check_hash_key(hash_key_hex: str) -> str:
+    try:
+        raw = bytes.fromhex(hash_key_hex.strip())
+    except ValueError:
+        raise ProvisionError("the hash key file must hold hex digits") from None
+    if len(raw) < 16:
+        raise ProvisionError("the hash key must be at least 16 bytes (32 hex digits)")
+    return raw.hex()
 
 
 def _cert_record(cert: x509.Certificate) -> dict:
@@ -72,9 +94,12 @@ def render_broker(site_dir: Path, state: SiteState) -> Path:
     """Rewrite passwd, acl and mosquitto.conf from the state; needs no CA key."""
     out = ensure_dir(_paths(site_dir)["broker"])
     users = [(mosquitto.HUB_USER, state.hub["password_hash"])]
+    if state.sync:
+        users.append((mosquitto.SYNC_USER, state.sync["password_hash"]))
     users += [(s, state.sensors[s]["password_hash"]) for s in state.active_sensors()]
     write_file(out / "passwd", mosquitto.passwd_text(users))
-    write_file(out / "acl", mosquitto.acl_text(state.site, state.active_sensors()))
+    sync_user = mosquitto.SYNC_USER if state.sync else None
+    write_file(out / "acl", mosquitto.acl_text(state.site, state.active_sensors(), sync_user=sync_user))
     # Public (no secrets) so the hub's own user can read its copy in /etc/footfall.
     write_file(out / ROSTER_FILE, state.roster_json(), PUBLIC_MODE)
     bridge = _bridge(site_dir, state)
@@ -128,6 +153,31 @@ def _issue_hub(site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_k
         cert_pem=ca.cert_pem(cert),
         key_pem=ca.key_pem(key),
         password=password,
+        sync_username=mosquitto.SYNC_USER if state.sync else None,
+    )
+
+
+def _issue_sync(site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_key: ca.PrivateKey, days: int) -> None:
+    """The sync job's identity (certificate CN footfall-sync, password), written beside the hub's."""
+    key = ca.new_key(state.key_type)
+    cert = ca.issue_client(ca_cert, ca_key, key, state.site, mosquitto.SYNC_USER, days)
+    password = mosquitto.new_password()
+    state.sync = {
+        "username": mosquitto.SYNC_USER,
+        "cert": _cert_record(cert),
+        "password_hash": mosquitto.hash_password(password),
+        "issued_at": ca.now().replace(microsecond=0).isoformat(),
+    }
+    write_sync_identity(
+        _paths(site_dir)["hub"],
+        site=state.site,
+        hub_username=mosquitto.HUB_USER,
+        username=mosquitto.SYNC_USER,
+        port=state.broker["port"],
+        hub_dir=state.agent_dir,
+        cert_pem=ca.cert_pem(cert),
+        key_pem=ca.key_pem(key),
+        password=password,
     )
 
 
@@ -158,7 +208,11 @@ def init_site(
     ca_days: int = 3650,
     cert_days: int = 825,
 ) -> SiteState:
-    """Create the site CA, the broker certificate, the hub identity and the broker files."""
+    """Create the site CA, the broker certificate, the hub and sync identities and the broker files.
+
+    ``passphrase`` None leaves the CA key unencrypted; the CLI refuses that unless told
+    ``--no-ca-passphrase``. ``broker`` defaults to mutual TLS with the certificate CN as username.
+    """
     topics.check_id(site, "site")
     if (site_dir / STATE_FILE).exists():
         raise ProvisionError(f"{site_dir} already holds a site; use add-sensor, rotate, revoke or hub")
@@ -167,11 +221,7 @@ def init_site(
     if key_type not in ca.KEY_TYPES:
         raise ProvisionError(f"key type must be one of {ca.KEY_TYPES}")
     if hash_key_hex is not None:
-        try:
-            if len(bytes.fromhex(hash_key_hex.strip())) < 16:
-                raise ProvisionError("the hash key must be at least 16 bytes (32 hex digits)")
-        except ValueError:
-            raise ProvisionError("the hash key file must hold hex digits") from None
+        hash_key_hex = _check_hash_key(hash_key_hex)
     broker = broker or mosquitto.BrokerConfig()
     if broker.use_identity_as_username and not broker.require_certificate:
         raise ProvisionError("use_identity_as_username needs require_certificate (mutual TLS)")
@@ -184,14 +234,16 @@ def init_site(
     write_file(p["ca_key"], ca.key_pem(ca_key, passphrase))
     write_file(p["ca_pem"], ca.cert_pem(ca_cert), PUBLIC_MODE)
     # The device-id secret is per site unless the chain supplies one (then ids match across stores).
-    write_file(p["hash_key"], (hash_key_hex or secrets.token_hex(32)).strip() + "\n")
+    write_file(p["hash_key"], (hash_key_hex or secrets.token_hex(32)) + "\n")
 
     state = SiteState(site=site, key_type=key_type, hosts=list(hosts), broker=broker.as_dict(), agent_dir=agent_dir)
+    state.hash_key = _hash_key_record("chain" if hash_key_hex else "site", [])
     state.ca = _cert_record(ca_cert)
     if bridge is not None:
         _set_bridge(site_dir, state, bridge)
     _issue_server(site_dir, state, ca_cert, ca_key, cert_days)
     _issue_hub(site_dir, state, ca_cert, ca_key, cert_days)
+    _issue_sync(site_dir, state, ca_cert, ca_key, cert_days)
     _write_crl(site_dir, state, ca_cert, ca_key)
     render_broker(site_dir, state)
     save(site_dir, state)
@@ -217,8 +269,8 @@ def add_sensor(
 ) -> Path:
     """Issue a certificate and password for a new sensor; returns its bundle directory."""
     topics.check_id(sensor, "sensor")
-    if sensor == mosquitto.HUB_USER:
-        raise ProvisionError(f"{sensor!r} is the hub's MQTT user; pick another sensor id")
+    if sensor in mosquitto.SERVICE_USERS:
+        raise ProvisionError(f"{sensor!r} is one of the hub's MQTT users; pick another sensor id")
     state = load(site_dir)
     if state.sensors.get(sensor, {}).get("status") == "active":
         raise ProvisionError(f"sensor {sensor!r} already exists; use `rotate` for new credentials")
@@ -236,8 +288,10 @@ def _issue_sensor(
     settings: AgentSettings,
     passphrase: bytes | None,
     days: int,
+    ca_pair: tuple[x509.Certificate, ca.PrivateKey] | None = None,
 ) -> Path:
-    ca_cert, ca_key = _load_ca(site_dir, passphrase)
+    # A re-issue of every sensor decrypts the CA key once, not once per sensor.
+    ca_cert, ca_key = ca_pair or _load_ca(site_dir, passphrase)
     key = ca.new_key(state.key_type)
     cert = ca.issue_client(ca_cert, ca_key, key, state.site, sensor, days)
     password = mosquitto.new_password()
@@ -269,13 +323,20 @@ def _issue_sensor(
 def rotate(site_dir: Path, sensor: str, *, passphrase: bytes | None = None, days: int = 825) -> Path:
     """New key, certificate and password for a sensor; the old certificate goes into the CRL.
 
-    ``sensor`` may be ``footfall-hub`` to rotate the hub's own client identity.
+    ``sensor`` may be ``footfall-hub`` (the hub ingest's identity) or ``footfall-sync`` (the sync
+    job's); both are written to the hub bundle.
     """
     state = load(site_dir)
+    if sensor == mosquitto.SYNC_USER and not state.sync:
+        raise ProvisionError(f"this site has no {sensor} identity yet: `footfall provision hub` issues it")
     ca_cert, ca_key = _load_ca(site_dir, passphrase)
     if sensor == mosquitto.HUB_USER:
         _revoke_serial(state, state.hub["cert"], sensor, "superseded")
         _issue_hub(site_dir, state, ca_cert, ca_key, days)
+        out = _paths(site_dir)["hub"]
+    elif sensor == mosquitto.SYNC_USER:
+        _revoke_serial(state, state.sync["cert"], sensor, "superseded")
+        _issue_sync(site_dir, state, ca_cert, ca_key, days)
         out = _paths(site_dir)["hub"]
     else:
         rec = state.sensor(sensor)
@@ -312,17 +373,90 @@ def revoke(site_dir: Path, sensor: str, *, passphrase: bytes | None = None, reas
 MIN_CRL_DAYS = 30
 
 
-def refresh_crl(site_dir: Path, *, passphrase: bytes | None = None, days: int = 365) -> SiteState:
-    """Re-sign the CRL before its next_update: an expired CRL makes Mosquitto refuse everyone."""
+def crl_days_left(state: SiteState, now: dt.datetime | None = None) -> float | None:
+    """Days until the CRL's next_update (negative once expired); None when none was recorded."""
+    nxt = state.crl.get("next_update")
+    if not nxt:
+        return None
+    return (dt.datetime.fromisoformat(nxt) - (now or ca.now())).total_seconds() / 86400
+
+
+def refresh_crl(
+    site_dir: Path,
+    *,
+    passphrase: bytes | None = None,
+    days: int = 365,
+    if_expiring_within: float | None = None,
+) -> SiteState | None:
+    """Re-sign the CRL before its next_update: an expired CRL makes Mosquitto refuse everyone.
+
+    With ``if_expiring_within`` (days) it re-signs only when fewer days than that remain and
+    returns None otherwise, without touching the CA key: what an unattended timer runs daily.
+    """
     if days < MIN_CRL_DAYS:
         raise ProvisionError(
             f"a CRL valid for {days} days would lock every sensor out when it lapses; use --days {MIN_CRL_DAYS} or more"
         )
+    if if_expiring_within is not None:
+        if if_expiring_within < 0:
+            raise ProvisionError(f"--if-expiring-within must be 0 days or more, not {if_expiring_within}")
+        if if_expiring_within >= days:
+            # Otherwise every run would find the fresh CRL "expiring" and re-sign it again.
+            raise ProvisionError(
+                f"--if-expiring-within {if_expiring_within:g} must be less than the new CRL's lifetime (--days {days})"
+            )
     state = load(site_dir)
+    if if_expiring_within is not None:
+        left = crl_days_left(state)
+        if left is not None and left >= if_expiring_within:
+            return None
     ca_cert, ca_key = _load_ca(site_dir, passphrase)
     _write_crl(site_dir, state, ca_cert, ca_key, days)
     save(site_dir, state)
     return state
+
+
+def _hash_key_record(source: str, history: list[dict]) -> dict:
+    return {"source": source, "since": ca.now().replace(microsecond=0).isoformat(), "history": history}
+
+
+def rotate_hash_key(
+    site_dir: Path,
+    *,
+    passphrase: bytes | None = None,
+    hash_key_hex: str | None = None,
+    days: int = 825,
+) -> list[Path]:
+    """A new device-id key for the site, and every active sensor's bundle re-issued with it.
+
+    The answer to a stolen sensor (revoke it, then this): its bundle held the key, with which
+    anyone can test a guessed MAC against the site's device ids. Each sensor also gets a new
+    certificate and password (the old ones go into the CRL), as with ``rotate``, so every
+    bundle is new and none can be left behind with the old key. Devices get new ids from the
+    moment a sensor runs with the new key; see docs/operator-guide.md ("Device-id key").
+    ``hash_key_hex`` is a chain-wide key given by the chain; None makes a new per-site one.
+    """
+    state = load(site_dir)
+    p = _paths(site_dir)
+    new_key = _check_hash_key(hash_key_hex) if hash_key_hex is not None else secrets.token_hex(32)
+    old_key = p["hash_key"].read_text().strip() if p["hash_key"].exists() else ""
+    if old_key and bytes.fromhex(new_key) == bytes.fromhex(old_key):
+        raise ProvisionError("that is the site's current hash key: give a new one (or none for a random one)")
+    ca_cert, ca_key = _load_ca(site_dir, passphrase)  # before any change: a wrong passphrase changes nothing
+    write_file(p["hash_key"], new_key + "\n")
+    previous = dict(state.hash_key or {"source": "unknown"})
+    history = [*previous.pop("history", []), previous]
+    state.hash_key = _hash_key_record("chain" if hash_key_hex is not None else "site", history)
+    bundles = []
+    for sensor in state.active_sensors():
+        rec = state.sensors[sensor]
+        _revoke_serial(state, rec["cert"], sensor, "superseded")
+        settings = AgentSettings(**rec.get("settings", {}))
+        bundles.append(_issue_sensor(site_dir, state, sensor, settings, passphrase, days, ca_pair=(ca_cert, ca_key)))
+    _write_crl(site_dir, state, ca_cert, ca_key)
+    render_broker(site_dir, state)
+    save(site_dir, state)
+    return bundles
 
 
 def configure_hub(
@@ -340,9 +474,27 @@ def configure_hub(
     passphrase: bytes | None = None,
     days: int = 825,
 ) -> SiteState:
-    """Change broker settings; new host names re-issue the server certificate."""
+    """Change broker settings; new host names re-issue the server certificate.
+
+    A site made before the sync had its own MQTT identity gets it here (which needs the CA key):
+    footfall-sync in passwd and ACL, its files in ``hub/`` and ``[sync_mqtt]`` in hub.toml.
+    """
     state = load(site_dir)
+    if not state.sync and b"ENCRYPTED" in _paths(site_dir)["ca_key"].read_bytes() and not passphrase:
+        # Said before anything changes, and why this step wants the CA key at all.
+        raise ProvisionError(
+            f"this site has no {mosquitto.SYNC_USER} MQTT identity yet (made before the sync had its own): "
+            f"give the CA passphrase ({PASSPHRASE_HINT}) so that this issues it; docs/operator-guide.md, "
+            "'Upgrading a site: the sync's MQTT identity'"
+        )
     cfg = state.broker
+    if use_identity_as_username is None and require_certificate is not None:
+        # Switching mutual TLS on ties each certificate to its username unless told otherwise;
+        # switching it off has to drop the identity too (it needs a certificate).
+        if not require_certificate:
+            use_identity_as_username = False
+        elif not cfg.get("require_certificate"):
+            use_identity_as_username = True
     for name, value in (
         ("port", port),
         ("require_certificate", require_certificate),
@@ -362,11 +514,14 @@ def configure_hub(
     if hosts and list(hosts) != state.hosts:
         state.hosts = list(hosts)
         rotate_server = True
-    if rotate_server:
+    if rotate_server or not state.sync:
         ca_cert, ca_key = _load_ca(site_dir, passphrase)
-        _revoke_serial(state, state.server, "broker", "superseded")
-        _issue_server(site_dir, state, ca_cert, ca_key, days)
-        _write_crl(site_dir, state, ca_cert, ca_key)
+        if rotate_server:
+            _revoke_serial(state, state.server, "broker", "superseded")
+            _issue_server(site_dir, state, ca_cert, ca_key, days)
+            _write_crl(site_dir, state, ca_cert, ca_key)
+        if not state.sync:
+            _issue_sync(site_dir, state, ca_cert, ca_key, days)
     render_broker(site_dir, state)
     save(site_dir, state)
     return state

@@ -32,10 +32,16 @@ class SiteState:
     ca: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
     hub: dict[str, Any] = field(default_factory=dict)
+    # `footfall sync`'s MQTT identity (footfall-sync), shaped like ``hub``; empty for a site made
+    # before it existed, until `footfall provision hub` issues it.
+    sync: dict[str, Any] = field(default_factory=dict)
     sensors: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every revoked certificate: {"serial": hex, "revoked_at": iso, "reason": str, "subject": str}
     revoked: list[dict[str, Any]] = field(default_factory=list)
     crl: dict[str, Any] = field(default_factory=dict)
+    # The device-id key's provenance, never the key: {"source": "site" | "chain", "since": iso,
+    # "history": [earlier records]} (`rotate-hash-key`); empty for sites made before it existed.
+    hash_key: dict[str, Any] = field(default_factory=dict)
     version: int = STATE_VERSION
 
     def active_sensors(self) -> list[str]:

@@ -1,28 +1,5 @@
 "use strict";
-const $ = (sel) => document.querySelector(sel);
-const fmtTime = (t) => (t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 16) : "never");
 const fmtAge = (s) => (s == null ? "never" : s < 120 ? `${Math.round(s)} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`);
-
-async function api(path, opts) {
-  const r = await fetch(path, opts);
-  // Not signed in: go to the login page; the pending promise never settles, so nothing runs on.
-  if (r.status === 401) { location.href = "/login"; return new Promise(() => {}); }
-  const body = r.headers.get("content-type")?.includes("json") ? await r.json() : await r.text();
-  if (!r.ok) throw new Error(body.error || r.statusText);
-  return body;
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  for (const c of cells) {
-    const td = document.createElement("td");
-    if (c instanceof Node) td.appendChild(c); else td.textContent = c ?? "";
-    tr.appendChild(td);
-  }
-  return tr;
-}
-
-function cell(text, cls) { const s = document.createElement("span"); s.textContent = text; if (cls) s.className = cls; return s; }
 
 async function loadStores() {
   const {stores} = await api("/api/v1/stores");
