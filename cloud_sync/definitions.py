@@ -22,8 +22,6 @@ version back in a ``definitions`` record, so the centre shows which stores run w
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import sqlite3
 from collections.abc import Mapping
@@ -40,6 +38,7 @@ TABLES = {
 }
 # What a centre may not set: the name is the id; the salt stays the store's (see above).
 _SCENARIO_FIXED = {"name", "id", "control_salt"}
+_SEGMENT_FIELDS = {"rule", "lookback_days", "dynamic", "name", "description"}
 
 
 def apply(
@@ -58,8 +57,10 @@ def apply(
                 _apply_segment(conn, ident, body, now)
             else:
                 _apply_scenario(conn, ident, body, now)
-    except (ValueError, TypeError) as exc:
-        error = str(exc)[:500] or type(exc).__name__
+    except sqlite3.OperationalError:
+        raise  # the database (locked, full), not the definition: the page is applied again later
+    except Exception as exc:  # noqa: BLE001 - whatever else a definition does, it is refused, never fatal
+        error = f"{type(exc).__name__}: {exc}"[:500] if not isinstance(exc, ValueError) else str(exc)[:500]
         log.warning("central %s %r version %s refused: %s", kind.replace("_", " "), ident, version, error)
     status = "refused" if error else "applied"
     conn.execute(
@@ -92,7 +93,7 @@ class _savepoint:
 def _apply_segment(conn: sqlite3.Connection, ident: str, body: Mapping[str, Any], now: float) -> None:
     from footfall.hub import segments
 
-    unknown = set(body) - {"rule", "lookback_days", "dynamic", "name", "description"}
+    unknown = set(body) - _SEGMENT_FIELDS
     if unknown:
         raise ValueError(f"unknown segment definition fields: {', '.join(sorted(unknown))}")
     if "rule" not in body:
@@ -105,25 +106,34 @@ def _apply_segment(conn: sqlite3.Connection, ident: str, body: Mapping[str, Any]
 
 
 def _apply_scenario(conn: sqlite3.Connection, ident: str, body: Mapping[str, Any], now: float) -> None:
-    from footfall.hub.o2o import coupons, scenarios
+    from footfall.hub.o2o import scenarios
 
     fixed = _SCENARIO_FIXED & set(body)
     if fixed:
         raise ValueError(f"the centre cannot set {', '.join(sorted(fixed))}")
-    known = {f.name for f in dataclasses.fields(scenarios.Scenario)}
-    unknown = set(body) - known
-    if unknown:
-        raise ValueError(f"unknown scenario settings: {', '.join(sorted(unknown))}")
     row = conn.execute("SELECT id FROM o2o_scenarios WHERE name = ?", (ident,)).fetchone()
-    current = json.loads(scenarios.get(conn, ident).to_json()) if row else {"name": ident}
-    current["enabled"] = scenarios.get(conn, ident).enabled if row else True
-    merged = {**current, **body}
-    if isinstance(merged.get("coupon"), Mapping):
-        merged["coupon"] = coupons.Generator(**merged["coupon"])
-    if isinstance(merged.get("quiet_hours"), list):
-        merged["quiet_hours"] = tuple(merged["quiet_hours"])
-    sc = scenarios.Scenario(**merged)
+    sc = scenarios.from_settings(ident, dict(body), scenarios.get(conn, ident) if row else None)
     scenarios.add(conn, sc, now=now, replace=True)
+
+
+def check(kind: str, ident: str, body: Mapping[str, Any]) -> None:
+    """What can be checked before a definition leaves the centre (raises ValueError); a store
+    can still refuse one (a name its manager already uses, codes the store has no room for)."""
+    from footfall.hub import segments
+    from footfall.hub.o2o import scenarios
+
+    if kind == "scenario_settings":
+        fixed = _SCENARIO_FIXED & set(body)
+        if fixed:
+            raise ValueError(f"the centre cannot set {', '.join(sorted(fixed))}")
+        scenarios.from_settings(ident, dict(body))
+    else:
+        unknown = set(body) - _SEGMENT_FIELDS
+        if unknown:
+            raise ValueError(f"unknown segment definition fields: {', '.join(sorted(unknown))}")
+        if "rule" not in body:
+            raise ValueError("a segment definition needs a rule")
+        segments.parse_rule(body["rule"])
 
 
 def status(conn: sqlite3.Connection) -> dict[str, Any]:

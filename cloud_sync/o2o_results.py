@@ -6,7 +6,8 @@ sync run re-reports the last ``days`` local days of every scenario, and only the
 figures changed are queued (``scenario_result`` records, period ``day:YYYY-MM-DD``). The
 records carry additive counts and money, never only ratios, so the centre can add days and
 stores up and recompute match rate, ROMI and uplift for any period
-(``cloud_sync/central/o2o.py``).
+(``cloud_sync/central/o2o.py``); and, apart from the cohort, what the partner bills for the
+matches and SMS made that day (``invoice``, by event time).
 """
 
 from __future__ import annotations
@@ -32,15 +33,27 @@ def enqueue_days(conn: sqlite3.Connection, site: str, zone: zoneinfo.ZoneInfo, n
     n = 0
     for row in conn.execute("SELECT * FROM o2o_scenarios ORDER BY id").fetchall():
         sc = Scenario.from_row(row)
-        assigned = [
-            r[0]
+        # Days with targets assigned (the cohort) or with a match or SMS (what the partner bills
+        # that day: an evening's targets are matched the next morning, after the quiet hours).
+        times = [
+            t
             for r in conn.execute(
-                "SELECT assigned_at FROM o2o_targets WHERE scenario_id = ? AND assigned_at >= ?", (sc.id, since)
-            )  # fmt: skip
+                "SELECT assigned_at, matched_at, messaged_at FROM o2o_targets WHERE scenario_id = ?"
+                " AND (assigned_at >= ? OR matched_at >= ? OR messaged_at >= ?)",
+                (sc.id, since, since, since),
+            )
+            for t in r
+            if t is not None and t >= since
         ]
-        for day in sorted({dt.datetime.fromtimestamp(t, zone).date() for t in assigned}):
+        for day in sorted({dt.datetime.fromtimestamp(t, zone).date() for t in times}):
             start = dt.datetime.combine(day, dt.time(), tzinfo=zone).timestamp()
             end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=zone).timestamp()
+            billed = conn.execute(
+                "SELECT total(known = 1 AND matched_at >= ? AND matched_at < ?),"
+                " total(message_id IS NOT NULL AND messaged_at >= ? AND messaged_at < ?)"
+                " FROM o2o_targets WHERE scenario_id = ?",
+                (start, end, start, end, sc.id),
+            ).fetchone()
             rep = reports.scenario_report(conn, sc, start, end, tz=zone)
             period = f"day:{day.isoformat()}"
             data = rep | {
@@ -52,6 +65,10 @@ def enqueue_days(conn: sqlite3.Connection, site: str, zone: zoneinfo.ZoneInfo, n
                 "return_value": round(rep["revenue"] * sc.margin, 2),
                 "price_match": sc.price_match,
                 "price_sms": sc.price_sms,
+                # By event time, as reports.partner_invoice and the partner's own usage count.
+                "billed_matched": int(billed[0]),
+                "billed_sms": int(billed[1]),
+                "invoice": round(billed[0] * sc.price_match + billed[1] * sc.price_sms, 2),
             }
             if outbox.enqueue_if_changed(conn, "scenario_result", f"{site}|{sc.name}|{period}", data, now=now):
                 n += 1

@@ -385,9 +385,9 @@ def build_profiles(conn: sqlite3.Connection, keys: Sequence[str], site: str) -> 
             )
         }
         withdrawn = {
-            r[0]
+            r[0]: r[1]
             for r in conn.execute(
-                f"SELECT device FROM consents WHERE device IN ({marks}) AND withdrawn IS NOT NULL", chunk
+                f"SELECT device, withdrawn FROM consents WHERE device IN ({marks}) AND withdrawn IS NOT NULL", chunk
             )
         }
         phones = _shared_phones(conn, chunk)
@@ -427,6 +427,10 @@ def build_profiles(conn: sqlite3.Connection, keys: Sequence[str], site: str) -> 
             if key in consented:
                 # The centre records the consent from this before it accepts the phone hash.
                 out[key]["consent_granted"] = consented[key]
+            elif key in withdrawn:
+                # Withdrawn here (a local opt-out, a consent withdrawn at the store or the
+                # centre): the centre deletes what it holds of the person, wherever it sits.
+                out[key]["consent_withdrawn"] = withdrawn[key]
     return out
 
 

@@ -157,9 +157,37 @@ def _stop_list(conn: sqlite3.Connection, device: str, keys: Sequence[str], reaso
     )
     # Everything else of the person's on the O2O side: targets, segment rows, and the rows of
     # segment files already written (rewritten in place), inside this transaction.
-    from footfall.hub.o2o import optout
+    from footfall.hub.o2o import optout, privacy
 
-    optout.forget_devices(conn, keys, reason=reason, now=now)
+    try:
+        optout.forget_devices(conn, keys, reason=reason, now=now)
+    except privacy.PrivacyError as exc:
+        # Without the O2O key the keyed stop-list cannot be written: everything else of the
+        # opt-out is applied now (the hashes are cleared below), the O2O part is retried at
+        # every pull until the key is back (retry_o2o_forget).
+        log.error("sync pushback: O2O part of an opt-out deferred: %s", exc)
+        outbox.count(conn, "o2o_forget_deferred", 1, now)
+        pending = set(json.loads(outbox.get_state(conn, O2O_PENDING) or "[]"))
+        outbox.set_state(conn, O2O_PENDING, json.dumps(sorted(pending | set(keys))))
+
+
+O2O_PENDING = "o2o_forget_pending"
+
+
+def retry_o2o_forget(conn: sqlite3.Connection, now: float) -> int:
+    """The O2O part of opt-outs deferred for a missing key, once the key is back; returns how
+    many device keys were done."""
+    keys = json.loads(outbox.get_state(conn, O2O_PENDING) or "[]")
+    if not keys:
+        return 0
+    from footfall.hub.o2o import optout, privacy
+
+    try:
+        optout.forget_devices(conn, keys, reason="opt-out (central, deferred)", now=now)
+    except privacy.PrivacyError:
+        return 0
+    outbox.set_state(conn, O2O_PENDING, "[]")
+    return len(keys)
 
 
 def _strip_phone_hashes(conn: sqlite3.Connection, device: str, keys: Sequence[str]) -> None:
@@ -265,10 +293,15 @@ def apply_items(conn: sqlite3.Connection, items: Iterable[Any], site: str, *, no
                     res.scenario_settings += 1
             else:
                 raise ValueError(f"unknown kind {kind!r}")
-        except (ValueError, TypeError) as exc:
+        except sqlite3.OperationalError:
+            raise  # the database, not the item: the whole page is applied again next cycle
+        except Exception as exc:  # noqa: BLE001 - one bad item must not block the items behind it
             res.rejected += 1
             outbox.count(conn, "pushback_rejected", 1, now)
-            log.warning("sync pushback: item skipped: %s", exc)
+            if isinstance(exc, (ValueError, TypeError)):
+                log.warning("sync pushback: item skipped: %s", exc)
+            else:
+                log.exception("sync pushback: item skipped")
     return res
 
 
@@ -502,6 +535,7 @@ def pull(
     for _ in range(MAX_PAGES):
         cursor, items = fetch(session, config, secret, res.cursor, clock)
         with conn:
+            retry_o2o_forget(conn, time.time() if now is None else now)
             applied = apply_items(conn, items, config.site, now=now)
             if cursor is not None:
                 outbox.set_state(conn, "pushback_cursor", cursor)

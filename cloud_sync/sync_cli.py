@@ -79,6 +79,10 @@ def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, dead
         except (pushback.PushbackError, OSError) as exc:
             pulled = False
             log.warning("sync: pushback not applied this cycle: %s", exc)
+        except Exception:
+            # Whatever the pushback tripped on, the batches still go out.
+            pulled = False
+            log.exception("sync: pushback failed")
     once = deadline is None
     result = sender.drain(max_attempts=cfg.once_max_attempts if once else None, deadline=deadline)
     if cfg.fleet_report:

@@ -72,6 +72,7 @@ def test_o2o_results_per_store_and_chain(day, tmp_path: Path, database: Database
             assert Sender(hub, cfg, secrets[site], sleep=lambda s: None).drain(max_attempts=5).ok
             start = dt.datetime.fromisoformat(local_day).replace(tzinfo=dt.UTC).timestamp()
             own[site] = reports.report(hub, start, start + 86400, tz=TZ)[0]
+            own[site]["billed"] = reports.partner_invoice(hub, start, start + 86400)["total"]
             # Nothing changed: the next run queues no scenario result again.
             assert outbox.enqueue_changes(hub, site, tz=TZ, now=end + 3700, visit_events=False).scenario_results == 0
             hub.close()
@@ -83,7 +84,8 @@ def test_o2o_results_per_store_and_chain(day, tmp_path: Path, database: Database
         for site in sites:
             for k in COMPARED:
                 assert rows[site][k] == pytest.approx(own[site][k]), (site, k)
-            assert rows[site]["invoice"] == pytest.approx(own[site]["partner_cost"])
+            # The partner's bill: matches and SMS by when they happened, as it counts them.
+            assert rows[site]["invoice"] == pytest.approx(own[site]["billed"])
         (total,) = got["totals"]
         assert total["eligible"] == 2 * own["north"]["eligible"]
         assert total["revenue"] == pytest.approx(2 * own["north"]["revenue"])
@@ -125,3 +127,24 @@ def test_o2o_results_per_store_and_chain(day, tmp_path: Path, database: Database
     finally:
         server.stop()
         partner.stop()
+
+
+def test_one_hubs_garbage_day_does_not_break_the_results(database: Database) -> None:
+    import json
+
+    from footfall.cloud_sync.central import o2o
+
+    good = {"eligible": 10, "control": 2, "matched": 8, "sent_to_partner": 10, "revenue": 1000.0, "partner_cost": 8.0,
+            "invoice": 8.0, "discount_cost": 100.0, "return_value": 1000.0}  # fmt: skip
+    text = json.dumps(good)
+    bad = text.replace('"revenue": 1000.0', '"revenue": NaN').replace('"eligible": 10', '"eligible": 1e400')
+    with database.connect() as c:
+        for store, data in (("north", text), ("south", bad)):
+            c.execute(
+                "INSERT INTO scenario_results (store, scenario, period, data, updated) VALUES (?, 'x', ?, ?, 0)",
+                (store, "day:2026-11-02", data),
+            )
+        res = o2o.results(c, "2026-11-01", "2026-11-03", None)
+    json.dumps(res, allow_nan=False)  # what JSONResponse does
+    rows = {r["store"]: r for r in res["rows"]}
+    assert rows["north"]["revenue"] == 1000 and rows["south"]["revenue"] == 0 and rows["south"]["eligible"] == 0

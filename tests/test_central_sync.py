@@ -344,7 +344,7 @@ def test_pushback_addresses_store_or_chain(central: TestClient, secrets_: dict[s
     h = {"X-API-Key": key}
     r = central.post(
         "/api/v1/pushback",
-        json={"kind": "scenario_settings", "id": "o2o-1", "body": {"discount": 10}, "store": "store-2"},
+        json={"kind": "scenario_settings", "id": "o2o-1", "body": {"control_share": 0.2}, "store": "store-2"},
         headers=h,
     )
     assert r.status_code == 201
@@ -367,7 +367,9 @@ def test_pushback_addresses_store_or_chain(central: TestClient, secrets_: dict[s
     rule = {"all": [{"field": "dwell_s", "op": "<", "value": 300}]}
     assert (
         central.post(
-            "/api/v1/pushback", json={"kind": "segment_definition", "id": "short", "body": rule}, headers=admin
+            "/api/v1/pushback",
+            json={"kind": "segment_definition", "id": "short", "body": {"rule": rule}},
+            headers=admin,
         ).status_code
         == 201
     )
@@ -376,9 +378,9 @@ def test_pushback_addresses_store_or_chain(central: TestClient, secrets_: dict[s
         path = "/api/v1/sync/pushback?since=0"
         got[hub] = central.get(path, headers=signed_get(hub, secrets_[hub], path)).json()["items"]
     assert [i["kind"] for i in got["store-2"]] == ["scenario_settings", "segment_definition"]
-    assert got["store-2"][0]["settings"] == {"discount": 10}
+    assert got["store-2"][0]["settings"] == {"control_share": 0.2}
     assert [i["kind"] for i in got["store-1"]] == ["segment_definition"]
-    assert got["store-1"][0]["definition"] == rule and got["store-1"][0]["id"] == "short"
+    assert got["store-1"][0]["definition"] == {"rule": rule} and got["store-1"][0]["id"] == "short"
 
 
 def test_hub_health_from_daily_aggregates(central: TestClient, secrets_: dict[str, str], database: Database):

@@ -19,6 +19,7 @@ import requests
 
 from footfall.cloud_sync import outbox, pushback
 from footfall.cloud_sync.central import auth as central_auth
+from footfall.cloud_sync.central import model as central_model
 from footfall.cloud_sync.central import segments
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
@@ -26,7 +27,8 @@ from footfall.cloud_sync.central.db import Database
 from footfall.cloud_sync.central.testing import ServerThread
 from footfall.cloud_sync.sender import Sender
 from footfall.hub import store
-from footfall.hub.o2o import coupons, runner, scenarios
+from footfall.hub.o2o import consent as o2o_consent
+from footfall.hub.o2o import coupons, optout, runner, scenarios
 from tests import test_central_sync as shared
 from tests.test_o2o_e2e import client_for, day, make_hub, make_partner  # noqa: F401 (fixture)
 from tests.test_sync import TZ, config
@@ -120,6 +122,34 @@ def test_partner_phone_hashes_reach_the_supplier_export(day, tmp_path: Path, dat
         assert pushback.pull(conn, cfg, secret).applied.consents_granted == 1
         row = conn.execute("SELECT granted, withdrawn, source FROM consents WHERE device = ?", (quiet,)).fetchone()
         assert row[0] is not None and row[1] is None and row[2] == "central"
+
+        # Withdrawn at the store: a consent withdrawn for the SMS channel, and an opt-out
+        # (`footfall o2o stop add`); the next sync takes both phone hashes out of the centre.
+        (_, p_consent), (_, p_stop), (k_twice, p_twice) = sorted(shared_phones.items())[1:4]
+        o2o_consent.set_consent(conn, p_consent, "sms", "withdrawn", now=end + 120)
+        with conn:
+            optout.forget(conn, [p_stop], reason="opt-out (local)", now=end + 120)
+        outbox.enqueue_changes(conn, SITE, tz=TZ, now=end + 180)
+        assert Sender(conn, cfg, secret, sleep=lambda s: None).drain(max_attempts=5).ok
+        with database.connect() as c:
+            segments.recount(c, "all")
+        left = _export(server.url, team)[0]
+        assert p_consent not in left and p_stop not in left and p_twice in left
+
+        # One phone under two device ids at the centre (stores that could not link its MACs):
+        # withdrawing it on one id takes it off the other too.
+        other = "ee" * 32
+        rec = {"kind": "profile", "key": other, "data": {"device": other, "first_seen": end, "last_seen": end,
+               "visits": 1, "phone_md5": p_twice, "consent_granted": end, "consent_source": "partner"}}  # fmt: skip
+        with database.connect() as c, c.transaction():
+            central_model.apply_records(c, "store-b", [rec], now=end + 200)
+            assert c.scalar("SELECT count(*) FROM identifiers WHERE value = ?", (p_twice,)) == 2
+        r = requests.post(f"{server.url}/api/v1/consents/withdraw", json={"device": k_twice},
+                          headers={"X-API-Key": admin}, timeout=10)  # fmt: skip
+        assert r.status_code == 200, r.text
+        with database.connect() as c:
+            assert c.scalar("SELECT count(*) FROM identifiers WHERE value = ?", (p_twice,)) == 0
+            assert c.scalar("SELECT pd_consent FROM consents WHERE device = ?", (other,)) == 0
         conn.close()
     finally:
         server.stop()

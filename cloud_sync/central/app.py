@@ -38,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from footfall.cloud_sync import definitions as hub_definitions
 from footfall.cloud_sync import signing
 from footfall.cloud_sync.central import (
     auth,
@@ -644,7 +645,7 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
                 text = export.generic(conn, segment_id, format, version=version, stores=seg["stores"])
                 media = "application/json" if format == "json" else "text/csv"
                 body = text.encode()
-                n = len(json.loads(text)) if format == "json" else max(0, text.count("\n") - 1)
+                n = int(json.loads(text)["count"]) if format == "json" else max(0, text.count("\n") - 1)
                 o2o.record_export(conn, who=who.name, segment=segment_id, version=version, fmt=format, rows=n,
                                   payload=body)  # fmt: skip
                 return Response(
@@ -736,6 +737,10 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
             raise HTTPException(400, f"kind must be one of {', '.join(definitions.KINDS)}")
         if not who.covers(None if body.store is None else [body.store]):
             raise HTTPException(403, "that store is outside your stores")
+        try:
+            hub_definitions.check(body.kind, body.id, body.body)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
         item_id, version = definitions.publish(
             conn, body.kind, body.id, body.body, store=body.store, by=who.name, now=time.time()
         )

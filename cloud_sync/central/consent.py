@@ -48,15 +48,12 @@ def withdraw_consent(conn: Connection, device: str, *, ts: float | None = None) 
     ts = time.time() if ts is None else ts
     with conn.transaction():
         model.write_lock(conn, exclusive=True)
-        phones = conn.execute(
-            "DELETE FROM identifiers WHERE device = ? AND type IN ('phone_md5', 'mac_md5')", (device,)
-        ).rowcount
+        # The same phone hash on other device ids goes too: the withdrawal is the person's.
+        phones = model.erase_personal(conn, [device], ts)
         queued = conn.execute("DELETE FROM export_items WHERE device = ?", (device,)).rowcount
         conn.execute(
-            "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 0, NULL, ?, 'withdrawal') "
-            "ON CONFLICT (device) DO UPDATE SET pd_consent = 0, given = NULL, withdrawn = excluded.withdrawn, "
-            "source = excluded.source",
-            (device, ts),
+            "UPDATE consents SET pd_consent = 0, given = NULL, withdrawn = ?, source = 'withdrawal' WHERE device = ?",
+            (ts, device),
         )
         model.add_event(conn, device, "consent_withdrawn", ts)
         model.add_pushback(conn, "consent_withdrawn", {"device": device})
@@ -81,6 +78,8 @@ def optout(conn: Connection, device: str, *, source: str = "central", ts: float 
             ).rowcount
             > 0
         )
+        # Its phone hash on other device ids (a phone the stores could not link) goes too.
+        model.erase_personal(conn, [device], ts)
         for table in ("profile_stores", "identifiers", "profile_events", "consents", "export_items"):
             conn.execute(f"DELETE FROM {table} WHERE device = ?", (device,))
         _strip_from_segments(conn, device)

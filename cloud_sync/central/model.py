@@ -282,7 +282,7 @@ EVENT_TYPES = ("text", "text", "text", "text", "float8", "text")
 # Personal data in a profile record: a phone MD5 (from partner matching) and the partner's
 # MD5 of the MAC (an unkeyed hash, trivially reversible); plus the consent that allows them.
 PERSONAL_IDENTIFIERS = {"phone_md5": "phone_md5", "partner_hash": "mac_md5"}
-PERSONAL_FIELDS = (*PERSONAL_IDENTIFIERS, "consent", "consent_granted")
+PERSONAL_FIELDS = (*PERSONAL_IDENTIFIERS, "consent", "consent_granted", "consent_withdrawn")
 RECORD_KINDS = ("profile", "segment_change", "scenario_result", "daily_aggregate", "event", "health", "definitions")
 EVENT_KINDS = ("visit", "segment_entry", "segment_exit", "coupon_issued", "redemption")
 _ID_RE = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
@@ -526,6 +526,39 @@ def add_identifier(conn: Connection, device: str, type_: str, value: str, *, now
         )
 
 
+def erase_personal(conn: Connection, devices: Sequence[str], ts: float) -> int:
+    """Withdraw the devices' personal-data consent at ``ts`` and delete their phone and MAC
+    hashes, and the same phone hashes wherever else they sit: one phone reached the centre
+    under several device ids (stores that could not link its MACs), and a withdrawal is the
+    person's, not one id's. Returns the identifiers deleted."""
+    devices = sorted(set(devices))
+    if not devices:
+        return 0
+    phones = _devices_in(
+        conn, "SELECT value FROM identifiers WHERE type = 'phone_md5' AND device IN ({marks})", devices
+    )
+    holders = set(devices) | (
+        _devices_in(conn, "SELECT device FROM identifiers WHERE type = 'phone_md5' AND value IN ({marks})", phones)
+        if phones
+        else set()
+    )
+    gone = 0
+    for device in sorted(holders):
+        given = conn.scalar("SELECT given FROM consents WHERE device = ? AND pd_consent <> 0", (device,))
+        if given is not None and float(given) > ts:
+            continue  # consented again after this withdrawal (a late batch): the consent stands
+        gone += conn.execute(
+            "DELETE FROM identifiers WHERE device = ? AND type IN ('phone_md5', 'mac_md5')", (device,)
+        ).rowcount
+        conn.execute(
+            "INSERT INTO consents (device, pd_consent, given, withdrawn, source) VALUES (?, 0, NULL, ?, 'withdrawal') "
+            "ON CONFLICT (device) DO UPDATE SET pd_consent = 0, given = NULL, withdrawn = excluded.withdrawn, "
+            "source = excluded.source WHERE consents.given IS NULL OR consents.given <= excluded.withdrawn",
+            (device, ts),
+        )
+    return gone
+
+
 def has_consent(conn: Connection, device: str) -> bool:
     return bool(conn.scalar("SELECT pd_consent FROM consents WHERE device = ?", (device,), default=0))
 
@@ -646,6 +679,7 @@ def plan_records(store: str, records: Sequence[Any], *, now: float | None = None
                             or p.partner_hash is not None
                             or p.consent is not None
                             or p.consent_granted is not None
+                            or p.consent_withdrawn is not None
                         ):
                             fields = {k: getattr(p, k) for k in (*PERSONAL_FIELDS, "consent_source")}
                             plan.personal.append((i, _personal(row[0], fields, now)))
@@ -722,6 +756,7 @@ class Personal:
     given: float | None  # a consent given at this time, or None
     source: str
     found: list[tuple[str, str]]  # (identifier type, value)
+    withdrawn: float | None = None  # the hub recorded a withdrawal (or an opt-out of O2O) then
 
 
 def _personal(device: str, data: Mapping[str, Any], now: float) -> Personal:
@@ -740,6 +775,10 @@ def _personal(device: str, data: Mapping[str, Any], now: float) -> Personal:
     # A phone hash the telecom partner shared comes with the subscriber's consent to share it
     # (the partner answers with one only then); the register says where each consent came from.
     source = "partner" if data.get("consent_source") == "partner" else "hub"
+    withdrawn = _num(data, "consent_withdrawn") if data.get("consent_withdrawn") is not None else None
+    if withdrawn is not None:
+        # Withdrawn at the store: nothing personal of it is taken, whatever else it carries.
+        return Personal(device, None, source, [], withdrawn)
     found = []
     for name, id_type in PERSONAL_IDENTIFIERS.items():
         value = data.get(name)
@@ -758,6 +797,10 @@ def _apply_personal(conn: Connection, items: Sequence[Personal], now: float) -> 
     record at a time, so a consent in a later record never covers an earlier one."""
     if len({p.device for p in items}) < len(items):
         return sum(_apply_personal(conn, [p], now) for p in items)
+    for p in items:
+        if p.withdrawn is not None:
+            erase_personal(conn, [p.device], p.withdrawn)
+    items = [p for p in items if p.withdrawn is None]
     consents = [(p.device, p.given, p.source) for p in items if p.given is not None]
     if consents:
         conn.executemany(

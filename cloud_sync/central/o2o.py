@@ -13,7 +13,8 @@ added up and the ratios recomputed from the sums:
   costs, as the hub computes it;
 - ``uplift`` = return rate of the treated - return rate of the control group, each from the
   summed counts (``returned_treated / eligible``), ``incremental_visits`` = uplift x eligible;
-- ``invoice`` = what the partner bills for the period (matched x price + SMS x price).
+- ``invoice`` = what the partner bills for the period: matches and SMS made on its days (event
+  time, as the partner counts; a cohort's ``partner_cost`` may fall on the next day's bill).
 
 **Exports register.** Every file or push the centre makes of a segment (data-supplier CSV,
 generic CSV / JSON, CDP push) is recorded: when, who, segment and version, format, rows,
@@ -27,6 +28,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -38,7 +40,7 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SUMS = (
     "eligible", "control", "sent_to_partner", "matched", "messageable", "messaged", "segment", "blocked",
     "coupons_issued", "coupons_redeemed", "revenue", "return_value", "discount_cost", "partner_cost",
-    "returned_treated", "returned_messaged", "returned_control",
+    "returned_treated", "returned_messaged", "returned_control", "billed_matched", "billed_sms", "invoice",
 )  # fmt: skip
 COLUMNS = (
     "store", "scenario", "start_day", "end_day", "days", "eligible", "control", "matched", "match_rate", "messaged",
@@ -49,7 +51,15 @@ EXPORT_COLUMNS = ("id", "ts", "who", "segment", "version", "format", "rows", "by
 
 
 def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+    """A count or amount from a hub's record; anything else (text, NaN, 1e400) counts as 0, so
+    one hub's bad record never breaks the page for every store."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return 0.0
+    try:
+        f = float(v)
+    except OverflowError:
+        return 0.0
+    return f if math.isfinite(f) and abs(f) < 1e15 else 0.0
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -83,7 +93,7 @@ def _finish(acc: dict[str, Any]) -> dict[str, Any]:
         "return_rate_control": rate_c,
         "uplift": uplift,
         "incremental_visits": round(uplift * s["eligible"], 1) if uplift is not None else None,
-        "invoice": round(s["partner_cost"], 2),
+        "invoice": round(s["invoice"], 2),
     }
 
 
@@ -119,6 +129,8 @@ def results(
                 acc["sums"][k] += _num(data.get(k))
             if "return_value" not in data:  # a hub before margins were reported: revenue-based
                 acc["sums"]["return_value"] += _num(data.get("revenue"))
+            if "invoice" not in data:  # nor the bill by event time: the cohort's charges
+                acc["sums"]["invoice"] += _num(data.get("partner_cost"))
             acc["fixed"][store] = max(acc["fixed"].get(store, 0.0), _num(data.get("fixed_cost")))
     out_rows, totals = [], []
     for (store, _name), acc in per.items():

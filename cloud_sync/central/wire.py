@@ -68,6 +68,7 @@ class Profile(Struct, kw_only=True, gc=False):
     consent: Any = None
     consent_granted: Any = None
     consent_source: Any = None
+    consent_withdrawn: Any = None
 
 
 _envelope = msgspec.json.Decoder(Envelope)

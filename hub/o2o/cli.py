@@ -7,6 +7,7 @@ environment, never from the command line: ``FOOTFALL_PARTNER_KEY`` (partner API 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import getpass
 import json
@@ -348,12 +349,12 @@ def register_o2o(sub: argparse._SubParsersAction) -> None:
 
 
 def _exposure_import(args: argparse.Namespace) -> int:
-    from footfall.hub.o2o import exposure
+    from footfall.hub.o2o import exposure, privacy
 
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8-sig")
         res = exposure.import_exposures(_conn(args), text, args.campaign)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error, privacy.PrivacyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(dataclasses.asdict(res)))
@@ -361,13 +362,16 @@ def _exposure_import(args: argparse.Namespace) -> int:
 
 
 def _exposure_report(args: argparse.Namespace) -> int:
-    from footfall.hub.o2o import exposure
+    from footfall.hub.o2o import exposure, privacy
 
     try:
         rep = exposure.report(_conn(args), args.campaign, window_days=args.window_days, pre_days=args.pre_days)
     except KeyError as exc:
         print(f"error: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
         return 1
+    except privacy.PrivacyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(rep, indent=1))
     return 0
 

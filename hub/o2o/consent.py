@@ -62,11 +62,27 @@ def set_consent(
     """``state``: granted | withdrawn (channel-wide) | unsubscribed (one category, or ``*``)."""
     if state not in ("granted", "withdrawn", "unsubscribed"):
         raise ValueError("consent state must be granted, withdrawn or unsubscribed")
+    now = time.time() if now is None else now
     with conn:
         conn.execute(
             "INSERT OR REPLACE INTO o2o_consent (subject, channel, category, state, updated) VALUES (?, ?, ?, ?, ?)",
-            (subject.lower(), channel, category, state, time.time() if now is None else now),
+            (subject.lower(), channel, category, state, now),
         )
+        if state == "withdrawn":
+            # A withdrawal is also the end of sharing the person's phone hash with the centre.
+            from footfall.hub.o2o import optout, privacy
+
+            forms = privacy.attach(conn).forms(subject)
+            m = ",".join("?" * len(forms))
+            keys = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT device_key FROM o2o_targets WHERE partner_hash IN ({m}) OR phone_md5 IN ({m})"
+                    f" UNION SELECT device_key FROM devices WHERE partner_hash IN ({m})",
+                    (*forms, *forms, *forms),
+                )
+            }
+            optout.withdraw_sharing(conn, keys, now)
 
 
 def on_stop_list(conn: sqlite3.Connection, subjects: Iterable[str | None]) -> bool:

@@ -129,6 +129,7 @@ def forget(
     phones = {p.lower() for p in phones if is_raw(p)}
     keyed = {subj.key(h) for h in macs | phones}
     res = ForgetResult(hashes=len(keyed), device_keys=len(keys), targets=len(ids))
+    withdraw_sharing(conn, keys, now)
     prev = set_secure_delete(conn, True)
     try:
         conn.executemany(
@@ -184,6 +185,24 @@ def forget(
         set_secure_delete(conn, bool(prev))
     log.info("o2o privacy: forgot a person (%s): %s", reason, res)
     return res
+
+
+def withdraw_sharing(conn: sqlite3.Connection, device_keys: Iterable[str], now: float) -> None:
+    """Record on the devices that their personal data may no longer be shared (an earlier
+    withdrawal keeps its date and source): the sync then
+    tells the centre (``consent_withdrawn`` in their profiles), which deletes the phone hashes
+    it holds for them, wherever else they sit. Never commits."""
+    keys = sorted({k for k in device_keys if k})
+    if not keys:
+        return
+    conn.executemany(
+        """INSERT INTO consents (device, granted, withdrawn, source, updated) VALUES (?, NULL, ?, 'store', ?)
+           ON CONFLICT (device) DO UPDATE SET granted = NULL,
+               withdrawn = coalesce(consents.withdrawn, excluded.withdrawn),
+               source = CASE WHEN consents.withdrawn IS NULL THEN excluded.source ELSE consents.source END,
+               updated = excluded.updated""",
+        [(k, now, now) for k in keys],
+    )
 
 
 def forget_devices(

@@ -31,10 +31,12 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+import zoneinfo
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from footfall.hub.o2o import guessing
@@ -116,6 +118,89 @@ class Scenario:
         d = json.loads(row["config"])
         d["coupon"] = Generator(**d["coupon"])
         return cls(**d, id=row["id"], enabled=bool(row["enabled"]))
+
+
+# Settings that come as JSON (from the centre): what each field must be, checked before a
+# Scenario is built, so a string where a number belongs is refused here rather than failing
+# every later run (or every report) of the store.
+_NUMBERS = ("interval_s", "retry_s", "lookback_s", "max_dwell_s", "cap_days", "control_share", "attribution_days",
+            "pending_ttl_s", "price_match", "price_sms", "margin", "fixed_cost")  # fmt: skip
+_TEXTS = ("name", "target", "message", "store_name", "channel", "category", "timezone", "control_salt")
+_COUPON_NUMBERS = ("value", "min_purchase", "ttl_days")
+_COUPON_INTS = ("length", "bindings_limit")
+_COUPON_TEXTS = ("kind", "end_date", "charset", "type", "campaign")
+
+
+def _number(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a number")
+    return float(v)
+
+
+def _integer(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{name} must be a whole number")
+    return v
+
+
+def _coupon_settings(base: dict[str, Any], body: Any) -> Generator:
+    if not isinstance(body, dict):
+        raise ValueError("coupon must be an object")
+    merged = dict(base) | dict(body)  # fields not given keep the store's
+    for k, v in body.items():
+        if k in _COUPON_NUMBERS:
+            if not (k == "ttl_days" and v is None):
+                _number(f"coupon.{k}", v)
+        elif k in _COUPON_INTS:
+            _integer(f"coupon.{k}", v)
+        elif k in _COUPON_TEXTS:
+            if not (isinstance(v, str) or (k == "end_date" and v is None)):
+                raise ValueError(f"coupon.{k} must be text")
+        elif k == "stores":
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ValueError("coupon.stores must be a list of store ids")
+        else:
+            raise ValueError(f"unknown coupon setting {k!r}")
+    return Generator(**merged)
+
+
+def from_settings(name: str, body: Any, current: Scenario | None = None) -> Scenario:
+    """A scenario from JSON settings over ``current`` (or the defaults): every field's type is
+    checked, the coupon merged field by field; raises ValueError naming the field."""
+    if not isinstance(body, dict):
+        raise ValueError("settings must be an object")
+    base = json.loads(current.to_json()) if current is not None else {}
+    merged: dict[str, Any] = base | {"name": name}
+    merged["enabled"] = current.enabled if current is not None else True
+    known = {f.name for f in fields(Scenario)} - {"id"}
+    for k, v in body.items():
+        if k not in known:
+            raise ValueError(f"unknown scenario setting {k!r}")
+        if k in _NUMBERS:
+            merged[k] = _number(k, v)
+        elif k == "cap_contacts":
+            merged[k] = _integer(k, v)
+        elif k in _TEXTS:
+            if not isinstance(v, str):
+                raise ValueError(f"{k} must be text")
+            merged[k] = v
+        elif k == "enabled":
+            if not isinstance(v, bool):
+                raise ValueError("enabled must be true or false")
+            merged[k] = v
+        elif k == "quiet_hours":
+            if v is not None and (not isinstance(v, (list, tuple)) or len(v) != 2):
+                raise ValueError("quiet_hours must be [start, end] local hours, or null")
+            merged[k] = None if v is None else (_number("quiet_hours", v[0]), _number("quiet_hours", v[1]))
+        elif k == "coupon":
+            merged[k] = _coupon_settings(base.get("coupon", {}), v)
+    try:
+        zoneinfo.ZoneInfo(merged.get("timezone", "UTC"))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {merged.get('timezone')!r}") from None
+    if isinstance(merged.get("coupon"), dict):
+        merged["coupon"] = Generator(**merged["coupon"])
+    return Scenario(**merged)
 
 
 def add(conn: sqlite3.Connection, sc: Scenario, *, now: float | None = None, replace: bool = False) -> int:
