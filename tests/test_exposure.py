@@ -90,3 +90,36 @@ def test_cli_imports_and_reports(tmp_path: Path) -> None:
     assert json.loads(rep.stdout)["matched"]["lift"] is not None
     missing = subprocess.run([*run, "report", "--db", str(db), "--campaign", "nope"], capture_output=True, text=True)
     assert missing.returncode == 1 and "no exposures" in missing.stderr
+
+
+def test_http_import_and_report(tmp_path: Path) -> None:
+    """The same through the hub's O2O routes on a real server: a dealership manager uploads the
+    media partner's log and reads the attribution."""
+    import requests
+
+    from footfall.hub import auth
+    from footfall.hub.o2o.web import create_app
+    from tests.test_o2o_e2e import Served
+
+    db = tmp_path / "hub.db"
+    conn = store.connect(db)
+    text, _ = world(conn, seed=9)
+    key = {"X-API-Key": auth.create_api_key(conn, "dealer")}
+    conn.close()
+    hub = Served(create_app(db, clock=lambda: T + 60 * DAY))
+    try:
+        url = f"{hub.url}/api/o2o/exposure"
+        assert requests.post(f"{url}/autumn", data=text.encode(), timeout=30).status_code == 401
+        r = requests.post(f"{url}/autumn", data=text.encode(), headers={"Content-Type": "text/csv", **key}, timeout=30)
+        assert r.status_code == 200 and r.json()["accepted"] > 1000 and r.json()["rejected"] == 0
+        bad = requests.post(f"{url}/autumn", data=b"phone,when\nx,1\n", headers=key, timeout=10)
+        assert bad.status_code == 400 and "hash column" in bad.text
+        assert requests.post(f"{url}/autumn", data=b"\xff\xfe", headers=key, timeout=10).status_code == 400
+        listed = requests.get(url, headers=key, timeout=10).json()["campaigns"]
+        assert [c["campaign"] for c in listed] == ["autumn"] and listed[0]["exposed"] > 1000
+        rep = requests.get(f"{url}/autumn", params={"window_days": 7}, headers=key, timeout=30).json()
+        assert rep["matched"]["lift"] is not None and rep["naive"]["lift"] is not None
+        assert requests.get(f"{url}/nope", headers=key, timeout=10).status_code == 404
+        assert requests.get(f"{url}/autumn", params={"window_days": 0}, headers=key, timeout=10).status_code == 422
+    finally:
+        hub.stop()

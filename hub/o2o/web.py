@@ -8,7 +8,9 @@ Mounting into the hub app (``hub/api.py``)::
     app.include_router(o2o_web.share_router(db_path))   # own auth: the share-link token
 
 ``report_router``: ``GET /api/o2o/report`` (json|csv), ``/api/o2o/invoice``,
-``/api/o2o/register``, ``/api/o2o/scenarios``, ``/api/o2o/runs`` and the page ``GET /o2o``.
+``/api/o2o/register``, ``/api/o2o/scenarios``, ``/api/o2o/runs``, the dealership attribution
+``GET /api/o2o/exposure[/{campaign}]`` and ``POST /api/o2o/exposure/{campaign}`` (an exposure
+log as CSV, ``exposure.py``) and the page ``GET /o2o``.
 ``share_router``: ``GET /api/o2o/segments/{token}?part=N[&snapshot=ID]`` serves part N of the
 scenario's current ad-platform segment snapshot until the link expires (3 days; 410 after,
 404 for an unknown link); see ``adsegment.py``.
@@ -18,6 +20,8 @@ the page prints times in that zone, the JSON and CSV carry UNIX seconds and ``*_
 with the zone in ``tz`` (docs/metrics.md).
 """
 
+import csv
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +45,7 @@ __all__ = ["create_app", "pos_router", "report_router", "share_router"]
 # is a typo (the page's dates went out of Python's range past 9999 and answered a 500).
 FIRST_DAY = date(1970, 1, 1)
 MAX_DAYS_AHEAD = 366
+MAX_EXPOSURE_BYTES = 50_000_000  # about a million exposure rows per request
 
 
 def _invalid(name: str, value: str | None, message: str) -> RequestValidationError:
@@ -151,6 +156,51 @@ def report_router(db_path: str | Path, clock: Callable[[], float] = time.time, t
             (limit,),
         )
         return {"runs": [dict(r) for r in rows]}
+
+    # Dealerships (seed 004, case 2): the media partner's exposure log in, attribution out
+    # (hub/o2o/exposure.py; the same as `footfall o2o exposure import|report`).
+    @router.get("/api/o2o/exposure")
+    def exposure_campaigns(conn: Conn) -> Any:
+        rows = conn.execute(
+            "SELECT campaign, count(DISTINCT subject), count(*), min(ts), max(ts) FROM ad_exposures GROUP BY campaign"
+            " ORDER BY campaign"
+        )
+        return {"campaigns": [dict(zip(("campaign", "exposed", "exposures", "first", "last"), r, strict=True))
+                              for r in rows]}  # fmt: skip
+
+    @router.get("/api/o2o/exposure/{campaign}")
+    def exposure_report(
+        conn: Conn,
+        campaign: str,
+        window_days: float = Query(7.0, gt=0, le=90),
+        pre_days: float = Query(90.0, gt=0, le=730),
+    ) -> Any:
+        from footfall.hub.o2o import exposure
+
+        try:
+            return exposure.report(conn, campaign, window_days=window_days, pre_days=pre_days)
+        except KeyError:
+            raise HTTPException(404, f"no exposures for campaign {campaign!r}") from None
+
+    @router.post("/api/o2o/exposure/{campaign}")
+    async def exposure_import(request: Request, campaign: str) -> Any:
+        from footfall.hub.o2o import exposure
+
+        body = await request.body()
+        if len(body) > MAX_EXPOSURE_BYTES:
+            raise HTTPException(413, f"an exposure log is at most {MAX_EXPOSURE_BYTES // 1_000_000} MB per request")
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise HTTPException(400, "the exposure log must be UTF-8 CSV") from None
+        conn = open_conn(db_path)
+        try:
+            res = exposure.import_exposures(conn, text, campaign, now=clock())
+        except (ValueError, csv.Error) as exc:
+            raise HTTPException(400, str(exc)) from None
+        finally:
+            conn.close()
+        return dataclasses.asdict(res)
 
     @router.get("/o2o", response_class=HTMLResponse, include_in_schema=False)
     def page(conn: Conn, zone: Zone, start: str | None = start_q, end: str | None = end_q) -> Any:
