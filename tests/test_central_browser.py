@@ -20,6 +20,24 @@ from footfall.cloud_sync.central.testing import ServerThread, profile_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync", "--no-first-run"]
+
+
+def signed_in(p, base: str, path: str, user: str, password: str) -> tuple:
+    """Chromium opened at ``path``, sent to the login page and signed in there (back at ``/``):
+    (browser, page, requests to other origins, page errors), the last two filled as it goes."""
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+    page = browser.new_page()
+    foreign: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(base) else foreign.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + path)
+    page.wait_for_url(base + "/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    return browser, page, foreign, errors
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
@@ -50,19 +68,8 @@ def test_pages_in_chromium(tmp_path: Path):
     app = create_app(CentralConfig(chain_key_file=str(key_file)), db=db)
     with ServerThread(app) as server, sync_api.sync_playwright() as p:
         base = server.url
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser, page, foreign, errors = signed_in(p, base, "/", "maria", "marketing-pass-1")
         try:
-            page = browser.new_page()
-            foreign: list[str] = []
-            errors: list[str] = []
-            page.on("request", lambda r: None if r.url.startswith(base) else foreign.append(r.url))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/")
-            page.wait_for_url(base + "/login")
-            page.fill("input[name=username]", "maria")
-            page.fill("input[name=password]", "marketing-pass-1")
-            page.click("button[type=submit]")
-            page.wait_for_url(base + "/")
             page.wait_for_selector("#stores tbody tr")
             rows = page.locator("#stores tbody tr").all_inner_texts()
             assert len(rows) == 2 and "north" in rows[0] and "(1 / 0)" in rows[1]

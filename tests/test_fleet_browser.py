@@ -18,7 +18,7 @@ from footfall.cloud_sync.central.testing import ServerThread, reset
 from footfall.cloud_sync.sender import Sender
 from footfall.cloud_sync.sync_cli import cycle
 from tests import test_central_sync as shared
-from tests.test_central_browser import ARGS, CHROMIUM
+from tests.test_central_browser import CHROMIUM, signed_in
 from tests.test_fleet_e2e import SITE, make_store
 
 pg_url = shared.pg_url
@@ -42,19 +42,8 @@ def test_fleet_page_in_chromium(pg_url: str, tmp_path: Path, monkeypatch: pytest
         hub_conn, cfg, _ = make_store(tmp_path, server.url)
         assert cycle(hub_conn, cfg, Sender(hub_conn, cfg, secret, sleep=lambda s: None), pull=False)
         base = server.url
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser, page, foreign, errors = signed_in(p, base, "/fleet", "ops", "ops-password-1")
         try:
-            page = browser.new_page()
-            foreign: list[str] = []
-            errors: list[str] = []
-            page.on("request", lambda r: None if r.url.startswith(base) else foreign.append(r.url))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/fleet")
-            page.wait_for_url(base + "/login")
-            page.fill("input[name=username]", "ops")
-            page.fill("input[name=password]", "ops-password-1")
-            page.click("button[type=submit]")
-            page.wait_for_url(base + "/")
             page.click("header a[href='/fleet']")
             page.wait_for_url(base + "/fleet")
             page.wait_for_selector("#sensors tbody tr")
