@@ -14,7 +14,7 @@ Example::
     dwell_s = 0.25
     realtime = false                # replaying a file: at its original pace?
 
-    [visits]                        # see edge_agent/visits.py for what they mean and why
+    [visits]                        # see edge_agent/visit_settings.py for what they mean and why
     inside_rssi = -70
     min_inside_s = 60
     gap_s = 600
@@ -56,7 +56,7 @@ from typing import Any
 
 from footfall import topics
 from footfall.edge_agent.identity import MAC_FORMATS, load_key
-from footfall.edge_agent.visits import VisitSettings
+from footfall.edge_agent.visit_settings import VisitSettings
 
 
 class ConfigError(ValueError):

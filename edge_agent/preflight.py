@@ -42,8 +42,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("ctypes", "python3-ctypes", "the AF_PACKET capture's kernel filter"),
     Requirement("uuid", "python3-uuid", "paho-mqtt"),
     Requirement("urllib.request", "python3-urllib", "paho-mqtt"),
-    Requirement("email.parser", "python3-email", "urllib and importlib.metadata"),
-    Requirement("importlib.metadata", "python3-email", "the agent's version lookup"),
+    Requirement("email.parser", "python3-email", "urllib"),
     Requirement("paho.mqtt.enums", PAHO, "the MQTT client"),
 )
 

@@ -5,52 +5,18 @@ It carries first/last seen, dwell, sighting count, RSSI max/mean, the time spent
 (see below), the randomized flag, the IE fingerprint and sequence numbers (the hub's
 device estimator links randomized MACs with them), and the channels it was heard on.
 
-Classification, per visit (defaults tunable per site; ``footfall calibrate`` measures them):
-
-- **inside time**: consecutive sightings at or above ``inside_rssi`` chain into inside time
-  when they are at most ``inside_gap_s`` apart; a weaker frame in between does not break the
-  chain, because one faded frame says nothing about where the phone is.
-- **visitor**: inside time of at least ``min_inside_s``. **passer-by**: everyone else.
-- **long stay**: a visit of at least ``long_stay_s`` (staff, fixed equipment); flagged, and
-  the hub leaves such devices out of the footfall metrics.
-
-Why these defaults (``VisitSettings``):
-
-- ``inside_rssi = -70`` dBm. Commercial systems draw the inside/outside line with an RSSI
-  threshold set per site (Cisco Meraki Location Analytics: the "visitor" signal threshold;
-  Purple and Cloud4Wi: a presence RSSI threshold calibrated at the door). At 2.4 GHz with
-  free-space-like loss indoors, -70 dBm is roughly 10-15 m from a sensor and a shop-window
-  wall costs 5-10 dB, which puts a person on the pavement below it for a sensor placed a few
-  metres inside. Site calibration beats any default.
-- ``min_inside_s = 60``. Meraki counts a visitor after several minutes of presence by
-  default; we go lower on purpose: the O2O scenario of the seeds retargets visitors who stayed
-  *under* 5 minutes, so the visitor line must sit well below 5 minutes. Under a minute inside
-  range is walking through the door zone, not a visit.
-- ``inside_gap_s = 600``: an idle phone in a pocket probes only every few minutes, so two
-  strong sightings minutes apart are one stay inside, not two glimpses. Measured on simulated
-  store days (``/tmp`` runs of ``footfall simulate --scale 1``): chaining over 180 s found 78%
-  of true visitors, over 600 s 88%, both with every passer-by classified right.
-- ``gap_s = 600``. Idle phones probe every one to several minutes (screen off, in a pocket);
-  a 10-minute gap survives two missed probe cycles, while a customer who leaves and comes back
-  after lunch is two visits. The hub also merges adjacent visits across sensors.
-- ``long_stay_s = 4 h``: no shopping trip in one store lasts that long; a shift does.
-- ``max_visit_s = 12 h``: an all-day device is reported at least twice a day, not never.
-- ``duplicate_s = 1``: a frame with the device's last sequence number within a second of its
-  last frame is the same transmission again, not a new sighting. A sensor's radios on
-  neighbouring channels hear one transmission each (the real captures: 3 sniffers on 1/6/11,
-  up to 44 % of a phone's frames are such copies, microseconds apart), a unicast probe is
-  retried with the same number, and a monitor interface can deliver a frame twice. A phone's
-  next probe has the next number (12 bits, wrapping after 4096 frames), so a second is
-  far from both. The copy does not count in ``sightings`` (``VisitTracker.duplicates`` counts
-  it), but its reading is still a reading: it goes into the RSSI figures, inside time and the
-  channel set as before (another radio heard the phone, at its own level). Probe requests are
-  never fragmented, so the fragment number is not compared.
+Classification and its defaults: ``visit_settings``.
 
 Memory is bounded: a sensor on an OpenWrt router tracks tens of thousands of devices in a
-few megabytes, so per-device state lives in parallel typed arrays (``array``) indexed by a
-slot number, about 220 bytes a device instead of the ~600 of a Python object per device;
-slots are reused after a visit closes, state expires after the gap, and past
-``max_devices`` the oldest visits are closed early (``closed_by = "evicted"``).
+few megabytes, so an open visit is no Python object at all: its state lives in parallel typed
+arrays (``array``) indexed by a slot number, found through ``device_table.DeviceTable`` (about
+110 bytes a device in all, see there). A dict of the 1,024 devices heard last (cleared when
+full) sits in front of the table: 93-95 % of the benchmark crowds' frames find their visit
+there, with one dict lookup. Slots are reused after a visit closes (a free slot holds NaN in
+``_last``: expiry, the presence count and the table's rebuild pass over it), new ones come 64
+at a time, state expires after the gap, and past ``max_devices`` the oldest visits are closed
+early (``closed_by = "evicted"``). Visits that close together (expiry, eviction ties, flush)
+close in the order they opened, as they did from a dict: a 4-byte opening number per slot.
 
 Per-burst and per-minute evidence (visit payload version 2, see ``docs/mqtt.md``): the burst
 count and start offsets (the first 64) and the max RSSI of each UTC minute. Most devices are
@@ -75,39 +41,17 @@ than grow its minute list past what the payload may carry (24 h).
 
 from __future__ import annotations
 
+import math
 from array import array
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from footfall import schema
 from footfall.edge_agent.bands import channel_bit, channels_of, freq_to_channel
+from footfall.edge_agent.device_table import KEY_BYTES, DeviceTable
+from footfall.edge_agent.visit_settings import VisitSettings
 
 __all__ = ["VisitSettings", "VisitTracker", "channel_mask", "freq_to_channel"]
-
-
-@dataclass
-class VisitSettings:
-    inside_rssi: int = -70
-    min_inside_s: float = 60.0
-    inside_gap_s: float = 600.0
-    gap_s: float = 600.0
-    long_stay_s: float = 4 * 3600.0
-    max_visit_s: float = 12 * 3600.0
-    max_devices: int = 100_000
-    burst_s: float = 1.0
-    duplicate_s: float = 1.0
-
-    def update(self, values: dict[str, Any]) -> list[str]:
-        """Apply known keys (from a config message); return the names that changed."""
-        changed = []
-        for f in fields(self):
-            if f.name in values:
-                new = type(getattr(self, f.name))(values[f.name])
-                if new != getattr(self, f.name):
-                    setattr(self, f.name, new)
-                    changed.append(f.name)
-        return changed
 
 
 def channel_mask(channel: int | None) -> int:
@@ -136,10 +80,62 @@ _MAX_MINUTE_INDEX = schema.MAX_RSSI_MINUTES - 2
 _MAX_OFFSETS = schema.MAX_BURST_OFFSETS
 _ONE_BURST = (0.0,)
 _MODELS_MAX = 4096  # distinct fingerprints remembered for sharing; the field has hundreds
+_MAX_SSIDS = 16  # SSID hashes kept per visit
+_CHANNEL_LISTS_MAX = 1024  # channel sets remembered with their channel lists
+_HOT_MAX = 1024  # entries of the recent-device dict in front of the table
+_FREE = math.nan  # _last of a slot with no open visit
+_GROW = 64  # slots added at once when none is free
+# What new slots hold, column by column (VisitTracker._columns): a free slot's _last is NaN;
+# the rest is overwritten when it opens or not read before it is set.
+_CHUNKS = tuple(
+    array(code, [fill]) * _GROW
+    for code, fill in (
+        ("d", _FREE),  # _first
+        ("d", _FREE),  # _last
+        ("d", _FREE),  # _last_inside
+        ("f", 0.0),  # _inside
+        ("f", 0.0),  # _gap_sum
+        ("i", 0),  # _rssi_sum
+        ("i", 0),  # _count
+        ("i", 0),  # _rssi_n
+        ("b", _NO_RSSI),  # _rssi_max
+        ("h", _NONE),  # _seq_first
+        ("h", _NONE),  # _seq_last
+        ("i", 0),  # _bursts
+        ("Q", 0),  # _channels
+        ("b", 0),  # _randomized
+        ("b", _NO_RSSI),  # _minute_rssi
+        ("H", 0),  # _minutes01
+        ("f", 0.0),  # _offset2
+        ("I", 0),  # _order
+    )
+)
+_NONE_CHUNK = [None] * _GROW
 
 
 def _minute_code(rssi: int) -> int:
     return min(rssi + 129, 255)
+
+
+class _Open:
+    """The devices of a tracker's open visits (``VisitTracker.open``): a read-only view."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, tracker: VisitTracker) -> None:
+        self._t = tracker
+
+    def __len__(self) -> int:
+        return self._t._index.n
+
+    def __contains__(self, device: object) -> bool:
+        return self._t._index.find(device) is not None
+
+    def __iter__(self) -> Iterator[bytes | object]:
+        t = self._t
+        index = t._index
+        for i in t._open_slots():
+            yield index.device(index.key(i))
 
 
 class VisitTracker:
@@ -156,7 +152,6 @@ class VisitTracker:
         "sensor",
         "emit",
         "settings",
-        "open",
         "closed",
         "evicted",
         "duplicates",
@@ -166,6 +161,10 @@ class VisitTracker:
         "_minute_end",
         "_next_timer",
         "_free",
+        "_index",
+        "_order",
+        "_next_order",
+        "_hot",
         "_first",
         "_last",
         "_last_inside",
@@ -186,8 +185,8 @@ class VisitTracker:
         "_model",
         "_models",
         "_phash",
-        "_ssids",
         "_wide_channels",
+        "_channel_lists",
         "_minute_table",
         "_offset_table",
     )
@@ -203,7 +202,6 @@ class VisitTracker:
         self.sensor = sensor
         self.emit = emit
         self.settings = settings or VisitSettings()
-        self.open: dict[bytes | str, int] = {}  # device -> slot
         self.closed = 0
         self.evicted = 0
         self.duplicates = 0  # frames that repeated the device's last sequence number (see observe)
@@ -214,10 +212,17 @@ class VisitTracker:
         self._minute_start = 0.0
         self._minute_end = 0.0
         self._next_timer = 0.0  # the earlier of _next_expire and _minute_end
-        self._free: list[int] = []
+        self._free = array("i")  # slots of closed visits, reused first
+        # Opening numbers: visits that close at once close in this order (renumbered from 0 in
+        # the unlikely event that 2**32 visits have opened).
+        self._order = array("I")
+        self._next_order = 0
+        # Recently heard devices -> slot, cleared when full: most frames find their visit here.
+        self._hot: dict[object, int] = {}
         # One array per field, indexed by slot.
         self._first = array("d")
         self._last = array("d")
+        self._index = DeviceTable(self._last)
         self._last_inside = array("d")  # -1.0: no inside sighting yet
         # Durations fit single precision (milliseconds over days); RSSI sums fit 32 bits.
         self._inside = array("f")
@@ -240,57 +245,137 @@ class VisitTracker:
         # (fingerprint, element ids) of the visit's first frame, one tuple per fingerprint: not
         # the parser's decoded elements, whose vendor and capability fields a visit never reads
         # and which an element flood makes unique per device (1.5 KB each, kept for 10 minutes).
-        self._model: list[tuple[str, tuple[int, ...]] | None] = []
-        self._models: dict[str, tuple[str, tuple[int, ...]]] = {}
+        # The tuple is (fingerprint, element ids, None); once the device asks for a network by
+        # name, the visit's own (SSID hash, ..., that tuple): a phone asks for one to three
+        # networks (a tuple, not a set, which costs 216 bytes with one element against a tuple's
+        # 48; and no column of its own for every slot). A repeated SSID is found before the
+        # model tuple is compared with it.
+        self._model: list[tuple[Any, ...] | None] = []
+        self._models: dict[str, tuple[str, tuple[int, ...], None]] = {}
         # Rare extras live in side tables keyed by slot, not in a column for every device.
         self._phash: dict[int, str] = {}
-        self._ssids: dict[int, tuple[str, ...]] = {}
         self._wide_channels: dict[int, int] = {}  # channel bits from 64 up (6 GHz): rare
+        self._channel_lists: dict[int, tuple[int, ...]] = {}  # channel set -> its channels
         self._minute_table: dict[int, bytearray] = {}
         self._offset_table: dict[int, array[float]] = {}
 
-    def _kept(self, model: Model) -> tuple[str, tuple[int, ...]]:
+    def _kept(self, model: Model) -> tuple[str, tuple[int, ...], None]:
         fingerprint = model.fingerprint
         kept = self._models.get(fingerprint)
         if kept is None:
             if len(self._models) >= _MODELS_MAX:
                 self._models.clear()  # open visits keep their own tuples
-            kept = self._models[fingerprint] = (fingerprint, model.ie_ids)
+            kept = self._models[fingerprint] = (fingerprint, model.ie_ids, None)
         return kept
 
-    def _open_slot(self, ts: float, randomized: bool, seq: int, model: Model, rssi: int | None) -> int:
+    def _open_slot(self, key: bytes, ts: float, randomized: bool, seq: int, model: Model, rssi: int | None) -> int:
+        """A slot for a new visit of the device with this 16-octet ``key``, entered in the table."""
         model_kept = self._kept(model)
-        if self._free:
-            i = self._free.pop()
-            self._first[i] = self._last[i] = ts
-            self._inside[i] = self._gap_sum[i] = 0.0
-            self._last_inside[i] = -1.0
-            self._count[i] = self._rssi_n[i] = self._rssi_sum[i] = self._channels[i] = 0
-            self._seq_first[i] = seq
-            self._bursts[i] = 1
-            self._randomized[i] = randomized
-            self._model[i] = model_kept
-            self._minute_rssi[i] = _NO_RSSI if rssi is None else rssi
-            return i
-        self._first.append(ts)
-        self._last.append(ts)
-        self._inside.append(0.0)
-        self._gap_sum.append(0.0)
-        self._last_inside.append(-1.0)
-        self._count.append(0)
-        self._rssi_n.append(0)
-        self._rssi_sum.append(0)
-        self._channels.append(0)
-        self._rssi_max.append(_NO_RSSI)
-        self._seq_first.append(seq)
-        self._seq_last.append(seq)
-        self._bursts.append(1)
-        self._randomized.append(randomized)
-        self._model.append(model_kept)
-        self._minute_rssi.append(_NO_RSSI if rssi is None else rssi)
-        self._minutes01.append(0)
-        self._offset2.append(0.0)
-        return len(self._first) - 1
+        if not self._free:
+            self._grow()
+        i = self._free.pop()
+        self._first[i] = self._last[i] = ts
+        self._inside[i] = self._gap_sum[i] = 0.0
+        self._last_inside[i] = -1.0
+        self._count[i] = self._rssi_n[i] = self._rssi_sum[i] = self._channels[i] = 0
+        self._seq_first[i] = seq
+        self._bursts[i] = 1
+        self._randomized[i] = randomized
+        self._model[i] = model_kept
+        self._minute_rssi[i] = _NO_RSSI if rssi is None else rssi
+        n = self._next_order
+        try:
+            self._order[i] = n
+        except OverflowError:  # 2**32 visits opened: number the open ones afresh
+            self._renumber(i)
+            n = self._next_order
+            self._order[i] = n
+        self._next_order = n + 1
+        self._index.insert(key, i)
+        return i
+
+    def _grow(self) -> None:
+        """Room for ``_GROW`` more visits: every column extended at once (a slot opened by
+        appending to each cost twice the bytecodes of filling one), the new slots free, the
+        lowest first. A slot's fields are all set when it opens but these, which the open
+        visit sets before it reads them: ``_seq_last``, ``_rssi_max`` (read once a minute has
+        ended), ``_minutes01`` (0 here and again at close), ``_offset2`` (set at the second
+        burst), ``_order``."""
+        base = len(self._first)
+        for column, chunk in zip(self._columns(), _CHUNKS, strict=True):
+            column.extend(chunk)
+        self._model.extend(_NONE_CHUNK)
+        self._index.grow(_GROW)
+        self._free.extend(range(base + _GROW - 1, base - 1, -1))
+
+    def _columns(self) -> tuple[array[Any], ...]:
+        """The typed-array columns, in the order of ``_CHUNKS``."""
+        return (
+            self._first,
+            self._last,
+            self._last_inside,
+            self._inside,
+            self._gap_sum,
+            self._rssi_sum,
+            self._count,
+            self._rssi_n,
+            self._rssi_max,
+            self._seq_first,
+            self._seq_last,
+            self._bursts,
+            self._channels,
+            self._randomized,
+            self._minute_rssi,
+            self._minutes01,
+            self._offset2,
+            self._order,
+        )
+
+    def _close_all(self, slots: list[int], reason: str) -> None:
+        """Close these visits, in this order. Past a sixth of the visits that stay open, the
+        table is rebuilt once after them rather than each taken out of it (an end of capture,
+        a long silence: see ``DeviceTable.removed_many``)."""
+        index = self._index
+        if len(slots) * 6 <= index.n - len(slots):
+            for i in slots:
+                self._close(i, reason)
+            return
+        free = len(self._free)
+        try:
+            for i in slots:
+                self._close(i, reason, False)
+        finally:  # also when emit() raised: the visits closed so far are out of the table
+            index.removed_many(len(self._free) - free)
+
+    def _lookup(self, device: object) -> int | None:
+        """Slot of ``device``'s open visit from the table (None: not open); remembered in the
+        recent-device dict, which observe() asks first."""
+        i = self._index.find(device)
+        if i is not None:
+            hot = self._hot
+            if len(hot) >= _HOT_MAX:
+                hot.clear()
+            hot[device] = i
+        return i
+
+    def _renumber(self, opening: int) -> None:
+        """Opening numbers 0..n-1 for the open visits but slot ``opening`` (the one being
+        opened), in their order: after 2**32 visits opened."""
+        order = self._order
+        slots = [i for i in self._open_slots() if i != opening]
+        for n, i in enumerate(slots):
+            order[i] = n
+        self._next_order = len(slots)
+
+    def _open_slots(self) -> list[int]:
+        """Slots of the open visits, in the order they opened."""
+        last = self._last
+        return sorted([i for i, t in enumerate(last) if t == t], key=self._order.__getitem__)
+
+    @property
+    def open(self) -> _Open:
+        """The open visits' devices: ``len()``, iteration (in opening order), ``in``."""
+        return _Open(self)
 
     def observe(
         self,
@@ -319,8 +404,10 @@ class VisitTracker:
             seq = _NONE
         device = ident[0]
         dup = False
-        i = self.open.get(device)
-        if i is not None:
+        # The open visit of this device: from the small dict of recently heard devices (a probe
+        # burst hits it: 93-95 % of frames of the benchmark's crowds), else from the table.
+        i = self._hot.get(device)
+        if i is not None or (i := self._lookup(device)) is not None:
             last = self._last[i]
             gap = ts - last
             if seq == self._seq_last[i] and -s.duplicate_s <= gap <= s.duplicate_s and seq != _NONE:
@@ -328,14 +415,14 @@ class VisitTracker:
                 # delivered it twice): not a new sighting, but its reading still counts below.
                 dup = True
             if gap > s.gap_s or ts - self._first[i] > s.max_visit_s:
-                self._close(device, "gap" if gap > s.gap_s else "max_duration")
+                self._close(i, "gap" if gap > s.gap_s else "max_duration")
                 i = None
             elif gap > 0:
                 # A later UTC minute than the last frame's: ts in now's minute and the last frame
                 # before it, or (a frame older than now's minute) a boundary between the two.
                 minute = self._minute_start
                 if last < minute and (ts >= minute or ts % 60.0 < gap) and not self._new_minute(i, ts):
-                    self._close(device, "max_duration")
+                    self._close(i, "max_duration")
                     i = None
                 else:
                     if gap > s.burst_s:
@@ -352,9 +439,14 @@ class VisitTracker:
                     self._last[i] = ts
         if i is None:
             dup = False  # the first frame of a visit (one closed for its length just above)
-            if len(self.open) >= s.max_devices:
+            if self._index.n >= s.max_devices:
                 self._evict()
-            i = self.open[device] = self._open_slot(ts, ident[1], seq, model, rssi)
+            key = device if device.__class__ is bytes and len(device) == KEY_BYTES else self._index.key_of(device)
+            i = self._open_slot(key, ts, ident[1], seq, model, rssi)
+            hot = self._hot
+            if len(hot) >= _HOT_MAX:
+                hot.clear()
+            hot[device] = i
             if ident[2] is not None:
                 self._phash[i] = ident[2]
         if dup:
@@ -368,13 +460,11 @@ class VisitTracker:
             except OverflowError:  # a bit past the 64-bit column (6 GHz): free when not raised
                 self._wide_channels[i] = self._wide_channels.get(i, 0) | channel_mask
         if ssid is not None:
-            # A tuple: a phone asks for one to three networks, and a one-element set costs 216
-            # bytes against a tuple's 48 (a tenth of a crowd's open visits carry SSIDs).
-            ssids = self._ssids.get(i)
-            if ssids is None:
-                self._ssids[i] = (ssid,)
-            elif ssid not in ssids and len(ssids) < 16:
-                self._ssids[i] = (*ssids, ssid)
+            m = self._model[i]
+            if m[-1] is None:  # (fingerprint, element ids, None): the first SSID
+                self._model[i] = (ssid, m)
+            elif ssid not in m and len(m) <= _MAX_SSIDS:  # (SSID hashes..., model): no str last
+                self._model[i] = (ssid, *m)
         if rssi is not None:
             self._rssi_sum[i] += rssi
             self._rssi_n[i] += 1
@@ -460,26 +550,25 @@ class VisitTracker:
         self._next_expire = now + min(s.gap_s / 4, 30.0)
         self._next_timer = min(self._next_expire, self._minute_end)
         limit = now - s.gap_s
-        last = self._last
-        stale = [d for d, i in self.open.items() if last[i] < limit]
-        for device in stale:
-            self._close(device, "gap")
+        # A closed visit's slot holds NaN in _last: never less than the limit.
+        stale = sorted([i for i, t in enumerate(self._last) if t < limit], key=self._order.__getitem__)
+        if stale:
+            self._close_all(stale, "gap")
         return len(stale)
 
     def flush(self, reason: str = "shutdown") -> int:
         """Close everything (agent stopping, end of a replayed file)."""
-        devices = list(self.open)
-        for device in devices:
-            self._close(device, reason)
-        return len(devices)
+        slots = self._open_slots()
+        self._close_all(slots, reason)
+        return len(slots)
 
     def presence(self, now: float, window_s: float = 60.0) -> tuple[int, int]:
         """(devices heard within the window, of which inside) for the live count."""
         since = now - window_s
         devices = inside = 0
-        last, last_inside = self._last, self._last_inside
-        for i in self.open.values():
-            if last[i] >= since:
+        last_inside = self._last_inside
+        for i, t in enumerate(self._last):  # NaN in a closed visit's slot: never >= since
+            if t >= since:
                 devices += 1
                 if last_inside[i] >= since:
                     inside += 1
@@ -487,15 +576,24 @@ class VisitTracker:
 
     def _evict(self) -> None:
         # Rare by design (max_devices is far above a store's crowd): close the oldest tenth.
-        n = max(1, len(self.open) // 10)
+        # The n heard longest ago, ties in the order they opened (what sorting every open visit
+        # by its last sighting, stably in opening order, gives), without sorting them all by key.
+        n = max(1, self._index.n // 10)
         last = self._last
-        oldest = sorted(self.open, key=lambda d: last[self.open[d]])[:n]
-        for device in oldest:
-            self._close(device, "evicted")
+        cut = sorted([t for t in last if t == t])[n - 1]  # NaN != NaN: a closed visit's slot
+        order = self._order.__getitem__
+        oldest = sorted([i for i, t in enumerate(last) if t < cut], key=order)
+        oldest.sort(key=last.__getitem__)
+        oldest += sorted([i for i, t in enumerate(last) if t == cut], key=order)[: n - len(oldest)]
+        self._close_all(oldest, "evicted")
         self.evicted += n
 
-    def _close(self, device: bytes | str, reason: str) -> None:
-        i = self.open.pop(device)
+    def _close(self, i: int, reason: str, unlink: bool = True) -> None:
+        """Close the visit in slot ``i`` and emit it; ``unlink=False``: leave the table (and
+        the open count) to the caller, which rebuilds it (:meth:`_close_all`)."""
+        index = self._index
+        device = index.release(index.remove(i) if unlink else index.key(i))
+        self._hot.pop(device, None)
         s = self.settings
         first, last = self._first[i], self._last[i]
         dwell = last - first
@@ -510,9 +608,19 @@ class VisitTracker:
             rssi_minutes = [rssi_max]
         seq_first, seq_last = self._seq_first[i], self._seq_last[i]
         bursts = self._bursts[i]
-        mask = self._channels[i] | self._wide_channels.pop(i, 0)
-        ssids = self._ssids.pop(i, None)
+        mask = self._channels[i]
+        if self._wide_channels:
+            mask |= self._wide_channels.pop(i, 0)
+        channels = self._channel_lists.get(mask)
+        if channels is None:  # a crowd's visits share a few channel sets: decoded once each
+            if len(self._channel_lists) >= _CHANNEL_LISTS_MAX:
+                self._channel_lists.clear()
+            channels = self._channel_lists[mask] = tuple(channels_of(mask))
         model = self._model[i]
+        ssids = None
+        if model is not None and model[-1] is not None:
+            ssids = model[:-1]
+            model = model[-1]
         if bursts == 1:
             offsets: Sequence[float] = _ONE_BURST
         else:
@@ -524,7 +632,7 @@ class VisitTracker:
             sensor=self.sensor,
             device=device.hex() if isinstance(device, bytes) else device,
             randomized=bool(self._randomized[i]),
-            partner_hash=self._phash.pop(i, None),
+            partner_hash=self._phash.pop(i, None) if self._phash else None,
             first_seen=first,
             last_seen=last,
             inside_s=self._inside[i],
@@ -537,7 +645,7 @@ class VisitTracker:
             ie_ids=list(model[1]) if model is not None else [],
             seq_first=None if seq_first == _NONE else seq_first,
             seq_last=None if seq_last == _NONE else seq_last,
-            channels=channels_of(mask),
+            channels=list(channels),
             closed_by=reason,
             ssid_hashes=sorted(ssids) if ssids else None,
             burst_gap_s=(self._gap_sum[i] / (bursts - 1)) if bursts > 1 else None,
@@ -546,6 +654,7 @@ class VisitTracker:
             rssi_minutes=rssi_minutes,
         )
         self._model[i] = None
+        self._last[i] = _FREE  # expire(), presence() and the table's rebuild pass over the slot
         self._free.append(i)
         self.closed += 1
         self.emit(payload)

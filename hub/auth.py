@@ -358,9 +358,8 @@ class LoginLimiter:
                 ("user and address", self._wait(self._pair, pair, now, lim.pair_failures)),
                 ("address", self._wait(self._address, address, now, lim.address_failures)),
             ]
-            slowed = (
-                self._count(self._user, username, now) >= lim.user_free_failures
-                and not self._known_address(username, address, now)
+            slowed = self._count(self._user, username, now) >= lim.user_free_failures and not self._known_address(
+                username, address, now
             )
             if slowed:
                 checks.append(("user", self._user_next.get(username, 0.0) - now))
@@ -376,7 +375,9 @@ class LoginLimiter:
                     self._alerted[f"user:{username}"] = now + lim.window_s
                     log.warning(
                         "login slowed down for user %r: %d failed logins from several addresses in %.0f s",
-                        username, lim.user_free_failures, lim.window_s,
+                        username,
+                        lim.user_free_failures,
+                        lim.window_s,
                     )
             self._pair.setdefault(pair, deque()).append(now)
             self._address.setdefault(address, deque()).append(now)
@@ -418,7 +419,12 @@ class LoginLimiter:
                 self._alerted[key] = now + wait
                 log.warning(
                     "login locked for %s: user %r from %s, %d failed logins in %.0f s; next try in %.0f s",
-                    what, attempt.username, attempt.address, limit, lim.window_s, wait,
+                    what,
+                    attempt.username,
+                    attempt.address,
+                    limit,
+                    lim.window_s,
+                    wait,
                 )
 
     def _prune(self, now: float) -> None:

@@ -182,7 +182,7 @@ def device_sessions(
 
     The visitor/passer-by line has to be drawn again here: a phone that rotates its MAC every
     scan sends each MAC for a fraction of a second, so no single MAC visit has inside time.
-    Same rule as the agent (``edge_agent/visits.py``): strong sightings (``rssi_max`` at least
+    Same rule as the agent (``edge_agent/visit_settings.py``): strong sightings (``rssi_max`` at least
     ``inside_rssi``) at most ``inside_gap_s`` apart chain into inside time.
     """
     by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)

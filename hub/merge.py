@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from footfall.edge_agent.visits import VisitSettings
+from footfall.edge_agent.visit_settings import VisitSettings
 from footfall.hub.devices import DeviceDelta, DeviceEstimator
 
 

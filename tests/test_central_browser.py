@@ -38,6 +38,8 @@ def signed_in(p, base: str, path: str, user: str, password: str) -> tuple:
     page.click("button[type=submit]")
     page.wait_for_url(base + "/")
     return browser, page, foreign, errors
+
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),

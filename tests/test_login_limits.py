@@ -265,8 +265,10 @@ def test_client_address() -> None:
     assert auth.client_address("127.0.0.1", [], trusted) == "127.0.0.1"
     assert auth.client_address(None, [], trusted) == "unknown"
     # IPv6 is counted per /64; IPv4-mapped addresses as IPv4.
-    assert auth.client_address("2001:db8::1", [], ()) == auth.client_address("2001:db8::ffff:2", [], ()) == (
-        "2001:db8::/64"
+    assert (
+        auth.client_address("2001:db8::1", [], ())
+        == auth.client_address("2001:db8::ffff:2", [], ())
+        == ("2001:db8::/64")
     )
     assert auth.client_address("::ffff:192.0.2.1", [], ()) == "192.0.2.1"
     with pytest.raises(ValueError, match="not-an-ip"):

@@ -191,8 +191,11 @@ def test_events_in_bulk_are_applied_once(central: Any, database: Database) -> No
         # The same key again in the batch: the first wins, as one by one.
         {"kind": "event", "key": "visit:a", "data": {"device": DEV, "type": "visit", "ts": 10.0, "zone": "door"}},
         {"kind": "event", "key": "coupon:c1", "data": {"device": other, "type": "coupon_issued", "ts": 11.0}},
-        {"kind": "segment_change", "key": "s|a", "data": {"device": DEV, "segment": "loyal", "change": "enter",
-                                                           "ts": 12.0}},  # fmt: skip
+        {
+            "kind": "segment_change",
+            "key": "s|a",
+            "data": {"device": DEV, "segment": "loyal", "change": "enter", "ts": 12.0},
+        },  # fmt: skip
         {"kind": "event", "key": "bad", "data": {"device": DEV, "type": "teleport", "ts": 1.0}},
     ]
     with database.connect() as conn:
@@ -284,8 +287,21 @@ def test_serve_with_several_worker_processes(database: Database, tmp_path: Path)
         secrets = {h: auth.add_hub(conn, h) for h in ("w-1", "w-2", "w-3")}
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "footfall", "central", "serve", "--db", database.url, "--port", str(port),
-         "--workers", "2", "--log-level", "warning"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "footfall",
+            "central",
+            "serve",
+            "--db",
+            database.url,
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],  # fmt: skip
         cwd=tmp_path,
     )
     url = f"http://127.0.0.1:{port}"
@@ -367,9 +383,13 @@ def test_recut_batch_gives_up_versions_a_later_batch_holds(tmp_path: Path, hub_c
     n_before = conn.execute("SELECT count(*) FROM sync_outbox").fetchone()[0]
     sender.max_records = 100
     second = sender._form_new(time.time())  # ... lands in the batch formed ahead
-    assert second is not None and conn.execute(
-        "SELECT count(*) FROM sync_outbox WHERE batch_id = ? AND key = ?", (second.batch_id, key)
-    ).fetchone()[0] == 1
+    assert (
+        second is not None
+        and conn.execute(
+            "SELECT count(*) FROM sync_outbox WHERE batch_id = ? AND key = ?", (second.batch_id, key)
+        ).fetchone()[0]
+        == 1
+    )
     # Both re-cut (as an opt-out touching both does), in either order: no clash of two pending
     # versions, and the older version is gone.
     with conn:

@@ -276,7 +276,7 @@ def occupancy_scores(conn, run: SimRun, day_index: int) -> dict[str, float]:
     """MAE (all windows, occupied windows) and Pearson of people present per window against the
     truth: the hub's estimate and the naive counts of the same windows (distinct MACs heard;
     distinct MACs heard at or above the agents' inside threshold)."""
-    from footfall.edge_agent.visits import VisitSettings
+    from footfall.edge_agent.visit_settings import VisitSettings
     from footfall.hub import figures
 
     truth = truth_occupancy(run.truth, day_index)

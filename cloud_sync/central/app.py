@@ -716,9 +716,7 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
         return JSONResponse(res)
 
     @app.get("/api/v1/exports")
-    def exports_register(
-        who: Who, conn: Conn, format: str = Query("json", pattern="^(json|csv)$")
-    ) -> Response:
+    def exports_register(who: Who, conn: Conn, format: str = Query("json", pattern="^(json|csv)$")) -> Response:
         need(who, "readonly")
         visible = None
         if who.stores is not None:

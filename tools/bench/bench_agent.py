@@ -13,6 +13,10 @@
    of elements of its own.
 
     python -m footfall.tools.bench.bench_agent [--frames 1000000] [--pcap FILE] [--devices 50000]
+    python -m footfall.tools.bench.bench_agent --memory-only     # part 2 alone (about a minute)
+    # part 2 as on a router: the sensor tarball under the system Python, nothing else importable
+    firmware_configs/openwrt/make-sensor-tarball.sh /tmp/fs.tgz && mkdir -p /tmp/fsx && tar -xzf /tmp/fs.tgz -C /tmp/fsx
+    python -m footfall.tools.bench.bench_agent --memory-only --child-python /usr/bin/python3 --child-lib /tmp/fsx/lib
 
 Targets (issue 13): >= 10x tshark on the real mix; RSS < 40 MB with 50,000 devices of the real
 mix and < 64 MB under the element flood.
@@ -59,6 +63,8 @@ def agent_rate(pcap: Path) -> tuple[Rate, int]:
 
 RSS_CHILD = r"""
 import json, os, sys
+if len(sys.argv) > 3:  # --child-lib: the sensor tarball's code first (run with -S: nothing else)
+    sys.path.insert(0, sys.argv[3])
 os.environ["FOOTFALL_HASH_KEY"] = "5f" * 32
 # A sensor installs without the hub's extra (pyproject.toml: msgspec is in [hub]); here the
 # development venv has it, and its 2 MB would be counted against the sensor.
@@ -87,10 +93,18 @@ print(json.dumps({"tracked": len(agent.tracker.open), "rss_kb": status("VmRSS"),
 """
 
 
-def rss_of(pcap: Path, devices: int = 0) -> dict:
+def rss_of(pcap: Path, devices: int = 0, *, python: str | None = None, lib: Path | None = None) -> dict:
     """Peak RSS of a fresh agent process (what a sensor runs) fed this capture, up to the
-    moment ``devices`` devices are open at once (0: the whole capture)."""
-    cmd = [sys.executable, "-c", RSS_CHILD, str(pcap), str(devices)]
+    moment ``devices`` devices are open at once (0: the whole capture).
+
+    ``python``, ``lib``: run it under that interpreter with ``-S`` and that directory first on
+    its path (the unpacked sensor tarball), as on a router: no site-packages, no venv."""
+    cmd = [python or sys.executable]
+    if lib is not None:
+        cmd.append("-S")
+    cmd += ["-c", RSS_CHILD, str(pcap), str(devices)]
+    if lib is not None:
+        cmd.append(str(lib))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -143,10 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--at-once", type=int, default=4500, help="devices in range at once in the real-mix capture")
     ap.add_argument("--devices", type=int, default=50_000, help="devices in range at once for the memory figure")
     ap.add_argument("--memory-frames", type=int, default=1_200_000)
+    ap.add_argument("--memory-only", action="store_true", help="only the RSS figures (no throughput)")
+    ap.add_argument("--child-python", help="interpreter of the RSS child (default: this one)")
+    ap.add_argument(
+        "--child-lib",
+        type=Path,
+        help="run the RSS child with -S and this directory (the unpacked sensor tarball's lib) first on its path",
+    )
     args = ap.parse_args(argv)
+    child = {"python": args.child_python, "lib": args.child_lib}
 
+    if args.child_lib is not None:
+        print(f"RSS child: {args.child_python or sys.executable} -S, {args.child_lib} first on its path")
     with tempfile.TemporaryDirectory(prefix="footfall-bench-") as tmp:
-        if args.pcap is not None:
+        if args.memory_only:
+            pass
+        elif args.pcap is not None:
             run("given", args.pcap, args.scapy_sample)
         else:
             # The real mix (tools/bench/realmix.py): the properties of field traffic, printed.
@@ -168,14 +194,16 @@ def main(argv: list[str] | None = None) -> int:
         # As many devices in range as the figure asks for; read until that many are tracked.
         crowd = Path(tmp) / "crowd.pcap"
         make_mix_pcap(crowd, args.memory_frames, at_once=args.devices, seed=2)
-        mem = rss_of(crowd, args.devices)
+        mem = rss_of(crowd, args.devices, **child)
         if mem["tracked"] < args.devices:
             print(f"(only {mem['tracked']:,} devices open by the end: raise --memory-frames)")
         print_rss(f"real mix, {args.devices:,} devices", mem, 40)
         crowd.unlink()
         flood = Path(tmp) / "flood.pcap"
         write_pcap(flood, flood_frames(), linktype=127)
-        print_rss("element flood (60,000 random addresses, 2.3 KB of distinct elements each)", rss_of(flood), 64)
+        print_rss(
+            "element flood (60,000 random addresses, 2.3 KB of distinct elements each)", rss_of(flood, **child), 64
+        )
     return 0
 
 

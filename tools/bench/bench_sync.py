@@ -130,8 +130,14 @@ def day_outbox(rng: random.Random, site: str, n_profiles: int, now: float) -> di
             events.append(
                 (
                     f"visit:{k}:{start!r}",
-                    {"type": "visit", "device": k, "ts": start, "last_seen": start + dwell, "dwell_s": dwell,
-                     "zone": rng.choice(ZONES)},
+                    {
+                        "type": "visit",
+                        "device": k,
+                        "ts": start,
+                        "last_seen": start + dwell,
+                        "dwell_s": dwell,
+                        "zone": rng.choice(ZONES),
+                    },
                 )  # fmt: skip
             )
     changes = []
@@ -140,8 +146,13 @@ def day_outbox(rng: random.Random, site: str, n_profiles: int, now: float) -> di
         changes.append(
             (
                 f"{seg['name']}|{k}|enter|{seg['since']}",
-                {"segment": seg["name"], "segment_kind": seg["kind"], "device": k, "change": "enter",
-                 "ts": seg["since"]},
+                {
+                    "segment": seg["name"],
+                    "segment_kind": seg["kind"],
+                    "device": k,
+                    "change": "enter",
+                    "ts": seg["since"],
+                },
             )  # fmt: skip
         )
     visitors = len(events)
@@ -373,9 +384,7 @@ def one_hub(
     out = {}
     for label in ("new", "update"):
         if label == "update":
-            later = [
-                (k, d | {"last_seen": d["last_seen"] + 86400, "visits": d["visits"] + 1}) for k, d in records
-            ]
+            later = [(k, d | {"last_seen": d["last_seen"] + 86400, "visits": d["visits"] + 1}) for k, d in records]
             with conn:
                 outbox.enqueue_many(conn, "profile", later, now=T0 + 86400)
         session = TimedSession()
