@@ -51,8 +51,12 @@ def sessions_from(
     for d in decisions:
         by_key[d.key].append(ScanRecord(d.sweep.first, d.sweep.peak))
     out: list[Session] = []
+    continued = {d.key for d in decisions if d.rekeyed}
     for key, scans in by_key.items():
-        out += split_sessions(key, scans, gap_s)
+        stays = split_sessions(key, scans, gap_s)
+        if key in continued:
+            stays[0].continued = True
+        out += stays
     stable: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for v in visits:
         if not v.get("randomized", True):
@@ -186,7 +190,8 @@ def analyse(
     passes = []
     # Two passes (see LinkSettings.identity_bias): the estimation pass joins generously and the
     # estimates correct for it; the identity pass keeps a key to one person where it can.
-    for s in (settings, replace(settings, measured_bias=settings.identity_bias)):
+    identity = replace(settings, measured_bias=settings.identity_bias, rekey_below=settings.identity_rekey_below)
+    for s in (settings, identity):
         linker = Linker(s, inside=lambda sw: inside.p_inside(sw.peak), record=True, model=link_model)
         if warm is not None:
             linker.restore(*warm)

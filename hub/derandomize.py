@@ -34,6 +34,21 @@ wildcard probes). Strong evidence on top: the 12-bit sequence counter continuing
 ``seq_window`` counts (iPhone 7 / iOS 15 keeps it across MACs), SSIDs asked for by name in
 common (or none in common when both ask).
 
+**Where in doubt.** A track that has been heard for ``rekey_after_s`` (30 min) and whose best
+continuation holds less than ``rekey_below`` of the posterior (over every candidate track and
+"a new device") goes on under a new key: the tracker still follows the phone, but does not bet
+one person's key on a coin toss. Only the identity pass does this (``identity_rekey_below``,
+0.7); the estimation pass joins and its figures correct for it. Why long tracks only: on the
+simulated stores the tracks in doubt whose best continuation was the wrong phone had been heard
+for about an hour (median 3,400 s over 64 scans, seeds 14, 17 and 26), the right ones for
+one to two minutes: a chain of shoppers of one model, grown by the stay term (a track heard
+longer is expected to stay longer), not one shopper. A random-MAC phone heard for half an hour
+in a shop is rarer than such a chain; a cut costs completeness, a wrong join homogeneity and
+gives one person another's visits. Chosen on the tuning seeds (0.5 to 0.9, 900 to 3,600 s),
+with the real captures' aligned clock (phones lying still for up to two hours, where doubts are
+about the right track as often as not) as the bound that ruled out 0.8 and 900 s:
+docs/device-estimation.md.
+
 Causal and incremental: a sweep's device depends only on what started before it (plus the
 sweep's own nodes, decided when the sweep closes or the batch ends), so feeding visits in
 batches gives the same keys as one pass, and a key never changes once given. A device's key
@@ -55,72 +70,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from footfall.hub.link_settings import LinkSettings, LinkStats
 from footfall.hub.linkmodel import LinkModel
-from footfall.hub.sweeps import Node, Sweep, SweepSettings, fits_sweep, nodes_of, rssi_difference
+from footfall.hub.sweeps import Node, Sweep, fits_sweep, nodes_of, rssi_difference
+
+__all__ = ["LinkSettings", "LinkStats", "Linker", "SweepDecision", "link", "link_with_stats", "seq_continues"]
 
 SEQ_MOD = 4096
-
-
-@dataclass
-class LinkSettings(SweepSettings):
-    max_gap_s: float = 900.0  # longest silence a track survives: an idle phone scans every 1.5-5 min
-    gap_tau_s: float = 20.0  # f(dt) ~ (1 + dt / tau) ** -1 / tau: scans seconds to minutes apart
-    stay_d0_s: float = 30.0  # inside: S(dt) = D / (D + dt), D = time heard so far + d0 (Lindy)
-    outside_stay_s: float = 40.0  # a passer-by stays in range exp(-dt / this): walking past
-    rssi_sigma_db: float = 4.0  # a phone's scan-to-scan RSSI change: Laplace with this scale ...
-    rssi_outlier: float = 0.05  # ... plus this share of jumps (out of a pocket, behind a shelf)
-    rssi_span_db: float = 60.0  # a new device's RSSI: uniform over this range
-    rssi_ema: float = 0.3  # weight of the newest sweep in a track's running RSSI (as the link model's fit)
-    birth_window_s: float = 1800.0
-    prior_births_per_h: float = 2.0  # per fingerprint, before the tracker has seen any
-    sweeps_per_passerby: float = 1.15  # scans a passer-by's phone is heard in (simulator tuning seeds)
-    cross_fp_cost: float = 3.0
-    cross_fp_max_gap_s: float = 120.0
-    seq_window: int = 64
-    seq_max_gap_s: float = 300.0
-    seq_bonus: float = 5.0
-    ssid_bonus: float = 5.0
-    ssid_mismatch: float = 2.0
-    bias: float = 0.0  # added to every continuation cost: > 0 splits more, < 0 merges more
-    # The same with a site's measured link model (chosen on the simulator's tuning seeds: the
-    # measured gap density alone makes the tracker split visits 2x too often).
-    measured_bias: float = -3.0
-    # The device keys a store keeps (visits, segments, O2O) come from a second pass that joins
-    # only what the evidence carries (no bias): a key should be one person, and a wrong join
-    # gives one person another's visits. Chosen on the tuning seeds: V-measure 0.773 against
-    # 0.757 with the estimation bias (naive 0.733); the figures of people keep the first pass
-    # and correct its joins (hub/estimate.py), passers-by are counted on this one.
-    identity_bias: float = 0.0
-    sweeps_per_visitor: float = 12.0  # without a measured link model: scans a phone inside makes per visit
-    ambiguity_margin: float = 0.5
-    # Tracks of one fingerprint looked at per sweep, latest heard first (a mall's crowd of one
-    # model must not make linking quadratic); SSID matches are looked up on top.
-    max_candidates: int = 64
-    # How long a MAC's key is remembered after it was last heard (bounded memory on a hub that
-    # runs for months; a random MAC does not come back).
-    mac_memory_s: float = 2 * 86400.0
-    # Off only for data whose MACs were rewritten without keeping the locally administered bit
-    # (the anonymized public captures).
-    trust_la_bit: bool = True
-
-
-@dataclass
-class LinkStats:
-    nodes: int = 0
-    stable: int = 0
-    sweeps: int = 0
-    links: int = 0
-    seq_links: int = 0
-    ssid_links: int = 0
-    cross_fp_links: int = 0
-    ambiguous: int = 0
-    new_devices: int = 0
-
-    @property
-    def confidence(self) -> float:
-        """Share of randomized sweeps whose device was decided without a close runner-up."""
-        decided = self.links + self.new_devices
-        return 1.0 if decided == 0 else round(1.0 - self.ambiguous / decided, 3)
 
 
 @dataclass
@@ -167,6 +123,7 @@ class SweepDecision:
     key: str
     p_inside: float
     p_new: float
+    rekeyed: bool = False  # the first sweep under a key given to a long track in doubt
 
 
 class Linker:
@@ -203,6 +160,7 @@ class Linker:
         self._births: dict[str, _Births] = {}
         self._inside_share = 0.5  # running share of sweeps heard inside (for the location term)
         self._out: dict[str, str] = {}
+        self._rekeyed: dict[str, tuple[str, float]] = {}  # old key -> (new key, when)
         self.now = float("-inf")
         self._next_forget = float("-inf")
 
@@ -243,6 +201,9 @@ class Linker:
             for mac in [m for m, t in self._mac_last.items() if t < limit]:
                 del self._mac_last[mac]
                 self.mac_key.pop(mac, None)
+            # No MAC of a key re-keyed this long ago is remembered any more.
+            for old in [k for k, (_, t) in self._rekeyed.items() if t < limit]:
+                del self._rekeyed[old]
             self._next_forget = now + self.s.mac_memory_s / 4
 
     def _drop(self, tr: _Track) -> None:
@@ -283,6 +244,8 @@ class Linker:
         known = self.mac_key.get(node.device)
         self._mac_last[node.device] = max(self._mac_last.get(node.device, node.last), node.last)
         if known is not None:
+            while known in self._rekeyed:
+                known = self._rekeyed[known][0]
             # The same MAC again: the same device, whatever the evidence.
             self._assign(node, known)
             if node.randomized:
@@ -444,7 +407,14 @@ class Linker:
         b.times.append((sw.first, p_in))
         b.inside += p_in
         b.outside += 1.0 - p_in
-        if best is None or best[0] >= 0.0:
+        rekeyed = best is not None and best[0] < 0.0 and self._in_doubt(best[0], best[1], odds)
+        if rekeyed:
+            tr = best[1]
+            st.new_devices += 1
+            st.rekeys += 1
+            key = self._rekey(tr, sw.device)
+            self._extend(tr, sw, p_in)
+        elif best is None or best[0] >= 0.0:
             st.new_devices += 1
             key = sw.device
             self._attach(key, sw, p_in)
@@ -459,7 +429,23 @@ class Linker:
         for node in sw.nodes:
             self._assign(node, key)
         if self.decisions is not None:
-            self.decisions.append(SweepDecision(sw, key, p_in, 1.0 / (1.0 + odds)))
+            self.decisions.append(SweepDecision(sw, key, p_in, 1.0 / (1.0 + odds), rekeyed))
+        return key
+
+    def _in_doubt(self, cost: float, tr: _Track, odds: float) -> bool:
+        """The best continuation of a long track holds less than ``rekey_below`` of the posterior."""
+        s = self.s
+        if s.rekey_below <= 0.0 or tr.last - tr.start < s.rekey_after_s:
+            return False
+        return math.exp(-max(cost, -50.0)) < s.rekey_below * (1.0 + odds)
+
+    def _rekey(self, tr: _Track, key: str) -> str:
+        """The track goes on under ``key``; its old key keeps what it was given. A MAC of the old
+        key heard again follows the track (``_node``)."""
+        self._drop(tr)
+        self._rekeyed[tr.key] = (key, self.now)
+        tr.key = key
+        self._tracks[key] = tr
         return key
 
     def _attach(self, key: str, sw: Sweep, p_in: float, extend_only: bool = False) -> None:

@@ -224,6 +224,9 @@ class Session:
     # estimation pass's stay that holds it (hub/analysis.py). Staff are found on that stay
     # once it has lasted hours; a piece counted as a passer-by before would be taken back.
     held_until: float | None = None
+    # The first stay of a key the identity pass gave a track heard for half an hour that it was
+    # in doubt about (LinkSettings.rekey_below): a phone that was already here, not arriving.
+    continued: bool = False
 
     @property
     def first(self) -> float:
@@ -383,6 +386,8 @@ def estimate(
                     dwell.append((dwell_of(s, model, defaults), p))
         front = model.front_sensor
         for s in _counted(passing, start, end, final_before, defaults):
+            if s.continued:
+                continue  # the rest of a longer stay: nobody walked past (see Session.continued)
             pb_heard += s.p_visit < 0.5
             if s.last - s.first <= defaults.passby_scans_max_s:
                 # Not the day-long stays of a neighbour's device (see passby_scans_max_s).
