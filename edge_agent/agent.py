@@ -1,7 +1,7 @@
 """The agent: capture -> parse -> keyed identity -> visits -> MQTT, in one process.
 
-The raw MAC exists only between ``Parser.parse`` and ``Identifier.identify`` inside the hot
-loop below; everything after (visits, payloads, the disk buffer, logs) sees the keyed hash.
+The raw MAC exists only between the parser's decoder and ``Identifier.identify`` inside the
+hot loop below; everything after (visits, payloads, the disk buffer, logs) sees the keyed hash.
 
 Timers run on capture time (the frames' timestamps), so a replayed file produces exactly
 the visits and presence counts that a live sensor would have produced at the time; in live
@@ -275,9 +275,16 @@ class Agent:
         ``catch_up``: run the ticks a silent stretch of capture time skipped (:meth:`catch_up`);
         live capture turns it off, its quiet ticks run on the wall clock already.
         """
-        parse = self.parser.decoder(getattr(frames, "linktype", 127))
-        identify = self.identifier.identify
-        ssid_hash = self.identifier.ssid_hash
+        # One call a frame into the parser (its generated decoder for the frame's radiotap
+        # prefix, which returns a tuple, not a Probe), and the identity caches asked here
+        # before a call: that glue was about a tenth of the agent's time on the real mix.
+        decoders, other = self.parser.sighting_decoders(getattr(frames, "linktype", 127))
+        decoder = decoders.get
+        identifier = self.identifier
+        identify = identifier.identify
+        known = identifier.known  # MAC -> identity: a hit is the identity identify() would return
+        ssid_hash = identifier.ssid_hash
+        ssid_hashes = identifier.ssid_hashes
         observe = self.tracker.observe
         channel_of: dict[int | None, int] = {}
         stop = self._stop
@@ -294,18 +301,20 @@ class Agent:
                 next_tick = ts + 1.0
                 if stop.is_set():
                     break
-            p = parse(frame, ts)
-            if p is None:
+            seen = decoder(frame[:8], other)(frame, ts)
+            if seen is None:
                 continue
-            ident = identify(p.sa)
-            if ident is None:
+            sa, rssi, seq, freq, elements, ssid = seen
+            ident = known(sa)
+            if ident is None and (ident := identify(sa)) is None:
                 continue
-            freq = p.freq
             chan = channel_of.get(freq)
             if chan is None:
                 chan = channel_of[freq] = channel_mask(freq_to_channel(freq))
-            ssid = p.ssid
-            observe(ts, ident, p.rssi, p.seq, p.elements, chan, ssid_hash(ssid) if ssid else None)
+            if ssid:
+                observe(ts, ident, rssi, seq, elements, chan, ssid_hashes(ssid) or ssid_hash(ssid))
+            else:
+                observe(ts, ident, rssi, seq, elements, chan, None)
         self.frames += n
 
     def finish(self, reason: str = "shutdown") -> None:

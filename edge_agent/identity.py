@@ -24,7 +24,7 @@ try:  # CPython's own SHA-256: no OpenSSL call overhead, which dominates for 6-b
     from _sha256 import sha256 as _sha256
 except ImportError:  # pragma: no cover - other interpreters
     _sha256 = hashlib.sha256
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from footfall.schema import OPTOUT_PREFIX_BYTES
@@ -140,6 +140,19 @@ class Identifier:
         # First 8 bytes of device digests (the hub's compact list, see schema.pack_optout_prefixes).
         self.optout_prefixes: frozenset[bytes] = frozenset()
         self.optout_hits = 0
+
+    @property
+    def known(self) -> Callable[[bytes], tuple[bytes, bool, str | None] | None]:
+        """The lookup of the identities computed lately: ``known(mac)`` is what
+        :meth:`identify` returns for ``mac``, or None when it has to be asked (not computed
+        lately, or opted out: identify counts the hit). The agent's loop asks it first, which
+        spares a call for most frames."""
+        return self._cache.get
+
+    @property
+    def ssid_hashes(self) -> Callable[[bytes], str | None]:
+        """The lookup of the SSID hashes computed lately: :meth:`ssid_hash`, or None."""
+        return self._ssids.get
 
     def device_id(self, mac: bytes) -> str:
         """The device id as it appears in payloads: 32 hex digits."""

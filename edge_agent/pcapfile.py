@@ -238,7 +238,7 @@ def _soft_limit(snaplen: int) -> int:
 def _iter_pcap(
     f: BinaryIO, buf: bytes, hdr: _Header, stats: dict[str, int], closed: threading.Event, name: str
 ) -> Generator[tuple[float, bytes], None, None]:
-    unpack = struct.Struct(hdr.endian + "IIII").unpack_from
+    unpack = struct.Struct(hdr.endian + "III4x").unpack_from  # the original length: not read
     divisor = hdr.divisor
     # The hard limit is ours, not the file's snap length (see _soft_limit).
     limit = MAX_RECORD
@@ -253,7 +253,7 @@ def _iter_pcap(
             end = len(buf)
             incl = -1
             while off + 16 <= end:
-                sec, frac, incl, _ = unpack(buf, off)
+                sec, frac, incl = unpack(buf, off)
                 if incl > soft:  # one comparison on the hot path; the rest only for long records
                     if incl > limit:
                         break

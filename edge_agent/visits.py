@@ -7,16 +7,11 @@ device estimator links randomized MACs with them), and the channels it was heard
 
 Classification and its defaults: ``visit_settings``.
 
-Memory is bounded: a sensor on an OpenWrt router tracks tens of thousands of devices in a
-few megabytes, so an open visit is no Python object at all: its state lives in parallel typed
-arrays (``array``) indexed by a slot number, found through ``device_table.DeviceTable`` (about
-110 bytes a device in all, see there). A dict of the 1,024 devices heard last (cleared when
-full) sits in front of the table: 93-95 % of the benchmark crowds' frames find their visit
-there, with one dict lookup. Slots are reused after a visit closes (a free slot holds NaN in
-``_last``: expiry, the presence count and the table's rebuild pass over it), new ones come 64
-at a time, state expires after the gap, and past ``max_devices`` the oldest visits are closed
-early (``closed_by = "evicted"``). Visits that close together (expiry, eviction ties, flush)
-close in the order they opened, as they did from a dict: a 4-byte opening number per slot.
+Memory is bounded: an open visit is no Python object at all (``visit_columns``: typed-array
+columns by slot, found through ``device_table.DeviceTable``, about 110 bytes a device in all).
+Slots are reused after a visit closes, state expires after the gap, and past ``max_devices``
+the oldest visits are closed early (``closed_by = "evicted"``). Visits that close together
+(expiry, eviction ties, flush) close in the order they opened.
 
 Per-burst and per-minute evidence (visit payload version 2, see ``docs/mqtt.md``): the burst
 count and start offsets (the first 64) and the max RSSI of each UTC minute. Most devices are
@@ -41,14 +36,30 @@ than grow its minute list past what the payload may carry (24 h).
 
 from __future__ import annotations
 
-import math
 from array import array
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from footfall import schema
 from footfall.edge_agent.bands import channel_bit, channels_of, freq_to_channel
-from footfall.edge_agent.device_table import KEY_BYTES, DeviceTable
+from footfall.edge_agent.device_table import KEY_BYTES
+from footfall.edge_agent.visit_columns import (
+    _CHANNELS,
+    _COUNT,
+    _FIRST,
+    _FREE,
+    _LAST,
+    _LAST_INSIDE,
+    _MINUTE_RSSI,
+    _NO_RSSI,
+    _NONE,
+    _RSSI_N,
+    _RSSI_SUM,
+    _SEQ,
+    _SLOT,
+    Model,
+    VisitColumns,
+)
 from footfall.edge_agent.visit_settings import VisitSettings
 
 __all__ = ["VisitSettings", "VisitTracker", "channel_mask", "freq_to_channel"]
@@ -63,15 +74,6 @@ def channel_mask(channel: int | None) -> int:
     return 1 << bit if bit else 0
 
 
-class Model(Protocol):
-    """What a visit keeps of the phone model: the parser's ``Elements`` satisfies it."""
-
-    fingerprint: str
-    ie_ids: tuple[int, ...]
-
-
-_NONE = -32768  # "no value" in the sequence number arrays
-_NO_RSSI = schema.RSSI_NO_READING  # "no reading yet" in the RSSI arrays (int8: their lowest value)
 # Minute codes (see the module docstring) back to payload values.
 _MINUTE_VALUE: list[int | None] = [None, *range(-128, 127)]
 # A raw minute list one shorter than the payload's bound: rounding the times to the
@@ -79,66 +81,15 @@ _MINUTE_VALUE: list[int | None] = [None, *range(-128, 127)]
 _MAX_MINUTE_INDEX = schema.MAX_RSSI_MINUTES - 2
 _MAX_OFFSETS = schema.MAX_BURST_OFFSETS
 _ONE_BURST = (0.0,)
-_MODELS_MAX = 4096  # distinct fingerprints remembered for sharing; the field has hundreds
 _MAX_SSIDS = 16  # SSID hashes kept per visit
 _CHANNEL_LISTS_MAX = 1024  # channel sets remembered with their channel lists
-_HOT_MAX = 1024  # entries of the recent-device dict in front of the table
-_FREE = math.nan  # _last of a slot with no open visit
-_GROW = 64  # slots added at once when none is free
-# What new slots hold, column by column (VisitTracker._columns): a free slot's _last is NaN;
-# the rest is overwritten when it opens or not read before it is set.
-_CHUNKS = tuple(
-    array(code, [fill]) * _GROW
-    for code, fill in (
-        ("d", _FREE),  # _first
-        ("d", _FREE),  # _last
-        ("d", _FREE),  # _last_inside
-        ("f", 0.0),  # _inside
-        ("f", 0.0),  # _gap_sum
-        ("i", 0),  # _rssi_sum
-        ("i", 0),  # _count
-        ("i", 0),  # _rssi_n
-        ("b", _NO_RSSI),  # _rssi_max
-        ("h", _NONE),  # _seq_first
-        ("h", _NONE),  # _seq_last
-        ("i", 0),  # _bursts
-        ("Q", 0),  # _channels
-        ("b", 0),  # _randomized
-        ("b", _NO_RSSI),  # _minute_rssi
-        ("H", 0),  # _minutes01
-        ("f", 0.0),  # _offset2
-        ("I", 0),  # _order
-    )
-)
-_NONE_CHUNK = [None] * _GROW
 
 
 def _minute_code(rssi: int) -> int:
     return min(rssi + 129, 255)
 
 
-class _Open:
-    """The devices of a tracker's open visits (``VisitTracker.open``): a read-only view."""
-
-    __slots__ = ("_t",)
-
-    def __init__(self, tracker: VisitTracker) -> None:
-        self._t = tracker
-
-    def __len__(self) -> int:
-        return self._t._index.n
-
-    def __contains__(self, device: object) -> bool:
-        return self._t._index.find(device) is not None
-
-    def __iter__(self) -> Iterator[bytes | object]:
-        t = self._t
-        index = t._index
-        for i in t._open_slots():
-            yield index.device(index.key(i))
-
-
-class VisitTracker:
+class VisitTracker(VisitColumns):
     """Feed sightings in time order with :meth:`observe`; closed visits go to ``emit``.
 
     ``device`` is the keyed device digest (bytes; a str is accepted too): it becomes the
@@ -160,35 +111,6 @@ class VisitTracker:
         "_minute_start",
         "_minute_end",
         "_next_timer",
-        "_free",
-        "_index",
-        "_order",
-        "_next_order",
-        "_hot",
-        "_first",
-        "_last",
-        "_last_inside",
-        "_inside",
-        "_gap_sum",
-        "_rssi_sum",
-        "_count",
-        "_rssi_n",
-        "_rssi_max",
-        "_seq_first",
-        "_seq_last",
-        "_bursts",
-        "_channels",
-        "_randomized",
-        "_minute_rssi",
-        "_minutes01",
-        "_offset2",
-        "_model",
-        "_models",
-        "_phash",
-        "_wide_channels",
-        "_channel_lists",
-        "_minute_table",
-        "_offset_table",
     )
 
     def __init__(
@@ -212,124 +134,7 @@ class VisitTracker:
         self._minute_start = 0.0
         self._minute_end = 0.0
         self._next_timer = 0.0  # the earlier of _next_expire and _minute_end
-        self._free = array("i")  # slots of closed visits, reused first
-        # Opening numbers: visits that close at once close in this order (renumbered from 0 in
-        # the unlikely event that 2**32 visits have opened).
-        self._order = array("I")
-        self._next_order = 0
-        # Recently heard devices -> slot, cleared when full: most frames find their visit here.
-        self._hot: dict[object, int] = {}
-        # One array per field, indexed by slot.
-        self._first = array("d")
-        self._last = array("d")
-        self._index = DeviceTable(self._last)
-        self._last_inside = array("d")  # -1.0: no inside sighting yet
-        # Durations fit single precision (milliseconds over days); RSSI sums fit 32 bits.
-        self._inside = array("f")
-        self._gap_sum = array("f")
-        self._rssi_sum = array("i")
-        self._count = array("i")
-        self._rssi_n = array("i")
-        # Max RSSI of the visit's completed minutes, valid once one has ended (_minutes01 != 0);
-        # the current minute's is in _minute_rssi, so a frame updates one maximum, not two.
-        self._rssi_max = array("b")
-        self._seq_first = array("h")
-        self._seq_last = array("h")
-        self._bursts = array("i")
-        self._channels = array("Q")
-        self._randomized = array("b")
-        # Evidence per minute and per burst (see the module docstring).
-        self._minute_rssi = array("b")
-        self._minutes01 = array("H")
-        self._offset2 = array("f")
-        # (fingerprint, element ids) of the visit's first frame, one tuple per fingerprint: not
-        # the parser's decoded elements, whose vendor and capability fields a visit never reads
-        # and which an element flood makes unique per device (1.5 KB each, kept for 10 minutes).
-        # The tuple is (fingerprint, element ids, None); once the device asks for a network by
-        # name, the visit's own (SSID hash, ..., that tuple): a phone asks for one to three
-        # networks (a tuple, not a set, which costs 216 bytes with one element against a tuple's
-        # 48; and no column of its own for every slot). A repeated SSID is found before the
-        # model tuple is compared with it.
-        self._model: list[tuple[Any, ...] | None] = []
-        self._models: dict[str, tuple[str, tuple[int, ...], None]] = {}
-        # Rare extras live in side tables keyed by slot, not in a column for every device.
-        self._phash: dict[int, str] = {}
-        self._wide_channels: dict[int, int] = {}  # channel bits from 64 up (6 GHz): rare
-        self._channel_lists: dict[int, tuple[int, ...]] = {}  # channel set -> its channels
-        self._minute_table: dict[int, bytearray] = {}
-        self._offset_table: dict[int, array[float]] = {}
-
-    def _kept(self, model: Model) -> tuple[str, tuple[int, ...], None]:
-        fingerprint = model.fingerprint
-        kept = self._models.get(fingerprint)
-        if kept is None:
-            if len(self._models) >= _MODELS_MAX:
-                self._models.clear()  # open visits keep their own tuples
-            kept = self._models[fingerprint] = (fingerprint, model.ie_ids, None)
-        return kept
-
-    def _open_slot(self, key: bytes, ts: float, randomized: bool, seq: int, model: Model, rssi: int | None) -> int:
-        """A slot for a new visit of the device with this 16-octet ``key``, entered in the table."""
-        model_kept = self._kept(model)
-        if not self._free:
-            self._grow()
-        i = self._free.pop()
-        self._first[i] = self._last[i] = ts
-        self._inside[i] = self._gap_sum[i] = 0.0
-        self._last_inside[i] = -1.0
-        self._count[i] = self._rssi_n[i] = self._rssi_sum[i] = self._channels[i] = 0
-        self._seq_first[i] = seq
-        self._bursts[i] = 1
-        self._randomized[i] = randomized
-        self._model[i] = model_kept
-        self._minute_rssi[i] = _NO_RSSI if rssi is None else rssi
-        n = self._next_order
-        try:
-            self._order[i] = n
-        except OverflowError:  # 2**32 visits opened: number the open ones afresh
-            self._renumber(i)
-            n = self._next_order
-            self._order[i] = n
-        self._next_order = n + 1
-        self._index.insert(key, i)
-        return i
-
-    def _grow(self) -> None:
-        """Room for ``_GROW`` more visits: every column extended at once (a slot opened by
-        appending to each cost twice the bytecodes of filling one), the new slots free, the
-        lowest first. A slot's fields are all set when it opens but these, which the open
-        visit sets before it reads them: ``_seq_last``, ``_rssi_max`` (read once a minute has
-        ended), ``_minutes01`` (0 here and again at close), ``_offset2`` (set at the second
-        burst), ``_order``."""
-        base = len(self._first)
-        for column, chunk in zip(self._columns(), _CHUNKS, strict=True):
-            column.extend(chunk)
-        self._model.extend(_NONE_CHUNK)
-        self._index.grow(_GROW)
-        self._free.extend(range(base + _GROW - 1, base - 1, -1))
-
-    def _columns(self) -> tuple[array[Any], ...]:
-        """The typed-array columns, in the order of ``_CHUNKS``."""
-        return (
-            self._first,
-            self._last,
-            self._last_inside,
-            self._inside,
-            self._gap_sum,
-            self._rssi_sum,
-            self._count,
-            self._rssi_n,
-            self._rssi_max,
-            self._seq_first,
-            self._seq_last,
-            self._bursts,
-            self._channels,
-            self._randomized,
-            self._minute_rssi,
-            self._minutes01,
-            self._offset2,
-            self._order,
-        )
+        super().__init__()
 
     def _close_all(self, slots: list[int], reason: str) -> None:
         """Close these visits, in this order. Past a sixth of the visits that stay open, the
@@ -346,36 +151,6 @@ class VisitTracker:
                 self._close(i, reason, False)
         finally:  # also when emit() raised: the visits closed so far are out of the table
             index.removed_many(len(self._free) - free)
-
-    def _lookup(self, device: object) -> int | None:
-        """Slot of ``device``'s open visit from the table (None: not open); remembered in the
-        recent-device dict, which observe() asks first."""
-        i = self._index.find(device)
-        if i is not None:
-            hot = self._hot
-            if len(hot) >= _HOT_MAX:
-                hot.clear()
-            hot[device] = i
-        return i
-
-    def _renumber(self, opening: int) -> None:
-        """Opening numbers 0..n-1 for the open visits but slot ``opening`` (the one being
-        opened), in their order: after 2**32 visits opened."""
-        order = self._order
-        slots = [i for i in self._open_slots() if i != opening]
-        for n, i in enumerate(slots):
-            order[i] = n
-        self._next_order = len(slots)
-
-    def _open_slots(self) -> list[int]:
-        """Slots of the open visits, in the order they opened."""
-        last = self._last
-        return sorted([i for i, t in enumerate(last) if t == t], key=self._order.__getitem__)
-
-    @property
-    def open(self) -> _Open:
-        """The open visits' devices: ``len()``, iteration (in opening order), ``in``."""
-        return _Open(self)
 
     def observe(
         self,
@@ -404,77 +179,78 @@ class VisitTracker:
             seq = _NONE
         device = ident[0]
         dup = False
-        # The open visit of this device: from the small dict of recently heard devices (a probe
-        # burst hits it: 93-95 % of frames of the benchmark's crowds), else from the table.
-        i = self._hot.get(device)
-        if i is not None or (i := self._lookup(device)) is not None:
-            last = self._last[i]
+        # The open visit of this device: its record in the small dict of recently heard devices
+        # (a probe burst hits it: 93-95 % of frames of the benchmark's crowds), else from the table.
+        r = self._hot.get(device)
+        if r is not None or (r := self._lookup(device)) is not None:
+            last = r[_LAST]
             gap = ts - last
-            if seq == self._seq_last[i] and -s.duplicate_s <= gap <= s.duplicate_s and seq != _NONE:
+            if seq == r[_SEQ] and -s.duplicate_s <= gap <= s.duplicate_s and seq != _NONE:
                 # The same transmission again (another radio heard it, a retry, the interface
                 # delivered it twice): not a new sighting, but its reading still counts below.
                 dup = True
-            if gap > s.gap_s or ts - self._first[i] > s.max_visit_s:
-                self._close(i, "gap" if gap > s.gap_s else "max_duration")
-                i = None
+            if gap > s.gap_s or ts - r[_FIRST] > s.max_visit_s:
+                self._close(r[_SLOT], "gap" if gap > s.gap_s else "max_duration")
+                r = None
             elif gap > 0:
                 # A later UTC minute than the last frame's: ts in now's minute and the last frame
                 # before it, or (a frame older than now's minute) a boundary between the two.
                 minute = self._minute_start
-                if last < minute and (ts >= minute or ts % 60.0 < gap) and not self._new_minute(i, ts):
-                    self._close(i, "max_duration")
-                    i = None
+                if last < minute and (ts >= minute or ts % 60.0 < gap) and not self._new_minute(r, ts):
+                    self._close(r[_SLOT], "max_duration")
+                    r = None
                 else:
                     if gap > s.burst_s:
+                        i = r[_SLOT]
                         bursts = self._bursts[i] = self._bursts[i] + 1
                         self._gap_sum[i] += gap
                         if bursts == 2:
-                            self._offset2[i] = ts - self._first[i]
+                            self._offset2[i] = ts - r[_FIRST]
                         elif bursts <= _MAX_OFFSETS:
                             offsets = self._offset_table.get(i)
                             if offsets is None:
-                                self._offset_table[i] = array("f", (ts - self._first[i],))
+                                self._offset_table[i] = array("f", (ts - r[_FIRST],))
                             else:
-                                offsets.append(ts - self._first[i])
-                    self._last[i] = ts
-        if i is None:
+                                offsets.append(ts - r[_FIRST])
+                    r[_LAST] = ts
+        if r is None:
             dup = False  # the first frame of a visit (one closed for its length just above)
             if self._index.n >= s.max_devices:
                 self._evict()
             key = device if device.__class__ is bytes and len(device) == KEY_BYTES else self._index.key_of(device)
-            i = self._open_slot(key, ts, ident[1], seq, model, rssi)
-            hot = self._hot
-            if len(hot) >= _HOT_MAX:
-                hot.clear()
-            hot[device] = i
+            r = self._open_slot(key, ts, ident[1], seq, model, rssi)
+            self._remember(device, r)
             if ident[2] is not None:
-                self._phash[i] = ident[2]
+                self._phash[r[_SLOT]] = ident[2]
         if dup:
             self.duplicates += 1
         else:
-            self._count[i] += 1
-        self._seq_last[i] = seq
-        if channel_mask:
-            try:
-                self._channels[i] |= channel_mask
-            except OverflowError:  # a bit past the 64-bit column (6 GHz): free when not raised
-                self._wide_channels[i] = self._wide_channels.get(i, 0) | channel_mask
+            r[_COUNT] += 1
+        r[_SEQ] = seq
+        # A device stays on a few channels: a bit is new for few of its frames. Bits from 64 up
+        # (6 GHz) do not fit the 64-bit column: a side table (rare).
+        if channel_mask and not r[_CHANNELS] & channel_mask:
+            if channel_mask >> 64:
+                self._wide_channels[r[_SLOT]] = self._wide_channels.get(r[_SLOT], 0) | channel_mask
+            else:
+                r[_CHANNELS] |= channel_mask
         if ssid is not None:
+            i = r[_SLOT]
             m = self._model[i]
             if m[-1] is None:  # (fingerprint, element ids, None): the first SSID
                 self._model[i] = (ssid, m)
             elif ssid not in m and len(m) <= _MAX_SSIDS:  # (SSID hashes..., model): no str last
                 self._model[i] = (ssid, *m)
         if rssi is not None:
-            self._rssi_sum[i] += rssi
-            self._rssi_n[i] += 1
-            if rssi > self._minute_rssi[i]:
-                self._minute_rssi[i] = rssi
+            r[_RSSI_SUM] += rssi
+            r[_RSSI_N] += 1
+            if rssi > r[_MINUTE_RSSI]:
+                r[_MINUTE_RSSI] = rssi
             if rssi >= s.inside_rssi:
-                li = self._last_inside[i]
+                li = r[_LAST_INSIDE]
                 if li >= 0 and ts - li <= s.inside_gap_s:
-                    self._inside[i] += ts - li
-                self._last_inside[i] = ts
+                    self._inside[r[_SLOT]] += ts - li
+                r[_LAST_INSIDE] = ts
 
     def _timers(self, now: float) -> None:
         """``now`` reached the next minute or the next expiry (observe's clock only)."""
@@ -486,20 +262,22 @@ class VisitTracker:
         else:
             self._next_timer = min(self._next_expire, self._minute_end)
 
-    def _new_minute(self, i: int, ts: float) -> bool:
-        """A frame at ``ts`` starts a later minute of visit ``i``: file the one that ended.
+    def _new_minute(self, r: list[Any], ts: float) -> bool:
+        """A frame at ``ts`` starts a later minute of the visit of record ``r``: file the one
+        that ended.
 
         False (nothing changed) when the visit's minute list would outgrow the payload's bound.
         Runs at most once a minute per device.
         """
-        first_minute = self._first[i] // 60.0
+        first_minute = r[_FIRST] // 60.0
         new = int(ts // 60.0 - first_minute)
-        ended = int(self._last[i] // 60.0 - first_minute)
+        ended = int(r[_LAST] // 60.0 - first_minute)
         if new <= ended:  # float rounding at a boundary: the same minute after all
             return True
         if new > _MAX_MINUTE_INDEX:
             return False
-        minute_max = self._minute_rssi[i]
+        i = r[_SLOT]
+        minute_max = r[_MINUTE_RSSI]
         code = _minute_code(minute_max)
         if ended == 0:  # the first minute ended
             self._rssi_max[i] = minute_max
@@ -515,7 +293,7 @@ class VisitTracker:
             table.append(code)
         if ended and minute_max > self._rssi_max[i]:
             self._rssi_max[i] = minute_max
-        self._minute_rssi[i] = _NO_RSSI
+        r[_MINUTE_RSSI] = _NO_RSSI
         return True
 
     def _minutes(self, i: int, first: float, last: float) -> list[int | None]:
@@ -550,6 +328,7 @@ class VisitTracker:
         self._next_expire = now + min(s.gap_s / 4, 30.0)
         self._next_timer = min(self._next_expire, self._minute_end)
         limit = now - s.gap_s
+        self._store_all()
         # A closed visit's slot holds NaN in _last: never less than the limit.
         stale = sorted([i for i, t in enumerate(self._last) if t < limit], key=self._order.__getitem__)
         if stale:
@@ -566,6 +345,7 @@ class VisitTracker:
         """(devices heard within the window, of which inside) for the live count."""
         since = now - window_s
         devices = inside = 0
+        self._store_all()
         last_inside = self._last_inside
         for i, t in enumerate(self._last):  # NaN in a closed visit's slot: never >= since
             if t >= since:
@@ -579,6 +359,7 @@ class VisitTracker:
         # The n heard longest ago, ties in the order they opened (what sorting every open visit
         # by its last sighting, stably in opening order, gives), without sorting them all by key.
         n = max(1, self._index.n // 10)
+        self._store_all()
         last = self._last
         cut = sorted([t for t in last if t == t])[n - 1]  # NaN != NaN: a closed visit's slot
         order = self._order.__getitem__
@@ -593,7 +374,9 @@ class VisitTracker:
         the open count) to the caller, which rebuilds it (:meth:`_close_all`)."""
         index = self._index
         device = index.release(index.remove(i) if unlink else index.key(i))
-        self._hot.pop(device, None)
+        r = self._hot.pop(device, None)
+        if r is not None:
+            self._store(r)
         s = self.settings
         first, last = self._first[i], self._last[i]
         dwell = last - first

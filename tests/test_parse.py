@@ -245,9 +245,9 @@ def test_element_caches_are_bounded_in_bytes() -> None:
     for _ in range(3000):
         blob = ie(0, b"") + b"".join(ie(221, rnd.randbytes(250)) for _ in range(9))
         assert parser.parse(probe_frame(ies=blob), 0.0) is not None
-        for cache in (parser._ies, parser._stable):
-            assert cache.used <= parse.IE_CACHE_BYTES
-            assert sum(len(k) for k in cache) <= parse.IE_CACHE_BYTES
+        for cache in (parser._ies, parser._stable, parser._elements.variants):
+            assert cache.used <= cache.budget <= parse.IE_CACHE_BYTES
+            assert sum(len(k) for k in cache) <= cache.budget
 
 
 # ---------------------------------------------------------------------------------------------

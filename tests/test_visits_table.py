@@ -12,7 +12,7 @@ import tracemalloc
 
 import pytest
 
-from footfall.edge_agent import device_table, visits
+from footfall.edge_agent import device_table, visit_columns
 from footfall.edge_agent.visits import VisitSettings, VisitTracker
 
 
@@ -91,8 +91,9 @@ def test_payloads_do_not_depend_on_the_table(monkeypatch):
         monkeypatch.setattr(device_table, "hash", lambda key: key[0] & 3, raising=False)
         assert run(frames, **settings) == want
         monkeypatch.undo()
-        # nothing remembered in front of the table: every frame looks its visit up there
-        monkeypatch.setattr(visits, "_HOT_MAX", 0)
+        # only the last device remembered in front of the table: every other frame looks its
+        # visit up there, and every record goes back to the columns as the next one comes
+        monkeypatch.setattr(visit_columns, "_HOT_MAX", 0)
         assert run(frames, **settings) == want
         monkeypatch.undo()
 
