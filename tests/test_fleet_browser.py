@@ -67,6 +67,18 @@ def test_fleet_page_in_chromium(pg_url: str, tmp_path: Path, monkeypatch: pytest
             assert "no scenario results in this period" in page.inner_text("#results")
             assert page.get_attribute("#csv", "href").endswith("&format=csv")
             assert errors == [] and foreign == []
+            # Left open, the page refreshes itself: a store added at the centre shows up, and when
+            # the centre goes away the last tables stay, with a line that says so.
+            page.goto(base + "/fleet?refresh=1")
+            page.wait_for_selector("#sensors tbody tr")
+            assert "Refreshed every 1 s" in page.inner_text("#refreshed")
+            with db.connect() as conn:
+                auth.add_hub(conn, "store-9", name="Store 9")
+            page.wait_for_selector("#summary:has-text('3 stores')")
+            server.stop()
+            page.wait_for_selector("#refreshed.warn")
+            assert "Not refreshed" in page.inner_text("#refreshed")
+            assert page.locator("#sensors tbody tr").count() == 4 and "3 stores" in page.inner_text("#summary")
         finally:
             browser.close()
     db.close()

@@ -41,10 +41,33 @@ async function load() {
   }
 }
 
+// An operator leaves this page open on a wall screen: it refreshes every minute (?refresh=N
+// seconds) while visible, at once when shown again, and a failed refresh keeps the last table
+// and says since when it is that old, rather than blanking the page.
+const REFRESH_S = Math.max(1, Number(new URLSearchParams(location.search).get("refresh")) || 60);
+let lastOk = null;
+
+async function refresh() {
+  const note = $("#refreshed");
+  try {
+    await load();
+    lastOk = new Date();
+    note.textContent = `Refreshed every ${REFRESH_S} s while this page is shown.`;
+    note.className = "";
+  } catch (e) {
+    const since = lastOk ? `the tables are from ${lastOk.toLocaleTimeString()} (this computer's clock)` : "nothing loaded yet";
+    note.textContent = `Not refreshed: ${e.message}; ${since}. Trying again in ${REFRESH_S} s.`;
+    note.className = "warn";
+  }
+}
+
+setInterval(() => { if (document.visibilityState === "visible") refresh(); }, REFRESH_S * 1000);
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") refresh(); });
+
 $("#logout").onclick = async () => { await fetch("/api/v1/logout", {method: "POST"}); location.href = "/login"; };
 
 (async () => {
   const me = await api("/api/v1/me");
   $("#who").textContent = `${me.name} (${me.role}${me.stores ? ": " + me.stores.join(", ") : ""})`;
-  await load();
+  await refresh();
 })();
