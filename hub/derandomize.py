@@ -40,8 +40,8 @@ continuation holds less than ``rekey_below`` of the posterior (over every candid
 one person's key on a coin toss. Only the identity pass does this (``identity_rekey_below``,
 0.7); the estimation pass joins and its figures correct for it. Why long tracks only: on the
 simulated stores the tracks in doubt whose best continuation was the wrong phone had been heard
-for about an hour (median 3,400 s over 64 scans, seeds 14, 17 and 26), the right ones for
-one to two minutes: a chain of shoppers of one model, grown by the stay term (a track heard
+for 35 to 57 minutes (medians over seeds 14, 17 and 26, 32 to 64 scans), the right ones for
+40 s to 2 minutes: a chain of shoppers of one model, grown by the stay term (a track heard
 longer is expected to stay longer), not one shopper. A random-MAC phone heard for half an hour
 in a shop is rarer than such a chain; a cut costs completeness, a wrong join homogeneity and
 gives one person another's visits. Chosen on the tuning seeds (0.5 to 0.9, 900 to 3,600 s),
