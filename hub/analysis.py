@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -190,8 +190,7 @@ def analyse(
     passes = []
     # Two passes (see LinkSettings.identity_bias): the estimation pass joins generously and the
     # estimates correct for it; the identity pass keeps a key to one person where it can.
-    identity = replace(settings, measured_bias=settings.identity_bias, rekey_below=settings.identity_rekey_below)
-    for s in (settings, identity):
+    for s in (settings, settings.identity()):
         linker = Linker(s, inside=lambda sw: inside.p_inside(sw.peak), record=True, model=link_model)
         if warm is not None:
             linker.restore(*warm)

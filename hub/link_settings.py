@@ -7,7 +7,7 @@ parametrize. Chosen on the simulator's tuning seeds and the real captures' recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from footfall.hub.sweeps import SweepSettings
 
@@ -61,6 +61,10 @@ class LinkSettings(SweepSettings):
     rekey_below: float = 0.0
     identity_rekey_below: float = 0.7
     rekey_after_s: float = 1800.0
+
+    def identity(self) -> LinkSettings:
+        """These settings as the identity pass uses them (its bias and its re-keying)."""
+        return replace(self, measured_bias=self.identity_bias, rekey_below=self.identity_rekey_below)
 
 
 @dataclass

@@ -294,10 +294,8 @@ def evaluate_captures(
     if not paths:
         raise FileNotFoundError(f"no .pcap files in {DEFAULT_CAPTURES}")
     visits, truth, _ = load_captures(paths, clock)
-    if settings is None:  # as the identity pass, whose keys the store keeps (no inside model here)
-        settings = LinkSettings(trust_la_bit=False)
-        settings.rekey_below = settings.identity_rekey_below
-    return score_visits(visits, truth, settings)
+    # By default as the identity pass, whose keys the store keeps (no inside model here).
+    return score_visits(visits, truth, settings or LinkSettings(trust_la_bit=False).identity())
 
 
 def load_simulation(directory: Path) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, Any]]:
