@@ -78,6 +78,7 @@ def test_fleet_page_in_chromium(pg_url: str, tmp_path: Path, monkeypatch: pytest
             server.stop()
             page.wait_for_selector("#refreshed.warn")
             assert "Not refreshed" in page.inner_text("#refreshed")
+            assert "the tables are as of" in page.inner_text("#refreshed")  # the centre's time, UTC
             assert page.locator("#sensors tbody tr").count() == 4 and "3 stores" in page.inner_text("#summary")
         finally:
             browser.close()

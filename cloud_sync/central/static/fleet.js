@@ -5,6 +5,7 @@ const fmtAge = (s) => (s == null ? "never" : s < 120 ? `${Math.round(s)} s ago` 
 const fmtBytes = (b) => (b == null ? "" : b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : `${Math.round(b / 1e6)} MB`);
 const CLASS = {down: "bad", stale: "warn", warning: "warn", notice: "", ok: "ok"};
 let warnDays = 30;
+let asOf = null;  // the centre's time of the tables shown (every time on this page is the centre's)
 
 function state(r) {
   const text = r.problems && r.problems.length ? r.problems.join("; ") : "ok";
@@ -20,6 +21,7 @@ function expiry(ts, days) {
 
 async function load() {
   const data = await api("/api/v1/fleet");
+  asOf = data.as_of;
   warnDays = data.warn_days;
   const down = data.sensors.filter((s) => s.level === "down").length;
   const stale = data.stores.filter((s) => s.report_stale).length;
@@ -45,17 +47,15 @@ async function load() {
 // seconds) while visible, at once when shown again, and a failed refresh keeps the last table
 // and says since when it is that old, rather than blanking the page.
 const REFRESH_S = Math.max(1, Number(new URLSearchParams(location.search).get("refresh")) || 60);
-let lastOk = null;
 
 async function refresh() {
   const note = $("#refreshed");
   try {
     await load();
-    lastOk = new Date();
     note.textContent = `Refreshed every ${REFRESH_S} s while this page is shown.`;
     note.className = "";
   } catch (e) {
-    const since = lastOk ? `the tables are from ${lastOk.toLocaleTimeString()} (this computer's clock)` : "nothing loaded yet";
+    const since = asOf ? `the tables are as of ${fmtTime(asOf)} UTC` : "nothing loaded yet";
     note.textContent = `Not refreshed: ${e.message}; ${since}. Trying again in ${REFRESH_S} s.`;
     note.className = "warn";
   }
