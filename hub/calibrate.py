@@ -1,6 +1,6 @@
 """Calibrate the hub's estimates of people against a real count (``footfall calibrate counts``).
 
-The hub cannot measure everything by radio (``hub/estimate.py``, :class:`Defaults`): the share
+The hub cannot measure everything by radio (``hub/estimate_defaults.py``, :class:`Defaults`): the share
 of people whose phone probes, how long a passer-by stays in range, how many visits the tracker
 makes of one person. A door counter, or someone counting for a few days, fixes that per site.
 

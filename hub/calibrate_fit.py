@@ -35,10 +35,11 @@ SANE_FACTOR = (1 / 3, 3.0)
 # How much a store's figure wanders from day to day around its own bias: the standard
 # deviation of log(truth / estimate) between the days of one store, pooled over the simulator's
 # tuning stores with three days (seeds 4 and 8 with 2-3 sensors, 44 and 52 with one; truth
-# model 3, 2026-12-04; 4 degrees of freedom each, so a rough figure). The rest of the figure's
+# model 3, 2026-12-04; 4 degrees of freedom each, so a rough figure; visitors with 2-3 sensors
+# measured again for the visitor weights of 2026-12-05, 0.023 before). The rest of the figure's
 # model spread (Defaults.spread) is the store's own bias, the part a count can take out.
 DAY_NOISE: dict[bool, dict[str, float]] = {
-    False: {"visitors": 0.023, "passersby": 0.075},
+    False: {"visitors": 0.049, "passersby": 0.075},
     True: {"visitors": 0.085, "passersby": 0.13},
 }
 

@@ -13,10 +13,15 @@ prior being the share of sessions that are visits (EM over the site's sessions).
 probabilities instead of drawing a line keeps the count unbiased where single sessions are
 ambiguous (a short look-in and a passer-by reading alike).
 
-**Visitors** = sum over sessions of ``p_visit``, over the site's heard share (visits whose
-phone scans at all while there, measured on identified phones) and ``probing_share`` (people
-whose phone probes at all), times the tracker's correction at the site's crowding
-(``SiteModel.visitor_factor``) and the site calibration.
+**Visitors** = sum over sessions of ``p_visit`` times the people the stay stands for
+(``SiteModel.people``), over the site's heard share (visits whose phone scans at all while
+there, measured on identified phones) and ``probing_share`` (people whose phone probes at all),
+times the site calibration. A stay of a phone with a fixed address is one person. A stay of a
+randomizing phone is the mean of two estimates: the tracker's stay times its correction at the
+site's crowding, and its inside scans over the scans one phone makes in the site's mean visit
+(the first errs where the tracker joins or cuts phones, the second where a day's visits are
+longer or shorter than the site's mean). With one sensor, or before the inside model is
+trained, every stay gets the tracker's correction (``SiteModel.visitor_factor``).
 
 **Passers-by** = scans heard by the street-facing sensor in sessions that were not visits,
 over the scans one passer-by's phone makes while in its range (``passby_scans``, a default),
@@ -40,93 +45,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from footfall.hub.estimate_defaults import DEFAULTS, Z90, Defaults, ModelSpread
 from footfall.hub.inside import InsideModel
 
-Z90 = 1.645  # ranges are 90 % intervals
 LONG_STAY_S = 4 * 3600.0  # a session this long is staff or equipment
 MAX_WEIGHT = 3.0  # cap of the 1 / p_heard weight of a short visit
-
-
-@dataclass(frozen=True)
-class ModelSpread:
-    """The model part of a range: the root mean square of log(truth / estimate) between tuning
-    days (bias included: a figure that is short on average gets a range that says so), per
-    figure, and the days it was measured on. Measured, not known: a 90 % prediction interval for
-    a new day is wider by t(0.95, days - 1) / z(0.95) x sqrt(1 + 1 / days)."""
-
-    visitors: float
-    passersby: float
-    dwell: float  # median dwell
-    mean_dwell: float
-    days: int
-    t95: float  # t(0.95, days - 1)
-
-    @property
-    def predictive(self) -> float:
-        return self.t95 / Z90 * math.sqrt(1 + 1 / self.days)
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """What the hub cannot measure by radio alone. Chosen on the simulator's tuning seeds 1-10
-    (``footfall evaluate --metrics --seeds tuning``: the factors are the median truth/estimate
-    there, the standard deviations the spread of that ratio between days); a site's door count
-    replaces them (``footfall calibrate counts``)."""
-
-    probing_share: float = 0.9  # people whose phone probes (simulator: 10 % Wi-Fi off; no published figure found)
-    # Scans of a passer-by's phone heard as outside stays of the tracker's identity pass while
-    # in range (all phones: Wi-Fi off is in probing_share). A default, not the site's scan rate:
-    # that is measured on the visitors with a fixed address, idle phones of a few older models,
-    # and it moved the passers-by of small stores by a third (spread of log(truth/estimate)
-    # between tuning days 0.23 with it, 0.20 without; counted on the identity pass, 0.14).
-    passby_scans: float = 0.415
-    passby_max_s: float = 90.0  # a session longer than this does not look like a walk past
-    # Scans of stays up to this long that are not visits count as passers-by: the tracker joins
-    # some passers-by of one phone model into a longer stay (with a 90 s limit the estimate then
-    # fell with the share of randomizing phones); longer still is a neighbour's device.
-    passby_scans_max_s: float = 900.0
-    session_gap_s: float = 600.0  # a device silent this long has left (the agents' visit gap)
-    identified_gap_s: float = 1800.0  # the same for a fixed-address phone (see hub/analysis.py)
-    # The tracker's and the classifier's visits per visitor, inverted, at ``crowding_ref`` phones
-    # present: the more phones of one model are in the shop at once, the more often the tracker
-    # joins two into one, so the factor grows as crowding ** exp (SiteModel.crowding). Least
-    # squares of log(truth / estimate) on log crowding over the tuning days with 2-3 sensors
-    # (truth model 3; one sensor: see one_sensor_spread). On truth model 2 the crowding term cut
-    # the spread of log(truth / estimate) between days from 0.23 to 0.15; on truth model 3,
-    # where a still phone keeps its signal and the tracker tells co-present phones apart
-    # better, it matters less (0.110 -> 0.108).
-    visitor_factor: float = 1.19
-    crowding_ref: float = 10.0
-    crowding_range: tuple[float, float] = (5.0, 20.0)  # the tuning days' range: no extrapolation
-    visitor_crowding_exp: float = 0.48
-    dwell_factor: float = 0.81  # median dwell
-    mean_dwell_factor: float = 0.78  # mean dwell: merged stays lengthen the tail more than the middle
-    scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
-    # The model part of every range, by how many sensors the site has (see ModelSpread). One
-    # sensor cannot tell the street from the shop: on the tuning days its passers-by came out
-    # 24 % short on average, visitors 13 %, median dwell 25 % (held out: 16, 8 and 15 %), and no
-    # correction carried over from the tuning days to the held-out ones (factors on crowding
-    # fitted on the first, tried on truth models 2 and 3, cut the errors there and raised them
-    # on the second: visitors 13 -> 20 %, passers-by 18 -> 27 %), so its ranges are wide
-    # instead; so are those of a site whose inside model is not trained yet (measured on the
-    # tuning days with 1 sensor).
-    spread: ModelSpread = ModelSpread(0.11, 0.12, 0.13, 0.10, days=12, t95=1.7959)
-    one_sensor_spread: ModelSpread = ModelSpread(0.22, 0.36, 0.38, 0.15, days=10, t95=1.8331)
-    # How stays of each class look (shares that are one scan, a few scans within a walk past,
-    # longer), measured by the session EM (``sitefit.shape_em`` with no prior) on the tuning days with
-    # 2-3 sensors, where the pattern over sensors tells the street from the shop
-    # (``python -m footfall.tools.fit_link_model --shapes``). With one sensor every scan reads
-    # about as "inside" as any other, nothing in a day's data says how visits look against walks
-    # past, and the EM's answer wandered: on one held-out store it took a single-scan stay for a
-    # visit 58 % of the time where 42 % were. The EM weighs these as ``shape_prior_n`` stays a
-    # day of data (tuning days: 100 and 300 both cut the passers-by error, 300 more, one-sensor
-    # stores too; per day, so that a week of history does not drown the anchor).
-    shape_visit: tuple[float, float, float] = (0.28, 0.059, 0.661)
-    shape_pass: tuple[float, float, float] = (0.763, 0.149, 0.089)
-    shape_prior_n: float = 300.0  # per day of stays fitted on (a site's model rests on a week)
-
-
-DEFAULTS = Defaults()
 
 
 @dataclass
@@ -150,6 +73,7 @@ class SiteModel:
     front_sensor: str | None = None
     sweeps_per_visitor: float = 0.0  # for the tracker's new-device rate; 0 = its default
     crowding: float = 0.0  # phones present per open minute, from scans (0: not measured)
+    visit_dwell_s: float = 0.0  # mean visit dwell of the stays fitted on (0: not measured)
     fitted_on: str = ""
     calibration: Calibration = field(default_factory=Calibration)
 
@@ -176,6 +100,31 @@ class SiteModel:
             * self.calibration.visitors
         )
 
+    def people(
+        self, s: Session, defaults: Defaults = DEFAULTS, *, span_s: float | None = None, scans: int | None = None
+    ) -> float:
+        """People one stay stands for: its visit probability, weighted as the visitor count weighs
+        it (see ``Defaults.tracker_factor``), over the heard share and the probing share, times the
+        site calibration. 0 for staff.
+
+        With ``span_s`` (and the ``scans`` heard over it): the people present at once while the
+        stay lasts, for occupancy. The scan part is then the scans over what one phone makes in
+        that span, not in the site's mean visit: a stay of two phones joined counts two people
+        at a time, and a long stay is one person for longer, not several."""
+        if s.staff or s.p_visit <= 0:
+            return 0.0
+        if self.weak or self.visit_dwell_s <= 0:
+            return s.p_visit * self.visitor_factor(defaults)
+        if s.identified:
+            weight = 1.0
+        else:
+            w = defaults.scan_weight
+            tracker = defaults.tracker_factor * self.crowding_factor(defaults.tracker_crowding_exp, defaults)
+            n = len(s.scans) if scans is None else scans
+            minutes = (self.visit_dwell_s if span_s is None else max(span_s, 1.0)) / 60.0
+            weight = (1.0 - w) * tracker + w * n / (minutes * defaults.inside_scans_per_min)
+        return s.p_visit * weight / self.heard_share / defaults.probing_share * self.calibration.visitors
+
     def passersby_factor(self, defaults: Defaults = DEFAULTS) -> float:
         """Passers-by per scan of a passing stay: one over the scans a passer-by's phone makes
         in range, over the probing share, times the site calibration."""
@@ -199,6 +148,7 @@ class SiteModel:
             front_sensor=d.get("front_sensor"),
             sweeps_per_visitor=float(d.get("sweeps_per_visitor", 0.0)),
             crowding=float(d.get("crowding", 0.0)),
+            visit_dwell_s=float(d.get("visit_dwell_s", 0.0)),
             fitted_on=str(d.get("fitted_on", "")),
             calibration=Calibration(**{k: cal[k] for k in ("visitors", "passersby", "source", "fit") if k in cal}),
         )
@@ -301,9 +251,12 @@ class Figure:
         }
 
 
-def _count_figure(est: float, rel_sd: float, heard: float) -> Figure:
+def _count_figure(est: float, rel_sd: float, heard: float, floor: float | None = None) -> Figure:
+    """A count with its 90 % range, never below ``floor`` (people certainly there; by default
+    what was heard) unless the estimate itself is."""
     half = Z90 * rel_sd * est
-    return Figure(est, max(est - half, heard if est >= heard else 0.0), est + half, heard)
+    floor = heard if floor is None else floor
+    return Figure(est, max(est - half, floor if est >= floor else 0.0), est + half, heard)
 
 
 @dataclass
@@ -371,17 +324,22 @@ def estimate(
     for label, start, end in periods:
         mine = _counted(sessions, start, end, final_before, defaults)
         v_sum = v_w2 = v_heard = 0.0
+        v_certain: set[str] = set()
         pb_scans = pb_heard = 0.0
         dwell: list[tuple[float, float]] = []
         for s in mine:
             p = s.p_visit
             v_heard += p >= 0.5
+            if s.identified and p >= 0.5:
+                v_certain.add(s.key)
             if p > 0:
-                # Not weighted by its own length: the tracker cuts some visits into pieces, and
-                # a piece's shortness would inflate the count. Visits not heard at all are put
-                # back by the site's heard share, measured on identified phones (sitefit.fit_site_model).
-                v_sum += p
-                v_w2 += p * p
+                # The tracker's part is not weighted by a stay's length: it cuts some visits into
+                # pieces, and a piece's shortness would inflate the count. Visits not heard at all
+                # are put back by the site's heard share, measured on identified phones
+                # (sitefit.fit_site_model). See SiteModel.people.
+                w = model.people(s, defaults)
+                v_sum += w
+                v_w2 += w * w
                 if len(s.scans) >= 2:
                     dwell.append((dwell_of(s, model, defaults), p))
         front = model.front_sensor
@@ -393,13 +351,16 @@ def estimate(
                 # Not the day-long stays of a neighbour's device (see passby_scans_max_s).
                 n = sum(1 for sc in s.scans if front is None or front in sc.peak)
                 pb_scans += (1.0 - s.p_visit) * n
-        visitors = v_sum * model.visitor_factor(defaults)
+        visitors = v_sum
         # No crowding factor: on the 2-3 sensor tuning days passers-by showed no relation to it
         # (on one-sensor days a fitted one did not carry over: see Defaults.one_sensor_spread).
         passersby = pb_scans * model.passersby_factor(defaults)
         v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, spread.visitors * spread.predictive)
         p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, spread.passersby * spread.predictive)
-        vis = _count_figure(visitors, v_rel, v_heard)
+        # The visitors heard are not a floor: the tracker cuts some phones' stays in pieces, and
+        # in small shops its stays of randomizing phones outnumber the phones (tuning days 3, 6
+        # and 9). The fixed-address phones heard visiting are: they are never pieced together.
+        vis = _count_figure(visitors, v_rel, v_heard, floor=float(len(v_certain)))
         pas = _count_figure(passersby, p_rel, pb_heard)
         total = visitors + passersby
         cap = visitors / total if total else None
@@ -411,6 +372,30 @@ def estimate(
             cap_fig = Figure(None, None, None)
         out[label] = PeriodEstimate(vis, pas, cap_fig, *_dwell_figures(dwell, defaults, spread), sessions=len(mine))
     return out
+
+
+def fill_visit_dwell(
+    model: SiteModel,
+    sessions: Sequence[Session],
+    start: float,
+    end: float,
+    final_before: float | None = None,
+    defaults: Defaults = DEFAULTS,
+) -> None:
+    """Give a model without a measured mean visit (a site's first day: no earlier day's estimate
+    to take it from, ``hub/link.py``) the mean dwell estimated on these stays, begun in [start,
+    end) and over by ``final_before``: the scans a visitor's phone makes (SiteModel.people)."""
+    if model.weak or model.visit_dwell_s > 0:
+        return
+    classify(sessions, model, defaults)
+    dwell = [
+        (dwell_of(s, model, defaults), s.p_visit)
+        for s in _counted(sessions, start, end, final_before, defaults)
+        if s.p_visit > 0 and len(s.scans) >= 2
+    ]
+    total = sum(w for _, w in dwell)
+    if total:
+        model.visit_dwell_s = sum(d * w for d, w in dwell) / total * defaults.mean_dwell_factor / defaults.dwell_factor
 
 
 def _counted(

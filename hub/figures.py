@@ -27,8 +27,9 @@ from typing import Any
 from footfall.hub.estimate import Calibration, wilson
 
 EXPLAIN = {
-    "visitors": "People who came in, estimated from the phones heard inside, corrected for phones not "
-    "heard and for people without a probing phone; the range is 90 %.",
+    "visitors": "People who came in, estimated from the phones heard inside (a fixed address as one "
+    "person; a random one from its stays and from its scans over those of an average visit), corrected "
+    "for phones not heard and for people without a probing phone; the range is 90 %.",
     "passersby": "People who walked past, estimated from scans heard at the street-facing sensor over "
     "the scans a phone makes while walking past; the range is 90 %.",
     "capture_rate": "Visitors over visitors plus passers-by, both estimated.",

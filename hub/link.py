@@ -40,7 +40,7 @@ from footfall.hub import devices, linkmodel
 from footfall.hub.analysis import analyse, day_bounds, fit_models, hours_open, infer_open
 from footfall.hub.config import HubConfig
 from footfall.hub.derandomize import LinkSettings
-from footfall.hub.estimate import SiteModel, estimate, wilson
+from footfall.hub.estimate import SiteModel, estimate, fill_visit_dwell, wilson
 from footfall.hub.merge import merge_new
 from footfall.hub.occupancy import per_minute
 
@@ -124,6 +124,8 @@ def site_model(
         first = datetime.fromtimestamp(rows[0]["first_seen"], config.tz).date()
         what = f"{day} so far" if provisional else f"{first} to {date.fromisoformat(day) - timedelta(days=1)}"
         model, link = fit_models(rows, is_open_fn(config, rows), settings, fitted_on=what)
+        if not provisional:
+            model.visit_dwell_s = _history_dwell(conn, day)
     else:
         model, link = SiteModel(fitted_on="nothing yet: defaults"), None
     with conn:
@@ -132,6 +134,22 @@ def site_model(
             (day, json.dumps(model.to_dict()), json.dumps(link.to_dict()) if link else None, int(provisional), now),
         )
     return model, link
+
+
+def _history_dwell(conn: sqlite3.Connection, day: str) -> float:
+    """The mean visit dwell the dashboard estimated on the days fitted on (visitors-weighted), 0
+    without any: how many scans a visitor's phone makes here (estimate.SiteModel.people). Taken
+    from the stored estimates, so that it is the estimation pass's, and frozen with the day's
+    model: today's visitors are not revised as today's long visits end."""
+    first = (date.fromisoformat(day) - timedelta(days=HISTORY_DAYS)).isoformat()
+    total = weighted = 0.0
+    for (raw,) in conn.execute("SELECT figures FROM estimates WHERE hour = -1 AND day >= ? AND day < ?", (first, day)):
+        f = json.loads(raw)
+        visitors, dwell = f.get("visitors"), f.get("mean_dwell_s")
+        if visitors and dwell:
+            total += visitors
+            weighted += visitors * dwell
+    return weighted / total if total else 0.0
 
 
 def relink(
@@ -276,6 +294,7 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         ).timestamp()
         periods.append((str(h), t, min(nxt, stop)))
         t = nxt
+    fill_visit_dwell(an.model, an.sessions, start, stop, final_before=watermark)
     figures = estimate(an.sessions, an.model, periods, final_before=watermark, pass_sessions=an.identity_sessions)
     returning = _returning(conn, day, start, stop, an)
     rows = []
@@ -331,19 +350,22 @@ def _identity_keys(an, by_estimation_key: dict[str, str]) -> dict[str, str]:
 
 
 def _dwell_hist(an, start: float, stop: float) -> list[float]:
-    """Visit weights per dwell bin (metrics.DWELL_EDGES): multi-day medians add these up."""
+    """Visitors per dwell bin (metrics.DWELL_EDGES): multi-day medians add these up. Each visit
+    weighs its visit probability, as in the day's median (estimate._dwell_figures), scaled to
+    the day's visitors: a stay's own people weight grows with its scans, and would tilt the
+    histogram toward the long stays the tracker joined."""
     from footfall.hub.estimate import dwell_of
     from footfall.hub.metrics import DWELL_EDGES
-    from footfall.hub.occupancy import visit_weight
 
+    stays = [s for s in an.sessions if start <= s.first < stop and not s.staff and s.p_visit > 0]
+    probability = sum(s.p_visit for s in stays)
+    per_visit = sum(an.model.people(s) for s in stays) / probability if probability else 0.0
     hist = [0.0] * len(DWELL_EDGES)
-    for s in an.sessions:
-        if start <= s.first < stop and len(s.scans) >= 2:
-            w = visit_weight(s, an.model)
-            if w > 0:
-                d = dwell_of(s, an.model)
-                i = max(j for j, edge in enumerate(DWELL_EDGES) if d >= edge)
-                hist[i] += w
+    for s in stays:
+        if len(s.scans) >= 2:
+            d = dwell_of(s, an.model)
+            i = max(j for j, edge in enumerate(DWELL_EDGES) if d >= edge)
+            hist[i] += s.p_visit * per_visit
     return [round(h, 3) for h in hist]
 
 

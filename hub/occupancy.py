@@ -5,9 +5,11 @@ from its first inside scan to its last, widened by half a scan interval at each 
 inside scans every minute or few, so its owner walked in before the first scan and out after
 the last. Each minute counts the share of it that the visit covered, weighted like the visitor
 count (the probability that the stay is a visit, the chance such a stay was heard at all, the
-probing share and the site's calibration), so the minutes of a day add up to the visitors
-times their dwell. Staff and equipment (stays of four hours and more) and stays that are not
-visits never count: a phone on the pavement, however strong, is not in the room.
+probing share and the site's calibration; a randomizing phone's scans over what one phone makes
+in the visit's own span rather than in the site's mean visit, see :func:`present_weight`), so
+the minutes of a day add up to about the visitors times their dwell. Staff and equipment
+(stays of four hours and more) and stays that are not visits never count: a phone on the
+pavement, however strong, is not in the room.
 
 :func:`people_per_window` is the library entry point: visits straight from the agents (payload
 dicts, version 1 or 2), no database. The hub's job stores the same per-minute figures for the
@@ -20,16 +22,17 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from footfall.hub.estimate import DEFAULTS, Defaults, Session, SiteModel, classify
+from footfall.hub.estimate import DEFAULTS, Defaults, Session, SiteModel, classify, fill_visit_dwell
 
 MINUTE = 60
 
 
-def visit_weight(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -> float:
-    """People one stay stands for (0 for staff and stays that are not visits)."""
-    if s.staff or s.p_visit <= 0:
-        return 0.0
-    return s.p_visit * model.visitor_factor(defaults)
+def present_weight(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -> float:
+    """People one stay puts in the shop while it lasts (0 for staff and stays that are not
+    visits): ``SiteModel.people`` over its inside interval and inside scans."""
+    a, b = inside_interval(s, model)
+    inside = sum(1 for sc in s.scans if model.inside.llr(sc.peak) > 0) or len(s.scans)
+    return model.people(s, defaults, span_s=b - a, scans=inside)
 
 
 def inside_interval(s: Session, model: SiteModel) -> tuple[float, float]:
@@ -46,7 +49,7 @@ def per_minute(
     first = int(start // MINUTE * MINUTE)
     out: dict[int, float] = {m: 0.0 for m in range(first, int(end), MINUTE)}
     for s in sessions:
-        w = visit_weight(s, model, defaults)
+        w = present_weight(s, model, defaults)
         if w <= 0:
             continue
         a, b = inside_interval(s, model)
@@ -100,5 +103,6 @@ def people_per_window(
     if is_open is None:
         is_open = infer_open(vs, tz or ZoneInfo("UTC"))
     an = analyse(vs, is_open=is_open)
+    fill_visit_dwell(an.model, an.sessions, min(times), max(times) + MINUTE)
     minutes = per_minute(an.sessions, an.model, min(times), max(times) + MINUTE)
     return windows(minutes, window_s)

@@ -7,7 +7,7 @@ written to ``hub/linkmodel_default.json``. No ground truth is read: the default 
 would have measured on those days. Held-out seeds are never used.
 
 ``--shapes`` measures instead how the hub's stays of each class look (``Defaults.shape_visit``
-and ``shape_pass`` in ``hub/estimate.py``): the session EM without a prior, on the tuning days
+and ``shape_pass`` in ``hub/estimate_defaults.py``): the session EM without a prior, on the tuning days
 with two or three sensors (where the signal pattern anchors which class is which), averaged
 over those stores. No ground truth is read either; the values are printed to be copied.
 """

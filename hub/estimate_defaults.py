@@ -1,0 +1,116 @@
+"""What the hub cannot measure by radio alone: the defaults every estimate starts from.
+
+``hub/estimate.py`` turns stays into figures of people with a site's measured model
+(``hub/sitefit.py``) and these numbers, each chosen on the simulator's tuning seeds and
+documented where it is defined and in docs/metrics.md ("How well"); a store's door count
+replaces the ones a count can correct (``footfall calibrate counts``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z90 = 1.645  # ranges are 90 % intervals
+
+
+@dataclass(frozen=True)
+class ModelSpread:
+    """The model part of a range: the root mean square of log(truth / estimate) between tuning
+    days (bias included: a figure that is short on average gets a range that says so), per
+    figure, and the days it was measured on. Measured, not known: a 90 % prediction interval for
+    a new day is wider by t(0.95, days - 1) / z(0.95) x sqrt(1 + 1 / days)."""
+
+    visitors: float
+    passersby: float
+    dwell: float  # median dwell
+    mean_dwell: float
+    days: int
+    t95: float  # t(0.95, days - 1)
+
+    @property
+    def predictive(self) -> float:
+        return self.t95 / Z90 * math.sqrt(1 + 1 / self.days)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What the hub cannot measure by radio alone. Chosen on the simulator's tuning seeds 1-10
+    (``footfall evaluate --metrics --seeds tuning``: the factors are the median truth/estimate
+    there, the standard deviations the spread of that ratio between days); a site's door count
+    replaces them (``footfall calibrate counts``)."""
+
+    probing_share: float = 0.9  # people whose phone probes (simulator: 10 % Wi-Fi off; no published figure found)
+    # Scans of a passer-by's phone heard as outside stays of the tracker's identity pass while
+    # in range (all phones: Wi-Fi off is in probing_share). A default, not the site's scan rate:
+    # that is measured on the visitors with a fixed address, idle phones of a few older models,
+    # and it moved the passers-by of small stores by a third (spread of log(truth/estimate)
+    # between tuning days 0.23 with it, 0.20 without; counted on the identity pass, 0.14).
+    passby_scans: float = 0.415
+    passby_max_s: float = 90.0  # a session longer than this does not look like a walk past
+    # Scans of stays up to this long that are not visits count as passers-by: the tracker joins
+    # some passers-by of one phone model into a longer stay (with a 90 s limit the estimate then
+    # fell with the share of randomizing phones); longer still is a neighbour's device.
+    passby_scans_max_s: float = 900.0
+    session_gap_s: float = 600.0  # a device silent this long has left (the agents' visit gap)
+    identified_gap_s: float = 1800.0  # the same for a fixed-address phone (see hub/analysis.py)
+    # One sensor, or an inside model not trained yet (see tracker_factor for the others): the
+    # tracker's and the classifier's visits per visitor, inverted, at ``crowding_ref`` phones
+    # present: the more phones of one model are in the shop at once, the more often the tracker
+    # joins two into one, so the factor grows as crowding ** exp (SiteModel.crowding). Least
+    # squares of log(truth / estimate) on log crowding over the tuning days with 2-3 sensors
+    # (truth model 3; one sensor: see one_sensor_spread). On truth model 2 the crowding term cut
+    # the spread of log(truth / estimate) between days from 0.23 to 0.15; on truth model 3,
+    # where a still phone keeps its signal and the tracker tells co-present phones apart
+    # better, it matters less (0.110 -> 0.108).
+    visitor_factor: float = 1.19
+    crowding_ref: float = 10.0
+    crowding_range: tuple[float, float] = (5.0, 20.0)  # the tuning days' range: no extrapolation
+    visitor_crowding_exp: float = 0.48
+    # Visitors with a randomizing phone, where the site tells the shop from the street (two sensors
+    # or more, inside model trained): the mean of two estimates with errors of their own. The
+    # tracker's stays, times its correction at the site's crowding (it joins phones of one model
+    # present at once), and the phones' inside scans over the scans one phone makes in the site's
+    # mean visit (``SiteModel.visit_dwell_s`` x ``inside_scans_per_min``), which no joining or
+    # splitting of stays changes. A phone with a fixed address counts as heard: its stays are
+    # not pieced together (on the tuning days their visit probabilities summed to 0.99 of the
+    # fixed-address visitors with Wi-Fi on, 0.85-1.13 a day). The three numbers were fitted
+    # together on the 2-3 sensor tuning days (log(truth / estimate) least squares: spread
+    # between days 0.068, against 0.108 for the tracker's correction alone; left out a store at
+    # a time, 0.112, the visitors' model spread below); a site whose mean visit is longer makes
+    # more scans a visit, which the second estimate follows (a fixed number of scans per visitor
+    # would not: it is the simulator's dwell). The mean visit comes from the days the site's
+    # model was fitted on (link._history_dwell), on a first day from the day itself.
+    tracker_factor: float = 1.055
+    tracker_crowding_exp: float = 0.905
+    inside_scans_per_min: float = 0.506
+    scan_weight: float = 0.5  # the scan estimate's share of the mean
+    dwell_factor: float = 0.81  # median dwell
+    mean_dwell_factor: float = 0.78  # mean dwell: merged stays lengthen the tail more than the middle
+    scan_rate: float = 1 / 120.0  # a phone's scans per second while in range, before the site measured it
+    # The model part of every range, by how many sensors the site has (see ModelSpread). One
+    # sensor cannot tell the street from the shop: on the tuning days its passers-by came out
+    # 24 % short on average, visitors 13 %, median dwell 25 % (held out: 16, 8 and 15 %), and no
+    # correction carried over from the tuning days to the held-out ones (factors on crowding
+    # fitted on the first, tried on truth models 2 and 3, cut the errors there and raised them
+    # on the second: visitors 13 -> 20 %, passers-by 18 -> 27 %), so its ranges are wide
+    # instead; so are those of a site whose inside model is not trained yet (measured on the
+    # tuning days with 1 sensor). Visitors with 2-3 sensors: the spread of the days each left
+    # out of the fit in turn (a store at a time), since three numbers were fitted on 12 days.
+    spread: ModelSpread = ModelSpread(0.112, 0.12, 0.13, 0.10, days=12, t95=1.7959)
+    one_sensor_spread: ModelSpread = ModelSpread(0.22, 0.36, 0.38, 0.15, days=10, t95=1.8331)
+    # How stays of each class look (shares that are one scan, a few scans within a walk past,
+    # longer), measured by the session EM (``sitefit.shape_em`` with no prior) on the tuning days with
+    # 2-3 sensors, where the pattern over sensors tells the street from the shop
+    # (``python -m footfall.tools.fit_link_model --shapes``). With one sensor every scan reads
+    # about as "inside" as any other, nothing in a day's data says how visits look against walks
+    # past, and the EM's answer wandered: on one held-out store it took a single-scan stay for a
+    # visit 58 % of the time where 42 % were. The EM weighs these as ``shape_prior_n`` stays a
+    # day of data (tuning days: 100 and 300 both cut the passers-by error, 300 more, one-sensor
+    # stores too; per day, so that a week of history does not drown the anchor).
+    shape_visit: tuple[float, float, float] = (0.28, 0.059, 0.661)
+    shape_pass: tuple[float, float, float] = (0.763, 0.149, 0.089)
+    shape_prior_n: float = 300.0  # per day of stays fitted on (a site's model rests on a week)
+
+
+DEFAULTS = Defaults()
