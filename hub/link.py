@@ -405,6 +405,8 @@ def _model_note(an) -> dict[str, Any]:
         "identified_visits": m.identified,
         "inside_model": "site histograms" if m.inside.trained else "signal threshold (too little data yet)",
         "front_sensor": m.front_sensor,
+        # The mean visit a randomizing phone's scans are set against (0: not used, one sensor).
+        "mean_visit_s": round(m.visit_dwell_s, 1) if not m.weak else 0.0,
         "link_model": an.link_model.source if an.link_model else "default forms",
     }
 

@@ -167,3 +167,14 @@ def test_fit_visitors_recovers_the_numbers_and_refuses_held_out_seeds() -> None:
     with pytest.raises(SystemExit) as e:
         fit_visitors.main(["--seeds", "11"])
     assert e.value.code == 2
+
+
+def test_the_day_note_says_which_mean_visit_was_used() -> None:
+    """/api/method shows each day's model: the mean visit the scans were set against, 0 where
+    they were not (one sensor)."""
+    from types import SimpleNamespace
+
+    strong = link._model_note(SimpleNamespace(model=trained_model(visit_dwell_s=912.34), link_model=None))
+    assert strong["mean_visit_s"] == 912.3
+    weak = SiteModel(inside=InsideModel(sensors=("s1",)), visit_dwell_s=900.0)
+    assert link._model_note(SimpleNamespace(model=weak, link_model=None))["mean_visit_s"] == 0.0
