@@ -326,7 +326,7 @@ def estimate(
         v_sum = v_w2 = v_heard = 0.0
         v_certain: set[str] = set()
         pb_scans = pb_heard = 0.0
-        dwell: list[tuple[float, float]] = []
+        dwell = _visit_dwells(mine, model, defaults)
         for s in mine:
             p = s.p_visit
             v_heard += p >= 0.5
@@ -340,8 +340,6 @@ def estimate(
                 w = model.people(s, defaults)
                 v_sum += w
                 v_w2 += w * w
-                if len(s.scans) >= 2:
-                    dwell.append((dwell_of(s, model, defaults), p))
         front = model.front_sensor
         for s in _counted(passing, start, end, final_before, defaults):
             if s.continued:
@@ -388,14 +386,23 @@ def fill_visit_dwell(
     if model.weak or model.visit_dwell_s > 0:
         return
     classify(sessions, model, defaults)
-    dwell = [
-        (dwell_of(s, model, defaults), s.p_visit)
-        for s in _counted(sessions, start, end, final_before, defaults)
-        if s.p_visit > 0 and len(s.scans) >= 2
-    ]
+    mean = _mean_dwell(_visit_dwells(_counted(sessions, start, end, final_before, defaults), model, defaults), defaults)
+    if mean:
+        model.visit_dwell_s = mean
+
+
+def _visit_dwells(stays: Iterable[Session], model: SiteModel, defaults: Defaults) -> list[tuple[float, float]]:
+    """(dwell, weight) of the stays that may be visits and have a length: dwell_of and p_visit."""
+    return [(dwell_of(s, model, defaults), s.p_visit) for s in stays if s.p_visit > 0 and len(s.scans) >= 2]
+
+
+def _mean_dwell(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> float | None:
+    """The mean dwell figure of :func:`_visit_dwells` pairs (with the mean-dwell factor in place of
+    the median's), None without any."""
     total = sum(w for _, w in dwell)
-    if total:
-        model.visit_dwell_s = sum(d * w for d, w in dwell) / total * defaults.mean_dwell_factor / defaults.dwell_factor
+    if not total:
+        return None
+    return sum(d * w for d, w in dwell) / total * defaults.mean_dwell_factor / defaults.dwell_factor
 
 
 def _counted(
@@ -432,7 +439,7 @@ def _dwell_figures(
         1.253 * (q3 - q1) / 1.349 / math.sqrt(n_eff) / med if med else 1.0, spread.dwell * spread.predictive
     )
     scale = defaults.mean_dwell_factor / defaults.dwell_factor
-    mean = sum(d * w for d, w in dwell) / total * scale
+    mean = _mean_dwell(dwell, defaults) or 0.0
     sd = math.sqrt(sum(w * (d * scale - mean) ** 2 for d, w in dwell) / total)
     mean_rel = math.hypot(sd / math.sqrt(n_eff) / mean if mean else 1.0, spread.mean_dwell * spread.predictive)
     heard_med = _weighted_quantile([(d / defaults.dwell_factor, 1.0) for d, _ in dwell], 0.5)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from footfall.hub import devices, linkmodel
+from footfall.hub import devices, figures, linkmodel
 from footfall.hub.analysis import analyse, day_bounds, fit_models, hours_open, infer_open
 from footfall.hub.config import HubConfig
 from footfall.hub.derandomize import LinkSettings
@@ -141,10 +141,9 @@ def _history_dwell(conn: sqlite3.Connection, day: str) -> float:
     without any: how many scans a visitor's phone makes here (estimate.SiteModel.people). Taken
     from the stored estimates, so that it is the estimation pass's, and frozen with the day's
     model: today's visitors are not revised as today's long visits end."""
-    first = (date.fromisoformat(day) - timedelta(days=HISTORY_DAYS)).isoformat()
+    today = date.fromisoformat(day)
     total = weighted = 0.0
-    for (raw,) in conn.execute("SELECT figures FROM estimates WHERE hour = -1 AND day >= ? AND day < ?", (first, day)):
-        f = json.loads(raw)
+    for f in figures.day_rows(conn, today - timedelta(days=HISTORY_DAYS), today - timedelta(days=1)).values():
         visitors, dwell = f.get("visitors"), f.get("mean_dwell_s")
         if visitors and dwell:
             total += visitors

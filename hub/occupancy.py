@@ -30,15 +30,19 @@ MINUTE = 60
 def present_weight(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -> float:
     """People one stay puts in the shop while it lasts (0 for staff and stays that are not
     visits): ``SiteModel.people`` over its inside interval and inside scans."""
-    a, b = inside_interval(s, model)
-    inside = sum(1 for sc in s.scans if model.inside.llr(sc.peak) > 0) or len(s.scans)
-    return model.people(s, defaults, span_s=b - a, scans=inside)
+    return _presence(s, model, defaults)[2]
 
 
-def inside_interval(s: Session, model: SiteModel) -> tuple[float, float]:
-    inside = [sc.t for sc in s.scans if model.inside.llr(sc.peak) > 0] or [s.first, s.last]
+def _presence(s: Session, model: SiteModel, defaults: Defaults) -> tuple[float, float, float]:
+    """(start, end, people) of a stay's time in the shop; people 0, and no interval worked out,
+    for staff and stays that are not visits."""
+    if s.staff or s.p_visit <= 0:
+        return 0.0, 0.0, 0.0
+    inside = [sc.t for sc in s.scans if model.inside.llr(sc.peak) > 0]
+    times = inside or [s.first, s.last]
     half = 0.5 / model.scan_rate
-    return inside[0] - half, inside[-1] + half
+    a, b = times[0] - half, times[-1] + half
+    return a, b, model.people(s, defaults, span_s=b - a, scans=len(inside) or len(s.scans))
 
 
 def per_minute(
@@ -49,10 +53,9 @@ def per_minute(
     first = int(start // MINUTE * MINUTE)
     out: dict[int, float] = {m: 0.0 for m in range(first, int(end), MINUTE)}
     for s in sessions:
-        w = present_weight(s, model, defaults)
+        a, b, w = _presence(s, model, defaults)
         if w <= 0:
             continue
-        a, b = inside_interval(s, model)
         m = int(a // MINUTE * MINUTE)
         while m < b:
             cover = min(b, m + MINUTE) - max(a, m)

@@ -27,7 +27,6 @@ from footfall.tools.evaluate_metrics import truth_figures
 from footfall.tools.evaluate_pipeline import (
     HELD_OUT_SEEDS,
     TUNING_SEEDS,
-    hub_config,
     ingest,
     parse_seeds,
     scenario,
@@ -60,7 +59,7 @@ def tuning_days(seeds: list[int], work: Path) -> list[Day]:
         writer, _ = ingest(run, db)
         now = time.time()
         for i, d in enumerate(run.truth["days"]):
-            r = link.relink_day(writer.conn, hub_config(run, db), d["date"], until=now, now=now)
+            r = link.relink_day(writer.conn, writer.config, d["date"], until=now, now=now)
             an = r.analysis
             if an is None or an.model.weak:
                 continue
