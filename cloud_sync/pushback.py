@@ -224,6 +224,8 @@ def apply_optout(conn: sqlite3.Connection, device: str, *, ts: float, now: float
     gone = conn.execute(f"DELETE FROM devices WHERE device_key IN ({m})", keys).rowcount
     if outbox.has_table(conn, "segment_members"):
         conn.execute(f"DELETE FROM segment_members WHERE device_key IN ({m})", keys)
+    if outbox.has_table(conn, "estimated_visitors"):
+        conn.execute(f"DELETE FROM estimated_visitors WHERE device_key IN ({m})", keys)
     conn.execute(f"DELETE FROM sync_profile_state WHERE device_key IN ({m})", keys)
     conn.execute(f"DELETE FROM sync_segment_snapshot WHERE device_key IN ({m})", keys)
     conn.execute(f"DELETE FROM consents WHERE device IN ({m})", keys)

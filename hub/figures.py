@@ -35,7 +35,8 @@ EXPLAIN = {
     "capture_rate": "Visitors over visitors plus passers-by, both estimated.",
     "dwell": "Time inside from a visitor's first to last scan inside, plus the wait for a phone's scan.",
     "return_rate": "Share of today's visitors who came before, measured on the phones with a fixed "
-    "address (the only ones recognisable across days) and assumed alike for the others.",
+    "address (the only ones recognisable across days: an earlier stay the estimate counted as a visit) "
+    "and assumed alike for the others; the range is 90 %.",
     "occupancy": "People inside, minute by minute, from each visit's first to last inside scan.",
     "heard": "Heard = devices the sensors heard (after linking a phone's random addresses); the "
     "headline figure is the estimate of people.",

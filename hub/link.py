@@ -295,7 +295,10 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         t = nxt
     fill_visit_dwell(an.model, an.sessions, start, stop, final_before=watermark)
     figures = estimate(an.sessions, an.model, periods, final_before=watermark, pass_sessions=an.identity_sessions)
-    returning = _returning(conn, day, start, stop, an)
+    followed = _followed(an, start, stop)
+    returning = _returning(conn, day, followed)
+    conn.execute("DELETE FROM estimated_visitors WHERE day = ?", (day,))
+    conn.executemany("INSERT INTO estimated_visitors (device_key, day) VALUES (?, ?)", [(k, day) for k in followed])
     rows = []
     for label, _, _ in periods:
         f = figures[label]
@@ -353,7 +356,7 @@ def _dwell_hist(an, start: float, stop: float) -> list[float]:
     weighs its visit probability, as in the day's median (estimate._dwell_figures), scaled to
     the day's visitors: a stay's own people weight grows with its scans, and would tilt the
     histogram toward the long stays the tracker joined."""
-    from footfall.hub.estimate import dwell_of
+    from footfall.hub.estimate import visit_length
     from footfall.hub.metrics import DWELL_EDGES
 
     stays = [s for s in an.sessions if start <= s.first < stop and not s.staff and s.p_visit > 0]
@@ -362,30 +365,40 @@ def _dwell_hist(an, start: float, stop: float) -> list[float]:
     hist = [0.0] * len(DWELL_EDGES)
     for s in stays:
         if len(s.scans) >= 2:
-            d = dwell_of(s, an.model)
+            d = visit_length(s, an.model)
             i = max(j for j, edge in enumerate(DWELL_EDGES) if d >= edge)
             hist[i] += s.p_visit * per_visit
     return [round(h, 3) for h in hist]
 
 
-def _returning(conn, day: str, start: float, stop: float, an) -> dict[str, Any]:
-    """Return rate from the visitors the hub can follow across days (globally administered MACs):
-    their share that visited on an earlier day, with a Wilson 90 % interval. A random MAC cannot
-    be followed from one day to the next, so the other visitors are assumed to return alike."""
-    followed = {
-        s.key for s in an.sessions if s.identified and start <= s.first < stop and not s.staff and s.p_visit >= 0.5
-    }
-    if not followed:
+def _followed(an, start: float, stop: float) -> list[str]:
+    """The day's visitors the hub can follow across days (globally administered MACs): stays
+    the estimate calls visits (p_visit >= 0.5), staff left out."""
+    return sorted(
+        {s.key for s in an.sessions if s.identified and start <= s.first < stop and not s.staff and s.p_visit >= 0.5}
+    )
+
+
+def _returning(conn, day: str, keys: list[str]) -> dict[str, Any]:
+    """Return rate from the visitors the hub can follow across days: their share that visited on
+    an earlier day, with a Wilson 90 % interval. A random MAC cannot be followed from one day to
+    the next, so the other visitors are assumed to return alike.
+
+    An earlier visit is one that day's estimate counted (``estimated_visitors``) or the agents
+    classed a visit (days linked before that table). The agents' class alone missed a fifth to
+    a third of the returning visitors' earlier visits on the simulated days (short stays and
+    stays mostly heard from the door), which read the return rate 4-8 points low."""
+    if not keys:
         return {"return_rate": None, "return_rate_low": None, "return_rate_high": None, "return_rate_heard": 0}
-    keys = sorted(followed)
     back = 0
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
         marks = ", ".join("?" * len(chunk))
         back += conn.execute(
-            f"SELECT count(DISTINCT device_key) FROM visits WHERE device_key IN ({marks}) AND class = 'visitor' "
-            "AND day < ?",
-            [*chunk, day],
+            f"SELECT count(*) FROM (SELECT device_key FROM estimated_visitors WHERE device_key IN ({marks}) "
+            f"AND day < ? UNION SELECT device_key FROM visits WHERE device_key IN ({marks}) "
+            "AND class = 'visitor' AND day < ?)",
+            [*chunk, day, *chunk, day],
         ).fetchone()[0]
     lo, hi = wilson(back, len(keys))
     return {

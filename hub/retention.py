@@ -106,6 +106,7 @@ def apply(conn: sqlite3.Connection, config: HubConfig, *, now: float | None = No
             "DELETE FROM sensor_visits WHERE visit_id IN (SELECT id FROM visits WHERE day < ?)", (cutoff,)
         ).rowcount
         visits = conn.execute("DELETE FROM visits WHERE day < ?", (cutoff,)).rowcount
+        conn.execute("DELETE FROM estimated_visitors WHERE day < ?", (cutoff,))
         presence = conn.execute(
             "DELETE FROM presence WHERE ts < ?", (now - config.retention.presence_days * 86400.0,)
         ).rowcount

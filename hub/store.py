@@ -585,6 +585,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (campaign, subject, ts)
     ) WITHOUT ROWID;
     """,
+    # The phones with a fixed address each day's estimate counted as visitors (written by the
+    # link job with the day's estimates): the earlier visits the return rate looks for. The
+    # agents' visitor class misses a returning visitor's short earlier visit (hub/link.py).
+    """
+    CREATE TABLE estimated_visitors (
+        device_key TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (device_key, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX estimated_visitors_day ON estimated_visitors(day);
+    """,
 ]
 
 

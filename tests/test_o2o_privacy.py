@@ -182,11 +182,14 @@ def test_optout_removes_the_person_from_tables_and_written_files(hub, tmp_path):
 
     # The centre's opt-out, applied by the sync's own code, which calls the O2O hook in its
     # transaction: a second call finds nothing left of the person.
+    with conn:  # a visit the hub's estimate counted (the return rate's earlier visits)
+        conn.execute("INSERT INTO estimated_visitors (device_key, day) VALUES (?, '2026-10-26')", (device,))
     keys = sorted(pushback.linked_keys(conn, device))
     with conn:
         pushback.apply_optout(conn, device, ts=T0, now=T0 + 60)
         res = optout.forget_devices(conn, keys, now=T0 + 60)
     assert (res.files_rewritten, res.rows_removed, res.segment_rows) == (0, 0, 0)
+    assert conn.execute("SELECT count(*) FROM estimated_visitors WHERE device_key = ?", (device,)).fetchone()[0] == 0
 
     subj = privacy.attach(conn)
     exported = files_bytes(ex.directory)
