@@ -396,7 +396,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 return cmd_calibration(args.seeds, args.json, args.workdir)
             if args.live:
                 return cmd_live(args.seeds, args.workdir)
-            return cmd_metrics(args.seeds, args.json, args.workdir)
+            return cmd_metrics(args.seeds, args.json, args.workdir, args.passersby_per_visitor)
         except ValueError as exc:
             print(f"footfall evaluate: {exc}", file=sys.stderr)
             return 2
@@ -482,5 +482,11 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         "--seeds", default="held-out", help="with --metrics, --calibration etc.: held-out, tuning, all, 1,11-15"
     )
     p.add_argument("--workdir", help="with --metrics/--calibration: keep simulations and databases here")
+    p.add_argument(
+        "--passersby-per-visitor",
+        type=float,
+        metavar="N",
+        help="with --metrics: N passers-by to each visitor instead of the scenarios' 5 (capture rate 1 / (1 + N))",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

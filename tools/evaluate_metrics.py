@@ -27,7 +27,7 @@ import math
 import statistics
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -391,13 +391,20 @@ def summarize(results: list[DayResult]) -> str:
 
 
 def evaluate_seeds(
-    seeds: Iterable[int], workdir: Path | None = None, progress: Callable[[str], None] | None = None
+    seeds: Iterable[int],
+    workdir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    passersby_per_visitor: float | None = None,
 ) -> list[DayResult]:
+    """Every seed's days; ``passersby_per_visitor`` replaces the scenarios' street (5: capture
+    rate 1 in 6) to see how the figures hold in shops that draw more or fewer of it in."""
     results: list[DayResult] = []
     with tempfile.TemporaryDirectory(prefix="footfall-eval-") as tmp:
         base = Path(workdir or tmp)
         for seed in seeds:
             sc = scenario(seed)
+            if passersby_per_visitor is not None:
+                sc = replace(sc, passersby_per_visitor=passersby_per_visitor)
             run = simulate(sc, base)
             days = evaluate_run(run, base)
             results += days
@@ -422,10 +429,12 @@ def results_json(results: list[DayResult]) -> list[dict[str, Any]]:
     return out
 
 
-def cmd_metrics(seeds_text: str, as_json: bool, workdir: str | None) -> int:
+def cmd_metrics(seeds_text: str, as_json: bool, workdir: str | None, passersby_per_visitor: float | None = None) -> int:
     seeds = parse_seeds(seeds_text)
+    if passersby_per_visitor is not None and not 0 < passersby_per_visitor <= 100:
+        raise ValueError("--passersby-per-visitor must be above 0 and at most 100")
     printer = None if as_json else print
-    results = evaluate_seeds(seeds, Path(workdir) if workdir else None, printer)
+    results = evaluate_seeds(seeds, Path(workdir) if workdir else None, printer, passersby_per_visitor)
     if as_json:
         print(json.dumps(results_json(results), indent=1))
         return 0
