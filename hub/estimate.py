@@ -344,7 +344,8 @@ def estimate(
         v_certain: set[str] = set()
         pb_scans = pb_heard = 0.0
         dwell = _visit_dwells(mine, model, defaults)
-        lengths = _visit_dwells(mine, model, defaults, visit_length)
+        # visit_length is dwell_of unless the site has one sensor: no second pass over the scans.
+        lengths = _visit_dwells(mine, model, defaults, visit_length) if model.one_sensor else dwell
         for s in mine:
             p = s.p_visit
             v_heard += p >= 0.5

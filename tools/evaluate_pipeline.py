@@ -29,6 +29,9 @@ FIRST_TUNING_SEEDS = tuple(range(1, 11))
 TUNING_SEEDS = FIRST_TUNING_SEEDS + (41, 44, 49, 52)
 HELD_OUT_SEEDS = tuple(range(11, 31))
 DATE = "2026-11-02"
+# The simulator's street: 1,500 passers-by to 300 visitors at scale 1 (capture rate 16.7 %).
+# Real shops range from about 4 to 25 % (docs/metrics.md, "Capture rates other than 1 in 6").
+STREET = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,12 @@ class Scenario:
     randomized_share: float = 0.8
     sensors: int = 2
     days: int = 1
-    # The simulator's street: 1,500 passers-by to 300 visitors at scale 1 (capture rate 16.7 %).
-    # Real shops range from about 4 to 25 % (docs/metrics.md, "Capture rates other than 1 in 6").
-    passersby_per_visitor: float = 5.0
+    passersby_per_visitor: float = STREET
 
     @property
     def name(self) -> str:
-        street = "" if self.passersby_per_visitor == 5.0 else f", {self.passersby_per_visitor:g} passers-by a visitor"
+        ratio = self.passersby_per_visitor
+        street = "" if ratio == STREET else f", {ratio:g} passers-by a visitor"
         return (
             f"seed {self.seed}, scale {self.scale:g}, {self.randomized_share:.0%} randomized, "
             f"{self.sensors} sensor{'s' if self.sensors > 1 else ''}, {self.days} day{'s' if self.days > 1 else ''}"
@@ -141,7 +143,7 @@ def simulate(sc: Scenario, workdir: Path) -> SimRun:
         days=sc.days,
         site="demo",
         tz="UTC",
-        passersby=None if sc.passersby_per_visitor == 5.0 else round(300 * sc.scale * sc.passersby_per_visitor),
+        passersby=None if sc.passersby_per_visitor == STREET else round(300 * sc.scale * sc.passersby_per_visitor),
     )
     messages, visits = run_agents(directory, truth)
     return SimRun(sc, directory, truth, messages, visits)

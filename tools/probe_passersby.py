@@ -29,6 +29,7 @@ from typing import Any
 from footfall.edge_agent.identity import Identifier, parse_mac
 from footfall.hub import link
 from footfall.hub.analysis import day_bounds
+from footfall.hub.sweeps import json_list
 from footfall.tools.evaluate import EVAL_KEY
 from footfall.tools.evaluate_pipeline import HELD_OUT_SEEDS, ingest, parse_seeds, scenario, simulate
 
@@ -53,7 +54,7 @@ def _scan_identities(conn, start: float, end: float) -> tuple[dict[float, tuple[
         (start, end),
     ):
         key = ("fp", fp) if randomized else ("mac", dev)
-        for off in json.loads(offsets) if offsets else [0.0]:
+        for off in json_list(offsets) or [0.0]:
             t = round(first + off, 3)
             ident.setdefault(t, key)
             device.setdefault(t, dev)
