@@ -148,7 +148,7 @@ class ZoneNow(BaseModel):
 
 class Now(BaseModel):
     now_in_store: float = Field(
-        description="people inside: the live presence count (mean of the last 5 minutes) times the site's "
+        description="people inside: the live presence count (mean of the last 15 minutes) times the site's "
         "people-per-count ratio "
         "(hub/now.py), else the estimate at the latest estimated minute"
     )

@@ -39,6 +39,9 @@ EXPLAIN = {
     "address (the only ones recognisable across days: an earlier stay the estimate counted as a visit) "
     "and assumed alike for the others; the range is 90 %.",
     "occupancy": "People inside, minute by minute, from each visit's first to last inside scan.",
+    "now": "People inside now: the phones the sensors hear inside, averaged over the last 15 minutes, "
+    "times what such a count meant in people on this store's past days; it lags people arriving or "
+    "leaving by about seven minutes.",
     "heard": "Heard = devices the sensors heard (after linking a phone's random addresses); the "
     "headline figure is the estimate of people.",
 }

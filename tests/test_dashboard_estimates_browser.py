@@ -142,6 +142,7 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str], tmp
             expect(page.locator("#explain-visitors")).to_be_visible()
             assert page.inner_text("#explain-visitors") == ff["explain"]["visitors"]
             assert page.inner_text("#explain-dwell").strip() != ""
+            assert page.inner_text("#explain-now") == ff["explain"]["now"]
             assert "heard" in page.inner_text("#reading").lower()
             assert "estimated" in page.inner_text("#reading").lower()
 

@@ -25,6 +25,33 @@ def small_store(tmp_path_factory: pytest.TempPathFactory):
     return simulate(Scenario(seed=21, scale=0.5, randomized_share=0.8, sensors=2), work), work
 
 
+def test_a_visit_occupies_its_minutes_times_the_occupancy_factor() -> None:
+    """A fixed-address visitor heard inside every minute for ten minutes is ~1 person (over the
+    probing share) in each of those minutes, times the factor fitted on the tuning days
+    (``Defaults.occupancy_factor``, ``tools/fit_occupancy.py``); with one sensor its own."""
+    from footfall.hub import inside
+    from footfall.hub.estimate import DEFAULTS, ScanRecord, Session, SiteModel
+    from footfall.hub.occupancy import per_minute, present_weight
+
+    shop, street = {"s1": -55.0, "s2": -50.0}, {"s1": -60.0, "s2": -88.0}
+    trained = inside.fit([shop] * 40, [street] * 40)
+    t0 = 1_800_000_000.0
+    for model, factor in (
+        (
+            SiteModel(inside=trained, scan_rate=1 / 60, front_sensor="s1", visit_dwell_s=600.0),
+            DEFAULTS.occupancy_factor,
+        ),
+        (SiteModel(inside=inside.InsideModel(sensors=("s1",)), scan_rate=1 / 60), DEFAULTS.occupancy_factor_weak),
+    ):
+        visit = Session("aa:bb", [ScanRecord(t0 + 60 * i, shop) for i in range(11)], identified=True)
+        minutes = per_minute([visit], model, t0 - 120, t0 + 900)
+        person = present_weight(visit, model)
+        assert person > 0.9
+        assert minutes[int(t0) + 300] == pytest.approx(person * factor)
+        assert sum(minutes.values()) == pytest.approx(person * factor * 11, rel=1e-6)
+    assert DEFAULTS.occupancy_factor > 1 and DEFAULTS.occupancy_factor_weak > 1
+
+
 def test_windows_average_minutes_and_refuse_odd_lengths() -> None:
     minutes = {0: 1.0, 60: 3.0, 600: 2.0}
     assert windows(minutes, 600) == {0: 0.4, 600: 0.2}
@@ -118,3 +145,19 @@ def test_live_figures_are_not_revised_by_the_next_link_run(tmp_path: Path) -> No
 def test_hub_config_for_evaluation_names_opening_hours(small_store, tmp_path: Path) -> None:
     run, _ = small_store
     assert hub_config(run, tmp_path / "x.db").opening_hours == (10.0, 21.0)
+
+
+def test_fit_occupancy_reports_the_factor_and_refuses_held_out_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    from footfall.tools import fit_occupancy
+
+    days = [
+        fit_occupancy.Day(1, "d1", False, person_minutes=900.0, visitors_x_dwell=1000.0, truth=1000.0),
+        fit_occupancy.Day(2, "d2", False, person_minutes=800.0, visitors_x_dwell=900.0, truth=880.0),
+        fit_occupancy.Day(3, "d3", True, person_minutes=400.0, visitors_x_dwell=500.0, truth=500.0),
+    ]
+    text = "\n".join(fit_occupancy.report(days))
+    assert "fitted occupancy_factor 1.106" in text  # exp(mean(log(1000/900), log(880/800)))
+    assert "fitted occupancy_factor_weak 1.250" in text
+    with pytest.raises(SystemExit) as exc:
+        fit_occupancy.main(["--seeds", "11"])
+    assert exc.value.code == 2 and "held-out" in capsys.readouterr().err

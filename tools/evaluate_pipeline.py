@@ -15,6 +15,7 @@ numbers of days, deterministically.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,19 @@ def parse_seeds(text: str) -> list[int]:
     for part in text.split(","):
         a, _, b = part.strip().partition("-")
         seeds += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return seeds
+
+
+def tuning_only(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """The seeds of ``text`` for a fitting tool: held-out seeds are refused (they are for
+    measuring, never for choosing); seeds outside the documented tuning set are noted."""
+    seeds = parse_seeds(text)
+    held = sorted(set(seeds) & set(HELD_OUT_SEEDS))
+    if held:
+        parser.error(f"held-out seeds are for measuring, not fitting: {held}")
+    unknown = sorted(set(seeds) - set(TUNING_SEEDS))
+    if unknown:
+        print(f"note: seeds {unknown} are not in the documented tuning set")
     return seeds
 
 

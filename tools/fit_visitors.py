@@ -24,14 +24,7 @@ from footfall.hub import link
 from footfall.hub.analysis import day_bounds
 from footfall.hub.estimate import DEFAULTS, Defaults, Session, SiteModel, estimate
 from footfall.tools.evaluate_metrics import truth_figures
-from footfall.tools.evaluate_pipeline import (
-    HELD_OUT_SEEDS,
-    TUNING_SEEDS,
-    ingest,
-    parse_seeds,
-    scenario,
-    simulate,
-)
+from footfall.tools.evaluate_pipeline import ingest, scenario, simulate, tuning_only
 
 PARAMS = ("tracker_factor", "tracker_crowding_exp", "inside_scans_per_min")
 
@@ -102,13 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="tuning", help="tuning seeds only (default: all of them)")
     args = p.parse_args(argv)
-    seeds = parse_seeds(args.seeds)
-    held = sorted(set(seeds) & set(HELD_OUT_SEEDS))
-    if held:
-        p.error(f"held-out seeds are for measuring, not fitting: {held}")
-    unknown = sorted(set(seeds) - set(TUNING_SEEDS))
-    if unknown:
-        print(f"note: seeds {unknown} are not in the documented tuning set")
+    seeds = tuning_only(p, args.seeds)
     with tempfile.TemporaryDirectory(prefix="footfall-fit-") as tmp:
         days = tuning_days(seeds, Path(tmp))
     if len(days) < 4:

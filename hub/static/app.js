@@ -278,7 +278,7 @@
       $("explain-passersby").textContent = ff.explain.passersby || "";
       $("explain-capture").textContent = ff.explain.capture_rate || "";
       $("explain-heard").textContent = ff.explain.heard || "";
-      $("explain-now").textContent = ff.explain.occupancy || "";
+      $("explain-now").textContent = ff.explain.now || ff.explain.occupancy || "";
     }
 
     $("footfall-gran").textContent = "by " + ff.granularity;
