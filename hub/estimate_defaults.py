@@ -107,12 +107,13 @@ class Defaults:
     spread: ModelSpread = ModelSpread(0.112, 0.29, 0.15, 0.10, days=12, t95=1.7959)
     one_sensor_spread: ModelSpread = ModelSpread(0.25, 0.48, 0.24, 0.15, days=10, t95=1.8331)
     # People present per minute (hub/occupancy.py) times this, with two sensors or more and with
-    # one. Without it a day's person-minutes came out short of the visitors' time inside on the
-    # tuning days (2-3 sensors -10 %, spread between days 0.127 -> 0.064 with it; one sensor -20 %,
-    # 0.250 -> 0.103), while the visitors and their mean dwell, each corrected on its own, came
-    # out right (+1 %). Why is not pinned down: passers-by's stays hold 4-12 % of the visit
-    # probabilities the visitor count adds up and hardly occupy the shop, which explains part.
-    # exp(mean log(truth / estimate)) over the tuning days: ``python -m footfall.tools.fit_occupancy``.
+    # one (or an inside model not trained yet: SiteModel.weak). Without it a day's person-minutes
+    # came out short of the visitors' time inside on the tuning days (2-3 sensors -10 %, spread
+    # between days 0.127 -> 0.064 with it; one sensor -20 %, 0.250 -> 0.103), while the visitors
+    # and their mean dwell, each corrected on its own, came out right (+1 %). Why is not pinned
+    # down: passers-by's stays hold 4-12 % of the visit probabilities the visitor count adds up
+    # and hardly occupy the shop, which explains part. exp(mean log(truth / estimate)) over the
+    # tuning days: ``python -m footfall.tools.fit_occupancy``. A door count does not replace it.
     occupancy_factor: float = 1.116
     occupancy_factor_weak: float = 1.256
     # How stays of each class look (shares that are one scan, a few scans within a walk past,

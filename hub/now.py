@@ -35,7 +35,7 @@ MIN_MINUTES = 60  # minutes with people or presence before the ratio is trusted
 Z90 = 1.645
 PRESENCE_MAX_AGE_S = 180.0  # a presence report older than this is not "now"
 OCCUPANCY_MAX_AGE_S = 3600.0  # nor is an estimated minute older than this
-SMOOTH_MINUTES = 15  # tuning seeds 4 and 8 (live): 10, 15 and 20 close, 15 the least error of the two
+SMOOTH_MINUTES = 15  # tuning seeds 4 and 8, replayed: 10, 15 and 20 close, 15 the least error of the two
 
 
 def presence_per_minute(conn: sqlite3.Connection, start: float, end: float) -> dict[int, int]:

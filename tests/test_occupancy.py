@@ -7,13 +7,15 @@ import csv
 import io
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from footfall.hub import link, store
-from footfall.hub.occupancy import people_per_window, windows
+from footfall.hub.analysis import day_bounds
+from footfall.hub.occupancy import people_per_window, per_minute, windows
 from footfall.tools.evaluate_live import evaluate_live
 from footfall.tools.evaluate_metrics import _occupancy_errors, truth_occupancy
 from footfall.tools.evaluate_pipeline import Scenario, hub_config, ingest, simulate
@@ -94,8 +96,22 @@ def test_hub_occupancy_cli_and_api(small_store, tmp_path: Path) -> None:
     db = tmp_path / "hub.db"
     writer, _ = ingest(run, db)
     link.relink(writer.conn, writer.config, since=0)
-    writer.conn.close()
     date = run.truth["days"][0]["date"]
+    clock = time.time()
+    an = link.relink_day(writer.conn, writer.config, date, until=clock, now=clock).analysis
+    # The link job stores per_minute as it is (the occupancy factor once), and the day's
+    # person-minutes come near the visitors' true time inside (held-out store; tuning days -10 %
+    # without the factor).
+    start, stop = day_bounds(date, writer.config.tz)
+    stored = writer.conn.execute(
+        "SELECT sum(people) FROM occupancy WHERE minute >= ? AND minute < ?", (start, stop)
+    ).fetchone()[0]
+    assert stored == pytest.approx(sum(per_minute(an.sessions, an.model, start, stop).values()), rel=1e-3)
+    visitors = [p for p in run.truth["people"] if p["kind"] == "visitor" and p["day"] == 0 and p["inside"]]
+    inside_min = sum((p["inside"][1] - p["inside"][0]) / 60 for p in visitors)
+    print("person-minutes", stored, "truth", inside_min)
+    assert 0.85 < stored / inside_min < 1.2
+    writer.conn.close()
     cfg = tmp_path / "hub.toml"
     cfg.write_text(f'site = "demo"\ndb = "{db}"\nhours = "10-21"\n')
     cmd = [sys.executable, "-m", "footfall", "hub", "occupancy", "--config", str(cfg), "--start", date]

@@ -38,7 +38,7 @@ class Day:
 
 def tuning_days(seeds: list[int], work: Path) -> list[Day]:
     out: list[Day] = []
-    for seed in seeds:
+    for seed in dict.fromkeys(seeds):  # a seed given twice is one store
         sub = work / str(seed)
         sub.mkdir()
         run = simulate(scenario(seed), sub)

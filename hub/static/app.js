@@ -200,7 +200,18 @@
     el.textContent = (rel >= 0 ? "▲ +" : "▼ ") + suffix(rel) + " vs same weekday last week" + (note || "");
   }
 
+  // The line under "Now in store" says how the figure shown was made, which depends on its source.
+  let nowSource = null;
+  let explainTexts = {};
+  function explainNow() {
+    const e = explainTexts;
+    $("explain-now").textContent = nowSource === "presence_calibrated" ? (e.now || "")
+      : nowSource === "occupancy" ? (e.occupancy || "") : (e.heard || "");
+  }
+
   function drawNow(now) {
+    nowSource = now.source;
+    explainNow();
     const live = now.zones.length ? Math.max(...now.zones.map((z) => z.inside)) : null;
     if (now.source === "occupancy" || now.source === "presence_calibrated") {
       figure("now-in-store", "count", {
@@ -278,7 +289,8 @@
       $("explain-passersby").textContent = ff.explain.passersby || "";
       $("explain-capture").textContent = ff.explain.capture_rate || "";
       $("explain-heard").textContent = ff.explain.heard || "";
-      $("explain-now").textContent = ff.explain.now || ff.explain.occupancy || "";
+      explainTexts = ff.explain;
+      explainNow();
     }
 
     $("footfall-gran").textContent = "by " + ff.granularity;
