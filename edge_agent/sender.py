@@ -39,6 +39,7 @@ class Sender:
     _cond: threading.Condition
     _commit_lock: threading.Lock
     _write_failing: bool
+    _committing: int  # rows taken from _pending and being written, not on disk yet
     _pending: list[tuple[str, bytes, int, bool, str | None]]
     _acked: list[int]
     _inflight: dict[int, tuple[int | None, str]]
@@ -88,6 +89,7 @@ class Sender:
                     with self._cond:
                         pending, self._pending = self._pending, []
                         acked, self._acked = self._acked, []
+                        self._committing = len(pending)
                     ok = self._commit(pending, acked)
                 if stopping:
                     if not ok:
@@ -120,6 +122,7 @@ class Sender:
             with self._cond:
                 self._counts["write_errors"] += 1
                 self._write_failing = True
+                self._committing = 0
                 # Put the batches back in front, keeping order, for the next attempt.
                 self._pending[:0] = pending
                 self._acked[:0] = acked
@@ -127,6 +130,7 @@ class Sender:
             return False
         with self._cond:
             self._write_failing = False
+            self._committing = 0
             self._cond.notify_all()  # producers waiting on MAX_PENDING, flush()
         return True
 

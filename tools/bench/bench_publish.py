@@ -36,7 +36,9 @@ def cpu_seconds() -> float:
 
 def payloads(n: int) -> list[dict]:
     return [
-        schema.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i % 50, inside=3)
+        schema.presence_payload(
+            site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=3 + i % 50, inside=3
+        )
         for i in range(n)
     ]
 
