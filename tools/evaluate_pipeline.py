@@ -16,6 +16,7 @@ numbers of days, deterministically.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ def tuning_only(parser: argparse.ArgumentParser, text: str) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- the pipeline
+
+
 @dataclass
 class Message:
     sent: float  # capture time at which the agent sent it
@@ -208,3 +211,39 @@ def api_client(db: Path, clock: float, tz: str = "UTC"):
     client = TestClient(create_app(db, WebSettings(tz=tz, clock=lambda: clock, refresh_interval_s=0)))
     client.headers["X-API-Key"] = key
     return client
+
+
+@dataclass
+class LinkedDay:
+    seed: int
+    index: int  # the day's place in the run's truth
+    date: str
+    run: SimRun
+    analysis: Any  # hub.analysis.Analysis
+    start: float
+    end: float
+
+
+def linked_days(seeds: Iterable[int], work: Path) -> Iterator[LinkedDay]:
+    """Every day of the seeds' scenarios through the pipeline (agents, ingest) and linked as the
+    hub's job links it once the days are over: what the fitting tools fit on. A seed given twice
+    is one store."""
+    import time
+
+    from footfall.hub import link
+    from footfall.hub.analysis import day_bounds
+
+    for seed in dict.fromkeys(seeds):
+        sub = work / str(seed)
+        sub.mkdir()
+        run = simulate(scenario(seed), sub)
+        writer, _ = ingest(run, sub / "hub.db")
+        try:
+            now = time.time()
+            for i, d in enumerate(run.truth["days"]):
+                an = link.relink_day(writer.conn, writer.config, d["date"], until=now, now=now).analysis
+                if an is not None:
+                    start, end = day_bounds(d["date"], writer.config.tz)
+                    yield LinkedDay(seed, i, d["date"], run, an, start, end)
+        finally:
+            writer.conn.close()

@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from footfall.hub import link
-from footfall.hub.analysis import day_bounds
 from footfall.hub.estimate import DEFAULTS, estimate
 from footfall.hub.occupancy import per_minute
-from footfall.tools.evaluate_pipeline import ingest, scenario, simulate, tuning_only
+from footfall.tools.evaluate_pipeline import linked_days, tuning_only
 
 
 @dataclass
@@ -38,28 +35,18 @@ class Day:
 
 def tuning_days(seeds: list[int], work: Path) -> list[Day]:
     out: list[Day] = []
-    for seed in dict.fromkeys(seeds):  # a seed given twice is one store
-        sub = work / str(seed)
-        sub.mkdir()
-        run = simulate(scenario(seed), sub)
-        writer, _ = ingest(run, sub / "hub.db")
-        now = time.time()
-        for i, d in enumerate(run.truth["days"]):
-            an = link.relink_day(writer.conn, writer.config, d["date"], until=now, now=now).analysis
-            if an is None:
-                continue
-            start, end = day_bounds(d["date"], writer.config.tz)
-            # Without the factor: what it multiplies.
-            plain = sum(per_minute(an.sessions, an.model, start, end).values()) / _factor(an.model.weak)
-            e = estimate(an.sessions, an.model, [("day", start, end)], pass_sessions=an.identity_sessions)["day"]
-            vd = (e.visitors.estimate or 0.0) * (e.mean_dwell_s.estimate or 0.0) / 60.0
-            truth = sum(
-                (p["inside"][1] - p["inside"][0]) / 60.0
-                for p in run.truth["people"]
-                if p["kind"] == "visitor" and p["day"] == i and p["inside"]
-            )
-            out.append(Day(seed, d["date"], an.model.weak, plain, vd, truth))
-        writer.conn.close()
+    for ld in linked_days(seeds, work):
+        an, start, end = ld.analysis, ld.start, ld.end
+        # Without the factor: what it multiplies.
+        plain = sum(per_minute(an.sessions, an.model, start, end).values()) / _factor(an.model.weak)
+        e = estimate(an.sessions, an.model, [("day", start, end)], pass_sessions=an.identity_sessions)["day"]
+        vd = (e.visitors.estimate or 0.0) * (e.mean_dwell_s.estimate or 0.0) / 60.0
+        truth = sum(
+            (p["inside"][1] - p["inside"][0]) / 60.0
+            for p in ld.run.truth["people"]
+            if p["kind"] == "visitor" and p["day"] == ld.index and p["inside"]
+        )
+        out.append(Day(ld.seed, ld.date, an.model.weak, plain, vd, truth))
     return out
 
 

@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from footfall.hub import link
-from footfall.hub.analysis import day_bounds
 from footfall.hub.estimate import DEFAULTS, Defaults, Session, SiteModel, estimate
 from footfall.tools.evaluate_metrics import truth_figures
-from footfall.tools.evaluate_pipeline import ingest, scenario, simulate, tuning_only
+from footfall.tools.evaluate_pipeline import linked_days, tuning_only
 
 PARAMS = ("tracker_factor", "tracker_crowding_exp", "inside_scans_per_min")
 
@@ -44,22 +41,12 @@ def tuning_days(seeds: list[int], work: Path) -> list[Day]:
     """Every day of the seeds whose site model tells the shop from the street (2-3 sensors,
     inside model trained), linked as the hub's job links it."""
     out: list[Day] = []
-    for seed in seeds:
-        run = simulate(scenario(seed), work)
-        db = work / f"hub-{seed}.db"
-        if db.exists():
-            db.unlink()
-        writer, _ = ingest(run, db)
-        now = time.time()
-        for i, d in enumerate(run.truth["days"]):
-            r = link.relink_day(writer.conn, writer.config, d["date"], until=now, now=now)
-            an = r.analysis
-            if an is None or an.model.weak:
-                continue
-            start, end = day_bounds(d["date"], writer.config.tz)
-            visitors = truth_figures(run.truth, i)["visitors"]
-            out.append(Day(seed, d["date"], start, end, an.sessions, an.model, float(visitors or 0)))
-        writer.conn.close()
+    for ld in linked_days(seeds, work):
+        an = ld.analysis
+        if an.model.weak:
+            continue
+        visitors = truth_figures(ld.run.truth, ld.index)["visitors"]
+        out.append(Day(ld.seed, ld.date, ld.start, ld.end, an.sessions, an.model, float(visitors or 0)))
     return out
 
 

@@ -31,7 +31,7 @@ from footfall.hub import link
 from footfall.hub.analysis import day_bounds
 from footfall.hub.sweeps import json_list
 from footfall.tools.evaluate import EVAL_KEY
-from footfall.tools.evaluate_pipeline import HELD_OUT_SEEDS, ingest, parse_seeds, scenario, simulate
+from footfall.tools.evaluate_pipeline import ingest, scenario, simulate, tuning_only
 
 MAX_WEIGHT = 5.0  # a scan whose fingerprint is that common says little; cap its weight
 
@@ -165,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streets", default="2.5,5,10", help="passers-by per visitor (default 2.5,5,10)")
     ap.add_argument("--window", type=float, default=180.0, help="seconds without another scan (default 180)")
     args = ap.parse_args(argv)
-    seeds = parse_seeds(args.seeds)
-    held = sorted(set(seeds) & set(HELD_OUT_SEEDS))
-    if held:
-        ap.error(f"held-out seeds are for measuring, not probing a method: {held}")
+    seeds = tuning_only(ap, args.seeds)
     try:
         streets = [float(x) for x in args.streets.split(",") if x.strip()]
     except ValueError:
