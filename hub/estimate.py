@@ -23,10 +23,11 @@ site's crowding, and its inside scans over the scans one phone makes in the site
 longer or shorter than the site's mean). With one sensor, or before the inside model is
 trained, every stay gets the tracker's correction (``SiteModel.visitor_factor``).
 
-**Passers-by** = scans heard by the street-facing sensor in sessions that were not visits,
-over the scans one passer-by's phone makes while in its range (``passby_scans``, a default),
-over ``probing_share``. Counting scans, not devices, needs no linking: a passer-by is heard in
-one scan, rarely two, and the tracker would only merge them.
+**Passers-by** = scans heard by the street-facing sensor in sessions that were not visits
+(with two sensors or more: those that read outside), less the scans visitors leave there, over
+the scans one passer-by's phone leaves there, over ``probing_share``, with a crowding term
+(``PassbyCount``: defaults by the number of sensors). Counting scans, not devices, needs no
+linking: a passer-by is heard in one scan, rarely two, and the tracker would only merge them.
 
 **Dwell** of a visit: its first to last inside scan, plus the time a phone waits to scan
 (``1 / scan_rate``: the stay began before the first scan and ended after the last one). With one
@@ -42,11 +43,11 @@ share, the passer-by's exposure, the tracker's correction, and the model part of
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from footfall.hub.estimate_defaults import DEFAULTS, Z90, Defaults, ModelSpread
+from footfall.hub.estimate_defaults import DEFAULTS, Z90, Defaults, ModelSpread, PassbyCount
 from footfall.hub.inside import InsideModel
 
 LONG_STAY_S = 4 * 3600.0  # a session this long is staff or equipment
@@ -130,10 +131,32 @@ class SiteModel:
             weight = (1.0 - w) * tracker + w * n / (minutes * defaults.inside_scans_per_min)
         return s.p_visit * weight / self.heard_share / defaults.probing_share * self.calibration.visitors
 
+    def passby_count(self, defaults: Defaults = DEFAULTS) -> PassbyCount:
+        """How this site's passers-by count turns scans into people: by one sensor (or an
+        untrained inside model), two sensors, or three or more."""
+        if self.weak:
+            return defaults.passby_weak
+        return defaults.passby_two_sensors if len(self.inside.sensors) == 2 else defaults.passby_more_sensors
+
     def passersby_factor(self, defaults: Defaults = DEFAULTS) -> float:
-        """Passers-by per scan of a passing stay: one over the scans a passer-by's phone makes
-        in range, over the probing share, times the site calibration."""
-        return 1.0 / max(defaults.passby_scans, 1e-9) / defaults.probing_share * self.calibration.passersby
+        """Passers-by per scan of the count, once visitors' are off (:func:`passing_scans`): one
+        over the scans a passer-by's phone leaves in it, over the probing share, times the
+        crowding term and the site calibration."""
+        count = self.passby_count(defaults)
+        return (
+            1.0
+            / max(count.scans, 1e-9)
+            / defaults.probing_share
+            * self.crowding_factor(count.crowding_exp, defaults)
+            * self.calibration.passersby
+        )
+
+    def passersby(self, scans: float, visitors: float, defaults: Defaults = DEFAULTS) -> float:
+        """Passers-by from a period's :func:`passing_scans` and its visitors: the scans visitors
+        leave in that count come off first (``PassbyCount.visitor_scans`` each), so the figure
+        follows the street instead of the visitors (never below 0)."""
+        left = scans - self.passby_count(defaults).visitor_scans * visitors
+        return max(left, 0.0) * self.passersby_factor(defaults)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -339,10 +362,9 @@ def estimate(
     spread = defaults.one_sensor_spread if model.weak else defaults.spread
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
-        mine = _counted(sessions, start, end, final_before, defaults)
+        mine = counted_stays(sessions, start, end, final_before, defaults)
         v_sum = v_w2 = v_heard = 0.0
         v_certain: set[str] = set()
-        pb_scans = pb_heard = 0.0
         dwell = _visit_dwells(mine, model, defaults)
         # visit_length is dwell_of unless the site has one sensor: no second pass over the scans.
         lengths = _visit_dwells(mine, model, defaults, visit_length) if model.one_sensor else dwell
@@ -359,21 +381,16 @@ def estimate(
                 w = model.people(s, defaults)
                 v_sum += w
                 v_w2 += w * w
-        front = model.front_sensor
-        for s in _counted(passing, start, end, final_before, defaults):
-            if s.continued:
-                continue  # the rest of a longer stay: nobody walked past (see Session.continued)
-            pb_heard += s.p_visit < 0.5
-            if s.last - s.first <= defaults.passby_scans_max_s:
-                # Not the day-long stays of a neighbour's device (see passby_scans_max_s).
-                n = sum(1 for sc in s.scans if front is None or front in sc.peak)
-                pb_scans += (1.0 - s.p_visit) * n
+        counted = counted_stays(passing, start, end, final_before, defaults)
+        pb_heard = sum(1 for s in counted if not s.continued and s.p_visit < 0.5)
+        pb_scans = passing_scans(counted, model, defaults)
         visitors = v_sum
-        # No crowding factor: on the 2-3 sensor tuning days passers-by showed no relation to it
-        # (on one-sensor days a fitted one did not carry over: see Defaults.one_sensor_spread).
-        passersby = pb_scans * model.passersby_factor(defaults)
+        passersby = model.passersby(pb_scans, visitors, defaults)
+        factor = model.passersby_factor(defaults)
+        # Counting noise of the scans (Poisson), relative to what is left once visitors' are off.
+        p_count = math.sqrt(pb_scans) * factor / passersby if passersby > 0 else 1.0
         v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, spread.visitors * spread.predictive)
-        p_rel = math.hypot(1.0 / math.sqrt(pb_scans) if pb_scans else 1.0, spread.passersby * spread.predictive)
+        p_rel = math.hypot(p_count, spread.passersby * spread.predictive)
         # The visitors heard are not a floor: the tracker cuts some phones' stays in pieces, and
         # in small shops its stays of randomizing phones outnumber the phones (tuning days 3, 6
         # and 9). The fixed-address phones heard visiting are: they are never pieced together.
@@ -406,7 +423,8 @@ def fill_visit_dwell(
     if model.weak or model.visit_dwell_s > 0:
         return
     classify(sessions, model, defaults)
-    mean = _mean_dwell(_visit_dwells(_counted(sessions, start, end, final_before, defaults), model, defaults), defaults)
+    mine = counted_stays(sessions, start, end, final_before, defaults)
+    mean = _mean_dwell(_visit_dwells(mine, model, defaults), defaults)
     if mean:
         model.visit_dwell_s = mean
 
@@ -428,7 +446,38 @@ def _mean_dwell(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> flo
     return sum(d * w for d, w in dwell) / total * defaults.mean_dwell_factor / defaults.dwell_factor
 
 
-def _counted(
+def passing_scans(
+    counted: Sequence[Session], model: SiteModel, defaults: Defaults = DEFAULTS, *, outside_only: bool | None = None
+) -> float:
+    """The scans the passers-by estimate divides (``counted``: a period's stays of the identity
+    pass, :func:`counted_stays`), each weighed by the chance its stay is not a visit: see
+    :func:`passing_scan_weights`."""
+    return sum(w for _, w in passing_scan_weights(counted, model, defaults, outside_only=outside_only))
+
+
+def passing_scan_weights(
+    counted: Sequence[Session], model: SiteModel, defaults: Defaults = DEFAULTS, *, outside_only: bool | None = None
+) -> Iterator[tuple[ScanRecord, float]]:
+    """Each scan :func:`passing_scans` counts, with its weight: the street-facing sensor's scans
+    in stays up to ``passby_scans_max_s`` long, weighed by one less the stay's p_visit. With two
+    sensors or more (``outside_only`` None: as the site's PassbyCount says) only the scans that
+    read outside by the site's inside model: a visitor's scans inside the shop land in such stays too,
+    a passer-by's hardly ever (3 % of theirs read inside on the tuning days, 42 % of the
+    visitors')."""
+    front = model.front_sensor
+    outside = model.passby_count(defaults).outside_only if outside_only is None else outside_only
+    for s in counted:
+        if s.continued:
+            continue  # the rest of a longer stay: nobody walked past (see Session.continued)
+        if s.last - s.first > defaults.passby_scans_max_s:
+            continue  # the day-long stays of a neighbour's device (see passby_scans_max_s)
+        w = 1.0 - s.p_visit
+        for sc in s.scans:
+            if (front is None or front in sc.peak) and not (outside and model.inside.llr(sc.peak) >= 0):
+                yield sc, w
+
+
+def counted_stays(
     sessions: Sequence[Session], start: float, end: float, final_before: float | None, defaults: Defaults
 ) -> list[Session]:
     """The stays a period counts: begun in it, not staff, over by ``final_before`` if given."""

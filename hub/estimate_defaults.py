@@ -34,6 +34,32 @@ class ModelSpread:
 
 
 @dataclass(frozen=True)
+class PassbyCount:
+    """How a kind of site's passers-by count turns scans into people (``SiteModel.passersby``).
+
+    The count: the street-facing sensor's scans in stays of the tracker's identity pass that are
+    not visits, each weighed by one less its stay's p_visit (``estimate.passing_scans``); with
+    ``outside_only``, only those that read outside by the site's inside model. Split on the
+    simulator's truth it holds a passer-by's scans, about the same number at every street, and
+    scans of visitors (a randomizing phone's walk to the door and away, cut from its visit by a
+    new address), so a count divided by a passer-by's scans alone read 40 % high where 2.5
+    passers-by walk past a visitor and 21 % low at 10. ``visitor_scans`` a visitor are taken off
+    first (less than the truth split measures: taking all of it off adds the visitors'
+    day-to-day noise, and the fit weighs both), the rest divided by ``scans``, a passer-by's
+    (all phones: Wi-Fi off is in ``probing_share``), and multiplied by the site's crowding over
+    ``crowding_ref`` to the ``crowding_exp``: the more phones of one model about, the more
+    often the tracker joins a passer-by's scan to another phone's stay that is a visit.
+    ``scans`` is a default, not the site's scan rate: that is measured on the visitors with a
+    fixed address, idle phones of a few older models, and it moved the passers-by of small
+    stores by a third."""
+
+    scans: float
+    visitor_scans: float
+    crowding_exp: float
+    outside_only: bool = True
+
+
+@dataclass(frozen=True)
 class Defaults:
     """What the hub cannot measure by radio alone. Chosen on the simulator's tuning seeds 1-10
     (``footfall evaluate --metrics --seeds tuning``: the factors are the median truth/estimate
@@ -41,12 +67,19 @@ class Defaults:
     replaces them (``footfall calibrate counts``)."""
 
     probing_share: float = 0.9  # people whose phone probes (simulator: 10 % Wi-Fi off; no published figure found)
-    # Scans of a passer-by's phone heard as outside stays of the tracker's identity pass while
-    # in range (all phones: Wi-Fi off is in probing_share). A default, not the site's scan rate:
-    # that is measured on the visitors with a fixed address, idle phones of a few older models,
-    # and it moved the passers-by of small stores by a third (spread of log(truth/estimate)
-    # between tuning days 0.23 with it, 0.20 without; counted on the identity pass, 0.14).
-    passby_scans: float = 0.415
+    # How the passers-by count turns scans into people (see PassbyCount), by what the site can
+    # tell: two sensors, three or more (which read a phone's place more surely), or one sensor or
+    # an inside model not trained yet. Fitted by ``python -m footfall.tools.fit_passersby`` on
+    # the tuning stores of each kind at three streets (docs/metrics.md, "Capture rates other than
+    # 1 in 6"); one sensor keeps the count of before 2026-12-06, below.
+    passby_two_sensors: PassbyCount = PassbyCount(0.253, 0.24, 0.45)
+    passby_more_sensors: PassbyCount = PassbyCount(0.297, 0.40, 0.25)
+    # One sensor cannot tell a visitor's scans at the door from a passer-by's: split on the truth
+    # its count held 0.09-0.21 scans a passer-by against 0.56-1.38 a visitor, and no share taken
+    # off followed the street (one-sensor tuning days, 2026-12-06): every scan of the
+    # street-facing sensor in such stays counts, nothing is taken off, one factor (0.415 scans a
+    # passer-by, chosen on the 2-3 sensor tuning days at 1 in 6 before 2026-12-06).
+    passby_weak: PassbyCount = PassbyCount(0.415, 0.0, 0.0, outside_only=False)
     passby_max_s: float = 90.0  # a session longer than this does not look like a walk past
     # Scans of stays up to this long that are not visits count as passers-by: the tracker joins
     # some passers-by of one phone model into a longer stay (with a 90 s limit the estimate then
@@ -100,11 +133,13 @@ class Defaults:
     # out of the fit in turn (a store at a time), since three numbers were fitted on 12 days.
     # Passers-by and dwell: measured on those tuning days with three streets each (2.5, 5 and 10
     # passers-by a visitor; the scenarios walk 5 past), since a shop's street is not known
-    # beforehand and the passers-by estimate does not follow it in proportion: it reads 50 %
-    # high at 2.5 and 18 % low at 10 on the 2-3 sensor tuning days (docs/metrics.md, "Capture
-    # rates other than 1 in 6"). At the scenarios' street alone the spreads were 0.12 and 0.13
-    # (passers-by, median dwell; one sensor 0.36, 0.22 and visitors 0.22).
-    spread: ModelSpread = ModelSpread(0.112, 0.29, 0.15, 0.10, days=12, t95=1.7959)
+    # beforehand. Passers-by with 2-3 sensors (2026-12-06): the spread of the 74 street-days of
+    # the 18 tuning stores with 2-3 sensors, each store left out of the fit in turn
+    # (tools/fit_passersby.py; two sensors 0.24, three 0.14; 0.29 for the count before, which
+    # read 40 % high at 2.5 and 22 % low at 10: docs/metrics.md, "Capture rates other than 1 in
+    # 6"). At the scenarios' street alone the spreads were 0.13 (0.12 before) and 0.13 (median
+    # dwell; one sensor 0.36, 0.22 and visitors 0.22).
+    spread: ModelSpread = ModelSpread(0.112, 0.19, 0.15, 0.10, days=12, t95=1.7959)
     one_sensor_spread: ModelSpread = ModelSpread(0.25, 0.48, 0.24, 0.15, days=10, t95=1.8331)
     # People present per minute (hub/occupancy.py) times this, with two sensors or more and with
     # one (or an inside model not trained yet: SiteModel.weak). Without it a day's person-minutes

@@ -2,9 +2,10 @@
 6"). The simulator's scenarios walk five passers-by past for every visitor; real shops range from
 about 4 to 25 % capture. Through the whole pipeline, a held-out store with 2.5 and with 10
 passers-by a visitor: the visitors hold, the passers-by estimate follows the street, and the
-ranges of passers-by and capture rate contain the truth. The passers-by estimate does not yet
-follow it in proportion (visitors' own scans are part of what it counts): the bounds below are
-the measured weakness, so that a change that makes it worse fails here."""
+ranges of passers-by and capture rate contain the truth. At 2.5 this small store's inside model
+is not trained on its first day (too few street scans), so it counts as one sensor does; at 10
+it takes the visitors' scans off its count (``PassbyCount``). Measured 2026-12-06: 329 and
+1,418 against 375 and 1,500 (4.3 times; the truth 4)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_passersby_follow_the_street_and_ranges_hold(streets) -> None:
             for r, f in streets.items()
         }
     )
-    assert busy.estimate > 2.0 * thin.estimate  # truth: 4 x
+    assert 3.0 * thin.estimate < busy.estimate < 5.5 * thin.estimate  # truth: 4 x
     for f in streets.values():
         for name in ("passersby", "capture_rate"):
             assert f[name].covered, (name, f[name])

@@ -41,6 +41,7 @@ from footfall.tools.evaluate_pipeline import (
     Scenario,
     SimRun,
     api_client,
+    check_street,
     hub_config,
     ingest,
     parse_seeds,
@@ -431,8 +432,11 @@ def results_json(results: list[DayResult]) -> list[dict[str, Any]]:
 
 def cmd_metrics(seeds_text: str, as_json: bool, workdir: str | None, passersby_per_visitor: float | None = None) -> int:
     seeds = parse_seeds(seeds_text)
-    if passersby_per_visitor is not None and not 0 < passersby_per_visitor <= 100:
-        raise ValueError("--passersby-per-visitor must be above 0 and at most 100")
+    if passersby_per_visitor is not None:
+        try:
+            check_street(passersby_per_visitor)
+        except ValueError as e:
+            raise ValueError(f"--passersby-per-visitor: {e}") from None
     printer = None if as_json else print
     results = evaluate_seeds(seeds, Path(workdir) if workdir else None, printer, passersby_per_visitor)
     if as_json:

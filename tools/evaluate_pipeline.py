@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,15 @@ from footfall.tools.evaluate import EVAL_KEY, hash_key_env, read_pcap
 # smallest size, the case the held-out seeds found worst, so 41, 44, 49 and 52 (one sensor,
 # 80-95 % randomizing, medium and large) were added; the defaults were checked on all of them.
 # The default link model stays measured on 1-10 (re-measuring it changes every figure).
+# 2026-12-06: for the passers-by count, ten stores with two or three sensors so that the tuning
+# set holds every size, share of randomizing phones and number of sensors the held-out set does
+# (it had one small store with two or three sensors and no large one with two, the cases where
+# counts fitted on it failed held out): 39, 42, 45 (small), 40, 43 (medium, three sensors), 48,
+# 51 (small, three), 53, 74, 77 (large, two). The defaults chosen before them were not fitted
+# again.
 FIRST_TUNING_SEEDS = tuple(range(1, 11))
-TUNING_SEEDS = FIRST_TUNING_SEEDS + (41, 44, 49, 52)
+PASSERSBY_TUNING_SEEDS = (39, 40, 42, 43, 45, 48, 51, 53, 74, 77)
+TUNING_SEEDS = FIRST_TUNING_SEEDS + (41, 44, 49, 52) + PASSERSBY_TUNING_SEEDS
 HELD_OUT_SEEDS = tuple(range(11, 31))
 DATE = "2026-11-02"
 # The simulator's street: 1,500 passers-by to 300 visitors at scale 1 (capture rate 16.7 %).
@@ -83,6 +90,32 @@ def parse_seeds(text: str) -> list[int]:
         a, _, b = part.strip().partition("-")
         seeds += list(range(int(a), int(b) + 1)) if b else [int(a)]
     return seeds
+
+
+def check_street(street: float) -> float:
+    """A street (passers-by a visitor) the simulator can walk: above 0, at most 100."""
+    if not 0 < street <= 100:
+        raise ValueError(f"passers-by a visitor must be above 0 and at most 100, not {street:g}")
+    return street
+
+
+def parse_streets(text: str) -> list[float]:
+    """``2.5,5,10``: streets separated by commas (ValueError saying what is wrong)."""
+    try:
+        streets = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"streets: numbers separated by commas, not {text!r}") from None
+    if not streets:
+        raise ValueError("streets: at least one")
+    return [check_street(s) for s in streets]
+
+
+def streets_only(parser: argparse.ArgumentParser, text: str) -> list[float]:
+    """The streets of a ``--streets`` option for a tool (its parser reports what is wrong)."""
+    try:
+        return parse_streets(text)
+    except ValueError as e:
+        parser.error(f"--streets: {e}")
 
 
 def tuning_only(parser: argparse.ArgumentParser, text: str) -> list[int]:
@@ -222,21 +255,22 @@ class LinkedDay:
     analysis: Any  # hub.analysis.Analysis
     start: float
     end: float
+    conn: Any = None  # the day's hub database, open while the day is being looked at
 
 
-def linked_days(seeds: Iterable[int], work: Path) -> Iterator[LinkedDay]:
+def linked_days(seeds: Iterable[int], work: Path, street: float = STREET) -> Iterator[LinkedDay]:
     """Every day of the seeds' scenarios through the pipeline (agents, ingest) and linked as the
     hub's job links it once the days are over: what the fitting tools fit on. A seed given twice
-    is one store."""
+    is one store; ``street``: passers-by a visitor."""
     import time
 
     from footfall.hub import link
     from footfall.hub.analysis import day_bounds
 
     for seed in dict.fromkeys(seeds):
-        sub = work / str(seed)
+        sub = work / (str(seed) if street == STREET else f"{seed}-street-{street:g}")
         sub.mkdir()
-        run = simulate(scenario(seed), sub)
+        run = simulate(replace(scenario(seed), passersby_per_visitor=street), sub)
         writer, _ = ingest(run, sub / "hub.db")
         try:
             now = time.time()
@@ -244,6 +278,6 @@ def linked_days(seeds: Iterable[int], work: Path) -> Iterator[LinkedDay]:
                 an = link.relink_day(writer.conn, writer.config, d["date"], until=now, now=now).analysis
                 if an is not None:
                     start, end = day_bounds(d["date"], writer.config.tz)
-                    yield LinkedDay(seed, i, d["date"], run, an, start, end)
+                    yield LinkedDay(seed, i, d["date"], run, an, start, end, writer.conn)
         finally:
             writer.conn.close()

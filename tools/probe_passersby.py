@@ -31,7 +31,7 @@ from footfall.hub import link
 from footfall.hub.analysis import day_bounds
 from footfall.hub.sweeps import json_list
 from footfall.tools.evaluate import EVAL_KEY
-from footfall.tools.evaluate_pipeline import ingest, scenario, simulate, tuning_only
+from footfall.tools.evaluate_pipeline import ingest, scenario, simulate, streets_only, tuning_only
 
 MAX_WEIGHT = 5.0  # a scan whose fingerprint is that common says little; cap its weight
 
@@ -44,7 +44,7 @@ class Isolated:
     by_kind: dict[str, int]  # raw isolated scans by the simulated person's kind (when known)
 
 
-def _scan_identities(conn, start: float, end: float) -> tuple[dict[float, tuple[str, str]], dict[float, str]]:
+def scan_identities(conn, start: float, end: float) -> tuple[dict[float, tuple[str, str]], dict[float, str]]:
     """Scan time -> (kind, identity) and scan time -> device hash, from the sensor visits."""
     ident: dict[float, tuple[str, str]] = {}
     device: dict[float, str] = {}
@@ -68,7 +68,7 @@ def isolated_count(
     job's, staff already found). ``kinds`` maps device hashes to a simulated person's kind."""
     model = an.model
     front = model.front_sensor
-    ident, device = _scan_identities(conn, start - 3600.0, stop + 3600.0)
+    ident, device = scan_identities(conn, start - 3600.0, stop + 3600.0)
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     candidates: list[tuple[float, tuple[str, str]]] = []
     for s in an.identity_sessions:
@@ -102,7 +102,7 @@ def isolated_count(
     return Isolated(weighted, raw, len(candidates), dict(by_kind))
 
 
-def _kinds(truth: dict[str, Any], day_index: int) -> dict[str, str]:
+def person_kinds(truth: dict[str, Any], day_index: int) -> dict[str, str]:
     ident = Identifier(EVAL_KEY)
     return {
         ident.device_id(parse_mac(m["mac"])): p["kind"]
@@ -121,7 +121,7 @@ def probe(seed: int, street: float, workdir: Path, window_s: float) -> dict[str,
     start, stop = day_bounds(day, writer.config.tz)
     # Linked as the hub's job leaves it once the day is over (its analysis is the last day's).
     an = link.relink(writer.conn, writer.config, since=0, until=stop - 1, now=stop + writer.config.settle_s).analysis
-    iso = isolated_count(writer.conn, an, start, stop, window_s=window_s, kinds=_kinds(run.truth, 0))
+    iso = isolated_count(writer.conn, an, start, stop, window_s=window_s, kinds=person_kinds(run.truth, 0))
     est = json.loads(
         writer.conn.execute("SELECT figures FROM estimates WHERE day = ? AND hour = -1", (day,)).fetchone()[0]
     )
@@ -166,12 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=180.0, help="seconds without another scan (default 180)")
     args = ap.parse_args(argv)
     seeds = tuning_only(ap, args.seeds)
-    try:
-        streets = [float(x) for x in args.streets.split(",") if x.strip()]
-    except ValueError:
-        ap.error(f"--streets: numbers separated by commas, not {args.streets!r}")
-    if not streets or any(not 0 < s <= 100 for s in streets) or args.window <= 0:
-        ap.error("--streets must be above 0 and at most 100, --window above 0")
+    streets = streets_only(ap, args.streets)
+    if args.window <= 0:
+        ap.error("--window must be above 0")
     rows = []
     with tempfile.TemporaryDirectory(prefix="footfall-probe-") as tmp:
         for seed in seeds:
