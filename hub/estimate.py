@@ -37,7 +37,8 @@ What is measured at the site (from the phones it can identify, ``hub/sitefit.py`
 inside model, the scan rate, the share of sessions that are visits, the street-facing sensor.
 What is a default (:data:`DEFAULTS`, documented in docs/metrics.md with the data it was chosen
 on) and should be calibrated with a door count (``footfall calibrate counts``): the probing
-share, the passer-by's exposure, the tracker's correction, and the model part of the ranges.
+share, the passers-by count's numbers (``PassbyCount``), the tracker's correction, and the model
+part of the ranges.
 """
 
 from __future__ import annotations
@@ -396,14 +397,20 @@ def estimate(
         # and 9). The fixed-address phones heard visiting are: they are never pieced together.
         vis = _count_figure(visitors, v_rel, v_heard, floor=float(len(v_certain)))
         pas = _count_figure(passersby, p_rel, pb_heard)
+        if passersby <= 0 < pb_scans:
+            # Every scan counted taken off as visitors': 0 is the estimate, not a certainty.
+            pas.high = max(Z90 * math.sqrt(pb_scans) * factor, pb_heard)
         total = visitors + passersby
         cap = visitors / total if total else None
-        if cap is not None:
-            c_rel = math.hypot(v_rel, p_rel) * (1 - cap)
-            cap_fig = Figure(cap, max(cap * (1 - Z90 * c_rel), 0.0), min(cap * (1 + Z90 * c_rel), 1.0))
-            cap_fig.heard = v_heard / (v_heard + pb_heard) if v_heard + pb_heard else None
-        else:
+        if cap is None:
             cap_fig = Figure(None, None, None)
+        else:
+            if passersby <= 0 < pb_scans:
+                cap_fig = Figure(cap, visitors / (visitors + (pas.high or 0.0)), 1.0)
+            else:
+                c_rel = math.hypot(v_rel, p_rel) * (1 - cap)
+                cap_fig = Figure(cap, max(cap * (1 - Z90 * c_rel), 0.0), min(cap * (1 + Z90 * c_rel), 1.0))
+            cap_fig.heard = v_heard / (v_heard + pb_heard) if v_heard + pb_heard else None
         dwells = _dwell_figures(lengths, dwell, defaults, spread)
         out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine))
     return out

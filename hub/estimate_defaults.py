@@ -43,7 +43,7 @@ class PassbyCount:
     simulator's truth it holds a passer-by's scans, about the same number at every street, and
     scans of visitors (a randomizing phone's walk to the door and away, cut from its visit by a
     new address), so a count divided by a passer-by's scans alone read 40 % high where 2.5
-    passers-by walk past a visitor and 21 % low at 10. ``visitor_scans`` a visitor are taken off
+    passers-by walk past a visitor and 22 % low at 10. ``visitor_scans`` a visitor are taken off
     first (less than the truth split measures: taking all of it off adds the visitors'
     day-to-day noise, and the fit weighs both), the rest divided by ``scans``, a passer-by's
     (all phones: Wi-Fi off is in ``probing_share``), and multiplied by the site's crowding over
@@ -61,15 +61,17 @@ class PassbyCount:
 
 @dataclass(frozen=True)
 class Defaults:
-    """What the hub cannot measure by radio alone. Chosen on the simulator's tuning seeds 1-10
-    (``footfall evaluate --metrics --seeds tuning``: the factors are the median truth/estimate
-    there, the standard deviations the spread of that ratio between days); a site's door count
-    replaces them (``footfall calibrate counts``)."""
+    """What the hub cannot measure by radio alone. Chosen on the simulator's tuning seeds
+    (``footfall evaluate --metrics --seeds tuning``; each number says which: most on seeds 1-10,
+    41, 44, 49 and 52 before 2026-12-06, which ``--seeds 1-10,41,44,49,52`` gives again, the
+    passers-by count on all the tuning stores with two or three sensors); a site's door count
+    replaces the visitors' and passers-by's (``footfall calibrate counts``)."""
 
     probing_share: float = 0.9  # people whose phone probes (simulator: 10 % Wi-Fi off; no published figure found)
     # How the passers-by count turns scans into people (see PassbyCount), by what the site can
-    # tell: two sensors, three or more (which read a phone's place more surely), or one sensor or
-    # an inside model not trained yet. Fitted by ``python -m footfall.tools.fit_passersby`` on
+    # tell: two sensors, three or more (which read a phone's place more surely; the sensors its
+    # inside model was trained on; four or more were never simulated and get three's), or one
+    # sensor or an inside model not trained yet. Fitted by ``python -m footfall.tools.fit_passersby`` on
     # the tuning stores of each kind at three streets (docs/metrics.md, "Capture rates other than
     # 1 in 6"); one sensor keeps the count of before 2026-12-06, below.
     passby_two_sensors: PassbyCount = PassbyCount(0.253, 0.24, 0.45)

@@ -1,19 +1,20 @@
 """``python -m footfall.tools.fit_passersby``: fit the passers-by count on the tuning seeds.
 
-``Defaults.passby_visitor_scans`` and ``passby_scans`` (two sensors or more: ``SiteModel.passersby``)
-are chosen here. The tuning stores with two or three sensors are simulated at several streets
+``Defaults.passby_two_sensors`` and ``passby_more_sensors`` (``PassbyCount``: a passer-by's scans,
+a visitor's scans, the crowding exponent; ``SiteModel.passersby``) are chosen here, each on the
+tuning stores of its kind (two sensors; three). The stores are simulated at several streets
 (default 2.5, 5 and 10 passers-by a visitor: a shop's street is not known beforehand) and go
 through the real pipeline (agents, ingest, the link job). For every day the scans the estimate
 counts (:func:`hub.estimate.passing_scans`) are split on the simulator's truth, scan by scan,
-into the passers-by's and the visitors'. The two numbers minimise the squares of
-log(truth / estimate) over all street-days (the share searched from 0 to 1 scan a visitor, the
-level exp(mean log) at each). Printed beside them: the visitors' share of the count as the truth
-split measures it (taking all of it off adds the visitors' day-to-day noise to the figure), the
-spread of log(truth / estimate) with each store left out of the fit in turn
-(``Defaults.spread.passersby``), the bias at each street, and the same for the count as it was
-before 2026-12-06 (every street-facing scan, nothing taken off, one factor): the baseline.
-Held-out seeds are refused: they are for measuring (``footfall evaluate --metrics --seeds
-held-out``), never for choosing.
+into the passers-by's and the visitors'. The three numbers of a kind minimise the squares of
+log(truth / estimate) over its street-days (the visitors' share searched from 0 to 1 scan a
+visitor, the crowding exponent from -1 to 1, the level exp(mean log) at each). Printed beside
+them: the visitors' share of the count as the truth split measures it (taking all of it off
+adds the visitors' day-to-day noise to the figure), the spread of log(truth / estimate) with
+each store left out of the fit in turn (``Defaults.spread.passersby``), the bias at each street
+and by sensors, and the same for variants and for the count as it was before 2026-12-06 (every
+street-facing scan, nothing taken off, one factor): the baseline. Held-out seeds are refused:
+they are for measuring (``footfall evaluate --metrics --seeds held-out``), never for choosing.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ CROWDING_EXPS = sorted((i / 20 for i in range(-20, 21)), key=abs)  # ties: the s
 
 @dataclass(frozen=True)
 class Fit:
-    visitor_scans: float  # passby_visitor_scans
+    visitor_scans: float  # PassbyCount.visitor_scans
     level: float  # passers-by per net scan at the reference crowding
     crowding_exp: float = 0.0
 

@@ -1,8 +1,9 @@
 """``python -m footfall.tools.probe_passersby``: a linking-free passers-by count, beside the hub's.
 
-The hub's passers-by estimate counts the scans of the identity pass's short stays that are not
-visits; a third to a half of those are visitors' scans, so it does not follow the street in
-proportion (docs/metrics.md, "Capture rates other than 1 in 6"). This probe counts **isolated
+Until 2026-12-06 the hub's passers-by estimate counted the scans of the identity pass's short
+stays that are not visits, a third to a half of them visitors' scans, so it did not follow the
+street in proportion (docs/metrics.md, "Capture rates other than 1 in 6"; the hub now takes the
+visitors' share off, ``PassbyCount``). This probe, a lead tried before that, counts **isolated
 scans** instead: a scan at the street-facing sensor that looks outside by the site's inside model
 and has no other scan of the same address (a fixed MAC) or fingerprint (a random one) within
 ``window_s``. A passer-by's phone scans about once while in range; a visitor's scans come every
