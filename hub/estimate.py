@@ -55,6 +55,15 @@ LONG_STAY_S = 4 * 3600.0  # a session this long is staff or equipment
 MAX_WEIGHT = 3.0  # cap of the 1 / p_heard weight of a short visit
 
 
+def crowding_factor(crowding: float, exp: float, defaults: Defaults = DEFAULTS) -> float:
+    """(crowding / ``crowding_ref``) ** exp, crowding held within the tuning days' range
+    (``crowding_range``); 1 where crowding was not measured (0)."""
+    if crowding <= 0 or not exp:
+        return 1.0
+    lo, hi = defaults.crowding_range
+    return (min(max(crowding, lo), hi) / defaults.crowding_ref) ** exp
+
+
 @dataclass
 class Calibration:
     """A site's correction from a real count (``footfall calibrate counts``); 1.0 = none."""
@@ -81,10 +90,7 @@ class SiteModel:
     calibration: Calibration = field(default_factory=Calibration)
 
     def crowding_factor(self, exp: float, defaults: Defaults = DEFAULTS) -> float:
-        if self.crowding <= 0 or not exp:
-            return 1.0
-        lo, hi = defaults.crowding_range
-        return (min(max(self.crowding, lo), hi) / defaults.crowding_ref) ** exp
+        return crowding_factor(self.crowding, exp, defaults)
 
     @property
     def one_sensor(self) -> bool:
@@ -397,15 +403,16 @@ def estimate(
         # and 9). The fixed-address phones heard visiting are: they are never pieced together.
         vis = _count_figure(visitors, v_rel, v_heard, floor=float(len(v_certain)))
         pas = _count_figure(passersby, p_rel, pb_heard)
-        if passersby <= 0 < pb_scans:
-            # Every scan counted taken off as visitors': 0 is the estimate, not a certainty.
+        # Every scan counted taken off as visitors': 0 is the estimate, not a certainty.
+        cleared = passersby <= 0 < pb_scans
+        if cleared:
             pas.high = max(Z90 * math.sqrt(pb_scans) * factor, pb_heard)
         total = visitors + passersby
         cap = visitors / total if total else None
         if cap is None:
             cap_fig = Figure(None, None, None)
         else:
-            if passersby <= 0 < pb_scans:
+            if cleared:
                 cap_fig = Figure(cap, visitors / (visitors + (pas.high or 0.0)), 1.0)
             else:
                 c_rel = math.hypot(v_rel, p_rel) * (1 - cap)

@@ -24,11 +24,11 @@ import math
 import statistics
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from footfall.hub.estimate import DEFAULTS, counted_stays, estimate, passing_scan_weights
+from footfall.hub.estimate import DEFAULTS, counted_stays, crowding_factor, estimate, passing_scan_weights
 from footfall.tools.evaluate_pipeline import linked_days, scenario, streets_only, tuning_only
 from footfall.tools.probe_passersby import person_kinds, scan_identities
 
@@ -100,8 +100,7 @@ class Fit:
     crowding_exp: float = 0.0
 
     def estimate(self, d: Day) -> float:
-        lo, hi = DEFAULTS.crowding_range
-        crowd = (min(max(d.crowding, lo), hi) / DEFAULTS.crowding_ref) ** self.crowding_exp if d.crowding > 0 else 1.0
+        crowd = crowding_factor(d.crowding, self.crowding_exp)  # as SiteModel.passersby_factor has it
         return self.level * max(d.scans - self.visitor_scans * d.visitors, 1e-9) * crowd
 
     def logs(self, days: list[Day]) -> list[float]:
@@ -137,13 +136,9 @@ def left_out(days: list[Day], fitter: Callable[[list[Day]], Fit] = fit) -> list[
 
 
 def _baseline_logs(days: list[Day]) -> list[tuple[Day, float]]:
-    """Every street-facing scan, one factor (the count before 2026-12-06), each store left out."""
-    out = []
-    for seed in sorted({d.seed for d in days}):
-        rest = [d for d in days if d.seed != seed]
-        k = math.exp(statistics.mean(math.log(d.truth / max(d.all_scans, 1e-9)) for d in rest))
-        out += [(d, math.log(d.truth / max(k * d.all_scans, 1e-9))) for d in days if d.seed == seed]
-    return out
+    """Every street-facing scan, one factor (the count before 2026-12-06), each store left out:
+    the same fit on ``all_scans`` with nothing taken off."""
+    return left_out([replace(d, scans=d.all_scans) for d in days], lambda ds: fit(ds, betas=[0.0]))
 
 
 def _rms(xs: list[float]) -> float:
