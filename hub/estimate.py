@@ -397,7 +397,8 @@ def estimate(
         # Counting noise of the scans (Poisson), relative to what is left once visitors' are off.
         p_count = math.sqrt(pb_scans) * factor / passersby if passersby > 0 else 1.0
         v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, spread.visitors * spread.predictive)
-        p_rel = math.hypot(p_count, spread.passersby * spread.predictive)
+        p_model = model.passby_count(defaults).spread or spread.passersby
+        p_rel = math.hypot(p_count, p_model * spread.predictive)
         # The visitors heard are not a floor: the tracker cuts some phones' stays in pieces, and
         # in small shops its stays of randomizing phones outnumber the phones (tuning days 3, 6
         # and 9). The fixed-address phones heard visiting are: they are never pieced together.

@@ -57,6 +57,9 @@ class PassbyCount:
     visitor_scans: float
     crowding_exp: float
     outside_only: bool = True
+    # The model part of this count's range (see ModelSpread), where it is measured apart from the
+    # other kinds; None: the site's ModelSpread.passersby.
+    spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,12 @@ class Defaults:
     # sensor or an inside model not trained yet. Fitted by ``python -m footfall.tools.fit_passersby`` on
     # the tuning stores of each kind at three streets (docs/metrics.md, "Capture rates other than
     # 1 in 6"); one sensor keeps the count of before 2026-12-06, below.
-    passby_two_sensors: PassbyCount = PassbyCount(0.253, 0.24, 0.45)
-    passby_more_sensors: PassbyCount = PassbyCount(0.297, 0.40, 0.25)
+    # Their spreads are measured apart (each store left out of the fit in turn, over the three
+    # streets: two sensors 0.24 on 31 street-days of 9 stores, three 0.14 on 43 of 9): one pooled
+    # spread (0.19, ModelSpread.passersby) gave two-sensor stores ranges too narrow for their
+    # store-level errors and three-sensor ones too wide.
+    passby_two_sensors: PassbyCount = PassbyCount(0.253, 0.24, 0.45, spread=0.24)
+    passby_more_sensors: PassbyCount = PassbyCount(0.297, 0.40, 0.25, spread=0.14)
     # One sensor cannot tell a visitor's scans at the door from a passer-by's: split on the truth
     # its count held 0.09-0.21 scans a passer-by against 0.56-1.38 a visitor, and no share taken
     # off followed the street (one-sensor tuning days, 2026-12-06): every scan of the
@@ -142,7 +149,9 @@ class Defaults:
     # (tools/fit_passersby.py; two sensors 0.24, three 0.14; 0.29 for the count before, which
     # read 40 % high at 2.5 and 22 % low at 10: docs/metrics.md, "Capture rates other than 1 in
     # 6"). At the scenarios' street alone the spreads were 0.13 (0.12 before) and 0.13 (median
-    # dwell; one sensor 0.36, 0.22 and visitors 0.22).
+    # dwell; one sensor 0.36, 0.22 and visitors 0.22). The ranges of passers-by with 2-3 sensors
+    # take each kind's own spread (PassbyCount.spread); the pooled 0.19 here weighs a door count
+    # (hub/calibrate_fit.py).
     spread: ModelSpread = ModelSpread(0.112, 0.19, 0.15, 0.10, days=12, t95=1.7959)
     one_sensor_spread: ModelSpread = ModelSpread(0.25, 0.48, 0.24, 0.15, days=10, t95=1.8331)
     # People present per minute (hub/occupancy.py) times this, with two sensors or more and with
