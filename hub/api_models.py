@@ -30,12 +30,30 @@ class Traffic(BaseModel):
     estimated: bool = Field(True, description="false: no estimate yet, the figures are heard counts")
 
 
+class Revision(BaseModel):
+    """A link run that lowered a day's count from what the run before had shown."""
+
+    day: str
+    figure: str = Field(description="visitors or passersby")
+    from_: float = Field(alias="from", description="the day's figure before the run")
+    to: float = Field(description="the day's figure after it")
+    at: float = Field(description="when the run was (UTC seconds)")
+
+    model_config = {"populate_by_name": True}
+
+
 class FootfallTotals(Traffic):
     unique_visitors: float | None = Field(description="distinct people among the visitors (store-wide only)")
     median_dwell_s: float | None = None
     median_dwell_s_low: float | None = None
     median_dwell_s_high: float | None = None
     as_of: float | None = Field(None, description="estimates cover visits that began before this time")
+    revisions: list[Revision] = Field(
+        default_factory=list,
+        description="every time a link run lowered a day's visitors or passers-by of this period from what "
+        "was shown before (a provisional count revised, e.g. visits ending whose walk to the door was "
+        "counted as passing); oldest first",
+    )
 
 
 class FootfallPoint(Traffic):

@@ -68,6 +68,12 @@ def calibrated(fig: dict[str, Any], cal: Calibration) -> dict[str, Any]:
         for suffix in ("", "_low", "_high"):
             if out.get(name + suffix) is not None:
                 out[name + suffix] = out[name + suffix] * factor
+    factors = {"visitors": cal.visitors, "passersby": cal.passersby}
+    if out.get("revisions"):
+        out["revisions"] = [
+            r | {"from": r["from"] * factors[r["figure"]], "to": r["to"] * factors[r["figure"]]}
+            for r in out["revisions"]
+        ]
     v, p = out.get("visitors"), out.get("passersby")
     if v is not None and p is not None and v + p > 0:
         out["capture_rate"] = v / (v + p)
@@ -184,6 +190,7 @@ def period_totals(conn: sqlite3.Connection, start: date, end: date) -> dict[str,
     out["as_of"] = max(f["watermark"] for f in figs)
     out |= _return_rate(figs)
     out["unique_visitors"] = _unique(figs, out.get("visitors"))
+    out["revisions"] = [r | {"day": d} for d in sorted(days) for r in days[d].get("revisions") or []]
     return out
 
 
@@ -315,6 +322,7 @@ def annotate_footfall(conn: sqlite3.Connection, out: dict[str, Any], start: date
     for suffix in ("", "_low", "_high"):
         totals["median_dwell_s" + suffix] = None if est is None else est.get("median_dwell_s" + suffix)
     totals["as_of"] = None if est is None else est.get("as_of")
+    totals["revisions"] = [] if est is None else est.get("revisions", [])
     if est is not None:
         totals["unique_visitors"] = est.get("unique_visitors")
     out["totals"] = totals

@@ -283,6 +283,7 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
     """The day's and each hour's estimates (visits count once over, see estimate()), and the
     people present per minute, replacing the day's rows."""
     watermark = now - config.settle_s
+    shown = conn.execute("SELECT figures FROM estimates WHERE day = ? AND hour = -1", (day,)).fetchone()
     periods = [("day", start, stop)]
     tz = config.tz
     t = start
@@ -305,6 +306,7 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         payload = f.as_dict() | {"sessions": f.sessions}
         if label == "day":
             payload |= returning | {"dwell_hist": _dwell_hist(an, start, stop), "model": _model_note(an)}
+            payload["revisions"] = revisions(json.loads(shown[0]) if shown else None, payload, now)
         rows.append((day, -1 if label == "day" else int(label), json.dumps(payload), stop, now))
     conn.execute("DELETE FROM estimates WHERE day = ?", (day,))
     conn.executemany("INSERT INTO estimates (day, hour, figures, watermark, computed) VALUES (?, ?, ?, ?, ?)", rows)
@@ -314,6 +316,23 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         "INSERT OR REPLACE INTO occupancy (minute, people) VALUES (?, ?)",
         [(m, round(p, 3)) for m, p in minutes.items()],
     )
+
+
+MAX_REVISIONS = 50
+
+
+def revisions(shown: Mapping[str, Any] | None, new: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
+    """The day's record of counts taken back: those ``shown`` carried, and one more for each of its
+    visitors and passers-by that ``new`` lowers. A run does not revise what the run before counted
+    by more than a fraction of a per cent (docs/metrics.md, "Live figures"), but a manager who saw
+    1,261 passers-by and now sees 1,254 is told so, with when, instead of finding it out."""
+    out = list((shown or {}).get("revisions") or [])
+    if shown:
+        for name in ("visitors", "passersby"):
+            before, after = shown.get(name), new.get(name)
+            if before is not None and after is not None and after < before:
+                out.append({"figure": name, "from": before, "to": after, "at": round(now, 1)})
+    return out[-MAX_REVISIONS:]
 
 
 def _long_presence(an, start: float, stop: float) -> dict[str, str]:

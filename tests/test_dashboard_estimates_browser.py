@@ -13,6 +13,7 @@ the screenshots.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -48,8 +49,9 @@ def js_round(x: float) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(base URL, API key) of a hub serving a simulated store at 18:00, estimates included."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    """(base URL, API key, database) of a hub serving a simulated store at 18:00, estimates
+    included."""
     import uvicorn
 
     from footfall.tools.evaluate_pipeline import Scenario, ingest, simulate
@@ -72,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     wait_port(port)
-    yield f"http://127.0.0.1:{port}", key
+    yield f"http://127.0.0.1:{port}", key, db
     srv.should_exit = True
     thread.join(10)
 
@@ -91,8 +93,8 @@ def _shot(page, name: str, tmp_path: Path) -> None:
         shutil.copy(path, Path(keep) / name)
 
 
-def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str], tmp_path: Path) -> None:
-    base, key = server
+def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str, Path], tmp_path: Path) -> None:
+    base, key, db = server
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
     headers = {"X-API-Key": key}
@@ -167,6 +169,26 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str], tmp
                 csv_text.splitlines()[0].split(",")
             )
             _shot(page, "estimates-desktop.png", tmp_path)
+
+            # No run has lowered a count yet: no revision line. Then one that did at 17:00 (as
+            # link.revisions records it): the card says so, from what to what, in store time.
+            assert page.inner_text("#range-passersby-revised") == ""
+            conn = store.connect(db)
+            shown = round(t["passersby"] + 12.0, 1)
+            revision = {"figure": "passersby", "from": shown, "to": t["passersby"], "at": CLOCK - 3600}
+            conn.execute(
+                "UPDATE estimates SET figures = json_set(figures, '$.revisions', json(?)) WHERE day = ? AND hour = -1",
+                (json.dumps([revision]), DAY),
+            )
+            conn.commit()
+            conn.close()
+            page.reload()
+            page.wait_for_selector("body[data-loaded='1']", timeout=20_000)
+            note = page.inner_text("#range-passersby-revised")
+            pct = (t["passersby"] - shown) / shown * 100
+            assert note.startswith("Revised at 17:00 by a later run"), note
+            assert f"{js_round(shown):,} → {js_round(t['passersby']):,} ({pct:.1f} %)" in note, note
+            assert page.inner_text("#range-visitors-revised") == ""
 
             # Seven days: daily bars, occupancy over the week; thirty: occupancy says why not.
             page.click("[data-days='7']")

@@ -150,7 +150,7 @@ def test_live_figures_are_not_revised_by_the_next_link_run(tmp_path: Path) -> No
     what a run has counted, the next run may not move by more than 5 % (passers-by) or
     2 points (capture rate); today's totals go down at most once (staff recognised late, or a
     burst of visits ending whose walks to the door the passers-by count had already counted:
-    docs/metrics.md, "Live figures")."""
+    docs/metrics.md, "Live figures"), and each time it is recorded as a revision the dashboard shows."""
     r = evaluate_live(Scenario(seed=23, scale=0.5, randomized_share=0.8, sensors=2, days=2), tmp_path)
     print(r.max_passersby_revision, r.max_visitors_revision, r.max_capture_revision_pts, r.backward)
     assert r.steps > 40
@@ -158,6 +158,8 @@ def test_live_figures_are_not_revised_by_the_next_link_run(tmp_path: Path) -> No
     assert r.max_capture_revision_pts <= 2.0
     assert r.max_visitors_revision <= 0.05
     assert r.backward_moves <= 1
+    # Each time a total went down, the dashboard says so (tests/test_revisions.py).
+    assert len(r.revisions) == r.backward_moves
 
 
 def test_hub_config_for_evaluation_names_opening_hours(small_store, tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ class LiveResult:
     backward_moves: int  # times today's passers-by or visitors total went down
     rows: list[dict[str, Any]] = field(default_factory=list)
     backward: list[str] = field(default_factory=list)
+    # The day's revisions as the hub records and shows them (link.revisions): each time a run
+    # lowered a total already shown.
+    revisions: list[dict[str, Any]] = field(default_factory=list)
     # "Now in store" at every minute while open, against the visitors truly inside at that
     # moment: mean absolute error of the dashboard's figure and of the alternatives it chose between.
     now_mae: dict[str, float] = field(default_factory=dict)
@@ -110,6 +113,7 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
         if vals:
             res.now_mae[name] = sum(vals) / len(vals)
     res.now_mae["truth_mean"] = sum(r["now_truth"] for r in open_rows) / max(len(open_rows), 1)
+    res.revisions = (figures.period_totals(conn, day, day) or {}).get("revisions", [])
     conn.close()
     return res
 
@@ -165,6 +169,7 @@ def cmd_live(seeds_text: str, workdir: str | None) -> int:
                 f"{100 * r.max_visitors_revision:.2f} %, capture rate {r.max_capture_revision_pts:.2f} points; "
                 f"today's totals went down {r.backward_moves} times"
                 + (f" ({'; '.join(r.backward)})" if r.backward else "")
+                + f", {len(r.revisions)} recorded and shown as revisions"
             )
             m = r.now_mae
             print(

@@ -264,6 +264,22 @@
     });
   }
 
+  // A link run that lowered a count already shown says so, with when (docs/metrics.md, "Live
+  // figures"): a figure that quietly steps back is one a manager stops trusting.
+  function revised(id, revisions, name, severalDays) {
+    const mine = (revisions || []).filter((r) => r.figure === name);
+    if (!mine.length) {
+      $(id).textContent = "";
+      return;
+    }
+    const r = mine[mine.length - 1];
+    const pct = r.from ? ((r.to - r.from) / r.from) * 100 : 0;
+    const when = asOfText(r.at).replace(/^as of /, "at ") + (severalDays ? ` (${r.day})` : "");
+    $(id).textContent = `Revised ${when} by a later run: ${Math.round(r.from).toLocaleString()} → ` +
+      `${Math.round(r.to).toLocaleString()} (${pct.toFixed(1)} %)` +
+      (mine.length > 1 ? `; ${mine.length} revisions in all` : "");
+  }
+
   function drawFootfall(ff, today, cov) {
     const t = ff.totals;
     let visitors = pick(t, "visitors"), passersby = pick(t, "passersby"), capture = pick(t, "capture_rate");
@@ -280,6 +296,8 @@
     figure("range-visitors", "count", visitors, "devices", missing);
     figure("range-passersby", "count", passersby, "devices", missing);
     inlineFigure("range-capture", "rate", capture);
+    revised("range-visitors-revised", t.revisions, "visitors", ff.start !== ff.end);
+    revised("range-passersby-revised", t.revisions, "passersby", ff.start !== ff.end);
     // Provisional: the estimates stop short of the range's end (today: the last minutes).
     const endsAt = dayEnd(ff.end);
     $("range-asof").textContent = t.estimated && t.as_of != null && t.as_of < endsAt && ff.end >= today
