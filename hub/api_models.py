@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -34,7 +34,7 @@ class Revision(BaseModel):
     """A link run that lowered a day's count from what the run before had shown."""
 
     day: str
-    figure: str = Field(description="visitors or passersby")
+    figure: Literal["visitors", "passersby"]
     from_: float = Field(alias="from", description="the day's figure before the run")
     to: float = Field(description="the day's figure after it")
     at: float = Field(description="when the run was (UTC seconds)")
@@ -50,9 +50,9 @@ class FootfallTotals(Traffic):
     as_of: float | None = Field(None, description="estimates cover visits that began before this time")
     revisions: list[Revision] = Field(
         default_factory=list,
-        description="every time a link run lowered a day's visitors or passers-by of this period from what "
-        "was shown before (a provisional count revised, e.g. visits ending whose walk to the door was "
-        "counted as passing); oldest first",
+        description="every time a link run lowered a day's visitors or passers-by of this period (in whole "
+        "people) from what was shown before: a provisional count revised (e.g. visits ending whose walk to "
+        "the door was counted as passing), or a past day relinked (e.g. staff excluded); oldest run first",
     )
 
 

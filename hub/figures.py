@@ -71,7 +71,11 @@ def calibrated(fig: dict[str, Any], cal: Calibration) -> dict[str, Any]:
     factors = {"visitors": cal.visitors, "passersby": cal.passersby}
     if out.get("revisions"):
         out["revisions"] = [
-            r | {"from": r["from"] * factors[r["figure"]], "to": r["to"] * factors[r["figure"]]}
+            r
+            | {
+                "from": round(r["from"] * factors.get(r.get("figure", ""), 1.0), 1),
+                "to": round(r["to"] * factors.get(r.get("figure", ""), 1.0), 1),
+            }
             for r in out["revisions"]
         ]
     v, p = out.get("visitors"), out.get("passersby")
@@ -190,7 +194,9 @@ def period_totals(conn: sqlite3.Connection, start: date, end: date) -> dict[str,
     out["as_of"] = max(f["watermark"] for f in figs)
     out |= _return_rate(figs)
     out["unique_visitors"] = _unique(figs, out.get("visitors"))
-    out["revisions"] = [r | {"day": d} for d in sorted(days) for r in days[d].get("revisions") or []]
+    # Oldest first by when the run was: a past day relinked today is today's news.
+    revs = [r | {"day": d} for d in sorted(days) for r in days[d].get("revisions") or []]
+    out["revisions"] = sorted(revs, key=lambda r: r.get("at") or 0.0)
     return out
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import time
 from collections import Counter
@@ -330,9 +331,16 @@ def revisions(shown: Mapping[str, Any] | None, new: Mapping[str, Any], now: floa
     if shown:
         for name in ("visitors", "passersby"):
             before, after = shown.get(name), new.get(name)
-            if before is not None and after is not None and after < before:
+            # What the page showed went down: whole people, rounded as the dashboard rounds them
+            # (a tenth of a person less is no step back anyone saw).
+            if before is not None and after is not None and shown_people(after) < shown_people(before):
                 out.append({"figure": name, "from": before, "to": after, "at": round(now, 1)})
     return out[-MAX_REVISIONS:]
+
+
+def shown_people(x: float) -> int:
+    """A count as the dashboard shows it: whole people, halves up (JavaScript's Math.round)."""
+    return math.floor(x + 0.5)
 
 
 def _long_presence(an, start: float, stop: float) -> dict[str, str]:

@@ -158,8 +158,8 @@ def test_live_figures_are_not_revised_by_the_next_link_run(tmp_path: Path) -> No
     assert r.max_capture_revision_pts <= 2.0
     assert r.max_visitors_revision <= 0.05
     assert r.backward_moves <= 1
-    # Each time a total went down, the dashboard says so (tests/test_revisions.py).
-    assert len(r.revisions) == r.backward_moves
+    # Each time a total the dashboard shows went down, it says so (tests/test_revisions.py).
+    assert len(r.revisions) == r.backward_shown
 
 
 def test_hub_config_for_evaluation_names_opening_hours(small_store, tmp_path: Path) -> None:

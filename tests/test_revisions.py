@@ -32,6 +32,8 @@ def test_revisions_keep_what_was_shown_and_only_record_drops() -> None:
         {"figure": "passersby", "from": 600.0, "to": 597.5, "at": 100.0},
     ]
     assert link.revisions(None, {"visitors": 1.0, "passersby": 2.0}, now=1.0) == []
+    # A tenth of a person less does not change the whole people the page shows: no step back.
+    assert link.revisions({"visitors": 10.4, "passersby": 5.0}, {"visitors": 10.0, "passersby": 5.0}, now=1.0) == []
     many = {"visitors": 9.0, "passersby": 9.0, "revisions": [{"figure": "visitors"}] * link.MAX_REVISIONS}
     assert len(link.revisions(many, {"visitors": 8.0, "passersby": 9.0}, now=1.0)) == link.MAX_REVISIONS
 

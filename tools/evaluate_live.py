@@ -24,6 +24,7 @@ class LiveResult:
     max_visitors_revision: float
     max_capture_revision_pts: float
     backward_moves: int  # times today's passers-by or visitors total went down
+    backward_shown: int = 0  # of those, times the whole people the dashboard shows went down
     rows: list[dict[str, Any]] = field(default_factory=list)
     backward: list[str] = field(default_factory=list)
     # The day's revisions as the hub records and shows them (link.revisions): each time a run
@@ -54,7 +55,11 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
     cfg = writer.config
     link.relink(conn, cfg, since=0, now=lo)
     day_start = datetime.combine(day, datetime.min.time(), UTC).timestamp()
-    prev: dict[str, Any] | None = None
+    # What the first run showed is what the next one may revise.
+    prev: dict[str, Any] | None = {
+        "watermark": lo - cfg.settle_s,
+        "totals": figures.period_totals(conn, day, day) or {},
+    }
     res = LiveResult(sc, last["date"], 0, 0.0, 0.0, 0.0, 0)
     t = lo + step_s
     day_end = day_start + 86400
@@ -91,6 +96,8 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
             for name in ("visitors", "passersby"):
                 if (totals.get(name) or 0.0) < (prev["totals"].get(name) or 0.0) - 1e-6:
                     res.backward_moves += 1
+                    if link.shown_people(totals.get(name) or 0.0) < link.shown_people(prev["totals"].get(name) or 0.0):
+                        res.backward_shown += 1
                     res.backward.append(
                         f"{name} {prev['totals'].get(name)} -> {totals.get(name)} at "
                         f"{datetime.fromtimestamp(t, UTC).strftime('%H:%M')}"
@@ -169,7 +176,7 @@ def cmd_live(seeds_text: str, workdir: str | None) -> int:
                 f"{100 * r.max_visitors_revision:.2f} %, capture rate {r.max_capture_revision_pts:.2f} points; "
                 f"today's totals went down {r.backward_moves} times"
                 + (f" ({'; '.join(r.backward)})" if r.backward else "")
-                + f", {len(r.revisions)} recorded and shown as revisions"
+                + f"; the people shown went down {r.backward_shown} times, {len(r.revisions)} revisions recorded"
             )
             m = r.now_mae
             print(

@@ -11,7 +11,8 @@ log(truth / estimate) over its street-days (the visitors' share searched from 0 
 visitor, the crowding exponent from -1 to 1, the level exp(mean log) at each). Printed beside
 them: the visitors' share of the count as the truth split measures it (taking all of it off
 adds the visitors' day-to-day noise to the figure), the spread of log(truth / estimate) with
-each store left out of the fit in turn (``Defaults.spread.passersby``), the bias at each street
+each store left out of the fit in turn (``PassbyCount.spread`` of each kind, pooled
+``Defaults.spread.passersby``), the bias at each street
 and by sensors, and the same for variants and for the count as it was before 2026-12-06 (every
 street-facing scan, nothing taken off, one factor): the baseline. Held-out seeds are refused:
 they are for measuring (``footfall evaluate --metrics --seeds held-out``), never for choosing.

@@ -296,8 +296,10 @@
     figure("range-visitors", "count", visitors, "devices", missing);
     figure("range-passersby", "count", passersby, "devices", missing);
     inlineFigure("range-capture", "rate", capture);
-    revised("range-visitors-revised", t.revisions, "visitors", ff.start !== ff.end);
-    revised("range-passersby-revised", t.revisions, "passersby", ff.start !== ff.end);
+    // Revisions are of estimates: beside heard counts they would compare unlike figures.
+    const revisions = t.estimated ? t.revisions : [];
+    revised("range-visitors-revised", revisions, "visitors", ff.start !== ff.end);
+    revised("range-passersby-revised", revisions, "passersby", ff.start !== ff.end);
     // Provisional: the estimates stop short of the range's end (today: the last minutes).
     const endsAt = dayEnd(ff.end);
     $("range-asof").textContent = t.estimated && t.as_of != null && t.as_of < endsAt && ff.end >= today
