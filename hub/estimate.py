@@ -3,7 +3,8 @@
 The hub hears phones, not people, and not every phone: some have Wi-Fi off, a phone walking
 past for half a minute is heard only if it happens to scan meanwhile, and a phone that rotates
 its MAC every scan has to be pieced together by the tracker (``hub/derandomize.py``). This
-module turns what was heard into estimates of people, says how, and gives a range.
+module turns what was heard into estimates of people and says how; ``hub/ranges.py`` gives
+each its range.
 
 **Sessions.** A session is one stay of one device: a tracker device (or a globally
 administered MAC) split by silences over ``gap_s``. Each of its scans has a log likelihood
@@ -48,8 +49,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from footfall.hub.estimate_defaults import DEFAULTS, Z90, Defaults, ModelSpread, PassbyCount
+from footfall.hub.estimate_defaults import DEFAULTS, Z90, Defaults, PassbyCount
 from footfall.hub.inside import InsideModel
+from footfall.hub.ranges import (
+    PeriodEstimate,
+    capture_figure,
+    count_figure,
+    dwell_figures,
+    mean_dwell,
+)
 
 LONG_STAY_S = 4 * 3600.0  # a session this long is staff or equipment
 MAX_WEIGHT = 3.0  # cap of the 1 / p_heard weight of a short visit
@@ -267,52 +275,6 @@ def classify(sessions: Sequence[Session], model: SiteModel, defaults: Defaults |
         s.p_visit = 0.0 if s.staff else sigmoid(s.llr + prior)
 
 
-@dataclass
-class Figure:
-    estimate: float | None
-    low: float | None
-    high: float | None
-    heard: float | None = None
-
-    def as_dict(self, name: str, digits: int = 1) -> dict[str, Any]:
-        def r(x: float | None) -> float | None:
-            return None if x is None else round(x, digits)
-
-        return {
-            name: r(self.estimate),
-            f"{name}_low": r(self.low),
-            f"{name}_high": r(self.high),
-            f"{name}_heard": r(self.heard),
-        }
-
-
-def _count_figure(est: float, rel_sd: float, heard: float, floor: float | None = None) -> Figure:
-    """A count with its 90 % range, never below ``floor`` (people certainly there; by default
-    what was heard) unless the estimate itself is."""
-    half = Z90 * rel_sd * est
-    floor = heard if floor is None else floor
-    return Figure(est, max(est - half, floor if est >= floor else 0.0), est + half, heard)
-
-
-@dataclass
-class PeriodEstimate:
-    visitors: Figure
-    passersby: Figure
-    capture_rate: Figure
-    median_dwell_s: Figure
-    mean_dwell_s: Figure
-    sessions: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        out |= self.visitors.as_dict("visitors")
-        out |= self.passersby.as_dict("passersby")
-        out |= self.capture_rate.as_dict("capture_rate", 4)
-        out |= self.median_dwell_s.as_dict("median_dwell_s")
-        out |= self.mean_dwell_s.as_dict("mean_dwell_s")
-        return out
-
-
 def dwell_of(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -> float:
     """A visit's time inside: first to last inside scan, plus one wait for a scan (see module doc)."""
     inside = [sc.t for sc in s.scans if model.inside.llr(sc.peak) > 0] or [s.first, s.last]
@@ -329,19 +291,6 @@ def visit_length(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) ->
     if not model.one_sensor:
         return dwell_of(s, model, defaults)
     return (s.last - s.first + 1.0 / model.scan_rate) * defaults.dwell_factor
-
-
-def _weighted_quantile(pairs: Sequence[tuple[float, float]], q: float) -> float | None:
-    pairs = sorted(p for p in pairs if p[1] > 0)
-    total = sum(w for _, w in pairs)
-    if not total:
-        return None
-    acc = 0.0
-    for x, w in pairs:
-        acc += w
-        if acc >= q * total:
-            return x
-    return pairs[-1][0]
 
 
 def estimate(
@@ -402,25 +351,15 @@ def estimate(
         # The visitors heard are not a floor: the tracker cuts some phones' stays in pieces, and
         # in small shops its stays of randomizing phones outnumber the phones (tuning days 3, 6
         # and 9). The fixed-address phones heard visiting are: they are never pieced together.
-        vis = _count_figure(visitors, v_rel, v_heard, floor=float(len(v_certain)))
-        pas = _count_figure(passersby, p_rel, pb_heard)
+        vis = count_figure(visitors, v_rel, v_heard, floor=float(len(v_certain)))
+        pas = count_figure(passersby, p_rel, pb_heard)
         # Every scan counted taken off as visitors': 0 is the estimate, not a certainty.
         cleared = passersby <= 0 < pb_scans
         if cleared:
             pas.high = max(Z90 * math.sqrt(pb_scans) * factor, pb_heard)
-        total = visitors + passersby
-        cap = visitors / total if total else None
-        if cap is None:
-            cap_fig = Figure(None, None, None)
-        else:
-            if cleared:
-                cap_fig = Figure(cap, visitors / (visitors + (pas.high or 0.0)), 1.0)
-            else:
-                c_rel = math.hypot(v_rel, p_rel) * (1 - cap)
-                cap_fig = Figure(cap, max(cap * (1 - Z90 * c_rel), 0.0), min(cap * (1 + Z90 * c_rel), 1.0))
-            cap_fig.heard = v_heard / (v_heard + pb_heard) if v_heard + pb_heard else None
-        dwells = _dwell_figures(lengths, dwell, defaults, spread)
-        out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine))
+        cap_fig = capture_figure(vis, pas, v_rel, p_rel, cleared)
+        dwells = dwell_figures(lengths, dwell, defaults, spread)
+        out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine), rel=(v_rel, p_rel))
     return out
 
 
@@ -439,7 +378,7 @@ def fill_visit_dwell(
         return
     classify(sessions, model, defaults)
     mine = counted_stays(sessions, start, end, final_before, defaults)
-    mean = _mean_dwell(_visit_dwells(mine, model, defaults), defaults)
+    mean = mean_dwell(_visit_dwells(mine, model, defaults), defaults)
     if mean:
         model.visit_dwell_s = mean
 
@@ -450,15 +389,6 @@ def _visit_dwells(
     """(dwell, weight) of the stays that may be visits and have a length: ``length`` (dwell_of, or
     visit_length for the median) and p_visit."""
     return [(length(s, model, defaults), s.p_visit) for s in stays if s.p_visit > 0 and len(s.scans) >= 2]
-
-
-def _mean_dwell(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> float | None:
-    """The mean dwell figure of :func:`_visit_dwells` pairs (with the mean-dwell factor in place of
-    the median's), None without any."""
-    total = sum(w for _, w in dwell)
-    if not total:
-        return None
-    return sum(d * w for d, w in dwell) / total * defaults.mean_dwell_factor / defaults.dwell_factor
 
 
 def passing_scans(
@@ -505,47 +435,3 @@ def counted_stays(
             <= final_before - (defaults.identified_gap_s if s.identified else defaults.session_gap_s)
         ]
     return mine
-
-
-def _dwell_figures(
-    lengths: Sequence[tuple[float, float]],
-    dwell: Sequence[tuple[float, float]],
-    defaults: Defaults,
-    spread: ModelSpread,
-) -> tuple[Figure, Figure]:
-    """Median and mean visit dwell, each with its range, from (dwell, weight) pairs.
-
-    ``lengths`` holds :func:`visit_length` values (the median's), ``dwell`` :func:`dwell_of`
-    values (the mean's), both already scaled by ``dwell_factor``; the mean gets its own factor
-    (``mean_dwell_factor / dwell_factor``): merged stays lengthen the tail more than the middle."""
-    if not dwell:
-        return Figure(None, None, None), Figure(None, None, None)
-    total = sum(w for _, w in dwell)
-    n_eff = total**2 / sum(w * w for _, w in dwell)
-    med = _weighted_quantile(lengths, 0.5) or 0.0
-    q1, q3 = _weighted_quantile(lengths, 0.25) or 0.0, _weighted_quantile(lengths, 0.75) or 0.0
-    # Standard error of a median ~ 1.25 sigma / sqrt(n), sigma from the interquartile range.
-    med_rel = math.hypot(
-        1.253 * (q3 - q1) / 1.349 / math.sqrt(n_eff) / med if med else 1.0, spread.dwell * spread.predictive
-    )
-    scale = defaults.mean_dwell_factor / defaults.dwell_factor
-    mean = _mean_dwell(dwell, defaults) or 0.0
-    sd = math.sqrt(sum(w * (d * scale - mean) ** 2 for d, w in dwell) / total)
-    mean_rel = math.hypot(sd / math.sqrt(n_eff) / mean if mean else 1.0, spread.mean_dwell * spread.predictive)
-    heard_med = _weighted_quantile([(d / defaults.dwell_factor, 1.0) for d, _ in lengths], 0.5)
-    heard_mean = sum(d for d, _ in dwell) / len(dwell) / defaults.dwell_factor
-    return (
-        Figure(med, med * (1 - Z90 * med_rel), med * (1 + Z90 * med_rel), heard_med),
-        Figure(mean, mean * (1 - Z90 * mean_rel), mean * (1 + Z90 * mean_rel), heard_mean),
-    )
-
-
-def wilson(k: float, n: float, z: float = Z90) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from footfall.hub.estimate import Calibration, wilson
+from footfall.hub.estimate import Calibration
+from footfall.hub.ranges import wilson
 
 EXPLAIN = {
     "visitors": "People who came in, estimated from the phones heard inside (a fixed address as one "

@@ -41,9 +41,10 @@ from footfall.hub import devices, figures, linkmodel
 from footfall.hub.analysis import analyse, day_bounds, fit_models, hours_open, infer_open
 from footfall.hub.config import HubConfig
 from footfall.hub.derandomize import LinkSettings
-from footfall.hub.estimate import SiteModel, estimate, fill_visit_dwell, wilson
+from footfall.hub.estimate import SiteModel, estimate, fill_visit_dwell
 from footfall.hub.merge import merge_new
 from footfall.hub.occupancy import per_minute
+from footfall.hub.ranges import passersby_within, wilson
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +298,7 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         t = nxt
     fill_visit_dwell(an.model, an.sessions, start, stop, final_before=watermark)
     figures = estimate(an.sessions, an.model, periods, final_before=watermark, pass_sessions=an.identity_sessions)
+    passersby_within(figures["day"], [figures[label] for label, _, _ in periods[1:]])
     followed = _followed(an, start, stop)
     returning = _returning(conn, day, followed)
     conn.execute("DELETE FROM estimated_visitors WHERE day = ?", (day,))
@@ -380,7 +382,7 @@ def _identity_keys(an, by_estimation_key: dict[str, str]) -> dict[str, str]:
 
 def _dwell_hist(an, start: float, stop: float) -> list[float]:
     """Visitors per dwell bin (metrics.DWELL_EDGES): multi-day medians add these up. Each visit
-    weighs its visit probability, as in the day's median (estimate._dwell_figures), scaled to
+    weighs its visit probability, as in the day's median (ranges.dwell_figures), scaled to
     the day's visitors: a stay's own people weight grows with its scans, and would tilt the
     histogram toward the long stays the tracker joined."""
     from footfall.hub.estimate import visit_length

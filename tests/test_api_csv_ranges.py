@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from footfall.hub import auth, store
 from footfall.hub.api import WebSettings, create_app
-from footfall.hub.estimate import wilson
 from footfall.hub.metrics import DWELL_EDGES
+from footfall.hub.ranges import wilson
 from tests.test_hub_metrics import D, ts, visit
 
 NOW = ts(D, 15, 30)

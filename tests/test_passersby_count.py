@@ -14,7 +14,15 @@ from dataclasses import replace
 import pytest
 
 from footfall.hub import inside as inside_mod
-from footfall.hub.estimate import DEFAULTS, ScanRecord, Session, SiteModel, estimate, passing_scans
+from footfall.hub.estimate import (
+    DEFAULTS,
+    ScanRecord,
+    Session,
+    SiteModel,
+    estimate,
+    passing_scans,
+)
+from footfall.hub.ranges import passersby_within
 from footfall.tools import fit_passersby
 
 INSIDE = {"shop": -55.0, "door": -60.0}
@@ -151,6 +159,33 @@ def test_a_count_all_taken_off_still_has_a_range() -> None:
     assert e.passersby.low == 0.0 and e.passersby.high >= 2.0
     assert e.capture_rate.estimate == 1.0
     assert e.capture_rate.low < 1.0
+
+
+def test_the_hours_add_up_to_the_day() -> None:
+    """A quiet hour whose visits leave more of their share than it has scans reads 0, while the
+    day takes that excess off the busy hour: the busy hour is scaled down so that the hours add
+    up to the day (passersby_within), its capture rate with it."""
+    m = model()
+    busy_walks = [stay(f"w{i}", 1000.0 + 60.0 * i, [STREET]) for i in range(40)]
+    quiet_walks = [stay(f"q{i}", 3700.0 + 600.0 * i, [STREET]) for i in range(2)]
+    visits = [stay(f"v{i}", 3800.0 + 60.0 * i, [INSIDE] * 8, p_visit=1.0) for i in range(30)]
+    visits += [stay(f"b{i}", 1500.0 + 600.0 * i, [INSIDE] * 8, p_visit=1.0) for i in range(3)]
+    periods = [("day", 0.0, 7200.0), ("busy", 0.0, 3600.0), ("quiet", 3600.0, 7200.0)]
+    e = estimate(visits, m, periods, pass_sessions=busy_walks + quiet_walks + visits)
+    day, busy, quiet = e["day"], e["busy"], e["quiet"]
+    assert quiet.passersby.estimate == 0.0
+    before = busy.passersby.estimate
+    assert before > day.passersby.estimate > 0  # each counted on its own: the hours add up to more
+    passersby_within(day, [busy, quiet])
+    assert busy.passersby.estimate + quiet.passersby.estimate == pytest.approx(day.passersby.estimate)
+    assert busy.passersby.low < busy.passersby.estimate < busy.passersby.high
+    assert busy.capture_rate.estimate == pytest.approx(
+        busy.visitors.estimate / (busy.visitors.estimate + busy.passersby.estimate)
+    )
+    assert busy.capture_rate.low < busy.capture_rate.estimate < busy.capture_rate.high
+    # Hours that already add up to the day are left as they are.
+    passersby_within(day, [busy, quiet])
+    assert busy.passersby.estimate == pytest.approx(day.passersby.estimate)
 
 
 def _day(

@@ -1,0 +1,171 @@
+"""A figure with its 90 % range: how a period's estimates (``hub/estimate.py``) become the
+numbers the dashboard shows, each with the range, the heard count beside it, and how the parts
+of a period (a day's hours) are kept to the whole.
+
+A count's range combines its sampling (how many stays or scans it rests on) with the model part
+measured on the simulator's tuning days (``ModelSpread``, docs/metrics.md, "Ranges"); the capture
+rate's comes from its two counts'; the dwell's from the spread of the stays' lengths; a share's
+is Wilson's interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from footfall.hub.estimate_defaults import Z90, Defaults, ModelSpread
+
+
+@dataclass
+class Figure:
+    estimate: float | None
+    low: float | None
+    high: float | None
+    heard: float | None = None
+
+    def as_dict(self, name: str, digits: int = 1) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(x, digits)
+
+        return {
+            name: r(self.estimate),
+            f"{name}_low": r(self.low),
+            f"{name}_high": r(self.high),
+            f"{name}_heard": r(self.heard),
+        }
+
+
+def count_figure(est: float, rel_sd: float, heard: float, floor: float | None = None) -> Figure:
+    """A count with its 90 % range, never below ``floor`` (people certainly there; by default
+    what was heard) unless the estimate itself is."""
+    half = Z90 * rel_sd * est
+    floor = heard if floor is None else floor
+    return Figure(est, max(est - half, floor if est >= floor else 0.0), est + half, heard)
+
+
+@dataclass
+class PeriodEstimate:
+    visitors: Figure
+    passersby: Figure
+    capture_rate: Figure
+    median_dwell_s: Figure
+    mean_dwell_s: Figure
+    sessions: int = 0
+    rel: tuple[float, float] = (0.0, 0.0)  # relative errors of visitors and passers-by (their ranges')
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out |= self.visitors.as_dict("visitors")
+        out |= self.passersby.as_dict("passersby")
+        out |= self.capture_rate.as_dict("capture_rate", 4)
+        out |= self.median_dwell_s.as_dict("median_dwell_s")
+        out |= self.mean_dwell_s.as_dict("mean_dwell_s")
+        return out
+
+
+def weighted_quantile(pairs: Sequence[tuple[float, float]], q: float) -> float | None:
+    pairs = sorted(p for p in pairs if p[1] > 0)
+    total = sum(w for _, w in pairs)
+    if not total:
+        return None
+    acc = 0.0
+    for x, w in pairs:
+        acc += w
+        if acc >= q * total:
+            return x
+    return pairs[-1][0]
+
+
+def capture_figure(vis: Figure, pas: Figure, v_rel: float, p_rel: float, cleared: bool) -> Figure:
+    """The capture rate from a period's visitors and passers-by, its range from their relative
+    errors (or, where every counted scan was taken off as visitors', from the passers-by's range)."""
+    visitors, passersby = vis.estimate or 0.0, pas.estimate or 0.0
+    if not visitors + passersby:
+        return Figure(None, None, None)
+    cap = visitors / (visitors + passersby)
+    if cleared:
+        fig = Figure(cap, visitors / (visitors + (pas.high or 0.0)), 1.0)
+    else:
+        c_rel = math.hypot(v_rel, p_rel) * (1 - cap)
+        fig = Figure(cap, max(cap * (1 - Z90 * c_rel), 0.0), min(cap * (1 + Z90 * c_rel), 1.0))
+    v_heard, pb_heard = vis.heard or 0.0, pas.heard or 0.0
+    fig.heard = v_heard / (v_heard + pb_heard) if v_heard + pb_heard else None
+    return fig
+
+
+def passersby_within(whole: PeriodEstimate, parts: Sequence[PeriodEstimate]) -> None:
+    """Make the parts' passers-by (a day's hours) add up to the whole's, when they add up to more.
+
+    Each period is counted on its own as max(scans - the visitors' share, 0), so an hour whose
+    visitors' share is more than its scans reads 0 while the day takes that excess off its other
+    hours: without this the hours of a quiet day add up to a little more than the day (street
+    2.5, held-out seeds 12 and 23: one hour of 72 cut at 0, the hours 0.5 % over). The day is the
+    better-founded count; each hour keeps its share of the hours' sum, its range and capture rate
+    with it."""
+    day = whole.passersby.estimate or 0.0
+    total = sum(p.passersby.estimate or 0.0 for p in parts)
+    if total <= day:
+        return
+    k = day / total
+    for part in parts:
+        pas = part.passersby
+        if not pas.estimate:
+            continue
+        v_rel, p_rel = part.rel
+        part.passersby = count_figure(pas.estimate * k, p_rel, pas.heard or 0.0)
+        part.capture_rate = capture_figure(part.visitors, part.passersby, v_rel, p_rel, cleared=False)
+
+
+def mean_dwell(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> float | None:
+    """The mean dwell figure of ``estimate._visit_dwells`` pairs (with the mean-dwell factor in place of
+    the median's), None without any."""
+    total = sum(w for _, w in dwell)
+    if not total:
+        return None
+    return sum(d * w for d, w in dwell) / total * defaults.mean_dwell_factor / defaults.dwell_factor
+
+
+def dwell_figures(
+    lengths: Sequence[tuple[float, float]],
+    dwell: Sequence[tuple[float, float]],
+    defaults: Defaults,
+    spread: ModelSpread,
+) -> tuple[Figure, Figure]:
+    """Median and mean visit dwell, each with its range, from (dwell, weight) pairs.
+
+    ``lengths`` holds :func:`visit_length` values (the median's), ``dwell`` :func:`dwell_of`
+    values (the mean's), both already scaled by ``dwell_factor``; the mean gets its own factor
+    (``mean_dwell_factor / dwell_factor``): merged stays lengthen the tail more than the middle."""
+    if not dwell:
+        return Figure(None, None, None), Figure(None, None, None)
+    total = sum(w for _, w in dwell)
+    n_eff = total**2 / sum(w * w for _, w in dwell)
+    med = weighted_quantile(lengths, 0.5) or 0.0
+    q1, q3 = weighted_quantile(lengths, 0.25) or 0.0, weighted_quantile(lengths, 0.75) or 0.0
+    # Standard error of a median ~ 1.25 sigma / sqrt(n), sigma from the interquartile range.
+    med_rel = math.hypot(
+        1.253 * (q3 - q1) / 1.349 / math.sqrt(n_eff) / med if med else 1.0, spread.dwell * spread.predictive
+    )
+    scale = defaults.mean_dwell_factor / defaults.dwell_factor
+    mean = mean_dwell(dwell, defaults) or 0.0
+    sd = math.sqrt(sum(w * (d * scale - mean) ** 2 for d, w in dwell) / total)
+    mean_rel = math.hypot(sd / math.sqrt(n_eff) / mean if mean else 1.0, spread.mean_dwell * spread.predictive)
+    heard_med = weighted_quantile([(d / defaults.dwell_factor, 1.0) for d, _ in lengths], 0.5)
+    heard_mean = sum(d for d, _ in dwell) / len(dwell) / defaults.dwell_factor
+    return (
+        Figure(med, med * (1 - Z90 * med_rel), med * (1 + Z90 * med_rel), heard_med),
+        Figure(mean, mean * (1 - Z90 * mean_rel), mean * (1 + Z90 * mean_rel), heard_mean),
+    )
+
+
+def wilson(k: float, n: float, z: float = Z90) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
