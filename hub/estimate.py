@@ -359,7 +359,7 @@ def estimate(
             pas.high = max(Z90 * math.sqrt(pb_scans) * factor, pb_heard)
         cap_fig = capture_figure(vis, pas, v_rel, p_rel, cleared)
         dwells = dwell_figures(lengths, dwell, defaults, spread)
-        out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine), rel=(v_rel, p_rel))
+        out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine))
     return out
 
 

@@ -53,7 +53,6 @@ class PeriodEstimate:
     median_dwell_s: Figure
     mean_dwell_s: Figure
     sessions: int = 0
-    rel: tuple[float, float] = (0.0, 0.0)  # relative errors of visitors and passers-by (their ranges')
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -102,20 +101,37 @@ def passersby_within(whole: PeriodEstimate, parts: Sequence[PeriodEstimate]) -> 
     visitors' share is more than its scans reads 0 while the day takes that excess off its other
     hours: without this the hours of a quiet day add up to a little more than the day (street
     2.5, held-out seeds 12 and 23: one hour of 72 cut at 0, the hours 0.5 % over). The day is the
-    better-founded count; each hour keeps its share of the hours' sum, its range and capture rate
-    with it."""
+    better-founded count; each hour keeps its share of the hours' sum and the width of its range
+    (it rests on the same scans), and its capture rate follows. A day cleared to 0 clears its
+    hours the same way: 0, with the range above it that each had."""
     day = whole.passersby.estimate or 0.0
     total = sum(p.passersby.estimate or 0.0 for p in parts)
     if total <= day:
         return
     k = day / total
     for part in parts:
-        pas = part.passersby
+        pas, vis = part.passersby, part.visitors
         if not pas.estimate:
             continue
-        v_rel, p_rel = part.rel
-        part.passersby = count_figure(pas.estimate * k, p_rel, pas.heard or 0.0)
-        part.capture_rate = capture_figure(part.visitors, part.passersby, v_rel, p_rel, cleared=False)
+        heard = pas.heard or 0.0
+        v_rel = _rel(vis)
+        if k <= 0:
+            part.passersby = Figure(0.0, 0.0, max(pas.high or 0.0, heard), pas.heard)
+            part.capture_rate = capture_figure(vis, part.passersby, v_rel, 0.0, cleared=True)
+            continue
+        est = pas.estimate * k
+        below = pas.estimate - (pas.low or 0.0)
+        above = (pas.high or pas.estimate) - pas.estimate
+        low = max(est - below, heard if est >= heard else 0.0)
+        part.passersby = Figure(est, low, est + above, pas.heard)
+        part.capture_rate = capture_figure(vis, part.passersby, v_rel, above / Z90 / est, cleared=False)
+
+
+def _rel(fig: Figure) -> float:
+    """A count's relative error, read off its range's upper end (count_figure's, never floored)."""
+    if not fig.estimate or fig.high is None:
+        return 1.0
+    return (fig.high - fig.estimate) / Z90 / fig.estimate
 
 
 def mean_dwell(dwell: Sequence[tuple[float, float]], defaults: Defaults) -> float | None:
@@ -135,7 +151,7 @@ def dwell_figures(
 ) -> tuple[Figure, Figure]:
     """Median and mean visit dwell, each with its range, from (dwell, weight) pairs.
 
-    ``lengths`` holds :func:`visit_length` values (the median's), ``dwell`` :func:`dwell_of`
+    ``lengths`` holds ``estimate.visit_length`` values (the median's), ``dwell`` ``estimate.dwell_of``
     values (the mean's), both already scaled by ``dwell_factor``; the mean gets its own factor
     (``mean_dwell_factor / dwell_factor``): merged stays lengthen the tail more than the middle."""
     if not dwell:

@@ -174,7 +174,7 @@ def test_the_hours_add_up_to_the_day() -> None:
     e = estimate(visits, m, periods, pass_sessions=busy_walks + quiet_walks + visits)
     day, busy, quiet = e["day"], e["busy"], e["quiet"]
     assert quiet.passersby.estimate == 0.0
-    before = busy.passersby.estimate
+    before, before_high = busy.passersby.estimate, busy.passersby.high
     assert before > day.passersby.estimate > 0  # each counted on its own: the hours add up to more
     passersby_within(day, [busy, quiet])
     assert busy.passersby.estimate + quiet.passersby.estimate == pytest.approx(day.passersby.estimate)
@@ -183,9 +183,30 @@ def test_the_hours_add_up_to_the_day() -> None:
         busy.visitors.estimate / (busy.visitors.estimate + busy.passersby.estimate)
     )
     assert busy.capture_rate.low < busy.capture_rate.estimate < busy.capture_rate.high
+    # It rests on the same scans: its range keeps its width.
+    assert busy.passersby.high - busy.passersby.estimate == pytest.approx(before_high - before)
     # Hours that already add up to the day are left as they are.
     passersby_within(day, [busy, quiet])
     assert busy.passersby.estimate == pytest.approx(day.passersby.estimate)
+
+
+def test_a_day_cleared_to_zero_clears_its_hours_with_their_ranges() -> None:
+    """Three walks past in one hour, forty visits in the next: the day's visitors' share takes off
+    every scan, so the day reads 0 with a range above it; the first hour, which alone read more,
+    then reads 0 too, its range still above what was heard and its capture rate not certain."""
+    m = model()
+    walks = [stay(f"w{i}", 1000.0 + 300.0 * i, [STREET]) for i in range(3)]
+    visits = [stay("a", 1500.0, [INSIDE] * 8, p_visit=1.0)]
+    visits += [stay(f"v{i}", 3700.0 + 60.0 * i, [INSIDE] * 8, p_visit=1.0) for i in range(40)]
+    periods = [("day", 0.0, 7200.0), ("a", 0.0, 3600.0), ("b", 3600.0, 7200.0)]
+    e = estimate(visits, m, periods, pass_sessions=walks + visits)
+    assert e["day"].passersby.estimate == 0.0 < e["a"].passersby.estimate
+    high = e["a"].passersby.high
+    passersby_within(e["day"], [e["a"], e["b"]])
+    a = e["a"]
+    assert a.passersby.estimate == 0.0 and a.passersby.low == 0.0
+    assert a.passersby.high == pytest.approx(high) and a.passersby.high >= a.passersby.heard > 0
+    assert a.capture_rate.estimate == 1.0 and a.capture_rate.low < 1.0
 
 
 def _day(
