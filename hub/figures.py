@@ -65,11 +65,11 @@ def calibrated(fig: dict[str, Any], cal: Calibration) -> dict[str, Any]:
     if cal.visitors == 1.0 and cal.passersby == 1.0:
         return fig
     out = dict(fig)
-    for name, factor in (("visitors", cal.visitors), ("passersby", cal.passersby)):
+    factors = {"visitors": cal.visitors, "passersby": cal.passersby}
+    for name, factor in factors.items():
         for suffix in ("", "_low", "_high"):
             if out.get(name + suffix) is not None:
                 out[name + suffix] = out[name + suffix] * factor
-    factors = {"visitors": cal.visitors, "passersby": cal.passersby}
     if out.get("revisions"):
         out["revisions"] = [
             r

@@ -120,11 +120,10 @@ def passersby_within(whole: PeriodEstimate, parts: Sequence[PeriodEstimate]) -> 
             part.capture_rate = capture_figure(vis, part.passersby, v_rel, 0.0, cleared=True)
             continue
         est = pas.estimate * k
-        below = pas.estimate - (pas.low or 0.0)
-        above = (pas.high or pas.estimate) - pas.estimate
-        low = max(est - below, heard if est >= heard else 0.0)
-        part.passersby = Figure(est, low, est + above, pas.heard)
-        part.capture_rate = capture_figure(vis, part.passersby, v_rel, above / Z90 / est, cleared=False)
+        # The same half-width as before (count_figure's, floored at what was heard again).
+        p_rel = ((pas.high or pas.estimate) - pas.estimate) / Z90 / est
+        part.passersby = count_figure(est, p_rel, heard)
+        part.capture_rate = capture_figure(vis, part.passersby, v_rel, p_rel, cleared=False)
 
 
 def _rel(fig: Figure) -> float:

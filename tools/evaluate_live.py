@@ -56,7 +56,7 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
     link.relink(conn, cfg, since=0, now=lo)
     day_start = datetime.combine(day, datetime.min.time(), UTC).timestamp()
     # What the first run showed is what the next one may revise.
-    prev: dict[str, Any] | None = {
+    prev: dict[str, Any] = {
         "watermark": lo - cfg.settle_s,
         "totals": figures.period_totals(conn, day, day) or {},
     }
@@ -75,7 +75,7 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
         writer, i = ingest(run, db, until=t, start=i, writer=writer)
         result = link.relink(conn, cfg, since=day_start, now=t)
         totals = figures.period_totals(conn, day, day) or {}
-        if prev is not None and result.analysis is not None:
+        if result.analysis is not None:
             # What this run says about the visits the previous run had already counted.
             an = result.analysis
             again = estimate(
@@ -94,10 +94,10 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
             if cap_before is not None and cap_now is not None:
                 res.max_capture_revision_pts = max(res.max_capture_revision_pts, abs(cap_now - cap_before) * 100)
             for name in ("visitors", "passersby"):
-                if (totals.get(name) or 0.0) < (prev["totals"].get(name) or 0.0) - 1e-6:
+                after, before = totals.get(name) or 0.0, prev["totals"].get(name) or 0.0
+                if after < before - 1e-6:
                     res.backward_moves += 1
-                    if link.shown_people(totals.get(name) or 0.0) < link.shown_people(prev["totals"].get(name) or 0.0):
-                        res.backward_shown += 1
+                    res.backward_shown += link.shown_people(after) < link.shown_people(before)
                     res.backward.append(
                         f"{name} {prev['totals'].get(name)} -> {totals.get(name)} at "
                         f"{datetime.fromtimestamp(t, UTC).strftime('%H:%M')}"
