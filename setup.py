@@ -23,7 +23,7 @@ setup(
     packages=packages,
     package_dir=ROOTS,
     package_data={
-        "footfall.hub": ["static/*", "static/**/*", "templates/*"],
+        "footfall.hub": ["*.json", "static/*", "static/**/*", "templates/*"],
         "footfall.cloud_sync": ["central/static/*"],
     },
 )

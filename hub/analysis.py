@@ -49,7 +49,8 @@ def sessions_from(
     """Stays of tracked devices (from their sweeps) and of identified MACs (from their scans)."""
     by_key: dict[str, list[ScanRecord]] = defaultdict(list)
     for d in decisions:
-        by_key[d.key].append(ScanRecord(d.sweep.first, d.sweep.peak))
+        # A sweep without a fingerprint (the agent sends "") is nobody else's (passby_scans).
+        by_key[d.key].append(ScanRecord(d.sweep.first, d.sweep.peak, "fp:" + d.sweep.fp if d.sweep.fp else ""))
     out: list[Session] = []
     continued = {d.key for d in decisions if d.rekeyed}
     for key, scans in by_key.items():
@@ -62,7 +63,7 @@ def sessions_from(
         if not v.get("randomized", True):
             stable[v["device"]].append(v)
     for device, vs in stable.items():
-        scans = [ScanRecord(t, _peak(r)) for t, r in scans_of(vs)]
+        scans = [ScanRecord(t, _peak(r), "mac:" + device) for t, r in scans_of(vs)]
         if _presence_s(vs) >= LONG_STAY_S:
             # Present for hours (staff, equipment): one stay, however often it fell silent.
             out.append(Session(device, scans, identified=True, long_presence=True))

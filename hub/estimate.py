@@ -29,6 +29,9 @@ trained, every stay gets the tracker's correction (``SiteModel.visitor_factor``)
 the scans one passer-by's phone leaves there, over ``probing_share``, with a crowding term
 (``PassbyCount``: defaults by the number of sensors). Counting scans, not devices, needs no
 linking: a passer-by is heard in one scan, rarely two, and the tracker would only merge them.
+With two sensors or more the figure is the geometric mean of that count and the scans' count of
+``hub/passby_scans.py`` (each outside scan's chance of being a passer-by's, from the scans
+around it, summed): the two err for different reasons.
 
 **Dwell** of a visit: its first to last inside scan, plus the time a phone waits to scan
 (``1 / scan_rate``: the stay began before the first scan and ended after the last one). With one
@@ -49,6 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from footfall.hub import passby_scans
 from footfall.hub.estimate_defaults import DEFAULTS, Z90, Defaults, PassbyCount
 from footfall.hub.inside import InsideModel
 from footfall.hub.ranges import (
@@ -201,6 +205,9 @@ class SiteModel:
 class ScanRecord:
     t: float
     peak: Mapping[str, float]  # sensor -> strongest RSSI of the scan
+    # Whose scan it may be, before any linking: a fixed address's device, or a random one's
+    # fingerprint (hub/passby_scans.py looks for other scans of it nearby).
+    ident: str = ""
 
 
 @dataclass
@@ -316,6 +323,16 @@ def estimate(
     if pass_sessions is not None:
         classify(pass_sessions, model, defaults)
     spread = defaults.one_sensor_spread if model.weak else defaults.spread
+    scan_model = None if model.weak else passby_scans.default_model()
+    if scan_model is not None:
+        nb = passby_scans.Neighbours.of(passing, model)
+        # How busy the street is against the shop is a feature of every scan: the widest period's.
+        wide = max(periods, key=lambda p: p[2] - p[1], default=None)
+        busy = (
+            passby_scans.street_vs_shop(counted_stays(passing, wide[1], wide[2], final_before, defaults), nb)
+            if wide
+            else 0.0
+        )
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
         mine = counted_stays(sessions, start, end, final_before, defaults)
@@ -342,9 +359,20 @@ def estimate(
         pb_scans = passing_scans(counted, model, defaults)
         visitors = v_sum
         passersby = model.passersby(pb_scans, visitors, defaults)
+        counts: dict[str, float] = {}
+        if scan_model is not None:
+            # Two counts whose errors come from different things (passby_scans): their geometric mean.
+            p_sum, p_var = passby_scans.expected_scans(counted, nb, busy, scan_model)
+            by_scans = p_sum * scan_model.factor(len(model.inside.sensors)) * model.calibration.passersby
+            counts = {"stays": passersby, "scans": by_scans}
         factor = model.passersby_factor(defaults)
         # Counting noise of the scans (Poisson), relative to what is left once visitors' are off.
         p_count = math.sqrt(pb_scans) * factor / passersby if passersby > 0 else 1.0
+        if counts:
+            # The mean of two counts, each with its own counting noise: half of both, in log terms.
+            s_count = math.sqrt(p_var) / p_sum if p_sum > 0 else 1.0
+            p_count = 0.5 * math.hypot(p_count, s_count)
+            passersby = math.sqrt(passersby * by_scans)
         v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, spread.visitors * spread.predictive)
         p_model = model.passby_count(defaults).spread or spread.passersby
         p_rel = math.hypot(p_count, p_model * spread.predictive)
@@ -356,10 +384,11 @@ def estimate(
         # Every scan counted taken off as visitors': 0 is the estimate, not a certainty.
         cleared = passersby <= 0 < pb_scans
         if cleared:
-            pas.high = max(Z90 * math.sqrt(pb_scans) * factor, pb_heard)
+            # The scans' count may still say there were some (the mean of it and 0 is 0).
+            pas.high = max(Z90 * math.sqrt(pb_scans) * factor, pb_heard, counts.get("scans", 0.0))
         cap_fig = capture_figure(vis, pas, v_rel, p_rel, cleared)
         dwells = dwell_figures(lengths, dwell, defaults, spread)
-        out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine))
+        out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine), passersby_counts=counts)
     return out
 
 

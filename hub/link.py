@@ -307,6 +307,8 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
     for label, _, _ in periods:
         f = figures[label]
         payload = f.as_dict() | {"sessions": f.sessions}
+        if f.passersby_counts:
+            payload["passersby_counts"] = {k: round(v, 1) for k, v in f.passersby_counts.items()}
         if label == "day":
             payload |= returning | {"dwell_hist": _dwell_hist(an, start, stop), "model": _model_note(an)}
             payload["revisions"] = revisions(json.loads(shown[0]) if shown else None, payload, now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from footfall.hub.estimate_defaults import Z90, Defaults, ModelSpread
@@ -53,6 +53,9 @@ class PeriodEstimate:
     median_dwell_s: Figure
     mean_dwell_s: Figure
     sessions: int = 0
+    # The two passers-by counts the figure is the geometric mean of (estimate.estimate): the
+    # stays' ("stays") and the scans' ("scans"); kept with the day for diagnosis and fitting.
+    passersby_counts: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -95,18 +98,21 @@ def capture_figure(vis: Figure, pas: Figure, v_rel: float, p_rel: float, cleared
 
 
 def passersby_within(whole: PeriodEstimate, parts: Sequence[PeriodEstimate]) -> None:
-    """Make the parts' passers-by (a day's hours) add up to the whole's, when they add up to more.
+    """Make the parts' passers-by (a day's hours) add up to the whole's.
 
-    Each period is counted on its own as max(scans - the visitors' share, 0), so an hour whose
-    visitors' share is more than its scans reads 0 while the day takes that excess off its other
-    hours: without this the hours of a quiet day add up to a little more than the day (street
-    2.5, held-out seeds 12 and 23: one hour of 72 cut at 0, the hours 0.5 % over). The day is the
-    better-founded count; each hour keeps its share of the hours' sum and the width of its range
-    (it rests on the same scans), and its capture rate follows. A day cleared to 0 clears its
+    Each period is counted on its own. The stays' count is max(scans - the visitors' share, 0),
+    so an hour whose visitors' share is more than its scans reads 0 while the day takes that
+    excess off its other hours: the hours of a quiet day added up to a little more than the day
+    (street 2.5, held-out seeds 12 and 23: one hour of 72 cut at 0, the hours 0.5 % over). With
+    two sensors the figure is also the geometric mean of two counts (estimate.estimate), and the
+    hours' means add up to less than the mean of the day's sums (by a few tenths of a per cent
+    where the two counts share out the day alike). The day is the better-founded count; each
+    hour keeps its share of the hours' sum and the width of its range (it rests on the same
+    scans), and its capture rate follows. A day cleared to 0 clears its
     hours the same way: 0, with the range above it that each had."""
     day = whole.passersby.estimate or 0.0
     total = sum(p.passersby.estimate or 0.0 for p in parts)
-    if total <= day:
+    if total <= 0.0 or total == day:
         return
     k = day / total
     for part in parts:

@@ -9,6 +9,7 @@ from a passer-by, every street-facing scan counts and nothing is taken off."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -22,7 +23,7 @@ from footfall.hub.estimate import (
     estimate,
     passing_scans,
 )
-from footfall.hub.ranges import passersby_within
+from footfall.hub.ranges import Figure, PeriodEstimate, capture_figure, count_figure, passersby_within
 from footfall.tools import fit_passersby
 
 INSIDE = {"shop": -55.0, "door": -60.0}
@@ -93,8 +94,9 @@ def test_three_sensors_have_their_own_count() -> None:
 
 def test_two_sensor_ranges_are_wider_than_three_sensor_ones() -> None:
     """Each kind of site's passers-by range has its own model spread (measured each store left
-    out of the fit: two sensors 0.24, three 0.14): the same heard day gives a two-sensor store
-    the wider range, and a one-sensor store the site's pooled one."""
+    out of the fit: two sensors 0.173, three 0.121 for the mean of the stays' and the scans'
+    counts): the same heard day gives a two-sensor store the wider range, and without them the
+    site's pooled one (0.19) applies."""
     assert DEFAULTS.passby_two_sensors.spread > DEFAULTS.passby_more_sensors.spread
     assert DEFAULTS.passby_weak.spread is None
     two = model(crowding=10.0)
@@ -115,7 +117,7 @@ def test_two_sensor_ranges_are_wider_than_three_sensor_ones() -> None:
         passby_more_sensors=replace(DEFAULTS.passby_more_sensors, spread=None),
     )
     e = estimate([], two, [("day", 0.0, 86400.0)], pooled, pass_sessions=walks)["day"].passersby
-    assert (e.high - e.estimate) / e.estimate < rel_half(two)
+    assert (e.high - e.estimate) / e.estimate > rel_half(two)
 
 
 def test_a_crowded_site_has_more_passers_by_per_scan() -> None:
@@ -138,14 +140,19 @@ def test_the_estimate_uses_the_count_and_its_visitors() -> None:
     # estimate() classifies the stays itself; every walk reads outside, so nearly all of it counts.
     scans = passing_scans(walks + visits, m)
     assert 38.0 < scans <= 40.0
-    assert e.passersby.estimate == pytest.approx(m.passersby(scans, e.visitors.estimate))
+    counts = e.passersby_counts
+    assert counts["stays"] == pytest.approx(m.passersby(scans, e.visitors.estimate))
+    # The figure is the geometric mean of the stays' count and the scans' (passby_scans).
+    assert counts["scans"] > 0
+    assert e.passersby.estimate == pytest.approx(math.sqrt(counts["stays"] * counts["scans"]))
     assert e.passersby.low < e.passersby.estimate < e.passersby.high
-    # Without the visitors' share taken off the figure would be higher by exactly that share.
+    # Without the visitors' share taken off the stays' count would be higher by exactly that share.
     plain = replace(DEFAULTS, passby_two_sensors=replace(DEFAULTS.passby_two_sensors, visitor_scans=0.0))
     e0 = estimate(visits, m, [("day", 0.0, 86400.0)], plain, pass_sessions=walks + visits)["day"]
-    assert e0.passersby.estimate - e.passersby.estimate == pytest.approx(
+    assert e0.passersby_counts["stays"] - counts["stays"] == pytest.approx(
         DEFAULTS.passby_two_sensors.visitor_scans * e.visitors.estimate * m.passersby_factor()
     )
+    assert e0.passersby_counts["scans"] == pytest.approx(counts["scans"])
 
 
 def test_a_count_all_taken_off_still_has_a_range() -> None:
@@ -157,6 +164,8 @@ def test_a_count_all_taken_off_still_has_a_range() -> None:
     e = estimate(visits, m, [("hour", 0.0, 3600.0)], pass_sessions=walks + visits)["hour"]
     assert e.passersby.estimate == 0.0
     assert e.passersby.low == 0.0 and e.passersby.high >= 2.0
+    # The figure is the mean of the stays' count (0) and the scans' count: the range holds both.
+    assert 0.0 < e.passersby_counts["scans"] <= e.passersby.high
     assert e.capture_rate.estimate == 1.0
     assert e.capture_rate.low < 1.0
 
@@ -188,6 +197,27 @@ def test_the_hours_add_up_to_the_day() -> None:
     # Hours that already add up to the day are left as they are.
     passersby_within(day, [busy, quiet])
     assert busy.passersby.estimate == pytest.approx(day.passersby.estimate)
+
+
+def test_hours_that_fall_short_of_the_day_are_scaled_up_to_it() -> None:
+    """The geometric mean of two counts, hour by hour, adds up to less than the mean of the day's
+    (passby_scans): the hours are scaled up to the day, each keeping its share and the width of its
+    range."""
+
+    def period(pas: float) -> PeriodEstimate:
+        vis = count_figure(20.0, 0.1, 15.0)
+        p = count_figure(pas, 0.2, 10.0)
+        return PeriodEstimate(
+            vis, p, capture_figure(vis, p, 0.1, 0.2, False), Figure(None, None, None), Figure(None, None, None)
+        )
+
+    day, a, b = period(100.0), period(45.0), period(50.0)
+    width = a.passersby.high - a.passersby.estimate
+    passersby_within(day, [a, b])
+    assert a.passersby.estimate + b.passersby.estimate == pytest.approx(100.0)
+    assert a.passersby.estimate / b.passersby.estimate == pytest.approx(45.0 / 50.0)
+    assert a.passersby.high - a.passersby.estimate == pytest.approx(width)
+    assert a.capture_rate.estimate == pytest.approx(20.0 / (20.0 + a.passersby.estimate))
 
 
 def test_a_day_cleared_to_zero_clears_its_hours_with_their_ranges() -> None:

@@ -1,0 +1,231 @@
+"""Which of the street-facing sensor's scans are passers-by's: a second passers-by count.
+
+The hub's count of passers-by (``SiteModel.passersby``) takes the scans of the identity pass's
+short stays that are not visits and takes a share per visitor off: what it leaves varies with
+how the tracker cut that day's visits (docs/metrics.md, "The passers-by count since
+2026-12-06"). This count asks of each outside-looking scan, with no linking at all, how likely
+it is a passer-by's, from what surrounds it: other scans of the same address (a fixed MAC) or
+fingerprint (a random one) within one, three and ten minutes, how many of those read inside,
+the scan's own inside-or-outside reading and signal at the street-facing sensor, how many
+sensors heard it, and how busy the street is against the shop that day (a passer-by is more
+likely where outside scans outnumber inside ones). Split on the simulator's truth, a
+passer-by leaves 0.21-0.30 such scans at every street and store (tuning stores, 2026-12-06),
+so the probabilities summed, times one factor per kind of site, count passers-by; the factor
+takes in phones with Wi-Fi off.
+
+The probability is a logistic regression on the features and their pairwise products
+(``python -m footfall.tools.fit_passby_scans`` fits it on the tuning stores' days at three
+streets, labelled by the simulator, and writes ``passby_model_default.json``). The estimate
+takes the geometric mean of the two counts: their errors come from different things (the
+visitors' pieces against collisions between phones of one model), and the mean was better than
+either on the tuning stores, each left out of the fit in turn (docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # estimate.py calls this module
+    from footfall.hub.estimate import ScanRecord, Session, SiteModel
+
+DEFAULT_PATH = Path(__file__).with_name("passby_model_default.json")
+FEATURES = (
+    "fixed_address",
+    "same_60s",
+    "same_180s",
+    "same_600s",
+    "same_inside_180s",
+    "same_inside_600s",
+    "llr",
+    "front_rssi",
+    "sensors",
+    "street_vs_shop",
+)
+NO_SIGNAL = -100.0
+
+
+@dataclass(frozen=True)
+class ScanModel:
+    """The fitted logistic regression: standardized features, their products up to degree two
+    (``powers``, as scikit-learn's PolynomialFeatures lists them), standardized again."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    powers: tuple[tuple[int, ...], ...]
+    poly_mean: tuple[float, ...]
+    poly_scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    factors: dict[str, float]  # passers-by per summed probability, by kind of site ("2", "3")
+    # Each feature's range on the days it was fitted on: a site unlike any simulated gets no
+    # feature beyond it (a product of two features far outside it would dominate the sum).
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+    source: str = ""
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        if not len(x):
+            return np.zeros(0)
+        if self.low:
+            x = np.clip(x, np.asarray(self.low), np.asarray(self.high))
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        poly = np.prod(z[:, None, :] ** np.asarray(self.powers)[None, :, :], axis=2)
+        poly = (poly - np.asarray(self.poly_mean)) / np.asarray(self.poly_scale)
+        return 1.0 / (1.0 + np.exp(-(poly @ np.asarray(self.coef) + self.intercept)))
+
+    def factor(self, sensors: int) -> float:
+        return self.factors[site_kind(sensors)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(FEATURES),
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "powers": [list(p) for p in self.powers],
+            "poly_mean": list(self.poly_mean),
+            "poly_scale": list(self.poly_scale),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+            "factors": self.factors,
+            "low": list(self.low),
+            "high": list(self.high),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScanModel:
+        if list(d.get("features", [])) != list(FEATURES):
+            raise ValueError(f"passers-by scan model has features {d.get('features')}, this hub computes {FEATURES}")
+        return cls(
+            tuple(d["mean"]),
+            tuple(d["scale"]),
+            tuple(tuple(int(e) for e in p) for p in d["powers"]),
+            tuple(d["poly_mean"]),
+            tuple(d["poly_scale"]),
+            tuple(d["coef"]),
+            float(d["intercept"]),
+            {str(k): float(v) for k, v in d["factors"].items()},
+            tuple(d.get("low", ())),
+            tuple(d.get("high", ())),
+            str(d.get("source", "")),
+        )
+
+
+def site_kind(sensors: int) -> str:
+    """The kind of site a factor is fitted for: two sensors, or three (four or more were never
+    simulated and count as three)."""
+    return "2" if sensors <= 2 else "3"
+
+
+_DEFAULT: ScanModel | None = None
+
+
+def default_model() -> ScanModel:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = ScanModel.from_dict(json.loads(DEFAULT_PATH.read_text()))
+    return _DEFAULT
+
+
+@dataclass
+class Neighbours:
+    """Every scan of the identity pass by whose it may be (``ScanRecord.ident``), and which
+    read inside: what a scan's surroundings are counted on."""
+
+    model: SiteModel
+    times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    inside: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    llr: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, sessions: Iterable[Session], model: SiteModel) -> Neighbours:
+        nb = cls(model)
+        for s in sessions:
+            for sc in s.scans:
+                llr = model.inside.llr(sc.peak)
+                nb.llr[id(sc)] = llr
+                key = _key(sc)
+                nb.times[key].append(sc.t)
+                if llr >= 0:
+                    nb.inside[key].append(sc.t)
+        for d in (nb.times, nb.inside):
+            for ts in d.values():
+                ts.sort()
+        return nb
+
+    def llr_of(self, sc: ScanRecord) -> float:
+        got = self.llr.get(id(sc))
+        return self.model.inside.llr(sc.peak) if got is None else got
+
+
+def _key(sc: ScanRecord) -> str:
+    # A scan whose source is not known (a stay built by hand) is nobody else's.
+    return sc.ident or f"#{id(sc)}"
+
+
+def _near(ts: Sequence[float], t: float, w: float) -> int:
+    return bisect.bisect_right(ts, t + w) - bisect.bisect_left(ts, t - w)
+
+
+def candidates(counted: Iterable[Session], nb: Neighbours) -> list[ScanRecord]:
+    """The scans this count asks about: heard by the street-facing sensor, reading outside, in
+    stays that are not staff."""
+    front = nb.model.front_sensor
+    return [
+        sc
+        for s in counted
+        if not s.staff
+        for sc in s.scans
+        if (front is None or front in sc.peak) and nb.llr_of(sc) < 0
+    ]
+
+
+def street_vs_shop(counted: Iterable[Session], nb: Neighbours) -> float:
+    """log(outside scans at the street-facing sensor / scans inside) of a day's stays."""
+    stays = list(counted)
+    outside = len(candidates(stays, nb))
+    inside = sum(1 for s in stays if not s.staff for sc in s.scans if nb.llr_of(sc) >= 0)
+    return math.log(max(outside, 1) / max(inside, 1))
+
+
+def features(cands: Sequence[ScanRecord], nb: Neighbours, busy: float) -> np.ndarray:
+    front = nb.model.front_sensor
+    rows = []
+    for sc in cands:
+        ts = nb.times.get(_key(sc), [sc.t])
+        tin = nb.inside.get(_key(sc), [])
+        t = sc.t
+        # The scan itself is among its own (its ident's times): not counted.
+        rows.append(
+            (
+                1.0 if sc.ident.startswith("mac:") else 0.0,
+                math.log1p(max(_near(ts, t, 60.0) - 1, 0)),
+                math.log1p(max(_near(ts, t, 180.0) - 1, 0)),
+                math.log1p(max(_near(ts, t, 600.0) - 1, 0)),
+                math.log1p(_near(tin, t, 180.0)),
+                math.log1p(_near(tin, t, 600.0)),
+                nb.llr_of(sc),
+                sc.peak.get(front, NO_SIGNAL) if front else max(sc.peak.values(), default=NO_SIGNAL),
+                float(len(sc.peak)),
+                busy,
+            )
+        )
+    return np.asarray(rows, dtype=float).reshape(-1, len(FEATURES))
+
+
+def expected_scans(
+    counted: Sequence[Session], nb: Neighbours, busy: float, scan_model: ScanModel
+) -> tuple[float, float]:
+    """The passers-by's scans among a period's outside scans: their probabilities summed, and
+    the variance of that sum (each scan is one or not)."""
+    p = scan_model.probabilities(features(candidates(counted, nb), nb, busy))
+    return float(p.sum()), float((p * (1.0 - p)).sum())

@@ -1,0 +1,131 @@
+"""The passers-by scan count (``hub/passby_scans.py``): each outside scan's chance of being a
+passer-by's, from what surrounds it, summed; the estimate is its geometric mean with the stays'
+count. The model is fitted by ``tools/fit_passby_scans.py`` on simulated tuning days."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from footfall.hub import inside as inside_mod
+from footfall.hub import passby_scans
+from footfall.hub.estimate import ScanRecord, Session, SiteModel, estimate
+from footfall.tools.fit_passby_scans import export
+
+INSIDE = {"shop": -55.0, "door": -60.0}
+STREET = {"door": -75.0, "shop": -88.0}
+
+
+def model() -> SiteModel:
+    inside = inside_mod.fit([dict(INSIDE)] * 200, [dict(STREET)] * 200, [])
+    return SiteModel(inside=inside, session_prior=0.5, heard_share=0.95, front_sensor="door", visit_dwell_s=900.0)
+
+
+def stay(key: str, ident: str, times: list[float], peak: dict[str, float], p_visit: float = 0.0) -> Session:
+    s = Session(key, [ScanRecord(t, dict(peak), ident) for t in times])
+    s.p_visit = p_visit
+    return s
+
+
+def test_the_shipped_model_computes_what_scikit_learn_fitted() -> None:
+    """The hub evaluates the regression with numpy from its JSON: the same probabilities as the
+    scikit-learn pipeline the tool fitted, inside the features' range."""
+    from footfall.tools import fit_passby_scans
+
+    rng = np.random.default_rng(1)
+    n = len(passby_scans.FEATURES)
+    x = rng.normal(size=(400, n))
+    y = (x[:, 0] + x[:, 1] * x[:, 2] + rng.normal(size=400) > 0).astype(int)
+    days = [fit_passby_scans.Day(1, 5.0, 2, 100, 100.0, x, y)]
+    pipe = fit_passby_scans.fit(days)
+    shipped = passby_scans.ScanModel.from_dict(
+        json.loads(json.dumps(export(pipe, {"2": 1.0, "3": 1.0}, "test", x).to_dict()))
+    )
+    assert shipped.probabilities(x) == pytest.approx(pipe.predict_proba(x)[:, 1], rel=1e-9, abs=1e-12)
+
+
+def test_a_model_for_other_features_is_refused() -> None:
+    d = passby_scans.default_model().to_dict()
+    d["features"] = d["features"][:-1]
+    with pytest.raises(ValueError, match="features"):
+        passby_scans.ScanModel.from_dict(d)
+
+
+def test_a_lone_street_scan_is_a_passer_by_more_surely_than_one_amid_a_visit() -> None:
+    """Two outside scans of one fingerprint at the street-facing sensor: one alone, one between a
+    phone's scans inside the shop a minute either side (a visitor at the door)."""
+    m = model()
+    walk = stay("w", "fp:a", [10_000.0], STREET)
+    visit = stay("v", "fp:b", [20_000.0 + 60.0 * i for i in range(10)], INSIDE, p_visit=1.0)
+    at_door = stay("d", "fp:b", [20_270.0], STREET)
+    sessions = [walk, visit, at_door]
+    nb = passby_scans.Neighbours.of(sessions, m)
+    cands = passby_scans.candidates(sessions, nb)
+    assert [sc.t for sc in cands] == [10_000.0, 20_270.0]
+    p = passby_scans.default_model().probabilities(passby_scans.features(cands, nb, -1.5))
+    assert p[0] > 3 * p[1], p
+
+
+def test_a_site_unlike_any_simulated_gets_clipped_features_not_extremes() -> None:
+    """A street busier against the shop than any tuning day (features past their fitted range):
+    the probabilities stay those of the range's edge, not 0 or 1 from a runaway product."""
+    sm = passby_scans.default_model()
+    m = model()
+    walk = stay("w", "fp:a", [10_000.0], STREET)
+    nb = passby_scans.Neighbours.of([walk], m)
+    x = passby_scans.features(passby_scans.candidates([walk], nb), nb, 50.0)
+    edge = x.copy()
+    edge[:, -1] = sm.high[-1]
+    assert sm.probabilities(x) == pytest.approx(sm.probabilities(edge))
+    assert 0.01 < float(sm.probabilities(x)[0]) < 0.999
+
+
+def test_one_sensor_has_no_scan_count() -> None:
+    """One sensor cannot read a scan as outside by place: the stays' count alone (the model was
+    fitted on two- and three-sensor days only)."""
+    inside = inside_mod.fit([{"door": -55.0}] * 200, [{"door": -80.0}] * 200, [])
+    m = SiteModel(inside=inside, session_prior=0.5, heard_share=0.95, front_sensor="door")
+    walks = [stay(f"w{i}", f"fp:{i}", [1000.0 + 300.0 * i], {"door": -80.0}) for i in range(20)]
+    e = estimate([], m, [("day", 0.0, 86400.0)], pass_sessions=walks)["day"]
+    assert e.passersby_counts == {}
+
+
+def test_the_figure_is_the_geometric_mean_of_the_two_counts() -> None:
+    m = model()
+    walks = [stay(f"w{i}", f"fp:{i % 7}", [1000.0 + 400.0 * i], STREET) for i in range(60)]
+    visits = [
+        stay(f"v{i}", f"fp:v{i}", [5000.0 + 900.0 * i + 60.0 * k for k in range(8)], INSIDE, 1.0) for i in range(8)
+    ]
+    e = estimate(visits, m, [("day", 0.0, 86400.0)], pass_sessions=walks + visits)["day"]
+    c = e.passersby_counts
+    assert c["stays"] > 0 and c["scans"] > 0
+    assert e.passersby.estimate == pytest.approx(math.sqrt(c["stays"] * c["scans"]))
+    # Calibration scales both counts, so the mean by the same factor.
+    m.calibration.passersby = 2.0
+    e2 = estimate(visits, m, [("day", 0.0, 86400.0)], pass_sessions=walks + visits)["day"]
+    assert e2.passersby.estimate == pytest.approx(2.0 * e.passersby.estimate)
+
+
+def test_on_a_simulated_tuning_day_passers_by_scans_score_higher(tmp_path) -> None:
+    """Through the real agent, ingest and link job (tuning seed 9, two sensors): the scans the
+    simulator says are passers-by's get a higher probability than the rest, and the summed
+    probabilities, times the shipped factor, land near the true passers-by."""
+    from footfall.tools import fit_passby_scans
+
+    d = fit_passby_scans.day(9, 5.0)
+    assert d.sensors == 2 and len(d.y) == len(d.x) > 100
+    p = passby_scans.default_model().probabilities(d.x)
+    assert p[d.y == 1].mean() > 2 * p[d.y == 0].mean()
+    est = passby_scans.default_model().factor(2) * p.sum()
+    assert 0.7 * d.truth < est < 1.3 * d.truth
+
+
+def test_the_fit_refuses_held_out_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    from footfall.tools import fit_passby_scans
+
+    with pytest.raises(SystemExit) as exc:
+        fit_passby_scans.main(["--seeds", "12"])
+    assert exc.value.code == 2 and "held-out" in capsys.readouterr().err
