@@ -31,7 +31,8 @@ the scans one passer-by's phone leaves there, over ``probing_share``, with a cro
 linking: a passer-by is heard in one scan, rarely two, and the tracker would only merge them.
 With two sensors or more the figure is the geometric mean of that count and the scans' count of
 ``hub/passby_scans.py`` (each outside scan's chance of being a passer-by's, from the scans
-around it, summed): the two err for different reasons.
+around it, summed): the two err for different reasons. With one sensor the scans' count (its
+own model) is the figure alone: the stays' count of one sensor does not follow the street.
 
 **Dwell** of a visit: its first to last inside scan, plus the time a phone waits to scan
 (``1 / scan_rate``: the stay began before the first scan and ended after the last one). With one
@@ -323,13 +324,16 @@ def estimate(
     if pass_sessions is not None:
         classify(pass_sessions, model, defaults)
     spread = defaults.one_sensor_spread if model.weak else defaults.spread
-    scan_model = None if model.weak else passby_scans.default_model()
+    scan_model = passby_scans.model_for(model)
     if scan_model is not None:
         nb = passby_scans.Neighbours.of(passing, model)
-        # How busy the street is against the shop is a feature of every scan: the widest period's.
+        settled = passby_scans.settled_before(final_before, defaults.session_gap_s)
+        # How busy the street is against the shop is a feature of every scan: the widest period's,
+        # on its stays still going too (a long visit's inside scans would otherwise all join the
+        # ratio when it ends, and lower every scan's chance at once: a step back live).
         wide = max(periods, key=lambda p: p[2] - p[1], default=None)
         busy = (
-            passby_scans.street_vs_shop(counted_stays(passing, wide[1], wide[2], final_before, defaults), nb)
+            passby_scans.street_vs_shop([s for s in passing if wide[1] <= s.first < wide[2]], nb, settled)
             if wide
             else 0.0
         )
@@ -359,22 +363,25 @@ def estimate(
         pb_scans = passing_scans(counted, model, defaults)
         visitors = v_sum
         passersby = model.passersby(pb_scans, visitors, defaults)
-        counts: dict[str, float] = {}
-        if scan_model is not None:
-            # Two counts whose errors come from different things (passby_scans): their geometric mean.
-            p_sum, p_var = passby_scans.expected_scans(counted, nb, busy, scan_model)
-            by_scans = p_sum * scan_model.factor(len(model.inside.sensors)) * model.calibration.passersby
-            counts = {"stays": passersby, "scans": by_scans}
         factor = model.passersby_factor(defaults)
         # Counting noise of the scans (Poisson), relative to what is left once visitors' are off.
         p_count = math.sqrt(pb_scans) * factor / passersby if passersby > 0 else 1.0
-        if counts:
-            # The mean of two counts, each with its own counting noise: half of both, in log terms.
-            s_count = math.sqrt(p_var) / p_sum if p_sum > 0 else 1.0
-            p_count = 0.5 * math.hypot(p_count, s_count)
-            passersby = math.sqrt(passersby * by_scans)
-        v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, spread.visitors * spread.predictive)
         p_model = model.passby_count(defaults).spread or spread.passersby
+        counts: dict[str, float] = {}
+        if scan_model is not None:
+            p_sum, p_var = passby_scans.expected_scans(counted, nb, busy, scan_model, settled)
+            by_scans = p_sum * scan_model.factor(len(model.inside.sensors)) * model.calibration.passersby
+            counts = {"stays": passersby, "scans": by_scans}
+            s_count = math.sqrt(p_var) / p_sum if p_sum > 0 else 1.0
+            if scan_model.combine == "alone":
+                passersby, p_count = by_scans, s_count
+                p_model = scan_model.spread or p_model
+            else:
+                # Two counts whose errors come from different things (passby_scans): their
+                # geometric mean, its counting noise half of both in log terms.
+                p_count = 0.5 * math.hypot(p_count, s_count)
+                passersby = math.sqrt(passersby * by_scans)
+        v_rel = math.hypot(math.sqrt(v_w2) / v_sum if v_sum else 1.0, spread.visitors * spread.predictive)
         p_rel = math.hypot(p_count, p_model * spread.predictive)
         # The visitors heard are not a floor: the tracker cuts some phones' stays in pieces, and
         # in small shops its stays of randomizing phones outnumber the phones (tuning days 3, 6

@@ -91,6 +91,8 @@ class Defaults:
     # off followed the street (one-sensor tuning days, 2026-12-06): every scan of the
     # street-facing sensor in such stays counts, nothing is taken off, one factor (0.415 scans a
     # passer-by, chosen on the 2-3 sensor tuning days at 1 in 6 before 2026-12-06).
+    # Since later on 2026-12-06 a one-sensor site's figure is its scans' count alone
+    # (hub/passby_scans.py); this count is what a site with no scan model shows.
     passby_weak: PassbyCount = PassbyCount(0.415, 0.0, 0.0, outside_only=False)
     passby_max_s: float = 90.0  # a session longer than this does not look like a walk past
     # Scans of stays up to this long that are not visits count as passers-by: the tracker joins
@@ -154,7 +156,9 @@ class Defaults:
     # 6"). At the scenarios' street alone the spreads were 0.13 (0.12 before) and 0.13 (median
     # dwell; one sensor 0.36, 0.22 and visitors 0.22). The ranges of passers-by with 2-3 sensors
     # take each kind's own spread (PassbyCount.spread); the pooled 0.19 here weighs a door count
-    # (hub/calibrate_fit.py).
+    # (hub/calibrate_fit.py). One sensor's passers-by, counted by its scan model alone since
+    # 2026-12-06, take that model's spread (hub/passby_model_one_sensor.json, 0.301); 0.48 here is
+    # the stays' count's, left for a door count's weight and a site with no scan model.
     spread: ModelSpread = ModelSpread(0.112, 0.19, 0.15, 0.10, days=12, t95=1.7959)
     one_sensor_spread: ModelSpread = ModelSpread(0.25, 0.48, 0.24, 0.15, days=10, t95=1.8331)
     # People present per minute (hub/occupancy.py) times this, with two sensors or more and with

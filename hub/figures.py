@@ -31,10 +31,10 @@ EXPLAIN = {
     "visitors": "People who came in, estimated from the phones heard inside (a fixed address as one "
     "person; a random one from its stays and from its scans over those of an average visit), corrected "
     "for phones not heard and for people without a probing phone; the range is 90 %.",
-    "passersby": "People who walked past, estimated from scans heard outside at the street-facing sensor, "
-    "less those visitors leave on their way in and out, over the scans a phone makes while walking past "
-    "(with two sensors or more, averaged with each such scan's chance of being a passer-by's, judged "
-    "from the scans around it); the range is 90 %.",
+    "passersby": "People who walked past, estimated from scans heard outside at the street-facing sensor: "
+    "each scan's chance of being a passer-by's, judged from the scans around it, and (with two sensors "
+    "or more, averaged with it) the scans of short stays that are not visits, less those visitors leave "
+    "on their way in and out; the range is 90 %.",
     "capture_rate": "Visitors over visitors plus passers-by, both estimated.",
     "dwell": "Time inside from a visitor's first to last scan inside, plus the wait for a phone's scan.",
     "return_rate": "Share of today's visitors who came before, measured on the phones with a fixed "

@@ -37,7 +37,8 @@ import numpy as np
 if TYPE_CHECKING:  # estimate.py calls this module
     from footfall.hub.estimate import ScanRecord, Session, SiteModel
 
-DEFAULT_PATH = Path(__file__).with_name("passby_model_default.json")
+DEFAULT_PATH = Path(__file__).with_name("passby_model_default.json")  # two sensors or more
+ONE_SENSOR_PATH = Path(__file__).with_name("passby_model_one_sensor.json")
 FEATURES = (
     "fixed_address",
     "same_60s",
@@ -51,6 +52,7 @@ FEATURES = (
     "street_vs_shop",
 )
 NO_SIGNAL = -100.0
+NEAR_S = 600.0  # the widest window a scan's surroundings are counted in (either side)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class ScanModel:
     low: tuple[float, ...] = ()
     high: tuple[float, ...] = ()
     source: str = ""
+    # "geometric_mean": the figure is the mean of this count and the stays'; "alone": this count
+    # is the figure, with ``spread`` the model part of its range (one sensor, below).
+    combine: str = "geometric_mean"
+    spread: float | None = None
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if not len(x):
@@ -99,6 +105,8 @@ class ScanModel:
             "low": list(self.low),
             "high": list(self.high),
             "source": self.source,
+            "combine": self.combine,
+            "spread": self.spread,
         }
 
     @classmethod
@@ -117,23 +125,39 @@ class ScanModel:
             tuple(d.get("low", ())),
             tuple(d.get("high", ())),
             str(d.get("source", "")),
+            str(d.get("combine", "geometric_mean")),
+            d.get("spread"),
         )
 
 
 def site_kind(sensors: int) -> str:
     """The kind of site a factor is fitted for: two sensors, or three (four or more were never
     simulated and count as three)."""
-    return "2" if sensors <= 2 else "3"
+    return "1" if sensors <= 1 else "2" if sensors == 2 else "3"
 
 
-_DEFAULT: ScanModel | None = None
+_LOADED: dict[Path, ScanModel] = {}
 
 
-def default_model() -> ScanModel:
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = ScanModel.from_dict(json.loads(DEFAULT_PATH.read_text()))
-    return _DEFAULT
+def default_model(one_sensor: bool = False) -> ScanModel | None:
+    """The shipped model of the kind, or None where none was fitted: the stays' count alone is
+    then the figure (what ``tools/fit_passby_scans.py`` fits beside, so it runs without one)."""
+    path = ONE_SENSOR_PATH if one_sensor else DEFAULT_PATH
+    if path not in _LOADED:
+        if not path.exists():
+            return None
+        _LOADED[path] = ScanModel.from_dict(json.loads(path.read_text()))
+    return _LOADED[path]
+
+
+def model_for(site: SiteModel) -> ScanModel | None:
+    """The scan model of a kind of site: one sensor has its own (fitted on one-sensor days); a
+    site with more whose inside model is not trained yet has none, nor one with no inside model
+    at all (its outside reading is a default threshold, unlike any day either was fitted on)."""
+    sensors = len(site.inside.sensors)
+    if sensors == 1:
+        return default_model(one_sensor=True)
+    return None if sensors == 0 or site.weak else default_model()
 
 
 @dataclass
@@ -176,24 +200,34 @@ def _near(ts: Sequence[float], t: float, w: float) -> int:
     return bisect.bisect_right(ts, t + w) - bisect.bisect_left(ts, t - w)
 
 
-def candidates(counted: Iterable[Session], nb: Neighbours) -> list[ScanRecord]:
+def candidates(counted: Iterable[Session], nb: Neighbours, settled: float | None = None) -> list[ScanRecord]:
     """The scans this count asks about: heard by the street-facing sensor, reading outside, in
-    stays that are not staff."""
+    stays that are not staff; with ``settled``, only scans up to then (see :func:`settled_before`)."""
     front = nb.model.front_sensor
     return [
         sc
         for s in counted
         if not s.staff
         for sc in s.scans
-        if (front is None or front in sc.peak) and nb.llr_of(sc) < 0
+        if (front is None or front in sc.peak) and nb.llr_of(sc) < 0 and (settled is None or sc.t <= settled)
     ]
 
 
-def street_vs_shop(counted: Iterable[Session], nb: Neighbours) -> float:
+def settled_before(final_before: float | None, visit_gap_s: float) -> float | None:
+    """Until when a scan's surroundings are all at the hub, live: a phone's scans reach it once
+    the phone has been silent for the agents' visit gap, so a scan is asked about only once the
+    :data:`NEAR_S` after it are in (else a scan of the same phone arriving later would lower its
+    chance, and today's count would step back)."""
+    return None if final_before is None else final_before - visit_gap_s - NEAR_S
+
+
+def street_vs_shop(counted: Iterable[Session], nb: Neighbours, settled: float | None = None) -> float:
     """log(outside scans at the street-facing sensor / scans inside) of a day's stays."""
     stays = list(counted)
-    outside = len(candidates(stays, nb))
-    inside = sum(1 for s in stays if not s.staff for sc in s.scans if nb.llr_of(sc) >= 0)
+    outside = len(candidates(stays, nb, settled))
+    inside = sum(
+        1 for s in stays if not s.staff for sc in s.scans if nb.llr_of(sc) >= 0 and (settled is None or sc.t <= settled)
+    )
     return math.log(max(outside, 1) / max(inside, 1))
 
 
@@ -223,9 +257,9 @@ def features(cands: Sequence[ScanRecord], nb: Neighbours, busy: float) -> np.nda
 
 
 def expected_scans(
-    counted: Sequence[Session], nb: Neighbours, busy: float, scan_model: ScanModel
+    counted: Sequence[Session], nb: Neighbours, busy: float, scan_model: ScanModel, settled: float | None = None
 ) -> tuple[float, float]:
     """The passers-by's scans among a period's outside scans: their probabilities summed, and
     the variance of that sum (each scan is one or not)."""
-    p = scan_model.probabilities(features(candidates(counted, nb), nb, busy))
+    p = scan_model.probabilities(features(candidates(counted, nb, settled), nb, busy))
     return float(p.sum()), float((p * (1.0 - p)).sum())

@@ -148,18 +148,17 @@ def test_hub_occupancy_cli_and_api(small_store, tmp_path: Path) -> None:
 def test_live_figures_are_not_revised_by_the_next_link_run(tmp_path: Path) -> None:
     """A store with history, its day replayed as it happens, the link job every 15 minutes:
     what a run has counted, the next run may not move by more than 5 % (passers-by) or
-    2 points (capture rate); today's totals go down at most twice (staff recognised late, a
+    2 points (capture rate); today's totals go down at most once (staff recognised late, a
     burst of visits ending whose walks to the door the passers-by count had already counted, or
-    the scans' count re-reading a scan as later scans arrive and the day's street against its
-    shop moves: docs/metrics.md, "Live figures"; on this day 0.16 % and 0.14 %, at 15:30 and
-    22:00), and each time it is recorded as a revision the dashboard shows."""
+    the scans' count re-reading a scan: docs/metrics.md, "Live figures"; on this day by 0.4 % at
+    19:15), and each time it is recorded as a revision the dashboard shows."""
     r = evaluate_live(Scenario(seed=23, scale=0.5, randomized_share=0.8, sensors=2, days=2), tmp_path)
     print(r.max_passersby_revision, r.max_visitors_revision, r.max_capture_revision_pts, r.backward)
     assert r.steps > 40
     assert r.max_passersby_revision <= 0.05
     assert r.max_capture_revision_pts <= 2.0
     assert r.max_visitors_revision <= 0.05
-    assert r.backward_moves <= 2
+    assert r.backward_moves <= 1
     # Each time a total the dashboard shows went down, it says so (tests/test_revisions.py).
     assert len(r.revisions) == r.backward_shown
 

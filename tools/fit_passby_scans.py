@@ -1,5 +1,6 @@
 """``python -m footfall.tools.fit_passby_scans``: fit the passers-by scan model of
-``hub/passby_scans.py`` on the tuning stores with two or three sensors, each at three streets.
+``hub/passby_scans.py`` on the tuning stores with two or three sensors (``--one-sensor``: with
+one), each at three streets.
 
 Each simulated day runs through the real agent, ingest and link job; every outside-looking scan
 at the street-facing sensor is labelled a passer-by's or not by the simulator's truth, and a
@@ -107,7 +108,7 @@ def _kind(d: Day) -> str:
 
 def factors_of(model: passby_scans.ScanModel, days: list[Day]) -> dict[str, float]:
     out = {}
-    for kind in ("2", "3"):
+    for kind in ("1", "2", "3"):
         mine = [d for d in days if _kind(d) == kind]
         if mine:
             out[kind] = math.exp(
@@ -116,8 +117,9 @@ def factors_of(model: passby_scans.ScanModel, days: list[Day]) -> dict[str, floa
     return out
 
 
-def left_out(days: list[Day], source: str) -> str:
-    """Each store left out of the fit in turn: spreads of log(truth / estimate) per kind of site."""
+def left_out(days: list[Day], source: str) -> tuple[str, dict[str, float]]:
+    """Each store left out of the fit in turn: spreads of log(truth / estimate) per kind of site
+    (the report, and the scan count's spread of each kind)."""
     est: dict[int, float] = {}
     for seed in sorted({d.seed for d in days}):
         rest = [d for d in days if d.seed != seed]
@@ -127,8 +129,11 @@ def left_out(days: list[Day], source: str) -> str:
             if d.seed == seed:
                 est[i] = model.factor(d.sensors) * model.probabilities(d.x).sum()
     lines = ["each store left out of the fit in turn: spread of log(truth / estimate), mean |error|"]
-    for kind in ("2", "3", "all"):
+    spreads: dict[str, float] = {}
+    for kind in ("1", "2", "3", "all"):
         idx = [i for i, d in enumerate(days) if kind in ("all", _kind(d))]
+        if not idx:
+            continue
         for name, get in (
             ("scan count", lambda i: est[i]),
             ("hub's count", lambda i: days[i].hub),
@@ -138,26 +143,46 @@ def left_out(days: list[Day], source: str) -> str:
             rms = math.sqrt(statistics.mean(x * x for x in logs))
             mae = statistics.mean(abs(math.exp(x) - 1) for x in logs)
             lines.append(f"  {kind:>3} sensors, {len(idx)} days, {name:15} spread {rms:.3f}  mean |error| {mae:.1%}")
-    return "\n".join(lines)
+            if name == "scan count":
+                spreads[kind] = rms
+    return "\n".join(lines), spreads
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m footfall.tools.fit_passby_scans", description=__doc__.split("\n")[0])
-    default_seeds = ",".join(str(s) for s in TUNING_SEEDS if scenario(s).sensors >= 2)
-    ap.add_argument("--seeds", default=default_seeds, help="tuning seeds with 2-3 sensors")
+    ap.add_argument("--seeds", help="tuning seeds (default: every tuning seed of the kind)")
+    ap.add_argument(
+        "--one-sensor",
+        action="store_true",
+        help="fit the one-sensor model (its count is the figure alone) instead of the 2-3 sensor one",
+    )
     ap.add_argument("--streets", default="2.5,5,10", help="passers-by per visitor (default 2.5,5,10)")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--write", type=Path, help=f"write the model here (the hub's: {passby_scans.DEFAULT_PATH})")
+    ap.add_argument(
+        "--write",
+        type=Path,
+        help=f"write the model here (the hub's: {passby_scans.DEFAULT_PATH}, {passby_scans.ONE_SENSOR_PATH})",
+    )
     args = ap.parse_args(argv)
-    seeds = [s for s in tuning_only(ap, args.seeds) if scenario(s).sensors >= 2]
+
+    def mine(s: int) -> bool:
+        return (scenario(s).sensors == 1) == args.one_sensor
+
+    seeds = [s for s in tuning_only(ap, args.seeds or ",".join(map(str, TUNING_SEEDS))) if mine(s)]
+    if not seeds:
+        ap.error("no tuning seed of that kind of site among --seeds")
     streets = streets_only(ap, args.streets)
     jobs = [(s, st) for s in seeds for st in streets]
     with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         days = list(pool.map(day, *zip(*jobs, strict=True)))
     source = f"fit_passby_scans: seeds {','.join(map(str, seeds))} at streets {args.streets}"
-    print(left_out(days, source))
+    report, spreads = left_out(days, source)
+    print(report)
     model = export(fit(days), {}, source, np.vstack([d.x for d in days]))
     model = replace(model, factors=factors_of(model, days))
+    if args.one_sensor:
+        # One sensor's stays' count does not follow the street (docs/metrics.md): this count alone.
+        model = replace(model, combine="alone", spread=round(spreads["1"], 3))
     print("factors", json.dumps(model.factors))
     if args.write:
         args.write.write_text(json.dumps(model.to_dict(), indent=1) + "\n")
