@@ -327,11 +327,11 @@ def estimate(
     scan_model = passby_scans.model_for(model)
     if scan_model is not None:
         nb = passby_scans.Neighbours.of(passing, model)
-        settled = passby_scans.settled_before(final_before, defaults.session_gap_s)
         # How busy the street is against the shop is a feature of every scan: the widest period's,
         # on its stays still going too (a long visit's inside scans would otherwise all join the
         # ratio when it ends, and lower every scan's chance at once: a step back live).
         wide = max(periods, key=lambda p: p[2] - p[1], default=None)
+        settled = passby_scans.settled_before(final_before, defaults.session_gap_s, wide[2] if wide else 0.0)
         busy = (
             passby_scans.street_vs_shop([s for s in passing if wide[1] <= s.first < wide[2]], nb, settled)
             if wide

@@ -152,12 +152,14 @@ def default_model(one_sensor: bool = False) -> ScanModel | None:
 
 def model_for(site: SiteModel) -> ScanModel | None:
     """The scan model of a kind of site: one sensor has its own (fitted on one-sensor days); a
-    site with more whose inside model is not trained yet has none, nor one with no inside model
-    at all (its outside reading is a default threshold, unlike any day either was fitted on)."""
+    site whose inside model is not trained yet has none (its outside reading is a default
+    threshold, unlike any day either was fitted on: their inside models were trained)."""
     sensors = len(site.inside.sensors)
-    if sensors == 1:
-        return default_model(one_sensor=True)
-    return None if sensors == 0 or site.weak else default_model()
+    if not site.inside.trained:
+        return None
+    model = default_model(one_sensor=sensors == 1)
+    # A model written for the other kind of site (fit_passby_scans --write to the wrong file).
+    return model if model is not None and site_kind(sensors) in model.factors else None
 
 
 @dataclass
@@ -213,12 +215,16 @@ def candidates(counted: Iterable[Session], nb: Neighbours, settled: float | None
     ]
 
 
-def settled_before(final_before: float | None, visit_gap_s: float) -> float | None:
+def settled_before(final_before: float | None, visit_gap_s: float, day_end: float) -> float | None:
     """Until when a scan's surroundings are all at the hub, live: a phone's scans reach it once
     the phone has been silent for the agents' visit gap, so a scan is asked about only once the
     :data:`NEAR_S` after it are in (else a scan of the same phone arriving later would lower its
-    chance, and today's count would step back)."""
-    return None if final_before is None else final_before - visit_gap_s - NEAR_S
+    chance, and today's count would step back). Once the watermark has passed the day's end
+    every scan counts: the link job relinks a day for the last time a few minutes after it, and
+    a shop open late would otherwise lose its last quarter hour for good."""
+    if final_before is None or final_before >= day_end:
+        return None
+    return final_before - visit_gap_s - NEAR_S
 
 
 def street_vs_shop(counted: Iterable[Session], nb: Neighbours, settled: float | None = None) -> float:

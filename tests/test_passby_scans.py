@@ -12,7 +12,7 @@ import pytest
 
 from footfall.hub import inside as inside_mod
 from footfall.hub import passby_scans
-from footfall.hub.estimate import ScanRecord, Session, SiteModel, estimate
+from footfall.hub.estimate import DEFAULTS, ScanRecord, Session, SiteModel, estimate
 from footfall.tools.fit_passby_scans import export
 
 INSIDE = {"shop": -55.0, "door": -60.0}
@@ -147,3 +147,35 @@ def test_the_fit_refuses_held_out_seeds(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as exc:
         fit_passby_scans.main(["--seeds", "12"])
     assert exc.value.code == 2 and "held-out" in capsys.readouterr().err
+
+
+def test_live_a_scan_waits_for_the_ten_minutes_after_it_and_the_day_end_counts_all() -> None:
+    """Live, a scan is asked about only once the scans of the ten minutes after it have reached
+    the hub (they come a visit gap late), so a later scan of the same phone cannot lower a chance
+    already counted; once the watermark has passed the day's end, every scan counts."""
+    gap = DEFAULTS.session_gap_s
+    day_end = 86_400.0
+    assert passby_scans.settled_before(None, gap, day_end) is None
+    assert passby_scans.settled_before(50_000.0, gap, day_end) == 50_000.0 - gap - passby_scans.NEAR_S
+    assert passby_scans.settled_before(day_end, gap, day_end) is None
+    m = model()
+    walks = [stay(f"w{i}", f"fp:{i}", [10_000.0 + 60.0 * i], STREET) for i in range(40)]
+    period = [("day", 0.0, day_end)]
+    early = estimate([], m, period, final_before=10_000.0 + 60.0 * 20 + gap + passby_scans.NEAR_S, pass_sessions=walks)
+    final = estimate([], m, period, final_before=day_end, pass_sessions=walks)
+    assert 0 < early["day"].passersby_counts["scans"] < final["day"].passersby_counts["scans"]
+
+
+def test_a_one_sensor_site_not_trained_yet_keeps_the_stays_count() -> None:
+    untrained = inside_mod.fit([{"door": -55.0}] * 3, [{"door": -80.0}] * 3, [])
+    m = SiteModel(inside=untrained, session_prior=0.5, heard_share=0.95, front_sensor="door")
+    assert len(m.inside.sensors) == 1 and not m.inside.trained
+    assert passby_scans.model_for(m) is None
+
+
+def test_the_fit_needs_two_stores_to_leave_one_out(capsys: pytest.CaptureFixture[str]) -> None:
+    from footfall.tools import fit_passby_scans
+
+    with pytest.raises(SystemExit) as exc:
+        fit_passby_scans.main(["--one-sensor", "--seeds", "3"])
+    assert exc.value.code == 2 and "two tuning stores" in capsys.readouterr().err

@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return (scenario(s).sensors == 1) == args.one_sensor
 
     seeds = [s for s in tuning_only(ap, args.seeds or ",".join(map(str, TUNING_SEEDS))) if mine(s)]
-    if not seeds:
-        ap.error("no tuning seed of that kind of site among --seeds")
+    if len(seeds) < 2:
+        ap.error("at least two tuning stores of that kind of site: each is left out of the fit in turn")
     streets = streets_only(ap, args.streets)
     jobs = [(s, st) for s in seeds for st in streets]
     with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
