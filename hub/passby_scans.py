@@ -219,10 +219,11 @@ def settled_before(final_before: float | None, visit_gap_s: float, day_end: floa
     """Until when a scan's surroundings are all at the hub, live: a phone's scans reach it once
     the phone has been silent for the agents' visit gap, so a scan is asked about only once the
     :data:`NEAR_S` after it are in (else a scan of the same phone arriving later would lower its
-    chance, and today's count would step back). Once the watermark has passed the day's end
-    every scan counts: the link job relinks a day for the last time a few minutes after it, and
-    a shop open late would otherwise lose its last quarter hour for good."""
-    if final_before is None or final_before >= day_end:
+    chance, and today's count would step back). Once the watermark is past the day's end every
+    scan counts: the link job relinks a day for the last time a few minutes after it, and a shop
+    open late would otherwise lose its last quarter hour for good. (While the day is going on,
+    the link job's periods end at the watermark itself: ``day_end`` is then the watermark.)"""
+    if final_before is None or final_before > day_end:
         return None
     return final_before - visit_gap_s - NEAR_S
 

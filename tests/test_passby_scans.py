@@ -157,12 +157,14 @@ def test_live_a_scan_waits_for_the_ten_minutes_after_it_and_the_day_end_counts_a
     day_end = 86_400.0
     assert passby_scans.settled_before(None, gap, day_end) is None
     assert passby_scans.settled_before(50_000.0, gap, day_end) == 50_000.0 - gap - passby_scans.NEAR_S
-    assert passby_scans.settled_before(day_end, gap, day_end) is None
+    # Live the link job's periods end at its watermark: held; once the watermark is past, not.
+    assert passby_scans.settled_before(day_end, gap, day_end) == day_end - gap - passby_scans.NEAR_S
+    assert passby_scans.settled_before(day_end + 60.0, gap, day_end) is None
     m = model()
     walks = [stay(f"w{i}", f"fp:{i}", [10_000.0 + 60.0 * i], STREET) for i in range(40)]
     period = [("day", 0.0, day_end)]
     early = estimate([], m, period, final_before=10_000.0 + 60.0 * 20 + gap + passby_scans.NEAR_S, pass_sessions=walks)
-    final = estimate([], m, period, final_before=day_end, pass_sessions=walks)
+    final = estimate([], m, period, final_before=day_end + 60.0, pass_sessions=walks)
     assert 0 < early["day"].passersby_counts["scans"] < final["day"].passersby_counts["scans"]
 
 
