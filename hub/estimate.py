@@ -324,19 +324,15 @@ def estimate(
     if pass_sessions is not None:
         classify(pass_sessions, model, defaults)
     spread = defaults.one_sensor_spread if model.weak else defaults.spread
-    scan_model = passby_scans.model_for(model)
+    scan_model = passby_scans.model_for(model) if periods else None
     if scan_model is not None:
         nb = passby_scans.Neighbours.of(passing, model)
         # How busy the street is against the shop is a feature of every scan: the widest period's,
         # on its stays still going too (a long visit's inside scans would otherwise all join the
         # ratio when it ends, and lower every scan's chance at once: a step back live).
-        wide = max(periods, key=lambda p: p[2] - p[1], default=None)
-        settled = passby_scans.settled_before(final_before, defaults.session_gap_s, wide[2] if wide else 0.0)
-        busy = (
-            passby_scans.street_vs_shop([s for s in passing if wide[1] <= s.first < wide[2]], nb, settled)
-            if wide
-            else 0.0
-        )
+        _, wide_start, wide_end = max(periods, key=lambda p: p[2] - p[1])
+        settled = passby_scans.settled_before(final_before, defaults.session_gap_s, wide_end)
+        busy = passby_scans.street_vs_shop([s for s in passing if wide_start <= s.first < wide_end], nb, settled)
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
         mine = counted_stays(sessions, start, end, final_before, defaults)
