@@ -23,10 +23,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from footfall.hub.calibrate_counts import FIGURES, LABELS, CountRow, Counts, CountsError, _fmt_local, get_tz
 from footfall.hub.calibrate_store import latest
+
+if TYPE_CHECKING:
+    from footfall.hub.estimate import SiteModel
 
 BOOTSTRAP = 2000
 MIN_DAYS = 3
@@ -34,45 +37,59 @@ MAX_HALF_WIDTH = 0.15
 SANE_FACTOR = (1 / 3, 3.0)
 # How much a store's figure wanders from day to day around its own bias: the standard
 # deviation of log(truth / estimate) between the days of one store, pooled over the simulator's
-# tuning stores with three days (seeds 4 and 8 with 2-3 sensors, 44 and 52 with one; truth
-# model 3, 2026-12-04; 4 degrees of freedom each, so a rough figure; visitors with 2-3 sensors
-# measured again for the visitor weights of 2026-12-05, 0.023 before; passers-by with 2-3
-# sensors measured again for the count of 2026-12-06 on the tuning stores with three days and
-# 2-3 sensors, 4, 8, 40 and 48, at the three streets its model spread is measured over, 24
-# degrees of freedom: 0.125, 0.079 at the scenarios' street alone, 0.075 before). The rest of
-# the figure's model spread (Defaults.spread) is the store's own bias, the part a count can
-# take out.
+# tuning stores with three days (4, 8, 40 and 48 with 2-3 sensors, 44 and 52 with one) at the
+# three streets the model spreads are measured over (2.5, 5 and 10 passers-by a visitor; 24
+# and 12 degrees of freedom), for the figures as they are since 2026-12-06 (passers-by: the mean
+# of the stays' and the scans' counts with 2-3 sensors, the scans' count alone with one;
+# measured again 2026-12-07, `footfall evaluate --metrics --seeds 4,8,40,48,44,52
+# --passersby-per-visitor 2.5|10`). Before: visitors 0.049 and 0.085 (seeds 4 and 8, or 44 and
+# 52, at one street), passers-by 0.125 and 0.13 (the stays' count). The rest of the figure's
+# model spread (Defaults.spread, or the passers-by count's own: credibility) is the store's own
+# bias, the part a count can take out.
 DAY_NOISE: dict[bool, dict[str, float]] = {
-    False: {"visitors": 0.049, "passersby": 0.125},
-    True: {"visitors": 0.085, "passersby": 0.13},
+    False: {"visitors": 0.081, "passersby": 0.100},
+    True: {"visitors": 0.078, "passersby": 0.175},
 }
 
 
-def credibility(fig: str, days: int, weak: bool) -> float:
+def credibility(fig: str, days: int, weak: bool, model_spread: float | None = None) -> float:
     """The share of the counted days' log ratio to apply: bias variance over bias variance plus
     the day noise of the counted days' mean (a credibility weight). A figure whose error is mostly
     day-to-day noise (passers-by with two or three sensors) keeps its default more; one that is
-    mostly a store's bias (a one-sensor store) takes nearly all of the count's factor."""
+    mostly a store's bias (a one-sensor store) takes nearly all of the count's factor.
+
+    ``model_spread``: the figure's whole model spread at this site, when it is not the site
+    kind's ``ModelSpread`` (passers-by: ``estimate.passersby_spread``)."""
     from footfall.hub.estimate import DEFAULTS
 
     spread = DEFAULTS.one_sensor_spread if weak else DEFAULTS.spread
+    total = getattr(spread, fig) if model_spread is None else model_spread
     noise = DAY_NOISE[weak][fig] ** 2
-    bias = max(getattr(spread, fig) ** 2 - noise, 0.0)
+    bias = max(total**2 - noise, 0.0)
     return bias / (bias + noise / max(days, 1)) if bias > 0 else 0.0
 
 
-def site_is_weak(conn: sqlite3.Connection, days: Iterable[str]) -> bool:
+def counted_site(conn: sqlite3.Connection, days: Iterable[str]) -> tuple[bool, SiteModel | None]:
     """Whether the counted days' site models tell street from shop by signal pattern (SiteModel.weak:
-    one sensor or an untrained inside model); most days decide, no model means not weak."""
+    one sensor or an untrained inside model; most days decide, no model means not weak), and the
+    latest of those days' models of that kind (None without any)."""
     from footfall.hub.estimate import SiteModel
 
     days = list(days)
     if not days:
-        return False
+        return False, None
     marks = ",".join("?" * len(days))
-    rows = conn.execute(f"SELECT model FROM site_models WHERE day IN ({marks})", days).fetchall()
-    weak = [SiteModel.from_dict(json.loads(r[0])).weak for r in rows]
-    return bool(weak) and sum(weak) * 2 > len(weak)
+    rows = conn.execute(f"SELECT model FROM site_models WHERE day IN ({marks}) ORDER BY day", days).fetchall()
+    models = [SiteModel.from_dict(json.loads(r[0])) for r in rows]
+    weak = bool(models) and sum(m.weak for m in models) * 2 > len(models)
+    return weak, next((m for m in reversed(models) if m.weak == weak), None)
+
+
+def figure_spread(fig: str, model: SiteModel | None) -> float | None:
+    """The figure's model spread at the counted site where it is not its kind's ModelSpread."""
+    from footfall.hub.estimate import passersby_spread
+
+    return passersby_spread(model) if fig == "passersby" and model is not None else None
 
 
 # ----------------------------------------------------------------------------- matching
@@ -171,7 +188,9 @@ def _rel(a: float, b: float) -> float | None:
     return (a - b) / b if b else None
 
 
-def _fit_figure(fig: str, matches: Sequence[_Match], weak: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
+def _fit_figure(
+    fig: str, matches: Sequence[_Match], weak: bool = False, model: SiteModel | None = None
+) -> tuple[dict[str, Any] | None, list[str]]:
     usable = [m for m in matches if m.row.count(fig) is not None and m.estimate.get(fig) is not None]
     label = LABELS[fig]
     if not usable:
@@ -192,7 +211,7 @@ def _fit_figure(fig: str, matches: Sequence[_Match], weak: bool = False) -> tupl
     days = sorted(by_day)
     # What is applied: the fitted factor shrunk toward 1 by how much of its log is a store's bias
     # rather than the counted days' noise (chosen on the tuning seeds; docs/calibration.md).
-    weight = credibility(fig, len(days), weak)
+    weight = credibility(fig, len(days), weak, figure_spread(fig, model))
     factor = fitted**weight
     if len(days) >= 2:
         groups, grouped_by = [(by_day[d][0], by_day[d][1]) for d in days], "days"
@@ -322,9 +341,9 @@ def fit_counts(
             [tz_warning] if tz_warning else [],
         )
     report_figs: dict[str, Any] = {}
-    weak = site_is_weak(conn, sorted({m.day for m in matched}))
+    weak, model = counted_site(conn, sorted({m.day for m in matched}))
     for fig in counts.figures:
-        res, warns = _fit_figure(fig, matched, weak)
+        res, warns = _fit_figure(fig, matched, weak, model)
         warnings += warns
         if res is not None:
             report_figs[fig] = res

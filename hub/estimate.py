@@ -325,6 +325,7 @@ def estimate(
         classify(pass_sessions, model, defaults)
     spread = defaults.one_sensor_spread if model.weak else defaults.spread
     scan_model = passby_scans.model_for(model) if periods else None
+    p_model = passersby_spread(model, defaults, scan_model)
     if scan_model is not None:
         nb = passby_scans.Neighbours.of(passing, model)
         # How busy the street is against the shop is a feature of every scan: the widest period's,
@@ -362,7 +363,6 @@ def estimate(
         factor = model.passersby_factor(defaults)
         # Counting noise of the scans (Poisson), relative to what is left once visitors' are off.
         p_count = math.sqrt(pb_scans) * factor / passersby if passersby > 0 else 1.0
-        p_model = model.passby_count(defaults).spread or spread.passersby
         counts: dict[str, float] = {}
         if scan_model is not None:
             p_sum, p_var = passby_scans.expected_scans(counted, nb, busy, scan_model, settled)
@@ -371,7 +371,6 @@ def estimate(
             s_count = math.sqrt(p_var) / p_sum if p_sum > 0 else 1.0
             if scan_model.combine == "alone":
                 passersby, p_count = by_scans, s_count
-                p_model = scan_model.spread or p_model
             else:
                 # Two counts whose errors come from different things (passby_scans): their
                 # geometric mean, its counting noise half of both in log terms.
@@ -392,6 +391,22 @@ def estimate(
         cap_fig = capture_figure(vis, pas, v_rel, p_rel, cleared)
         dwells = dwell_figures(lengths, dwell, defaults, spread)
         out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine), passersby_counts=counts)
+    return out
+
+
+def passersby_spread(
+    model: SiteModel, defaults: Defaults = DEFAULTS, scan_model: passby_scans.ScanModel | None = None
+) -> float:
+    """The model spread of this site's passers-by figure (log scale, before widening for a new
+    day): the scans' count's own where it is the figure alone (one sensor), else the site kind's
+    count's (``PassbyCount.spread``: with 2-3 sensors that of the mean of the two counts), else
+    the site's ``ModelSpread``. A door-count calibration weighs its factor against it
+    (``hub/calibrate_fit.py``), so both read the spread the figure's range is built from."""
+    spread = defaults.one_sensor_spread if model.weak else defaults.spread
+    out = model.passby_count(defaults).spread or spread.passersby
+    scan_model = scan_model if scan_model is not None else passby_scans.model_for(model)
+    if scan_model is not None and scan_model.combine == "alone":
+        out = scan_model.spread or out
     return out
 
 

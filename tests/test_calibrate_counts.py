@@ -332,7 +332,7 @@ def test_calibration_scales_the_dashboard_figures_but_not_the_heard_counts(conn,
     truth = {d: 120.0 for d in days}
     report = fit_counts(conn, read_counts(write(tmp_path, hourly_csv(days, truth)), "UTC"), "UTC")
     f = round(1.5 ** calibrate_fit.credibility("visitors", 3, False), 4)
-    assert report["figures"]["visitors"]["fitted"] == 1.5 and 1.4 < f < 1.5
+    assert report["figures"]["visitors"]["fitted"] == 1.5 and 1.2 < f < 1.5
     assert report["factors"] == {"visitors": f, "passersby": 1.0}
     cal_id = store_calibration(conn, report)
     row = conn.execute("SELECT visitors, passersby, source, fit FROM calibrations WHERE id = ?", (cal_id,)).fetchone()
@@ -505,10 +505,43 @@ def test_credibility_shrinks_noise_and_keeps_bias():
     bias (one sensor), growing with the days counted, and never above one."""
     w = calibrate_fit.credibility
     assert 0.5 < w("passersby", 1, False) < w("passersby", 3, False) < w("passersby", 30, False) < 1
-    assert 0.75 < w("visitors", 1, False) < w("visitors", 3, False) < 1
+    assert 0.4 < w("visitors", 1, False) < w("visitors", 3, False) < w("visitors", 30, False) < 1
     assert w("visitors", 1, True) > 0.8 and w("passersby", 1, True) > 0.8
     assert w("visitors", 1, False) < w("visitors", 1, True)
     assert w("passersby", 1, False) < w("passersby", 1, True)
+    # A figure whose whole spread is no more than its day noise has no bias to take out.
+    assert w("passersby", 3, False, calibrate_fit.DAY_NOISE[False]["passersby"]) == 0.0
+
+
+def test_passersby_credibility_reads_the_figures_own_spread():
+    """A count's factor for passers-by is weighed against the spread their range is built from at
+    this kind of site (estimate.passersby_spread): the mean of two counts with two sensors or with
+    three (a third sensor's figure wanders less from store to store, so more of a count's ratio is
+    that day's noise), the scans' count alone with one sensor."""
+    from footfall.hub import inside as inside_mod
+    from footfall.hub import passby_scans
+    from footfall.hub.estimate import DEFAULTS, SiteModel, passersby_spread
+
+    def site(sensors: int) -> SiteModel:
+        names = [f"s{i}" for i in range(sensors)]
+        inside = inside_mod.fit(
+            [{n: -55.0 - 3 * i for i, n in enumerate(names)}] * 200,
+            [{n: -82.0 - 3 * i for i, n in enumerate(names)}] * 200,
+        )
+        return SiteModel(inside=inside, front_sensor="s0")
+
+    one, two, three = site(1), site(2), site(3)
+    assert all(m.inside.trained for m in (one, two, three)) and one.weak and not two.weak
+    assert passersby_spread(two) == DEFAULTS.passby_two_sensors.spread
+    assert passersby_spread(three) == DEFAULTS.passby_more_sensors.spread
+    assert passersby_spread(one) == passby_scans.default_model(one_sensor=True).spread
+    for m in (one, two, three):
+        assert calibrate_fit.figure_spread("passersby", m) == passersby_spread(m)
+        assert calibrate_fit.figure_spread("visitors", m) is None
+    w = calibrate_fit.credibility
+    assert 0 < w("passersby", 3, False, passersby_spread(three)) < w("passersby", 3, False, passersby_spread(two)) < 1
+    # One sensor: its figure's spread (the scans' count, 0.30) is no longer the stays' count's 0.48.
+    assert w("passersby", 3, True, passersby_spread(one)) < w("passersby", 3, True)
 
 
 def test_one_sensor_site_takes_more_of_the_factor(conn, tmp_path):
