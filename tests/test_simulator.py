@@ -18,7 +18,7 @@ from footfall.tools.simulator import load_groundtruth, make_frames, radio, simul
 from footfall.tools.simulator.captures import measure as measure_captures
 from footfall.tools.simulator.devices import MODELS, OUIS, PHONE_MODELS, Device, pick_policy, random_la_mac
 from footfall.tools.simulator.frames import write_pcap
-from footfall.tools.simulator.people import Person
+from footfall.tools.simulator.people import DWELL_CLASSES, Person
 from footfall.tools.simulator.radio import Sensor, channel_freq
 
 SCALE = 0.2  # ~300 passers-by, 60 visitors: a second or so
@@ -485,6 +485,28 @@ def test_returning_customers_across_days(tmp_path: Path) -> None:
     records = read_pcap(tmp_path / "s1.pcap")
     assert [ts for ts, _ in records] == sorted(ts for ts, _ in records)
     assert records[-1][0] / 1e6 > gt["days"][1]["open"]
+
+
+def test_dwell_scale_stretches_the_visits(tmp_path: Path, day: tuple[Path, dict]) -> None:
+    """As many visitors, inside about ``dwell_scale`` times as long (until closing time; a longer
+    visit walks more of the shop, so the draws after it differ); the default leaves the ground
+    truth as it was (test_same_seed_same_bytes)."""
+    _, gt = day
+    longer = simulate_day(tmp_path, seed=7, scale=SCALE, dwell_scale=2.0)
+    assert longer["params"]["dwell_scale"] == 2.0 and "dwell_scale" not in gt["params"]
+    before = [p["dwell_s"] for p in gt["people"] if p["kind"] == "visitor"]
+    after = [p for p in longer["people"] if p["kind"] == "visitor"]
+    assert len(after) == len(before)
+    close = longer["days"][0]["close"]
+    bounds = {name: (lo, hi) for name, _, lo, hi in DWELL_CLASSES}
+    for p in after:
+        lo, hi = bounds[p["dwell_class"]]
+        capped = p["inside"][1] >= close + 600.0 - 1e-3
+        assert capped or 2 * lo - 1e-3 <= p["dwell_s"] <= 2 * hi + 1e-3
+        assert p["inside"][1] <= close + 600.0 + 1e-3
+    assert max(p["dwell_s"] for p in after) > 3600.0 * 1.5  # the longest class, stretched
+    with pytest.raises(ValueError, match="dwell_scale"):
+        simulate_day(tmp_path / "bad", seed=7, scale=SCALE, dwell_scale=0.0)
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -396,7 +396,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 return cmd_calibration(args.seeds, args.json, args.workdir)
             if args.live:
                 return cmd_live(args.seeds, args.workdir)
-            return cmd_metrics(args.seeds, args.json, args.workdir, args.passersby_per_visitor)
+            return cmd_metrics(
+                args.seeds, args.json, args.workdir, args.passersby_per_visitor, args.dwell_scale, args.returning_share
+            )
         except ValueError as exc:
             print(f"footfall evaluate: {exc}", file=sys.stderr)
             return 2
@@ -487,6 +489,20 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         type=float,
         metavar="N",
         help="with --metrics: N passers-by to each visitor instead of the scenarios' 5 (capture rate 1 / (1 + N))",
+    )
+    p.add_argument(
+        "--dwell-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="with --metrics: visitors stay X times as long (0.5: a kiosk's short visits; 3: a dealership's)",
+    )
+    p.add_argument(
+        "--returning-share",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help="with --metrics: share of a later day's visitors who came on an earlier one (default 0.25)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -51,11 +51,17 @@ class Scenario:
     sensors: int = 2
     days: int = 1
     passersby_per_visitor: float = STREET
+    dwell_scale: float = 1.0  # visitors' time inside, times this (simulate_day)
+    returning_share: float = 0.25  # of a later day's visitors, people who came on an earlier one
 
     @property
     def name(self) -> str:
         ratio = self.passersby_per_visitor
         street = "" if ratio == STREET else f", {ratio:g} passers-by a visitor"
+        if self.dwell_scale != 1.0:
+            street += f", dwell x{self.dwell_scale:g}"
+        if self.returning_share != 0.25:
+            street += f", {self.returning_share:.0%} returning"
         return (
             f"seed {self.seed}, scale {self.scale:g}, {self.randomized_share:.0%} randomized, "
             f"{self.sensors} sensor{'s' if self.sensors > 1 else ''}, {self.days} day{'s' if self.days > 1 else ''}"
@@ -194,6 +200,8 @@ def simulate(sc: Scenario, workdir: Path) -> SimRun:
         site="demo",
         tz="UTC",
         passersby=None if sc.passersby_per_visitor == STREET else round(300 * sc.scale * sc.passersby_per_visitor),
+        dwell_scale=sc.dwell_scale,
+        returning_share=sc.returning_share,
     )
     messages, visits = run_agents(directory, truth)
     return SimRun(sc, directory, truth, messages, visits)

@@ -302,11 +302,17 @@ def simulate_day(
     wifi_off_share: float = 0.1,
     returning_share: float = 0.25,
     channels: Sequence[int] | None = None,
+    dwell_scale: float = 1.0,
 ) -> dict:
     """Simulate ``days`` days at one shop; write ``<sensor>.pcap`` files and ``groundtruth.json``.
 
     Returns the ground truth (the same dict that is written, see the package docstring).
     Identical arguments produce identical bytes.
+
+    ``dwell_scale`` stretches every visitor's time inside (the classes of ``people.DWELL_CLASSES``
+    times it): shops differ in dwell by several times, from a kiosk's few minutes to a
+    dealership's hour, and a figure checked at one shop's dwell alone is not checked at all (a
+    fixed guess of the median would pass). Visits still end by closing time.
     """
     from footfall.topics import check_id
 
@@ -315,6 +321,8 @@ def simulate_day(
         raise ValueError("randomized_share must be between 0 and 1")
     if scale < 0 or days < 1:
         raise ValueError("scale must be >= 0 and days >= 1")
+    if not 0.1 <= dwell_scale <= 10.0:
+        raise ValueError(f"dwell_scale must be between 0.1 and 10, not {dwell_scale:g}")
     open_h, close_h = parse_hours(hours)
     try:
         start_date = Date.fromisoformat(date)
@@ -383,6 +391,7 @@ def simulate_day(
             for prof, returning in profiles:
                 enter = sample_time(rng, open_t, close_t - 120.0, day0, shop_weight)
                 dwell_class, dwell = pick_dwell(rng)
+                dwell *= dwell_scale
                 exit_ = min(enter + dwell, close_t + 600.0)
                 approach, depart = rng.uniform(5.0, 20.0), rng.uniform(5.0, 20.0)
                 p = Person(
@@ -462,6 +471,8 @@ def simulate_day(
             "fixed": bool(fixed),
             "wifi_off_share": wifi_off_share,
             "returning_share": returning_share,
+            # Only when stretched: the ground truth of every run before the knob stays byte for byte.
+            **({"dwell_scale": dwell_scale} if dwell_scale != 1.0 else {}),
         },
         layout=lay,
     )
