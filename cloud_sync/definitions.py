@@ -119,7 +119,7 @@ def _apply_scenario(conn: sqlite3.Connection, ident: str, body: Mapping[str, Any
 def check(kind: str, ident: str, body: Mapping[str, Any]) -> None:
     """What can be checked before a definition leaves the centre (raises ValueError); a store
     can still refuse one (a name its manager already uses, codes the store has no room for)."""
-    from footfall.hub import segments
+    from footfall.hub import segment_rules
     from footfall.hub.o2o import scenarios
 
     if kind == "scenario_settings":
@@ -133,7 +133,7 @@ def check(kind: str, ident: str, body: Mapping[str, Any]) -> None:
             raise ValueError(f"unknown segment definition fields: {', '.join(sorted(unknown))}")
         if "rule" not in body:
             raise ValueError("a segment definition needs a rule")
-        segments.parse_rule(body["rule"])
+        segment_rules.parse_rule(body["rule"])
 
 
 def status(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from footfall.hub import segments
+from footfall.hub import segment_clusters, segments
 from footfall.hub.api_models import Clusters, Segments
 
 
@@ -20,7 +20,7 @@ def _hhmm(hour: float) -> str:
 
 
 def _profile_out(p: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A stored centroid or member profile (``segments.Profile`` fields) in the API's units."""
+    """A stored centroid or member profile (``segment_clusters.Profile`` fields) in the API's units."""
     if not p or not p.get("size"):
         return None
     return {
@@ -83,7 +83,7 @@ def _segments_report(
                 if len(cache) > 512:
                     cache.clear()
                 lookback = float((definition or {}).get("lookback_days", 30.0))
-                found = segments.member_profile(conn, r["id"], now=r["updated"], lookback_days=lookback)
+                found = segment_clusters.member_profile(conn, r["id"], now=r["updated"], lookback_days=lookback)
                 cache[key] = _profile_out(found.__dict__) if found else None
             profile = cache[key]
         out.append(

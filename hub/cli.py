@@ -271,7 +271,7 @@ def add_occupancy(hub_sub: argparse._SubParsersAction) -> None:
 
 
 def _segment_add(args: argparse.Namespace) -> int:
-    from footfall.hub import segments, store
+    from footfall.hub import segment_rules, segments, store
 
     cfg = _load_config(args)
     conn = store.connect(cfg.db)
@@ -279,7 +279,7 @@ def _segment_add(args: argparse.Namespace) -> int:
         segments.create_segment(
             conn, args.name, json.loads(args.rule), dynamic=not args.static, lookback_days=args.lookback_days
         )
-    except (segments.RuleError, json.JSONDecodeError) as exc:
+    except (segment_rules.RuleError, json.JSONDecodeError) as exc:
         print(f"footfall hub segment: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"segment": args.name, "members": len(segments.segment_members(conn, args.name))}))
@@ -304,10 +304,10 @@ def _segment_refresh(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from footfall.hub import segments, store
+    from footfall.hub import segment_clusters, store
 
     conn = store.connect(_load_config(args).db)
-    result = segments.run_clustering(conn, lookback_days=args.lookback_days)
+    result = segment_clusters.run_clustering(conn, lookback_days=args.lookback_days)
     sizes = [result.labels.count(i) for i in range(result.k)]
     print(
         json.dumps(

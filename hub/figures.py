@@ -399,7 +399,7 @@ def annotate_loyalty(conn: sqlite3.Connection, out: dict[str, Any], start: date,
 
 
 def annotate_compare(conn: sqlite3.Connection, out: dict[str, Any], hour: int) -> dict[str, Any]:
-    """metrics.compare's answer with estimates: whole hours before ``hour`` on both days (like for
+    """metrics_today.compare's answer with estimates: whole hours before ``hour`` on both days (like for
     like), and last week's whole day."""
     from footfall.hub.metrics import _period_key
 

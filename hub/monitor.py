@@ -41,7 +41,7 @@ from typing import Any
 
 from cryptography import x509
 
-from footfall.hub import metrics
+from footfall.hub import metrics_health
 from footfall.hub.config import HubConfig
 from footfall.hub.roster import SITE_FILE, read_roster
 
@@ -186,7 +186,7 @@ def sensors(
     """Every sensor the database knows plus every expected one it does not (``never_seen``),
     sorted by (site, sensor), and how many are in each state. ``/metrics`` and the fleet report
     the hub sends the centre (cloud_sync/fleet.py) both read the fleet through this."""
-    health = metrics.sensor_health(conn, now=now, stale_after_s=stale_after_s)
+    health = metrics_health.sensor_health(conn, now=now, stale_after_s=stale_after_s)
     known = {(s["site"], s["sensor"]): s for s in health["sensors"]}
     for key in roster.expected:
         if key not in known:

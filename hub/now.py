@@ -27,7 +27,7 @@ from datetime import tzinfo
 from typing import Any
 
 from footfall.hub import figures
-from footfall.hub.metrics import latest_presence
+from footfall.hub.metrics_today import latest_presence
 
 HISTORY_S = 7 * 86400.0
 SETTLED_S = 2 * 3600.0  # a minute this far behind the latest estimated one has (nearly) all its visits
@@ -39,7 +39,7 @@ SMOOTH_MINUTES = 15  # tuning seeds 4 and 8, replayed: 10, 15 and 20 close, 15 t
 
 
 def presence_per_minute(conn: sqlite3.Connection, start: float, end: float) -> dict[int, int]:
-    """Per minute (UTC seconds): the largest zone count (zones overlap, as in metrics.now_in_store)."""
+    """Per minute (UTC seconds): the largest zone count (zones overlap, as in metrics_today.now_in_store)."""
     out: dict[int, int] = {}
     for minute, inside in conn.execute(
         "SELECT CAST(ts / 60 AS INTEGER) * 60 AS m, max(inside) FROM presence WHERE ts >= ? AND ts < ? GROUP BY m",
@@ -86,7 +86,7 @@ def now_people(
     conn: sqlite3.Connection, now: float, max_age_s: float = PRESENCE_MAX_AGE_S, minutes: int = SMOOTH_MINUTES
 ) -> dict[str, Any] | None:
     """People inside now from the sensors' latest presence counts (the largest zone, as in
-    metrics.now_in_store, averaged over the last ``minutes``), or None (no fresh count, no
+    metrics_today.now_in_store, averaged over the last ``minutes``), or None (no fresh count, no
     ratio yet). Uncalibrated."""
     zones = latest_presence(conn, now, max_age_s)
     if not zones:

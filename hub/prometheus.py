@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from footfall.hub import metrics, monitor
+from footfall.hub import metrics_health, monitor
 
 # A replayed sensor (the demo's) is not capturing anything live: down, like an offline one.
 # A sensor of the roster that never sent anything is down too: that is the alert that was missing.
@@ -112,7 +112,7 @@ def exposition(
         w.sample("footfall_sensors", counts[state], state=state)
 
     w.family("footfall_ingest_rejected_total", "counter", "MQTT messages ingest rejected, by reason")
-    for r in metrics.rejects(conn)["reasons"]:
+    for r in metrics_health.rejects(conn)["reasons"]:
         w.sample("footfall_ingest_rejected_total", r["count"], reason=r["reason"])
     # max(rowid) is one b-tree step; rows are only appended, and retention deletes the oldest.
     highest, stored = conn.execute("SELECT coalesce(max(rowid), 0), count(*) FROM sensor_visits").fetchone()

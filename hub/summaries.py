@@ -1,6 +1,6 @@
 """The per-day summary tables the metrics read, kept up to date from the raw visits.
 
-``hub/metrics.py`` reads small per-day tables (migrations 2 and 5 in ``hub/store.py``:
+``hub/metrics.py`` reads small per-day tables (migrations 2 and 5 in ``hub/migrations_1_5.py``:
 ``agg_hour``, ``agg_dwell``, ``visitor_days``, ``agg_gap``, ``agg_freq``, ``agg_day``,
 ``agg_prev``, ``agg_loyalty_day``) instead of millions of raw visits. Ingest never writes them:
 :func:`refresh_summaries` recomputes a day from its raw visits when the day's fingerprint
@@ -15,7 +15,8 @@ import sqlite3
 import time
 from datetime import date, timedelta, tzinfo
 
-from footfall.hub.metrics import DWELL_EDGES, local_today
+from footfall.hub.localtime import local_today
+from footfall.hub.metrics import DWELL_EDGES
 
 SUMMARY_TABLES = (
     "agg_hour",

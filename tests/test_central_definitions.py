@@ -15,7 +15,7 @@ from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Database
 from footfall.cloud_sync.central.testing import ServerThread
 from footfall.cloud_sync.sender import Sender
-from footfall.hub import segments
+from footfall.hub import segment_rules, segments
 from footfall.hub.o2o import coupons, scenarios
 from tests import test_central_sync as shared
 from tests.test_sync import NOW, SITE, TZ, config, make_hub
@@ -56,7 +56,7 @@ def test_definitions_reach_the_hub_and_the_applied_version_comes_back(tmp_path: 
 
         res = pushback.pull(conn, cfg, secret, now=NOW)
         assert (res.applied.segment_definitions, res.applied.scenario_settings) == (1, 1)
-        expected = set(segments.evaluate_rule(conn, rule, NOW, 3650))
+        expected = set(segment_rules.evaluate_rule(conn, rule, NOW, 3650))
         assert expected and set(segments.segment_members(conn, "regulars")) == expected
         sc = scenarios.get(conn, "win-back")
         assert (sc.target, sc.control_share, sc.quiet_hours, sc.enabled) == (
@@ -82,17 +82,21 @@ def test_definitions_reach_the_hub_and_the_applied_version_comes_back(tmp_path: 
 
         res = pushback.pull(conn, cfg, secret, now=NOW + 60)
         assert res.applied.definitions_refused == 1
-        assert set(segments.segment_members(conn, "regulars")) == set(segments.evaluate_rule(conn, rule2, NOW, 3650))
+        assert set(segments.segment_members(conn, "regulars")) == set(
+            segment_rules.evaluate_rule(conn, rule2, NOW, 3650)
+        )
         sc = scenarios.get(conn, "win-back")
         assert sc.enabled and sc.control_salt == salt and sc.control_share == 0.2
         assert set(segments.segment_members(conn, "local-only")) == set(
-            segments.evaluate_rule(conn, {"field": "visit_count", "op": ">=", "value": 1}, NOW)
+            segment_rules.evaluate_rule(conn, {"field": "visit_count", "op": ">=", "value": 1}, NOW)
         )
         # Re-reading an old page changes nothing (a stale version is ignored).
         stale = {"kind": "segment_definition", "id": "regulars", "version": 1, "definition": {"rule": rule}}
         with conn:
             assert pushback.apply_items(conn, [stale], SITE, now=NOW + 90).segment_definitions == 1
-        assert set(segments.segment_members(conn, "regulars")) == set(segments.evaluate_rule(conn, rule2, NOW, 3650))
+        assert set(segments.segment_members(conn, "regulars")) == set(
+            segment_rules.evaluate_rule(conn, rule2, NOW, 3650)
+        )
 
         # The hub reports what it runs; the centre shows it per id and store.
         _sync(conn, cfg, secret, NOW + 120)

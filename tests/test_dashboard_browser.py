@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from footfall.hub import auth, segments, store
+from footfall.hub import auth, segment_clusters, segments, store
 from footfall.hub.api import WebSettings, create_app
 from footfall.hub.sensors import mark_replayed
 from footfall.tools.bench.seed_store import SITE as SEED_SITE
@@ -74,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     key = auth.create_api_key(conn, "browser-test")
     # Segments: clusters over the last two days (a small window keeps this quick) and two rule
     # segments recounted three times, so the dashboard has sizes and a trend to show.
-    segments.run_clustering(conn, lookback_days=2, k_range=(2, 4))
+    segment_clusters.run_clustering(conn, lookback_days=2, k_range=(2, 4))
     t = time.time()
     segments.create_segment(conn, "quick look-ins", {"field": "max_dwell_s", "op": "<", "value": 300}, now=t - 7200)
     segments.create_segment(

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from footfall.hub import metrics, store, summaries
+from footfall.hub import metrics_health, metrics_today, store, summaries
 from footfall.tools.broker import mosquitto_path
 from footfall.tools.demo import build, demo_hours, machine_tz, resolve_tz
 
@@ -59,11 +59,11 @@ def test_today_has_data_before_the_usual_opening_and_sensors_are_replayed(tmp_pa
     conn = store.connect(db)
     try:
         summaries.refresh_summaries(conn, now=now)
-        today = metrics.compare(conn, now=now, tz=tz)
+        today = metrics_today.compare(conn, now=now, tz=tz)
         assert today["today"]["date"] == local.date().isoformat()
         assert today["today"]["visitors"] > 0 and today["today"]["passersby"] > 0
         assert max(r[0] for r in conn.execute("SELECT last_seen FROM sensor_visits")) <= now + 1
-        health = metrics.sensor_health(conn, now=time.time())
+        health = metrics_health.sensor_health(conn, now=time.time())
         assert [s["status"] for s in health["sensors"]] == ["replayed", "replayed"]
         assert health["replayed"] == 2 and health["offline"] == 0
         # O2O: both scenarios ran against the reference partner over HTTP and found the day's

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from footfall.hub import api_models, auth, store
+from footfall.hub import api_models, auth, login_limits, store
 from footfall.hub.api import STATIC, WebSettings, create_app
 from footfall.hub.serve import register_web
 from tests.test_hub_metrics import D, ts, visit
@@ -107,7 +107,7 @@ def test_login_numbers_logout(app_client: TestClient, db: Path) -> None:
 
 
 def test_login_rate_limit(app_client: TestClient) -> None:
-    for _ in range(auth.MAX_FAILURES):
+    for _ in range(login_limits.MAX_FAILURES):
         assert login(app_client, "guess").status_code == 401
     r = login(app_client)  # even the right password waits now
     assert r.status_code == 429
@@ -116,7 +116,7 @@ def test_login_rate_limit(app_client: TestClient) -> None:
 
 def test_limiter_window_passes() -> None:
     now = [0.0]
-    limiter = auth.LoginLimiter(auth.LoginLimits(pair_failures=2, window_s=60), clock=lambda: now[0])
+    limiter = login_limits.LoginLimiter(login_limits.LoginLimits(pair_failures=2, window_s=60), clock=lambda: now[0])
     for t in (0, 1):
         now[0] = t
         limiter.finish(limiter.begin("u", "1.2.3.4"), False)

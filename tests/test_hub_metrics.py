@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from footfall.hub import metrics, store, summaries
+from footfall.hub import metrics, metrics_health, metrics_today, store, summaries
 
 D = date(2026, 3, 10)  # a Tuesday
 
@@ -192,16 +192,16 @@ def test_now_in_store_presence_then_fallback(conn: sqlite3.Connection) -> None:
     visit(conn, "left-long-ago", D, 12)
     visit(conn, "staff", D, 14, minute=0, dwell_s=3580, excluded=1)
     conn.commit()
-    out = metrics.now_in_store(conn, now=now)
+    out = metrics_today.now_in_store(conn, now=now)
     assert out["source"] == "presence"
     assert out["now_in_store"] == 14  # the largest fresh zone, never a sum of overlapping zones
     assert {z["zone"]: z["inside"] for z in out["zones"]} == {"entrance": 14, "floor": 9}
     assert out["recent_visitors"] == 1
 
-    later = metrics.now_in_store(conn, now=now + 600, window_s=900)
+    later = metrics_today.now_in_store(conn, now=now + 600, window_s=900)
     assert later["source"] == "recent_visits"
     assert later["now_in_store"] == 1
-    assert metrics.now_in_store(conn, now=now + 600, window_s=900, include_excluded=True)["now_in_store"] == 2
+    assert metrics_today.now_in_store(conn, now=now + 600, window_s=900, include_excluded=True)["now_in_store"] == 2
 
 
 def test_compare_today_with_same_weekday_last_week_same_time(conn: sqlite3.Connection) -> None:
@@ -215,7 +215,7 @@ def test_compare_today_with_same_weekday_last_week_same_time(conn: sqlite3.Conne
     visit(conn, "tp2", D, 12, cls="passerby")
     conn.commit()
     summaries.refresh_summaries(conn, now=ts(D, 14, 30), tz="UTC", check_days=1000)
-    out = metrics.compare(conn, now=ts(D, 14, 30), tz="UTC")
+    out = metrics_today.compare(conn, now=ts(D, 14, 30), tz="UTC")
     assert out["today"]["date"] == "2026-03-10" and out["last_week_same_time"]["date"] == "2026-03-03"
     assert out["today"]["visitors"] == 3
     assert out["today"]["passersby"] == 2
@@ -241,7 +241,7 @@ def test_sensor_health_states(conn: sqlite3.Connection) -> None:
             "VALUES ('s1', ?, ?, ?, ?, 10, '{\"cpu_temp_c\": 50}')",
             (sensor, state, last, offline_since),
         )
-    out = metrics.sensor_health(conn, now=now, stale_after_s=180)
+    out = metrics_health.sensor_health(conn, now=now, stale_after_s=180)
     status = {s["sensor"]: s["status"] for s in out["sensors"]}
     assert status == {"entrance": "online", "floor": "stale", "fitting": "offline"}
     assert (out["online"], out["stale"], out["offline"]) == (1, 1, 1)
@@ -251,7 +251,7 @@ def test_sensor_health_states(conn: sqlite3.Connection) -> None:
 def test_rejects(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO ingest_rejects VALUES ('schema', 3, 1.0, 'missing field')")
     conn.execute("INSERT INTO ingest_rejects VALUES ('garbage', 5, 2.0, NULL)")
-    out = metrics.rejects(conn)
+    out = metrics_health.rejects(conn)
     assert out["total"] == 8
     assert [r["reason"] for r in out["reasons"]] == ["garbage", "schema"]
 

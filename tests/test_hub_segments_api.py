@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from footfall.hub import api_models, auth, segments, store
+from footfall.hub import api_models, auth, segment_clusters, segments, store
 from footfall.hub.api import WebSettings, create_app
 from tests.test_segments import NOW, _population, add_visit
 
@@ -42,7 +42,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         add_visit(conn, f"long{i}", NOW - 2 * DAY, 3600, zone="till")
     add_visit(conn, "pb", NOW - DAY, 30, cls="passerby")
     conn.commit()
-    segments.run_clustering(conn, now=NOW - 3 * DAY, lookback_days=30)
+    segment_clusters.run_clustering(conn, now=NOW - 3 * DAY, lookback_days=30)
     segments.create_segment(conn, "quick this week", QUICK, dynamic=True, now=NOW - 2 * 3600)
     segments.create_segment(
         conn,
@@ -121,7 +121,7 @@ def test_clusters_k_silhouette_labels_and_profiles(client: TestClient, seeded: t
     assert body.k == 3 and body.devices == 120 and body.as_of == NOW - 3 * DAY
     assert "silhouette" in (body.criterion or "")
     scores = {s.k: s.silhouette for s in body.silhouette_by_k}
-    assert body.silhouette == scores[3] and body.silhouette >= max(scores.values()) - segments.SILHOUETTE_TOL
+    assert body.silhouette == scores[3] and body.silhouette >= max(scores.values()) - segment_clusters.SILHOUETTE_TOL
     labels = {c.label: c for c in body.clusters}
     lunch = labels["lunch-time regulars"]
     assert lunch.size == 40 and lunch.share == pytest.approx(1 / 3, abs=1e-3)
@@ -137,12 +137,12 @@ def test_reclustering_marks_the_old_run_and_reports_the_new(tmp_path: Path) -> N
     path = tmp_path / "hub.db"
     conn = store.connect(path)
     _population(random.Random(3), conn)
-    segments.run_clustering(conn, now=NOW - 3 * DAY)
+    segment_clusters.run_clustering(conn, now=NOW - 3 * DAY)
     # Ten days later only the quick look-ins' window is left: a different set of clusters.
     for i in range(30):
         add_visit(conn, f"new{i}", NOW - (i % 5) * DAY - 3600, 40 if i % 2 else 5000, cls="visitor")
     conn.commit()
-    result = segments.run_clustering(conn, now=NOW + 7 * DAY, lookback_days=14)
+    result = segment_clusters.run_clustering(conn, now=NOW + 7 * DAY, lookback_days=14)
     key = auth.create_api_key(conn, "t")
     conn.close()
     with _client(path) as client:
@@ -199,7 +199,7 @@ def test_rule_profile_follows_the_recount_and_samples_big_segments(tmp_path: Pat
     conn.commit()
     seg_id = segments.create_segment(conn, "quick", QUICK, now=NOW - 600)
     key = auth.create_api_key(conn, "t")
-    assert segments.member_profile(conn, seg_id, now=NOW, sample=2).size == 2
+    assert segment_clusters.member_profile(conn, seg_id, now=NOW, sample=2).size == 2
     with _client(path) as client:
 
         def quick() -> dict:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from footfall.hub import auth, store
+from footfall.hub import auth, forwarded, login_limits, store
 from footfall.hub.api import WebSettings, create_app
 from tests.conftest import free_port, wait_port
 
@@ -41,10 +41,12 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-def make_app(db: Path, limits: auth.LoginLimits | None = None, clock: Clock | None = None, **settings):
-    app = create_app(db, WebSettings(refresh_interval_s=0, login_limits=limits or auth.LoginLimits(), **settings))
+def make_app(db: Path, limits: login_limits.LoginLimits | None = None, clock: Clock | None = None, **settings):
+    app = create_app(
+        db, WebSettings(refresh_interval_s=0, login_limits=limits or login_limits.LoginLimits(), **settings)
+    )
     if clock is not None:
-        app.state.limiter = auth.LoginLimiter(app.state.settings.login_limits, clock=clock)
+        app.state.limiter = login_limits.LoginLimiter(app.state.settings.login_limits, clock=clock)
     return app
 
 
@@ -83,7 +85,7 @@ def from_address(base: str, local: str) -> httpx.Client:
 
 
 def test_parallel_guesses_cannot_outrun_the_limit(server: str) -> None:
-    limit = auth.LoginLimits().pair_failures
+    limit = login_limits.LoginLimits().pair_failures
     with from_address(server, "127.0.0.1") as attacker:
         barrier = threading.Barrier(40)
 
@@ -99,7 +101,7 @@ def test_parallel_guesses_cannot_outrun_the_limit(server: str) -> None:
         # Locked for this pair: even the right password waits here.
         r = login(attacker, PASSWORD)
         assert r.status_code == 429
-        assert 0 < int(r.headers["retry-after"]) <= auth.FAILURE_WINDOW_S
+        assert 0 < int(r.headers["retry-after"]) <= login_limits.FAILURE_WINDOW_S
         # Another user from the same address is not locked (spraying has its own, higher limit).
         assert login(attacker, PASSWORD, user="assistant").status_code == 200
 
@@ -112,7 +114,7 @@ def test_parallel_guesses_cannot_outrun_the_limit(server: str) -> None:
 
 def test_parallel_limiter_admits_exactly_the_limit() -> None:
     """The check and the count are one step: 200 threads released at once, 5 admitted."""
-    limiter = auth.LoginLimiter()
+    limiter = login_limits.LoginLimiter()
     barrier = threading.Barrier(200)
 
     def go(_: int) -> bool:
@@ -124,13 +126,13 @@ def test_parallel_limiter_admits_exactly_the_limit() -> None:
 
     with ThreadPoolExecutor(200) as pool:
         admitted = sum(pool.map(go, range(200)))
-    assert admitted == auth.LoginLimits().pair_failures
+    assert admitted == login_limits.LoginLimits().pair_failures
 
 
 # ------------------------------------------------------------ windows, reset, spraying
 def test_locked_pair_unlocks_after_the_window_and_success_resets_it(db: Path) -> None:
     clock = Clock()
-    limits = auth.LoginLimits(pair_failures=3, window_s=60)
+    limits = login_limits.LoginLimits(pair_failures=3, window_s=60)
     app = make_app(db, limits, clock)
     with client_at(app, "192.0.2.10") as c:
         for _ in range(3):
@@ -151,7 +153,7 @@ def test_locked_pair_unlocks_after_the_window_and_success_resets_it(db: Path) ->
 def test_lockout_at_one_address_does_not_reach_another(db: Path) -> None:
     app = make_app(db, clock=Clock())
     with client_at(app, "192.0.2.66") as attacker:
-        for _ in range(auth.MAX_FAILURES):
+        for _ in range(login_limits.MAX_FAILURES):
             assert login(attacker, WRONG).status_code == 401
         assert login(attacker, PASSWORD).status_code == 429
     with client_at(app, "192.0.2.20") as manager:
@@ -160,7 +162,7 @@ def test_lockout_at_one_address_does_not_reach_another(db: Path) -> None:
 
 def test_password_spraying_from_one_address_is_limited(db: Path) -> None:
     clock = Clock()
-    limits = auth.LoginLimits(pair_failures=5, address_failures=6, window_s=300)
+    limits = login_limits.LoginLimits(pair_failures=5, address_failures=6, window_s=300)
     app = make_app(db, limits, clock)
     names = ["manager", "assistant", "admin", "root", "owner", "staff"]
     with client_at(app, "192.0.2.99") as sprayer:
@@ -179,7 +181,7 @@ def test_password_spraying_from_one_address_is_limited(db: Path) -> None:
 
 
 def test_success_does_not_reset_the_address_count() -> None:
-    limiter = auth.LoginLimiter(auth.LoginLimits(address_failures=3))
+    limiter = login_limits.LoginLimiter(login_limits.LoginLimits(address_failures=3))
     for name in ("a", "b"):
         limiter.finish(limiter.begin(name, "192.0.2.5"), False)
     limiter.finish(limiter.begin("mine", "192.0.2.5"), True)  # the attacker's own account
@@ -188,7 +190,7 @@ def test_success_does_not_reset_the_address_count() -> None:
 
 
 def test_database_error_gives_the_slot_back() -> None:
-    limiter = auth.LoginLimiter(auth.LoginLimits(pair_failures=1))
+    limiter = login_limits.LoginLimiter(login_limits.LoginLimits(pair_failures=1))
     limiter.finish(limiter.begin("manager", "192.0.2.5"), None)
     assert limiter.begin("manager", "192.0.2.5").allowed
 
@@ -197,7 +199,7 @@ def test_database_error_gives_the_slot_back() -> None:
 def test_distributed_attack_slows_but_never_locks_out_the_owner(db: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="footfall.hub.auth")
     clock = Clock()
-    limits = auth.LoginLimits(user_free_failures=4, slow_base_s=1, slow_max_s=30, window_s=300)
+    limits = login_limits.LoginLimits(user_free_failures=4, slow_base_s=1, slow_max_s=30, window_s=300)
     app = make_app(db, limits, clock)
     with client_at(app, "192.0.2.20") as home:
         assert login(home, PASSWORD).status_code == 200  # the manager's usual address
@@ -227,10 +229,10 @@ def test_distributed_attack_slows_but_never_locks_out_the_owner(db: Path, caplog
 
 def test_state_for_random_names_and_addresses_is_pruned() -> None:
     clock = Clock()
-    limiter = auth.LoginLimiter(clock=clock)
+    limiter = login_limits.LoginLimiter(clock=clock)
     for i in range(1000):
         limiter.finish(limiter.begin(f"name{i}", f"10.{i // 250}.{i % 250}.1"), False)
-    clock.t += auth.FAILURE_WINDOW_S + 1
+    clock.t += login_limits.FAILURE_WINDOW_S + 1
     for _ in range(limiter._PRUNE_EVERY):
         limiter.finish(limiter.begin("manager", "192.0.2.20"), True)
     assert len(limiter._pair) + len(limiter._address) + len(limiter._user) <= 3
@@ -238,7 +240,7 @@ def test_state_for_random_names_and_addresses_is_pruned() -> None:
 
 # ------------------------------------------------------------ client address
 def test_forwarded_for_only_from_trusted_proxies(db: Path) -> None:
-    app = make_app(db, auth.LoginLimits(pair_failures=2), Clock(), trusted_proxies=("10.0.0.1",))
+    app = make_app(db, login_limits.LoginLimits(pair_failures=2), Clock(), trusted_proxies=("10.0.0.1",))
     with client_at(app, "10.0.0.1") as proxy:
         for _ in range(2):
             assert login(proxy, WRONG, headers={"X-Forwarded-For": "203.0.113.5"}).status_code == 401
@@ -255,24 +257,24 @@ def test_forwarded_for_only_from_trusted_proxies(db: Path) -> None:
 
 
 def test_client_address() -> None:
-    trusted = auth.parse_networks(["127.0.0.1", "10.0.0.0/8"])
-    assert auth.client_address("192.0.2.1", ["203.0.113.5"], trusted) == "192.0.2.1"
-    assert auth.client_address("127.0.0.1", ["203.0.113.5"], trusted) == "203.0.113.5"
+    trusted = forwarded.parse_networks(["127.0.0.1", "10.0.0.0/8"])
+    assert forwarded.client_address("192.0.2.1", ["203.0.113.5"], trusted) == "192.0.2.1"
+    assert forwarded.client_address("127.0.0.1", ["203.0.113.5"], trusted) == "203.0.113.5"
     # Two trusted proxies in a row, a client-written entry on the left.
-    assert auth.client_address("127.0.0.1", ["6.6.6.6, 203.0.113.5, 10.1.2.3"], trusted) == "203.0.113.5"
-    assert auth.client_address("127.0.0.1", ["6.6.6.6", "203.0.113.5"], trusted) == "203.0.113.5"
-    assert auth.client_address("127.0.0.1", ["garbage"], trusted) == "127.0.0.1"
-    assert auth.client_address("127.0.0.1", [], trusted) == "127.0.0.1"
-    assert auth.client_address(None, [], trusted) == "unknown"
+    assert forwarded.client_address("127.0.0.1", ["6.6.6.6, 203.0.113.5, 10.1.2.3"], trusted) == "203.0.113.5"
+    assert forwarded.client_address("127.0.0.1", ["6.6.6.6", "203.0.113.5"], trusted) == "203.0.113.5"
+    assert forwarded.client_address("127.0.0.1", ["garbage"], trusted) == "127.0.0.1"
+    assert forwarded.client_address("127.0.0.1", [], trusted) == "127.0.0.1"
+    assert forwarded.client_address(None, [], trusted) == "unknown"
     # IPv6 is counted per /64; IPv4-mapped addresses as IPv4.
     assert (
-        auth.client_address("2001:db8::1", [], ())
-        == auth.client_address("2001:db8::ffff:2", [], ())
+        forwarded.client_address("2001:db8::1", [], ())
+        == forwarded.client_address("2001:db8::ffff:2", [], ())
         == ("2001:db8::/64")
     )
-    assert auth.client_address("::ffff:192.0.2.1", [], ()) == "192.0.2.1"
+    assert forwarded.client_address("::ffff:192.0.2.1", [], ()) == "192.0.2.1"
     with pytest.raises(ValueError, match="not-an-ip"):
-        auth.parse_networks(["not-an-ip"])
+        forwarded.parse_networks(["not-an-ip"])
 
 
 def test_env_configures_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -284,7 +286,7 @@ def test_env_configures_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> None
 
 # ------------------------------------------------------------ audit log
 def test_lockouts_are_logged_without_passwords(db: Path, caplog: pytest.LogCaptureFixture) -> None:
-    limits = auth.LoginLimits(pair_failures=2, address_failures=3, user_free_failures=100)
+    limits = login_limits.LoginLimits(pair_failures=2, address_failures=3, user_free_failures=100)
     app = make_app(db, limits, Clock())
     caplog.set_level(logging.INFO, logger="footfall.hub")
     with client_at(app, "192.0.2.66") as c:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from footfall.hub import segments, store
-from footfall.hub.segments import RuleError, compile_rule, evaluate_rule, parse_rule
+from footfall.hub import segment_clusters, segment_rules, segments, store
+from footfall.hub.segment_rules import RuleError, compile_rule, evaluate_rule, parse_rule
 
 NOW = dt.datetime(2026, 11, 20, 20, 0, tzinfo=dt.UTC).timestamp()  # a Friday evening
 
@@ -127,7 +127,7 @@ def test_clear_errors(rule: object, message: str) -> None:
 
 def test_too_deep_is_refused() -> None:
     rule: dict = {"field": "dwell_s", "op": "<", "value": 1}
-    for _ in range(segments.MAX_DEPTH + 2):
+    for _ in range(segment_rules.MAX_DEPTH + 2):
         rule = {"all": [rule]}
     with pytest.raises(RuleError, match="nested deeper"):
         parse_rule(rule)
@@ -183,9 +183,9 @@ def test_clustering_picks_k_by_silhouette_and_labels_readably(tmp_path: Path) ->
     conn = store.connect(tmp_path / "hub.db")
     truth = _population(random.Random(3), conn)
     now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC).timestamp()
-    result = segments.run_clustering(conn, now=now)
+    result = segment_clusters.run_clustering(conn, now=now)
     assert result.k == 3, result.silhouette
-    assert result.silhouette[3] >= max(result.silhouette.values()) - segments.SILHOUETTE_TOL
+    assert result.silhouette[3] >= max(result.silhouette.values()) - segment_clusters.SILHOUETTE_TOL
     assert adjusted_rand_score([truth[k] for k in result.keys], result.labels) > 0.9
     names = set(result.names)
     assert "lunch-time regulars" in names
@@ -195,13 +195,13 @@ def test_clustering_picks_k_by_silhouette_and_labels_readably(tmp_path: Path) ->
     assert sum(s["members"] for s in listed.values()) == 120
     assert all(s["profile"]["size"] == s["members"] for s in listed.values())
     # A second run replaces the clusters, keeping names stable for the same behaviour.
-    again = segments.run_clustering(conn, now=now)
+    again = segment_clusters.run_clustering(conn, now=now)
     assert set(again.names) == names
 
 
 def test_clustering_small_inputs() -> None:
-    empty = segments.cluster_devices([], np.zeros((0, 7)))
+    empty = segment_clusters.cluster_devices([], np.zeros((0, 7)))
     assert empty.k == 0
     raw = np.array([[3.0, 12.0, 0.0, 1.0, 2.0, 1.0, 0.0]] * 4)
-    one = segments.cluster_devices(["a", "b", "c", "d"], raw)
+    one = segment_clusters.cluster_devices(["a", "b", "c", "d"], raw)
     assert one.k == 1 and one.labels == [0, 0, 0, 0]

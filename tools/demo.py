@@ -242,11 +242,11 @@ DEMO_SEGMENTS = {
 
 
 def seed_segments(conn: sqlite3.Connection) -> None:
-    from footfall.hub import segments
+    from footfall.hub import segment_clusters, segments
 
     for name, rule in DEMO_SEGMENTS.items():
         segments.create_segment(conn, name, rule)
-    result = segments.run_clustering(conn, lookback_days=14)
+    result = segment_clusters.run_clustering(conn, lookback_days=14)
     print(f"segments: {', '.join(DEMO_SEGMENTS)}; behaviour clusters: {', '.join(result.names)}", flush=True)
 
 

@@ -127,7 +127,7 @@ def evaluate_live(sc: Scenario, workdir: Path, step_s: float = 900.0) -> LiveRes
 
 def _now_figures(conn, truth: dict[str, Any], t: float) -> dict[str, Any]:
     """People inside at ``t``: the truth, what /api/now serves, and its alternatives."""
-    from footfall.hub import figures, metrics
+    from footfall.hub import figures, metrics_today
     from footfall.hub.now import OCCUPANCY_MAX_AGE_S, now_people, store_now
 
     inside = sum(
@@ -139,7 +139,7 @@ def _now_figures(conn, truth: dict[str, Any], t: float) -> dict[str, Any]:
     occ = figures.now_people(conn, t, UTC)
     if occ is not None and occ["age_s"] > OCCUPANCY_MAX_AGE_S:
         occ = None
-    raw = metrics.now_in_store(conn, now=t)
+    raw = metrics_today.now_in_store(conn, now=t)
     k = figures.latest_calibration(conn).visitors
     calibrated = None if live is None else live["people"] * k
     dashboard = served["people"] if served else raw["now_in_store"]

@@ -54,8 +54,8 @@ from footfall.cloud_sync.central import (
 )
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Connection, Database
-from footfall.hub import auth as hub_auth
-from footfall.hub.auth import LoginLimiter
+from footfall.hub import forwarded
+from footfall.hub.login_limits import LoginLimiter
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -447,14 +447,14 @@ def create_app(cfg: CentralConfig | None = None, *, db: Database | None = None) 
     # Central runs behind a TLS proxy on the same machine: without its X-Forwarded-For every
     # login would count against 127.0.0.1, and one attacker's wrong passwords would lock out
     # every user. Followed only from the proxies named in FOOTFALL_TRUSTED_PROXIES.
-    trusted_proxies = hub_auth.parse_networks(os.environ.get("FOOTFALL_TRUSTED_PROXIES", "").split(","))
+    trusted_proxies = forwarded.parse_networks(os.environ.get("FOOTFALL_TRUSTED_PROXIES", "").split(","))
 
     @app.post("/api/v1/login")
     def login(body: LoginRequest, request: Request, response: Response, conn: Conn) -> dict[str, Any]:
-        client = hub_auth.client_address(
+        client = forwarded.client_address(
             request.client.host if request.client else None, request.headers.getlist("x-forwarded-for"), trusted_proxies
         )
-        # Counted per (user, address) and taken before the password check: see hub/auth.py.
+        # Counted per (user, address) and taken before the password check: see hub/login_limits.py.
         attempt = limiter.begin(body.username, client)
         if not attempt.allowed:
             raise HTTPException(429, f"too many failed logins, retry in {math.ceil(attempt.retry_after)} s")

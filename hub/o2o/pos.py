@@ -16,13 +16,13 @@ on SQLite's write lock (``BEGIN IMMEDIATE``) and nowhere else.
 
 Guessing limits (:class:`~footfall.hub.o2o.guessing.PosLimits`): validate, redeem and cancel
 all answer whether a code exists, so all three count a lookup of an unknown code as a failed
-attempt, per POS key and per client address (``auth.client_address``: the socket peer, or
+attempt, per POS key and per client address (``forwarded.client_address``: the socket peer, or
 ``X-Forwarded-For`` from ``FOOTFALL_TRUSTED_PROXIES``). 20 failures of one key, or 30 from one
 address, in 10 minutes lock that key or address for 10 minutes: every lookup, of real codes
 too, gets 429 ``rate_limited`` with ``Retry-After`` and learns nothing, and one WARNING line
 names the key (id, prefix, store) or address and only a code's first two characters. The
 existence lookup has no side effects and runs first; the lockout test and the count of its
-failure are then one step under the limiter's lock (``auth.FailureLimiter``), so parallel
+failure are then one step under the limiter's lock (``failure_limiter.FailureLimiter``), so parallel
 guesses get at most the limit answered while parallel tills on real codes never wait for each
 other. Refusals: ``GET /api/o2o/pos/limits`` (and ``rate_limited`` in ``/errors``).
 """
@@ -44,7 +44,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from footfall.hub import auth
+from footfall.hub import failure_limiter, forwarded
 from footfall.hub.o2o import coupons, guessing
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def pos_router(
             "POS limits allow %.0f unknown codes a day per key, more than the %.0f the code-strength rule assumes",
             limits.guesses_per_day(), guessing.DEFAULT_LIMITS.guesses_per_day(),
         )  # fmt: skip
-    limiter = auth.FailureLimiter(
+    limiter = failure_limiter.FailureLimiter(
         {"key": limits.key_failures, "address": limits.address_failures},
         limits.window_s,
         clock=limit_clock,
@@ -170,7 +170,7 @@ def pos_router(
     router.limiter = limiter  # type: ignore[attr-defined]
     if trusted_proxies is None:
         trusted_proxies = [p for p in os.environ.get("FOOTFALL_TRUSTED_PROXIES", "").split(",") if p.strip()]
-    trusted = auth.parse_networks(trusted_proxies)
+    trusted = forwarded.parse_networks(trusted_proxies)
 
     def db() -> Iterator[sqlite3.Connection]:
         conn = open_conn(db_path)
@@ -208,7 +208,7 @@ def pos_router(
 
     def limited(request: Request, conn: sqlite3.Connection, till: Till, code: str, fn: Any) -> Any:
         """Run ``fn`` unless the key or address is locked out; an unknown code is a failure."""
-        address = auth.client_address(
+        address = forwarded.client_address(
             request.client.host if request.client else None, request.headers.getlist("x-forwarded-for"), trusted
         )
         # Looked up before the limiter decides and without side effects, so a locked key's

@@ -35,7 +35,7 @@ import time
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
-from footfall.hub import metrics
+from footfall.hub import localtime
 from footfall.hub.o2o import register
 from footfall.hub.o2o.scenarios import Scenario
 
@@ -53,7 +53,7 @@ def romi(revenue: float, costs: float, margin: float = 1.0) -> float | None:
 
 def zone_name(tz: str | tzinfo | None) -> str:
     """The IANA name (``Europe/Moscow``) an integrator can hand to any tz library."""
-    zone = metrics._tz(tz)
+    zone = localtime._tz(tz)
     return getattr(zone, "key", None) or str(zone)
 
 
@@ -233,7 +233,7 @@ def html_page(
     so no time on the page carries a zone of its own. ``days``: the period's first and last
     local day (default: read from the invoice's bounds).
     """
-    zone = metrics._tz(tz)
+    zone = localtime._tz(tz)
     if days is None:
         # end is the next local midnight: one second before it is the last day.
         days = (datetime.fromtimestamp(invoice["start"], zone).date(),

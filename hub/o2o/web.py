@@ -33,7 +33,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from footfall.hub import auth, metrics, store
+from footfall.hub import auth, localtime, store
 from footfall.hub.analysis import day_bounds
 from footfall.hub.o2o import adsegment, register, reports
 from footfall.hub.o2o.pos import open_conn, pos_router
@@ -66,7 +66,7 @@ def _day(name: str, value: str, first: date, last: date) -> date:
 def _period(start: str | None, end: str | None, now: float, tz: tzinfo) -> tuple[date, date, float, float]:
     """Days YYYY-MM-DD in the store's zone, end inclusive (default: the last 30 days), and
     their UNIX bounds: local midnight to local midnight, so a DST day is 23 or 25 hours."""
-    today = metrics.local_today(now, tz)
+    today = localtime.local_today(now, tz)
     last = today + timedelta(days=MAX_DAYS_AHEAD)
     e = _day("end", end, FIRST_DAY, last) if end else today
     s = _day("start", start, FIRST_DAY, last) if start else max(FIRST_DAY, e - timedelta(days=29))
@@ -82,7 +82,7 @@ def _zone_dep(tz: str | None) -> Callable[[Request], tzinfo]:
 
     def zone(request: Request) -> tzinfo:
         name = tz if tz is not None else getattr(getattr(request.app.state, "settings", None), "tz", None)
-        return metrics._tz(name)
+        return localtime._tz(name)
 
     return zone
 
