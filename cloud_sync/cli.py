@@ -33,11 +33,11 @@ def _config(args: argparse.Namespace):  # -> CentralConfig
 
 
 def _db(args: argparse.Namespace):  # -> Database
-    from footfall.cloud_sync.central import model
+    from footfall.cloud_sync.central import schema
     from footfall.cloud_sync.central.db import Database
 
     db = Database(_config(args).db)
-    model.init(db)
+    schema.init(db)
     return db
 
 

@@ -7,7 +7,8 @@ figures changed are queued (``scenario_result`` records, period ``day:YYYY-MM-DD
 records carry additive counts and money, never only ratios, so the centre can add days and
 stores up and recompute match rate, ROMI and uplift for any period
 (``cloud_sync/central/o2o.py``); and, apart from the cohort, what the partner bills for the
-matches and SMS made that day (``invoice``, by event time).
+matches and SMS made that day (``invoice``, by event time). Finished ``o2o_runs`` are queued
+too, one ``scenario_result`` per run (:func:`_enqueue_scenario_results`).
 """
 
 from __future__ import annotations
@@ -72,4 +73,24 @@ def enqueue_days(conn: sqlite3.Connection, site: str, zone: zoneinfo.ZoneInfo, n
             }
             if outbox.enqueue_if_changed(conn, "scenario_result", f"{site}|{sc.name}|{period}", data, now=now):
                 n += 1
+    return n
+
+
+def _enqueue_scenario_results(conn: sqlite3.Connection, site: str, now: float) -> int:
+    if not (outbox.has_table(conn, "o2o_runs") and outbox.has_table(conn, "o2o_scenarios")):
+        return 0
+    n = 0
+    rows = conn.execute(
+        """SELECT r.*, s.name AS scenario FROM o2o_runs r JOIN o2o_scenarios s ON s.id = r.scenario_id
+           WHERE r.finished IS NOT NULL ORDER BY r.id"""
+    )
+    names = [d[0] for d in rows.description]
+    for row in rows.fetchall():
+        data = dict(zip(names, row, strict=True)) | {"site": site}
+        day = dt.datetime.fromtimestamp(data["started"], dt.UTC).date().isoformat()
+        data["period"] = f"{day}#run-{data['id']}"
+        if outbox.enqueue_if_changed(
+            conn, "scenario_result", f"{site}|{data['scenario_id']}|{data['id']}", data, now=now
+        ):
+            n += 1
     return n

@@ -54,10 +54,10 @@ def _open(args: argparse.Namespace) -> tuple[SyncConfig, Any]:
 
 def cycle(conn: Any, cfg: SyncConfig, sender: Sender, *, pull: bool = True, deadline: float | None = None) -> bool:
     """One sync cycle; True when the outbox is empty afterwards and pushback was applied."""
-    from footfall.cloud_sync import fleet, pushback
+    from footfall.cloud_sync import changes, fleet, pushback
 
     try:
-        outbox.enqueue_changes(
+        changes.enqueue_changes(
             conn,
             cfg.site,
             tz=cfg.tz,

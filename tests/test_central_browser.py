@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from footfall.cloud_sync.central import auth, model
+from footfall.cloud_sync.central import apply, auth, schema
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Database
@@ -51,7 +51,7 @@ def test_pages_in_chromium(tmp_path: Path):
     key_file = tmp_path / "chain.key"
     key_file.write_text("ef" * 32)
     db = Database(tmp_path / "central.db")
-    model.init(db)
+    schema.init(db)
     now = time.time()
     with db.connect() as conn:
         auth.add_user(conn, "maria", "marketing-pass-1", role="marketing")
@@ -66,7 +66,7 @@ def test_pages_in_chromium(tmp_path: Path):
                 "data": {"sensors_total": 3, "sensors_stale": 1 if store == "south" else 0, "sensors_failing": 0},
             }
         )
-        model.apply_batch(db, store, {"batch_id": store, "seq": 1, "records": records})
+        apply.apply_batch(db, store, {"batch_id": store, "seq": 1, "records": records})
     app = create_app(CentralConfig(chain_key_file=str(key_file)), db=db)
     with ServerThread(app) as server, sync_api.sync_playwright() as p:
         base = server.url

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from footfall.cloud_sync import outbox, pushback
+from footfall.cloud_sync import changes, pushback, pushback_items
 from footfall.cloud_sync.central import auth as central_auth
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
@@ -25,7 +25,7 @@ pg_url = shared.pg_url
 
 
 def _sync(conn, cfg, secret, now: float) -> None:
-    outbox.enqueue_changes(conn, SITE, tz=TZ, now=now, visit_events=False)
+    changes.enqueue_changes(conn, SITE, tz=TZ, now=now, visit_events=False)
     assert Sender(conn, cfg, secret, sleep=lambda s: None).drain(max_attempts=5).ok
 
 
@@ -93,7 +93,7 @@ def test_definitions_reach_the_hub_and_the_applied_version_comes_back(tmp_path: 
         # Re-reading an old page changes nothing (a stale version is ignored).
         stale = {"kind": "segment_definition", "id": "regulars", "version": 1, "definition": {"rule": rule}}
         with conn:
-            assert pushback.apply_items(conn, [stale], SITE, now=NOW + 90).segment_definitions == 1
+            assert pushback_items.apply_items(conn, [stale], SITE, now=NOW + 90).segment_definitions == 1
         assert set(segments.segment_members(conn, "regulars")) == set(
             segment_rules.evaluate_rule(conn, rule2, NOW, 3650)
         )
@@ -143,12 +143,12 @@ def test_bad_scenario_settings_never_stop_a_hub(tmp_path: Path) -> None:
     items.append({"kind": "scenario_settings", "id": "win-back", "version": 99,
                   "settings": {"coupon": {"min_purchase": 2000}}})  # fmt: skip
     with conn:
-        res = pushback.apply_items(conn, items, SITE, now=NOW)
+        res = pushback_items.apply_items(conn, items, SITE, now=NOW)
     assert res.definitions_refused == len(BAD_SETTINGS) and res.scenario_settings == 1
     sc = scenarios.get(conn, "win-back")
     assert (sc.coupon.kind, sc.coupon.value, sc.coupon.min_purchase) == ("fixed", 300.0, 2000.0)
     assert sc.attribution_days == 7.0 and sc.timezone == "UTC"
-    assert outbox.enqueue_changes(conn, SITE, tz=TZ, now=NOW, visit_events=False).total > 0
+    assert changes.enqueue_changes(conn, SITE, tz=TZ, now=NOW, visit_events=False).total > 0
 
 
 def test_the_centre_refuses_what_no_hub_could_apply(tmp_path: Path, database: Database) -> None:
@@ -179,9 +179,9 @@ def test_the_centre_refuses_what_no_hub_could_apply(tmp_path: Path, database: Da
 
 
 def test_garbage_definition_reports_are_refused_by_the_centre(database: Database) -> None:
-    from footfall.cloud_sync.central import model
+    from footfall.cloud_sync.central import validation
 
     for data in ({"segment_definition": "x"}, {"segment_definition": [{"id": "a", "status": "maybe"}]},
                  {"scenario_settings": [{"id": "a", "status": "applied", "version": "2"}]}):  # fmt: skip
-        plan = model.plan_records(SITE, [{"kind": "definitions", "key": SITE, "data": data}], now=NOW)
+        plan = validation.plan_records(SITE, [{"kind": "definitions", "key": SITE, "data": data}], now=NOW)
         assert plan.result.rejected == 1 and not plan.ops, data

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from footfall.cloud_sync import outbox, pushback
+from footfall.cloud_sync import changes, outbox, pushback
 from footfall.cloud_sync.central import auth
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
@@ -56,7 +56,7 @@ def test_three_hubs_down_then_up_exactly_once_and_optout_reaches_sensors(databas
         with database.connect() as conn:
             secret = auth.add_hub(conn, site).encode()
         conn = make_hub(tmp_path / f"{site}.db", n_devices=N_DEVICES)
-        outbox.enqueue_changes(conn, site, tz=TZ, now=NOW)
+        changes.enqueue_changes(conn, site, tz=TZ, now=NOW)
         cfg = config(
             tmp_path / f"{site}.db",
             server.url,
@@ -84,7 +84,7 @@ def test_three_hubs_down_then_up_exactly_once_and_optout_reaches_sensors(databas
             batches += counters["sent_batches"]
         # A second round with nothing new sends nothing; a resent batch would be a duplicate.
         for conn, cfg, _secret, sender in hubs.values():
-            outbox.enqueue_changes(conn, cfg.site, tz=TZ, now=NOW)
+            changes.enqueue_changes(conn, cfg.site, tz=TZ, now=NOW)
             assert sender.drain(max_attempts=2).batches == 0
 
         with database.connect() as c:

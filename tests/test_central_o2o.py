@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from footfall.cloud_sync import outbox
+from footfall.cloud_sync import changes
 from footfall.cloud_sync.central import auth as central_auth
 from footfall.cloud_sync.central import segments
 from footfall.cloud_sync.central.app import create_app
@@ -67,14 +67,14 @@ def test_o2o_results_per_store_and_chain(day, tmp_path: Path, database: Database
         own = {}
         for site in sites:
             hub = store.connect(paths[site])
-            outbox.enqueue_changes(hub, site, tz=TZ, now=end + 3600, visit_events=False)
+            changes.enqueue_changes(hub, site, tz=TZ, now=end + 3600, visit_events=False)
             cfg = config(paths[site], server.url, site=site, mqtt_host=broker.host, mqtt_port=broker.port)
             assert Sender(hub, cfg, secrets[site], sleep=lambda s: None).drain(max_attempts=5).ok
             start = dt.datetime.fromisoformat(local_day).replace(tzinfo=dt.UTC).timestamp()
             own[site] = reports.report(hub, start, start + 86400, tz=TZ)[0]
             own[site]["billed"] = reports.partner_invoice(hub, start, start + 86400)["total"]
             # Nothing changed: the next run queues no scenario result again.
-            assert outbox.enqueue_changes(hub, site, tz=TZ, now=end + 3700, visit_events=False).scenario_results == 0
+            assert changes.enqueue_changes(hub, site, tz=TZ, now=end + 3700, visit_events=False).scenario_results == 0
             hub.close()
 
         url = f"{server.url}/api/v1/o2o/results"

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from footfall.cloud_sync.central import cdp, consent, export, model, segments
+from footfall.cloud_sync.central import apply, cdp, consent, export, profiles, segments
 from footfall.cloud_sync.central.db import Database
 from footfall.cloud_sync.central.testing import ServerThread, profile_record
 from footfall.tools.reference_cdp import create_app as create_cdp
@@ -35,7 +35,7 @@ def load(db: Database, store: str, records: list[dict], batch_id: str | None = N
         conn.execute(
             "INSERT INTO hubs (hub_id, secret, created) VALUES (?, 'x', 0) ON CONFLICT (hub_id) DO NOTHING", (store,)
         )
-    model.apply_batch(db, store, batch, now=NOW)
+    apply.apply_batch(db, store, batch, now=NOW)
 
 
 def seen(i: int, days_ago: float, **kw) -> dict:
@@ -90,7 +90,7 @@ def test_cross_store_segment_recount_versions(database: Database):
         segments.create_segment(conn, "b-only", "", {"field": "visits", "op": ">=", "value": 1}, stores=["b"])
         assert segments.recount(conn, "b-only", now=NOW).size == 2
         # Groups, negation, events, clusters, hub segments.
-        model.add_event(conn, dev(3), "redemption", NOW - 5 * DAY, store="c")
+        profiles.add_event(conn, dev(3), "redemption", NOW - 5 * DAY, store="c")
         rule = {
             "any": [
                 {"field": "events", "kind": "redemption", "days": 30, "op": ">=", "value": 1},

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from footfall.cloud_sync.central import auth, model
+from footfall.cloud_sync.central import apply, auth, profiles, schema
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Database
@@ -46,10 +46,10 @@ def pg_url() -> Iterator[str]:
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     if request.param == "sqlite":
         db = Database(tmp_path / "central.db")
-        model.init(db)
+        schema.init(db)
     else:
         db = Database(request.getfixturevalue("pg_url"))
-        model.init(db)
+        schema.init(db)
         reset(db)
     yield db
     db.close()
@@ -450,15 +450,15 @@ def test_retention_keeps_only_the_fact_of_withdrawal(database: Database):
         ),
         profile_record(new, first_seen=now - 5 * day, last_seen=now - day),
     ]
-    model.apply_batch(database, "s", {"batch_id": "r", "seq": 1, "records": records}, now=now - 400 * day)
+    apply.apply_batch(database, "s", {"batch_id": "r", "seq": 1, "records": records}, now=now - 400 * day)
     with database.connect() as conn:
         conn.execute(
             "INSERT INTO segment_versions (segment_id, version, ts, size, delta, members_csv) "
             "VALUES (?, 1, ?, 2, 2, ?)",
             ("all", now - 400 * day, f"device\n{old}\n{new}\n"),
         )
-        model.add_event(conn, new, "visit", now - 100 * day, store="s")
-        model.add_event(conn, new, "visit", now - 2 * day, store="s")
+        profiles.add_event(conn, new, "visit", now - 100 * day, store="s")
+        profiles.add_event(conn, new, "visit", now - 2 * day, store="s")
         consent.withdraw_consent(conn, old, ts=now - 420 * day)
         out = consent.enforce_retention(conn, consent.Retention(events_days=30, profiles_days=365), now=now)
         assert out["profiles"] == 1 and out["events"] == 1

@@ -12,10 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from footfall.cli import main as footfall_main
-from footfall.cloud_sync.central import auth, model
-from footfall.cloud_sync.central.app import STATIC, create_app
+from footfall.cloud_sync.central import apply, auth
+from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Database
+from footfall.cloud_sync.central.pages_web import STATIC
 from footfall.cloud_sync.central.testing import profile_record
 from tests import test_central_sync as shared
 
@@ -40,7 +41,7 @@ def client(database: Database) -> Iterator[TestClient]:
             )
             for i in devices
         ]
-        model.apply_batch(database, store, {"batch_id": store, "seq": 1, "records": records})
+        apply.apply_batch(database, store, {"batch_id": store, "seq": 1, "records": records})
     with TestClient(create_app(CentralConfig(), db=database)) as c:
         yield c
 
@@ -177,7 +178,7 @@ def test_cli_hub_user_segment_export(tmp_path: Path, capsys):
         sys.stdin = sys.__stdin__
     database = Database(db)
     records = [profile_record(f"{i:032x}", phone_md5=f"{i:032x}", consent={"pd": True}) for i in range(12)]
-    model.apply_batch(database, "store-7", {"batch_id": "x", "seq": 1, "records": records})
+    apply.apply_batch(database, "store-7", {"batch_id": "x", "seq": 1, "records": records})
     rule = '{"field": "visits", "op": ">=", "value": 1}'
     assert footfall_main(["central", "segment", "add", "all", "--rule", rule, "--db", db]) == 0
     assert footfall_main(["central", "export", "all", "--db", db, "--out", str(tmp_path)]) == 1  # no recount yet

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from footfall.cloud_sync.central import auth, model
+from footfall.cloud_sync.central import auth, schema
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Database
@@ -32,7 +32,7 @@ def test_fleet_page_in_chromium(pg_url: str, tmp_path: Path, monkeypatch: pytest
     sync_api = pytest.importorskip("playwright.sync_api")
     monkeypatch.delenv("FOOTFALL_SITE_DIR", raising=False)
     db = Database(pg_url)
-    model.init(db)
+    schema.init(db)
     reset(db)
     with db.connect() as conn:
         secret = auth.add_hub(conn, SITE, name="Store 7").encode()

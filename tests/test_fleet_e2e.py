@@ -21,8 +21,9 @@ import requests
 
 from footfall import schema, topics
 from footfall.cloud_sync import fleet, outbox, signing
-from footfall.cloud_sync.central import auth, model
+from footfall.cloud_sync.central import auth
 from footfall.cloud_sync.central import fleet as central_fleet
+from footfall.cloud_sync.central import schema as central_schema
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Database
@@ -44,7 +45,7 @@ FLEET = "/api/v1/sync/fleet"
 @pytest.fixture
 def central_db(pg_url: str) -> Iterator[Database]:
     db = Database(pg_url)
-    model.init(db)
+    central_schema.init(db)
     reset(db)
     yield db
     db.close()
@@ -258,8 +259,8 @@ def test_an_older_database_gains_the_fleet_table_at_start(central_db: Database) 
     with central_db.connect() as c, c.transaction():
         c.execute("DROP TABLE fleet_reports")
         c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    model.init(central_db)
-    model.init(central_db)  # and again: each migration runs once
+    central_schema.init(central_db)
+    central_schema.init(central_db)  # and again: each migration runs once
     with central_db.connect() as c:
-        assert c.scalar("SELECT value FROM meta WHERE key = 'schema_version'") == str(model.MIGRATIONS[-1][0])
+        assert c.scalar("SELECT value FROM meta WHERE key = 'schema_version'") == str(central_schema.MIGRATIONS[-1][0])
         assert c.scalar("SELECT COUNT(*) FROM fleet_reports") == 0

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import requests
 
-from footfall.cloud_sync import outbox, pushback
+from footfall.cloud_sync import changes, pushback
+from footfall.cloud_sync.central import apply as central_apply
 from footfall.cloud_sync.central import auth as central_auth
-from footfall.cloud_sync.central import model as central_model
 from footfall.cloud_sync.central import segments
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
@@ -78,7 +78,7 @@ def test_partner_phone_hashes_reach_the_supplier_export(day, tmp_path: Path, dat
             team = central_auth.create_api_key(c, "marketing", role="marketing")
             admin = central_auth.create_api_key(c, "admin", role="admin")
         cfg = config(db, server.url, site=SITE, mqtt_host=broker.host, mqtt_port=broker.port, sensors=["s1", "s2"])
-        outbox.enqueue_changes(conn, SITE, tz=TZ, now=end)
+        changes.enqueue_changes(conn, SITE, tz=TZ, now=end)
         sent = Sender(conn, cfg, secret, sleep=lambda s: None).drain(max_attempts=5)
         assert sent.ok and sent.records > 0
 
@@ -105,7 +105,7 @@ def test_partner_phone_hashes_reach_the_supplier_export(day, tmp_path: Path, dat
             None
         }
         # The hub's next profile of that device carries no phone hash, and nothing brings it back.
-        outbox.enqueue_changes(conn, SITE, tz=TZ, now=end + 60)
+        changes.enqueue_changes(conn, SITE, tz=TZ, now=end + 60)
         assert Sender(conn, cfg, secret, sleep=lambda s: None).drain(max_attempts=5).ok
         with database.connect() as c:
             segments.recount(c, "all")
@@ -129,7 +129,7 @@ def test_partner_phone_hashes_reach_the_supplier_export(day, tmp_path: Path, dat
         o2o_consent.set_consent(conn, p_consent, "sms", "withdrawn", now=end + 120)
         with conn:
             optout.forget(conn, [p_stop], reason="opt-out (local)", now=end + 120)
-        outbox.enqueue_changes(conn, SITE, tz=TZ, now=end + 180)
+        changes.enqueue_changes(conn, SITE, tz=TZ, now=end + 180)
         assert Sender(conn, cfg, secret, sleep=lambda s: None).drain(max_attempts=5).ok
         with database.connect() as c:
             segments.recount(c, "all")
@@ -142,7 +142,7 @@ def test_partner_phone_hashes_reach_the_supplier_export(day, tmp_path: Path, dat
         rec = {"kind": "profile", "key": other, "data": {"device": other, "first_seen": end, "last_seen": end,
                "visits": 1, "phone_md5": p_twice, "consent_granted": end, "consent_source": "partner"}}  # fmt: skip
         with database.connect() as c, c.transaction():
-            central_model.apply_records(c, "store-b", [rec], now=end + 200)
+            central_apply.apply_records(c, "store-b", [rec], now=end + 200)
             assert c.scalar("SELECT count(*) FROM identifiers WHERE value = ?", (p_twice,)) == 2
         r = requests.post(f"{server.url}/api/v1/consents/withdraw", json={"device": k_twice},
                           headers={"X-API-Key": admin}, timeout=10)  # fmt: skip

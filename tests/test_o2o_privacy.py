@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from footfall.cloud_sync import pushback
+from footfall.cloud_sync import pushback_items
 from footfall.hub import retention, store
 from footfall.hub.config import HubConfig
 from footfall.hub.o2o import adsegment, housekeeping, optout, privacy, register, runner, scenarios
@@ -184,9 +184,9 @@ def test_optout_removes_the_person_from_tables_and_written_files(hub, tmp_path):
     # transaction: a second call finds nothing left of the person.
     with conn:  # a visit the hub's estimate counted (the return rate's earlier visits)
         conn.execute("INSERT INTO estimated_visitors (device_key, day) VALUES (?, '2026-10-26')", (device,))
-    keys = sorted(pushback.linked_keys(conn, device))
+    keys = sorted(pushback_items.linked_keys(conn, device))
     with conn:
-        pushback.apply_optout(conn, device, ts=T0, now=T0 + 60)
+        pushback_items.apply_optout(conn, device, ts=T0, now=T0 + 60)
         res = optout.forget_devices(conn, keys, now=T0 + 60)
     assert (res.files_rewritten, res.rows_removed, res.segment_rows) == (0, 0, 0)
     assert conn.execute("SELECT count(*) FROM estimated_visitors WHERE device_key = ?", (device,)).fetchone()[0] == 0

@@ -351,7 +351,7 @@ def test_sync_publishes_opt_outs_while_the_ingest_stays_connected(
     import logging
 
     from footfall import schema, topics
-    from footfall.cloud_sync import fleet, pushback
+    from footfall.cloud_sync import fleet, pushback, pushback_items, sensor_optouts
     from footfall.hub import config as hub_config
     from footfall.hub import store
     from footfall.hub.ingest import Ingestor
@@ -400,10 +400,10 @@ def test_sync_publishes_opt_outs_while_the_ingest_stays_connected(
         for i in range(4):
             device = hashlib.sha256(f"opted out {i}".encode()).hexdigest()
             with conn:
-                pushback.apply_optout(conn, device, ts=time.time(), now=time.time() + i)
+                pushback_items.apply_optout(conn, device, ts=time.time(), now=time.time() + i)
             opted.insert(0, device)  # newest first, as the list is sent
-            publisher = pushback.ConfigPublisher(cfg, settle_s=0.2)
-            assert pushback.publish_optouts(conn, cfg, publisher, force=True) >= 1
+            publisher = sensor_optouts.ConfigPublisher(cfg, settle_s=0.2)
+            assert sensor_optouts.publish_optouts(conn, cfg, publisher, force=True) >= 1
         stop.set()
         sender.join(10)
         assert not refused, refused
@@ -437,7 +437,7 @@ def test_sync_publishes_opt_outs_while_the_ingest_stays_connected(
         legacy = _sync_config(tmp_path, old, "legacy-sync.toml")
         assert legacy.mqtt_username == pv.HUB_USER and legacy.ingest_identity_clash()
         with pytest.raises(pushback.PushbackError, match="disconnect the running ingest"):
-            pushback.publish_optouts(conn, legacy, pushback.ConfigPublisher(legacy), force=True)
+            sensor_optouts.publish_optouts(conn, legacy, sensor_optouts.ConfigPublisher(legacy), force=True)
         assert broker.log.read_text() == log
         # What that login did (the control: the checks above do see a takeover).
         f = bundle_files(site_dir, pv.HUB_USER)

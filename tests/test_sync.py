@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from footfall import schema
-from footfall.cloud_sync import outbox, pushback, signing
+from footfall.cloud_sync import changes, outbox, pushback, sensor_optouts, signing
 from footfall.cloud_sync.config import ConfigError, SyncConfig, from_dict
 from footfall.cloud_sync.sender import Sender
 from footfall.hub import store
@@ -226,9 +226,9 @@ def config(db: Path, url: str, **kw: Any) -> SyncConfig:
     return SyncConfig(**(base | kw))
 
 
-def enqueue(conn: Any, now: float = NOW, **kw: Any) -> outbox.EnqueueResult:
+def enqueue(conn: Any, now: float = NOW, **kw: Any) -> changes.EnqueueResult:
     # Visit events are tested on their own; the other tests count the snapshot kinds.
-    return outbox.enqueue_changes(conn, SITE, tz=TZ, now=now, **({"visit_events": False} | kw))
+    return changes.enqueue_changes(conn, SITE, tz=TZ, now=now, **({"visit_events": False} | kw))
 
 
 def outbox_keys(conn: Any) -> set[tuple[str, str]]:
@@ -577,7 +577,7 @@ def test_pushback_optout_consent_definitions_and_retained_config(tmp_path: Path,
         {"kind": "optout", "device": "not-a-hash; DROP TABLE"},
         {"kind": "mystery"},
     ]
-    res = pushback.pull(conn, cfg, SECRET, publisher=pushback.ConfigPublisher(cfg, settle_s=0.3))
+    res = pushback.pull(conn, cfg, SECRET, publisher=sensor_optouts.ConfigPublisher(cfg, settle_s=0.3))
     a = res.applied
     # The segment definition is not in the hub's rule syntax: refused (and reported), not lost.
     assert (a.optouts, a.consents_withdrawn, a.segment_definitions, a.scenario_settings, a.rejected) == (1, 1, 0, 1, 2)
@@ -641,7 +641,7 @@ def test_pushback_optout_consent_definitions_and_retained_config(tmp_path: Path,
     assert sent_withdrawn and all(r["data"]["partner_hash"] is None for r in sent_withdrawn)
 
     # A second pull: nothing new, the sensors are not re-published (digest unchanged).
-    again = pushback.pull(conn, cfg, SECRET, publisher=pushback.ConfigPublisher(cfg, settle_s=0.1))
+    again = pushback.pull(conn, cfg, SECRET, publisher=sensor_optouts.ConfigPublisher(cfg, settle_s=0.1))
     assert again.applied.optouts == 0 and again.sensors_notified == 0
 
 
@@ -653,13 +653,13 @@ def test_optout_list_over_payload_limit_goes_compact_then_keeps_newest() -> None
 
     base = {"v": 1, "type": "config", "visits": {"gap_s": 45}, "optout_prefixes": "stale"}
     few = [rid(i) for i in range(100)]
-    payload, left_out = pushback.config_payload(base, few)
+    payload, left_out = sensor_optouts.config_payload(base, few)
     msg = schema.validate(payload, "config")
     assert (msg["optout"], left_out, "optout_prefixes" in msg) == (few, 0, False)
 
     # 2,000 full ids do not fit in 64 KB; as 8-byte prefixes they all do.
     many = [rid(i) for i in range(2000)]
-    payload, left_out = pushback.config_payload(base, many)
+    payload, left_out = sensor_optouts.config_payload(base, many)
     msg = schema.validate(payload, "config")
     assert len(payload) <= schema.MAX_PAYLOAD_BYTES and left_out == 0 and msg["optout"] == []
     assert schema.unpack_optout_prefixes(msg["optout_prefixes"]) == [bytes.fromhex(d[:16]) for d in many]
@@ -667,7 +667,7 @@ def test_optout_list_over_payload_limit_goes_compact_then_keeps_newest() -> None
 
     # Beyond ~6,000 the newest are kept and the rest counted.
     lots = [rid(i) for i in range(7000)]
-    payload, left_out = pushback.config_payload(base, lots)
+    payload, left_out = sensor_optouts.config_payload(base, lots)
     kept = schema.unpack_optout_prefixes(schema.validate(payload, "config")["optout_prefixes"])
     assert len(payload) <= schema.MAX_PAYLOAD_BYTES and left_out > 0 and len(kept) > 6000
     assert kept == [bytes.fromhex(d[:16]) for d in lots[: len(kept)]] and len(kept) + left_out == 7000
@@ -677,7 +677,7 @@ def test_optout_list_over_payload_limit_goes_compact_then_keeps_newest() -> None
     ident = Identifier(b"k" * 32)
     macs = [bytes([0, 0x11, 0x22, 0x33, i // 256, i % 256]) for i in range(3000)]
     opted = [ident.device_id(m) for m in macs[:2500]]
-    payload, _ = pushback.config_payload(None, opted)
+    payload, _ = sensor_optouts.config_payload(None, opted)
     ident.set_optout([], schema.unpack_optout_prefixes(schema.validate(payload, "config")["optout_prefixes"]))
     assert [ident.identify(m) is None for m in macs] == [True] * 2500 + [False] * 500
 

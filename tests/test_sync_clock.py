@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from footfall.cloud_sync import outbox
-from footfall.cloud_sync.central import auth, model
+from footfall.cloud_sync.central import auth, schema
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Database
@@ -38,7 +38,7 @@ LINE = re.compile(r"^hub clock is (\d+) s (behind|ahead of) central; correcting;
 @pytest.fixture
 def centre(pg_url: str) -> Iterator[tuple[Database, ServerThread, bytes]]:
     db = Database(pg_url)
-    model.init(db)
+    schema.init(db)
     reset(db)
     with db.connect() as c:
         secret = auth.add_hub(c, SITE).encode()

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from footfall.cloud_sync import outbox
-from footfall.cloud_sync.central import auth, model, wire
+from footfall.cloud_sync.central import auth, profiles, validation, wire
 from footfall.cloud_sync.central.app import create_app
 from footfall.cloud_sync.central.config import CentralConfig
 from footfall.cloud_sync.central.db import Database
@@ -40,7 +40,7 @@ DEV = "0123456789abcdef0123456789abcdef"
 NOW = 1_790_100_000.0
 
 
-def both_plans(records: list[Any]) -> tuple[model.Plan, model.Plan] | None:
+def both_plans(records: list[Any]) -> tuple[validation.Plan, validation.Plan] | None:
     """The plan of ``records`` decoded the fast way and the plain way (None when the typed
     decoder does not take the body at all: the centre then only has the plain way)."""
     raw = json.dumps({"v": 1, "hub": "s", "batch_id": "b", "seq": 1, "records": records}).encode()
@@ -48,10 +48,10 @@ def both_plans(records: list[Any]) -> tuple[model.Plan, model.Plan] | None:
     if typed is None:
         return None
     plain = json.loads(raw)["records"]
-    return model.plan_records("s", typed["records"], now=NOW), model.plan_records("s", plain, now=NOW)
+    return validation.plan_records("s", typed["records"], now=NOW), validation.plan_records("s", plain, now=NOW)
 
 
-def plan_view(plan: model.Plan) -> dict[str, Any]:
+def plan_view(plan: validation.Plan) -> dict[str, Any]:
     return {
         "result": plan.result,
         "devices": plan.devices,
@@ -251,7 +251,7 @@ def test_busy_centre_answers_503_instead_of_queueing_past_the_hub_timeout(databa
         # An erasure holds the write lock (SQLite: any write transaction): a batch being applied waits.
         if blocker.postgres:
             blocker.raw.execute("BEGIN")
-            model.write_lock(blocker, exclusive=True)
+            profiles.write_lock(blocker, exclusive=True)
         else:
             blocker.raw.execute("BEGIN IMMEDIATE")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from footfall.cloud_sync.central import model
+from footfall.cloud_sync.central import profiles, pushback
 from footfall.cloud_sync.central.db import Connection
 from footfall.edge_agent.identity import Identifier, parse_mac
 
@@ -40,23 +40,23 @@ def record_consent(conn: Connection, device: str, *, ts: float | None = None, so
             (device, ts, source),
         )
         # Every hub hears of it, so the stores that know the device may sync its phone hash too.
-        model.add_pushback(conn, "consent_granted", {"device": device})
+        pushback.add_pushback(conn, "consent_granted", {"device": device})
 
 
 def withdraw_consent(conn: Connection, device: str, *, ts: float | None = None) -> dict[str, int]:
     """Delete the profile's personal data everywhere; keep the fact and date; tell the hubs."""
     ts = time.time() if ts is None else ts
     with conn.transaction():
-        model.write_lock(conn, exclusive=True)
+        profiles.write_lock(conn, exclusive=True)
         # The same phone hash on other device ids goes too: the withdrawal is the person's.
-        phones = model.erase_personal(conn, [device], ts)
+        phones = profiles.erase_personal(conn, [device], ts)
         queued = conn.execute("DELETE FROM export_items WHERE device = ?", (device,)).rowcount
         conn.execute(
             "UPDATE consents SET pd_consent = 0, given = NULL, withdrawn = ?, source = 'withdrawal' WHERE device = ?",
             (ts, device),
         )
-        model.add_event(conn, device, "consent_withdrawn", ts)
-        model.add_pushback(conn, "consent_withdrawn", {"device": device})
+        profiles.add_event(conn, device, "consent_withdrawn", ts)
+        pushback.add_pushback(conn, "consent_withdrawn", {"device": device})
     return {"personal_identifiers": phones, "queued_exports": queued}
 
 
@@ -70,7 +70,7 @@ def optout(conn: Connection, device: str, *, source: str = "central", ts: float 
     """Erase the device's profile and stop it being tracked anywhere; False if already out."""
     ts = time.time() if ts is None else ts
     with conn.transaction():
-        model.write_lock(conn, exclusive=True)  # no batch in flight can re-create the profile after us
+        profiles.write_lock(conn, exclusive=True)  # no batch in flight can re-create the profile after us
         new = (
             conn.execute(
                 "INSERT INTO optouts (device, ts, source) VALUES (?, ?, ?) ON CONFLICT (device) DO NOTHING",
@@ -79,12 +79,12 @@ def optout(conn: Connection, device: str, *, source: str = "central", ts: float 
             > 0
         )
         # Its phone hash on other device ids (a phone the stores could not link) goes too.
-        model.erase_personal(conn, [device], ts)
+        profiles.erase_personal(conn, [device], ts)
         for table in ("profile_stores", "identifiers", "profile_events", "consents", "export_items"):
             conn.execute(f"DELETE FROM {table} WHERE device = ?", (device,))
         _strip_from_segments(conn, device)
         if new:
-            model.add_pushback(conn, "optout", {"device": device})
+            pushback.add_pushback(conn, "optout", {"device": device})
     return new
 
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from footfall.cloud_sync.central import model
+from footfall.cloud_sync.central import pushback, validation
 from footfall.cloud_sync.central.db import Connection
 
 KINDS = {"segment_definition": "definition", "scenario_settings": "settings"}
@@ -38,29 +38,31 @@ def publish(
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (kind, ident, version, json.dumps(dict(body), sort_keys=True), store, now, by),
         )
-        item = model.add_pushback(conn, kind, {"id": ident, "version": version, KINDS[kind]: dict(body)}, store=store)
+        item = pushback.add_pushback(
+            conn, kind, {"id": ident, "version": version, KINDS[kind]: dict(body)}, store=store
+        )
     return item, version
 
 
 def status_op(store: str, data: Mapping[str, Any], now: float) -> Callable[[Connection], None]:
-    """Validate a hub's ``definitions`` record (raises ``model.RecordError``) into one write."""
+    """Validate a hub's ``definitions`` record (raises ``validation.RecordError``) into one write."""
     rows = []
     for kind in KINDS:
         entries = data.get(kind, [])
         if not isinstance(entries, list) or len(entries) > 10_000:
-            raise model.RecordError(f"{kind} must be a list")
+            raise validation.RecordError(f"{kind} must be a list")
         for e in entries:
             if not isinstance(e, dict) or not isinstance(e.get("id"), str) or not 0 < len(e["id"]) <= 200:
-                raise model.RecordError(f"{kind}: each entry needs an id")
+                raise validation.RecordError(f"{kind}: each entry needs an id")
             version, st, error, at = e.get("version"), e.get("status"), e.get("error"), e.get("at")
             if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-                raise model.RecordError(f"{kind} {e['id']}: version must be an integer")
+                raise validation.RecordError(f"{kind} {e['id']}: version must be an integer")
             if st not in STATUSES:
-                raise model.RecordError(f"{kind} {e['id']}: status must be one of {', '.join(STATUSES)}")
+                raise validation.RecordError(f"{kind} {e['id']}: status must be one of {', '.join(STATUSES)}")
             if error is not None and not isinstance(error, str):
-                raise model.RecordError(f"{kind} {e['id']}: error must be text")
+                raise validation.RecordError(f"{kind} {e['id']}: error must be text")
             if at is not None and (not isinstance(at, (int, float)) or isinstance(at, bool)):
-                raise model.RecordError(f"{kind} {e['id']}: at must be a time")
+                raise validation.RecordError(f"{kind} {e['id']}: at must be a time")
             rows.append((store, kind, e["id"], version, st, (error or None) and error[:500], at, now))
 
     def op(conn: Connection) -> None:

@@ -2,7 +2,7 @@
 
 Each hub sends its fleet report with every sync cycle (``cloud_sync/fleet.py``, protocol in
 docs/sync-protocol.md, "Fleet report"). The centre keeps the latest one per store in
-``fleet_reports`` (schema migration 2, see ``model.MIGRATIONS``) and turns them into one view for
+``fleet_reports`` (schema migration 2, see ``schema.MIGRATIONS``) and turns them into one view for
 the operations team, worst first:
 
 - a sensor is **down** when it is offline, was never seen, or its certificate has expired (it

@@ -10,7 +10,7 @@
 The report's content and the worst-first rules are in ``fleet.py``.
 
 (No ``from __future__ import annotations``: FastAPI must resolve the ``Annotated`` dependency
-built inside :func:`router`, as in app.py.)
+built inside :func:`router`, as in deps.py.)
 """
 
 import json
@@ -76,7 +76,7 @@ def router(
     inflate: Callable[[bytes, str, int], bytes],
     counters: FleetMetrics,
 ) -> APIRouter:
-    """The fleet routes; app.py passes its hub authentication, rejection counter and inflater."""
+    """The fleet routes; sync_web.py passes its hub authentication, rejection counter and inflater."""
     r = APIRouter()
     Who = Annotated[auth.Principal, Depends(principal)]
     thresholds = fleet.Thresholds(stale_after_s=cfg.fleet_stale_after_h * 3600, warn_s=cfg.fleet_warn_days * 86400)

@@ -123,9 +123,9 @@ def reset(db: Any) -> None:
     """Empty every table of the central schema (a session-wide test database between tests)."""
     import re
 
-    from footfall.cloud_sync.central import model
+    from footfall.cloud_sync.central import schema
 
-    ddl = model.SCHEMA + "".join(text for _, text in model.MIGRATIONS)
+    ddl = schema.SCHEMA + "".join(text for _, text in schema.MIGRATIONS)
     # meta stays: it records which migrations the schema already has.
     tables = [t for t in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl) if t != "meta"]
     # DELETE rather than TRUNCATE: on a handful of rows it is several times faster.

@@ -4,12 +4,12 @@ A batch is decoded once, in C, into :class:`Envelope` with each record's ``data`
 JSON bytes; profile records (nearly all of a batch) are then decoded straight into
 :class:`Profile`, whose field types are the profile rules that a type can say (numbers are
 numbers and not booleans, ``first_seen``/``last_seen`` present, segments are names or objects
-with a name, ...). ``model.plan_records`` checks the rest (id patterns, ``last_seen`` not
+with a name, ...). ``validation.plan_records`` checks the rest (id patterns, ``last_seen`` not
 before ``first_seen``) and builds the row.
 
 This path only ever *accepts*. Whatever it does not take (a body the typed decoder refuses, a
 record of the wrong shape, ``NaN``, a number out of range) goes the general way instead:
-``json.loads`` and the per-field checks of ``model.profile_row``, which accept or refuse it
+``json.loads`` and the per-field checks of ``validation.profile_row``, which accept or refuse it
 with the same reason as before. So both paths give the same answer for every input; the typed
 one is only faster (about 10x for decoding and checking a profile).
 
@@ -62,7 +62,7 @@ class Profile(Struct, kw_only=True, gc=False):
     cluster: str | int | None = None
     segments: list[Segment | str | int] = field(default_factory=list)
     updated: float | UnsetType = UNSET
-    # Personal data and its consent: checked by model._personal, so any JSON value passes here.
+    # Personal data and its consent: checked by validation._personal, so any JSON value passes here.
     phone_md5: Any = None
     partner_hash: Any = None
     consent: Any = None

@@ -3,17 +3,17 @@ on the wire.
 
 Three measurements, each run in this process against both engines:
 
-- **bulk upsert** (``model.upsert_profiles``): the store path of a batch's profile records:
+- **bulk upsert** (``profiles.upsert_profiles``): the store path of a batch's profile records:
   load into a temp table (``COPY`` on PostgreSQL, ``executemany`` on SQLite), one
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` into ``profile_stores`` and the
   ``mac_hash`` identifiers of new devices (the chain-wide ``profiles`` is a view). Run three times: new profiles
   (inserts), the same profiles again with a newer timestamp (updates: the usual case), and
   updates from two connections at once ("2 writers": as concurrent hub requests, one encodes
   its rows while the other writes).
-- **batch apply** (``wire.decode_envelope`` + ``model.apply_batch``): the server-side path of
+- **batch apply** (``wire.decode_envelope`` + ``apply.apply_batch``): the server-side path of
   a batch's JSON after inflating: typed decoding and validation of the records, batch id
   claimed, the upsert, hub counters updated (``bench_sync.py`` measures it over HTTP).
-- **wire size**: realistic hub profile records (as ``cloud_sync/outbox.py`` builds them) in
+- **wire size**: realistic hub profile records (as ``cloud_sync/profiles.py`` builds them) in
   batches of 500, compact JSON vs gzip (level 6, as the hub sends).
 
 Ratios printed: PostgreSQL vs SQLite, update vs insert, batch apply vs bulk upsert, gzip vs
@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from footfall.cloud_sync.central import model
+from footfall.cloud_sync.central import apply, profiles, schema, validation
 from footfall.cloud_sync.central.db import Database
 from footfall.cloud_sync.central.testing import postgres_available, throwaway_postgres
 from footfall.cloud_sync.central.wire import decode_envelope
@@ -102,7 +102,7 @@ def bulk(db: Database, rows: list[tuple]) -> tuple[float, float]:
         server0 = backend_cpu(conn) if db.postgres else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for i in range(0, len(rows), BATCH):
-            model.upsert_profiles(conn, rows[i : i + BATCH])
+            profiles.upsert_profiles(conn, rows[i : i + BATCH])
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0 + ((backend_cpu(conn) - server0) if db.postgres else 0.0)
     return wall, cpu
@@ -118,7 +118,7 @@ def parallel_bulk(db: Database, rows: list[tuple], workers: int) -> float:
 
     def work(conn: Any, shard: list[tuple]) -> None:
         for i in range(0, len(shard), BATCH):
-            model.upsert_profiles(conn, shard[i : i + BATCH])
+            profiles.upsert_profiles(conn, shard[i : i + BATCH])
 
     threads = [threading.Thread(target=work, args=(c, sh)) for c, sh in zip(conns, shards, strict=True)]
     start = time.perf_counter()
@@ -133,8 +133,8 @@ def parallel_bulk(db: Database, rows: list[tuple], workers: int) -> float:
 
 
 def bench_engine(db: Database, records: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
-    model.init(db)
-    rows = [model.profile_row(store, rec["key"], rec["data"]) for store, rec in records]
+    schema.init(db)
+    rows = [validation.profile_row(store, rec["key"], rec["data"]) for store, rec in records]
     # The store path keeps the newest row per (device, store); measure on distinct rows.
     rows = list({(r[0], r[1]): r for r in rows}.values())
     n = len(rows)
@@ -164,7 +164,7 @@ def bench_engine(db: Database, records: list[tuple[str, dict[str, Any]]]) -> dic
             )
     start = time.perf_counter()
     for store, raw in batches:
-        model.apply_batch(db, store, decode_envelope(raw))
+        apply.apply_batch(db, store, decode_envelope(raw))
     out["apply"] = len(records) / (time.perf_counter() - start)
     return out
 

@@ -8,7 +8,7 @@ Four measurements, all in one run:
   microseconds per profile: the hub forming it (SQLite read, record text, gzip, SQLite
   write), signing, and the centre's inflate, decode (envelope and records), validation and the
   database apply. Where the time goes.
-- **baseline**: the bulk-upsert path alone (``model.upsert_profiles`` on already validated
+- **baseline**: the bulk-upsert path alone (``profiles.upsert_profiles`` on already validated
   rows, COPY + one ``INSERT ... ON CONFLICT``), as ``bench_central.py`` measures it.
 - **one hub**: one hub drains ``--profiles`` new profiles through ``Sender.drain`` over HTTP,
   then the same devices again a visit later (updates). Printed as profiles/s and as a ratio
@@ -55,7 +55,7 @@ from typing import Any
 import requests
 
 from footfall.cloud_sync import outbox, signing
-from footfall.cloud_sync.central import auth, model
+from footfall.cloud_sync.central import apply, auth, profiles, schema, validation
 from footfall.cloud_sync.central.db import Database
 from footfall.cloud_sync.central.testing import free_port, postgres_available, throwaway_postgres
 from footfall.cloud_sync.config import SyncConfig
@@ -73,7 +73,7 @@ BULK_BATCH = 5000
 
 
 def profile_data(rng: random.Random, device: str, site: str, now: float) -> dict[str, Any]:
-    """A profile exactly as ``outbox.build_profiles`` builds it: stats, segment memberships
+    """A profile exactly as the hub builds it (``cloud_sync/profiles.py``): stats, segment memberships
     (a cluster, sometimes rules) and, for about 4 % of devices, the phone hash the partner
     shared with its consent (``consent_source: partner``), or a consent given at the hub."""
     visits = 1 if rng.random() < 0.55 else rng.randint(2, 40)
@@ -321,7 +321,7 @@ def pct(values: list[float], q: float) -> float:
 
 def stages(db: Database, tmp: Path, n: int, batch_records: int) -> dict[str, float]:
     """Microseconds per profile of each step of one batch, in this process."""
-    from footfall.cloud_sync.central import app as central_app
+    from footfall.cloud_sync.central import sync_web
 
     rng = random.Random(11)
     site = "stage-hub"
@@ -343,17 +343,17 @@ def stages(db: Database, tmp: Path, n: int, batch_records: int) -> dict[str, flo
     signing.sign_headers(secret.encode(), site, "POST", BATCHES_PATH, batch.body)
     out["hub: sign (SHA-256 of the body, HMAC)"] = time.perf_counter() - t
     t = time.perf_counter()
-    raw = central_app._inflate(batch.body, "gzip", 1 << 30)
+    raw = sync_web._inflate(batch.body, "gzip", 1 << 30)
     out["centre: inflate"] = time.perf_counter() - t
     t = time.perf_counter()
-    doc = central_app._envelope(raw, site, batch.batch_id, 1 << 30)
+    doc = sync_web._envelope(raw, site, batch.batch_id, 1 << 30)
     out["centre: decode envelope and records"] = time.perf_counter() - t
     t = time.perf_counter()
-    plan = model.plan_records(site, doc["records"])
+    plan = validation.plan_records(site, doc["records"])
     out["centre: validate (plan_records)"] = time.perf_counter() - t
     assert plan.result.rejected == 0, plan.result.errors
     t = time.perf_counter()
-    res = model.apply_batch(db, site, doc)
+    res = apply.apply_batch(db, site, doc)
     out["centre: apply (validate again + COPY + upsert + commit)"] = time.perf_counter() - t
     assert res.accepted == batch.records, res
     conn.close()
@@ -364,11 +364,11 @@ def stages(db: Database, tmp: Path, n: int, batch_records: int) -> dict[str, flo
 
 
 def baseline(db: Database, records: list[tuple[str, dict[str, Any]]], site: str) -> float:
-    rows = [model.profile_row(site, key, data) for key, data in records]
+    rows = [validation.profile_row(site, key, data) for key, data in records]
     with db.connect() as conn:
         start = time.perf_counter()
         for i in range(0, len(rows), BULK_BATCH):
-            model.upsert_profiles(conn, rows[i : i + BULK_BATCH])
+            profiles.upsert_profiles(conn, rows[i : i + BULK_BATCH])
         return len(rows) / (time.perf_counter() - start)
 
 
@@ -650,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     with throwaway_postgres(args.pg, prefix="footfall_bench") as url, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         db = Database(url)
-        model.init(db)
+        schema.init(db)
         with db.connect() as c:
             pg_version = c.scalar("SHOW server_version")
         if args.size:
