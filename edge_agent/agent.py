@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from footfall import __version__, schema
+from footfall import __version__, payloads, schema
 from footfall.edge_agent.config import AgentConfig
 from footfall.edge_agent.identity import Identifier, is_device_id
 from footfall.edge_agent.parse import Parser
@@ -101,7 +101,7 @@ class Agent:
             devices, inside = self.tracker.presence(now, cfg.presence_interval_s)
             self.sink(
                 "presence",
-                schema.presence_payload(
+                payloads.presence_payload(
                     site=cfg.site,
                     sensor=cfg.sensor,
                     ts=now,
@@ -125,7 +125,7 @@ class Agent:
         return {
             "v": schema.VERSION,
             "type": "health",
-            "id": schema.message_id("health", cfg.site, cfg.sensor, round(now * 1000)),
+            "id": payloads.message_id("health", cfg.site, cfg.sensor, round(now * 1000)),
             "site": cfg.site,
             "sensor": cfg.sensor,
             "ts": round(now, 3),
@@ -217,7 +217,7 @@ class Agent:
 
     def _save_hub_config(self, values: dict[str, Any]) -> None:
         path = self.hub_config_file
-        data = schema.dumps(self.savable(values))
+        data = payloads.dumps(self.savable(values))
         tmp = path.with_name(f".{path.name}.tmp")
         try:
             if path.exists() and path.read_bytes() == data:

@@ -272,9 +272,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     preflight.require()
     from footfall.edge_agent.agent import Agent
-    from footfall.edge_agent.capture import CaptureError, open_source
+    from footfall.edge_agent.capture import open_source
     from footfall.edge_agent.config import ConfigError
     from footfall.edge_agent.connection import Watchdog
+    from footfall.edge_agent.interfaces import CaptureError
 
     cfg = _load_config(args)
     if not cfg.source:
@@ -346,7 +347,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             inside = rssi_by_fingerprint(PcapSource(args.inside))
             outside = rssi_by_fingerprint(PcapSource(args.outside))
         elif args.source:
-            from footfall.edge_agent.capture import CaptureError, open_source
+            from footfall.edge_agent.capture import open_source
+            from footfall.edge_agent.interfaces import CaptureError
 
             try:
                 source = open_source(args.source)

@@ -33,8 +33,8 @@ class Requirement:
 
 # Order: what an operator most likely lacks first. Each is imported on the live agent's code path
 # (cli.cmd_run -> publish, buffer, capture): ssl and ctypes are module-level imports of the
-# publisher (edge_agent/publish.py, via connection.py) and of edge_agent/capture.py (via bpf.py),
-# so they are needed even without TLS or a live interface.
+# publisher (edge_agent/publish.py, via connection.py) and of edge_agent/capture.py (via
+# rawsocket.py and bpf.py), so they are needed even without TLS or a live interface.
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("encodings.idna", "python3-codecs", "connecting to the hub by name: the idna codec"),
     Requirement("sqlite3", "python3-sqlite3", "the store-and-forward buffer"),

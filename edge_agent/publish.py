@@ -42,7 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from footfall import schema, topics
+from footfall import payloads, schema, topics
 
 from .buffer import DiskBuffer, DiskBufferError
 from .connection import STALL_S, NetworkLoop, TLSOptions, package_version
@@ -256,7 +256,7 @@ class Publisher(Sender):
         if kind == "config":
             raise ValueError("config is written by the hub; the agent only subscribes to it")
         topic = topics.topic(self.site, self.sensor, kind)
-        raw = schema.dumps(payload)
+        raw = payloads.dumps(payload)
         schema.validate(raw, kind)
         for field, mine in (("site", self.site), ("sensor", self.sensor)):
             if payload.get(field, mine) != mine:
@@ -366,8 +366,8 @@ class Publisher(Sender):
         return info
 
     def _status(self, state: str) -> bytes:
-        return schema.dumps(
-            schema.status_payload(
+        return payloads.dumps(
+            payloads.status_payload(
                 site=self.site,
                 sensor=self.sensor,
                 state=state,

@@ -40,7 +40,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from footfall import schema
+from footfall import payloads, schema
 from footfall.edge_agent.bands import channel_bit, channels_of, freq_to_channel
 from footfall.edge_agent.device_table import KEY_BYTES
 from footfall.edge_agent.visit_columns import (
@@ -77,7 +77,7 @@ def channel_mask(channel: int | None) -> int:
 # Minute codes (see the module docstring) back to payload values.
 _MINUTE_VALUE: list[int | None] = [None, *range(-128, 127)]
 # A raw minute list one shorter than the payload's bound: rounding the times to the
-# millisecond may add one minute at the end (schema.visit_payload realigns).
+# millisecond may add one minute at the end (payloads.visit_payload realigns).
 _MAX_MINUTE_INDEX = schema.MAX_RSSI_MINUTES - 2
 _MAX_OFFSETS = schema.MAX_BURST_OFFSETS
 _ONE_BURST = (0.0,)
@@ -410,7 +410,7 @@ class VisitTracker(VisitColumns):
             offsets = [0.0, self._offset2[i]]
             if bursts > 2:
                 offsets += self._offset_table.pop(i)
-        payload = schema.visit_payload(
+        payload = payloads.visit_payload(
             site=self.site,
             sensor=self.sensor,
             device=device.hex() if isinstance(device, bytes) else device,

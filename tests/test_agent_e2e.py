@@ -24,7 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from footfall import schema
+from footfall import payloads, schema
 from footfall.edge_agent.identity import Identifier, format_mac, parse_mac
 from footfall.tools.simulator import simulate_day
 
@@ -101,7 +101,7 @@ def test_simulated_day_through_mosquitto_matches_ground_truth(day, broker, tmp_p
     assert len(set(ids)) == published
     assert len(ids) == len(set(ids)), "QoS-1 duplicates on a healthy broker"
     for v in received:
-        schema.validate(schema.dumps(v), "visit")
+        schema.validate(payloads.dumps(v), "visit")
 
     # No raw MAC on the wire, in any common spelling, in any message.
     macs = {parse_mac(m["mac"]) for p in truth["people"] for m in p["macs"]}
@@ -374,7 +374,7 @@ class _BufferOnlyPublisher:
         self._topic = lambda kind: topics.topic(cfg.site, cfg.sensor, kind)
 
     def publish(self, kind: str, payload: dict, durable: bool = False) -> None:
-        self.buffer.put(self._topic(kind), schema.dumps(payload), msg_id=payload.get("id"))
+        self.buffer.put(self._topic(kind), payloads.dumps(payload), msg_id=payload.get("id"))
 
     def stats(self) -> dict:
         return self.buffer.stats()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from footfall import schema, topics
+from footfall import payloads, topics
 from footfall.edge_agent.buffer import DiskBuffer, DiskBufferError
 
 VISIT = topics.topic("s1", "n1", "visit")
@@ -206,5 +206,5 @@ def test_sigkill_mid_write_keeps_everything_committed(tmp_path: Path) -> None:
         assert ids == list(range(len(ids)))
         assert rows[0].payload.startswith(b"00000000")
         assert buf.backlog_bytes == sum(len(r.payload) + len(r.topic) for r in rows)
-        buf.put(VISIT, schema.dumps({"after": "restart"}))
+        buf.put(VISIT, payloads.dumps({"after": "restart"}))
         assert len(buf) == len(ids) + 1

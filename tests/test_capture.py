@@ -28,9 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from footfall.edge_agent import bpf, capture
-from footfall.edge_agent.capture import CaptureError, FrameSource, RawSocketSource, ScapySource, open_source
+from footfall.edge_agent import bpf, interfaces
+from footfall.edge_agent.capture import FrameSource, open_source
 from footfall.edge_agent.channels import ChannelError, ChannelHopper
+from footfall.edge_agent.interfaces import CaptureError
+from footfall.edge_agent.rawsocket import RawSocketSource
+from footfall.edge_agent.scapysource import ScapySource
 
 TUNSETIFF = 0x400454CA
 TUNSETLINK = 0x400454CD
@@ -97,7 +100,7 @@ class TunMonitor:
         self.fd = os.open("/dev/net/tun", os.O_RDWR)
         try:
             fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH22x", self.name.encode(), IFF_TUN))
-            fcntl.ioctl(self.fd, TUNSETLINK, capture.ARPHRD_IEEE80211_RADIOTAP)
+            fcntl.ioctl(self.fd, TUNSETLINK, interfaces.ARPHRD_IEEE80211_RADIOTAP)
         except OSError:
             os.close(self.fd)
             raise
@@ -329,7 +332,7 @@ def test_veth_carries_radiotap_and_kernel_drops_non_probes(
         RawSocketSource(rx)
     frames = real_frames[::3]  # a third of them keeps this quick; the TUN test sends all
     with RawSocketSource(rx, require_monitor=False) as src:
-        assert src.linktype == capture.LINKTYPE_ETHERNET  # what the kernel says the link carries
+        assert src.linktype == interfaces.LINKTYPE_ETHERNET  # what the kernel says the link carries
         received = pump(src, sender.send, frames)
         stats = src.refresh_stats()
     assert received == frames
@@ -441,17 +444,18 @@ def test_wifi_interface_in_managed_mode_gets_the_iw_fix(tmp_path: Path) -> None:
     fake_sysfs(tmp_path, "prism0", 802, "phy0")
     fake_sysfs(tmp_path, "mon0", 803, "phy0")
     with pytest.raises(CaptureError, match=r"iw dev wlan0 set type monitor.*iw phy phy1 interface add mon0"):
-        capture.check_interface("wlan0", root=tmp_path)
+        interfaces.check_interface("wlan0", root=tmp_path)
     with pytest.raises(CaptureError, match="without radiotap"):
-        capture.check_interface("prism0", root=tmp_path)
-    assert capture.check_interface("mon0", root=tmp_path) == 803
-    assert capture.check_interface("wlan0", require_monitor=False, root=tmp_path) == 1
+        interfaces.check_interface("prism0", root=tmp_path)
+    assert interfaces.check_interface("mon0", root=tmp_path) == 803
+    assert interfaces.check_interface("wlan0", require_monitor=False, root=tmp_path) == 1
 
 
 def test_permission_error_says_which_capability() -> None:
     """Really without the capability: a child process drops to `nobody` before opening."""
     # Import first: the interpreter's own files may not be readable by `nobody`.
-    code = "import os\nfrom footfall.edge_agent.capture import RawSocketSource, CaptureError\n"
+    code = "import os\nfrom footfall.edge_agent.interfaces import CaptureError\n"
+    code += "from footfall.edge_agent.rawsocket import RawSocketSource\n"
     if os.geteuid() == 0:
         code += "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
     code += "try:\n    RawSocketSource('lo', require_monitor=False)\nexcept CaptureError as e:\n    print(e)\n"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from footfall import schema, topics
+from footfall import payloads, topics
 from footfall.cloud_sync import fleet, outbox, signing
 from footfall.cloud_sync.central import auth
 from footfall.cloud_sync.central import fleet as central_fleet
@@ -52,17 +52,17 @@ def central_db(pg_url: str) -> Iterator[Database]:
 
 
 def _visit(sensor: str, device: str, first: float) -> tuple[str, bytes]:
-    payload = schema.visit_payload(
+    payload = payloads.visit_payload(
         site=SITE, sensor=sensor, device=device, randomized=False, first_seen=first, last_seen=first + 300,
         inside_s=200, sightings=9, rssi_max=-55, rssi_mean=-60.0, visit_class="visitor", long_stay=False,
         fingerprint="fp", ie_ids=[0, 1, 50],
     )  # fmt: skip
-    return topics.topic(SITE, sensor, "visit"), schema.dumps(payload)
+    return topics.topic(SITE, sensor, "visit"), payloads.dumps(payload)
 
 
 def _status(sensor: str, state: str, now: float) -> tuple[str, bytes]:
-    payload = schema.status_payload(site=SITE, sensor=sensor, state=state, ts=now, version="0.1.0")
-    return topics.topic(SITE, sensor, "status"), schema.dumps(payload)
+    payload = payloads.status_payload(site=SITE, sensor=sensor, state=state, ts=now, version="0.1.0")
+    return topics.topic(SITE, sensor, "status"), payloads.dumps(payload)
 
 
 def make_store(tmp_path: Path, url: str) -> tuple[Any, SyncConfig, Path]:

@@ -5,10 +5,11 @@ import subprocess
 import sys
 import time
 
-from footfall import schema, topics
+from footfall import topics
 from footfall.hub import store
 from footfall.hub.config import HubConfig
 from footfall.hub.ingest import ingest_many
+from footfall.payloads import dumps, visit_payload
 
 # Three days ending yesterday: segments look back a fixed number of days from now, so a fixed
 # date made this test fail once the calendar passed it.
@@ -20,7 +21,7 @@ def run(*args):
 
 
 def visit(device, first, dwell, rssi, visitor):
-    return schema.visit_payload(
+    return visit_payload(
         site="shop", sensor="s1", device=device, randomized=False, first_seen=first, last_seen=first + dwell,
         inside_s=dwell if visitor else 0.0, sightings=5, rssi_max=rssi, rssi_mean=rssi - 5.0,
         visit_class="visitor" if visitor else "passerby", long_stay=False, fingerprint="f" * 16, ie_ids=[0, 1],
@@ -37,9 +38,7 @@ def test_segment_add_list_refresh_and_cluster(tmp_path):
             start = T0 + day * 86400 + (i % 10) * 600
             short = i % 2 == 0
             payloads.append(visit(device, start, 120 if short else 1800, -50, True))
-    ingest_many(
-        conn, [(topics.topic("shop", "s1", "visit"), schema.dumps(p)) for p in payloads], HubConfig(site="shop")
-    )
+    ingest_many(conn, [(topics.topic("shop", "s1", "visit"), dumps(p)) for p in payloads], HubConfig(site="shop"))
     conn.close()
 
     rule = json.dumps({"all": [{"field": "last_dwell_s", "op": "<", "value": 300}]})

@@ -19,7 +19,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from footfall import schema, topics
+from footfall import payloads, topics
 from footfall.hub import store
 from footfall.hub.config import HubConfig, IngestConfig, MqttConfig, RetentionConfig, load
 from footfall.hub.ingest import Incoming, Ingestor, Writer, ingest_many, ingest_payload
@@ -31,7 +31,7 @@ T0 = time.time() - 3 * 3600
 
 
 def visit(sensor: str, device: str, first: float, last: float, rssi: int = -60, **kw: Any) -> dict[str, Any]:
-    return schema.visit_payload(
+    return payloads.visit_payload(
         site=kw.pop("site", SITE),
         sensor=sensor,
         device=device,
@@ -108,7 +108,7 @@ def publisher(broker: Any, client_id: str = "", persistent: bool = False) -> Ite
 def publish(client: mqtt.Client, messages: list[tuple[str, bytes | dict[str, Any]]], **kw: Any) -> None:
     infos = [
         client.publish(
-            t, schema.dumps(p) if isinstance(p, dict) else p, qos=kw.get("qos", 1), retain=kw.get("retain", False)
+            t, payloads.dumps(p) if isinstance(p, dict) else p, qos=kw.get("qos", 1), retain=kw.get("retain", False)
         )
         for t, p in messages
     ]
@@ -174,7 +174,7 @@ def test_bad_messages_are_rejected_counted_and_good_ones_around_them_kept(broker
     no_field = visit("s1", "bad1", T0, T0 + 10)
     del no_field["fingerprint"]
     new_version = {**visit("s1", "bad2", T0, T0 + 10), "v": 99}
-    oversized = schema.dumps({**visit("s1", "bad3", T0, T0 + 10), "pad": "x" * 100_000})
+    oversized = payloads.dumps({**visit("s1", "bad3", T0, T0 + 10), "pad": "x" * 100_000})
     bad: list[tuple[str, bytes | dict[str, Any], str]] = [
         (vtopic("s1"), b"\xff\xfe not json at all", "garbage"),
         (vtopic("s1"), b"[1, 2, 3]", "garbage"),
@@ -211,19 +211,19 @@ def test_bad_messages_are_rejected_counted_and_good_ones_around_them_kept(broker
 
 
 def presence(sensor: str, ts: float, devices: int = 7, inside: int = 3) -> dict[str, Any]:
-    return schema.presence_payload(site=SITE, sensor=sensor, ts=ts, window_s=60, devices=devices, inside=inside)
+    return payloads.presence_payload(site=SITE, sensor=sensor, ts=ts, window_s=60, devices=devices, inside=inside)
 
 
 def test_direct_ingest_payload_outcomes(tmp_path: Path) -> None:
     conn = store.connect(tmp_path / "hub.db")
-    raw = schema.dumps(visit("s1", "d1", T0, T0 + 60))
+    raw = payloads.dumps(visit("s1", "d1", T0, T0 + 60))
     assert ingest_payload(conn, vtopic("s1"), raw) == "stored"
     assert ingest_payload(conn, vtopic("s1"), raw) == "duplicate"
     assert ingest_payload(conn, vtopic("s1"), b"{") == "rejected:garbage"
     assert ingest_payload(conn, "not/ours", raw) == "rejected:topic"
     assert ingest_payload(conn, vtopic("s1", "config"), b"{}") == "ignored"
-    presence = schema.presence_payload(site=SITE, sensor="s1", ts=T0, window_s=60, devices=7, inside=3)
-    assert ingest_payload(conn, vtopic("s1", "presence"), schema.dumps(presence)) == "presence"
+    presence = payloads.presence_payload(site=SITE, sensor="s1", ts=T0, window_s=60, devices=7, inside=3)
+    assert ingest_payload(conn, vtopic("s1", "presence"), payloads.dumps(presence)) == "presence"
     assert tuple(conn.execute("SELECT devices, inside FROM presence").fetchone()) == (7, 3)
 
 
@@ -250,7 +250,7 @@ def test_numbers_beyond_sqlite_and_odd_versions_are_rejected(
     conn = store.connect(tmp_path / "hub.db")
     raw = json.dumps({**visit("s1", "d1", T0, T0 + 60), field: value}).encode()
     assert ingest_payload(conn, vtopic("s1"), raw) == f"rejected:{reason}"
-    assert ingest_payload(conn, vtopic("s1"), schema.dumps(visit("s1", "d2", T0, T0 + 60))) == "stored"
+    assert ingest_payload(conn, vtopic("s1"), payloads.dumps(visit("s1", "d2", T0, T0 + 60))) == "stored"
 
 
 def v2_visit(sensor: str, device: str, first: float, last: float, **kw: Any) -> dict[str, Any]:
@@ -272,9 +272,9 @@ def test_version_2_visits_store_their_evidence_beside_version_1(tmp_path: Path) 
     first = float(int(T0) // 60 * 60 + 10)
     v2 = v2_visit("s1", "d2", first, first + 200.55)
     assert v2["v"] == 2 and v2["rssi_minutes"] == [-60, None, None, -65]
-    assert ingest_payload(conn, vtopic("s1"), schema.dumps(v2)) == "stored"
-    assert ingest_payload(conn, vtopic("s1"), schema.dumps(visit("s1", "d1", first, first + 60))) == "stored"
-    assert ingest_payload(conn, vtopic("s1"), schema.dumps(v2)) == "duplicate"
+    assert ingest_payload(conn, vtopic("s1"), payloads.dumps(v2)) == "stored"
+    assert ingest_payload(conn, vtopic("s1"), payloads.dumps(visit("s1", "d1", first, first + 60))) == "stored"
+    assert ingest_payload(conn, vtopic("s1"), payloads.dumps(v2)) == "duplicate"
     rows = {
         r["device"]: tuple(r)[1:]
         for r in conn.execute("SELECT device, bursts, burst_offsets, rssi_minutes FROM sensor_visits")
@@ -282,11 +282,11 @@ def test_version_2_visits_store_their_evidence_beside_version_1(tmp_path: Path) 
     assert rows == {"d2": (2, "[0.0,200.5]", "[-60,null,null,-65]"), "d1": (None, None, None)}
     # Broken evidence is a schema reject; a version 2 presence is a version reject.
     bad = {**v2_visit("s1", "d3", first, first + 200), "rssi_minutes": [-60, -65]}
-    assert ingest_payload(conn, vtopic("s1"), schema.dumps(bad)) == "rejected:schema"
+    assert ingest_payload(conn, vtopic("s1"), payloads.dumps(bad)) == "rejected:schema"
     huge = {**v2_visit("s1", "d4", first, first + 200), "bursts": 2**64, "sightings": 2**64}
     assert ingest_payload(conn, vtopic("s1"), json.dumps(huge)) == "rejected:schema"  # beyond SQLite's integers
-    presence = schema.presence_payload(site=SITE, sensor="s1", ts=T0, window_s=60, devices=1, inside=0)
-    assert ingest_payload(conn, vtopic("s1", "presence"), schema.dumps({**presence, "v": 2})) == "rejected:version"
+    presence = payloads.presence_payload(site=SITE, sensor="s1", ts=T0, window_s=60, devices=1, inside=0)
+    assert ingest_payload(conn, vtopic("s1", "presence"), payloads.dumps({**presence, "v": 2})) == "rejected:version"
 
 
 def test_expired_visits_are_rejected_with_their_date_and_the_retention_setting(
@@ -300,9 +300,9 @@ def test_expired_visits_are_rejected_with_their_date_and_the_retention_setting(
         ingest=IngestConfig(log_every_s=3600.0),
     )
     old = time.mktime((2024, 3, 5, 12, 0, 0, 0, 0, -1))  # local noon: the same day in Berlin
-    expired = [(vtopic("s1"), schema.dumps(visit("s1", f"old{i}", old + i, old + i + 60))) for i in range(3)]
+    expired = [(vtopic("s1"), payloads.dumps(visit("s1", f"old{i}", old + i, old + i + 60))) for i in range(3)]
     with caplog.at_level(logging.WARNING, logger="footfall.hub.ingest"):
-        outcomes = ingest_many(conn, [*expired, (vtopic("s1"), schema.dumps(visit("s1", "new", T0, T0 + 60)))], cfg)
+        outcomes = ingest_many(conn, [*expired, (vtopic("s1"), payloads.dumps(visit("s1", "new", T0, T0 + 60)))], cfg)
         ingest_many(conn, expired, cfg)  # a new writer: its own rate limit
     assert outcomes == ["rejected:expired"] * 3 + ["stored"]
     lines = [r.getMessage() for r in caplog.records if "expired" in r.getMessage()]
@@ -337,22 +337,22 @@ def test_multi_sensor_visit_over_mqtt_is_one_store_visit(broker: Any, tmp_path: 
 def test_sensor_goes_offline_by_last_will_and_reports_health(broker: Any, tmp_path: Path) -> None:
     cfg = hub_config(broker, tmp_path, heartbeat_s=10)
     # An agent registers its will when it connects: the will's ts is older than its "online".
-    offline = schema.status_payload(site=SITE, sensor="s1", state="offline", ts=time.time() - 5)
-    online = schema.status_payload(site=SITE, sensor="s1", state="online", ts=time.time(), version="0.1.0")
+    offline = payloads.status_payload(site=SITE, sensor="s1", state="offline", ts=time.time() - 5)
+    online = payloads.status_payload(site=SITE, sensor="s1", state="online", ts=time.time(), version="0.1.0")
     agent = f"""
 import sys, time, paho.mqtt.client as mqtt
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="agent-s1", protocol=mqtt.MQTTv311)
-c.will_set({vtopic("s1", "status")!r}, {schema.dumps(offline)!r}, qos=1, retain=True)
+c.will_set({vtopic("s1", "status")!r}, {payloads.dumps(offline)!r}, qos=1, retain=True)
 c.connect({broker.host!r}, {broker.port}, keepalive=5)
 c.loop_start()
-c.publish({vtopic("s1", "status")!r}, {schema.dumps(online)!r}, qos=1, retain=True).wait_for_publish(10)
+c.publish({vtopic("s1", "status")!r}, {payloads.dumps(online)!r}, qos=1, retain=True).wait_for_publish(10)
 print("online", flush=True)
 time.sleep(120)
 """
     health = {
         "v": 1,
         "type": "health",
-        "id": schema.message_id("health", SITE, "s1", 1),
+        "id": payloads.message_id("health", SITE, "s1", 1),
         "site": SITE,
         "sensor": "s1",
         "ts": time.time(),
@@ -425,7 +425,7 @@ def test_kill_9_during_ingest_loses_and_doubles_nothing(broker: Any, tmp_path: P
                 [
                     (
                         vtopic("s1", "status"),
-                        schema.status_payload(site=SITE, sensor="s1", state="online", ts=time.time()),
+                        payloads.status_payload(site=SITE, sensor="s1", state="online", ts=time.time()),
                     )
                 ],
                 retain=True,
@@ -433,7 +433,7 @@ def test_kill_9_during_ingest_loses_and_doubles_nothing(broker: Any, tmp_path: P
         wait_for(lambda: count(db, "SELECT count(*) FROM sensors"), what="hub subscribed")
         msgs = [(vtopic(f"s{i % 3 + 1}"), visit(f"s{i % 3 + 1}", f"k{i:05d}", T0 + i, T0 + i + 30)) for i in range(n)]
         with publisher(broker, client_id="agent-kill-test", persistent=True) as pub:
-            infos = [pub.publish(t, schema.dumps(p), qos=1) for t, p in msgs]
+            infos = [pub.publish(t, payloads.dumps(p), qos=1) for t, p in msgs]
             stored = wait_for(
                 lambda: (
                     (count(db, "SELECT count(*) FROM sensor_visits") or 0) >= 500
@@ -485,7 +485,7 @@ def test_visits_and_presence_from_the_future_are_rejected_counted_and_logged(
         (vtopic("s1", "presence"), {**presence("s1", now), "ts": 10**30}),
     ]
     with caplog.at_level(logging.WARNING, logger="footfall.hub.ingest"):
-        outcomes = writer.write([Incoming(t, schema.dumps(p)) for t, p in msgs])
+        outcomes = writer.write([Incoming(t, payloads.dumps(p)) for t, p in msgs])
     assert outcomes == ["stored", "stored"] + ["rejected:future"] * 2 + ["presence"] + ["rejected:future"] * 2
     assert {r[0] for r in conn.execute("SELECT device FROM sensor_visits")} == {"past", "skewed"}
     assert [r[0] for r in conn.execute("SELECT ts FROM presence")] == [round(now + skew - 1, 3)]
@@ -497,7 +497,7 @@ def test_visits_and_presence_from_the_future_are_rejected_counted_and_logged(
     # The allowance is the hub's setting (hub.toml [ingest] max_clock_ahead_s, or the environment).
     wide = Writer(conn, load(None, env={"FOOTFALL_HUB_SITE": SITE, "FOOTFALL_HUB_INGEST_MAX_CLOCK_AHEAD_S": "86400"}))
     wide.clock = lambda: now
-    assert wide.write([Incoming(vtopic("s1"), schema.dumps(visit("s1", "tomorrow", now + 3600, now + 3660)))]) == [
+    assert wide.write([Incoming(vtopic("s1"), payloads.dumps(visit("s1", "tomorrow", now + 3600, now + 3660)))]) == [
         "stored"
     ]
     with pytest.raises(ValueError, match="max_clock_ahead_s"):

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from footfall import schema, topics
+from footfall import topics
 from footfall.hub import retention, store
 from footfall.hub.config import (
     ConfigError,
@@ -25,6 +25,7 @@ from footfall.hub.config import (
 )
 from footfall.hub.devices import HashEstimator, randomized_bounds
 from footfall.hub.ingest import Incoming, Writer, ingest_many
+from footfall.payloads import dumps, visit_payload
 
 SITE = "st"
 TZ = "Europe/Berlin"
@@ -33,7 +34,7 @@ T0 = datetime(2026, 3, 10, 9, 0, tzinfo=ZoneInfo(TZ)).timestamp()
 
 
 def sv(sensor: str, device: str, first: float, last: float, rssi: int | None = -60, **kw: Any) -> dict[str, Any]:
-    return schema.visit_payload(
+    return visit_payload(
         site=SITE,
         sensor=sensor,
         device=device,
@@ -61,7 +62,7 @@ def cfg(**kw: Any) -> HubConfig:
 
 def feed(conn: sqlite3.Connection, payloads: list[dict[str, Any]], config: HubConfig | None = None) -> list[str]:
     config = config or cfg()
-    return ingest_many(conn, [(topics.topic(SITE, p["sensor"], "visit"), schema.dumps(p)) for p in payloads], config)
+    return ingest_many(conn, [(topics.topic(SITE, p["sensor"], "visit"), dumps(p)) for p in payloads], config)
 
 
 def visits(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -235,7 +236,7 @@ def test_retention_rolls_up_before_deleting_and_keeps_totals(conn: sqlite3.Conne
             )
         )
     writer = Writer(conn, config)
-    writer.write([Incoming(topics.topic(SITE, p["sensor"], "visit"), schema.dumps(p)) for p in payloads])
+    writer.write([Incoming(topics.topic(SITE, p["sensor"], "visit"), dumps(p)) for p in payloads])
     config.retention.raw_days = 30
 
     def totals() -> tuple[int, int, float, int, int]:
@@ -305,7 +306,7 @@ def test_cli_ingest_sensors_retention_remerge(tmp_path: Path, capsys: pytest.Cap
 
     db = tmp_path / "hub.db"
     lines = tmp_path / "visits.jsonl"
-    lines.write_text("\n".join(schema.dumps(sv("s1", f"c{i}", T0 + i, T0 + i + 30)).decode() for i in range(5)) + "\n")
+    lines.write_text("\n".join(dumps(sv("s1", f"c{i}", T0 + i, T0 + i + 30)).decode() for i in range(5)) + "\n")
     env_db = ["--db", str(db)]
     assert main(["hub", "ingest", *env_db, "--topic", topics.topic("store", "s1", "visit"), str(lines)]) == 1
     assert json.loads(capsys.readouterr().out.strip()) == {"rejected:mismatch": 5}  # payloads say site "st"
@@ -338,7 +339,7 @@ def test_a_message_that_cannot_be_stored_is_isolated(conn: sqlite3.Connection) -
     future = sv("s1", "future", T0, T0 + 5)
     future["first_seen"] = future["last_seen"] = 1e300  # finite, valid JSON, but no real time
     writer = Writer(conn, cfg(), _FailingEstimator())
-    batch = [Incoming(topics.topic(SITE, "s1", "visit"), schema.dumps(p)) for p in [*payloads, future]]
+    batch = [Incoming(topics.topic(SITE, "s1", "visit"), dumps(p)) for p in [*payloads, future]]
     assert writer.write(batch) == ["stored", "rejected:error", "stored", "rejected:schema"]
     assert {r[0] for r in conn.execute("SELECT device FROM sensor_visits")} == {"ok1", "ok2"}
     counts = dict(conn.execute("SELECT reason, count FROM ingest_rejects").fetchall())

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from fastapi.testclient import TestClient
 
-from footfall import schema
+from footfall import payloads
 from footfall.hub import auth, monitor, prometheus, retention, serve, store
 from footfall.hub.api import WebSettings, create_app
 from footfall.hub.config import HubConfig
@@ -26,8 +26,8 @@ def test_metrics_show_online_stale_and_offline_sensors(tmp_path):
     config = HubConfig(site="shop", db=str(db))
     msgs = []
     for sensor, state in (("s1", "online"), ("s2", "offline"), ("s3", "online")):
-        status = schema.status_payload(site="shop", sensor=sensor, state=state, ts=now, version="0.1.0")
-        msgs.append((f"footfall/shop/{sensor}/status", schema.dumps(status)))
+        status = payloads.status_payload(site="shop", sensor=sensor, state=state, ts=now, version="0.1.0")
+        msgs.append((f"footfall/shop/{sensor}/status", payloads.dumps(status)))
     health = {
         "v": 1, "type": "health", "id": "h1", "site": "shop", "sensor": "s1", "ts": now, "version": "0.1.0",
         "uptime_s": 120.0, "frames": 5000, "frames_per_s": 41.5, "rejected": 3, "devices_tracked": 17,
@@ -118,8 +118,8 @@ def value(families: dict, name: str, **labels: str) -> float:
 
 
 def _status(sensor: str, state: str, now: float) -> tuple[str, bytes]:
-    payload = schema.status_payload(site="shop", sensor=sensor, state=state, ts=now, version="0.1.0")
-    return f"footfall/shop/{sensor}/status", schema.dumps(payload)
+    payload = payloads.status_payload(site="shop", sensor=sensor, state=state, ts=now, version="0.1.0")
+    return f"footfall/shop/{sensor}/status", payloads.dumps(payload)
 
 
 def test_every_rostered_sensor_has_series_from_the_start(tmp_path):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from footfall import schema, topics
+from footfall import payloads, topics
 from footfall.hub import roster, store
 from footfall.hub.config import HubConfig, IngestConfig, MqttConfig
 from footfall.hub.ingest import ingest_many
@@ -66,7 +66,7 @@ def _sensor_publish(site_dir: Path, broker: HubBroker, sensor: str, msgs: list[t
     c = ok(as_user(site_dir, broker.port, sensor))
     try:
         for t, p in msgs:
-            assert not c.publish(t, schema.dumps(p).decode()).is_failure
+            assert not c.publish(t, payloads.dumps(p).decode()).is_failure
     finally:
         c.close()
 
@@ -142,7 +142,7 @@ def test_cli_lists_and_admits_quarantined_sensors(tmp_path: Path) -> None:
     toml.write_text(f'site = "st"\ndb = "{db}"\nsensors = ["s1"]\n')
     conn = store.connect(db)
     cfg = HubConfig(site="st", db=str(db), sensors=["s1"])
-    msgs = [(t, schema.dumps(p)) for t, p in _visits("s7", 4, site_id="st")]
+    msgs = [(t, payloads.dumps(p)) for t, p in _visits("s7", 4, site_id="st")]
     assert ingest_many(conn, msgs, cfg) == ["rejected:unknown_sensor"] * 4
     # Replaying the same messages again (a redelivery) quarantines them again: admitted, they are
     # duplicates by message id, stored once.
@@ -164,7 +164,7 @@ def test_cli_lists_and_admits_quarantined_sensors(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM sensor_visits WHERE sensor = 's7'").fetchone()[0] == 4
     assert conn.execute("SELECT count(*) FROM sensor_quarantine").fetchone()[0] == 0
     # Admitted for good: later messages are stored directly.
-    more = [(t, schema.dumps(p)) for t, p in _visits("s7", 2, site_id="st", tag="x")]
+    more = [(t, payloads.dumps(p)) for t, p in _visits("s7", 2, site_id="st", tag="x")]
     assert ingest_many(conn, more, cfg) == ["stored", "stored"]
 
 
@@ -213,7 +213,7 @@ def _incoming(sensor: str, i: int) -> Any:
     from footfall.hub.ingest import Incoming
 
     t, p = _visits(sensor, i + 1, tag=str(i))[i]
-    return Incoming(t, schema.dumps(p))
+    return Incoming(t, payloads.dumps(p))
 
 
 def test_hub_bundle_names_the_roster(tmp_path: Path) -> None:
@@ -226,7 +226,7 @@ def test_hub_bundle_names_the_roster(tmp_path: Path) -> None:
 
 def test_quarantine_is_bounded(tmp_path, monkeypatch):
     """A sensor nobody admits cannot fill the disk: past the cap the oldest go, with a log line."""
-    from footfall import schema, topics
+    from footfall import payloads, topics
     from footfall.hub import roster, store
     from footfall.hub.config import HubConfig
     from footfall.hub.ingest import ingest_many
@@ -239,8 +239,8 @@ def test_quarantine_is_bounded(tmp_path, monkeypatch):
         msgs = [
             (
                 topics.topic("shop", "s9", "presence"),
-                schema.dumps(
-                    schema.presence_payload(
+                payloads.dumps(
+                    payloads.presence_payload(
                         site="shop", sensor="s9", ts=now + batch * 100 + i, window_s=60, devices=1, inside=0
                     )
                 ),

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from footfall import schema, topics
+from footfall import payloads, topics
 from footfall.hub import ingest, ingest_writer, store
 from footfall.hub.config import HubConfig
 from footfall.hub.ingest import ingest_many
@@ -32,7 +32,7 @@ def messages(n: int, start: int = 0, v2: bool = False) -> list[tuple[str, bytes]
         if v2:
             minutes = int((first + 90) // 60) - int(first // 60) + 1
             evidence = {"bursts": 2, "burst_offsets": [0.0, 45.25], "rssi_minutes": [-50] + [None] * (minutes - 1)}
-        payload = schema.visit_payload(
+        payload = payloads.visit_payload(
             site=SITE,
             sensor="s1",
             device=f"{i % 13:032x}",
@@ -49,7 +49,7 @@ def messages(n: int, start: int = 0, v2: bool = False) -> list[tuple[str, bytes]
             ie_ids=[0, 1],
             **evidence,
         )
-        out.append((topics.topic(SITE, "s1", "visit"), schema.dumps(payload)))
+        out.append((topics.topic(SITE, "s1", "visit"), payloads.dumps(payload)))
     return out
 
 

@@ -285,14 +285,14 @@ def _sync_config(tmp_path: Path, hub_toml: Path, name: str = "sync.toml") -> Any
 
 
 def _visit_message(sensor: str, device: str, first: float) -> tuple[str, bytes]:
-    from footfall import schema, topics
+    from footfall import payloads, topics
 
-    payload = schema.visit_payload(
+    payload = payloads.visit_payload(
         site=SITE, sensor=sensor, device=device, randomized=False, first_seen=first, last_seen=first + 300,
         inside_s=200, sightings=9, rssi_max=-55, rssi_mean=-60.0, visit_class="visitor", long_stay=False,
         fingerprint="fp", ie_ids=[0, 1, 50],
     )  # fmt: skip
-    return topics.topic(SITE, sensor, "visit"), schema.dumps(payload)
+    return topics.topic(SITE, sensor, "visit"), payloads.dumps(payload)
 
 
 @needs_broker

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from footfall import schema, topics
+from footfall import payloads, schema, topics
 from footfall.edge_agent.buffer import DiskBuffer
 from footfall.edge_agent.publish import COMMIT_BATCH, Publisher, TLSOptions
 from footfall.tools.broker import free_port, mosquitto_path, wait_port
@@ -83,11 +83,11 @@ def retained_status(port: int) -> dict[str, Any]:
 
 
 def presence(i: int) -> dict[str, Any]:
-    return schema.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i, inside=0)
+    return payloads.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i, inside=0)
 
 
 def visit(i: int) -> dict[str, Any]:
-    return schema.visit_payload(
+    return payloads.visit_payload(
         site=SITE,
         sensor=SENSOR,
         device=f"dev{i % 17:04d}",
@@ -162,7 +162,7 @@ def test_messages_arrive_in_order_and_status_is_retained(broker: Any, buf: DiskB
         assert stats["backlog"] == 0 and stats["connected"] is True and stats["reconnects"] == 0
         online = retained_status(broker.port)
         assert online["state"] == "online" and online["version"] == "test"
-        assert schema.validate(schema.dumps(online), "status") == online
+        assert schema.validate(payloads.dumps(online), "status") == online
     finally:
         pub.close()
         sub.close()
@@ -194,9 +194,9 @@ def test_bad_payloads_never_enter_the_queue(broker: Any, buf: DiskBuffer) -> Non
 def test_restart_sends_the_backlog_and_skips_unsendable_rows(broker: Any, buf: DiskBuffer) -> None:
     # What a previous run left behind, plus one row no broker would accept.
     topic = topics.topic(SITE, SENSOR, "presence")
-    buf.put_many([(topic, schema.dumps(presence(i))) for i in range(3)])
+    buf.put_many([(topic, payloads.dumps(presence(i))) for i in range(3)])
     buf.put("footfall/shop1/#", b"{}")
-    buf.put_many([(topic, schema.dumps(presence(i))) for i in range(3, 6)])
+    buf.put_many([(topic, payloads.dumps(presence(i))) for i in range(3, 6)])
     sub = Subscriber(broker.port, "hub")
     try:
         with make_publisher(broker, buf) as pub:
@@ -213,7 +213,7 @@ def test_restart_sends_the_backlog_and_skips_unsendable_rows(broker: Any, buf: D
 _KILLED_PUBLISHER = textwrap.dedent(
     """
     import sys, time
-    from footfall import schema
+    from footfall import payloads
     from footfall.edge_agent.buffer import DiskBuffer
     from footfall.edge_agent.publish import Publisher
     port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -222,7 +222,7 @@ _KILLED_PUBLISHER = textwrap.dedent(
         time.sleep(0.01)
     print("online", flush=True)
     for i in range(count):
-        pub.publish("presence", schema.presence_payload(
+        pub.publish("presence", payloads.presence_payload(
             site="shop1", sensor="sensor-a", ts=1_700_000_000 + i, window_s=60, devices=i, inside=0))
         if i % 100 == 99:
             print(i + 1, flush=True)
@@ -365,7 +365,7 @@ def test_broker_restart_mid_stream_loses_nothing(broker: Any, buf: DiskBuffer) -
 def test_full_buffer_drops_oldest_and_delivers_newest(broker: Any, tmp_path: Path) -> None:
     sub = Subscriber(broker.port, "hub")  # persistent: the broker keeps its session while down
     broker.stop()
-    one = len(schema.dumps(presence(0))) + len(topics.topic(SITE, SENSOR, "presence"))
+    one = len(payloads.dumps(presence(0))) + len(topics.topic(SITE, SENSOR, "presence"))
     with DiskBuffer(tmp_path / "outbox.db", max_bytes=50 * one) as buf:
         pub = make_publisher(broker, buf).start()
         try:
@@ -398,7 +398,7 @@ def test_config_subscription_applies_retained_and_survives_garbage(
     def send(raw: bytes) -> None:
         hub.publish(config_topic, raw, qos=1, retain=True).wait_for_publish(5)
 
-    send(schema.dumps({"v": 1, "type": "config", "presence_interval_s": 30}))
+    send(payloads.dumps({"v": 1, "type": "config", "presence_interval_s": 30}))
     applied: list[dict[str, Any]] = []
 
     def apply(config: dict[str, Any]) -> None:
@@ -416,10 +416,10 @@ def test_config_subscription_applies_retained_and_survives_garbage(
             send(b'{"v": 1, "type": "visit"}')
             send(b'{"v": 99, "type": "config"}')
             send(b"[1, 2, 3]")
-            send(schema.dumps({"v": 1, "type": "config", "explode": True}))
+            send(payloads.dumps({"v": 1, "type": "config", "explode": True}))
             wait_until(lambda: pub.stats()["config_rejected"] == 4 and pub.stats()["config_errors"] == 1)
         assert "rejected config" in caplog.text and "config callback failed" in caplog.text
-        send(schema.dumps({"v": 1, "type": "config", "presence_interval_s": 10}))
+        send(payloads.dumps({"v": 1, "type": "config", "presence_interval_s": 10}))
         wait_until(lambda: len(applied) == 2, what="next good config")
         assert applied[-1]["presence_interval_s"] == 10
         # Still publishing after all that.

@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from footfall import schema, topics
+from footfall import payloads, schema, topics
 from footfall.edge_agent.buffer import DiskBuffer
 from footfall.edge_agent.connection import ConnectionLog
 from footfall.edge_agent.identity import Identifier, format_mac
@@ -46,7 +46,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
 
 
 def presence(i: int) -> dict[str, Any]:
-    return schema.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i, inside=0)
+    return payloads.presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=i, inside=0)
 
 
 def lines(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
@@ -372,7 +372,7 @@ def test_health_carries_the_denied_and_held_counts(monkeypatch: pytest.MonkeyPat
     agent = Agent(cfg, lambda kind, payload: None, link=lambda: {"denied": 4, "held": 7})
     health = agent.health(time.time())
     assert health["denied"] == 4 and health["held"] == 7
-    schema.validate(schema.dumps(health), "health")
+    schema.validate(payloads.dumps(health), "health")
 
 
 # -- 2. watchdog: a dead network loop ends the agent ----------------------------------------------
@@ -484,7 +484,7 @@ def publish_retained_config(port: int, config: dict[str, Any]) -> None:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hub-config-writer")
     c.connect("127.0.0.1", port)
     c.loop_start()
-    c.publish(topics.topic(SITE, SENSOR, "config"), schema.dumps(config), qos=1, retain=True).wait_for_publish(5)
+    c.publish(topics.topic(SITE, SENSOR, "config"), payloads.dumps(config), qos=1, retain=True).wait_for_publish(5)
     c.disconnect()
     c.loop_stop()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from footfall import schema
+from footfall import payloads, schema, schema_fields
 
 pytestmark = pytest.mark.skipif(schema._VISIT_DECODER is None, reason="msgspec not installed: only one path")
 
@@ -36,8 +36,8 @@ V1_ARGS: dict[str, Any] = dict(
 )
 # 1_700_000_000.25 is 20.25 s into a UTC minute: the visit spans minutes 0, 1, 2 of it.
 V2_ARGS: dict[str, Any] = dict(V1_ARGS, bursts=3, burst_offsets=[0.0, 41.05, 99.99], rssi_minutes=[-60, None, -55])
-BASE = schema.visit_payload(**V2_ARGS)
-BASE_V1 = schema.visit_payload(**V1_ARGS)
+BASE = payloads.visit_payload(**V2_ARGS)
+BASE_V1 = payloads.visit_payload(**V1_ARGS)
 ODD_VALUES: list[Any] = [
     None,
     True,
@@ -91,13 +91,13 @@ def outcome(raw: bytes) -> tuple[str, str]:
     except schema.SchemaError as exc:
         return "error", str(exc)
     # repr keeps int and float apart (1 == 1.0 would hide a difference).
-    return "ok", repr({k: payload.get(k, "<absent>") for k in schema.SPECS["visit"]})
+    return "ok", repr({k: payload.get(k, "<absent>") for k in schema_fields.SPECS["visit"]})
 
 
 @pytest.mark.parametrize("base", [BASE, BASE_V1], ids=["v2", "v1"])
 def test_fast_path_agrees_with_json_loads_on_mutated_visits(base: dict[str, Any]) -> None:
     rng = random.Random(5)
-    fields = list(schema.SPECS["visit"]) + ["v", "type"]
+    fields = list(schema_fields.SPECS["visit"]) + ["v", "type"]
     agreed = {"ok": 0, "error": 0}
     for _ in range(4000):
         payload = dict(base)
@@ -122,7 +122,7 @@ def test_fast_path_agrees_with_json_loads_on_mutated_visits(base: dict[str, Any]
 
 
 def test_fast_path_accepts_the_agents_payloads_unchanged() -> None:
-    raw = schema.dumps(BASE)
+    raw = payloads.dumps(BASE)
     assert schema.validate(raw, "visit") == json.loads(raw)
     assert outcome(raw) == exact(raw)
 
@@ -204,22 +204,22 @@ def test_visit_payload_builds_version_2_with_the_evidence_and_1_without() -> Non
     assert BASE["burst_offsets"] == [0.0, 41.0, 99.9]  # truncated to 0.1 s
     assert BASE["rssi_minutes"] == [-60, None, -55]
     for payload in (BASE, BASE_V1):
-        raw = schema.dumps(payload)
+        raw = payloads.dumps(payload)
         assert schema.validate(raw, "visit") == json.loads(raw)
         assert schema._fast_visit(raw) == json.loads(raw)  # the hot path takes both versions
     with pytest.raises(TypeError):
-        schema.visit_payload(**dict(V1_ARGS, bursts=2))
+        payloads.visit_payload(**dict(V1_ARGS, bursts=2))
 
 
 def test_burst_offsets_keep_the_first_64_and_never_pass_dwell() -> None:
-    p = schema.visit_payload(
+    p = payloads.visit_payload(
         **dict(V2_ARGS, sightings=200, bursts=100, burst_offsets=[i * 1.0 + 0.99 for i in range(99)] + [100.25])
     )
     assert len(p["burst_offsets"]) == 64 and p["burst_offsets"][:3] == [0.9, 1.9, 2.9]
     # A float32 offset a hair past the last frame still lands on or before dwell_s.
-    p = schema.visit_payload(**dict(V2_ARGS, burst_offsets=[0.0, 50.0, 100.2504]))
+    p = payloads.visit_payload(**dict(V2_ARGS, burst_offsets=[0.0, 50.0, 100.2504]))
     assert p["burst_offsets"][-1] <= p["dwell_s"] == 100.25
-    schema.validate(schema.dumps(p), "visit")
+    schema.validate(payloads.dumps(p), "visit")
 
 
 @pytest.mark.parametrize(
@@ -236,13 +236,13 @@ def test_burst_offsets_keep_the_first_64_and_never_pass_dwell() -> None:
 )
 def test_minutes_follow_the_rounded_times(first: float, last: float, given: list, want: list) -> None:
     args = dict(V2_ARGS, first_seen=first, last_seen=last, bursts=1, burst_offsets=[0.0], rssi_minutes=given)
-    p = schema.visit_payload(**args)
+    p = payloads.visit_payload(**args)
     assert p["rssi_minutes"] == want
-    assert schema.validate(schema.dumps(p), "visit")["rssi_minutes"] == want
+    assert schema.validate(payloads.dumps(p), "visit")["rssi_minutes"] == want
 
 
 def test_version_1_visit_ignores_evidence_fields_on_both_paths() -> None:
-    raw = schema.dumps({**BASE_V1, "bursts": "x", "burst_offsets": 5, "rssi_minutes": [1.5]})
+    raw = payloads.dumps({**BASE_V1, "bursts": "x", "burst_offsets": 5, "rssi_minutes": [1.5]})
     assert outcome(raw) == exact(raw)
     got = schema.validate(raw, "visit")
     assert got["v"] == 1 and not {"bursts", "burst_offsets", "rssi_minutes"} & set(got)
@@ -266,7 +266,7 @@ def test_version_1_visit_ignores_evidence_fields_on_both_paths() -> None:
     ],
 )
 def test_bad_evidence_says_what_is_wrong(change: dict[str, Any], message: str) -> None:
-    raw = schema.dumps({**BASE, **change})
+    raw = payloads.dumps({**BASE, **change})
     with pytest.raises(schema.SchemaError, match=re.escape(message)):
         schema.validate(raw, "visit")
     assert outcome(raw) == exact(raw)
@@ -274,18 +274,18 @@ def test_bad_evidence_says_what_is_wrong(change: dict[str, Any], message: str) -
 
 def test_versions_are_accepted_per_type() -> None:
     assert schema.VISIT_VERSIONS == (1, 2) and schema.VERSIONS["presence"] == (1,)
-    presence = schema.presence_payload(site="s", sensor="a", ts=1.0, window_s=60, devices=1, inside=0)
+    presence = payloads.presence_payload(site="s", sensor="a", ts=1.0, window_s=60, devices=1, inside=0)
     with pytest.raises(schema.SchemaError, match="unsupported schema version 2 for 'presence'"):
-        schema.validate(schema.dumps({**presence, "v": 2}), "presence")
+        schema.validate(payloads.dumps({**presence, "v": 2}), "presence")
     with pytest.raises(schema.SchemaError, match=r"unsupported schema version 3 \(this build reads 1, 2\)"):
-        schema.validate(schema.dumps({**BASE, "v": 3}), "visit")
+        schema.validate(payloads.dumps({**BASE, "v": 3}), "visit")
     assert schema.supported_version({"v": 2, "type": "visit"})
     assert not schema.supported_version({"v": 2, "type": "status"})
     assert not schema.supported_version({"v": True, "type": "visit"})
     assert schema.supported_version({"v": 2, "type": "nonsense"})  # then it is the type that is wrong
 
 
-PRESENCE = schema.presence_payload(site="s", sensor="a", ts=1_700_000_000.0, window_s=60, devices=12, inside=5)
+PRESENCE = payloads.presence_payload(site="s", sensor="a", ts=1_700_000_000.0, window_s=60, devices=12, inside=5)
 
 
 @pytest.mark.parametrize(
@@ -303,9 +303,11 @@ PRESENCE = schema.presence_payload(site="s", sensor="a", ts=1_700_000_000.0, win
 def test_presence_refuses_negative_and_absurd_counts(change: dict[str, Any], message: str) -> None:
     # A negative count was stored and shown as "Now in store -100" on the dashboard.
     with pytest.raises(schema.SchemaError, match=re.escape(message)):
-        schema.validate(schema.dumps({**PRESENCE, **change}), "presence")
+        schema.validate(payloads.dumps({**PRESENCE, **change}), "presence")
 
 
 def test_presence_accepts_the_bounds() -> None:
     for change in ({"devices": 0, "inside": 0}, {"devices": 100_000, "inside": 100_000}, {"window_s": 86400}):
-        assert schema.validate(schema.dumps({**PRESENCE, **change}), "presence")["devices"] == change.get("devices", 12)
+        assert schema.validate(payloads.dumps({**PRESENCE, **change}), "presence")["devices"] == change.get(
+            "devices", 12
+        )

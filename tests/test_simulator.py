@@ -16,9 +16,11 @@ import pytest
 from footfall.cli import main
 from footfall.tools.simulator import load_groundtruth, make_frames, radio, simulate_day, store
 from footfall.tools.simulator.captures import measure as measure_captures
-from footfall.tools.simulator.devices import MODELS, OUIS, PHONE_MODELS, Device, pick_policy, random_la_mac
+from footfall.tools.simulator.devices import Device, pick_policy
 from footfall.tools.simulator.frames import write_pcap
+from footfall.tools.simulator.macs import OUIS, random_la_mac
 from footfall.tools.simulator.people import DWELL_CLASSES, Person
+from footfall.tools.simulator.phones import MODELS, PHONE_MODELS
 from footfall.tools.simulator.radio import Sensor, channel_freq
 
 SCALE = 0.2  # ~300 passers-by, 60 visitors: a second or so

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from footfall import schema
+from footfall import payloads, schema
 from footfall.edge_agent.visits import VisitSettings, VisitTracker, channel_mask, freq_to_channel
 
 FP = "0123456789abcdef"
@@ -36,7 +36,7 @@ def test_visitor_with_strong_signal_long_enough():
         see(t, 1000 + 60 * i, rssi=-55, seq=i)
     t.flush()
     (v,) = out
-    schema.validate(schema.dumps(v), "visit")
+    schema.validate(payloads.dumps(v), "visit")
     assert v["class"] == "visitor"
     assert v["dwell_s"] == 540
     assert v["inside_s"] == 540
@@ -77,7 +77,7 @@ def test_gap_closes_a_visit_and_ids_are_deterministic():
     t.flush()
     assert [v["closed_by"] for v in out] == ["gap", "shutdown"]
     assert out[0]["last_seen"] == 100
-    assert out[0]["id"] == schema.visit_id("site1", "s1", "d1", 0)
+    assert out[0]["id"] == payloads.visit_id("site1", "s1", "d1", 0)
     assert out[0]["id"] != out[1]["id"]
 
 
@@ -201,7 +201,7 @@ def test_bursts_offsets_and_minutes_of_a_visit():
     assert v["burst_offsets"] == [0.0, 25.0, 60.0, 195.0, 245.0]
     assert v["rssi_minutes"] == [-58, -52, None, -55, -128]
     assert v["rssi_max"] == -52 and v["sightings"] == 8
-    schema.validate(schema.dumps(v), "visit")
+    schema.validate(payloads.dumps(v), "visit")
     assert not t._minute_table and not t._offset_table  # popped at close
 
 
@@ -220,7 +220,7 @@ def test_one_burst_one_minute_needs_no_side_table():
     assert (by["b"]["rssi_max"], by["b"]["rssi_minutes"]) == (None, [-128])
     assert (by["c"]["bursts"], by["c"]["burst_offsets"], by["c"]["rssi_minutes"]) == (2, [0.0, 70.5], [-80, None, -75])
     for v in out:
-        schema.validate(schema.dumps(v), "visit")
+        schema.validate(payloads.dumps(v), "visit")
 
 
 def test_burst_offsets_stop_at_64_and_bursts_keep_counting():
@@ -231,7 +231,7 @@ def test_burst_offsets_stop_at_64_and_bursts_keep_counting():
     (v,) = out
     assert v["bursts"] == 100
     assert len(v["burst_offsets"]) == 64 and v["burst_offsets"][-1] == 456.7  # 63 * 7.25, truncated
-    schema.validate(schema.dumps(v), "visit")
+    schema.validate(payloads.dumps(v), "visit")
 
 
 def test_minute_list_is_bounded_and_a_visit_closes_before_outgrowing_it():
@@ -243,7 +243,7 @@ def test_minute_list_is_bounded_and_a_visit_closes_before_outgrowing_it():
     assert len(out[0]["rssi_minutes"]) == schema.MAX_RSSI_MINUTES - 1
     assert all(m == -50 for v in out for m in v["rssi_minutes"])
     for v in out:
-        schema.validate(schema.dumps(v), "visit")
+        schema.validate(payloads.dumps(v), "visit")
 
 
 def test_minutes_when_the_times_round_onto_a_minute_boundary():
@@ -255,7 +255,7 @@ def test_minutes_when_the_times_round_onto_a_minute_boundary():
     (v,) = out
     assert (v["first_seen"], v["last_seen"]) == (M0, M0 + 120)
     assert v["rssi_minutes"] == [-60, -65, -65]
-    schema.validate(schema.dumps(v), "visit")
+    schema.validate(payloads.dumps(v), "visit")
 
 
 def reference_visits(frames, gap_s, burst_s):
@@ -306,7 +306,7 @@ def test_evidence_matches_a_reference_on_random_traffic():
     assert len(out) == len(want) > 50
     assert any(len(v["rssi_minutes"]) > 3 for v in out) and any(v["bursts"] > 64 for v in out)
     for v in out:
-        schema.validate(schema.dumps(v), "visit")
+        schema.validate(payloads.dumps(v), "visit")
         bursts, offsets, minutes = want[(v["device"], v["first_seen"])]
         assert v["bursts"] == bursts
         assert v["burst_offsets"] == pytest.approx(offsets, abs=0.1001)  # float32 offsets

@@ -158,7 +158,7 @@ class SimRun:
 
 def run_agents(directory: Path, truth: dict[str, Any], site: str = "demo") -> tuple[list[Message], list[dict]]:
     """Every sensor's pcap through its own agent (one hash key); messages in sending order."""
-    from footfall import schema
+    from footfall import payloads
     from footfall.edge_agent.agent import Agent
     from footfall.edge_agent.config import AgentConfig
 
@@ -173,7 +173,7 @@ def run_agents(directory: Path, truth: dict[str, Any], site: str = "demo") -> tu
                 if kind not in ("visit", "presence"):
                     return
                 sent = holder[0].tracker.now if holder else 0.0
-                messages.append(Message(sent, f"footfall/{site}/{sensor}/{kind}", schema.dumps(payload)))
+                messages.append(Message(sent, f"footfall/{site}/{sensor}/{kind}", payloads.dumps(payload)))
                 if kind == "visit":
                     visits.append(payload)
 

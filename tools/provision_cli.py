@@ -14,7 +14,7 @@ from pathlib import Path
 
 from footfall.tools import provision as pv
 from footfall.tools.provision import dashboard_cert
-from footfall.tools.provision.site import MIN_CRL_DAYS
+from footfall.tools.provision.crl import MIN_CRL_DAYS
 
 PASSPHRASE_ENV = "FOOTFALL_CA_PASSPHRASE"
 SITE_DIR_ENV = "FOOTFALL_SITE_DIR"

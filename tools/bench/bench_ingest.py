@@ -49,10 +49,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from footfall import schema, topics
+from footfall import topics
 from footfall.hub import store
 from footfall.hub.config import HubConfig, IngestConfig, MqttConfig
 from footfall.hub.ingest import Ingestor, ingest_many
+from footfall.payloads import dumps, visit_payload
 
 SITE = "bench"
 SENSORS = tuple(f"s{i}" for i in range(1, 11))  # a 10-sensor store
@@ -114,7 +115,7 @@ def make_payloads(
         for k, sensor in enumerate(seen_by):
             f = first + k * rng.uniform(0, 30)
             rssi = rng.randint(-90, -40)
-            payload = schema.visit_payload(
+            payload = visit_payload(
                 site=SITE,
                 sensor=sensor,
                 device=device,
@@ -133,7 +134,7 @@ def make_payloads(
                 seq_first=rng.randint(0, 4000),
                 seq_last=rng.randint(0, 4000),
             )
-            out.append((topics.topic(SITE, sensor, "visit"), schema.dumps(payload)))
+            out.append((topics.topic(SITE, sensor, "visit"), dumps(payload)))
         i += 1
     return out[:n]
 

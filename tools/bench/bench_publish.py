@@ -20,9 +20,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from footfall import schema, topics
+from footfall import topics
 from footfall.edge_agent.buffer import DiskBuffer
 from footfall.edge_agent.publish import Publisher
+from footfall.payloads import dumps, presence_payload
 from footfall.tools.broker import Broker
 
 SITE, SENSOR = "bench", "sensor-1"
@@ -36,9 +37,7 @@ def cpu_seconds() -> float:
 
 def payloads(n: int) -> list[dict]:
     return [
-        schema.presence_payload(
-            site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=3 + i % 50, inside=3
-        )
+        presence_payload(site=SITE, sensor=SENSOR, ts=1_700_000_000 + i, window_s=60, devices=3 + i % 50, inside=3)
         for i in range(n)
     ]
 
@@ -61,7 +60,7 @@ def run_raw(port: int, msgs: list[dict]) -> float:
     topic = topics.topic(SITE, SENSOR, "presence")
     start = time.perf_counter()
     for m in msgs:
-        client.publish(topic, schema.dumps(m), qos=1)
+        client.publish(topic, dumps(m), qos=1)
     if not done.wait(300):
         raise RuntimeError("raw publish did not finish")
     elapsed = time.perf_counter() - start
@@ -95,7 +94,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=100)
     args = parser.parse_args()
     msgs = payloads(args.messages)
-    size = statistics.mean(len(schema.dumps(m)) for m in msgs)
+    size = statistics.mean(len(dumps(m)) for m in msgs)
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
         workdir = Path(tmp)
         broker = Broker(workdir / "broker").start()

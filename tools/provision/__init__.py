@@ -19,6 +19,7 @@ After each change copy ``<site_dir>/broker/`` to the hub and send Mosquitto SIGH
 """
 
 from footfall.tools.provision.bundle import PLATFORMS, AgentSettings, platform_settings
+from footfall.tools.provision.crl import crl_days_left, refresh_crl
 from footfall.tools.provision.mosquitto import (
     HUB_USER,
     SYNC_USER,
@@ -28,17 +29,15 @@ from footfall.tools.provision.mosquitto import (
     verify_password,
 )
 from footfall.tools.provision.site import (
-    ProvisionError,
     add_sensor,
     configure_hub,
-    crl_days_left,
     init_site,
-    refresh_crl,
     render_broker,
     revoke,
     rotate,
     rotate_hash_key,
 )
+from footfall.tools.provision.sitedir import ProvisionError
 from footfall.tools.provision.state import SiteState, load
 
 __all__ = [

@@ -13,53 +13,18 @@ Layout of ``site_dir`` (keep it offline or on the hub, mode 0700; never in git):
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import shutil
 from pathlib import Path
 
-from cryptography import x509
-
 from footfall import topics
 from footfall.tools.provision import ca, mosquitto
-from footfall.tools.provision.bundle import (
-    AgentSettings,
-    write_hub_bundle,
-    write_sensor_bundle,
-    write_sync_identity,
-)
+from footfall.tools.provision.bundle import AgentSettings
+from footfall.tools.provision.credentials import _cert_record, _issue_hub, _issue_sensor, _issue_server, _issue_sync
+from footfall.tools.provision.crl import _revoke_serial, _write_crl
 from footfall.tools.provision.files import PUBLIC_MODE, ensure_dir, write_file
+from footfall.tools.provision.sitedir import PASSPHRASE_HINT, ProvisionError, _load_ca, _paths
 from footfall.tools.provision.state import ROSTER_FILE, STATE_FILE, SiteState, load, save
-
-LOCAL_HOSTS = ("localhost", "127.0.0.1")  # the hub's own client connects locally
-
-
-class ProvisionError(RuntimeError):
-    """A refused operation, with a message for the operator."""
-
-
-def _paths(site_dir: Path) -> dict[str, Path]:
-    return {
-        "ca_key": site_dir / "ca" / "ca.key",
-        "ca_pem": site_dir / "ca" / "ca.pem",
-        "hash_key": site_dir / "ca" / "hash.key",
-        "bridge_pass": site_dir / "ca" / "bridge.pass",
-        "broker": site_dir / "broker",
-        "hub": site_dir / "hub",
-        "sensors": site_dir / "sensors",
-    }
-
-
-PASSPHRASE_HINT = "--ca-passphrase-file FILE or the environment variable FOOTFALL_CA_PASSPHRASE"
-
-
-def _load_ca(site_dir: Path, passphrase: bytes | None) -> tuple[x509.Certificate, ca.PrivateKey]:
-    p = _paths(site_dir)
-    pem = p["ca_key"].read_bytes()
-    # Said here rather than as cryptography's "Password was not given but private key is encrypted".
-    if b"ENCRYPTED" in pem and not passphrase:
-        raise ProvisionError(f"the CA key {p['ca_key']} is encrypted: give its passphrase ({PASSPHRASE_HINT})")
-    return ca.load_cert(p["ca_pem"].read_bytes()), ca.load_key(pem, passphrase)
 
 
 def _check_hash_key(hash_key_hex: str) -> str:
@@ -70,10 +35,6 @@ def _check_hash_key(hash_key_hex: str) -> str:
     if len(raw) < 16:
         raise ProvisionError("the hash key must be at least 16 bytes (32 hex digits)")
     return raw.hex()
-
-
-def _cert_record(cert: x509.Certificate) -> dict:
-    return ca.Issued.of(cert).as_dict()
 
 
 def _broker_config(state: SiteState) -> mosquitto.BrokerConfig:
@@ -105,93 +66,6 @@ def render_broker(site_dir: Path, state: SiteState) -> Path:
     bridge = _bridge(site_dir, state)
     write_file(out / "mosquitto.conf", mosquitto.conf_text(state.site, _broker_config(state), bridge))
     return out
-
-
-def _write_crl(
-    site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_key: ca.PrivateKey, days: int = 365
-) -> None:
-    revoked = [(int(r["serial"], 16), dt.datetime.fromisoformat(r["revoked_at"])) for r in state.revoked]
-    crl = ca.make_crl(ca_cert, ca_key, revoked, days=days)
-    pem = ca.crl_pem(crl)
-    write_file(site_dir / "ca" / "crl.pem", pem, PUBLIC_MODE)
-    write_file(_paths(site_dir)["broker"] / "crl.pem", pem)
-    state.crl = {
-        "last_update": crl.last_update_utc.isoformat(),
-        "next_update": crl.next_update_utc.isoformat() if crl.next_update_utc else None,
-        "entries": len(revoked),
-    }
-
-
-def _revoke_serial(state: SiteState, record: dict, subject: str, reason: str) -> None:
-    state.revoked.append(
-        {
-            "serial": record["serial"],
-            "revoked_at": ca.now().replace(microsecond=0).isoformat(),
-            "reason": reason,
-            "subject": subject,
-        }
-    )
-
-
-def _issue_hub(site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_key: ca.PrivateKey, days: int) -> None:
-    key = ca.new_key(state.key_type)
-    cert = ca.issue_client(ca_cert, ca_key, key, state.site, mosquitto.HUB_USER, days)
-    password = mosquitto.new_password()
-    state.hub = {
-        "username": mosquitto.HUB_USER,
-        "cert": _cert_record(cert),
-        "password_hash": mosquitto.hash_password(password),
-        "issued_at": ca.now().replace(microsecond=0).isoformat(),
-    }
-    write_hub_bundle(
-        _paths(site_dir)["hub"],
-        site=state.site,
-        username=mosquitto.HUB_USER,
-        port=state.broker["port"],
-        hub_dir=state.agent_dir,
-        ca_pem=ca.cert_pem(ca_cert),
-        cert_pem=ca.cert_pem(cert),
-        key_pem=ca.key_pem(key),
-        password=password,
-        sync_username=mosquitto.SYNC_USER if state.sync else None,
-    )
-
-
-def _issue_sync(site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_key: ca.PrivateKey, days: int) -> None:
-    """The sync job's identity (certificate CN footfall-sync, password), written beside the hub's."""
-    key = ca.new_key(state.key_type)
-    cert = ca.issue_client(ca_cert, ca_key, key, state.site, mosquitto.SYNC_USER, days)
-    password = mosquitto.new_password()
-    state.sync = {
-        "username": mosquitto.SYNC_USER,
-        "cert": _cert_record(cert),
-        "password_hash": mosquitto.hash_password(password),
-        "issued_at": ca.now().replace(microsecond=0).isoformat(),
-    }
-    write_sync_identity(
-        _paths(site_dir)["hub"],
-        site=state.site,
-        hub_username=mosquitto.HUB_USER,
-        username=mosquitto.SYNC_USER,
-        port=state.broker["port"],
-        hub_dir=state.agent_dir,
-        cert_pem=ca.cert_pem(cert),
-        key_pem=ca.key_pem(key),
-        password=password,
-    )
-
-
-def _issue_server(
-    site_dir: Path, state: SiteState, ca_cert: x509.Certificate, ca_key: ca.PrivateKey, days: int
-) -> None:
-    hosts = list(dict.fromkeys([*state.hosts, *LOCAL_HOSTS]))
-    key = ca.new_key(state.key_type)
-    cert = ca.issue_server(ca_cert, ca_key, key, state.site, hosts, days)
-    out = ensure_dir(_paths(site_dir)["broker"])
-    write_file(out / "server.crt", ca.cert_pem(cert))
-    write_file(out / "server.key", ca.key_pem(key))
-    write_file(out / "ca.pem", ca.cert_pem(ca_cert))
-    state.server = {**_cert_record(cert), "hosts": hosts}
 
 
 def init_site(
@@ -281,45 +155,6 @@ def add_sensor(
     return bundle
 
 
-def _issue_sensor(
-    site_dir: Path,
-    state: SiteState,
-    sensor: str,
-    settings: AgentSettings,
-    passphrase: bytes | None,
-    days: int,
-    ca_pair: tuple[x509.Certificate, ca.PrivateKey] | None = None,
-) -> Path:
-    # A re-issue of every sensor decrypts the CA key once, not once per sensor.
-    ca_cert, ca_key = ca_pair or _load_ca(site_dir, passphrase)
-    key = ca.new_key(state.key_type)
-    cert = ca.issue_client(ca_cert, ca_key, key, state.site, sensor, days)
-    password = mosquitto.new_password()
-    previous = state.sensors.get(sensor, {})
-    state.sensors[sensor] = {
-        "status": "active",
-        "cert": _cert_record(cert),
-        "password_hash": mosquitto.hash_password(password),
-        "issued_at": ca.now().replace(microsecond=0).isoformat(),
-        "settings": settings.__dict__,
-        "history": [*previous.get("history", []), *([previous["cert"]["serial"]] if "cert" in previous else [])],
-    }
-    return write_sensor_bundle(
-        _paths(site_dir)["sensors"] / sensor,
-        site=state.site,
-        sensor=sensor,
-        host=state.hosts[0],
-        port=state.broker["port"],
-        agent_dir=state.agent_dir,
-        settings=settings,
-        ca_pem=ca.cert_pem(ca_cert),
-        cert_pem=ca.cert_pem(cert),
-        key_pem=ca.key_pem(key),
-        password=password,
-        hash_key_hex=_paths(site_dir)["hash_key"].read_text().strip(),
-    )
-
-
 def rotate(site_dir: Path, sensor: str, *, passphrase: bytes | None = None, days: int = 825) -> Path:
     """New key, certificate and password for a sensor; the old certificate goes into the CRL.
 
@@ -366,54 +201,6 @@ def revoke(site_dir: Path, sensor: str, *, passphrase: bytes | None = None, reas
     save(site_dir, state)
     # The bundle's key and password are dead now; do not leave them lying around.
     shutil.rmtree(_paths(site_dir)["sensors"] / sensor, ignore_errors=True)
-
-
-# A CRL that expires soon locks every sensor out of the broker when nobody re-signs it in
-# time: a month leaves room for a missed renewal (crl --days 0 once wrote one already expired).
-MIN_CRL_DAYS = 30
-
-
-def crl_days_left(state: SiteState, now: dt.datetime | None = None) -> float | None:
-    """Days until the CRL's next_update (negative once expired); None when none was recorded."""
-    nxt = state.crl.get("next_update")
-    if not nxt:
-        return None
-    return (dt.datetime.fromisoformat(nxt) - (now or ca.now())).total_seconds() / 86400
-
-
-def refresh_crl(
-    site_dir: Path,
-    *,
-    passphrase: bytes | None = None,
-    days: int = 365,
-    if_expiring_within: float | None = None,
-) -> SiteState | None:
-    """Re-sign the CRL before its next_update: an expired CRL makes Mosquitto refuse everyone.
-
-    With ``if_expiring_within`` (days) it re-signs only when fewer days than that remain and
-    returns None otherwise, without touching the CA key: what an unattended timer runs daily.
-    """
-    if days < MIN_CRL_DAYS:
-        raise ProvisionError(
-            f"a CRL valid for {days} days would lock every sensor out when it lapses; use --days {MIN_CRL_DAYS} or more"
-        )
-    if if_expiring_within is not None:
-        if if_expiring_within < 0:
-            raise ProvisionError(f"--if-expiring-within must be 0 days or more, not {if_expiring_within}")
-        if if_expiring_within >= days:
-            # Otherwise every run would find the fresh CRL "expiring" and re-sign it again.
-            raise ProvisionError(
-                f"--if-expiring-within {if_expiring_within:g} must be less than the new CRL's lifetime (--days {days})"
-            )
-    state = load(site_dir)
-    if if_expiring_within is not None:
-        left = crl_days_left(state)
-        if left is not None and left >= if_expiring_within:
-            return None
-    ca_cert, ca_key = _load_ca(site_dir, passphrase)
-    _write_crl(site_dir, state, ca_cert, ca_key, days)
-    save(site_dir, state)
-    return state
 
 
 def _hash_key_record(source: str, history: list[dict]) -> dict:

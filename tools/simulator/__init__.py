@@ -16,11 +16,12 @@ model 1 and why: docs/device-estimation.md, "The simulator's phone behaviour and
 * ``people``   who walks by or comes in, when (hourly profile with lunch and evening peaks),
                how long (dwell classes) and where (paths in shop coordinates; street walking
                speed U(1.0, 1.6) m/s, Finnis & Walton: site means 1.33-1.58 m/s).
-* ``devices``  phone models with IE layouts taken from the captures (iOS 15/16, Galaxy S21, Oppo
-               Find X3 Neo; the others built alike), market shares, and MAC policies by model,
-               as measured in the captures: ``ios_per_burst`` (new MAC and random sequence
-               number per channel burst: iPhone 11/12 on iOS 16.4.1; also used for iOS 17, of
-               which no measurement was found), ``ios_per_scan`` (iPhone XR),
+* ``phones``   phone models with IE layouts (``elements``) taken from the captures (iOS 15/16,
+               Galaxy S21, Oppo Find X3 Neo; the others built alike), market shares, and MAC
+               policies by model (``macs``; ``devices`` applies them), as measured in the
+               captures: ``ios_per_burst`` (new MAC and random sequence number per channel
+               burst: iPhone 11/12 on iOS 16.4.1; also used for iOS 17, of which no measurement
+               was found), ``ios_per_scan`` (iPhone XR),
                ``ios_per_scan_seq`` (one MAC per scan, counter continues: iPhone 7 on iOS 15.5),
                ``android_per_scan`` (Galaxy S21, Oppo; AOSP: Android 8+ randomizes probe MACs),
                and ``global`` MACs with real vendor OUIs. ~80 % of phones (``randomized_share``,

@@ -28,7 +28,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from footfall.tools.simulator.devices import Device, PhoneModel
+from footfall.tools.simulator.devices import Device
+from footfall.tools.simulator.phones import PhoneModel
 
 
 @dataclass(frozen=True)

@@ -48,18 +48,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from footfall.settings import parse_hours
 from footfall.tools.simulator import radio
-from footfall.tools.simulator.devices import (
-    KNOWN_SSIDS,
-    MODELS,
-    PHONE_MODELS,
-    STAFF_MODELS,
-    Device,
-    draw_randomized,
-    global_mac,
-    pick_policy,
-)
+from footfall.tools.simulator.devices import KNOWN_SSIDS, Device, draw_randomized, pick_policy
 from footfall.tools.simulator.frames import PcapWriter, probe_request, radiotap_prefix
 from footfall.tools.simulator.groundtruth import build_groundtruth
+from footfall.tools.simulator.macs import global_mac
 from footfall.tools.simulator.people import (
     Layout,
     Person,
@@ -72,6 +64,7 @@ from footfall.tools.simulator.people import (
     visit_path,
     walk_past,
 )
+from footfall.tools.simulator.phones import MODELS, PHONE_MODELS, STAFF_MODELS
 from footfall.tools.simulator.radio import Sensor
 
 TRUTH_MODEL = 3  # recorded in groundtruth.json as params.truth_model
