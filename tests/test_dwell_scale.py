@@ -19,7 +19,17 @@ from pathlib import Path
 import pytest
 
 from footfall.tools.evaluate_metrics import DayResult, Figure, evaluate_run, one_guess_errors
-from footfall.tools.evaluate_pipeline import HELD_OUT_SEEDS, Scenario, simulate
+from footfall.tools.evaluate_pipeline import (
+    HELD_OUT_SEEDS,
+    SHOP_DWELL_SCALES,
+    SHOP_RETURNING_SHARES,
+    SHOP_STREETS,
+    TUNING_SEEDS,
+    Scenario,
+    scenario,
+    simulate,
+    varied_shop,
+)
 
 SEED = dict(seed=18, scale=0.5, randomized_share=0.6, sensors=3)  # a small held-out store
 
@@ -62,11 +72,33 @@ def test_one_guess_is_the_other_days_median() -> None:
     assert one_guess_errors(days, "return_rate") == pytest.approx([0.2, 0.05, -0.25])  # points, not ratios
 
 
-@pytest.mark.parametrize(("option", "value"), [("--dwell-scale", "0"), ("--returning-share", "1.5")])
-def test_a_shop_that_cannot_be_is_refused(option: str, value: str) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [["--dwell-scale", "0"], ["--returning-share", "1.5"], ["--shops", "--dwell-scale", "2"]],
+)
+def test_a_shop_that_cannot_be_is_refused(options: list[str]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "footfall", "evaluate", "--metrics", "--seeds", "18", option, value],
+        [sys.executable, "-m", "footfall", "evaluate", "--metrics", "--seeds", "18", *options],
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 2 and option in proc.stderr
+    assert proc.returncode == 2 and options[0] in proc.stderr
+
+
+def test_shops_cover_every_kind_held_out_and_tuning() -> None:
+    """``--shops``: every dwell, street and share of returners among the held-out seeds and
+    among the tuning ones (returners on the three-day stores, the only ones that have any),
+    the store itself (size, phones, sensors, days) unchanged."""
+    for seeds in (HELD_OUT_SEEDS, TUNING_SEEDS):
+        shops = [varied_shop(scenario(s)) for s in seeds]
+        assert {sc.dwell_scale for sc in shops} == set(SHOP_DWELL_SCALES)
+        assert {sc.passersby_per_visitor for sc in shops} == set(SHOP_STREETS)
+        assert {sc.returning_share for sc in shops if sc.days > 1} == set(SHOP_RETURNING_SHARES)
+        for sc in shops:
+            base = scenario(sc.seed)
+            assert (sc.scale, sc.randomized_share, sc.sensors, sc.days) == (
+                base.scale,
+                base.randomized_share,
+                base.sensors,
+                base.days,
+            )

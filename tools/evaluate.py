@@ -397,7 +397,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.live:
                 return cmd_live(args.seeds, args.workdir)
             return cmd_metrics(
-                args.seeds, args.json, args.workdir, args.passersby_per_visitor, args.dwell_scale, args.returning_share
+                args.seeds,
+                args.json,
+                args.workdir,
+                args.passersby_per_visitor,
+                args.dwell_scale,
+                args.returning_share,
+                args.shops,
             )
         except ValueError as exc:
             print(f"footfall evaluate: {exc}", file=sys.stderr)
@@ -503,6 +509,11 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         default=0.25,
         metavar="S",
         help="with --metrics: share of a later day's visitors who came on an earlier one (default 0.25)",
+    )
+    p.add_argument(
+        "--shops",
+        action="store_true",
+        help="with --metrics: each seed another kind of shop (dwell x0.5/1/3, returners 10/25/50 %%, street 2.5/5/10)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -48,6 +48,7 @@ from footfall.tools.evaluate_pipeline import (
     run_agents,
     scenario,
     simulate,
+    varied_shop,
 )
 
 __all__ = [
@@ -421,11 +422,13 @@ def evaluate_seeds(
     passersby_per_visitor: float | None = None,
     dwell_scale: float = 1.0,
     returning_share: float = 0.25,
+    shops: bool = False,
 ) -> list[DayResult]:
     """Every seed's days; ``passersby_per_visitor`` replaces the scenarios' street (5: capture
     rate 1 in 6) to see how the figures hold in shops that draw more or fewer of it in;
     ``dwell_scale`` stretches the visitors' time inside (a kiosk, a dealership) and
-    ``returning_share`` sets the share of a later day's visitors who came before (0.25)."""
+    ``returning_share`` sets the share of a later day's visitors who came before (0.25);
+    ``shops`` makes each seed another kind of shop instead (``evaluate_pipeline.varied_shop``)."""
     results: list[DayResult] = []
     with tempfile.TemporaryDirectory(prefix="footfall-eval-") as tmp:
         base = Path(workdir or tmp)
@@ -434,6 +437,8 @@ def evaluate_seeds(
             if passersby_per_visitor is not None:
                 sc = replace(sc, passersby_per_visitor=passersby_per_visitor)
             sc = replace(sc, dwell_scale=dwell_scale, returning_share=returning_share)
+            if shops:
+                sc = varied_shop(sc)
             run = simulate(sc, base)
             days = evaluate_run(run, base)
             results += days
@@ -465,6 +470,7 @@ def cmd_metrics(
     passersby_per_visitor: float | None = None,
     dwell_scale: float = 1.0,
     returning_share: float = 0.25,
+    shops: bool = False,
 ) -> int:
     seeds = parse_seeds(seeds_text)
     if passersby_per_visitor is not None:
@@ -476,9 +482,11 @@ def cmd_metrics(
         raise ValueError(f"--dwell-scale: between 0.1 and 10, not {dwell_scale:g}")
     if not 0.0 <= returning_share <= 1.0:
         raise ValueError(f"--returning-share: between 0 and 1, not {returning_share:g}")
+    if shops and (passersby_per_visitor is not None or dwell_scale != 1.0 or returning_share != 0.25):
+        raise ValueError("--shops draws each store's street, dwell and returners: give none of them with it")
     printer = None if as_json else print
     results = evaluate_seeds(
-        seeds, Path(workdir) if workdir else None, printer, passersby_per_visitor, dwell_scale, returning_share
+        seeds, Path(workdir) if workdir else None, printer, passersby_per_visitor, dwell_scale, returning_share, shops
     )
     if as_json:
         print(json.dumps(results_json(results), indent=1))

@@ -83,6 +83,29 @@ def scenario(seed: int) -> Scenario:
     )
 
 
+# ``--shops``: each seed another kind of shop, so that a guess of the same figure for every store
+# (which the scenarios above, all one kind of shop, let win: docs/metrics.md, "What one kind of
+# shop cannot test") is tested against shops that differ. A dealership keeps people three times
+# as long as the simulator's shop, a kiosk half as long; a tenth to half of a later day's
+# visitors came before; the street as in "Capture rates other than 1 in 6".
+SHOP_DWELL_SCALES = (0.5, 1.0, 3.0)
+SHOP_RETURNING_SHARES = (0.1, 0.25, 0.5)
+SHOP_STREETS = (2.5, STREET, 10.0)
+
+
+def varied_shop(sc: Scenario) -> Scenario:
+    """The seed's store as a kind of shop drawn from its seed, each level apart from the store's
+    size, share of randomizing phones and sensors (every level of each among the held-out seeds
+    and among the tuning ones)."""
+    s = sc.seed
+    return replace(
+        sc,
+        dwell_scale=SHOP_DWELL_SCALES[(s // 5) % 3],
+        returning_share=SHOP_RETURNING_SHARES[(s // 2) % 3],
+        passersby_per_visitor=SHOP_STREETS[(s // 4 + s) % 3],
+    )
+
+
 def parse_seeds(text: str) -> list[int]:
     """``held-out``, ``tuning``, ``all``, or a list like ``1,2,11-15``."""
     if text == "held-out":
