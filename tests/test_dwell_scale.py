@@ -102,3 +102,15 @@ def test_shops_cover_every_kind_held_out_and_tuning() -> None:
                 base.sensors,
                 base.days,
             )
+
+
+def test_fitting_tools_can_fit_on_every_kind_of_shop(tmp_path: Path) -> None:
+    """``linked_days(..., shops=True)`` (``fit_visitors --shops``, ``fit_occupancy --shops``):
+    the store simulated as the kind of shop ``--shops`` evaluates it as."""
+    from footfall.tools.evaluate_pipeline import linked_days
+
+    days = linked_days([45], tmp_path, shops=True)  # a small tuning store, a kiosk's short visits
+    day = next(days)
+    assert day.run.scenario == varied_shop(scenario(45)) and day.run.scenario.dwell_scale == 0.5
+    assert day.run.truth["params"]["dwell_scale"] == 0.5
+    days.close()

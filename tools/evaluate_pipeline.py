@@ -289,19 +289,23 @@ class LinkedDay:
     conn: Any = None  # the day's hub database, open while the day is being looked at
 
 
-def linked_days(seeds: Iterable[int], work: Path, street: float = STREET) -> Iterator[LinkedDay]:
+def linked_days(
+    seeds: Iterable[int], work: Path, street: float = STREET, *, shops: bool = False
+) -> Iterator[LinkedDay]:
     """Every day of the seeds' scenarios through the pipeline (agents, ingest) and linked as the
     hub's job links it once the days are over: what the fitting tools fit on. A seed given twice
-    is one store; ``street``: passers-by a visitor."""
+    is one store; ``street``: passers-by a visitor; ``shops``: each store the kind of shop
+    :func:`varied_shop` draws for it (its own street, dwell and returners) instead."""
     import time
 
     from footfall.hub import link
     from footfall.hub.analysis import day_bounds
 
     for seed in dict.fromkeys(seeds):
-        sub = work / (str(seed) if street == STREET else f"{seed}-street-{street:g}")
+        sub = work / (str(seed) if street == STREET and not shops else f"{seed}-street-{street:g}-shops-{shops}")
         sub.mkdir()
-        run = simulate(replace(scenario(seed), passersby_per_visitor=street), sub)
+        sc = replace(scenario(seed), passersby_per_visitor=street)
+        run = simulate(varied_shop(sc) if shops else sc, sub)
         writer, _ = ingest(run, sub / "hub.db")
         try:
             now = time.time()

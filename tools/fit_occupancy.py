@@ -33,9 +33,9 @@ class Day:
     truth: float  # the visitors' time inside, summed (minutes)
 
 
-def tuning_days(seeds: list[int], work: Path) -> list[Day]:
+def tuning_days(seeds: list[int], work: Path, shops: bool = False) -> list[Day]:
     out: list[Day] = []
-    for ld in linked_days(seeds, work):
+    for ld in linked_days(seeds, work, shops=shops):
         an, start, end = ld.analysis, ld.start, ld.end
         # Without the factor: what it multiplies.
         plain = sum(per_minute(an.sessions, an.model, start, end).values()) / _factor(an.model.weak)
@@ -80,10 +80,11 @@ def report(days: list[Day]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m footfall.tools.fit_occupancy", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="tuning", help="tuning seeds only (default: all of them)")
+    p.add_argument("--shops", action="store_true", help="each store another kind of shop (evaluate --metrics --shops)")
     args = p.parse_args(argv)
     seeds = tuning_only(p, args.seeds)
     with tempfile.TemporaryDirectory(prefix="footfall-fit-") as tmp:
-        days = tuning_days(seeds, Path(tmp))
+        days = tuning_days(seeds, Path(tmp), args.shops)
     print("\n".join(report(days)))
     return 0
 

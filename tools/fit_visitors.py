@@ -37,11 +37,11 @@ class Day:
     truth: float  # visitors over all simulated people
 
 
-def tuning_days(seeds: list[int], work: Path) -> list[Day]:
+def tuning_days(seeds: list[int], work: Path, shops: bool = False) -> list[Day]:
     """Every day of the seeds whose site model tells the shop from the street (2-3 sensors,
     inside model trained), linked as the hub's job links it."""
     out: list[Day] = []
-    for ld in linked_days(seeds, work):
+    for ld in linked_days(seeds, work, shops=shops):
         an = ld.analysis
         if an.model.weak:
             continue
@@ -81,10 +81,11 @@ def rms(xs: list[float]) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="tuning", help="tuning seeds only (default: all of them)")
+    p.add_argument("--shops", action="store_true", help="each store another kind of shop (evaluate --metrics --shops)")
     args = p.parse_args(argv)
     seeds = tuning_only(p, args.seeds)
     with tempfile.TemporaryDirectory(prefix="footfall-fit-") as tmp:
-        days = tuning_days(seeds, Path(tmp))
+        days = tuning_days(seeds, Path(tmp), args.shops)
     if len(days) < 4:
         p.error(f"{len(days)} days with 2-3 sensors: too few to fit three numbers")
     current = tuple(getattr(DEFAULTS, k) for k in PARAMS)
