@@ -41,7 +41,7 @@ SANE_FACTOR = (1 / 3, 3.0)
 # three streets the model spreads are measured over (2.5, 5 and 10 passers-by a visitor; 24
 # and 12 degrees of freedom), for the figures as they are since 2026-12-06 (passers-by: the mean
 # of the stays' and the scans' counts with 2-3 sensors, the scans' count alone with one;
-# measured again 2026-12-07, `footfall evaluate --metrics --seeds 4,8,40,48,44,52
+# measured again later on 2026-12-06, `footfall evaluate --metrics --seeds 4,8,40,48,44,52
 # --passersby-per-visitor 2.5|10`). Before: visitors 0.049 and 0.085 (seeds 4 and 8, or 44 and
 # 52, at one street), passers-by 0.125 and 0.13 (the stays' count). The rest of the figure's
 # model spread (Defaults.spread, or the passers-by count's own: credibility) is the store's own

@@ -3,7 +3,7 @@ scenario draws its visitors' time inside from one distribution, so a guess of th
 dwell for every store beats the hub's estimate on the held-out days; ``--dwell-scale`` stretches
 the visits (a dealership's hour instead of a shop's ten minutes) to test the estimate instead.
 
-Measured 2026-12-07 on the held-out days at three times the dwell: median dwell 46 % short,
+Measured 2026-12-06 on the held-out days at three times the dwell: median dwell 46 % short,
 mean dwell 38 % short, their ranges covering the truth on 4 and 2 days of 30: a randomizing
 phone's long visit comes apart in the tracker (2.2 stays of its own, holding a fifth of its
 time, the rest joined to other phones' stays), while a fixed-address phone's does not. The
