@@ -107,6 +107,11 @@ class Engagement(BaseModel):
     median_dwell_s_heard: float | None = None
     estimated: bool = True
     explain: str = ""
+    dwell_caveat: str | None = Field(
+        None,
+        description="set when the estimated median dwell is outside the kind of shop the dwell figures "
+        "were checked on: they may be far off, their range too",
+    )
     buckets: list[DwellBucket]
     histogram: list[HistogramBin]
     rolled_up_visits: int

@@ -341,6 +341,23 @@ def annotate_footfall(conn: sqlite3.Connection, out: dict[str, Any], start: date
     return out
 
 
+def dwell_caveat(median_s: float | None, checked: tuple[float, float] | None = None) -> str | None:
+    """A sentence for a median dwell estimate outside the kind of shop the dwell figures were
+    checked on (``Defaults.dwell_checked_s``), None inside it or without an estimate."""
+    from footfall.hub.estimate import DEFAULTS
+
+    lo, hi = checked or DEFAULTS.dwell_checked_s
+    if median_s is None or lo <= median_s <= hi:
+        return None
+    longer = median_s > hi
+    return (
+        f"Visits here look {'longer' if longer else 'shorter'} than in the shops these dwell figures were "
+        f"checked on ({lo / 60:.0f}-{hi / 60:.0f} min): on simulated shops such a dwell read "
+        + ("about 40 % too short, and the visitors too many" if longer else "up to a third too long")
+        + ", and the range may miss it."
+    )
+
+
 def annotate_engagement(conn: sqlite3.Connection, out: dict[str, Any], start: date, end: date) -> dict[str, Any]:
     """metrics.engagement's answer with estimated dwell (store-wide): medians, means, histogram."""
     for name in ("median_dwell_s", "mean_dwell_s"):
@@ -348,6 +365,7 @@ def annotate_engagement(conn: sqlite3.Connection, out: dict[str, Any], start: da
         out[f"{name}_low"] = out[f"{name}_high"] = None
     out["estimated"] = False
     out["explain"] = EXPLAIN["dwell"]
+    out["dwell_caveat"] = None
     if out.get("zone") is not None:
         return out
     days = day_rows(conn, start, end)
@@ -375,6 +393,7 @@ def annotate_engagement(conn: sqlite3.Connection, out: dict[str, Any], start: da
         bucket["share"] = round(n / total, 4) if total else None
     out["visits"] = round(total, 1)
     out["estimated"] = len(days) == (end - start).days + 1
+    out["dwell_caveat"] = dwell_caveat(out.get("median_dwell_s"))
     return out
 
 

@@ -100,6 +100,7 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str, Path
     headers = {"X-API-Key": key}
     ff = httpx.get(base + "/api/footfall", params={"start": DAY, "end": DAY}, headers=headers).json()
     now = httpx.get(base + "/api/now", headers=headers).json()
+    en = httpx.get(base + "/api/engagement", params={"start": DAY, "end": DAY}, headers=headers).json()
     occ = httpx.get(base + "/api/occupancy", params={"start": DAY, "end": DAY}, headers=headers).json()
     t = ff["totals"]
     # The store this test needs: estimated, provisional (the estimates stop before the clock).
@@ -144,6 +145,9 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str, Path
             expect(page.locator("#explain-visitors")).to_be_visible()
             assert page.inner_text("#explain-visitors") == ff["explain"]["visitors"]
             assert page.inner_text("#explain-dwell").strip() != ""
+            # The dwell's caveat shows when the API sets one (a dwell unlike the shops it was checked on).
+            assert "dwell_caveat" in en
+            assert page.inner_text("#dwell-caveat") == (en["dwell_caveat"] or "")
             assert page.inner_text("#explain-now") == ff["explain"]["now"]
             assert "heard" in page.inner_text("#reading").lower()
             assert "estimated" in page.inner_text("#reading").lower()

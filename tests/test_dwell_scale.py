@@ -59,6 +59,19 @@ def test_median_dwell_follows_a_long_dwell_shop(stretched) -> None:
     assert abs(figures["median_dwell_s"].error()) <= 0.25, figures["median_dwell_s"]
 
 
+def test_the_dashboard_says_the_dwell_is_unlike_the_shops_it_was_checked_on(stretched) -> None:
+    """What the dwell card shows beside a long-dwell shop's figures (figures.dwell_caveat): the
+    estimate, though 40 % short, is still longer than any the tuning shops gave."""
+    from footfall.hub import figures
+
+    _, f = stretched
+    caveat = figures.dwell_caveat(f["median_dwell_s"].estimate)
+    assert caveat is not None and "longer" in caveat and "40 % too short" in caveat
+    assert figures.dwell_caveat(600.0) is None and figures.dwell_caveat(None) is None
+    short = figures.dwell_caveat(180.0)
+    assert short is not None and "shorter" in short and "too long" in short
+
+
 def test_one_guess_is_the_other_days_median() -> None:
     def day(truth: float) -> DayResult:
         r = DayResult(Scenario(seed=1), "2026-11-02", held_out=False)

@@ -371,6 +371,7 @@
     figure("median-dwell", "dwell", pick(en, "median_dwell_s"), null, partial && cov ? cov.missing : "");
     inlineFigure("mean-dwell", "dwell", pick(en, "mean_dwell_s"));
     $("explain-dwell").textContent = en.explain || "";
+    $("dwell-caveat").textContent = en.dwell_caveat || "";
     $("dwell-note").textContent = en.estimated ? "Estimated people by time spent inside"
       : partial ? "Estimated people by time spent inside, on the estimated days only" + (cov ? ` (${cov.est} of ${cov.days})` : "")
         : "Visits heard by time spent inside (not estimated yet)";
