@@ -69,20 +69,20 @@ def credibility(fig: str, days: int, weak: bool, model_spread: float | None = No
     return bias / (bias + noise / max(days, 1)) if bias > 0 else 0.0
 
 
-def counted_site(conn: sqlite3.Connection, days: Iterable[str]) -> tuple[bool, SiteModel | None]:
-    """Whether the counted days' site models tell street from shop by signal pattern (SiteModel.weak:
-    one sensor or an untrained inside model; most days decide, no model means not weak), and the
-    latest of those days' models of that kind (None without any)."""
+def counted_site(conn: sqlite3.Connection, days: Iterable[str]) -> SiteModel | None:
+    """The latest of the counted days' site models of the kind most of them are: those that tell
+    street from shop by signal pattern, or the weak ones (SiteModel.weak: one sensor or an
+    untrained inside model). None without any model, which counts as not weak."""
     from footfall.hub.estimate import SiteModel
 
     days = list(days)
     if not days:
-        return False, None
+        return None
     marks = ",".join("?" * len(days))
     rows = conn.execute(f"SELECT model FROM site_models WHERE day IN ({marks}) ORDER BY day", days).fetchall()
     models = [SiteModel.from_dict(json.loads(r[0])) for r in rows]
     weak = bool(models) and sum(m.weak for m in models) * 2 > len(models)
-    return weak, next((m for m in reversed(models) if m.weak == weak), None)
+    return next((m for m in reversed(models) if m.weak == weak), None)
 
 
 def figure_spread(fig: str, model: SiteModel | None) -> float | None:
@@ -189,7 +189,7 @@ def _rel(a: float, b: float) -> float | None:
 
 
 def _fit_figure(
-    fig: str, matches: Sequence[_Match], weak: bool = False, model: SiteModel | None = None
+    fig: str, matches: Sequence[_Match], model: SiteModel | None = None
 ) -> tuple[dict[str, Any] | None, list[str]]:
     usable = [m for m in matches if m.row.count(fig) is not None and m.estimate.get(fig) is not None]
     label = LABELS[fig]
@@ -211,6 +211,7 @@ def _fit_figure(
     days = sorted(by_day)
     # What is applied: the fitted factor shrunk toward 1 by how much of its log is a store's bias
     # rather than the counted days' noise (chosen on the tuning seeds; docs/calibration.md).
+    weak = model is not None and model.weak
     weight = credibility(fig, len(days), weak, figure_spread(fig, model))
     factor = fitted**weight
     if len(days) >= 2:
@@ -341,9 +342,9 @@ def fit_counts(
             [tz_warning] if tz_warning else [],
         )
     report_figs: dict[str, Any] = {}
-    weak, model = counted_site(conn, sorted({m.day for m in matched}))
+    model = counted_site(conn, sorted({m.day for m in matched}))
     for fig in counts.figures:
-        res, warns = _fit_figure(fig, matched, weak, model)
+        res, warns = _fit_figure(fig, matched, model)
         warnings += warns
         if res is not None:
             report_figs[fig] = res

@@ -341,12 +341,12 @@ def annotate_footfall(conn: sqlite3.Connection, out: dict[str, Any], start: date
     return out
 
 
-def dwell_caveat(median_s: float | None, checked: tuple[float, float] | None = None) -> str | None:
+def dwell_caveat(median_s: float | None) -> str | None:
     """A sentence for a median dwell estimate outside the kind of shop the dwell figures were
     checked on (``Defaults.dwell_checked_s``), None inside it or without an estimate."""
     from footfall.hub.estimate import DEFAULTS
 
-    lo, hi = checked or DEFAULTS.dwell_checked_s
+    lo, hi = DEFAULTS.dwell_checked_s
     if median_s is None or lo <= median_s <= hi:
         return None
     longer = median_s > hi

@@ -50,6 +50,7 @@ from footfall.tools.evaluate_pipeline import (
     simulate,
     varied_shop,
 )
+from footfall.tools.simulator.store import check_dwell_scale
 
 __all__ = [
     "BOUNDS",
@@ -478,8 +479,10 @@ def cmd_metrics(
             check_street(passersby_per_visitor)
         except ValueError as e:
             raise ValueError(f"--passersby-per-visitor: {e}") from None
-    if not 0.1 <= dwell_scale <= 10.0:
-        raise ValueError(f"--dwell-scale: between 0.1 and 10, not {dwell_scale:g}")
+    try:
+        check_dwell_scale(dwell_scale)
+    except ValueError as e:
+        raise ValueError(f"--dwell-scale: {e}") from None
     if not 0.0 <= returning_share <= 1.0:
         raise ValueError(f"--returning-share: between 0 and 1, not {returning_share:g}")
     if shops and (passersby_per_visitor is not None or dwell_scale != 1.0 or returning_share != 0.25):

@@ -302,7 +302,7 @@ def linked_days(
     from footfall.hub.analysis import day_bounds
 
     for seed in dict.fromkeys(seeds):
-        sub = work / (str(seed) if street == STREET and not shops else f"{seed}-street-{street:g}-shops-{shops}")
+        sub = work / (f"{seed}{'' if street == STREET else f'-street-{street:g}'}{'-shops' if shops else ''}")
         sub.mkdir()
         sc = replace(scenario(seed), passersby_per_visitor=street)
         run = simulate(varied_shop(sc) if shops else sc, sub)

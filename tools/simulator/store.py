@@ -276,6 +276,13 @@ class _Profile:
         return Device(self.model, self.policy, random.Random(f"{seed}:mac:{pid}"), self.base_mac, self.ssids)
 
 
+def check_dwell_scale(dwell_scale: float) -> float:
+    """A stretch of the visits the simulator walks: a tenth to ten times its shop's dwell."""
+    if not 0.1 <= dwell_scale <= 10.0:
+        raise ValueError(f"dwell_scale must be between 0.1 and 10, not {dwell_scale:g}")
+    return dwell_scale
+
+
 def simulate_day(
     out_dir: str | Path,
     seed: int = 1,
@@ -314,8 +321,7 @@ def simulate_day(
         raise ValueError("randomized_share must be between 0 and 1")
     if scale < 0 or days < 1:
         raise ValueError("scale must be >= 0 and days >= 1")
-    if not 0.1 <= dwell_scale <= 10.0:
-        raise ValueError(f"dwell_scale must be between 0.1 and 10, not {dwell_scale:g}")
+    check_dwell_scale(dwell_scale)
     open_h, close_h = parse_hours(hours)
     try:
         start_date = Date.fromisoformat(date)
