@@ -390,7 +390,23 @@ def estimate(
             pas.high = max(Z90 * math.sqrt(pb_scans) * factor, pb_heard, counts.get("scans", 0.0))
         cap_fig = capture_figure(vis, pas, v_rel, p_rel, cleared)
         dwells = dwell_figures(lengths, dwell, defaults, spread)
-        out[label] = PeriodEstimate(vis, pas, cap_fig, *dwells, sessions=len(mine), passersby_counts=counts)
+        little = None
+        if not model.weak:  # hub/dwell.py builds on the occupancy, which builds on this module
+            from footfall.hub.dwell import little_figures, person_seconds
+
+            person_s = person_seconds(mine, sessions, model, start, end, defaults, final_before)
+            count_rel = math.sqrt(v_w2) / v_sum if v_sum else 1.0
+            little = little_figures(person_s, vis, count_rel, dwells, defaults)
+        out[label] = PeriodEstimate(
+            vis,
+            pas,
+            cap_fig,
+            *(little or dwells),
+            sessions=len(mine),
+            passersby_counts=counts,
+            dwell_from="stays" if little is None else "little",
+            stays_mean_dwell_s=dwells[1].estimate,
+        )
     return out
 
 

@@ -36,7 +36,9 @@ EXPLAIN = {
     "or more, averaged with it) the scans of short stays that are not visits, less those visitors leave "
     "on their way in and out; the range is 90 %.",
     "capture_rate": "Visitors over visitors plus passers-by, both estimated.",
-    "dwell": "Time inside from a visitor's first to last scan inside, plus the wait for a phone's scan.",
+    "dwell": "Mean: the visitors' time in the store (the people-in-store minutes) over the visitors; "
+    "median: the mean times the median-to-mean ratio of the shops it was checked on (0.58), a shape assumed. "
+    "With one sensor: each visit's first to last scan inside, plus the wait for a phone's scan.",
     "return_rate": "Share of today's visitors who came before, measured on the phones with a fixed "
     "address (the only ones recognisable across days: an earlier stay the estimate counted as a visit) "
     "and assumed alike for the others; the range is 90 %.",
@@ -341,18 +343,31 @@ def annotate_footfall(conn: sqlite3.Connection, out: dict[str, Any], start: date
     return out
 
 
-def dwell_caveat(median_s: float | None) -> str | None:
+def dwell_caveat(median_s: float | None, dwell_from: str = "stays") -> str | None:
     """A sentence for a median dwell estimate outside the kind of shop the dwell figures were
-    checked on (``Defaults.dwell_checked_s``), None inside it or without an estimate."""
+    checked on (``Defaults.dwell_checked_s``), None inside it or without an estimate.
+    ``dwell_from``: how the figures were made (``PeriodEstimate.dwell_from``): from the stays'
+    lengths (one sensor) such a dwell read far off; from Little's law the scale holds and what
+    is not checked is the shape the median assumes."""
     from footfall.hub.estimate import DEFAULTS
 
     lo, hi = DEFAULTS.dwell_checked_s
     if median_s is None or lo <= median_s <= hi:
         return None
     longer = median_s > hi
-    return (
+    where = (
         f"Visits here look {'longer' if longer else 'shorter'} than in the shops these dwell figures were "
-        f"checked on ({lo / 60:.0f}-{hi / 60:.0f} min): on simulated shops such a dwell read "
+        f"checked on ({lo / 60:.0f}-{hi / 60:.0f} min): "
+    )
+    if dwell_from == "little":
+        return where + (
+            "the mean follows such a shop (on simulated ones it read within about 15 %), but the median "
+            f"is taken as {DEFAULTS.median_to_mean:.2f} of the mean, the ratio of the shops checked on, "
+            "which this store's visits may not share."
+        )
+    return (
+        where
+        + "on simulated shops such a dwell read "
         + ("about 40 % too short, and the visitors too many" if longer else "up to a third too long")
         + ", and the range may miss it."
     )
@@ -393,7 +408,8 @@ def annotate_engagement(conn: sqlite3.Connection, out: dict[str, Any], start: da
         bucket["share"] = round(n / total, 4) if total else None
     out["visits"] = round(total, 1)
     out["estimated"] = len(days) == (end - start).days + 1
-    out["dwell_caveat"] = dwell_caveat(out.get("median_dwell_s"))
+    method = "little" if all(f.get("dwell_from") == "little" for f in figs) else "stays"
+    out["dwell_caveat"] = dwell_caveat(out.get("median_dwell_s"), method)
     return out
 
 

@@ -139,14 +139,16 @@ def site_model(
 
 
 def _history_dwell(conn: sqlite3.Connection, day: str) -> float:
-    """The mean visit dwell the dashboard estimated on the days fitted on (visitors-weighted), 0
-    without any: how many scans a visitor's phone makes here (estimate.SiteModel.people). Taken
-    from the stored estimates, so that it is the estimation pass's, and frozen with the day's
-    model: today's visitors are not revised as today's long visits end."""
+    """The mean visit dwell of the stays on the days fitted on (visitors-weighted), 0 without
+    any: how many scans a visitor's phone makes here (estimate.SiteModel.people). Taken from the
+    stored estimates, so that it is the estimation pass's, and frozen with the day's model:
+    today's visitors are not revised as today's long visits end. The stays' mean, not the
+    dashboard's (Little's law since 2026-12-06, hub/dwell.py): the visitor model was fitted
+    against the stays' (rows from before keep only the dashboard's, which was the stays')."""
     today = date.fromisoformat(day)
     total = weighted = 0.0
     for f in figures.day_rows(conn, today - timedelta(days=HISTORY_DAYS), today - timedelta(days=1)).values():
-        visitors, dwell = f.get("visitors"), f.get("mean_dwell_s")
+        visitors, dwell = f.get("visitors"), f.get("stays_mean_dwell_s", f.get("mean_dwell_s"))
         if visitors and dwell:
             total += visitors
             weighted += visitors * dwell
@@ -306,7 +308,9 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
     rows = []
     for label, _, _ in periods:
         f = figures[label]
-        payload = f.as_dict() | {"sessions": f.sessions}
+        payload = f.as_dict() | {"sessions": f.sessions, "dwell_from": f.dwell_from}
+        if f.stays_mean_dwell_s is not None:
+            payload["stays_mean_dwell_s"] = round(f.stays_mean_dwell_s, 1)
         if f.passersby_counts:
             payload["passersby_counts"] = {k: round(v, 1) for k, v in f.passersby_counts.items()}
         if label == "day":

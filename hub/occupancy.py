@@ -21,7 +21,7 @@ dashboard (``hub/link.py``), which serves windows of them (``footfall hub occupa
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from footfall.hub.estimate import DEFAULTS, Defaults, Session, SiteModel, classify, fill_visit_dwell
@@ -35,9 +35,25 @@ def present_weight(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) 
     return _presence(s, model, defaults)[2]
 
 
+def chained(s: Session) -> bool:
+    """A randomizing phone's stay as long as staff's: visitors' scans strung into one track (see
+    the module doc), not a person present all day."""
+    return s.staff and not s.identified and not s.long_presence
+
+
+def chain_minutes(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -> Iterator[tuple[float, float, float]]:
+    """(start, end, people) pieces of a chained stay's presence: per inside scan, one person for
+    the time a phone inside takes to make one scan, centred on it."""
+    each = 60.0 / defaults.inside_scans_per_min
+    people = model.calibration.visitors / model.heard_share / defaults.probing_share
+    for sc in s.scans:
+        if model.inside.llr(sc.peak) > 0:
+            yield sc.t - each / 2, sc.t + each / 2, people
+
+
 def _presence(s: Session, model: SiteModel, defaults: Defaults) -> tuple[float, float, float]:
     """(start, end, people) of a stay's time in the shop; people 0, and no interval worked out,
-    for staff and stays that are not visits."""
+    for staff, chained stays (:func:`chain_minutes`) and stays that are not visits."""
     if s.staff or s.p_visit <= 0:
         return 0.0, 0.0, 0.0
     inside = [sc.t for sc in s.scans if model.inside.llr(sc.peak) > 0]
@@ -56,16 +72,20 @@ def per_minute(
     first = int(start // MINUTE * MINUTE)
     out: dict[int, float] = {m: 0.0 for m in range(first, int(end), MINUTE)}
     for s in sessions:
-        a, b, w = _presence(s, model, defaults)
-        if w <= 0:
-            continue
-        m = int(a // MINUTE * MINUTE)
-        while m < b:
-            cover = min(b, m + MINUTE) - max(a, m)
-            if cover > 0 and m in out:
-                out[m] += w * scale * cover / MINUTE
-            m += MINUTE
+        for a, b, w in chain_minutes(s, model, defaults) if chained(s) else [_presence(s, model, defaults)]:
+            if w > 0:
+                _spread(out, a, b, w * scale)
     return out
+
+
+def _spread(out: dict[int, float], a: float, b: float, people: float) -> None:
+    """Add ``people`` present from ``a`` to ``b`` to the minutes it covers (in part at the ends)."""
+    m = int(a // MINUTE * MINUTE)
+    while m < b:
+        cover = min(b, m + MINUTE) - max(a, m)
+        if cover > 0 and m in out:
+            out[m] += people * cover / MINUTE
+        m += MINUTE
 
 
 def windows(minutes: Mapping[int, float], window_s: int) -> dict[int, float]:

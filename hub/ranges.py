@@ -56,6 +56,12 @@ class PeriodEstimate:
     # The two passers-by counts the figure is the geometric mean of (estimate.estimate): the
     # stays' ("stays") and the scans' ("scans"); kept with the day for diagnosis and fitting.
     passersby_counts: dict[str, float] = field(default_factory=dict)
+    # How the dwell figures were made: "little" (the period's time in the shop over its visitors,
+    # hub/dwell.py) or "stays" (the stays' own lengths: one sensor).
+    dwell_from: str = "stays"
+    # The stays' mean dwell whichever way the figures were made: what a visitor's phone's scans
+    # are set against on the days after (link._history_dwell), as the visitor model was fitted.
+    stays_mean_dwell_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

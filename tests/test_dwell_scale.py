@@ -3,11 +3,12 @@ scenario draws its visitors' time inside from one distribution, so a guess of th
 dwell for every store beats the hub's estimate on the held-out days; ``--dwell-scale`` stretches
 the visits (a dealership's hour instead of a shop's ten minutes) to test the estimate instead.
 
-Measured 2026-12-06 on the held-out days at three times the dwell: median dwell 46 % short,
-mean dwell 38 % short, their ranges covering the truth on 4 and 2 days of 30: a randomizing
-phone's long visit comes apart in the tracker (2.2 stays of its own, holding a fifth of its
-time, the rest joined to other phones' stays), while a fixed-address phone's does not. The
-strict xfail below is that failure; it passes once the estimate follows a long-dwell shop."""
+Measured 2026-12-06 on the held-out days at three times the dwell: the stays' median dwell read
+46 % short, their mean 38 %, their ranges covering the truth on 4 and 2 days of 30: a
+randomizing phone's long visit is spread over several tracks (phones of one model inside at
+once are told apart by their signal only), while a fixed-address phone's is not. With two
+sensors or more the dwell now comes from Little's law (hub/dwell.py: the time in the shop over
+the visitors), which follows the shop; this held-out store has three sensors."""
 
 from __future__ import annotations
 
@@ -53,20 +54,23 @@ def test_the_visits_are_stretched(stretched) -> None:
     assert figures["median_dwell_s"].truth == pytest.approx(statistics.median(dwell))
 
 
-@pytest.mark.xfail(strict=True, reason="long visits of randomizing phones come apart in the tracker (module doc)")
-def test_median_dwell_follows_a_long_dwell_shop(stretched) -> None:
+def test_median_and_mean_dwell_follow_a_long_dwell_shop(stretched) -> None:
+    """Until 2026-12-06 a strict xfail: the stays' median read 40 % short here."""
     _, figures = stretched
-    assert abs(figures["median_dwell_s"].error()) <= 0.25, figures["median_dwell_s"]
+    for name in ("median_dwell_s", "mean_dwell_s"):
+        f = figures[name]
+        assert abs(f.error()) <= 0.25, f
+        assert f.covered, f
 
 
 def test_the_dashboard_says_the_dwell_is_unlike_the_shops_it_was_checked_on(stretched) -> None:
     """What the dwell card shows beside a long-dwell shop's figures (figures.dwell_caveat): the
-    estimate, though 40 % short, is still longer than any the tuning shops gave."""
+    mean follows the shop, the median assumes the checked shops' ratio to it."""
     from footfall.hub import figures
 
     _, f = stretched
-    caveat = figures.dwell_caveat(f["median_dwell_s"].estimate)
-    assert caveat is not None and "longer" in caveat and "40 % too short" in caveat
+    caveat = figures.dwell_caveat(f["median_dwell_s"].estimate, "little")
+    assert caveat is not None and "longer" in caveat and "ratio" in caveat
     assert figures.dwell_caveat(600.0) is None and figures.dwell_caveat(None) is None
     short = figures.dwell_caveat(180.0)
     assert short is not None and "shorter" in short and "too long" in short

@@ -54,6 +54,41 @@ def test_a_visit_occupies_its_minutes_times_the_occupancy_factor() -> None:
     assert DEFAULTS.occupancy_factor > 1 and DEFAULTS.occupancy_factor_weak > 1
 
 
+def test_a_randomizing_track_as_long_as_staff_occupies_the_shop_where_its_scans_were() -> None:
+    """Phones of one model inside at once are told apart by their signal only, so the tracker
+    strings visitors' scans into one track that lasts for hours. Staff are known by a fixed
+    address (and equipment by a random one kept for hours): such a track is not one person all
+    day, nor nobody. Each inside scan is one person for the time a phone inside takes to make a
+    scan; a fixed-address phone as long stays out, and so do the chain's scans from the street."""
+    from footfall.hub import inside
+    from footfall.hub.estimate import DEFAULTS, LONG_STAY_S, ScanRecord, Session, SiteModel, classify
+    from footfall.hub.occupancy import chained
+
+    shop, street = {"s1": -55.0, "s2": -50.0}, {"s1": -60.0, "s2": -88.0}
+    model = SiteModel(
+        inside=inside.fit([shop] * 40, [street] * 40), scan_rate=1 / 60, front_sensor="s1", visit_dwell_s=600.0
+    )
+    t0 = 1_800_000_000.0
+    hours = LONG_STAY_S + 3600.0
+    # Scans twice as dense in the first hour (every 30 s) as after (every 60 s): twice the
+    # people; from the third hour on they read as the street's.
+    times = [t0 + 30.0 * i for i in range(120)] + [t0 + 3600.0 + 60.0 * i for i in range(1, int((hours - 3600) / 60))]
+    scans = [ScanRecord(t, street if t >= t0 + 3 * 3600 else shop) for t in times]
+    chain = Session("rand", scans)
+    staff = Session("aa:bb", [ScanRecord(t, shop) for t in times], identified=True)
+    equipment = Session("rand2", list(scans), long_presence=True)
+    classify([chain, staff, equipment], model)
+    assert chained(chain) and not chained(staff) and not chained(equipment)
+    minutes = per_minute([chain, staff, equipment], model, t0, t0 + hours)
+    each = DEFAULTS.occupancy_factor / DEFAULTS.probing_share / model.heard_share / DEFAULTS.inside_scans_per_min
+    # Per minute: inside scans in it (spread over one scan's time) over the scans one phone makes.
+    assert minutes[int(t0) + 1800] == pytest.approx(2.0 * each, rel=0.02)
+    assert minutes[int(t0) + 7200] == pytest.approx(1.0 * each, rel=0.02)
+    assert minutes[int(t0) + 4 * 3600] == 0.0
+    inside_scans = sum(1 for t in times if t < t0 + 3 * 3600)
+    assert sum(minutes.values()) == pytest.approx(inside_scans * each, rel=0.02)
+
+
 def test_windows_average_minutes_and_refuse_odd_lengths() -> None:
     minutes = {0: 1.0, 60: 3.0, 600: 2.0}
     assert windows(minutes, 600) == {0: 0.4, 600: 0.2}
