@@ -395,7 +395,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
                 return cmd_calibration(args.seeds, args.json, args.workdir)
             if args.live:
-                return cmd_live(args.seeds, args.workdir)
+                return cmd_live(args.seeds, args.workdir, args.dwell_scale)
             return cmd_metrics(
                 args.seeds,
                 args.json,
@@ -501,7 +501,7 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=1.0,
         metavar="X",
-        help="with --metrics: visitors stay X times as long (0.5: a kiosk's short visits; 3: a dealership's)",
+        help="with --metrics or --live: visitors stay X times as long (0.5: a kiosk's short visits; 3: a dealership's)",
     )
     p.add_argument(
         "--returning-share",

@@ -7,12 +7,13 @@ totals ever go down. The day goes through the same pipeline as ``--metrics``
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from footfall.tools.evaluate_pipeline import Scenario, ingest, parse_seeds, scenario, simulate
+from footfall.tools.simulator.store import check_dwell_scale
 
 
 @dataclass
@@ -155,14 +156,17 @@ def _now_figures(conn, truth: dict[str, Any], t: float) -> dict[str, Any]:
     }
 
 
-def cmd_live(seeds_text: str, workdir: str | None) -> int:
+def cmd_live(seeds_text: str, workdir: str | None, dwell_scale: float = 1.0) -> int:
+    """``dwell_scale``: visits that many times as long (a dealership's people present, whose
+    phones of one model are inside together for an hour)."""
     seeds = parse_seeds(seeds_text)
+    check_dwell_scale(dwell_scale)
     with tempfile.TemporaryDirectory(prefix="footfall-live-") as tmp:
         base = Path(workdir or tmp)
         for seed in seeds:
-            sc = scenario(seed)
+            sc = replace(scenario(seed), dwell_scale=dwell_scale)
             if sc.days < 2:  # a store with history: its day's model is fitted on earlier days
-                sc = Scenario(sc.seed, sc.scale, sc.randomized_share, sc.sensors, 2)
+                sc = replace(sc, days=2)
             r = evaluate_live(sc, base)
             print(f"{sc.name} -- live replay of {r.day}, the link job every 15 min ({r.steps} runs)")
             for row in r.rows:
