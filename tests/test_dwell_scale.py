@@ -102,6 +102,15 @@ def test_a_shop_that_cannot_be_is_refused(options: list[str]) -> None:
     assert proc.returncode == 2 and options[0] in proc.stderr
 
 
+def test_a_live_replay_of_a_shop_that_cannot_be_is_refused() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "footfall", "evaluate", "--live", "--seeds", "18", "--dwell-scale", "20"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "dwell_scale" in proc.stderr
+
+
 def test_shops_cover_every_kind_held_out_and_tuning() -> None:
     """``--shops``: every dwell, street and share of returners among the held-out seeds and
     among the tuning ones (returners on the three-day stores, the only ones that have any),
