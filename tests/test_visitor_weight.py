@@ -99,7 +99,9 @@ def test_first_day_takes_its_mean_visit_from_the_day_itself() -> None:
     stays = [stay(f"k{i}", i * 1000.0, n) for i, n in enumerate((3, 6, 9))]
     classify(stays, m)
     fill_visit_dwell(m, stays, 0.0, 86400.0)
-    mean = estimate(stays, m, [("day", 0.0, 86400.0)])["day"].mean_dwell_s.estimate
+    # The stays' mean, as the visitor weights were fitted against (the dashboard's is Little's
+    # law's since 2026-12-06, hub/dwell.py).
+    mean = estimate(stays, m, [("day", 0.0, 86400.0)])["day"].stays_mean_dwell_s
     assert m.visit_dwell_s == pytest.approx(mean)
     kept = m.visit_dwell_s
     fill_visit_dwell(m, [stay("z", 0.0, 40)], 0.0, 86400.0)  # measured already: not replaced
@@ -126,6 +128,14 @@ def test_later_days_take_it_from_the_estimates_of_the_days_before(tmp_path) -> N
     assert link._history_dwell(conn, "2026-11-03") == pytest.approx((100 * 900 + 300 * 1300) / 400)
     assert link._history_dwell(conn, "2026-10-01") == 0.0
     assert math.isfinite(link._history_dwell(conn, "2026-11-03"))
+    # Days estimated since the dashboard's dwell is Little's law's keep the stays' mean beside it,
+    # and that is the one a phone's scans are set against.
+    with conn:
+        conn.execute(
+            "UPDATE estimates SET figures = ? WHERE day = '2026-11-02' AND hour = -1",
+            (json.dumps({"visitors": 300.0, "mean_dwell_s": 1300.0, "stays_mean_dwell_s": 1100.0}),),
+        )
+    assert link._history_dwell(conn, "2026-11-03") == pytest.approx((100 * 900 + 300 * 1100) / 400)
 
 
 def test_occupancy_counts_a_long_stay_as_one_person_for_longer() -> None:
