@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from footfall.hub.estimate import LONG_STAY_S, Defaults, Session, SiteModel
-from footfall.hub.occupancy import _presence, chain_minutes, chained
+from footfall.hub.occupancy import chain_minutes, chained, presence_of
 from footfall.hub.ranges import Z90, Figure
 
 
@@ -50,7 +50,7 @@ def person_seconds(
     factor, as the occupancy's minutes."""
     total = 0.0
     for s in counted:
-        a, b, w = _presence(s, model, defaults)
+        a, b, w = presence_of(s, model, defaults)
         total += w * (b - a)
     until = end if final_before is None else min(end, final_before - defaults.session_gap_s)
     for s in sessions:
@@ -76,7 +76,7 @@ def little_figures(
     median = mean * defaults.median_to_mean
     # The visitors' own count noise (a small period's), then the model spread measured on the
     # tuning days for each figure (which holds the occupancy's errors and the visitors' there).
-    count = visitors_rel if visitors_rel < 1.0 else 1.0
+    count = min(visitors_rel, 1.0)
     med_spread, mean_spread = defaults.little_spread
     mean_rel = (count**2 + (mean_spread * spread.predictive) ** 2) ** 0.5
     med_rel = (count**2 + (med_spread * spread.predictive) ** 2) ** 0.5

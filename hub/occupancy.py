@@ -32,7 +32,7 @@ MINUTE = 60
 def present_weight(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -> float:
     """People one stay puts in the shop while it lasts (0 for staff and stays that are not
     visits): ``SiteModel.people`` over its inside interval and inside scans."""
-    return _presence(s, model, defaults)[2]
+    return presence_of(s, model, defaults)[2]
 
 
 def chained(s: Session) -> bool:
@@ -51,7 +51,7 @@ def chain_minutes(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -
             yield sc.t - each / 2, sc.t + each / 2, people
 
 
-def _presence(s: Session, model: SiteModel, defaults: Defaults) -> tuple[float, float, float]:
+def presence_of(s: Session, model: SiteModel, defaults: Defaults = DEFAULTS) -> tuple[float, float, float]:
     """(start, end, people) of a stay's time in the shop; people 0, and no interval worked out,
     for staff, chained stays (:func:`chain_minutes`) and stays that are not visits."""
     if s.staff or s.p_visit <= 0:
@@ -72,7 +72,7 @@ def per_minute(
     first = int(start // MINUTE * MINUTE)
     out: dict[int, float] = {m: 0.0 for m in range(first, int(end), MINUTE)}
     for s in sessions:
-        for a, b, w in chain_minutes(s, model, defaults) if chained(s) else [_presence(s, model, defaults)]:
+        for a, b, w in chain_minutes(s, model, defaults) if chained(s) else [presence_of(s, model, defaults)]:
             if w > 0:
                 _spread(out, a, b, w * scale)
     return out
