@@ -91,7 +91,13 @@ def test_one_guess_is_the_other_days_median() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [["--dwell-scale", "0"], ["--returning-share", "1.5"], ["--shops", "--dwell-scale", "2"]],
+    [
+        ["--dwell-scale", "0"],
+        ["--returning-share", "1.5"],
+        ["--shops", "--dwell-scale", "2"],
+        ["--dwell-shape", "round"],
+        ["--shops", "--dwell-shape", "alike"],
+    ],
 )
 def test_a_shop_that_cannot_be_is_refused(options: list[str]) -> None:
     proc = subprocess.run(

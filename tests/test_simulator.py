@@ -511,6 +511,29 @@ def test_dwell_scale_stretches_the_visits(tmp_path: Path, day: tuple[Path, dict]
         simulate_day(tmp_path / "bad", seed=7, scale=SCALE, dwell_scale=0.0)
 
 
+def test_dwell_shape_mixes_the_classes_otherwise(tmp_path: Path, day: tuple[Path, dict]) -> None:
+    """``dwell_shape``: the same classes in other shares (people.DWELL_SHAPES), so that the
+    median's assumed ratio to the mean is tested; the default leaves the ground truth as it was."""
+    import random
+    import statistics
+
+    from footfall.tools.simulator.people import DWELL_SHAPES, pick_dwell
+
+    ratios = {}
+    for shape in DWELL_SHAPES:
+        rng = random.Random(1)
+        d = [pick_dwell(rng, shape)[1] for _ in range(20_000)]
+        ratios[shape] = statistics.median(d) / statistics.mean(d)
+    assert ratios["skewed"] < 0.35 < ratios["shop"] < 0.65 < ratios["alike"]
+    _, gt = day
+    alike = simulate_day(tmp_path, seed=7, scale=SCALE, dwell_shape="alike")
+    assert alike["params"]["dwell_shape"] == "alike" and "dwell_shape" not in gt["params"]
+    classes = [p["dwell_class"] for p in alike["people"] if p["kind"] == "visitor"]
+    assert classes.count("browse") > 0.5 * len(classes) and "very-long" not in classes
+    with pytest.raises(ValueError, match="dwell_shape"):
+        simulate_day(tmp_path / "bad", seed=7, scale=SCALE, dwell_shape="round")
+
+
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
     rc = main(["simulate", "--out", str(out), "--scale", "0.05", "--sensors", "3", "--hours", "9:30-20", "--seed", "2"])

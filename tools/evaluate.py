@@ -404,6 +404,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 args.dwell_scale,
                 args.returning_share,
                 args.shops,
+                args.dwell_shape,
             )
         except ValueError as exc:
             print(f"footfall evaluate: {exc}", file=sys.stderr)
@@ -502,6 +503,13 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         metavar="X",
         help="with --metrics or --live: visitors stay X times as long (0.5: a kiosk's short visits; 3: a dealership's)",
+    )
+    p.add_argument(
+        "--dwell-shape",
+        default="shop",
+        metavar="NAME",
+        help="with --metrics: how visits mix short and long ones: shop (default), alike (most browse), "
+        "skewed (most look in, a tenth stay an hour)",
     )
     p.add_argument(
         "--returning-share",

@@ -50,7 +50,7 @@ from footfall.tools.evaluate_pipeline import (
     simulate,
     varied_shop,
 )
-from footfall.tools.simulator.store import check_dwell_scale
+from footfall.tools.simulator.store import check_dwell_scale, check_dwell_shape
 
 __all__ = [
     "BOUNDS",
@@ -424,12 +424,14 @@ def evaluate_seeds(
     dwell_scale: float = 1.0,
     returning_share: float = 0.25,
     shops: bool = False,
+    dwell_shape: str = "shop",
 ) -> list[DayResult]:
     """Every seed's days; ``passersby_per_visitor`` replaces the scenarios' street (5: capture
     rate 1 in 6) to see how the figures hold in shops that draw more or fewer of it in;
     ``dwell_scale`` stretches the visitors' time inside (a kiosk, a dealership) and
     ``returning_share`` sets the share of a later day's visitors who came before (0.25);
-    ``shops`` makes each seed another kind of shop instead (``evaluate_pipeline.varied_shop``)."""
+    ``shops`` makes each seed another kind of shop instead (``evaluate_pipeline.varied_shop``);
+    ``dwell_shape`` mixes the visits' dwell classes otherwise (``people.DWELL_SHAPES``)."""
     results: list[DayResult] = []
     with tempfile.TemporaryDirectory(prefix="footfall-eval-") as tmp:
         base = Path(workdir or tmp)
@@ -437,7 +439,7 @@ def evaluate_seeds(
             sc = scenario(seed)
             if passersby_per_visitor is not None:
                 sc = replace(sc, passersby_per_visitor=passersby_per_visitor)
-            sc = replace(sc, dwell_scale=dwell_scale, returning_share=returning_share)
+            sc = replace(sc, dwell_scale=dwell_scale, returning_share=returning_share, dwell_shape=dwell_shape)
             if shops:
                 sc = varied_shop(sc)
             run = simulate(sc, base)
@@ -472,6 +474,7 @@ def cmd_metrics(
     dwell_scale: float = 1.0,
     returning_share: float = 0.25,
     shops: bool = False,
+    dwell_shape: str = "shop",
 ) -> int:
     seeds = parse_seeds(seeds_text)
     if passersby_per_visitor is not None:
@@ -483,13 +486,26 @@ def cmd_metrics(
         check_dwell_scale(dwell_scale)
     except ValueError as e:
         raise ValueError(f"--dwell-scale: {e}") from None
+    try:
+        check_dwell_shape(dwell_shape)
+    except ValueError as e:
+        raise ValueError(f"--dwell-shape: {e}") from None
     if not 0.0 <= returning_share <= 1.0:
         raise ValueError(f"--returning-share: between 0 and 1, not {returning_share:g}")
-    if shops and (passersby_per_visitor is not None or dwell_scale != 1.0 or returning_share != 0.25):
+    if shops and (
+        passersby_per_visitor is not None or dwell_scale != 1.0 or returning_share != 0.25 or dwell_shape != "shop"
+    ):
         raise ValueError("--shops draws each store's street, dwell and returners: give none of them with it")
     printer = None if as_json else print
     results = evaluate_seeds(
-        seeds, Path(workdir) if workdir else None, printer, passersby_per_visitor, dwell_scale, returning_share, shops
+        seeds,
+        Path(workdir) if workdir else None,
+        printer,
+        passersby_per_visitor,
+        dwell_scale,
+        returning_share,
+        shops,
+        dwell_shape,
     )
     if as_json:
         print(json.dumps(results_json(results), indent=1))

@@ -53,6 +53,7 @@ class Scenario:
     passersby_per_visitor: float = STREET
     dwell_scale: float = 1.0  # visitors' time inside, times this (simulate_day)
     returning_share: float = 0.25  # of a later day's visitors, people who came on an earlier one
+    dwell_shape: str = "shop"  # how the visits mix the dwell classes (simulator people.DWELL_SHAPES)
 
     @property
     def name(self) -> str:
@@ -60,6 +61,8 @@ class Scenario:
         street = "" if ratio == STREET else f", {ratio:g} passers-by a visitor"
         if self.dwell_scale != 1.0:
             street += f", dwell x{self.dwell_scale:g}"
+        if self.dwell_shape != "shop":
+            street += f", {self.dwell_shape} dwell"
         if self.returning_share != 0.25:
             street += f", {self.returning_share:.0%} returning"
         return (
@@ -224,6 +227,7 @@ def simulate(sc: Scenario, workdir: Path) -> SimRun:
         tz="UTC",
         passersby=None if sc.passersby_per_visitor == STREET else round(300 * sc.scale * sc.passersby_per_visitor),
         dwell_scale=sc.dwell_scale,
+        dwell_shape=sc.dwell_shape,
         returning_share=sc.returning_share,
     )
     messages, visits = run_agents(directory, truth)

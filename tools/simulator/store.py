@@ -53,6 +53,7 @@ from footfall.tools.simulator.frames import PcapWriter, probe_request, radiotap_
 from footfall.tools.simulator.groundtruth import build_groundtruth
 from footfall.tools.simulator.macs import global_mac
 from footfall.tools.simulator.people import (
+    DWELL_SHAPES,
     Layout,
     Person,
     pick_dwell,
@@ -276,6 +277,13 @@ class _Profile:
         return Device(self.model, self.policy, random.Random(f"{seed}:mac:{pid}"), self.base_mac, self.ssids)
 
 
+def check_dwell_shape(dwell_shape: str) -> str:
+    """A mix of dwell classes the simulator knows (``people.DWELL_SHAPES``)."""
+    if dwell_shape not in DWELL_SHAPES:
+        raise ValueError(f"dwell_shape must be one of {', '.join(DWELL_SHAPES)}, not {dwell_shape!r}")
+    return dwell_shape
+
+
 def check_dwell_scale(dwell_scale: float) -> float:
     """A stretch of the visits the simulator walks: a tenth to ten times its shop's dwell."""
     if not 0.1 <= dwell_scale <= 10.0:
@@ -303,6 +311,7 @@ def simulate_day(
     returning_share: float = 0.25,
     channels: Sequence[int] | None = None,
     dwell_scale: float = 1.0,
+    dwell_shape: str = "shop",
 ) -> dict:
     """Simulate ``days`` days at one shop; write ``<sensor>.pcap`` files and ``groundtruth.json``.
 
@@ -312,7 +321,8 @@ def simulate_day(
     ``dwell_scale`` stretches every visitor's time inside (the classes of ``people.DWELL_CLASSES``
     times it): shops differ in dwell by several times, from a kiosk's few minutes to a
     dealership's hour, and a figure checked at one shop's dwell alone is not checked at all (a
-    fixed guess of the median would pass). Visits still end by closing time.
+    fixed guess of the median would pass). Visits still end by closing time. ``dwell_shape``
+    mixes the classes otherwise (``people.DWELL_SHAPES``).
     """
     from footfall.topics import check_id
 
@@ -322,6 +332,7 @@ def simulate_day(
     if scale < 0 or days < 1:
         raise ValueError("scale must be >= 0 and days >= 1")
     check_dwell_scale(dwell_scale)
+    check_dwell_shape(dwell_shape)
     open_h, close_h = parse_hours(hours)
     try:
         start_date = Date.fromisoformat(date)
@@ -389,7 +400,7 @@ def simulate_day(
                 profiles.append((prof, False))
             for prof, returning in profiles:
                 enter = sample_time(rng, open_t, close_t - 120.0, day0, shop_weight)
-                dwell_class, dwell = pick_dwell(rng)
+                dwell_class, dwell = pick_dwell(rng, dwell_shape)
                 dwell *= dwell_scale
                 exit_ = min(enter + dwell, close_t + 600.0)
                 approach, depart = rng.uniform(5.0, 20.0), rng.uniform(5.0, 20.0)
@@ -472,6 +483,7 @@ def simulate_day(
             "returning_share": returning_share,
             # Only when stretched: the ground truth of every run before the knob stays byte for byte.
             **({"dwell_scale": dwell_scale} if dwell_scale != 1.0 else {}),
+            **({"dwell_shape": dwell_shape} if dwell_shape != "shop" else {}),
         },
         layout=lay,
     )
