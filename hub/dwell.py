@@ -29,14 +29,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from footfall.hub.estimate import LONG_STAY_S, Defaults, Session, SiteModel
+from footfall.hub.estimate import Defaults, Session, SiteModel
 from footfall.hub.occupancy import chain_minutes, chained, presence_of
 from footfall.hub.ranges import Z90, Figure
 
 
+def chain_pieces(sessions: Sequence[Session], model: SiteModel, defaults: Defaults) -> list[tuple[float, float, float]]:
+    """The (start, end, people) pieces of every randomizing track as long as staff's among
+    ``sessions`` (``occupancy.chain_minutes``): worked out once for all of a day's periods."""
+    return [piece for s in sessions if chained(s) for piece in chain_minutes(s, model, defaults)]
+
+
 def person_seconds(
     counted: Sequence[Session],
-    sessions: Sequence[Session],
+    chains: Sequence[tuple[float, float, float]],
     model: SiteModel,
     start: float,
     end: float,
@@ -44,21 +50,18 @@ def person_seconds(
     final_before: float | None = None,
 ) -> float:
     """The time in the shop of the visits a period counts (``counted``: its stays, as the visitor
-    count takes them), as the occupancy weighs it, plus the inside scans heard in the period of
-    the randomizing tracks as long as staff's among ``sessions`` (their visitors are not told
-    apart: each scan is one person for the time a phone takes to make one). Times the occupancy
-    factor, as the occupancy's minutes."""
+    count takes them), as the occupancy weighs it, plus the pieces of ``chains``
+    (:func:`chain_pieces`) heard in the period (their visitors are not told apart: each inside
+    scan is one person for the time a phone takes to make one). Times the occupancy factor, as
+    the occupancy's minutes."""
     total = 0.0
     for s in counted:
         a, b, w = presence_of(s, model, defaults)
         total += w * (b - a)
     until = end if final_before is None else min(end, final_before - defaults.session_gap_s)
-    for s in sessions:
-        if s.last < start - LONG_STAY_S or s.first >= end or not chained(s):
-            continue
-        for a, b, w in chain_minutes(s, model, defaults):
-            if start <= (a + b) / 2 < until:
-                total += w * (b - a)
+    for a, b, w in chains:
+        if start <= (a + b) / 2 < until:
+            total += w * (b - a)
     return total * defaults.occupancy_factor
 
 

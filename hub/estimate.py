@@ -334,6 +334,11 @@ def estimate(
         _, wide_start, wide_end = max(periods, key=lambda p: p[2] - p[1])
         settled = passby_scans.settled_before(final_before, defaults.session_gap_s, wide_end)
         busy = passby_scans.street_vs_shop([s for s in passing if wide_start <= s.first < wide_end], nb, settled)
+    chains = None  # dwell from Little's law with two sensors or more (hub/dwell.py)
+    if not model.weak:  # hub/dwell.py builds on the occupancy, which builds on this module
+        from footfall.hub.dwell import chain_pieces, little_figures, person_seconds
+
+        chains = chain_pieces(sessions, model, defaults)
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
         mine = counted_stays(sessions, start, end, final_before, defaults)
@@ -391,10 +396,8 @@ def estimate(
         cap_fig = capture_figure(vis, pas, v_rel, p_rel, cleared)
         dwells = dwell_figures(lengths, dwell, defaults, spread)
         little = None
-        if not model.weak:  # hub/dwell.py builds on the occupancy, which builds on this module
-            from footfall.hub.dwell import little_figures, person_seconds
-
-            person_s = person_seconds(mine, sessions, model, start, end, defaults, final_before)
+        if chains is not None:
+            person_s = person_seconds(mine, chains, model, start, end, defaults, final_before)
             count_rel = math.sqrt(v_w2) / v_sum if v_sum else 1.0
             little = little_figures(person_s, vis, count_rel, dwells, defaults)
         out[label] = PeriodEstimate(

@@ -103,7 +103,9 @@ def _histogram(values: Iterable[float], edges: Sequence[float]) -> list[float]:
     return counts
 
 
-def _ema(acc: dict[str, float] | None, rssi: Mapping[str, float], a: float = 0.3) -> dict[str, float]:
+def running_rssi(acc: dict[str, float] | None, rssi: Mapping[str, float], a: float = 0.3) -> dict[str, float]:
+    """A phone's running RSSI per key after one more reading (weight ``a`` on the newest, as the
+    tracker's ``LinkSettings.rssi_ema``), a new dict."""
     if acc is None:
         return dict(rssi)
     out = dict(acc)
@@ -134,7 +136,7 @@ def fit(visits: Sequence[Sequence[Scan]], source: str, max_gap_s: float = 900.0)
         for a, b in zip(scans, scans[1:], strict=False):
             if b.t - a.t <= max_gap_s:
                 gaps.append(b.t - a.t)
-            acc = _ema(acc, a.rssi)
+            acc = running_rssi(acc, a.rssi)
             if int(b.t // 60) != int(a.t // 60):
                 d = rssi_difference(acc, b.rssi)
                 if d is not None:
@@ -153,7 +155,7 @@ def fit(visits: Sequence[Sequence[Scan]], source: str, max_gap_s: float = 900.0)
                 if d is not None:
                     other.append(d)
         prev = running.get(n)
-        running[n] = (t, _ema(prev[1] if prev else None, rssi))
+        running[n] = (t, running_rssi(prev[1] if prev else None, rssi))
     g = _histogram(gaps, GAP_EDGES)
     total = sum(g) or 1.0
     gap_pdf = tuple(c / total / (GAP_EDGES[i + 1] - GAP_EDGES[i]) for i, c in enumerate(g))

@@ -10,7 +10,7 @@ import pytest
 
 from footfall.hub import figures
 from footfall.hub import inside as inside_mod
-from footfall.hub.dwell import person_seconds
+from footfall.hub.dwell import chain_pieces, person_seconds
 from footfall.hub.estimate import DEFAULTS, LONG_STAY_S, ScanRecord, Session, SiteModel, classify, estimate
 
 SHOP, STREET = {"shop": -55.0, "door": -60.0}, {"door": -75.0, "shop": -88.0}
@@ -64,8 +64,8 @@ def test_a_track_as_long_as_staffs_adds_its_time_and_no_visitor() -> None:
     # A randomizing track of six hours, heard inside every two minutes.
     chain = Session("chain", [ScanRecord(120.0 * i, dict(SHOP)) for i in range(int((LONG_STAY_S + 7200) / 120))])
     classify([*stays, chain], m)
-    without = person_seconds(stays, stays, m, 0.0, 86400.0, DEFAULTS)
-    with_chain = person_seconds(stays, [*stays, chain], m, 0.0, 86400.0, DEFAULTS)
+    without = person_seconds(stays, chain_pieces(stays, m, DEFAULTS), m, 0.0, 86400.0, DEFAULTS)
+    with_chain = person_seconds(stays, chain_pieces([*stays, chain], m, DEFAULTS), m, 0.0, 86400.0, DEFAULTS)
     each = DEFAULTS.occupancy_factor / m.heard_share / DEFAULTS.probing_share * 60.0 / DEFAULTS.inside_scans_per_min
     assert with_chain - without == pytest.approx(len(chain.scans) * each, rel=1e-6)
     a = estimate(stays, m, [("day", 0.0, 86400.0)])["day"]
@@ -73,7 +73,7 @@ def test_a_track_as_long_as_staffs_adds_its_time_and_no_visitor() -> None:
     assert b.visitors.estimate == pytest.approx(a.visitors.estimate)
     assert (b.mean_dwell_s.estimate or 0) > (a.mean_dwell_s.estimate or 0)
     # Only the scans heard in the period count; none once the period is over before the chain.
-    assert person_seconds([], [chain], m, LONG_STAY_S * 3, LONG_STAY_S * 4, DEFAULTS) == 0.0
+    assert person_seconds([], chain_pieces([chain], m, DEFAULTS), m, LONG_STAY_S * 3, LONG_STAY_S * 4, DEFAULTS) == 0.0
 
 
 def test_one_sensor_keeps_the_stays_figures() -> None:

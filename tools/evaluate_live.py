@@ -160,7 +160,10 @@ def cmd_live(seeds_text: str, workdir: str | None, dwell_scale: float = 1.0) -> 
     """``dwell_scale``: visits that many times as long (a dealership's people present, whose
     phones of one model are inside together for an hour)."""
     seeds = parse_seeds(seeds_text)
-    check_dwell_scale(dwell_scale)
+    try:
+        check_dwell_scale(dwell_scale)
+    except ValueError as e:
+        raise ValueError(f"--dwell-scale: {e}") from None
     with tempfile.TemporaryDirectory(prefix="footfall-live-") as tmp:
         base = Path(workdir or tmp)
         for seed in seeds:

@@ -28,6 +28,7 @@ from typing import Any
 from footfall.hub.analysis import fit_models
 from footfall.hub.derandomize import Linker, SweepDecision
 from footfall.hub.link_settings import LinkSettings
+from footfall.hub.linkmodel import running_rssi
 from footfall.hub.sweeps import rssi_difference
 from footfall.tools.evaluate import load_simulation
 from footfall.tools.evaluate_pipeline import scenario, simulate, tuning_only
@@ -35,7 +36,6 @@ from footfall.tools.evaluate_pipeline import scenario, simulate, tuning_only
 LONG_S = 1200.0  # a long visit: the ones whose dwell the tracker loses
 FRAGMENT_S = 2.0  # a birth this soon after the phone's previous sweep is a piece of one scan
 PRESENT_S = 300.0  # another phone counts as present if heard this recently
-EMA = 0.3  # the tracker's running RSSI weight (LinkSettings.rssi_ema)
 
 
 @dataclass
@@ -92,8 +92,8 @@ def score(
     owners: dict[str, Counter[str | None]] = defaultdict(Counter)
     seen: set[str] = set()
     rows: list[tuple[str | None, str, float, bool]] = []  # person, key, time, born
-    for d in decisions:
-        pid = _owner(d, truth)
+    pids = [_owner(d, truth) for d in decisions]
+    for d, pid in zip(decisions, pids, strict=True):
         owners[d.key][pid] += 1
         rows.append((pid, d.key, d.sweep.first, d.key not in seen))
         seen.add(d.key)
@@ -121,18 +121,23 @@ def score(
                 out.steps["another key of the same person"] += 1
             else:
                 out.steps["a key mostly another person's"] += 1
-    _signal(out, decisions, truth, people)
+    _signal(out, decisions, pids, people)
     return out
 
 
 def _signal(
-    out: Probe, decisions: Sequence[SweepDecision], truth: Mapping[str, str], people: Mapping[str, Mapping[str, Any]]
+    out: Probe,
+    decisions: Sequence[SweepDecision],
+    pids: Sequence[str | None],
+    people: Mapping[str, Mapping[str, Any]],
 ) -> None:
+    """The signal distances of :class:`Probe`: each visitor's sweep against the running RSSI of its
+    own phone and of every other visitor's phone present, kept as the tracker keeps a track's."""
+    ema = LinkSettings().rssi_ema
     running: dict[str, dict[str, float]] = {}
     last: dict[str, float] = {}
-    for d in decisions:
+    for d, pid in zip(decisions, pids, strict=True):
         sw = d.sweep
-        pid = _owner(d, truth)
         p = people.get(pid or "")
         if pid is None or not p or p["kind"] != "visitor" or not p.get("inside"):
             continue
@@ -147,9 +152,7 @@ def _signal(
                     other = rssi_difference(acc, sw.rssi)
                     if other is not None:
                         out.other_db.append(other)
-        acc = running.setdefault(pid, dict(sw.rssi))
-        for k, r in sw.rssi.items():
-            acc[k] = r if k not in acc else acc[k] + EMA * (r - acc[k])
+        running[pid] = running_rssi(running.get(pid), sw.rssi, ema)
         last[pid] = sw.first
 
 

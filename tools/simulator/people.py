@@ -51,8 +51,8 @@ DWELL_CLASSES = (  # (name, share, min s, max s)
 # visits are mixed otherwise tests that. "alike": most visitors browse (a showroom, a salon:
 # median/mean about 0.83); "skewed": most look in, a tenth stay over an hour (a kiosk with a
 # café corner: about 0.26). Scenarios, not measurements: no source gives shops' dwell mixes.
-DWELL_SHAPES: dict[str, tuple[float, float, float, float]] = {
-    "shop": (0.35, 0.40, 0.20, 0.05),
+DWELL_SHAPES: dict[str, tuple[float, ...]] = {
+    "shop": tuple(share for _, share, _, _ in DWELL_CLASSES),
     "alike": (0.10, 0.75, 0.15, 0.0),
     "skewed": (0.55, 0.25, 0.10, 0.10),
 }
