@@ -151,7 +151,12 @@ class Loyalty(BaseModel):
     return_rate: float | None = Field(description="share of the period's visitors who came before (estimate)")
     return_rate_low: float | None = None
     return_rate_high: float | None = None
-    return_rate_heard: int | None = Field(None, description="visitors with a fixed address, followed across days")
+    return_rate_heard: int | None = Field(
+        None, description="visitors followed across days (a fixed address, or a random one asking for its networks)"
+    )
+    return_rate_networks: int | None = Field(
+        None, description="of them, randomizing phones followed by the networks they ask for by name"
+    )
     estimated: bool = True
     explain: str = ""
     visitor_days: int

@@ -39,9 +39,9 @@ EXPLAIN = {
     "dwell": "Mean: the visitors' time in the store (the people-in-store minutes) over the visitors; "
     "median: the mean times the median-to-mean ratio of the shops it was checked on (0.58), a shape assumed. "
     "With one sensor: each visit's first to last scan inside, plus the wait for a phone's scan.",
-    "return_rate": "Share of today's visitors who came before, measured on the phones with a fixed "
-    "address (the only ones recognisable across days: an earlier stay the estimate counted as a visit) "
-    "and assumed alike for the others; the range is 90 %.",
+    "return_rate": "Share of today's visitors who came before, measured on the phones recognisable across "
+    "days (a fixed address, or a random one that asks for its saved networks by name) and assumed alike "
+    "for the others; the range is 90 %.",
     "occupancy": "People inside, minute by minute, from each visit's first to last inside scan.",
     "now": "People inside now: the phones the sensors hear inside, averaged over the last 15 minutes, "
     "times what such a count meant in people on this store's past days; it lags people arriving or "
@@ -197,7 +197,7 @@ def period_totals(conn: sqlite3.Connection, start: date, end: date) -> dict[str,
     out["estimated"] = len(days) == n_days
     out["as_of"] = max(f["watermark"] for f in figs)
     out |= _return_rate(figs)
-    out["unique_visitors"] = _unique(figs, out.get("visitors"))
+    out["unique_visitors"] = _unique(conn, sorted(days), out.get("visitors"))
     # Oldest first by when the run was: a past day relinked today is today's news.
     revs = [r | {"day": d} for d in sorted(days) for r in days[d].get("revisions") or []]
     out["revisions"] = sorted(revs, key=lambda r: r.get("at") or 0.0)
@@ -208,25 +208,36 @@ def _return_rate(figs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     n = sum(f.get("return_rate_heard") or 0 for f in figs)
     k = sum((f.get("return_rate") or 0.0) * (f.get("return_rate_heard") or 0) for f in figs)
     if not n:
-        return {"return_rate": None, "return_rate_low": None, "return_rate_high": None, "return_rate_heard": 0}
+        return {
+            "return_rate": None,
+            "return_rate_low": None,
+            "return_rate_high": None,
+            "return_rate_heard": 0,
+            "return_rate_networks": 0,
+        }
     lo, hi = wilson(k, n)
     return {
         "return_rate": round(k / n, 4),
         "return_rate_low": round(lo, 4),
         "return_rate_high": round(hi, 4),
         "return_rate_heard": int(n),
+        "return_rate_networks": int(sum(f.get("return_rate_networks") or 0 for f in figs)),
     }
 
 
-def _unique(figs: Sequence[Mapping[str, Any]], visitors: float | None) -> float | None:
+def _unique(conn: sqlite3.Connection, days: Sequence[str], visitors: float | None) -> float | None:
     """Unique visitors of a period: its visitors, less the share of repeat visits measured on the
-    visitors the hub can follow across days."""
-    if visitors is None:
-        return None
-    keys: list[str] = [k for f in figs for k in f.get("followed", [])]
-    if not keys or len(figs) == 1:
+    visitors the hub can follow across days (``estimated_visitors``: one row per day a followed
+    visitor came)."""
+    if visitors is None or len(days) <= 1:
         return visitors
-    return round(visitors * len(set(keys)) / len(keys), 1)
+    marks = ", ".join("?" * len(days))
+    total, distinct = conn.execute(
+        f"SELECT count(*), count(DISTINCT device_key) FROM estimated_visitors WHERE day IN ({marks})", list(days)
+    ).fetchone()
+    if not total:
+        return visitors
+    return round(visitors * distinct / total, 1)
 
 
 def series(
@@ -416,14 +427,14 @@ def annotate_engagement(conn: sqlite3.Connection, out: dict[str, Any], start: da
 
 def annotate_loyalty(conn: sqlite3.Connection, out: dict[str, Any], start: date, end: date) -> dict[str, Any]:
     """metrics.loyalty's answer with the estimated return rate and unique visitors."""
-    out["return_rate_heard"] = None
+    out["return_rate_heard"] = out["return_rate_networks"] = None
     out["return_rate_low"] = out["return_rate_high"] = None
     out["estimated"] = False
     out["explain"] = EXPLAIN["return_rate"]
     est = period_totals(conn, start, end)
     if est is None:
         return out
-    for suffix in ("", "_low", "_high", "_heard"):
+    for suffix in ("", "_low", "_high", "_heard", "_networks"):
         out["return_rate" + suffix] = est.get("return_rate" + suffix)
     if est.get("unique_visitors") is not None and est.get("return_rate") is not None:
         unique = est["unique_visitors"]

@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from footfall.hub import devices, figures, linkmodel
+from footfall.hub import devices, figures, linkmodel, returning
 from footfall.hub.analysis import analyse, day_bounds, fit_models, hours_open, infer_open
 from footfall.hub.config import HubConfig
 from footfall.hub.derandomize import LinkSettings
 from footfall.hub.estimate import SiteModel, estimate, fill_visit_dwell
 from footfall.hub.merge import merge_new
 from footfall.hub.occupancy import per_minute
-from footfall.hub.ranges import passersby_within, wilson
+from footfall.hub.ranges import passersby_within
 
 log = logging.getLogger(__name__)
 
@@ -301,10 +301,10 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
     fill_visit_dwell(an.model, an.sessions, start, stop, final_before=watermark)
     figures = estimate(an.sessions, an.model, periods, final_before=watermark, pass_sessions=an.identity_sessions)
     passersby_within(figures["day"], [figures[label] for label, _, _ in periods[1:]])
-    followed = _followed(an, start, stop)
-    returning = _returning(conn, day, followed)
-    conn.execute("DELETE FROM estimated_visitors WHERE day = ?", (day,))
-    conn.executemany("INSERT INTO estimated_visitors (device_key, day) VALUES (?, ?)", [(k, day) for k in followed])
+    by_networks, heard_networks = returning.followed_networks(an, start, stop)
+    followed = returning.followed_fixed(an, start, stop) + by_networks
+    came_back = returning.return_rate(conn, day, followed)
+    returning.store(conn, day, followed, heard_networks)
     rows = []
     for label, _, _ in periods:
         f = figures[label]
@@ -314,7 +314,7 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         if f.passersby_counts:
             payload["passersby_counts"] = {k: round(v, 1) for k, v in f.passersby_counts.items()}
         if label == "day":
-            payload |= returning | {"dwell_hist": _dwell_hist(an, start, stop), "model": _model_note(an)}
+            payload |= came_back | {"dwell_hist": _dwell_hist(an, start, stop), "model": _model_note(an)}
             payload["revisions"] = revisions(json.loads(shown[0]) if shown else None, payload, now)
         rows.append((day, -1 if label == "day" else int(label), json.dumps(payload), stop, now))
     conn.execute("DELETE FROM estimates WHERE day = ?", (day,))
@@ -404,44 +404,6 @@ def _dwell_hist(an, start: float, stop: float) -> list[float]:
             i = max(j for j, edge in enumerate(DWELL_EDGES) if d >= edge)
             hist[i] += s.p_visit * per_visit
     return [round(h, 3) for h in hist]
-
-
-def _followed(an, start: float, stop: float) -> list[str]:
-    """The day's visitors the hub can follow across days (globally administered MACs): stays
-    the estimate calls visits (p_visit >= 0.5), staff left out."""
-    return sorted(
-        {s.key for s in an.sessions if s.identified and start <= s.first < stop and not s.staff and s.p_visit >= 0.5}
-    )
-
-
-def _returning(conn, day: str, keys: list[str]) -> dict[str, Any]:
-    """Return rate from the visitors the hub can follow across days: their share that visited on
-    an earlier day, with a Wilson 90 % interval. A random MAC cannot be followed from one day to
-    the next, so the other visitors are assumed to return alike.
-
-    An earlier visit is one that day's estimate counted (``estimated_visitors``) or the agents
-    classed a visit (days linked before that table). The agents' class alone missed a fifth to
-    a third of the returning visitors' earlier visits on the simulated days (short stays and
-    stays mostly heard from the door), which read the return rate 4-8 points low."""
-    if not keys:
-        return {"return_rate": None, "return_rate_low": None, "return_rate_high": None, "return_rate_heard": 0}
-    back = 0
-    for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
-        marks = ", ".join("?" * len(chunk))
-        back += conn.execute(
-            f"SELECT count(*) FROM (SELECT device_key FROM estimated_visitors WHERE device_key IN ({marks}) "
-            f"AND day < ? UNION SELECT device_key FROM visits WHERE device_key IN ({marks}) "
-            "AND class = 'visitor' AND day < ?)",
-            [*chunk, day, *chunk, day],
-        ).fetchone()[0]
-    lo, hi = wilson(back, len(keys))
-    return {
-        "return_rate": round(back / len(keys), 4),
-        "return_rate_low": round(lo, 4),
-        "return_rate_high": round(hi, 4),
-        "return_rate_heard": len(keys),
-    }
 
 
 def _model_note(an) -> dict[str, Any]:

@@ -314,4 +314,13 @@ MIGRATIONS_6_ON: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX estimated_visitors_day ON estimated_visitors(day);
     """,
+    # The signatures (a randomizing phone's fingerprint and the hashes of the networks it asks
+    # for by name, hashed again) each day's visits heard: the earlier visits the return rate
+    # looks for when it follows such a phone across days (hub/returning.py).
+    """
+    CREATE TABLE network_visits (
+        signature TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (signature, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX network_visits_day ON network_visits(day);
+    """,
 ]

@@ -107,6 +107,7 @@ def apply(conn: sqlite3.Connection, config: HubConfig, *, now: float | None = No
         ).rowcount
         visits = conn.execute("DELETE FROM visits WHERE day < ?", (cutoff,)).rowcount
         conn.execute("DELETE FROM estimated_visitors WHERE day < ?", (cutoff,))
+        conn.execute("DELETE FROM network_visits WHERE day < ?", (cutoff,))
         presence = conn.execute(
             "DELETE FROM presence WHERE ts < ?", (now - config.retention.presence_days * 86400.0,)
         ).rowcount

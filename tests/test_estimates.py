@@ -8,6 +8,8 @@ product documents, not when it misses the issue's aim. The ranges must contain t
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -32,13 +34,18 @@ DOCUMENTED = {
 
 
 @pytest.fixture(scope="module")
-def held_out_days(tmp_path_factory: pytest.TempPathFactory):
+def held_out_run(tmp_path_factory: pytest.TempPathFactory):
     # Held-out seed 12: a small store (scale 0.5), 80 % randomizing phones, 2 sensors, 3 days
     # (the last two have history: a site model fitted on earlier days, and returning visitors).
     sc = Scenario(seed=12, scale=0.5, randomized_share=0.8, sensors=2, days=3)
     assert sc.seed in HELD_OUT_SEEDS
     work = Path(tmp_path_factory.mktemp("estimates"))
-    return evaluate_run(simulate(sc, work), work)
+    return work, evaluate_run(simulate(sc, work), work)
+
+
+@pytest.fixture(scope="module")
+def held_out_days(held_out_run):
+    return held_out_run[1]
 
 
 @pytest.mark.parametrize("name", sorted(DOCUMENTED))
@@ -84,3 +91,31 @@ def test_occupancy_beats_counting_macs(held_out_days) -> None:
         assert o["mae_occupied"] < o["strong_macs_mae_occupied"] / 3
         assert o["pearson"] > o["macs_pearson"]
         assert o["pearson"] > 0.8
+
+
+def test_randomizing_visitors_are_followed_across_days_by_their_networks(held_out_run) -> None:
+    """On the store's later days the return rate also follows randomizing phones by the networks
+    they ask for (hub/returning.py): some of the day's followed visitors are such phones, and
+    some of them were heard from an earlier day's visit."""
+    work, days = held_out_run
+    conn = sqlite3.connect(work / "hub-12.db")
+    try:
+        dates = [d.day for d in days]
+        followed = {
+            d: {k for (k,) in conn.execute("SELECT device_key FROM estimated_visitors WHERE day = ?", (d,))}
+            for d in dates
+        }
+        heard = {
+            d: {k for (k,) in conn.execute("SELECT signature FROM network_visits WHERE day = ?", (d,))} for d in dates
+        }
+        figures = {d: json.loads(f) for d, f in conn.execute("SELECT day, figures FROM estimates WHERE hour = -1")}
+    finally:
+        conn.close()
+    back = 0
+    for i, d in enumerate(dates):
+        by_networks = {k for k in followed[d] if k.startswith("net:")}
+        assert by_networks and by_networks <= heard[d], d
+        assert figures[d]["return_rate_networks"] == len(by_networks)
+        assert figures[d]["return_rate_heard"] == len(followed[d])
+        back += len(by_networks & set().union(*(heard[e] for e in dates[:i])))
+    assert back >= 1
