@@ -44,6 +44,8 @@ class Revision(BaseModel):
 
 class FootfallTotals(Traffic):
     unique_visitors: float | None = Field(description="distinct people among the visitors (store-wide only)")
+    unique_visitors_low: float | None = None
+    unique_visitors_high: float | None = None
     median_dwell_s: float | None = None
     median_dwell_s_low: float | None = None
     median_dwell_s_high: float | None = None
@@ -146,6 +148,8 @@ class Loyalty(BaseModel):
     end: str
     include_excluded: bool
     unique_visitors: float
+    unique_visitors_low: float | None = Field(None, description="90 % range of the estimated unique visitors")
+    unique_visitors_high: float | None = None
     new_visitors: float
     returning_visitors: float
     return_rate: float | None = Field(description="share of the period's visitors who came before (estimate)")

@@ -79,7 +79,14 @@ def loyalty_csv(out: dict[str, Any], days: dict[str, dict[str, Any]]) -> list[di
             cells, estimated = _figure_cells({"return_rate": rate}, "return_rate"), False
         rows.append({**p, "row": "day", **cells, "estimated": estimated})
     total = {"day": "total", "row": "total", **_figure_cells(out, "return_rate"), "estimated": out["estimated"]}
-    for name in ("unique_visitors", "new_visitors", "returning_visitors", "visitor_days"):
+    for name in (
+        "unique_visitors",
+        "unique_visitors_low",
+        "unique_visitors_high",
+        "new_visitors",
+        "returning_visitors",
+        "visitor_days",
+    ):
         total[name] = out[name]
     total["median_days_since_last_visit"] = out["median_days_since_last_visit"]
     return rows + [total]

@@ -197,7 +197,7 @@ def period_totals(conn: sqlite3.Connection, start: date, end: date) -> dict[str,
     out["estimated"] = len(days) == n_days
     out["as_of"] = max(f["watermark"] for f in figs)
     out |= _return_rate(figs)
-    out["unique_visitors"] = _unique(conn, sorted(days), out.get("visitors"))
+    out |= _unique(conn, sorted(days), out)
     # Oldest first by when the run was: a past day relinked today is today's news.
     revs = [r | {"day": d} for d in sorted(days) for r in days[d].get("revisions") or []]
     out["revisions"] = sorted(revs, key=lambda r: r.get("at") or 0.0)
@@ -225,19 +225,27 @@ def _return_rate(figs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _unique(conn: sqlite3.Connection, days: Sequence[str], visitors: float | None) -> float | None:
-    """Unique visitors of a period: its visitors, less the share of repeat visits measured on the
-    visitors the hub can follow across days (``estimated_visitors``: one row per day a followed
-    visitor came)."""
+def _unique(conn: sqlite3.Connection, days: Sequence[str], out: Mapping[str, Any]) -> dict[str, Any]:
+    """Unique visitors of a period, with a range: its visitors, less the share of repeat visits
+    measured on the visitors the hub can follow across days (``estimated_visitors``: one row
+    per day a followed visitor came). The range: the visitors' range times the Wilson 90 %
+    interval of that share of first visits."""
+    visitors, low, high = out.get("visitors"), out.get("visitors_low"), out.get("visitors_high")
+    same = {"unique_visitors": visitors, "unique_visitors_low": low, "unique_visitors_high": high}
     if visitors is None or len(days) <= 1:
-        return visitors
+        return same
     marks = ", ".join("?" * len(days))
     total, distinct = conn.execute(
         f"SELECT count(*), count(DISTINCT device_key) FROM estimated_visitors WHERE day IN ({marks})", list(days)
     ).fetchone()
     if not total:
-        return visitors
-    return round(visitors * distinct / total, 1)
+        return same
+    lo, hi = wilson(distinct, total)
+    return {
+        "unique_visitors": round(visitors * distinct / total, 1),
+        "unique_visitors_low": round(low * lo, 1) if low is not None else None,
+        "unique_visitors_high": round(high * hi, 1) if high is not None else None,
+    }
 
 
 def series(
@@ -345,7 +353,8 @@ def annotate_footfall(conn: sqlite3.Connection, out: dict[str, Any], start: date
     totals["as_of"] = None if est is None else est.get("as_of")
     totals["revisions"] = [] if est is None else est.get("revisions", [])
     if est is not None:
-        totals["unique_visitors"] = est.get("unique_visitors")
+        for suffix in ("", "_low", "_high"):
+            totals["unique_visitors" + suffix] = est.get("unique_visitors" + suffix)
     out["totals"] = totals
     per = series(conn, start, end, out["granularity"], _period_key(out["granularity"])) if store_wide else {}
     out["series"] = [traffic(p, per.get(p["period"])) for p in out["series"]]
@@ -429,6 +438,7 @@ def annotate_loyalty(conn: sqlite3.Connection, out: dict[str, Any], start: date,
     """metrics.loyalty's answer with the estimated return rate and unique visitors."""
     out["return_rate_heard"] = out["return_rate_networks"] = None
     out["return_rate_low"] = out["return_rate_high"] = None
+    out["unique_visitors_low"] = out["unique_visitors_high"] = None
     out["estimated"] = False
     out["explain"] = EXPLAIN["return_rate"]
     est = period_totals(conn, start, end)
@@ -439,6 +449,8 @@ def annotate_loyalty(conn: sqlite3.Connection, out: dict[str, Any], start: date,
     if est.get("unique_visitors") is not None and est.get("return_rate") is not None:
         unique = est["unique_visitors"]
         out["unique_visitors"] = unique
+        out["unique_visitors_low"] = est.get("unique_visitors_low")
+        out["unique_visitors_high"] = est.get("unique_visitors_high")
         out["returning_visitors"] = round(unique * est["return_rate"], 1)
         out["new_visitors"] = round(unique - out["returning_visitors"], 1)
     out["estimated"] = bool(est.get("estimated")) and est.get("return_rate") is not None

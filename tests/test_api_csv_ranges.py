@@ -204,7 +204,15 @@ def test_loyalty_csv_has_each_days_and_the_periods_return_rate(hub: tuple[TestCl
     total = rows[-1]
     assert (total["row"], total["day"], total["new"]) == ("total", "total", "")
     body = client.get("/api/loyalty", params=params).json()
-    for name in ("return_rate", "return_rate_low", "return_rate_high", "return_rate_heard", "unique_visitors"):
+    for name in (
+        "return_rate",
+        "return_rate_low",
+        "return_rate_high",
+        "return_rate_heard",
+        "unique_visitors",
+        "unique_visitors_low",
+        "unique_visitors_high",
+    ):
         assert num(total[name]) == body[name], name
     # Two of the eight days estimated: the rate is theirs, and not called estimated for the whole week.
     assert total["estimated"] == str(body["estimated"]) == "False"

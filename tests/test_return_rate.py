@@ -89,6 +89,8 @@ def test_unique_visitors_of_a_period_take_off_the_repeat_visits_of_followed_visi
     both = figures.period_totals(conn, date(2026, 10, 26), date(2026, 10, 27))
     assert both is not None and both["visitors"] == 200.0
     assert both["unique_visitors"] == 150.0
+    # Its range: the visitors' times the interval of the share of first visits (3 of 4).
+    assert both["unique_visitors_low"] < 150.0 < both["unique_visitors_high"] <= 220.0
     one = figures.period_totals(conn, date(2026, 10, 27), date(2026, 10, 27))
     assert one is not None and one["unique_visitors"] == 100.0
 

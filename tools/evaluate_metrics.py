@@ -89,7 +89,15 @@ OCCUPANCY_WINDOW_S = 600
 
 
 # ----------------------------------------------------------------------------- figures
-FIGURES = ("visitors", "passersby", "capture_rate", "median_dwell_s", "mean_dwell_s", "return_rate")
+FIGURES = (
+    "visitors",
+    "passersby",
+    "capture_rate",
+    "median_dwell_s",
+    "mean_dwell_s",
+    "return_rate",
+    "unique_visitors",
+)
 # Bounds of the issue: relative error for counts and dwell, absolute points for the return rate.
 BOUNDS = {
     "visitors": ("rel", 0.10),
@@ -98,6 +106,7 @@ BOUNDS = {
     "median_dwell_s": ("rel", 0.10),
     "mean_dwell_s": ("rel", 0.10),
     "return_rate": ("abs", 0.05),
+    "unique_visitors": ("rel", 0.10),
 }
 
 
@@ -143,6 +152,12 @@ def truth_figures(truth: dict[str, Any], day_index: int) -> dict[str, float | No
         "median_dwell_s": statistics.median(dwell) if dwell else None,
         "mean_dwell_s": statistics.mean(dwell) if dwell else None,
         "return_rate": (sum(1 for p in visitors if p["returning"]) / len(visitors)) if day_index and visitors else None,
+        # The store's distinct visitors from its first day to this one (the loyalty page's).
+        "unique_visitors": len(
+            {p["person"] for p in truth["people"] if p["day"] <= day_index and p["kind"] == "visitor"}
+        )
+        if day_index
+        else None,
     }
     return out
 
@@ -186,6 +201,7 @@ def naive_figures(visits: Iterable[dict[str, Any]], day_start: float, day_end: f
         "median_dwell_s": statistics.median(dwell) if dwell else None,
         "mean_dwell_s": statistics.mean(dwell) if dwell else None,
         "return_rate": (len(vis & before) / len(vis)) if vis and before else None,
+        "unique_visitors": len(vis | before) if before else None,
     }
 
 
@@ -194,11 +210,13 @@ def _num(d: dict[str, Any], key: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) else None
 
 
-def api_figures(client, day: str) -> dict[str, dict[str, float | None]]:
-    """Each figure as the dashboard API serves it: estimate, range and heard count when given."""
+def api_figures(client, day: str, first: str | None = None) -> dict[str, dict[str, float | None]]:
+    """Each figure as the dashboard API serves it: estimate, range and heard count when given.
+    With ``first`` (the store's first day, before ``day``): its unique visitors over the days
+    from ``first`` to ``day``."""
 
-    def get(path: str) -> dict[str, Any]:
-        r = client.get(path, params={"start": day, "end": day, "granularity": "day"})
+    def get(path: str, start: str = day) -> dict[str, Any]:
+        r = client.get(path, params={"start": start, "end": day, "granularity": "day"})
         if r.status_code != 200:
             raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
         return r.json()
@@ -213,6 +231,7 @@ def api_figures(client, day: str) -> dict[str, dict[str, float | None]]:
         "median_dwell_s": eng,
         "mean_dwell_s": eng,
         "return_rate": loy,
+        "unique_visitors": get("/api/loyalty", first) if first and first < day else {},
     }
     out = {}
     for name, src in sources.items():
@@ -259,7 +278,7 @@ def evaluate_run(run: SimRun, workdir: Path) -> list[DayResult]:
         day_end = day_start + 86400
         clock = day_end - 60
         client = api_client(db, clock)
-        served = api_figures(client, d["date"])
+        served = api_figures(client, d["date"], run.truth["days"][0]["date"])
         truth = truth_figures(run.truth, i)
         naive = naive_figures(run.visits, day_start, day_end, before)
         res = DayResult(run.scenario, d["date"], run.scenario.seed in HELD_OUT_SEEDS)

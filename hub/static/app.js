@@ -387,7 +387,7 @@
 
   function drawLoyalty(lo, cov) {
     const f = pick(lo, "return_rate");
-    const followed = f.heard; // phones with a fixed address followed across days (a count, not a rate)
+    const followed = f.heard; // phones followed across days (a count, not a rate)
     // Not every day estimated: the API's figures are the estimated days' (a rate stays a fair
     // estimate of the range; the counts cover those days only).
     const partial = !lo.estimated && lo.return_rate_low != null;
@@ -396,7 +396,8 @@
     $("return-rate-heard").textContent = (lo.estimated || partial) && followed != null
       ? `heard: measured on ${num(followed)} ${plural(followed, "phone", "phones")} followed across days` : "";
     $("explain-return").textContent = lo.explain || "";
-    $("unique-visitors").textContent = num(lo.unique_visitors);
+    const uniqueRange = rangeText("count", lo.unique_visitors_low, lo.unique_visitors_high);
+    $("unique-visitors").textContent = num(lo.unique_visitors) + (uniqueRange ? ` (${uniqueRange})` : "");
     $("unique-visitors-label").textContent = lo.estimated ? "unique visitors (estimated people)"
       : partial ? "unique visitors on the estimated days" : "unique devices heard";
     $("new-visitors").textContent = num(lo.new_visitors);
