@@ -172,6 +172,10 @@ class HubConfig:
     # Opening hours (local, "10-21" or "9:30-21:00"): the closed hours are when the site learns
     # what the street sounds like (hub/inside.py). Empty: guessed from the data.
     hours: str = ""
+    # The return rate follows randomizing phones across days by the networks they ask for by name
+    # (hub/returning.py: a keyed signature, kept as long as the raw visits). A site whose privacy
+    # policy allows fixed addresses only turns it off; its return rate then rests on those alone.
+    follow_networks: bool = True
     heartbeat_s: float = 60.0
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     sync_mqtt: SyncMqttConfig = field(default_factory=SyncMqttConfig)

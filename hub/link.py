@@ -301,7 +301,7 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
     fill_visit_dwell(an.model, an.sessions, start, stop, final_before=watermark)
     figures = estimate(an.sessions, an.model, periods, final_before=watermark, pass_sessions=an.identity_sessions)
     passersby_within(figures["day"], [figures[label] for label, _, _ in periods[1:]])
-    by_networks, heard_networks = returning.followed_networks(an, start, stop)
+    by_networks, heard_networks = returning.followed_networks(an, start, stop) if config.follow_networks else ([], [])
     followed = returning.followed_fixed(an, start, stop) + by_networks
     came_back = returning.return_rate(conn, day, followed)
     returning.store(conn, day, followed, heard_networks)

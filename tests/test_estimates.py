@@ -120,3 +120,29 @@ def test_randomizing_visitors_are_followed_across_days_by_their_networks(held_ou
         assert figures[d]["return_rate_heard"] == len(followed[d])
         back += len(by_networks & set().union(*(heard[e] for e in dates[:i])))
     assert back >= 1
+
+
+def test_a_site_can_turn_following_by_networks_off(held_out_run, tmp_path: Path) -> None:
+    """hub.toml ``follow_networks = false``: relinked, the days keep no network signature and
+    their return rate rests on fixed addresses alone."""
+    from footfall.hub import link
+    from footfall.hub.config import HubConfig
+
+    work, _ = held_out_run
+    db = tmp_path / "hub.db"
+    conn = sqlite3.connect(work / "hub-12.db")
+    try:
+        conn.execute("VACUUM INTO ?", (str(db),))  # a copy: the module's other tests read the original
+    finally:
+        conn.close()
+    config = HubConfig(site="demo", timezone="UTC", db=str(db), link_every_s=0, hours="10-21", follow_networks=False)
+    config.retention.raw_days = 100_000
+    conn = sqlite3.connect(db)
+    try:
+        link.relink(conn, config, since=0)
+        assert conn.execute("SELECT count(*) FROM network_visits").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM estimated_visitors WHERE device_key LIKE 'net:%'").fetchone()[0] == 0
+        nets = [json.loads(f).get("return_rate_networks") for (f,) in conn.execute("SELECT figures FROM estimates")]
+        assert set(nets) <= {0, None}
+    finally:
+        conn.close()
