@@ -352,6 +352,8 @@ def annotate_footfall(conn: sqlite3.Connection, out: dict[str, Any], start: date
         totals["median_dwell_s" + suffix] = None if est is None else est.get("median_dwell_s" + suffix)
     totals["as_of"] = None if est is None else est.get("as_of")
     totals["revisions"] = [] if est is None else est.get("revisions", [])
+    # Heard devices have no range; estimated people have one.
+    totals["unique_visitors_low"] = totals["unique_visitors_high"] = None
     if est is not None:
         for suffix in ("", "_low", "_high"):
             totals["unique_visitors" + suffix] = est.get("unique_visitors" + suffix)
