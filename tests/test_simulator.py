@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from footfall.cli import main
-from footfall.tools.simulator import load_groundtruth, make_frames, radio, simulate_day, store
+from footfall.tools.simulator import load_groundtruth, make_frames, radio, scanning, simulate_day
 from footfall.tools.simulator.captures import measure as measure_captures
 from footfall.tools.simulator.devices import Device, pick_policy
 from footfall.tools.simulator.frames import write_pcap
@@ -188,7 +188,7 @@ def scan_frames(model: str, policy: str, scans: int, full: bool = True, seed: in
     import random
 
     sensors = [Sensor(f"c{ch}", 0.0, 0.0, ch) for ch in (1, 6, 11)]
-    day = store._Day(sensors)
+    day = scanning.DayCapture(sensors)
     dev = Device(MODELS[model], policy, random.Random(seed), random_la_mac(random.Random(seed + 1)))
     p = Person("x", "x", "visitor", 0, dev.model, dev, 0.0, 1e6, (0.0, 1e6), 0.1)
     p.add(0.0, 0.5, 0.5)
@@ -197,7 +197,7 @@ def scan_frames(model: str, policy: str, scans: int, full: bool = True, seed: in
     for i in range(scans):
         t0 = 1000.0 + 30.0 * i
         n0 = [len(f) for f in day.frames]
-        store._scan(day, p, dev, rng, t0, full, (0.0, 1e9))
+        scanning._scan(day, p, dev, rng, t0, full, (0.0, 1e9))
         seen = {}
         for si, frames in enumerate(day.frames):
             for ts, f in frames[n0[si] :]:
@@ -290,7 +290,7 @@ def test_partial_scans_per_os() -> None:
     assert all(c == sorted(c) and set(c) <= {1, 6, 11, 12, 13} and not {12, 13} <= set(c) for c in chans)
     n13 = sum(c[3:] == [13] for c in chans) / len(chans)
     n12 = sum(c[3:] == [12] for c in chans) / len(chans)
-    assert abs(n13 - store.IOS_PARTIAL_13) < 0.05 and abs(n12 - store.IOS_PARTIAL_12) < 0.03
+    assert abs(n13 - scanning.IOS_PARTIAL_13) < 0.05 and abs(n12 - scanning.IOS_PARTIAL_12) < 0.03
 
     def steps(frames: list[tuple]) -> list[float]:
         first = {}
@@ -301,7 +301,7 @@ def test_partial_scans_per_os() -> None:
 
     ios_steps = [statistics.median(steps(f)) for f in ios]
     single = sum(s < 35 for s in ios_steps) / len(ios_steps)
-    assert abs(single - store.IOS_SINGLE_FRAME[False]) < 0.05
+    assert abs(single - scanning.IOS_SINGLE_FRAME[False]) < 0.05
     assert 24 <= statistics.median(s for s in ios_steps if s < 35) <= 26  # captures: 25 ms
     assert 44 <= statistics.median(s for s in ios_steps if s >= 35) <= 48  # captures: 46 ms
     s21 = scan_frames("Galaxy S21 Ultra (Android 13)", "android_per_scan", 50, full=False)
@@ -313,15 +313,16 @@ def test_constants_are_the_captures_measurements(captures: list[Path]) -> None:
     """Every capture-derived number of truth model 2 is what ``captures`` measures in the real data."""
     phones, pool = measure_captures(captures[0].parent)
     by = {p.name: p for p in phones}
-    assert (pool["gaps"], pool["cluster_gaps"]) == (328, 80) and round(pool["cluster_share"], 3) == store.CLUSTER_SHARE
-    assert round(pool["ios_partial_13"], 2) == store.IOS_PARTIAL_13
-    assert round(pool["ios_partial_12"], 3) == store.IOS_PARTIAL_12
-    assert round(pool["ios_full_single"], 2) == store.IOS_SINGLE_FRAME[True]
-    assert round(pool["ios_partial_single"], 2) == store.IOS_SINGLE_FRAME[False]
-    assert abs(pool["ios_partial_step_ms_double"] / 1000 - store.PARTIAL_DWELL_S["ios"]) < 0.002
-    assert abs(pool["ios_partial_step_ms_single"] / 1000 - store.SINGLE_DWELL_S) < 0.001
-    assert abs(pool["ios_full_step_ms"] / 1000 - store.CHANNEL_DWELL_S) < 0.001
-    assert abs(pool["android_partial_step_ms"] / 1000 - store.PARTIAL_DWELL_S["android"]) < 0.002
+    assert (pool["gaps"], pool["cluster_gaps"]) == (328, 80)
+    assert round(pool["cluster_share"], 3) == scanning.CLUSTER_SHARE
+    assert round(pool["ios_partial_13"], 2) == scanning.IOS_PARTIAL_13
+    assert round(pool["ios_partial_12"], 3) == scanning.IOS_PARTIAL_12
+    assert round(pool["ios_full_single"], 2) == scanning.IOS_SINGLE_FRAME[True]
+    assert round(pool["ios_partial_single"], 2) == scanning.IOS_SINGLE_FRAME[False]
+    assert abs(pool["ios_partial_step_ms_double"] / 1000 - scanning.PARTIAL_DWELL_S["ios"]) < 0.002
+    assert abs(pool["ios_partial_step_ms_single"] / 1000 - scanning.SINGLE_DWELL_S) < 0.001
+    assert abs(pool["ios_full_step_ms"] / 1000 - scanning.CHANNEL_DWELL_S) < 0.001
+    assert abs(pool["android_partial_step_ms"] / 1000 - scanning.PARTIAL_DWELL_S["android"]) < 0.002
     # The MAC policies: per burst (iPhone 11, 12), per scan (XR-A, Android), counter kept (iPhone 7).
     for name in ("iPhone11-B", "iPhone11-C", "iPhone11-F", "iPhone11-M", "iPhone12-M"):
         assert by[name].transitions_new_mac >= 0.98 * by[name].transitions
@@ -340,7 +341,7 @@ def test_scan_cluster_share(captures: list[Path]) -> None:
     measured = measure_captures(captures[0].parent)[1]["cluster_share"]
     on_gaps = []
     prev = None
-    for t, on in store.scan_schedule(random.Random(5), 0.0, 2e6, 0.5):
+    for t, on in scanning.scan_schedule(random.Random(5), 0.0, 2e6, 0.5):
         if prev is not None and prev[1]:
             on_gaps.append(t - prev[0])
         prev = (t, on)

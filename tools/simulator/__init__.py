@@ -29,14 +29,15 @@ model 1 and why: docs/device-estimation.md, "The simulator's phone behaviour and
 * ``radio``    log-distance path loss, shop-front attenuation, shadowing that a phone keeps while
                it stays put (as the captures' phones at rest do) and loses as it walks, fast fading,
                adjacent-channel leakage, -92 dBm sensitivity, 2 % collision loss.
-* ``store``    the day: probe schedules (screen on for U(0.05, 0.20) of the time, Hintze et al.
-               2014; scans every 15-45 s screen on with 24.4 % of gaps 2-10 s as in the
-               captures, 90-300 s screen off; full sweeps at 45 ms per channel and partial
-               1/6/11 scans at 45 ms (iOS, often + 13 or 12) or 230 ms (Android) per channel;
-               bursts of 1-4 frames per channel; per-frame sequence numbers), reception by
-               each sensor, file output; also :func:`make_frames` for benchmarks
-               (``footfall simulate --out DIR --frames 1000000 --devices 50000``), with the
-               same MAC policies.
+* ``scanning`` how each phone scans and what the sensors hear of it: probe schedules (screen on
+               for U(0.05, 0.20) of the time, Hintze et al. 2014; scans every 15-45 s screen on
+               with 24.4 % of gaps 2-10 s as in the captures, 90-300 s screen off; full sweeps at
+               45 ms per channel and partial 1/6/11 scans at 45 ms (iOS, often + 13 or 12) or
+               230 ms (Android) per channel; bursts of 1-4 frames per channel; per-frame sequence
+               numbers), reception by each sensor.
+* ``store``    the day: who is around on each day, the sensors, file output (:func:`simulate_day`).
+* ``bench_frames`` :func:`make_frames` for benchmarks (``footfall simulate --out DIR --frames
+               1000000 --devices 50000``), with the same MAC policies.
 * ``frames``   the struct-built frames and a tiny pcap writer.
 * ``captures`` measures the real captures (``python -m footfall.tools.simulator.captures``): the
                shares and timings above come from it, and tests check the constants against it.
@@ -77,7 +78,8 @@ MACs appear in clear only here: this is synthetic data, and this file is the ans
 
 from __future__ import annotations
 
+from footfall.tools.simulator.bench_frames import make_frames
 from footfall.tools.simulator.groundtruth import load as load_groundtruth
-from footfall.tools.simulator.store import make_frames, simulate_day
+from footfall.tools.simulator.store import simulate_day
 
 __all__ = ["load_groundtruth", "make_frames", "simulate_day"]

@@ -4,7 +4,7 @@
 the eleven labelled phones of the public Probe Requests Open Dataset, Baccichet et al.,
 GiovanniBaccichet/ProbingPatternsDataset; three sniffers on channels 1, 6 and 11) prints, per
 phone and pooled, the figures that docs/device-estimation.md ("The simulator's phone behaviour and
-its sources") cites and ``store``/``devices`` use.
+its sources") cites and ``scanning``/``devices`` use.
 
 Definitions: probe requests heard by several sniffers are counted once (same MAC and sequence
 number); a *scan* is a run of frames less than 1 s apart; a *gap* is the time from one scan's

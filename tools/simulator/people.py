@@ -12,7 +12,7 @@ front (with the door at ``x = door_x``) is the line ``y = 0`` and the street is 
   leave again along the street. Dwell classes: look-in 1-5 min (35 %), browse 5-20 min (40 %),
   long 20-60 min (20 %), very long 1-2 h (5 %).
 * How often each person's phone is on screen (``Person.screen_share``, which drives how often it
-  scans) is set in ``store`` (``SCREEN_SHARE``).
+  scans) is drawn in ``store`` from ``scanning.SCREEN_SHARE``.
 * Staff work a shift of 8-10 h inside, partly in the back room.
 * Fixed devices (printer, POS terminal) sit at one spot for the whole capture window.
 
