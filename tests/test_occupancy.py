@@ -17,7 +17,7 @@ from footfall.hub import link, store
 from footfall.hub.analysis import day_bounds
 from footfall.hub.occupancy import people_per_window, per_minute, windows
 from footfall.tools.evaluate_live import evaluate_live
-from footfall.tools.evaluate_metrics import _occupancy_errors, truth_occupancy
+from footfall.tools.evaluate_occupancy import occupancy_errors, truth_occupancy
 from footfall.tools.evaluate_pipeline import Scenario, hub_config, ingest, simulate
 
 
@@ -104,7 +104,7 @@ def test_people_per_window_on_agent_visits_beats_counting_macs(small_store) -> N
     est = people_per_window(run.visits, presence, 600, is_open=lambda t: day["open"] <= t <= day["close"])
     truth = truth_occupancy(run.truth, 0)
     keys = sorted(truth)
-    scores = _occupancy_errors(keys, truth, est)
+    scores = occupancy_errors(keys, truth, est)
     macs: dict[int, set[str]] = {k: set() for k in keys}
     for v in run.visits:
         w = int(v["first_seen"] // 600 * 600)
@@ -112,12 +112,12 @@ def test_people_per_window_on_agent_visits_beats_counting_macs(small_store) -> N
             if w in macs:
                 macs[w].add(v["device"])
             w += 600
-    naive = _occupancy_errors(keys, truth, {k: float(len(x)) for k, x in macs.items()})
+    naive = occupancy_errors(keys, truth, {k: float(len(x)) for k, x in macs.items()})
     print("hub", scores, "distinct MACs", naive)
     assert scores["mae_occupied"] < naive["mae_occupied"] / 5
     assert scores["pearson"] > 0.8 > naive["pearson"] - 0.1
     # Inferred opening hours give the same order of accuracy.
-    inferred = _occupancy_errors(keys, truth, people_per_window(run.visits, (), 600))
+    inferred = occupancy_errors(keys, truth, people_per_window(run.visits, (), 600))
     assert inferred["mae_occupied"] < naive["mae_occupied"] / 3
 
 
