@@ -393,8 +393,10 @@
     const partial = !lo.estimated && lo.return_rate_low != null;
     const only = partial ? (cov && cov.only) || "estimated on some days only" : "";
     figure("return-rate", "rate", {...f, heard: null, estimated: lo.estimated || partial}, null, only);
+    const byNetworks = lo.return_rate_networks ? ` (${num(lo.return_rate_networks)} by the networks they ask for)` : "";
     $("return-rate-heard").textContent = (lo.estimated || partial) && followed != null
-      ? `heard: measured on ${num(followed)} ${plural(followed, "phone", "phones")} followed across days` : "";
+      ? `heard: measured on ${num(followed)} ${plural(followed, "phone", "phones")} followed across days${byNetworks}`
+      : "";
     $("explain-return").textContent = lo.explain || "";
     const uniqueRange = rangeText("count", lo.unique_visitors_low, lo.unique_visitors_high);
     $("unique-visitors").textContent = num(lo.unique_visitors) + (uniqueRange ? ` (${uniqueRange})` : "");
