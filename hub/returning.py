@@ -8,8 +8,11 @@ kinds of phone can be followed:
 * a randomizing phone that still asks for its remembered networks by name (directed probes:
   docs/device-estimation.md). A scan of it carries its fingerprint and the keyed hashes of the
   networks it asks for (the agent never sends a network's name), and that set is the phone's
-  whatever its address (Vanhoef et al. 2016 and Martin et al. 2017 followed randomizing phones
-  this way). Its *signature* is a hash of the two.
+  whatever its address. Its *signature* is a hash of the two. (Cunche, Kaafar and Boreli, "Linking
+  wireless devices using information contained in Wi-Fi probe requests", 2012/2014, showed a
+  device's list of networks asked for to be its fingerprint; they also found that people who
+  share networks, a family or colleagues, share parts of their lists: why two networks or more
+  and the phone's own fingerprint are required, and why a match can still be a housemate.)
 
 A day's followed visitors (``estimated_visitors``, one row per day a followed visitor came) are
 the stays the estimate calls visits; a signature joins them when it was heard from a visit for
