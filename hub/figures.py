@@ -26,6 +26,7 @@ from typing import Any
 
 from footfall.hub.estimate import Calibration
 from footfall.hub.ranges import wilson
+from footfall.hub.returning import rate_figures
 
 EXPLAIN = {
     "visitors": "People who came in, estimated from the phones heard inside (a fixed address as one "
@@ -205,24 +206,10 @@ def period_totals(conn: sqlite3.Connection, start: date, end: date) -> dict[str,
 
 
 def _return_rate(figs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A period's return rate: the days' followed visitors pooled, not a mean of days' rates."""
     n = sum(f.get("return_rate_heard") or 0 for f in figs)
     k = sum((f.get("return_rate") or 0.0) * (f.get("return_rate_heard") or 0) for f in figs)
-    if not n:
-        return {
-            "return_rate": None,
-            "return_rate_low": None,
-            "return_rate_high": None,
-            "return_rate_heard": 0,
-            "return_rate_networks": 0,
-        }
-    lo, hi = wilson(k, n)
-    return {
-        "return_rate": round(k / n, 4),
-        "return_rate_low": round(lo, 4),
-        "return_rate_high": round(hi, 4),
-        "return_rate_heard": int(n),
-        "return_rate_networks": int(sum(f.get("return_rate_networks") or 0 for f in figs)),
-    }
+    return rate_figures(k, n, sum(f.get("return_rate_networks") or 0 for f in figs))
 
 
 def _unique(conn: sqlite3.Connection, days: Sequence[str], out: Mapping[str, Any]) -> dict[str, Any]:

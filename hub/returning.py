@@ -93,11 +93,12 @@ def followed_networks(an: Any, start: float, stop: float) -> tuple[list[str], li
 
 
 def _stays_by_key(sessions: Sequence[Session]) -> dict[str, tuple[list[float], list[Session]]]:
+    """Each tracked key's stays in time order, with their start times (for a bisect)."""
     out: dict[str, list[Session]] = defaultdict(list)
-    for s in sessions:
+    for s in sorted(sessions, key=lambda s: s.first):
         if not s.identified:
             out[s.key].append(s)
-    return {k: ([s.first for s in ss], ss) for k, ss in ((k, sorted(v, key=lambda s: s.first)) for k, v in out.items())}
+    return {k: ([s.first for s in ss], ss) for k, ss in out.items()}
 
 
 def _in_visit(stays: tuple[list[float], list[Session]] | None, t: float) -> bool:
@@ -129,13 +130,7 @@ def return_rate(conn: sqlite3.Connection, day: str, keys: Sequence[str]) -> dict
     returning visitors' earlier visits on the simulated days (short stays and stays mostly heard
     from the door), which read the return rate 4-8 points low."""
     if not keys:
-        return {
-            "return_rate": None,
-            "return_rate_low": None,
-            "return_rate_high": None,
-            "return_rate_heard": 0,
-            "return_rate_networks": 0,
-        }
+        return rate_figures(0, 0, 0)
     back = 0
     for i in range(0, len(keys), 300):
         chunk = list(keys[i : i + 300])
@@ -147,11 +142,25 @@ def return_rate(conn: sqlite3.Connection, day: str, keys: Sequence[str]) -> dict
             f"WHERE signature IN ({marks}) AND day < ?)",
             [*chunk, day, *chunk, day, *chunk, day],
         ).fetchone()[0]
-    lo, hi = wilson(back, len(keys))
+    return rate_figures(back, len(keys), sum(1 for k in keys if k.startswith("net:")))
+
+
+def rate_figures(back: float, followed: int, networks: int) -> dict[str, Any]:
+    """The return rate's fields: ``back`` of the ``followed`` visitors came before (of them,
+    ``networks`` followed by their networks), with the Wilson 90 % interval; None without any."""
+    if not followed:
+        return {
+            "return_rate": None,
+            "return_rate_low": None,
+            "return_rate_high": None,
+            "return_rate_heard": 0,
+            "return_rate_networks": 0,
+        }
+    lo, hi = wilson(back, followed)
     return {
-        "return_rate": round(back / len(keys), 4),
+        "return_rate": round(back / followed, 4),
         "return_rate_low": round(lo, 4),
         "return_rate_high": round(hi, 4),
-        "return_rate_heard": len(keys),
-        "return_rate_networks": sum(1 for k in keys if k.startswith("net:")),
+        "return_rate_heard": int(followed),
+        "return_rate_networks": int(networks),
     }
