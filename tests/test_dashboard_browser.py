@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from footfall.hub.api import WebSettings, create_app
 from footfall.hub.sensors import mark_replayed
 from footfall.tools.bench.seed_store import SITE as SEED_SITE
 from footfall.tools.bench.seed_store import build
-from tests.conftest import free_port, wait_port
+from tests.conftest import Served
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -65,8 +64,6 @@ BROWSER_TZ = "Asia/Tokyo" if STORE_TZ == "America/Los_Angeles" else "America/Los
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(base URL, API key) of a running hub serving a seeded store."""
-    import uvicorn
-
     db = tmp_path_factory.mktemp("browser") / "hub.db"
     build(db, 40_000, 21, tz=STORE_TZ, seed=7)
     conn = store.connect(db)
@@ -88,14 +85,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     # Presence stays "fresh" for the whole test however slow the machine: the number shown
     # must then equal the API's exactly.
     app = create_app(db, WebSettings(tz=STORE_TZ, refresh_interval_s=5, presence_max_age_s=3600))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_port(port)
-    yield f"http://127.0.0.1:{port}", key
-    srv.should_exit = True
-    thread.join(10)
+    served = Served(app, lifespan="on")
+    yield served.url, key
+    served.stop()
 
 
 def no_horizontal_overflow(page, width: int) -> None:

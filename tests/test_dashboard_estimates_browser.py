@@ -18,7 +18,6 @@ import math
 import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ import pytest
 
 from footfall.hub import auth, link, store, summaries
 from footfall.hub.api import WebSettings, create_app
-from tests.conftest import free_port, wait_port
+from tests.conftest import Served
 from tests.test_dashboard_browser import ARGS, CHROMIUM, no_horizontal_overflow
 
 DAY = "2026-11-02"
@@ -52,8 +51,6 @@ def js_round(x: float) -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     """(base URL, API key, database) of a hub serving a simulated store at 18:00, estimates
     included."""
-    import uvicorn
-
     from footfall.tools.evaluate_pipeline import Scenario, ingest, simulate
 
     work = tmp_path_factory.mktemp("estimates")
@@ -69,14 +66,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
     key = auth.create_api_key(conn, "browser-test")
     conn.close()
     app = create_app(db, WebSettings(tz="UTC", clock=lambda: CLOCK, refresh_interval_s=0))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_port(port)
-    yield f"http://127.0.0.1:{port}", key, db
-    srv.should_exit = True
-    thread.join(10)
+    served = Served(app, lifespan="on")
+    yield served.url, key, db
+    served.stop()
 
 
 def _hm(unix: float) -> str:

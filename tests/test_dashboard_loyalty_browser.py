@@ -11,7 +11,6 @@ days' visitors added up (the returners count once).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -20,7 +19,7 @@ import pytest
 
 from footfall.hub import auth, link, store, summaries
 from footfall.hub.api import WebSettings, create_app
-from tests.conftest import free_port, wait_port
+from tests.conftest import Served
 from tests.test_dashboard_browser import ARGS, CHROMIUM
 from tests.test_dashboard_estimates_browser import js_round
 
@@ -37,8 +36,6 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    import uvicorn
-
     from footfall.tools.evaluate_pipeline import HELD_OUT_SEEDS, Scenario, ingest, simulate
 
     sc = Scenario(seed=12, scale=0.5, randomized_share=0.8, sensors=2, days=3)
@@ -55,14 +52,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     key = auth.create_api_key(conn, "browser-test")
     conn.close()
     app = create_app(db, WebSettings(tz="UTC", clock=lambda: CLOCK, refresh_interval_s=0))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_port(port)
-    yield f"http://127.0.0.1:{port}", key
-    srv.should_exit = True
-    thread.join(10)
+    served = Served(app, lifespan="on")
+    yield served.url, key
+    served.stop()
 
 
 def test_loyalty_card_shows_the_return_rate_and_unique_visitors_with_ranges(server: tuple[str, str]) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 
 from footfall.hub import auth, store
 from footfall.hub.config import HubConfig
@@ -24,31 +23,10 @@ from footfall.hub.o2o.partner import PartnerClient, PartnerConfig
 from footfall.hub.o2o.web import create_app
 from footfall.tools import partner_server
 from footfall.tools.evaluate import hash_key_env
+from tests.conftest import Served
 
 KEY_HEX = "5a" * 32
 PARTNER_KEY = "partner-test-key"
-
-
-class Served:
-    """A FastAPI app on a real uvicorn server in a thread, on a free port."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
 
 
 def free_port() -> int:
