@@ -22,7 +22,7 @@ With one sensor, or an inside model not trained yet, the stays' figures stay: th
 count and the occupancy lean on the same inside test, and Little's mean came out worse on the
 ordinary shop (held out 6.5 -> 15.6 %) for a gain on others (27.1 -> 15.0 %) that the visitor
 count's noise at one sensor does not let hold. Measured in docs/metrics.md, "Dwell from Little's
-law".
+law". Their median borrows half its shape the same way (``ranges.dwell_figures``).
 """
 
 from __future__ import annotations

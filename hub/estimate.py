@@ -394,7 +394,7 @@ def estimate(
             # The scans' count may still say there were some (the mean of it and 0 is 0).
             pas.high = max(Z90 * math.sqrt(pb_scans) * factor, pb_heard, counts.get("scans", 0.0))
         cap_fig = capture_figure(vis, pas, v_rel, p_rel, cleared)
-        dwells = dwell_figures(lengths, dwell, defaults, spread)
+        dwells = dwell_figures(lengths, dwell, defaults, spread, with_mean=model.weak)
         little = None
         if chains is not None:
             person_s = person_seconds(mine, chains, model, start, end, defaults, final_before)

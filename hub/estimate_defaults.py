@@ -173,9 +173,12 @@ class Defaults:
     # take each kind's own spread (PassbyCount.spread); the pooled 0.19 here weighs a door count
     # (hub/calibrate_fit.py). One sensor's passers-by, counted by its scan model alone since
     # 2026-12-06, take that model's spread (hub/passby_model_one_sensor.json, 0.301); 0.48 here is
-    # the stays' count's, left for a door count's weight and a site with no scan model.
+    # the stays' count's, left for a door count's weight and a site with no scan model. One
+    # sensor's median dwell since 2026-12-06, evening (same tuning days, three streets): 0.170
+    # (0.240 before) as the geometric mean of the stays' median and the mean's
+    # (ranges.dwell_figures).
     spread: ModelSpread = ModelSpread(0.112, 0.19, 0.15, 0.10, days=12, t95=1.7959)
-    one_sensor_spread: ModelSpread = ModelSpread(0.25, 0.48, 0.24, 0.15, days=10, t95=1.8331)
+    one_sensor_spread: ModelSpread = ModelSpread(0.25, 0.48, 0.17, 0.15, days=10, t95=1.8331)
     # People present per minute (hub/occupancy.py) times this, with two sensors or more and with
     # one (or an inside model not trained yet: SiteModel.weak). Without it a day's person-minutes
     # come out short of the visitors' time inside on the tuning days (2-3 sensors -10 %, spread

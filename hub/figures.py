@@ -39,7 +39,8 @@ EXPLAIN = {
     "capture_rate": "Visitors over visitors plus passers-by, both estimated.",
     "dwell": "Mean: the visitors' time in the store (the people-in-store minutes) over the visitors; "
     "median: the mean times the median-to-mean ratio of the shops it was checked on (0.58), a shape assumed. "
-    "With one sensor: each visit's first to last scan inside, plus the wait for a phone's scan.",
+    "With one sensor: the mean from each visit's first to last scan inside, plus the wait for a phone's scan; "
+    "the median halfway (in ratio) between the visits' own median and the mean times 0.58.",
     "return_rate": "Share of today's visitors who came before, measured on the phones recognisable across "
     "days (a fixed address, or a random one that asks for its saved networks by name) and assumed alike "
     "for the others; the range is 90 %.",

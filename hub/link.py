@@ -314,7 +314,10 @@ def _store_estimates(conn, config: HubConfig, day: str, start: float, stop: floa
         if f.passersby_counts:
             payload["passersby_counts"] = {k: round(v, 1) for k, v in f.passersby_counts.items()}
         if label == "day":
-            payload |= came_back | {"dwell_hist": _dwell_hist(an, start, stop), "model": _model_note(an)}
+            payload |= came_back | {
+                "dwell_hist": _dwell_hist(an, start, stop, f.median_dwell_s.estimate),
+                "model": _model_note(an),
+            }
             payload["revisions"] = revisions(json.loads(shown[0]) if shown else None, payload, now)
         rows.append((day, -1 if label == "day" else int(label), json.dumps(payload), stop, now))
     conn.execute("DELETE FROM estimates WHERE day = ?", (day,))
@@ -386,23 +389,32 @@ def _identity_keys(an, by_estimation_key: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _dwell_hist(an, start: float, stop: float) -> list[float]:
-    """Visitors per dwell bin (metrics.DWELL_EDGES): multi-day medians add these up. Each visit
-    weighs its visit probability, as in the day's median (ranges.dwell_figures), scaled to
-    the day's visitors: a stay's own people weight grows with its scans, and would tilt the
-    histogram toward the long stays the tracker joined."""
+def _dwell_hist(an, start: float, stop: float, median_s: float | None = None) -> list[float]:
+    """Visitors per dwell bin (metrics.DWELL_EDGES): multi-day medians add these up, and the
+    engagement page's histogram and trade buckets are read off them. Each visit weighs its visit
+    probability, as in the day's median (ranges.dwell_figures), scaled to the day's visitors: a
+    stay's own people weight grows with its scans, and would tilt the histogram toward the long
+    stays the tracker joined.
+
+    With ``median_s`` (the day's estimated median) every stay's length is stretched by one
+    factor so that the histogram's median is the day's: the stays give the shape, the estimate
+    the scale. Without it a week's median (and a day's buckets) would be the stays' own, which
+    the tracker cuts short where visits are long (with two sensors or more the day's median
+    comes from Little's law instead: hub/dwell.py), and a week would disagree with its days."""
     from footfall.hub.estimate import visit_length
     from footfall.hub.metrics import DWELL_EDGES
+    from footfall.hub.ranges import weighted_quantile
 
     stays = [s for s in an.sessions if start <= s.first < stop and not s.staff and s.p_visit > 0]
     probability = sum(s.p_visit for s in stays)
     per_visit = sum(an.model.people(s) for s in stays) / probability if probability else 0.0
+    lengths = [(visit_length(s, an.model), s.p_visit) for s in stays if len(s.scans) >= 2]
+    own = weighted_quantile(lengths, 0.5)
+    stretch = median_s / own if median_s and own else 1.0
     hist = [0.0] * len(DWELL_EDGES)
-    for s in stays:
-        if len(s.scans) >= 2:
-            d = visit_length(s, an.model)
-            i = max(j for j, edge in enumerate(DWELL_EDGES) if d >= edge)
-            hist[i] += s.p_visit * per_visit
+    for d, p in lengths:
+        i = max(j for j, edge in enumerate(DWELL_EDGES) if d * stretch >= edge)
+        hist[i] += p * per_visit
     return [round(h, 3) for h in hist]
 
 

@@ -1,7 +1,9 @@
 """A visit's length for the median dwell (``estimate.visit_length``): with one sensor the stay's
 first to last scan, since one sensor's signal takes the scans from the back of the shop for the
 street's; with two or more the first to last inside scan (``dwell_of``). The mean keeps
-``dwell_of`` either way (docs/metrics.md, "Median dwell with one sensor")."""
+``dwell_of`` either way (docs/metrics.md, "Median dwell with one sensor"). With one sensor the
+median is then the geometric mean of the stays' median and the mean times the median-to-mean
+ratio (``ranges.dwell_figures``)."""
 
 from __future__ import annotations
 
@@ -54,6 +56,11 @@ def test_the_one_sensor_median_and_mean_use_their_own_lengths() -> None:
     stays = [browsing(f"k{i}", i * 1000.0, 1) for i in range(5)]
     day = estimate(stays, m, [("day", 0.0, 86400.0)])["day"]
     # estimate() classifies the stays again; the lengths do not depend on p_visit here.
-    assert day.median_dwell_s.estimate == pytest.approx(visit_length(stays[0], m))
     mean = dwell_of(stays[0], m) * DEFAULTS.mean_dwell_factor / DEFAULTS.dwell_factor
     assert day.mean_dwell_s.estimate == pytest.approx(mean)
+    # The stays' median (the whole span) and the mean's scale, half each in log terms.
+    median = (visit_length(stays[0], m) * mean * DEFAULTS.median_to_mean) ** 0.5
+    assert day.median_dwell_s.estimate == pytest.approx(median)
+    assert day.median_dwell_s.heard == pytest.approx(visit_length(stays[0], m) / DEFAULTS.dwell_factor)
+    low, high = day.median_dwell_s.low, day.median_dwell_s.high
+    assert low is not None and high is not None and low < median < high

@@ -100,6 +100,7 @@ FIGURES = (
     "mean_dwell_s",
     "return_rate",
     "unique_visitors",
+    "median_dwell_days",
 )
 # Bounds of the issue: relative error for counts and dwell, absolute points for the return rate.
 BOUNDS = {
@@ -110,6 +111,7 @@ BOUNDS = {
     "mean_dwell_s": ("rel", 0.10),
     "return_rate": ("abs", 0.05),
     "unique_visitors": ("rel", 0.10),
+    "median_dwell_days": ("rel", 0.10),
 }
 
 
@@ -161,17 +163,35 @@ def truth_figures(truth: dict[str, Any], day_index: int) -> dict[str, float | No
         )
         if day_index
         else None,
+        # The median visit of the store's days so far (the engagement page over several days).
+        "median_dwell_days": statistics.median(
+            p["dwell_s"] for p in truth["people"] if p["day"] <= day_index and p["kind"] == "visitor"
+        )
+        if day_index
+        else None,
     }
     return out
 
 
-def naive_figures(visits: Iterable[dict[str, Any]], day_start: float, day_end: float, before: set[str]) -> dict:
-    """Counting MAC hashes: what a system without linking or correction would show."""
+def naive_figures(
+    visits: Iterable[dict[str, Any]],
+    day_start: float,
+    day_end: float,
+    before: set[str],
+    first_start: float | None = None,
+) -> dict:
+    """Counting MAC hashes: what a system without linking or correction would show
+    (``first_start``: the start of the store's first day, for the figures of its days so far)."""
     vis: set[str] = set()
     seen: set[str] = set()
     dwell: list[float] = []
+    days_dwell: list[float] = []
     for v in visits:
-        if not day_start <= v["first_seen"] < day_end or v.get("long_stay"):
+        if v.get("long_stay"):
+            continue
+        if first_start is not None and first_start <= v["first_seen"] < day_end and v["class"] == "visitor":
+            days_dwell.append(v["dwell_s"])
+        if not day_start <= v["first_seen"] < day_end:
             continue
         seen.add(v["device"])
         if v["class"] == "visitor":
@@ -186,6 +206,7 @@ def naive_figures(visits: Iterable[dict[str, Any]], day_start: float, day_end: f
         "mean_dwell_s": statistics.mean(dwell) if dwell else None,
         "return_rate": (len(vis & before) / len(vis)) if vis and before else None,
         "unique_visitors": len(vis | before) if before else None,
+        "median_dwell_days": statistics.median(days_dwell) if before and days_dwell else None,
     }
 
 
@@ -196,8 +217,8 @@ def _num(d: dict[str, Any], key: str) -> float | None:
 
 def api_figures(client, day: str, first: str | None = None) -> dict[str, dict[str, float | None]]:
     """Each figure as the dashboard API serves it: estimate, range and heard count when given.
-    With ``first`` (the store's first day, before ``day``): its unique visitors over the days
-    from ``first`` to ``day``."""
+    With ``first`` (the store's first day, before ``day``): its unique visitors and median dwell
+    over the days from ``first`` to ``day``."""
 
     def get(path: str, start: str = day) -> dict[str, Any]:
         r = client.get(path, params={"start": start, "end": day, "granularity": "day"})
@@ -216,6 +237,7 @@ def api_figures(client, day: str, first: str | None = None) -> dict[str, dict[st
         "mean_dwell_s": eng,
         "return_rate": loy,
         "unique_visitors": get("/api/loyalty", first) if first and first < day else {},
+        "median_dwell_days": _as(get("/api/engagement", first), "median_dwell_s") if first and first < day else {},
     }
     out = {}
     for name, src in sources.items():
@@ -226,6 +248,12 @@ def api_figures(client, day: str, first: str | None = None) -> dict[str, dict[st
             "heard": _num(src, f"{name}_heard"),
         }
     return out
+
+
+def _as(src: dict[str, Any], key: str) -> dict[str, Any]:
+    """An API answer's ``key`` figure (and its range) under the name :func:`api_figures` reads."""
+    name = "median_dwell_days"
+    return {name + suffix: src.get(key + suffix) for suffix in ("", "_low", "_high", "_heard")}
 
 
 @dataclass
@@ -264,7 +292,8 @@ def evaluate_run(run: SimRun, workdir: Path) -> list[DayResult]:
         client = api_client(db, clock)
         served = api_figures(client, d["date"], run.truth["days"][0]["date"])
         truth = truth_figures(run.truth, i)
-        naive = naive_figures(run.visits, day_start, day_end, before)
+        first_start = datetime.fromisoformat(run.truth["days"][0]["date"]).replace(tzinfo=UTC).timestamp()
+        naive = naive_figures(run.visits, day_start, day_end, before, first_start)
         res = DayResult(run.scenario, d["date"], run.scenario.seed in HELD_OUT_SEEDS)
         for name in FIGURES:
             s = served[name]
