@@ -237,7 +237,9 @@ def api_figures(client, day: str, first: str | None = None) -> dict[str, dict[st
         "mean_dwell_s": eng,
         "return_rate": loy,
         "unique_visitors": get("/api/loyalty", first) if first and first < day else {},
-        "median_dwell_days": _as(get("/api/engagement", first), "median_dwell_s") if first and first < day else {},
+        "median_dwell_days": _renamed(get("/api/engagement", first), "median_dwell_s", "median_dwell_days")
+        if first and first < day
+        else {},
     }
     out = {}
     for name, src in sources.items():
@@ -250,9 +252,8 @@ def api_figures(client, day: str, first: str | None = None) -> dict[str, dict[st
     return out
 
 
-def _as(src: dict[str, Any], key: str) -> dict[str, Any]:
-    """An API answer's ``key`` figure (and its range) under the name :func:`api_figures` reads."""
-    name = "median_dwell_days"
+def _renamed(src: dict[str, Any], key: str, name: str) -> dict[str, Any]:
+    """An API answer's ``key`` figure (its range and heard value too) under ``name``."""
     return {name + suffix: src.get(key + suffix) for suffix in ("", "_low", "_high", "_heard")}
 
 
