@@ -202,7 +202,7 @@ def _fmt(name: str, v: float | None) -> str:
         return "-"
     if name in ("capture_rate", "return_rate"):
         return f"{100 * v:.1f}%"
-    if name.endswith("dwell_s"):
+    if "dwell" in name:  # seconds, shown in minutes
         return f"{v / 60:.1f}m"
     return f"{v:.0f}"
 
@@ -218,7 +218,7 @@ def _err(name: str, e: float | None) -> str:
 def format_day(r: DayResult) -> str:
     lines = [f"{r.scenario.name} -- {r.day} ({'held out' if r.held_out else 'tuning'})"]
     lines.append(
-        f"  {'figure':15} {'truth':>8} {'estimate':>9} {'range':>17} {'error':>8} {'heard':>7} {'naive':>8}"
+        f"  {'figure':17} {'truth':>8} {'estimate':>9} {'range':>17} {'error':>8} {'heard':>7} {'naive':>8}"
         f" {'naive err':>9}"
     )
     for name, f in r.figures.items():
@@ -226,7 +226,7 @@ def format_day(r: DayResult) -> str:
         heard_as = "visitors" if name == "return_rate" else name  # heard: the visitors followed
         rng = f"{_fmt(name, f.low)}-{_fmt(name, f.high)}" if f.low is not None else "-"
         lines.append(
-            f"  {name:15} {_fmt(name, f.truth):>8} {_fmt(name, f.estimate):>9} {rng:>17} "
+            f"  {name:17} {_fmt(name, f.truth):>8} {_fmt(name, f.estimate):>9} {rng:>17} "
             f"{_err(name, f.error(kind)):>8} {_fmt(heard_as, f.heard):>7} {_fmt(name, f.naive):>8} "
             f"{_err(name, f.naive_error(kind)):>9}"
         )
@@ -265,7 +265,7 @@ def summarize(results: list[DayResult]) -> str:
     """Per figure over the days given: mean |error|, worst |error|, days within bound, coverage,
     and beside them the naive count's error and one guess for every day's (:func:`one_guess_errors`)."""
     lines = [
-        f"{'figure':15} {'days':>4} {'mean |err|':>10} {'worst':>8} {'in bound':>8} {'range covers':>12}"
+        f"{'figure':17} {'days':>4} {'mean |err|':>10} {'worst':>8} {'in bound':>8} {'range covers':>12}"
         f" {'naive mean |err|':>16} {'one guess':>10}"
     ]
     for name in FIGURES:
@@ -278,7 +278,7 @@ def summarize(results: list[DayResult]) -> str:
             continue
         unit = "pt" if kind == "abs" else "%"
         lines.append(
-            f"{name:15} {len(errs):4d} {100 * statistics.fmean(abs(e) for e in errs):9.1f}{unit} "
+            f"{name:17} {len(errs):4d} {100 * statistics.fmean(abs(e) for e in errs):9.1f}{unit} "
             f"{100 * max(abs(e) for e in errs):7.1f}{unit} {sum(abs(e) <= bound for e in errs):4d}/{len(errs):<3d} "
             f"{(f'{sum(cov)}/{len(cov)}' if cov else '-'):>12} "
             f"{(f'{100 * statistics.fmean(abs(e) for e in nerrs):15.1f}{unit}' if nerrs else '-'):>16} "
