@@ -59,7 +59,7 @@ def credibility(fig: str, days: int, weak: bool, model_spread: float | None = No
     mostly a store's bias (a one-sensor store) takes nearly all of the count's factor.
 
     ``model_spread``: the figure's whole model spread at this site, when it is not the site
-    kind's ``ModelSpread`` (passers-by: ``estimate.passersby_spread``)."""
+    kind's ``ModelSpread`` (passers-by: ``passby_stays.passersby_spread``)."""
     from footfall.hub.estimate import DEFAULTS
 
     spread = DEFAULTS.one_sensor_spread if weak else DEFAULTS.spread
@@ -87,7 +87,7 @@ def counted_site(conn: sqlite3.Connection, days: Iterable[str]) -> SiteModel | N
 
 def figure_spread(fig: str, model: SiteModel | None) -> float | None:
     """The figure's model spread at the counted site where it is not its kind's ModelSpread."""
-    from footfall.hub.estimate import passersby_spread
+    from footfall.hub.passby_stays import passersby_spread
 
     return passersby_spread(model) if fig == "passersby" and model is not None else None
 

@@ -49,13 +49,14 @@ part of the ranges.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from footfall.hub import passby_scans
 from footfall.hub.estimate_defaults import DEFAULTS, Z90, Defaults, PassbyCount
 from footfall.hub.inside import InsideModel
+from footfall.hub.passby_stays import passersby_spread, passing_scans
 from footfall.hub.ranges import (
     PeriodEstimate,
     capture_figure,
@@ -413,22 +414,6 @@ def estimate(
     return out
 
 
-def passersby_spread(
-    model: SiteModel, defaults: Defaults = DEFAULTS, scan_model: passby_scans.ScanModel | None = None
-) -> float:
-    """The model spread of this site's passers-by figure (log scale, before widening for a new
-    day): the scans' count's own where it is the figure alone (one sensor), else the site kind's
-    count's (``PassbyCount.spread``: with 2-3 sensors that of the mean of the two counts), else
-    the site's ``ModelSpread``. A door-count calibration weighs its factor against it
-    (``hub/calibrate_fit.py``), so both read the spread the figure's range is built from."""
-    spread = defaults.one_sensor_spread if model.weak else defaults.spread
-    out = model.passby_count(defaults).spread or spread.passersby
-    scan_model = scan_model if scan_model is not None else passby_scans.model_for(model)
-    if scan_model is not None and scan_model.combine == "alone":
-        out = scan_model.spread or out
-    return out
-
-
 def fill_visit_dwell(
     model: SiteModel,
     sessions: Sequence[Session],
@@ -455,37 +440,6 @@ def _visit_dwells(
     """(dwell, weight) of the stays that may be visits and have a length: ``length`` (dwell_of, or
     visit_length for the median) and p_visit."""
     return [(length(s, model, defaults), s.p_visit) for s in stays if s.p_visit > 0 and len(s.scans) >= 2]
-
-
-def passing_scans(
-    counted: Sequence[Session], model: SiteModel, defaults: Defaults = DEFAULTS, *, outside_only: bool | None = None
-) -> float:
-    """The scans the passers-by estimate divides (``counted``: a period's stays of the identity
-    pass, :func:`counted_stays`), each weighed by the chance its stay is not a visit: see
-    :func:`passing_scan_weights`."""
-    return sum(w for _, w in passing_scan_weights(counted, model, defaults, outside_only=outside_only))
-
-
-def passing_scan_weights(
-    counted: Sequence[Session], model: SiteModel, defaults: Defaults = DEFAULTS, *, outside_only: bool | None = None
-) -> Iterator[tuple[ScanRecord, float]]:
-    """Each scan :func:`passing_scans` counts, with its weight: the street-facing sensor's scans
-    in stays up to ``passby_scans_max_s`` long, weighed by one less the stay's p_visit. With two
-    sensors or more (``outside_only`` None: as the site's PassbyCount says) only the scans that
-    read outside by the site's inside model: a visitor's scans inside the shop land in such stays too,
-    a passer-by's hardly ever (3 % of theirs read inside on the tuning days, 42 % of the
-    visitors')."""
-    front = model.front_sensor
-    outside = model.passby_count(defaults).outside_only if outside_only is None else outside_only
-    for s in counted:
-        if s.continued:
-            continue  # the rest of a longer stay: nobody walked past (see Session.continued)
-        if s.last - s.first > defaults.passby_scans_max_s:
-            continue  # the day-long stays of a neighbour's device (see passby_scans_max_s)
-        w = 1.0 - s.p_visit
-        for sc in s.scans:
-            if (front is None or front in sc.peak) and not (outside and model.inside.llr(sc.peak) >= 0):
-                yield sc, w
 
 
 def counted_stays(

@@ -38,7 +38,7 @@ class PassbyCount:
     """How a kind of site's passers-by count turns scans into people (``SiteModel.passersby``).
 
     The count: the street-facing sensor's scans in stays of the tracker's identity pass that are
-    not visits, each weighed by one less its stay's p_visit (``estimate.passing_scans``); with
+    not visits, each weighed by one less its stay's p_visit (``passby_stays.passing_scans``); with
     ``outside_only``, only those that read outside by the site's inside model. Split on the
     simulator's truth it holds a passer-by's scans, about the same number at every street, and
     scans of visitors (a randomizing phone's walk to the door and away, cut from its visit by a

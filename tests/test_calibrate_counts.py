@@ -515,12 +515,13 @@ def test_credibility_shrinks_noise_and_keeps_bias():
 
 def test_passersby_credibility_reads_the_figures_own_spread():
     """A count's factor for passers-by is weighed against the spread their range is built from at
-    this kind of site (estimate.passersby_spread): the mean of two counts with two sensors or with
+    this kind of site (passby_stays.passersby_spread): the mean of two counts with two sensors or with
     three (a third sensor's figure wanders less from store to store, so more of a count's ratio is
     that day's noise), the scans' count alone with one sensor."""
     from footfall.hub import inside as inside_mod
     from footfall.hub import passby_scans
-    from footfall.hub.estimate import DEFAULTS, SiteModel, passersby_spread
+    from footfall.hub.estimate import DEFAULTS, SiteModel
+    from footfall.hub.passby_stays import passersby_spread
 
     def site(sensors: int) -> SiteModel:
         names = [f"s{i}" for i in range(sensors)]

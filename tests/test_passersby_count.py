@@ -1,4 +1,4 @@
-"""What the passers-by estimate counts (``estimate.passing_scans``, ``SiteModel.passersby``) and
+"""What the passers-by estimate counts (``passby_stays.passing_scans``, ``SiteModel.passersby``) and
 how its defaults are fitted (``tools/fit_passersby.py``).
 
 With two sensors or more it counts the street-facing sensor's scans that read outside, in stays
@@ -21,8 +21,8 @@ from footfall.hub.estimate import (
     Session,
     SiteModel,
     estimate,
-    passing_scans,
 )
+from footfall.hub.passby_stays import passing_scans
 from footfall.hub.ranges import Figure, PeriodEstimate, capture_figure, count_figure, passersby_within
 from footfall.tools import fit_passersby
 

@@ -5,7 +5,7 @@ a visitor's scans, the crowding exponent; ``SiteModel.passersby``) are chosen he
 tuning stores of its kind (two sensors; three). The stores are simulated at several streets
 (default 2.5, 5 and 10 passers-by a visitor: a shop's street is not known beforehand) and go
 through the real pipeline (agents, ingest, the link job). For every day the scans the estimate
-counts (:func:`hub.estimate.passing_scans`) are split on the simulator's truth, scan by scan,
+counts (:func:`hub.passby_stays.passing_scans`) are split on the simulator's truth, scan by scan,
 into the passers-by's and the visitors'. The three numbers of a kind minimise the squares of
 log(truth / estimate) over its street-days (the visitors' share searched from 0 to 1 scan a
 visitor, the crowding exponent from -1 to 1, the level exp(mean log) at each). Printed beside
@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from footfall.hub.estimate import DEFAULTS, counted_stays, crowding_factor, estimate, passing_scan_weights
+from footfall.hub.estimate import DEFAULTS, counted_stays, crowding_factor, estimate
+from footfall.hub.passby_stays import passing_scan_weights
 from footfall.tools.evaluate_pipeline import linked_days, scenario, streets_only, tuning_only
 from footfall.tools.probe_passersby import person_kinds, scan_identities
 
