@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -42,6 +43,21 @@ pytestmark = [
         not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install -y chromium)"
     ),
 ]
+
+
+def signed_in(browser: Any, base: str, **context: Any) -> tuple[Any, list[str]]:
+    """A page of a new browser context (``context``: its options) signed in as the manager, the
+    dashboard loaded, and the page errors it records from then on."""
+    page = browser.new_context(**context).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "/login")
+    page.fill("#username", "manager")
+    page.fill("#password", PASSWORD)
+    page.click("#submit")
+    page.wait_for_url(base + "/")
+    page.wait_for_selector("body[data-loaded='1']", timeout=20_000)
+    return page, errors
 
 
 def _trading_zone() -> str:

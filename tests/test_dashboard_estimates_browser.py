@@ -28,12 +28,11 @@ import pytest
 from footfall.hub import auth, link, store, summaries
 from footfall.hub.api import WebSettings, create_app
 from tests.conftest import Served
-from tests.test_dashboard_browser import ARGS, CHROMIUM, no_horizontal_overflow
+from tests.test_dashboard_browser import ARGS, CHROMIUM, PASSWORD, no_horizontal_overflow, signed_in
 
 DAY = "2026-11-02"
 CLOCK = datetime(2026, 11, 2, 18, 0, tzinfo=UTC).timestamp()  # the store's clock (its time zone is UTC)
 BROWSER_TZ = "Asia/Tokyo"  # UTC+9: a page printing browser time would say 03:00, not 18:00
-PASSWORD = "shop-floor-42"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -104,16 +103,7 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str, Path
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1366, "height": 1000}, timezone_id=BROWSER_TZ)
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/login")
-            page.fill("#username", "manager")
-            page.fill("#password", PASSWORD)
-            page.click("#submit")
-            page.wait_for_url(base + "/")
-            page.wait_for_selector("body[data-loaded='1']", timeout=20_000)
+            page, errors = signed_in(browser, base, viewport={"width": 1366, "height": 1000}, timezone_id=BROWSER_TZ)
 
             # Headline visitors: the estimate in whole people, its 90 % range, the heard count.
             assert page.inner_text("#range-visitors").replace(",", "") == str(js_round(t["visitors"]))
@@ -202,7 +192,7 @@ def test_estimates_ranges_heard_occupancy_and_phone(server: tuple[str, str, Path
                 is_mobile=True,
                 has_touch=True,
                 timezone_id=BROWSER_TZ,
-                storage_state=context.storage_state(),
+                storage_state=page.context.storage_state(),
             )
             mobile = phone.new_page()
             mobile.goto(base + "/")

@@ -20,12 +20,11 @@ import pytest
 from footfall.hub import auth, link, store, summaries
 from footfall.hub.api import WebSettings, create_app
 from tests.conftest import Served
-from tests.test_dashboard_browser import ARGS, CHROMIUM
+from tests.test_dashboard_browser import ARGS, CHROMIUM, PASSWORD, signed_in
 from tests.test_dashboard_estimates_browser import js_round
 
 FIRST, LAST = "2026-11-02", "2026-11-04"
 CLOCK = datetime(2026, 11, 4, 23, 0, tzinfo=UTC).timestamp()  # after the third day's closing
-PASSWORD = "shop-floor-42"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -75,15 +74,7 @@ def test_loyalty_card_shows_the_return_rate_and_unique_visitors_with_ranges(serv
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            page = browser.new_context(viewport={"width": 1366, "height": 1000}).new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/login")
-            page.fill("#username", "manager")
-            page.fill("#password", PASSWORD)
-            page.click("#submit")
-            page.wait_for_url(base + "/")
-            page.wait_for_selector("body[data-loaded='1']", timeout=20_000)
+            page, errors = signed_in(browser, base, viewport={"width": 1366, "height": 1000})
             page.evaluate("document.body.dataset.loaded = '0'")
             page.fill("#start", FIRST)
             page.fill("#end", LAST)
