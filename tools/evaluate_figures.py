@@ -46,18 +46,18 @@ class Figure:
     naive: float | None = None  # distinct MACs (the dumbest rule)
 
     def error(self, kind: str = "rel") -> float | None:
-        if self.truth is None or self.estimate is None:
-            return None
-        if kind == "abs":
-            return self.estimate - self.truth
-        return (self.estimate - self.truth) / self.truth if self.truth else None
+        return self._off(self.estimate, kind)
 
     def naive_error(self, kind: str = "rel") -> float | None:
-        if self.truth is None or self.naive is None:
+        return self._off(self.naive, kind)
+
+    def _off(self, value: float | None, kind: str) -> float | None:
+        """How far ``value`` is from the truth: in its units (``abs``) or relative to it."""
+        if self.truth is None or value is None:
             return None
         if kind == "abs":
-            return self.naive - self.truth
-        return (self.naive - self.truth) / self.truth if self.truth else None
+            return value - self.truth
+        return (value - self.truth) / self.truth if self.truth else None
 
     @property
     def covered(self) -> bool | None:
