@@ -402,7 +402,7 @@ def _dwell_hist(an, start: float, stop: float, median_s: float | None = None) ->
     the tracker cuts short where visits are long (with two sensors or more the day's median
     comes from Little's law instead: hub/dwell.py), and a week would disagree with its days."""
     from footfall.hub.estimate import visit_length
-    from footfall.hub.metrics import DWELL_EDGES
+    from footfall.hub.metrics import DWELL_EDGES, dwell_bin
     from footfall.hub.ranges import weighted_quantile
 
     stays = [s for s in an.sessions if start <= s.first < stop and not s.staff and s.p_visit > 0]
@@ -413,8 +413,7 @@ def _dwell_hist(an, start: float, stop: float, median_s: float | None = None) ->
     stretch = median_s / own if median_s and own else 1.0
     hist = [0.0] * len(DWELL_EDGES)
     for d, p in lengths:
-        i = max(j for j, edge in enumerate(DWELL_EDGES) if d * stretch >= edge)
-        hist[i] += p * per_visit
+        hist[dwell_bin(d * stretch)] += p * per_visit
     return [round(h, 3) for h in hist]
 
 

@@ -42,6 +42,7 @@ retention deletes its raw visits (they are frozen).
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from datetime import date, timedelta
 from typing import Any
@@ -71,6 +72,13 @@ DWELL_EDGES = (
 )
 # The last bin is open; for the median inside it, assume it spans to one day.
 _LAST_BIN_HI = 86400
+
+
+def dwell_bin(dwell_s: float) -> int:
+    """The histogram bin (index into ``DWELL_EDGES``) a dwell of ``dwell_s`` seconds falls in."""
+    return bisect.bisect_right(DWELL_EDGES, dwell_s) - 1
+
+
 DWELL_BUCKETS = (
     ("under 5 min", 0, 300),
     ("5-20 min", 300, 1200),

@@ -90,7 +90,7 @@ def test_a_period_median_dwell_agrees_with_its_days(held_out_run) -> None:
     """The engagement page's median over several days adds up the days' dwell histograms; each
     day's is stretched to that day's estimated median (hub/link.py ``_dwell_hist``), so the
     period's median lies among its days' and the histogram's own median is the day's."""
-    from footfall.hub.metrics import _histogram_median
+    from footfall.hub.metrics import _histogram_median, dwell_bin
     from footfall.tools.evaluate_pipeline import api_client
 
     work, days = held_out_run
@@ -104,7 +104,7 @@ def test_a_period_median_dwell_agrees_with_its_days(held_out_run) -> None:
     for d in dates:
         own = _histogram_median([round(x * 1000) for x in figures[d]["dwell_hist"]])
         # Read off bins (linear inside one): the same bin as the day's median, not the same value.
-        assert own is not None and _bin(own) == _bin(figures[d]["median_dwell_s"]), d
+        assert own is not None and dwell_bin(own) == dwell_bin(figures[d]["median_dwell_s"]), d
     # A second past the clock evaluate_run read the days at: its API key is named after it.
     client = api_client(work / "hub-12.db", _end_of(dates[-1]) + 1.0)
     r = client.get("/api/engagement", params={"start": dates[0], "end": dates[-1], "granularity": "day"})
@@ -113,12 +113,6 @@ def test_a_period_median_dwell_agrees_with_its_days(held_out_run) -> None:
     print(medians, week["median_dwell_s"])
     assert min(medians) * 0.95 <= week["median_dwell_s"] <= max(medians) * 1.05
     assert week["median_dwell_s_low"] < week["median_dwell_s"] < week["median_dwell_s_high"]
-
-
-def _bin(dwell_s: float) -> int:
-    from footfall.hub.metrics import DWELL_EDGES
-
-    return max(i for i, edge in enumerate(DWELL_EDGES) if dwell_s >= edge)
 
 
 def _end_of(day: str) -> float:
