@@ -174,6 +174,7 @@ def evaluate_run(run: SimRun, workdir: Path) -> list[DayResult]:
     conn = writer.conn
     results = []
     before: set[str] = set()
+    first_start = datetime.fromisoformat(run.truth["days"][0]["date"]).replace(tzinfo=UTC).timestamp()
     for i, d in enumerate(run.truth["days"]):
         day_start = datetime.fromisoformat(d["date"]).replace(tzinfo=UTC).timestamp()
         day_end = day_start + 86400
@@ -181,7 +182,6 @@ def evaluate_run(run: SimRun, workdir: Path) -> list[DayResult]:
         client = api_client(db, clock)
         served = api_figures(client, d["date"], run.truth["days"][0]["date"])
         truth = truth_figures(run.truth, i)
-        first_start = datetime.fromisoformat(run.truth["days"][0]["date"]).replace(tzinfo=UTC).timestamp()
         naive = naive_figures(run.visits, day_start, day_end, before, first_start)
         res = DayResult(run.scenario, d["date"], run.scenario.seed in HELD_OUT_SEEDS)
         for name in FIGURES:
