@@ -52,8 +52,8 @@ def person_seconds(
     """The time in the shop of the visits a period counts (``counted``: its stays, as the visitor
     count takes them), as the occupancy weighs it, plus the pieces of ``chains``
     (:func:`chain_pieces`) heard in the period (their visitors are not told apart: each inside
-    scan is one person for the time a phone takes to make one). Times the occupancy factor, as
-    the occupancy's minutes."""
+    scan is one person for the time a phone takes to make one). Times the occupancy factor (the
+    weak site's where the site cannot tell the shop from the street), as the occupancy's minutes."""
     total = 0.0
     for s in counted:
         a, b, w = presence_of(s, model, defaults)
@@ -62,7 +62,7 @@ def person_seconds(
     for a, b, w in chains:
         if start <= (a + b) / 2 < until:
             total += w * (b - a)
-    return total * defaults.occupancy_factor
+    return total * (defaults.occupancy_factor_weak if model.weak else defaults.occupancy_factor)
 
 
 def little_figures(
