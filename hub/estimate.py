@@ -22,10 +22,10 @@ randomizing phone is the mean of two estimates: the tracker's stay times its cor
 site's crowding, and its inside scans over the scans one phone makes in the site's mean visit
 (the first errs where the tracker joins or cuts phones, the second where a day's visits are
 longer or shorter than the site's mean). With one sensor, or before the inside model is
-trained, every stay gets the tracker's correction (``SiteModel.visitor_factor``), and the figure
-is the geometric mean of that count and Little's law's, the period's person-time over the stays'
-mean visit (:func:`weak_little_mean`: the tracker strings a busy shop's phones into tracks as
-long as staff's, which the count drops and the person-time keeps).
+trained, every stay gets the tracker's correction (``SiteModel.visitor_factor``), and the count
+is raised by the share of the person-time in tracks as long as staff's (:func:`chain_factor`:
+the tracker strings a busy shop's phones into such tracks, which the count drops and the
+person-time keeps).
 
 **Passers-by** = scans heard by the street-facing sensor in sessions that were not visits
 (with two sensors or more: those that read outside), less the scans visitors leave there, over
@@ -338,12 +338,12 @@ def estimate(
         _, wide_start, wide_end = max(periods, key=lambda p: p[2] - p[1])
         settled = passby_scans.settled_before(final_before, defaults.session_gap_s, wide_end)
         busy = passby_scans.street_vs_shop([s for s in passing if wide_start <= s.first < wide_end], nb, settled)
-    # Little's law (hub/dwell.py, which builds on the occupancy, which builds on this module): with
-    # two sensors or more the dwell, with one the visitors' second estimate (weak_little_mean).
+    # The person-time (hub/dwell.py, which builds on the occupancy, which builds on this module):
+    # with two sensors or more the dwell from Little's law, with one the visitors the tracker's
+    # tracks as long as staff's hold (chain_factor).
     from footfall.hub.dwell import chain_pieces, little_figures, person_seconds
 
     chains = chain_pieces(sessions, model, defaults)
-    little_mean = weak_little_mean(sessions, model, periods, final_before, defaults)
     out: dict[str, PeriodEstimate] = {}
     for label, start, end in periods:
         mine = counted_stays(sessions, start, end, final_before, defaults)
@@ -370,8 +370,9 @@ def estimate(
         pb_scans = passing_scans(counted, model, defaults)
         person_s = person_seconds(mine, chains, model, start, end, defaults, final_before)
         visitors = v_sum
-        if little_mean and v_sum > 0 and person_s > 0:
-            visitors = math.sqrt(v_sum * person_s / little_mean)
+        if model.weak and chains and person_s > 0:
+            chain_s = person_seconds([], chains, model, start, end, defaults, final_before)
+            visitors = v_sum * chain_factor(chain_s / person_s)
         passersby = model.passersby(pb_scans, visitors, defaults)
         factor = model.passersby_factor(defaults)
         # Counting noise of the scans (Poisson), relative to what is left once visitors' are off.
@@ -420,33 +421,24 @@ def estimate(
     return out
 
 
-def weak_little_mean(
-    sessions: Sequence[Session],
-    model: SiteModel,
-    periods: Sequence[tuple[str, float, float]],
-    final_before: float | None,
-    defaults: Defaults = DEFAULTS,
-) -> float | None:
-    """The mean visit a site with one sensor (or an untrained inside model) divides its
-    person-time by, for the second estimate of its visitors; None for the others.
+def chain_factor(chain_share: float) -> float:
+    """How many more visitors a site with one sensor (or an untrained inside model) had than its
+    count of stays says, from the share of its person-time in tracks as long as staff's.
 
-    There the visitor count is the tracker's stays times a correction at the site's crowding,
-    and the tracker strings phones of one model into stays as long as staff's where a shop is
-    busy: those visitors drop out of the count (one-sensor tuning days: -35 % with 15 % of the
-    person-time in such tracks, -55 % with 71 % in a shop of three times the dwell), while the
-    occupancy keeps their time (their inside scans). The second estimate, Little's law, is the
-    period's person-time (``dwell.person_seconds``) over the stays' mean visit; the figure is the
-    geometric mean of the two. The mean is the widest period's (the day's for each hour: an
-    hour's few stays would make its own mean noisy), over the same stays as the count, so a
-    live figure counting only finished stays divides like by like. Nothing fitted: on the
-    one-sensor tuning days (and six more stores) at 2.5 / 5 / 10 passers-by a visitor and
-    under ``--shops``, mean |error| 17.2 / 13.1 / 19.7 / 18.1 % -> 13.1 / 10.9 / 15.8 / 11.6 %
-    (docs/metrics.md, "One sensor's visitors with Little's law")."""
-    if not model.weak or not periods:
-        return None
-    _, start, end = max(periods, key=lambda p: p[2] - p[1])
-    stays = counted_stays(sessions, start, end, final_before, defaults)
-    return mean_dwell(_visit_dwells(stays, model, defaults), defaults)
+    There the visitor count is the tracker's stays, each times one correction at the site's
+    crowding, and the tracker strings phones of one model in a busy shop into tracks as long as
+    staff's, which the count drops as staff: on the one-sensor tuning days the under-count
+    followed the share of the person-time (``dwell.person_seconds``) in such tracks (41: 15 %
+    of it, count -35 %; 44 as a shop of three times the dwell: 53-71 %, -39 to -55 %). The
+    occupancy keeps their time (a track's inside scans). If the tracks' people stayed as long as
+    the counted ones, the count would be short by the factor 1 / (1 - share); they stay longer
+    (a long visit is what the tracker strings into a track, while its pieces outside it are
+    counted), so the truth lies between no correction and that one, and the factor is their
+    geometric mean, 1 / sqrt(1 - share). Nothing fitted; on the one-sensor tuning days and six
+    more stores, 2.5 / 5 / 10 passers-by a visitor and ``--shops``, mean |error| 17.2 / 13.1 /
+    19.7 / 18.1 % -> 14.8 / 10.4 / 15.9 / 10.6 % (docs/metrics.md, "One sensor's visitors and
+    the tracks as long as staff's")."""
+    return 1.0 / math.sqrt(1.0 - min(max(chain_share, 0.0), 0.99))
 
 
 def fill_visit_dwell(

@@ -176,10 +176,10 @@ class Defaults:
     # the stays' count's, left for a door count's weight and a site with no scan model. One
     # sensor's median dwell since 2026-12-06, evening (same tuning days, three streets): 0.170
     # (0.240 before) as the geometric mean of the stays' median and the mean's
-    # (ranges.dwell_figures). One sensor's visitors since 2026-12-06, late: 0.19 (0.25 before) as
-    # the geometric mean of the tracker's count and Little's law's (estimate.weak_little_mean).
+    # (ranges.dwell_figures). One sensor's visitors since 2026-12-06, late: 0.20 (0.25 before),
+    # raised by the share of the person-time in tracks as long as staff's (estimate.chain_factor).
     spread: ModelSpread = ModelSpread(0.112, 0.19, 0.15, 0.10, days=12, t95=1.7959)
-    one_sensor_spread: ModelSpread = ModelSpread(0.19, 0.48, 0.17, 0.15, days=10, t95=1.8331)
+    one_sensor_spread: ModelSpread = ModelSpread(0.20, 0.48, 0.17, 0.15, days=10, t95=1.8331)
     # People present per minute (hub/occupancy.py) times this, with two sensors or more and with
     # one (or an inside model not trained yet: SiteModel.weak). Without it a day's person-minutes
     # come out short of the visitors' time inside on the tuning days (2-3 sensors -10 %, spread

@@ -31,8 +31,8 @@ from footfall.hub.returning import rate_figures
 EXPLAIN = {
     "visitors": "People who came in, estimated from the phones heard inside (a fixed address as one "
     "person; a random one from its stays and from its scans over those of an average visit), corrected "
-    "for phones not heard and for people without a probing phone; with one sensor, averaged with the "
-    "people-in-store minutes over the mean visit; the range is 90 %.",
+    "for phones not heard and for people without a probing phone; with one sensor, raised by the share of "
+    "the people-in-store minutes in tracks of phones strung together for hours; the range is 90 %.",
     "passersby": "People who walked past, estimated from scans heard outside at the street-facing sensor: "
     "each scan's chance of being a passer-by's, judged from the scans around it, and (with two sensors "
     "or more, averaged with it) the scans of short stays that are not visits, less those visitors leave "

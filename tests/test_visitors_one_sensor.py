@@ -1,8 +1,8 @@
-"""One sensor's visitors (``estimate.weak_little_mean``): the geometric mean of the tracker's
-count and Little's law's, the period's person-time over the stays' mean visit. The tracker
-strings busy shops' randomizing phones into tracks as long as staff's, which the count drops
-and the occupancy keeps; the held-out figures are in docs/metrics.md, "One sensor's visitors
-with Little's law"."""
+"""One sensor's visitors (``estimate.chain_factor``): the tracker's count of stays, raised by the
+share of the person-time in tracks as long as staff's. The tracker strings busy shops'
+randomizing phones into such tracks, which the count drops as staff and the occupancy keeps; the
+held-out figures are in docs/metrics.md, "One sensor's visitors and the tracks as long as
+staff's"."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from footfall.hub.estimate import (
     ScanRecord,
     Session,
     SiteModel,
+    chain_factor,
     classify,
     counted_stays,
     estimate,
-    weak_little_mean,
 )
 
 SHOP = {"shop": -55.0}
@@ -49,61 +49,70 @@ def chain(scan: dict[str, float] = SHOP) -> Session:
 
 
 DAY = [("day", 0.0, 86400.0)]
+STAYS = ((6, 10, 15, 25), 25_000.0)
 
 
-def test_the_count_is_the_geometric_mean_of_the_trackers_and_littles() -> None:
+def stays(scan: dict[str, float] = SHOP) -> list[Session]:
+    minutes, start = STAYS
+    return [visit(f"k{i}", start + 3000.0 * i, n, scan) for i, n in enumerate(minutes)]
+
+
+def test_the_factor_is_halfway_in_ratio_between_none_and_tracks_like_the_rest() -> None:
+    assert chain_factor(0.0) == 1.0
+    # Three quarters of the time in tracks: the count alone, or four times it if their people
+    # stayed like the counted ones; the geometric mean of the two.
+    assert chain_factor(0.75) == pytest.approx(2.0)
+    assert chain_factor(1.0) == chain_factor(0.99) < float("inf")
+    assert chain_factor(-0.1) == 1.0
+
+
+def test_without_such_tracks_the_count_stands() -> None:
     m = one_sensor()
-    stays = [visit(f"k{i}", 3000.0 * i, n) for i, n in enumerate((4, 8, 12, 20, 40))]
-    day = estimate(stays, m, DAY)["day"]
-    # The tracker's count: the stays' visit probabilities times the one-sensor correction.
-    tracker = sum(s.p_visit for s in stays) * m.visitor_factor()
-    mean = weak_little_mean(stays, m, DAY, None)
-    assert mean == pytest.approx(day.mean_dwell_s.estimate)
-    little = person_seconds(stays, chain_pieces(stays, m, DEFAULTS), m, 0.0, 86400.0, DEFAULTS) / mean
-    assert day.visitors.estimate == pytest.approx(math.sqrt(tracker * little))
-    assert min(tracker, little) <= day.visitors.estimate <= max(tracker, little)
-    low, high = day.visitors.low, day.visitors.high
-    assert low is not None and high is not None and low < day.visitors.estimate < high
+    mine = stays()
+    day = estimate(mine, m, DAY)["day"]
+    assert day.visitors.estimate == pytest.approx(sum(s.p_visit for s in mine) * m.visitor_factor())
 
 
-def test_with_one_sensor_a_track_as_long_as_staffs_brings_its_visitors_back() -> None:
+def test_with_one_sensor_a_track_as_long_as_staffs_raises_the_count_by_its_share_of_the_time() -> None:
     m = one_sensor()
-    stays = [visit(f"k{i}", 20_000.0 + 3000.0 * i, n) for i, n in enumerate((6, 10, 15, 25))]
-    a = estimate(stays, m, DAY)["day"]
-    b = estimate([*stays, chain()], m, DAY)["day"]
-    # The tracker's count drops the track as staff; its time in the shop raises Little's part.
-    assert (b.visitors.estimate or 0) > (a.visitors.estimate or 0) * 1.2
+    mine, track = stays(), chain()
+    a = estimate(mine, m, DAY)["day"]
+    b = estimate([*mine, track], m, DAY)["day"]
+    classify([*mine, track], m)
+    pieces = chain_pieces([*mine, track], m, DEFAULTS)
+    total = person_seconds(mine, pieces, m, 0.0, 86400.0, DEFAULTS)
+    in_tracks = person_seconds([], pieces, m, 0.0, 86400.0, DEFAULTS)
+    assert 0.3 < in_tracks / total < 0.9
+    assert b.visitors.estimate == pytest.approx(a.visitors.estimate * chain_factor(in_tracks / total))
+    low, high = b.visitors.low, b.visitors.high
+    assert low is not None and high is not None and low < b.visitors.estimate < high
     # Two sensors tell the shop from the street: there the track adds time, and no visitor.
     m2 = two_sensors()
     inside2 = {"shop": -55.0, "door": -60.0}
-    stays2 = [visit(f"k{i}", 20_000.0 + 3000.0 * i, n, inside2) for i, n in enumerate((6, 10, 15, 25))]
-    a2 = estimate(stays2, m2, DAY)["day"]
-    b2 = estimate([*stays2, chain(inside2)], m2, DAY)["day"]
+    a2 = estimate(stays(inside2), m2, DAY)["day"]
+    b2 = estimate([*stays(inside2), chain(inside2)], m2, DAY)["day"]
     assert b2.visitors.estimate == pytest.approx(a2.visitors.estimate)
-    assert weak_little_mean(stays2, m2, DAY, None) is None
 
 
-def test_an_hour_divides_by_the_days_mean_visit() -> None:
-    """An hour's few stays would make its own mean noisy: every period takes the widest's."""
+def test_each_period_takes_its_own_share() -> None:
+    """The track's scans count in the hour they were heard; an hour without any keeps its count."""
     m = one_sensor()
-    stays = [visit(f"k{i}", 600.0 * i, n) for i, n in enumerate((3, 5, 8, 12, 30, 45))]
-    hour = ("h0", 0.0, 3600.0)
-    out = estimate(stays, m, [*DAY, hour])
-    classify(stays, m)
-    mean = weak_little_mean(stays, m, [*DAY, hour], None)
-    assert mean == pytest.approx(out["day"].mean_dwell_s.estimate)
-    mine = counted_stays(stays, 0.0, 3600.0, None, DEFAULTS)
-    tracker = sum(s.p_visit for s in mine) * m.visitor_factor()
-    little = person_seconds(mine, chain_pieces(stays, m, DEFAULTS), m, 0.0, 3600.0, DEFAULTS) / mean
-    assert out["h0"].visitors.estimate == pytest.approx(math.sqrt(tracker * little))
+    mine, track = stays(), chain()
+    hours = [("early", 0.0, 3600.0), ("late", 25_000.0, 40_000.0)]
+    out = estimate([*mine, track], m, hours)
+    alone = estimate(mine, m, hours)
+    assert out["late"].visitors.estimate == pytest.approx(alone["late"].visitors.estimate)
+    # Before 4 h the track's time is all that was heard: the share is capped, not infinite.
+    assert math.isfinite(out["early"].visitors.estimate or 0.0)
+    mine_late = counted_stays(mine, 25_000.0, 40_000.0, None, DEFAULTS)
+    assert len(mine_late) == len(mine)
 
 
-def test_live_it_counts_only_finished_stays_on_both_sides() -> None:
-    """Before the last stay is over neither the count nor the mean holds it: the figure of the
-    finished stays is what the next run, with the last stay over, says about them too."""
+def test_live_it_counts_only_finished_stays() -> None:
+    """Before the last stay is over the count does not hold it: the figure of the finished stays
+    is what the next run, with the last stay over, says about them too."""
     m = one_sensor()
-    stays = [visit(f"k{i}", 1000.0 * i, n) for i, n in enumerate((4, 9, 14, 22))]
-    last_end = stays[-1].last
-    before = estimate(stays, m, DAY, final_before=last_end)["day"]
-    done = estimate(stays[:-1], m, DAY)["day"]
+    mine = [visit(f"k{i}", 1000.0 * i, n) for i, n in enumerate((4, 9, 14, 22))]
+    before = estimate(mine, m, DAY, final_before=mine[-1].last)["day"]
+    done = estimate(mine[:-1], m, DAY)["day"]
     assert before.visitors.estimate == pytest.approx(done.visitors.estimate)
