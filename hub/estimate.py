@@ -232,6 +232,10 @@ class Session:
     # The first stay of a key the identity pass gave a track heard for half an hour that it was
     # in doubt about (LinkSettings.rekey_below): a phone that was already here, not arriving.
     continued: bool = False
+    # A stay of the identity pass left out as staff (long_presence) because its visits are in a
+    # randomizing track of the estimation pass as long as staff's: phones of one model the
+    # tracker strung together, passers-by among them, not one device (hub/link.py).
+    in_track: bool = False
 
     @property
     def first(self) -> float:
@@ -338,6 +342,8 @@ def estimate(
         _, wide_start, wide_end = max(periods, key=lambda p: p[2] - p[1])
         settled = passby_scans.settled_before(final_before, defaults.session_gap_s, wide_end)
         busy = passby_scans.street_vs_shop([s for s in passing if wide_start <= s.first < wide_end], nb, settled)
+        # The identity pass's stays in tracks as long as staff's, for a scan model fitted with them.
+        tracks = [s for s in passing if s.in_track] if scan_model.tracks else []
     # The person-time (hub/dwell.py, which builds on the occupancy, which builds on this module):
     # with two sensors or more the dwell from Little's law, with one the visitors the tracker's
     # tracks as long as staff's hold (chain_factor).
@@ -379,7 +385,8 @@ def estimate(
         p_count = math.sqrt(pb_scans) * factor / passersby if passersby > 0 else 1.0
         counts: dict[str, float] = {}
         if scan_model is not None:
-            p_sum, p_var = passby_scans.expected_scans(counted, nb, busy, scan_model, settled)
+            asked = counted + counted_stays(tracks, start, end, final_before, defaults, staff=True)
+            p_sum, p_var = passby_scans.expected_scans(asked, nb, busy, scan_model, settled)
             by_scans = p_sum * scan_model.factor(len(model.inside.sensors)) * model.calibration.passersby
             counts = {"stays": passersby, "scans": by_scans}
             s_count = math.sqrt(p_var) / p_sum if p_sum > 0 else 1.0
@@ -470,10 +477,17 @@ def _visit_dwells(
 
 
 def counted_stays(
-    sessions: Sequence[Session], start: float, end: float, final_before: float | None, defaults: Defaults
+    sessions: Sequence[Session],
+    start: float,
+    end: float,
+    final_before: float | None,
+    defaults: Defaults,
+    *,
+    staff: bool = False,
 ) -> list[Session]:
-    """The stays a period counts: begun in it, not staff, over by ``final_before`` if given."""
-    mine = [s for s in sessions if start <= s.first < end and not s.staff]
+    """The stays a period counts: begun in it, not staff (unless ``staff``), over by
+    ``final_before`` if given."""
+    mine = [s for s in sessions if start <= s.first < end and (staff or not s.staff)]
     if final_before is not None:
         mine = [
             s

@@ -236,12 +236,17 @@ def relink_day(
         # Staff and background by behaviour, per day (a randomized phone has a new key every
         # day): hours heard inside is staff, hours heard outside is a neighbour's or the
         # corridor's device. Both are left out of every figure (hub/estimate.py does the same).
-        behaviour = _identity_keys(an, _long_presence(an, start, stop))
+        held = _long_presence(an, start, stop)
+        behaviour = _identity_keys(an, held)
         excluded = devices.excluded_keys(conn) | set(behaviour)
-        # The identity pass's pieces of a staff or background device are not passers-by either.
+        # The identity pass's pieces of a staff or background device are not passers-by either;
+        # those of a randomizing track as long as staff's may be (Session.in_track).
+        tracks = {s.key for s in an.sessions if s.staff and not s.identified and not s.long_presence}
+        in_track = _identity_keys(an, {k: r for k, r in held.items() if k in tracks})
         for s in an.identity_sessions:
             if s.key in behaviour:
                 s.long_presence = True
+                s.in_track = s.key in in_track
         conn.execute(
             "UPDATE sensor_visits SET visit_id = NULL WHERE visit_id IN "
             "(SELECT id FROM visits WHERE first_seen >= ? AND first_seen < ?)",

@@ -181,3 +181,32 @@ def test_the_fit_needs_two_stores_to_leave_one_out(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as exc:
         fit_passby_scans.main(["--one-sensor", "--seeds", "3"])
     assert exc.value.code == 2 and "two tuning stores" in capsys.readouterr().err
+
+
+def test_a_model_fitted_with_the_tracks_asks_about_their_stays_scans() -> None:
+    """The identity pass's stays left out as staff because they are in a randomizing track as
+    long as staff's (Session.in_track) hold passers-by's scans too: a model fitted so asks about
+    them, like any stay, once they are over; one fitted without them (``tracks`` false) does not."""
+    one = _shipped(one_sensor=True)
+    assert one.tracks and passby_scans.ScanModel.from_dict(one.to_dict()).tracks
+    assert _shipped().tracks  # the 2-3 sensor model was fitted so too
+    inside = inside_mod.fit([{"door": -55.0}] * 200, [{"door": -80.0}] * 200, [])
+    m = SiteModel(inside=inside, session_prior=0.5, heard_share=0.95, front_sensor="door")
+    walks = [stay(f"w{i}", f"fp:{i}", [1000.0 + 300.0 * i], {"door": -80.0}) for i in range(20)]
+    # Three pieces of a track: left out as staff, each a street scan.
+    pieces = [stay(f"t{i}", "fp:t", [2000.0 + 700.0 * i], {"door": -80.0}) for i in range(3)]
+    for p in pieces:
+        p.long_presence = p.in_track = True
+        assert p.staff
+    nb = passby_scans.Neighbours.of([*walks, *pieces], m)
+    assert len(passby_scans.candidates([*walks, *pieces], nb, tracks=True)) == len(walks) + 3
+    assert len(passby_scans.candidates([*walks, *pieces], nb)) == len(walks)
+    day = [("day", 0.0, 86400.0)]
+    with_pieces = estimate([], m, day, pass_sessions=[*walks, *pieces])["day"]
+    without = estimate([], m, day, pass_sessions=walks)["day"]
+    assert with_pieces.passersby.estimate > without.passersby.estimate
+    # Live, a piece counts once it is over, as any stay: not before its visit gap has passed.
+    last = pieces[-1].last
+    live = estimate([], m, day, final_before=last + 60.0, pass_sessions=[*walks, *pieces])["day"]
+    done = estimate([], m, day, final_before=last + 60.0, pass_sessions=[*walks, *pieces[:2]])["day"]
+    assert live.passersby_counts["scans"] == pytest.approx(done.passersby_counts["scans"])

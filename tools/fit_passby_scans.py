@@ -65,7 +65,8 @@ def day(seed: int, street: float) -> Day:
     kinds = person_kinds(run.truth, 0)
     nb = passby_scans.Neighbours.of(an.identity_sessions, an.model)
     counted = counted_stays(an.identity_sessions, start, stop, None, DEFAULTS)
-    cands = passby_scans.candidates(counted, nb)
+    tracks = counted_stays([s for s in an.identity_sessions if s.in_track], start, stop, None, DEFAULTS, staff=True)
+    cands = passby_scans.candidates(counted + tracks, nb, tracks=True)
     x = passby_scans.features(cands, nb, passby_scans.street_vs_shop(counted, nb))
     y = np.asarray([kinds.get(device.get(round(sc.t, 3), ""), "") == "passerby" for sc in cands], dtype=int)
     truth = sum(1 for p in run.truth["people"] if p["day"] == 0 and p["kind"] == "passerby")
@@ -99,6 +100,7 @@ def export(pipe: Any, factors: dict[str, float], source: str, x: np.ndarray) -> 
         tuple(float(v) for v in x.min(axis=0)),
         tuple(float(v) for v in x.max(axis=0)),
         source,
+        tracks=True,
     )
 
 
