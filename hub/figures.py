@@ -24,9 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from footfall.hub.estimate import Calibration
 from footfall.hub.ranges import wilson
 from footfall.hub.returning import rate_figures
+from footfall.hub.site_model import Calibration
 
 EXPLAIN = {
     "visitors": "People who came in, estimated from the phones heard inside (a fixed address as one "

@@ -20,7 +20,6 @@ from footfall.hub.estimate import (
     DEFAULTS,
     MAX_WEIGHT,
     SHAPES,
-    Calibration,
     Defaults,
     Session,
     SiteModel,
@@ -30,6 +29,7 @@ from footfall.hub.estimate import (
     sigmoid,
 )
 from footfall.hub.inside import InsideModel
+from footfall.hub.site_model import Calibration
 
 
 def session_classes(

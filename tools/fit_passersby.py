@@ -29,8 +29,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from footfall.hub.estimate import DEFAULTS, counted_stays, crowding_factor, estimate
+from footfall.hub.estimate import DEFAULTS, counted_stays, estimate
 from footfall.hub.passby_stays import passing_scan_weights
+from footfall.hub.site_model import crowding_factor
 from footfall.tools.evaluate_pipeline import linked_days, scenario, streets_only, tuning_only
 from footfall.tools.probe_passersby import person_kinds, scan_identities
 
