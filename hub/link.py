@@ -43,7 +43,7 @@ from footfall.hub.config import HubConfig
 from footfall.hub.derandomize import LinkSettings
 from footfall.hub.estimate import SiteModel, estimate, fill_visit_dwell
 from footfall.hub.merge import merge_new
-from footfall.hub.occupancy import per_minute
+from footfall.hub.occupancy import chained, per_minute
 from footfall.hub.ranges import passersby_within
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def relink_day(
         excluded = devices.excluded_keys(conn) | set(behaviour)
         # The identity pass's pieces of a staff or background device are not passers-by either;
         # those of a randomizing track as long as staff's may be (Session.in_track).
-        tracks = {s.key for s in an.sessions if s.staff and not s.identified and not s.long_presence}
+        tracks = {s.key for s in an.sessions if chained(s)}
         in_track = _identity_keys(an, {k: r for k, r in held.items() if k in tracks})
         for s in an.identity_sessions:
             if s.key in behaviour:
