@@ -206,7 +206,11 @@ def estimate(
         # ratio when it ends, and lower every scan's chance at once: a step back live).
         _, wide_start, wide_end = max(periods, key=lambda p: p[2] - p[1])
         settled = passby_scans.settled_before(final_before, defaults.session_gap_s, wide_end)
-        busy = passby_scans.street_vs_shop([s for s in passing if wide_start <= s.first < wide_end], nb, settled)
+        busy = (
+            passby_scans.street_vs_shop([s for s in passing if wide_start <= s.first < wide_end], nb, settled)
+            if scan_model.street_vs_shop
+            else 0.0
+        )
         # The identity pass's stays in tracks as long as staff's, for a scan model fitted with them.
         tracks = [s for s in passing if s.in_track] if scan_model.tracks else []
     # The person-time (hub/dwell.py, which builds on the occupancy, which builds on this module):

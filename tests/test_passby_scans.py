@@ -210,3 +210,28 @@ def test_a_model_fitted_with_the_tracks_asks_about_their_stays_scans() -> None:
     live = estimate([], m, day, final_before=last + 60.0, pass_sessions=[*walks, *pieces])["day"]
     done = estimate([], m, day, final_before=last + 60.0, pass_sessions=[*walks, *pieces[:2]])["day"]
     assert live.passersby_counts["scans"] == pytest.approx(done.passersby_counts["scans"])
+
+
+def test_one_sensor_asks_about_each_scan_whatever_the_ratio_of_outside_to_inside_scans() -> None:
+    """With one sensor the street-vs-shop ratio is no feature (ScanModel.street_vs_shop): it
+    splits scans at the site's inside edge, which one sensor fits on a hundred night scans. The
+    same street scans then count the same however many scans of the shop read inside, and the
+    2-3 sensor model still takes the ratio in."""
+    one, two = _shipped(one_sensor=True), _shipped()
+    assert not one.street_vs_shop and two.street_vs_shop
+    assert not passby_scans.ScanModel.from_dict(one.to_dict()).street_vs_shop
+    inside = inside_mod.fit([{"door": -55.0}] * 200, [{"door": -80.0}] * 200, [])
+    m = SiteModel(inside=inside, session_prior=0.5, heard_share=0.95, front_sensor="door")
+    walks = [stay(f"w{i}", f"fp:{i}", [1000.0 + 300.0 * i], {"door": -80.0}) for i in range(20)]
+    nb = passby_scans.Neighbours.of(walks, m)
+    quiet, busy = (passby_scans.expected_scans(walks, nb, ratio, one) for ratio in (-2.0, 1.0))
+    assert quiet == pytest.approx(busy)
+    quiet, busy = (passby_scans.expected_scans(walks, nb, ratio, two) for ratio in (-2.0, 1.0))
+    assert quiet != pytest.approx(busy)
+    # In the hub's estimate: visitors' inside scans change the ratio, not the street's count.
+    shop = [stay(f"v{i}", f"fp:v{i}", [5000.0 + 400.0 * i + 30.0 * k for k in range(20)], {"door": -55.0}, 0.9)
+            for i in range(10)]  # fmt: skip
+    day = [("day", 0.0, 86400.0)]
+    alone = estimate([], m, day, pass_sessions=walks)["day"].passersby_counts["scans"]
+    amid = estimate(shop, m, day, pass_sessions=[*walks, *shop])["day"].passersby_counts["scans"]
+    assert amid == pytest.approx(alone)

@@ -30,6 +30,7 @@ from footfall.hub import link, passby_scans
 from footfall.hub.analysis import day_bounds
 from footfall.hub.estimate import counted_stays
 from footfall.hub.estimate_defaults import DEFAULTS
+from footfall.hub.passby_scans import FEATURES
 from footfall.tools.evaluate_pipeline import TUNING_SEEDS, ingest, scenario, simulate, streets_only, tuning_only
 from footfall.tools.probe_passersby import person_kinds, scan_identities
 
@@ -177,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(s, st) for s in seeds for st in streets]
     with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         days = list(pool.map(day, *zip(*jobs, strict=True)))
+    if args.one_sensor:
+        # No street-vs-shop ratio with one sensor (passby_scans.ScanModel.street_vs_shop).
+        for d in days:
+            d.x[:, FEATURES.index("street_vs_shop")] = 0.0
     source = f"fit_passby_scans: seeds {','.join(map(str, seeds))} at streets {args.streets}"
     report, spreads = left_out(days, source)
     print(report)
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     model = replace(model, factors=factors_of(model, days))
     if args.one_sensor:
         # One sensor's stays' count does not follow the street (docs/metrics.md): this count alone.
-        model = replace(model, combine="alone", spread=round(spreads["1"], 3))
+        model = replace(model, combine="alone", spread=round(spreads["1"], 3), street_vs_shop=False)
     print("factors", json.dumps(model.factors))
     if args.write:
         args.write.write_text(json.dumps(model.to_dict(), indent=1) + "\n")
