@@ -10,7 +10,7 @@ import pytest
 
 from footfall.hub.calibrate import read_counts
 from footfall.tools import evaluate_calibration as ec
-from footfall.tools.evaluate import register_evaluate
+from footfall.tools.evaluate_cli import register_evaluate
 
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
 H = 3600

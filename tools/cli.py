@@ -8,7 +8,7 @@ import logging
 
 # Sibling tools that register their own subcommands: (module, function taking ``sub``).
 TOOLS = (
-    ("footfall.tools.evaluate", "register_evaluate"),
+    ("footfall.tools.evaluate_cli", "register_evaluate"),
     ("footfall.tools.provision_cli", "register_provision"),
     ("footfall.tools.demo", "register_demo"),
 )
