@@ -235,3 +235,17 @@ def test_one_sensor_asks_about_each_scan_whatever_the_ratio_of_outside_to_inside
     alone = estimate([], m, day, pass_sessions=walks)["day"].passersby_counts["scans"]
     amid = estimate(shop, m, day, pass_sessions=[*walks, *shop])["day"].passersby_counts["scans"]
     assert amid == pytest.approx(alone)
+
+
+def test_the_one_sensor_tuning_stores_hold_every_kind_the_held_out_ones_do() -> None:
+    """The one-sensor scan model is fitted on the one-sensor tuning stores: every size and share
+    of randomizing phones of the held-out one-sensor stores is among them (it had no 60 % one
+    before 2026-12-06, night), and none of them is held out."""
+    from footfall.tools.evaluate_pipeline import HELD_OUT_SEEDS, TUNING_SEEDS, scenario
+
+    def kinds(seeds: tuple[int, ...]) -> set[tuple[float, float]]:
+        return {(sc.scale, sc.randomized_share) for sc in map(scenario, seeds) if sc.sensors == 1}
+
+    assert kinds(HELD_OUT_SEEDS) <= kinds(TUNING_SEEDS)
+    assert len(kinds(TUNING_SEEDS)) == 9
+    assert not set(TUNING_SEEDS) & set(HELD_OUT_SEEDS)
