@@ -173,8 +173,8 @@ class Defaults:
     # dwell; one sensor 0.36, 0.22 and visitors 0.22). The ranges of passers-by with 2-3 sensors
     # take each kind's own spread (PassbyCount.spread); the pooled 0.19 here weighs a door count
     # (hub/calibrate_fit.py). One sensor's passers-by, counted by its scan model alone since
-    # 2026-12-06, take that model's spread (hub/passby_model_one_sensor.json: 0.213 since 2026-12-06 night, on 13
-    # stores without the street-vs-shop ratio; 0.301 on 6 with it); 0.48 here is
+    # 2026-12-06, take that model's spread (hub/passby_model_one_sensor.json: 0.213 since that
+    # night, on 13 stores without the street-vs-shop ratio; 0.301 on 6 with it); 0.48 here is
     # the stays' count's, left for a door count's weight and a site with no scan model. One
     # sensor's median dwell since 2026-12-06, evening (same tuning days, three streets): 0.170
     # (0.240 before) as the geometric mean of the stays' median and the mean's
